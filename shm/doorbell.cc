@@ -1,0 +1,54 @@
+#include "shm/doorbell.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <system_error>
+#include <utility>
+
+namespace ff::shm {
+
+Doorbell::Doorbell() : fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+  if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd for doorbell");
+}
+
+Doorbell::~Doorbell() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Doorbell::Doorbell(Doorbell&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+
+Doorbell& Doorbell::operator=(Doorbell&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+void Doorbell::ring() const {
+  uint64_t one = 1;
+  // EAGAIN means the counter is saturated: the waiter is certain to wake.
+  [[maybe_unused]] ssize_t r = ::write(fd_, &one, sizeof one);
+}
+
+bool Doorbell::drain() const {
+  uint64_t v;
+  return ::read(fd_, &v, sizeof v) == static_cast<ssize_t>(sizeof v);
+}
+
+bool Doorbell::wait(std::chrono::milliseconds timeout) const {
+  pollfd p{fd_, POLLIN, 0};
+  int ms = timeout.count() < 0 ? -1 : static_cast<int>(timeout.count());
+  int r;
+  do {
+    r = ::poll(&p, 1, ms);
+  } while (r < 0 && errno == EINTR);
+  if (r <= 0) return false;
+  return drain();
+}
+
+}  // namespace ff::shm

@@ -1,0 +1,235 @@
+// Single-producer/single-consumer rings of fixed-size descriptors in shared
+// memory.
+//
+// Layout (at a 64-byte aligned offset inside a segment):
+//   RingControl (5 cache lines) | T slots[capacity]
+// Indices are free-running uint64_t, masked by the power-of-two capacity.
+//
+// Memory ordering:
+//   * The producer writes slots, then store-release producer_index (P1).
+//   * The consumer load-acquires producer_index (C1, pairs with P1), copies
+//     the slots out, then store-releases consumer_index (C2).
+//   * The producer load-acquires consumer_index (P2, pairs with C2) before it
+//     reuses slots.
+//   * Sleeping consumer (Dekker): the consumer stores needs_wakeup=1, issues a
+//     seq_cst fence, and re-reads producer_index; the producer stores
+//     producer_index, issues a seq_cst fence, and reads needs_wakeup. At least
+//     one side sees the other's store, so a wakeup is never lost.
+//
+// Trust: each side keeps its own copy of the capacity and of its own index in
+// the process-local handle and never re-reads them from shared memory. The
+// other side's index is hostile: an index that implies more than `capacity`
+// entries (or runs backwards) marks the ring corrupt, and every later call
+// fails. Descriptors are copied out of shared memory before the caller sees
+// them, so a descriptor rewritten after posting cannot change under
+// validation.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <type_traits>
+
+#include "shm/segment.h"
+
+namespace ff::shm {
+
+template <typename T>
+concept Descriptor = std::is_trivially_copyable_v<T> && std::is_standard_layout_v<T> &&
+                     (sizeof(T) % 8 == 0);
+
+struct RingControl {
+  alignas(kCacheLine) uint32_t capacity;  // written once by the creator; informative only
+  uint32_t slot_size;
+  alignas(kCacheLine) std::atomic<uint64_t> producer_index;
+  alignas(kCacheLine) uint8_t guard[kCacheLine];  // keeps the two indices' lines apart under prefetch
+  alignas(kCacheLine) std::atomic<uint64_t> consumer_index;
+  alignas(kCacheLine) std::atomic<uint32_t> consumer_needs_wakeup;
+};
+static_assert(sizeof(RingControl) == 5 * kCacheLine, "ring control block layout is ABI");
+static_assert(offsetof(RingControl, producer_index) == 1 * kCacheLine, "ring control layout is ABI");
+static_assert(offsetof(RingControl, consumer_index) == 3 * kCacheLine, "ring control layout is ABI");
+static_assert(offsetof(RingControl, consumer_needs_wakeup) == 4 * kCacheLine,
+              "ring control layout is ABI");
+
+inline constexpr bool is_valid_capacity(uint64_t c) {
+  return c >= 2 && c <= (1u << 20) && (c & (c - 1)) == 0;
+}
+
+template <Descriptor T>
+constexpr size_t ring_bytes(uint32_t capacity) {
+  return round_up(sizeof(RingControl) + sizeof(T) * capacity, kCacheLine);
+}
+
+// Creator side: writes a fresh control block at `at`. Precondition: `at` is
+// 64-byte aligned, zeroed or never used by a live ring, capacity valid.
+template <Descriptor T>
+void init_ring(std::byte* at, uint32_t capacity) {
+  auto* c = new (at) RingControl{};
+  c->capacity = capacity;
+  c->slot_size = sizeof(T);
+  c->producer_index.store(0, std::memory_order_relaxed);
+  c->consumer_index.store(0, std::memory_order_relaxed);
+  c->consumer_needs_wakeup.store(0, std::memory_order_relaxed);
+}
+
+// Attacher side: true when the control block at `at` agrees with what the
+// attacher was told over the control socket.
+template <Descriptor T>
+bool ring_matches(const std::byte* at, uint32_t capacity) {
+  const auto* c = reinterpret_cast<const RingControl*>(at);
+  return is_valid_capacity(capacity) && c->capacity == capacity && c->slot_size == sizeof(T);
+}
+
+// Producer handle. Only one thread may use it at a time (the "sp_" side).
+template <Descriptor T>
+class RingProducer {
+ public:
+  RingProducer() = default;
+  RingProducer(std::byte* at, uint32_t capacity)
+      : ctl_(reinterpret_cast<RingControl*>(at)),
+        slots_(reinterpret_cast<T*>(at + sizeof(RingControl))),
+        capacity_(capacity),
+        mask_(capacity - 1) {}
+
+  // Enqueues all `items` or none. Returns false when the ring lacks room or is corrupt.
+  [[nodiscard]] bool sp_push_bulk(std::span<const T> items) {
+    if (free_slots(items.size()) < items.size()) return false;
+    write_and_publish(items);
+    return true;
+  }
+  // Enqueues as many of `items` as fit; returns how many.
+  [[nodiscard]] size_t sp_push_burst(std::span<const T> items) {
+    size_t n = std::min(items.size(), free_slots(items.size()));
+    if (n > 0) write_and_publish(items.first(n));
+    return n;
+  }
+  [[nodiscard]] bool sp_try_push(const T& item) { return sp_push_bulk(std::span<const T>(&item, 1)); }
+
+  // After publishing: true when the consumer armed its doorbell and must be
+  // woken (the caller then rings the eventfd). Clears the request.
+  [[nodiscard]] bool consumer_needs_wakeup() {
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // Dekker with consumer's prepare_to_sleep
+    if (ctl_->consumer_needs_wakeup.load(std::memory_order_relaxed) == 0) return false;
+    return ctl_->consumer_needs_wakeup.exchange(0, std::memory_order_relaxed) != 0;
+  }
+
+  bool corrupt() const { return corrupt_; }
+  uint64_t produced() const { return head_; }
+  uint32_t capacity() const { return static_cast<uint32_t>(capacity_); }
+
+ private:
+  size_t free_slots(size_t wanted) {
+    if (corrupt_ || ctl_ == nullptr) return 0;
+    uint64_t used = head_ - cached_consumer_;
+    if (capacity_ - used >= wanted) return capacity_ - used;
+    // Acquire pairs with the consumer's release store of consumer_index (C2).
+    uint64_t cons = ctl_->consumer_index.load(std::memory_order_acquire);
+    used = head_ - cons;  // unsigned: a consumer index ahead of head_ wraps to a huge value
+    if (used > capacity_) {
+      corrupt_ = true;
+      return 0;
+    }
+    cached_consumer_ = cons;
+    return capacity_ - used;
+  }
+  void write_and_publish(std::span<const T> items) {
+    for (const T& item : items) {
+      std::memcpy(&slots_[head_ & mask_], &item, sizeof(T));
+      ++head_;
+    }
+    // Release pairs with the consumer's acquire load of producer_index (C1).
+    ctl_->producer_index.store(head_, std::memory_order_release);
+  }
+
+  RingControl* ctl_ = nullptr;
+  T* slots_ = nullptr;
+  uint64_t capacity_ = 0;
+  uint64_t mask_ = 0;
+  uint64_t head_ = 0;             // own index: never re-read from shared memory
+  uint64_t cached_consumer_ = 0;  // last consumer index seen
+  bool corrupt_ = false;
+};
+
+// Consumer handle. Only one thread may use it at a time (the "sc_" side).
+template <Descriptor T>
+class RingConsumer {
+ public:
+  RingConsumer() = default;
+  RingConsumer(std::byte* at, uint32_t capacity)
+      : ctl_(reinterpret_cast<RingControl*>(at)),
+        slots_(reinterpret_cast<const T*>(at + sizeof(RingControl))),
+        capacity_(capacity),
+        mask_(capacity - 1) {}
+
+  // Copies up to out.size() descriptors out; returns how many (0 when empty or corrupt).
+  [[nodiscard]] size_t sc_pop_burst(std::span<T> out) {
+    size_t n = std::min(out.size(), available(out.size()));
+    copy_out_and_release(out.first(n));
+    return n;
+  }
+  // Copies exactly out.size() descriptors or none.
+  [[nodiscard]] bool sc_pop_bulk(std::span<T> out) {
+    if (available(out.size()) < out.size()) return false;
+    copy_out_and_release(out);
+    return true;
+  }
+  [[nodiscard]] bool sc_try_pop(T& out) { return sc_pop_bulk(std::span<T>(&out, 1)); }
+
+  // True when nothing is queued right now (re-reads the producer index).
+  bool empty_guess() { return available(1) == 0; }
+
+  // Arms the wakeup request and re-checks. Returns true when the ring is still
+  // empty and the caller may block on the doorbell; false when work arrived
+  // (the request is withdrawn).
+  bool prepare_to_sleep() {
+    ctl_->consumer_needs_wakeup.store(1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // Dekker with producer's consumer_needs_wakeup
+    if (available(1) == 0 && !corrupt_) return true;
+    ctl_->consumer_needs_wakeup.store(0, std::memory_order_relaxed);
+    return false;
+  }
+  void cancel_sleep() { ctl_->consumer_needs_wakeup.store(0, std::memory_order_relaxed); }
+
+  bool corrupt() const { return corrupt_; }
+  uint64_t consumed() const { return tail_; }
+  uint32_t capacity() const { return static_cast<uint32_t>(capacity_); }
+
+ private:
+  size_t available(size_t wanted) {
+    if (corrupt_ || ctl_ == nullptr) return 0;
+    uint64_t ready = cached_producer_ - tail_;
+    if (ready >= wanted) return ready;
+    // Acquire pairs with the producer's release store of producer_index (P1).
+    uint64_t prod = ctl_->producer_index.load(std::memory_order_acquire);
+    ready = prod - tail_;  // unsigned: a producer index behind tail_ wraps to a huge value
+    if (ready > capacity_) {
+      corrupt_ = true;
+      return 0;
+    }
+    cached_producer_ = prod;
+    return ready;
+  }
+  void copy_out_and_release(std::span<T> out) {
+    if (out.empty()) return;
+    for (T& item : out) {
+      std::memcpy(&item, &slots_[tail_ & mask_], sizeof(T));
+      ++tail_;
+    }
+    // Release pairs with the producer's acquire load of consumer_index (P2):
+    // the slots are ours no longer.
+    ctl_->consumer_index.store(tail_, std::memory_order_release);
+  }
+
+  RingControl* ctl_ = nullptr;
+  const T* slots_ = nullptr;
+  uint64_t capacity_ = 0;
+  uint64_t mask_ = 0;
+  uint64_t tail_ = 0;             // own index: never re-read from shared memory
+  uint64_t cached_producer_ = 0;  // last producer index seen
+  bool corrupt_ = false;
+};
+
+}  // namespace ff::shm

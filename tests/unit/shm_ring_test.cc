@@ -1,0 +1,220 @@
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "shm/doorbell.h"
+#include "shm/ring.h"
+#include "shm/segment.h"
+
+namespace ff::shm {
+namespace {
+
+struct Desc {
+  uint64_t seq;
+  uint64_t payload[7];
+};
+
+struct RingFixture : ::testing::Test {
+  static constexpr uint32_t kCap = 8;
+  Mapping seg = Mapping::create("test-ring", SegmentKind::kRing,
+                                sizeof(SegmentHeader) + ring_bytes<Desc>(kCap));
+  std::byte* at = seg.base() + sizeof(SegmentHeader);
+  void SetUp() override { init_ring<Desc>(at, kCap); }
+  RingControl* ctl() { return reinterpret_cast<RingControl*>(at); }
+};
+
+TEST_F(RingFixture, FifoOrderAcrossWrap) {
+  RingProducer<Desc> p(at, kCap);
+  RingConsumer<Desc> c(at, kCap);
+  uint64_t next_push = 0, next_pop = 0;
+  for (int round = 0; round < 100; ++round) {
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(p.sp_try_push(Desc{next_push++, {}}));
+    Desc d{};
+    for (int i = 0; i < 5; ++i) {
+      ASSERT_TRUE(c.sc_try_pop(d));
+      EXPECT_EQ(d.seq, next_pop++);
+    }
+    EXPECT_FALSE(c.sc_try_pop(d));
+  }
+}
+
+TEST_F(RingFixture, FullRingRejectsPushAndBulkIsAllOrNothing) {
+  RingProducer<Desc> p(at, kCap);
+  RingConsumer<Desc> c(at, kCap);
+  std::array<Desc, 6> six{};
+  ASSERT_TRUE(p.sp_push_bulk(six));
+  EXPECT_FALSE(p.sp_push_bulk(std::span<const Desc>(six.data(), 3)));  // only 2 free
+  EXPECT_EQ(p.sp_push_burst(std::span<const Desc>(six.data(), 3)), 2u);
+  EXPECT_FALSE(p.sp_try_push(Desc{}));
+  std::array<Desc, 16> out{};
+  EXPECT_FALSE(c.sc_pop_bulk(out));
+  EXPECT_EQ(c.sc_pop_burst(out), 8u);
+  EXPECT_TRUE(p.sp_try_push(Desc{}));
+}
+
+TEST_F(RingFixture, ProducerIndexPastCapacityMarksCorrupt) {
+  RingConsumer<Desc> c(at, kCap);
+  ctl()->producer_index.store(kCap + 1);  // a hostile producer
+  Desc d{};
+  EXPECT_FALSE(c.sc_try_pop(d));
+  EXPECT_TRUE(c.corrupt());
+  ctl()->producer_index.store(1);  // healing the index does not un-corrupt the ring
+  EXPECT_FALSE(c.sc_try_pop(d));
+}
+
+TEST_F(RingFixture, ProducerIndexRunningBackwardsMarksCorrupt) {
+  RingProducer<Desc> p(at, kCap);
+  RingConsumer<Desc> c(at, kCap);
+  ASSERT_TRUE(p.sp_try_push(Desc{}));
+  Desc d{};
+  ASSERT_TRUE(c.sc_try_pop(d));
+  ctl()->producer_index.store(0);
+  EXPECT_FALSE(c.sc_try_pop(d));
+  EXPECT_TRUE(c.corrupt());
+}
+
+TEST_F(RingFixture, HostileConsumerIndexMarksProducerCorrupt) {
+  RingProducer<Desc> p(at, kCap);
+  for (uint32_t i = 0; i < kCap; ++i) ASSERT_TRUE(p.sp_try_push(Desc{}));
+  ctl()->consumer_index.store(1000);  // ahead of anything produced
+  EXPECT_FALSE(p.sp_try_push(Desc{}));
+  EXPECT_TRUE(p.corrupt());
+}
+
+TEST_F(RingFixture, DescriptorIsCopiedOutBeforeTheCallerSeesIt) {
+  RingProducer<Desc> p(at, kCap);
+  RingConsumer<Desc> c(at, kCap);
+  ASSERT_TRUE(p.sp_try_push(Desc{42, {1, 2, 3}}));
+  Desc d{};
+  ASSERT_TRUE(c.sc_try_pop(d));
+  auto* slots = reinterpret_cast<Desc*>(at + sizeof(RingControl));
+  slots[0].seq = 666;  // a rewrite after posting cannot change what was taken
+  EXPECT_EQ(d.seq, 42u);
+}
+
+TEST_F(RingFixture, AttachChecksCapacityAndSlotSize) {
+  EXPECT_TRUE(ring_matches<Desc>(at, kCap));
+  EXPECT_FALSE(ring_matches<Desc>(at, kCap * 2));
+  EXPECT_FALSE(ring_matches<Desc>(at, 7));
+  struct Other {
+    uint64_t x;
+  };
+  EXPECT_FALSE(ring_matches<Other>(at, kCap));
+}
+
+TEST_F(RingFixture, SleepingConsumerIsWokenByProducer) {
+  Doorbell bell;
+  RingProducer<Desc> p(at, kCap);
+  RingConsumer<Desc> c(at, kCap);
+  constexpr uint64_t kCount = 20000;
+  std::thread producer([&] {
+    for (uint64_t i = 0; i < kCount; ++i) {
+      while (!p.sp_try_push(Desc{i, {}})) std::this_thread::yield();
+      if (p.consumer_needs_wakeup()) bell.ring();
+    }
+  });
+  uint64_t expect = 0;
+  uint64_t sleeps = 0;
+  while (expect < kCount) {
+    Desc d{};
+    if (c.sc_try_pop(d)) {
+      ASSERT_EQ(d.seq, expect++);
+      continue;
+    }
+    if (c.prepare_to_sleep()) {
+      ++sleeps;
+      // A lost wakeup would hang here; a generous timeout turns it into a failure.
+      ASSERT_TRUE(bell.wait(std::chrono::seconds(10)) || !c.empty_guess());
+      c.cancel_sleep();
+    }
+  }
+  producer.join();
+  EXPECT_EQ(c.consumed(), kCount);
+  RecordProperty("sleeps", static_cast<int>(sleeps));
+}
+
+TEST(Segment, AttachRejectsWrongKindAndForeignFiles) {
+  Mapping ring = Mapping::create("k", SegmentKind::kRing, 4096);
+  EXPECT_NO_THROW(Mapping::attach(ring.fd(), SegmentKind::kRing));
+  EXPECT_THROW(Mapping::attach(ring.fd(), SegmentKind::kArena), std::system_error);
+  ring.at<SegmentHeader>(0)->magic ^= 1;
+  EXPECT_THROW(Mapping::attach(ring.fd(), SegmentKind::kRing), std::system_error);
+}
+
+TEST(Segment, SizeIsSealedAgainstShrinking) {
+  Mapping seg = Mapping::create("sealed", SegmentKind::kRing, 8192);
+  EXPECT_NE(::ftruncate(seg.fd(), 4096), 0);
+  EXPECT_EQ(errno, EPERM);
+}
+
+// Two processes, a ring each way through one memfd: the child echoes every
+// descriptor back after checking its canary; the parent checks the echo.
+TEST(RingTwoProcess, CanaryCheckedPayloadsSurviveAMillionRoundTrips) {
+  constexpr uint32_t kCap = 256;
+  constexpr uint64_t kCount = 1'000'000;
+  constexpr size_t kRingBytes = ring_bytes<Desc>(kCap);
+  Mapping seg = Mapping::create("stress", SegmentKind::kRing,
+                                sizeof(SegmentHeader) + 2 * kRingBytes);
+  std::byte* to_child = seg.base() + sizeof(SegmentHeader);
+  std::byte* to_parent = to_child + kRingBytes;
+  init_ring<Desc>(to_child, kCap);
+  init_ring<Desc>(to_parent, kCap);
+  auto canary = [](uint64_t seq, int i) { return (seq * uint64_t{0x9E3779B97F4A7C15}) ^ static_cast<uint64_t>(i); };
+
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    Mapping mine = Mapping::attach(seg.fd(), SegmentKind::kRing);
+    RingConsumer<Desc> in(mine.base() + sizeof(SegmentHeader), kCap);
+    RingProducer<Desc> out(mine.base() + sizeof(SegmentHeader) + kRingBytes, kCap);
+    std::array<Desc, 32> batch{};
+    uint64_t seen = 0;
+    while (seen < kCount) {
+      size_t n = in.sc_pop_burst(batch);
+      for (size_t k = 0; k < n; ++k) {
+        for (int i = 0; i < 7; ++i)
+          if (batch[k].payload[i] != canary(batch[k].seq, i) || batch[k].seq != seen + k) _exit(3);
+        batch[k].payload[0] = ~batch[k].payload[0];
+      }
+      size_t sent = 0;
+      while (sent < n) sent += out.sp_push_burst(std::span<const Desc>(batch.data() + sent, n - sent));
+      seen += n;
+      if (in.corrupt() || out.corrupt()) _exit(4);
+    }
+    _exit(0);
+  }
+  RingProducer<Desc> out(to_child, kCap);
+  RingConsumer<Desc> in(to_parent, kCap);
+  uint64_t sent = 0, received = 0;
+  std::array<Desc, 32> batch{};
+  while (received < kCount) {
+    size_t n = 0;
+    while (sent + n < kCount && n < batch.size()) {
+      Desc& d = batch[n];
+      d.seq = sent + n;
+      for (int i = 0; i < 7; ++i) d.payload[i] = canary(d.seq, i);
+      ++n;
+    }
+    sent += out.sp_push_burst(std::span<const Desc>(batch.data(), n));
+    size_t got = in.sc_pop_burst(batch);
+    for (size_t k = 0; k < got; ++k) {
+      ASSERT_EQ(batch[k].seq, received + k);
+      ASSERT_EQ(batch[k].payload[0], ~canary(batch[k].seq, 0));
+      for (int i = 1; i < 7; ++i) ASSERT_EQ(batch[k].payload[i], canary(batch[k].seq, i));
+    }
+    received += got;
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+}  // namespace
+}  // namespace ff::shm
