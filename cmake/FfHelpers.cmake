@@ -1,7 +1,7 @@
 # Small helpers so that each directory's CMakeLists.txt stays a few lines.
 
 set(FF_WARNINGS -Wall -Wextra -Wpedantic -Wconversion -Wsign-conversion -Wshadow
-    -Wold-style-cast -Wnon-virtual-dtor -Woverloaded-virtual -Wnull-dereference
+    -Wold-style-cast -Wnon-virtual-dtor -Woverloaded-virtual
     # GCC 12 reports atomics reached through a member pointer as writes into
     # a zero-sized region (a known false positive).
     -Wno-stringop-overflow)

@@ -1,0 +1,36 @@
+#include "router/control/handlers.h"
+#include "router/router.h"
+
+namespace ff::router {
+
+// Tenants, their connected clients and every client's live objects.
+HandlerStatus handle_admin_status(Session& s, const proto::Request&, ReplyWriter& w) {
+  Router& r = s.router();
+  auto& fbb = w.fbb();
+  auto sessions = r.sessions();
+  std::vector<flatbuffers::Offset<proto::TenantStatus>> tenants;
+  for (const auto& t : r.tenants()) {
+    std::vector<flatbuffers::Offset<proto::ClientStatus>> clients;
+    for (const auto& c : sessions) {
+      if (c->role() != SessionRole::kTenant || c->tenant() != &t) continue;
+      std::vector<flatbuffers::Offset<proto::ObjectCount>> counts;
+      for (size_t k = 0; k < static_cast<size_t>(ObjectKind::kCount); ++k) {
+        auto kind = static_cast<ObjectKind>(k);
+        counts.push_back(proto::CreateObjectCount(fbb, fbb.CreateString(kind_name(kind)),
+                                                  c->objects().count(kind)));
+      }
+      clients.push_back(proto::CreateClientStatus(fbb, c->id(), c->peer().pid, c->virtual_ip(),
+                                                  fbb.CreateString(c->peer().program),
+                                                  fbb.CreateVector(counts)));
+    }
+    tenants.push_back(proto::CreateTenantStatus(fbb, fbb.CreateString(t.name),
+                                                fbb.CreateString(r.tenant_socket_path(t)),
+                                                fbb.CreateVector(clients)));
+  }
+  w.set_body(proto::CreateStatusReply(fbb, fbb.CreateString("ffrouter 0.1.0"),
+                                      fbb.CreateString(std::string(r.fabric().name())),
+                                      fbb.CreateVector(tenants)));
+  return HandlerStatus::ok();
+}
+
+}  // namespace ff::router

@@ -1,0 +1,15 @@
+#include "router/control/handlers.h"
+#include "router/router.h"
+
+namespace ff::router {
+
+// One virtual device per router; its GUID is derived from the client's virtual IP.
+HandlerStatus handle_list_devices(Session& s, const proto::Request&, ReplyWriter& w) {
+  auto& fbb = w.fbb();
+  auto entry = proto::CreateDeviceEntry(fbb, fbb.CreateString(s.router().options().device_name),
+                                        policy::node_guid_for(s.virtual_ip()), 0);
+  w.set_body(proto::CreateListDevicesReply(fbb, fbb.CreateVector(&entry, 1)));
+  return HandlerStatus::ok();
+}
+
+}  // namespace ff::router

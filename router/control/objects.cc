@@ -1,0 +1,67 @@
+#include "router/control/objects.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <vector>
+
+namespace ff::router {
+
+const char* kind_name(ObjectKind kind) {
+  switch (kind) {
+    case ObjectKind::kContext:
+      return "contexts";
+    case ObjectKind::kPd:
+      return "pds";
+    case ObjectKind::kCount:
+      break;
+  }
+  return "?";
+}
+
+uint32_t ObjectTable::add(std::unique_ptr<Object> object, uint32_t parent) {
+  uint32_t handle = next_handle_++;
+  object->handle = handle;
+  object->parent = parent;
+  if (parent != 0) ++objects_.at(parent)->children;
+  ++counts_[static_cast<size_t>(object->kind)];
+  objects_.emplace(handle, std::move(object));
+  return handle;
+}
+
+void ObjectTable::erase(std::map<uint32_t, std::unique_ptr<Object>>::iterator it) {
+  Object& o = *it->second;
+  if (o.parent != 0) {
+    auto p = objects_.find(o.parent);
+    if (p != objects_.end()) --p->second->children;
+  }
+  --counts_[static_cast<size_t>(o.kind)];
+  objects_.erase(it);
+}
+
+int ObjectTable::remove(uint32_t handle, ObjectKind kind) {
+  auto it = objects_.find(handle);
+  if (it == objects_.end() || it->second->kind != kind) return ENOENT;
+  if (it->second->children != 0) return EBUSY;
+  erase(it);
+  return 0;
+}
+
+int ObjectTable::remove_tree(uint32_t handle, ObjectKind kind) {
+  auto root = objects_.find(handle);
+  if (root == objects_.end() || root->second->kind != kind) return ENOENT;
+  // Children are always newer than their parent: walk newest first and drop
+  // every object whose ancestry reaches `handle`.
+  std::vector<uint32_t> doomed{handle};
+  for (auto it = objects_.upper_bound(handle); it != objects_.end(); ++it) {
+    uint32_t parent = it->second->parent;
+    if (std::find(doomed.begin(), doomed.end(), parent) != doomed.end()) doomed.push_back(it->first);
+  }
+  for (auto d = doomed.rbegin(); d != doomed.rend(); ++d) erase(objects_.find(*d));
+  return 0;
+}
+
+void ObjectTable::clear() {
+  while (!objects_.empty()) erase(std::prev(objects_.end()));
+}
+
+}  // namespace ff::router

@@ -1,0 +1,74 @@
+// The objects a session creates, in one handle table per session. Handles are
+// small per-session numbers: a client can only ever name its own objects.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+
+#include "router/fabric/fabric.h"
+#include "shm/doorbell.h"
+
+namespace ff::router {
+
+enum class ObjectKind : uint8_t { kContext, kPd, kCount };
+const char* kind_name(ObjectKind kind);
+
+struct Object {
+  explicit Object(ObjectKind k) : kind(k) {}
+  virtual ~Object() = default;
+  Object(const Object&) = delete;
+  Object& operator=(const Object&) = delete;
+
+  const ObjectKind kind;
+  uint32_t handle = 0;
+  uint32_t parent = 0;    // 0: none
+  uint32_t children = 0;  // live objects naming this one as parent
+};
+
+struct ContextObject final : Object {
+  ContextObject() : Object(ObjectKind::kContext) {}
+  shm::Doorbell async_events;  // the app's context->async_fd is a dup of this eventfd
+};
+
+struct PdObject final : Object {
+  explicit PdObject(std::unique_ptr<FabricPd> pd) : Object(ObjectKind::kPd), fabric_pd(std::move(pd)) {}
+  std::unique_ptr<FabricPd> fabric_pd;
+};
+
+// Owned by one Session; used only from the Asio thread.
+class ObjectTable {
+ public:
+  ~ObjectTable() { clear(); }
+
+  // Takes ownership, links it under `parent` (0: none) and returns its handle.
+  uint32_t add(std::unique_ptr<Object> object, uint32_t parent);
+
+  // The object if `handle` names one of `kind` in this table, else nullptr.
+  template <typename T>
+  T* find(uint32_t handle, ObjectKind kind) {
+    auto it = objects_.find(handle);
+    if (it == objects_.end() || it->second->kind != kind) return nullptr;
+    return static_cast<T*>(it->second.get());
+  }
+
+  // Destroys one object with no children. ENOENT if absent or of another
+  // kind, EBUSY while children exist.
+  int remove(uint32_t handle, ObjectKind kind);
+  // Destroys an object and everything created under it, children first.
+  int remove_tree(uint32_t handle, ObjectKind kind);
+  // Destroys everything, newest first (children are always newer).
+  void clear();
+
+  size_t size() const { return objects_.size(); }
+  uint32_t count(ObjectKind kind) const { return counts_[static_cast<size_t>(kind)]; }
+
+ private:
+  void erase(std::map<uint32_t, std::unique_ptr<Object>>::iterator it);
+  std::map<uint32_t, std::unique_ptr<Object>> objects_;
+  std::array<uint32_t, static_cast<size_t>(ObjectKind::kCount)> counts_{};
+  uint32_t next_handle_ = 1;
+};
+
+}  // namespace ff::router

@@ -1,0 +1,204 @@
+#include "router/control/session.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <boost/asio/socket_base.hpp>
+#include <cerrno>
+#include <cstring>
+
+#include "router/control/handlers.h"
+#include "router/router.h"
+
+namespace ff::router {
+namespace {
+
+// A client that stops reading its replies is dropped once this much is queued.
+constexpr size_t kMaxQueuedReplyBytes = 4 << 20;
+
+}  // namespace
+
+Session::Session(Router& router, SessionRole role, const policy::TenantSpec* tenant, Socket socket,
+                 uint64_t id)
+    : router_(router), role_(role), tenant_(tenant), socket_(std::move(socket)), id_(id) {
+  socket_.non_blocking(true);
+  peer_ = identify_peer(socket_.native_handle());
+}
+
+Session::~Session() { objects_.clear(); }
+
+void Session::start() {
+  if (role_ == SessionRole::kTenant) {
+    spdlog::info("session {}: tenant {} pid {} ({}) connected", id_, tenant_->name, peer_.pid,
+                 peer_.program);
+  }
+  arm_read();
+}
+
+void Session::close(const std::string& why) {
+  if (closed_) return;
+  closed_ = true;
+  size_t objects = objects_.size();
+  objects_.clear();
+  boost::system::error_code ignored;
+  socket_.cancel(ignored);
+  socket_.close(ignored);
+  out_.clear();
+  if (role_ == SessionRole::kTenant) {
+    spdlog::info("session {}: pid {} closed ({}); destroyed {} objects", id_, peer_.pid, why, objects);
+  }
+  router_.forget(id_);  // may drop the last reference held by the registry
+}
+
+void Session::arm_read() {
+  if (closed_ || reading_ || writing_) return;  // no new requests while replies are stuck
+  reading_ = true;
+  socket_.async_wait(boost::asio::socket_base::wait_read,
+                     [self = shared_from_this()](const boost::system::error_code& ec) {
+                       self->reading_ = false;
+                       self->on_readable(ec);
+                     });
+}
+
+void Session::on_readable(const boost::system::error_code& ec) {
+  if (closed_) return;
+  if (ec) {
+    close("socket error: " + ec.message());
+    return;
+  }
+  auto self = shared_from_this();  // handlers may close us
+  for (int rounds = 0; rounds < 64; ++rounds) {
+    auto io = reader_.read_some(socket_.native_handle(), true);
+    while (auto frame = reader_.next()) {
+      handle_frame(*frame);
+      if (closed_) return;
+    }
+    if (!reader_.error().empty()) {
+      close("protocol error: " + reader_.error());
+      return;
+    }
+    if (io == proto::FrameReader::Io::kClosed) {
+      close("client closed the connection");
+      return;
+    }
+    if (io == proto::FrameReader::Io::kError) {
+      close(std::string("read failed: ") + std::strerror(reader_.last_errno()));
+      return;
+    }
+    if (io == proto::FrameReader::Io::kWouldBlock || writing_) break;
+  }
+  arm_read();
+}
+
+void Session::handle_frame(proto::Frame& frame) {
+  flatbuffers::Verifier verifier(frame.payload.data(), frame.payload.size(),
+                                 /*max_depth=*/16, /*max_tables=*/1000);
+  if (!proto::VerifyRequestBuffer(verifier)) {
+    close("request failed flatbuffers verification");
+    return;
+  }
+  const proto::Request* req = proto::GetRequest(frame.payload.data());
+  ReplyWriter w;
+  Handler h = find_handler(role_, req->body_type());
+  HandlerStatus status;
+  if (!frame.fds.empty()) {
+    // No request of this protocol version carries descriptors; any that
+    // arrive are closed (frame.fds owns them) and the request refused.
+    status = HandlerStatus::fail(EINVAL, "this request takes no file descriptors");
+  } else if (h == nullptr) {
+    status = HandlerStatus::fail(EOPNOTSUPP, role_ == SessionRole::kAdmin
+                                                 ? "not an admin request"
+                                                 : "unknown or admin-only request");
+  } else if (role_ == SessionRole::kTenant && !greeted() &&
+             req->body_type() != proto::RequestBody::Hello) {
+    status = HandlerStatus::fail(EPROTO, "the first request must be Hello");
+  } else {
+    status = h(*this, *req, w);
+  }
+  queue(w, req->id(), status);
+  if (role_ == SessionRole::kTenant && req->body_type() == proto::RequestBody::Hello &&
+      status.error != 0) {
+    flush();
+    close("refused: " + status.message);
+  }
+}
+
+void Session::queue(ReplyWriter& w, uint64_t request_id, const HandlerStatus& status) {
+  auto& fbb = w.fbb_;
+  auto message = status.message.empty() ? 0 : fbb.CreateString(status.message);
+  proto::ReplyBuilder rb(fbb);
+  rb.add_id(request_id);
+  rb.add_error(status.error);
+  if (!message.IsNull()) rb.add_message(message);
+  if (status.error == 0 && w.type_ != proto::ReplyBody::NONE) {
+    rb.add_body_type(w.type_);
+    rb.add_body(w.body_);
+  }
+  fbb.Finish(rb.Finish());
+
+  Outgoing o;
+  proto::FrameHeader h{fbb.GetSize(), static_cast<uint16_t>(status.error == 0 ? w.fds_.size() : 0), 0};
+  o.bytes.resize(sizeof h + fbb.GetSize());
+  std::memcpy(o.bytes.data(), &h, sizeof h);
+  std::memcpy(o.bytes.data() + sizeof h, fbb.GetBufferPointer(), fbb.GetSize());
+  if (status.error == 0) o.fds = std::move(w.fds_);
+  out_bytes_ += o.bytes.size();
+  out_.push_back(std::move(o));
+  if (out_bytes_ > kMaxQueuedReplyBytes) {
+    close("client does not read its replies");
+    return;
+  }
+  flush();
+}
+
+void Session::flush() {
+  while (!closed_ && !out_.empty()) {
+    Outgoing& o = out_.front();
+    iovec iov{o.bytes.data() + o.sent, o.bytes.size() - o.sent};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * proto::kMaxFds)];
+    if (o.sent == 0 && !o.fds.empty()) {
+      std::memset(control, 0, sizeof control);
+      msg.msg_control = control;
+      msg.msg_controllen = CMSG_SPACE(sizeof(int) * o.fds.size());
+      cmsghdr* c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int) * o.fds.size());
+      for (size_t i = 0; i < o.fds.size(); ++i) {
+        int fd = o.fds[i].get();
+        std::memcpy(CMSG_DATA(c) + i * sizeof(int), &fd, sizeof fd);
+      }
+    }
+    ssize_t r = ::sendmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        if (!writing_) {
+          writing_ = true;
+          socket_.async_wait(boost::asio::socket_base::wait_write,
+                             [self = shared_from_this()](const boost::system::error_code& ec) {
+                               self->writing_ = false;
+                               if (ec) return self->close("socket error: " + ec.message());
+                               self->flush();
+                               self->arm_read();
+                             });
+        }
+        return;
+      }
+      close(std::string("send failed: ") + std::strerror(errno));
+      return;
+    }
+    o.sent += static_cast<size_t>(r);
+    if (o.sent == o.bytes.size()) {
+      out_bytes_ -= o.bytes.size();
+      out_.pop_front();  // our copies of the passed fds close here
+    } else {
+      o.fds.clear();  // they went out with the first byte
+    }
+  }
+}
+
+}  // namespace ff::router

@@ -1,0 +1,109 @@
+// A Session is one client connection. It owns every object the client
+// created and destroys all of them when the connection ends, for whatever
+// reason (exit, crash, SIGKILL, protocol violation).
+//
+// Thread contract: everything runs on the router's Asio thread.
+#pragma once
+
+#include <boost/asio/local/stream_protocol.hpp>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "policy/tenant.h"
+#include "proto/control_generated.h"
+#include "proto/frame.h"
+#include "router/control/objects.h"
+#include "router/peer_identity.h"
+
+namespace ff::router {
+
+class Router;
+
+// What a handler produces: an error (errno + message for the operator) or a
+// reply body, plus any fds to pass.
+struct HandlerStatus {
+  int error = 0;
+  std::string message;
+  static HandlerStatus ok() { return {}; }
+  static HandlerStatus fail(int e, std::string m) { return {e, std::move(m)}; }
+};
+
+class ReplyWriter {
+ public:
+  flatbuffers::FlatBufferBuilder& fbb() { return fbb_; }
+  template <typename T>
+  void set_body(flatbuffers::Offset<T> body) {
+    type_ = proto::ReplyBodyTraits<T>::enum_value;
+    body_ = body.Union();
+  }
+  void add_fd(UniqueFd fd) { fds_.push_back(std::move(fd)); }
+
+ private:
+  friend class Session;
+  flatbuffers::FlatBufferBuilder fbb_{512};
+  proto::ReplyBody type_ = proto::ReplyBody::NONE;
+  flatbuffers::Offset<void> body_;
+  std::vector<UniqueFd> fds_;
+};
+
+enum class SessionRole { kTenant, kAdmin };
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  using Socket = boost::asio::local::stream_protocol::socket;
+
+  Session(Router& router, SessionRole role, const policy::TenantSpec* tenant, Socket socket,
+          uint64_t id);
+  ~Session();
+
+  void start();
+  // Tears down every object, closes the socket, leaves the router's registry.
+  void close(const std::string& why);
+
+  Router& router() { return router_; }
+  SessionRole role() const { return role_; }
+  const policy::TenantSpec* tenant() const { return tenant_; }
+  uint64_t id() const { return id_; }
+  const PeerIdentity& peer() const { return peer_; }
+  ObjectTable& objects() { return objects_; }
+  const ObjectTable& objects() const { return objects_; }
+
+  // Set by the Hello handler.
+  bool greeted() const { return virtual_ip_.has_value(); }
+  void set_virtual_ip(uint32_t ip) { virtual_ip_ = ip; }
+  uint32_t virtual_ip() const { return virtual_ip_.value_or(0); }
+
+ private:
+  void arm_read();
+  void on_readable(const boost::system::error_code& ec);
+  void handle_frame(proto::Frame& frame);
+  void queue(ReplyWriter& w, uint64_t request_id, const HandlerStatus& status);
+  void flush();
+
+  struct Outgoing {
+    std::vector<uint8_t> bytes;  // header + payload
+    std::vector<UniqueFd> fds;   // sent with the first byte
+    size_t sent = 0;
+  };
+
+  Router& router_;
+  const SessionRole role_;
+  const policy::TenantSpec* tenant_;
+  Socket socket_;
+  const uint64_t id_;
+  PeerIdentity peer_;
+  std::optional<uint32_t> virtual_ip_;
+  ObjectTable objects_;
+  proto::FrameReader reader_;
+  std::deque<Outgoing> out_;
+  size_t out_bytes_ = 0;
+  bool reading_ = false;
+  bool writing_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace ff::router

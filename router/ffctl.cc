@@ -1,0 +1,66 @@
+// ffctl: the operator's view of a running ffrouter, through its admin socket.
+//
+//   ffctl [--run-dir DIR] [--wait SECONDS] status
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "policy/tenant.h"
+#include "proto/client.h"
+
+namespace {
+
+int print_status(const ff::proto::StatusReply& s) {
+  std::printf("router: %s  fabric: %s\n", s.router_version()->c_str(), s.fabric()->c_str());
+  size_t total_clients = 0, total_objects = 0;
+  for (const auto* t : *s.tenants()) {
+    std::printf("tenant %s  socket %s  clients %u\n", t->name()->c_str(), t->socket_path()->c_str(),
+                t->clients()->size());
+    for (const auto* c : *t->clients()) {
+      ++total_clients;
+      std::printf("  client session=%llu pid=%d program=%s vip=%s", static_cast<unsigned long long>(c->session_id()),
+                  c->pid(), c->program()->c_str(), ff::policy::format_ipv4(c->virtual_ipv4()).c_str());
+      for (const auto* o : *c->objects()) {
+        std::printf(" %s=%u", o->kind()->c_str(), o->count());
+        total_objects += o->count();
+      }
+      std::printf("\n");
+    }
+  }
+  std::printf("total clients=%zu objects=%zu\n", total_clients, total_objects);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ffctl: inspect a running ffrouter"};
+  std::string run_dir = "/run/ffrouter";
+  double wait_seconds = 0;
+  app.add_option("--run-dir", run_dir, "the router's --run-dir")->envname("FFR_RUN_DIR")->capture_default_str();
+  app.add_option("--wait", wait_seconds, "keep trying to reach the router for this many seconds");
+  app.require_subcommand(1);
+  app.add_subcommand("status", "tenants, connected clients (pid, virtual IP) and their objects");
+  CLI11_PARSE(app, argc, argv);
+
+  const std::string path = run_dir + "/admin.sock";
+  ff::proto::ControlClient client;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(wait_seconds);
+  int e;
+  while ((e = client.connect(path)) != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (e != 0) {
+    std::fprintf(stderr, "ffctl: cannot reach the router at %s: %s (is ffrouter running with --run-dir %s?)\n",
+                 path.c_str(), std::strerror(e), run_dir.c_str());
+    return 1;
+  }
+  flatbuffers::FlatBufferBuilder fbb;
+  auto res = client.call(fbb, ff::proto::RequestBody::AdminStatus, ff::proto::CreateAdminStatus(fbb).Union());
+  if (res.error != 0) {
+    std::fprintf(stderr, "ffctl: status failed: %s\n", res.message.c_str());
+    return 1;
+  }
+  return print_status(*res.reply()->body_as_StatusReply());
+}

@@ -1,0 +1,80 @@
+#include "router/options.h"
+
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+
+namespace ff::router {
+
+const std::vector<Knob>& knobs() {
+  static const std::vector<Knob> table = {
+      {"--run-dir", "FFR_RUN_DIR",
+       "directory for admin.sock and tenants/<tenant>/ffrouter.sock", &RouterOptions::run_dir},
+      {"--config", "FFR_CONFIG", "YAML file declaring tenants (none: one tenant named 'default')",
+       &RouterOptions::config_path},
+      {"--fabric", "FFR_FABRIC", "backend executing the verbs: soft", &RouterOptions::fabric},
+      {"--device-name", "FFR_DEVICE_NAME", "name of the virtual device apps see",
+       &RouterOptions::device_name},
+      {"--vendor-id", "FFR_VENDOR_ID", "vendor_id reported by ibv_query_device", nullptr,
+       &RouterOptions::vendor_id},
+      {"--vendor-part-id", "FFR_VENDOR_PART_ID",
+       "vendor_part_id reported by ibv_query_device (a ConnectX id, e.g. 4123, steers perftest "
+       "to its ibv_wr_* path)",
+       nullptr, &RouterOptions::vendor_part_id},
+      {"--log-level", "FFR_LOG_LEVEL", "trace, debug, info, warn, error", &RouterOptions::log_level},
+      {"--socket-mode", "FFR_SOCKET_MODE", "permission bits of the tenant sockets (octal, e.g. 0660)",
+       nullptr, &RouterOptions::socket_mode},
+  };
+  return table;
+}
+
+RouterOptions parse_options(int argc, char** argv) {
+  RouterOptions o;
+  CLI::App app{"ffrouter: serves virtual RDMA verbs to containers"};
+  app.set_version_flag("--version", "ffrouter 0.1.0");
+  std::string socket_mode_text;
+  for (const Knob& k : knobs()) {
+    if (k.text != nullptr) {
+      app.add_option(k.flag, o.*(k.text), k.help)->envname(k.env)->capture_default_str();
+    } else if (std::string(k.flag) == "--socket-mode") {
+      app.add_option(k.flag, socket_mode_text, k.help)->envname(k.env)->default_str("0666");
+    } else {
+      app.add_option(k.flag, o.*(k.number), k.help)->envname(k.env)->capture_default_str();
+    }
+  }
+  try {
+    app.parse(argc, argv);
+    if (!socket_mode_text.empty()) {
+      size_t used = 0;
+      unsigned long mode = std::stoul(socket_mode_text, &used, 8);
+      if (used != socket_mode_text.size() || mode > 0777)
+        throw CLI::ValidationError("--socket-mode", "expected octal permission bits like 0660");
+      o.socket_mode = static_cast<uint32_t>(mode);
+    }
+    if (o.fabric != "soft")
+      throw CLI::ValidationError("--fabric", "'" + o.fabric + "' is not available; use: soft");
+    if (o.device_name.empty() || o.device_name.size() >= 64 ||
+        o.device_name.find('/') != std::string::npos)
+      throw CLI::ValidationError("--device-name", "1-63 characters, no '/'");
+  } catch (const CLI::ParseError& e) {
+    std::exit(app.exit(e));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ffrouter: bad option value: %s\n", e.what());
+    std::exit(2);
+  }
+  return o;
+}
+
+void log_options(const RouterOptions& o) {
+  const RouterOptions defaults;
+  for (const Knob& k : knobs()) {
+    std::string value = k.text != nullptr ? o.*(k.text) : std::to_string(o.*(k.number));
+    bool is_default = k.text != nullptr ? o.*(k.text) == defaults.*(k.text)
+                                        : o.*(k.number) == defaults.*(k.number);
+    spdlog::log(is_default ? spdlog::level::debug : spdlog::level::info, "option {} = {}{}",
+                k.flag, value, is_default ? " (default)" : "");
+  }
+}
+
+}  // namespace ff::router

@@ -1,0 +1,40 @@
+// Every ffrouter knob in one table: flag, environment variable, default and
+// meaning. Parsed once at startup into an immutable RouterOptions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ff::router {
+
+struct RouterOptions {
+  std::string run_dir = "/run/ffrouter";
+  std::string config_path;  // empty: one tenant named "default"
+  std::string fabric = "soft";
+  std::string device_name = "ffvirt0";
+  uint32_t vendor_id = 0x1af4;       // informative only
+  uint32_t vendor_part_id = 0xff01;  // unknown to perftest: its legacy post_send path
+  std::string log_level = "info";
+  uint32_t socket_mode = 0666;  // tenant sockets; the tenant directory mount is the boundary
+};
+
+struct Knob {
+  const char* flag;     // --flag
+  const char* env;      // environment variable
+  const char* help;
+  std::string RouterOptions::*text = nullptr;
+  uint32_t RouterOptions::*number = nullptr;
+};
+
+// The table itself (options.cc).
+const std::vector<Knob>& knobs();
+
+// Parses argv (and the knobs' environment variables; flags win). Exits the
+// process with a usage message on --help or a bad value.
+RouterOptions parse_options(int argc, char** argv);
+
+// Logs every knob: non-default values at info, defaults at debug.
+void log_options(const RouterOptions& options);
+
+}  // namespace ff::router

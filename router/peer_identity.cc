@@ -1,0 +1,87 @@
+#include "router/peer_identity.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "proto/fd.h"
+
+namespace ff::router {
+
+std::vector<uint32_t> local_ipv4_addresses() {
+  std::vector<uint32_t> out;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return out;
+  for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET) continue;
+    if ((i->ifa_flags & IFF_UP) == 0 || (i->ifa_flags & IFF_LOOPBACK) != 0) continue;
+    sockaddr_in sin;
+    std::memcpy(&sin, i->ifa_addr, sizeof sin);
+    out.push_back(ntohl(sin.sin_addr.s_addr));
+  }
+  ::freeifaddrs(list);
+  return out;
+}
+
+namespace {
+
+uint64_t inode_of(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
+}
+
+}  // namespace
+
+PeerIdentity identify_peer(int sock) {
+  PeerIdentity id;
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0) {
+    id.error = std::string("SO_PEERCRED failed: ") + std::strerror(errno);
+    return id;
+  }
+  id.pid = cred.pid;
+  id.uid = cred.uid;
+  id.gid = cred.gid;
+  const std::string proc = "/proc/" + std::to_string(cred.pid);
+  std::ifstream comm(proc + "/comm");
+  std::getline(comm, id.program);
+
+  UniqueFd ns(::open((proc + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ns) {
+    id.error = "cannot open " + proc + "/ns/net: " + std::strerror(errno);
+    return id;
+  }
+  struct stat st {};
+  ::fstat(ns.get(), &st);
+  id.netns_inode = static_cast<uint64_t>(st.st_ino);
+  if (id.netns_inode == inode_of("/proc/self/ns/net")) {
+    id.addresses = local_ipv4_addresses();
+    return id;
+  }
+  // setns() changes only the calling thread's namespace; the helper thread
+  // dies with it, so no other router thread ever runs in a client namespace.
+  std::thread helper([&] {
+    if (::setns(ns.get(), CLONE_NEWNET) != 0) {
+      id.error = std::string("setns into the client's network namespace failed: ") +
+                 std::strerror(errno) + " (ffrouter needs CAP_SYS_ADMIN)";
+      return;
+    }
+    id.addresses = local_ipv4_addresses();
+  });
+  helper.join();
+  return id;
+}
+
+}  // namespace ff::router

@@ -1,0 +1,139 @@
+#include "router/router.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
+
+#include "proto/fd.h"
+
+namespace ff::router {
+namespace {
+
+namespace fs = std::filesystem;
+
+void make_dir(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw std::runtime_error("cannot create " + dir.string() + ": " + ec.message());
+  ::chmod(dir.c_str(), 0755);
+}
+
+// True when something accepts connections on `path` right now.
+bool socket_is_live(const std::string& path) {
+  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+  return ::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+}
+
+}  // namespace
+
+Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
+               std::unique_ptr<Fabric> fabric)
+    : options_(std::move(options)),
+      tenants_(std::move(tenants)),
+      fabric_(std::move(fabric)),
+      signals_(io_, SIGINT, SIGTERM) {
+  make_dir(options_.run_dir);
+  listeners_.push_back(
+      std::make_unique<Listener>(io_, SessionRole::kAdmin, nullptr, admin_socket_path()));
+  for (const auto& t : tenants_) {
+    make_dir(fs::path(options_.run_dir) / "tenants" / t.name);
+    listeners_.push_back(
+        std::make_unique<Listener>(io_, SessionRole::kTenant, &t, tenant_socket_path(t)));
+  }
+  for (auto& l : listeners_) bind(*l, l->role == SessionRole::kAdmin ? 0600 : options_.socket_mode);
+  signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
+    if (!ec) {
+      spdlog::info("signal {}: shutting down", sig);
+      stop();
+    }
+  });
+}
+
+Router::~Router() {
+  for (auto& l : listeners_) ::unlink(l->path.c_str());
+}
+
+std::string Router::tenant_socket_path(const policy::TenantSpec& t) const {
+  return (fs::path(options_.run_dir) / "tenants" / t.name / "ffrouter.sock").string();
+}
+
+std::string Router::admin_socket_path() const {
+  return (fs::path(options_.run_dir) / "admin.sock").string();
+}
+
+void Router::bind(Listener& l, unsigned mode) {
+  if (l.path.size() >= sizeof(sockaddr_un::sun_path))
+    throw std::runtime_error("socket path too long (max 107 bytes): " + l.path +
+                             "; choose a shorter --run-dir");
+  if (fs::exists(l.path)) {
+    if (socket_is_live(l.path))
+      throw std::runtime_error("another ffrouter is already serving " + l.path +
+                               "; stop it or choose another --run-dir");
+    ::unlink(l.path.c_str());
+  }
+  boost::asio::local::stream_protocol::endpoint ep(l.path);
+  l.acceptor.open(ep.protocol());
+  l.acceptor.bind(ep);
+  if (::chmod(l.path.c_str(), mode) != 0)
+    throw std::runtime_error("chmod " + l.path + ": " + std::strerror(errno));
+  l.acceptor.listen(boost::asio::socket_base::max_listen_connections);
+  spdlog::info("listening on {} ({})", l.path, l.tenant != nullptr ? "tenant " + l.tenant->name : "admin");
+}
+
+void Router::accept_next(Listener& l) {
+  l.acceptor.async_accept([this, &l](const boost::system::error_code& ec,
+                                     boost::asio::local::stream_protocol::socket sock) {
+    if (stopping_) return;
+    if (ec) {
+      // EMFILE and friends: keep serving the clients we have, retry later.
+      spdlog::warn("accept on {} failed: {}", l.path, ec.message());
+    } else {
+      uint64_t id = next_session_id_++;
+      auto s = std::make_shared<Session>(*this, l.role, l.tenant, std::move(sock), id);
+      sessions_.emplace(id, s);
+      s->start();
+    }
+    accept_next(l);
+  });
+}
+
+void Router::run() {
+  for (auto& l : listeners_) accept_next(*l);
+  spdlog::info("ffrouter ready: fabric {}, device {}, {} tenant(s), run dir {}", fabric_->name(),
+               options_.device_name, tenants_.size(), options_.run_dir);
+  io_.run();
+}
+
+void Router::stop() {
+  boost::asio::post(io_, [this] {
+    if (stopping_) return;
+    stopping_ = true;
+    boost::system::error_code ignored;
+    signals_.cancel(ignored);
+    for (auto& l : listeners_) l->acceptor.close(ignored);
+    for (auto& s : sessions()) s->close("router shutting down");
+  });
+}
+
+std::vector<std::shared_ptr<Session>> Router::sessions() const {
+  std::vector<std::shared_ptr<Session>> out;
+  out.reserve(sessions_.size());
+  for (const auto& [id, s] : sessions_) out.push_back(s);
+  return out;
+}
+
+void Router::forget(uint64_t session_id) { sessions_.erase(session_id); }
+
+}  // namespace ff::router

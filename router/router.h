@@ -1,0 +1,70 @@
+// The router daemon: one Asio io_context serving a Unix socket per tenant and
+// an admin socket, a registry of live sessions, and the fabric.
+//
+// Thread contract: run() drives everything on the calling thread; stop() may
+// be called from any thread.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "policy/tenant.h"
+#include "router/control/session.h"
+#include "router/fabric/fabric.h"
+#include "router/options.h"
+
+namespace ff::router {
+
+class Router {
+ public:
+  // Creates the run directory layout and binds every socket. Throws
+  // std::runtime_error with what to fix (permissions, another router running).
+  Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
+         std::unique_ptr<Fabric> fabric);
+  ~Router();
+  Router(const Router&) = delete;
+  Router& operator=(const Router&) = delete;
+
+  void run();
+  void stop();
+
+  const RouterOptions& options() const { return options_; }
+  Fabric& fabric() { return *fabric_; }
+  const std::vector<policy::TenantSpec>& tenants() const { return tenants_; }
+  std::string tenant_socket_path(const policy::TenantSpec& t) const;
+  std::string admin_socket_path() const;
+
+  // Live sessions, oldest first.
+  std::vector<std::shared_ptr<Session>> sessions() const;
+  // Called by Session::close().
+  void forget(uint64_t session_id);
+
+ private:
+  struct Listener {
+    Listener(boost::asio::io_context& io, SessionRole r, const policy::TenantSpec* t, std::string p)
+        : role(r), tenant(t), path(std::move(p)), acceptor(io) {}
+    SessionRole role;
+    const policy::TenantSpec* tenant;
+    std::string path;
+    boost::asio::local::stream_protocol::acceptor acceptor;
+  };
+  void bind(Listener& l, unsigned mode);
+  void accept_next(Listener& l);
+
+  RouterOptions options_;
+  std::vector<policy::TenantSpec> tenants_;
+  std::unique_ptr<Fabric> fabric_;
+  boost::asio::io_context io_;
+  boost::asio::signal_set signals_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::map<uint64_t, std::shared_ptr<Session>> sessions_;
+  uint64_t next_session_id_ = 1;
+  bool stopping_ = false;
+};
+
+}  // namespace ff::router
