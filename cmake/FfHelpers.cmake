@@ -36,8 +36,9 @@ endfunction()
 function(ff_preload_module name)
   cmake_parse_arguments(A "" "VERSION_SCRIPT" "SOURCES;DEPS" ${ARGN})
   add_library(${name} SHARED ${A_SOURCES})
-  set_target_properties(${name} PROPERTIES PREFIX "lib" CXX_VISIBILITY_PRESET hidden
-                        VISIBILITY_INLINES_HIDDEN ON LINK_DEPENDS ${A_VERSION_SCRIPT})
+  # Default visibility: the version script alone decides what is exported
+  # (`local: *` hides the rest, the static C++ runtime included).
+  set_target_properties(${name} PROPERTIES PREFIX "lib" LINK_DEPENDS ${A_VERSION_SCRIPT})
   target_link_options(${name} PRIVATE -Wl,--version-script=${A_VERSION_SCRIPT} -Wl,-z,defs
                       -Wl,-z,now -static-libstdc++ -static-libgcc)
   target_link_libraries(${name} PRIVATE ${A_DEPS})

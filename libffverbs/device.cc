@@ -1,0 +1,122 @@
+// Device discovery and contexts: ibv_get_device_list, ibv_open_device, ...
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "libffverbs/shim.h"
+
+using namespace ff::verbs;
+
+namespace {
+
+// One device object for the life of the process (contexts point at it).
+FfDevice& the_device() {
+  static FfDevice* dev = [] {
+    auto* d = static_cast<FfDevice*>(std::calloc(1, sizeof(FfDevice)));
+    return d;
+  }();
+  return *dev;
+}
+
+void fill_device(const ff::proto::DeviceEntry& e) {
+  FfDevice& d = the_device();
+  ibv_device& dev = d.device;
+  dev.node_type = IBV_NODE_CA;
+  dev.transport_type = IBV_TRANSPORT_IB;
+  std::snprintf(dev.name, sizeof dev.name, "%s", e.name() != nullptr ? e.name()->c_str() : "ffvirt0");
+  // UCX looks for /dev/infiniband/<dev_name>; uverbs0 is what a container
+  // runtime is told to create (see README).
+  std::snprintf(dev.dev_name, sizeof dev.dev_name, "uverbs0");
+  std::snprintf(dev.dev_path, sizeof dev.dev_path, "/sys/class/infiniband_verbs/uverbs0");
+  std::snprintf(dev.ibdev_path, sizeof dev.ibdev_path, "/sys/class/infiniband/%s", dev.name);
+  d.node_guid = e.node_guid();
+}
+
+}  // namespace
+
+extern "C" {
+
+ibv_device** ibv_get_device_list(int* num_devices) {
+  if (num_devices != nullptr) *num_devices = 0;
+  auto** list = static_cast<ibv_device**>(std::calloc(2, sizeof(ibv_device*)));
+  if (list == nullptr) return fail_ptr<ibv_device*>(ENOMEM);
+  RouterLink& link = RouterLink::get();
+  int e = link.ensure_connected();
+  if (e != 0) {
+    errno = e;  // an empty list: no router, no devices
+    return list;
+  }
+  flatbuffers::FlatBufferBuilder fbb;
+  auto r = link.call(fbb, ff::proto::RequestBody::ListDevices,
+                     ff::proto::CreateListDevices(fbb).Union());
+  const auto* reply = r.error == 0 ? r.reply()->body_as_ListDevicesReply() : nullptr;
+  if (reply == nullptr || reply->devices() == nullptr || reply->devices()->size() == 0) {
+    debug("the router listed no device: %s", r.message.c_str());
+    errno = r.error != 0 ? r.error : ENODEV;
+    return list;
+  }
+  fill_device(*reply->devices()->Get(0));
+  list[0] = &the_device().device;
+  if (num_devices != nullptr) *num_devices = 1;
+  return list;
+}
+
+void ibv_free_device_list(ibv_device** list) { std::free(list); }
+
+const char* ibv_get_device_name(ibv_device* device) { return device->name; }
+
+__be64 ibv_get_device_guid(ibv_device* device) {
+  return htobe64(reinterpret_cast<FfDevice*>(device)->node_guid);
+}
+
+int ibv_get_device_index(ibv_device* device) {
+  return device == &the_device().device ? 0 : -1;
+}
+
+ibv_context* ibv_open_device(ibv_device* device) {
+  if (device != &the_device().device) return fail_ptr<ibv_context>(ENODEV);
+  RouterLink& link = RouterLink::get();
+  if (int e = link.ensure_connected(); e != 0) return fail_ptr<ibv_context>(e);
+  flatbuffers::FlatBufferBuilder fbb;
+  auto r = link.call(fbb, ff::proto::RequestBody::OpenDevice,
+                     ff::proto::CreateOpenDevice(fbb, 0).Union());
+  const auto* reply = r.error == 0 ? r.reply()->body_as_OpenDeviceReply() : nullptr;
+  if (reply == nullptr || r.fds.size() != 1) {
+    debug("open_device failed: %s", r.message.c_str());
+    return fail_ptr<ibv_context>(r.error != 0 ? r.error : EPROTO);
+  }
+  auto* ctx = static_cast<FfContext*>(std::calloc(1, sizeof(FfContext)));
+  if (ctx == nullptr) return fail_ptr<ibv_context>(ENOMEM);
+  ctx->handle = reply->context();
+  ctx->link_epoch = link.epoch();
+  ctx->async_fd = r.fds[0].release();
+  ibv_context& c = ctx->vctx.context;
+  c.device = device;
+  c.cmd_fd = -1;
+  c.async_fd = ctx->async_fd;
+  c.num_comp_vectors = reply->num_comp_vectors();
+  pthread_mutex_init(&c.mutex, nullptr);
+  init_context_ops(*ctx);
+  return &c;
+}
+
+int ibv_close_device(ibv_context* context) {
+  FfContext* ctx = to_ff(context);
+  if (!context_is_stale(*ctx)) {
+    flatbuffers::FlatBufferBuilder fbb;
+    // The router destroys whatever is left under this context; a failure
+    // here means the session is gone, which destroyed it all anyway.
+    RouterLink::get().call(fbb, ff::proto::RequestBody::CloseDevice,
+                           ff::proto::CreateCloseDevice(fbb, ctx->handle).Union());
+  }
+  ::close(ctx->async_fd);
+  pthread_mutex_destroy(&context->mutex);
+  std::free(ctx);
+  return 0;
+}
+
+}  // extern "C"

@@ -1,0 +1,127 @@
+// The function-pointer tables inside each context. The static-inline verbs
+// (ibv_post_send, ibv_poll_cq, ibv_create_qp_ex, ...) jump through these, so
+// no slot may ever be NULL: what libffverbs does not implement fails with
+// EOPNOTSUPP exactly as a provider without the feature does.
+#include <type_traits>
+
+#include "libffverbs/shim.h"
+
+namespace ff::verbs {
+namespace {
+
+// Unsupported<decltype(slot)>::call has the slot's exact signature and fails
+// with the convention of its return type.
+template <typename Fn>
+struct Unsupported;
+template <typename R, typename... Args>
+struct Unsupported<R (*)(Args...)> {
+  static R call(Args...) {
+    errno = EOPNOTSUPP;
+    if constexpr (std::is_pointer_v<R>) {
+      return nullptr;
+    } else if constexpr (std::is_void_v<R>) {
+      return;
+    } else {
+      return static_cast<R>(EOPNOTSUPP);
+    }
+  }
+};
+
+template <typename Fn>
+void unsupported(Fn& slot) {
+  slot = &Unsupported<Fn>::call;
+}
+
+// poll_cq reports failure with a negative count, not an errno.
+int poll_cq_unsupported(ibv_cq*, int, ibv_wc*) {
+  errno = EOPNOTSUPP;
+  return -1;
+}
+
+}  // namespace
+
+void init_context_ops(FfContext& ctx) {
+  verbs_context& v = ctx.vctx;
+  ibv_context_ops& ops = v.context.ops;
+
+  // Legacy slots, kept as libibverbs fills them for apps built against 1.1.8.
+  ops._compat_query_device = +[](ibv_context* c, ibv_device_attr* a) { return ibv_query_device(c, a); };
+  ops._compat_query_port = +[](ibv_context* c, uint8_t p, _compat_ibv_port_attr* a) {
+    return ffv_query_port(c, p, reinterpret_cast<ibv_port_attr*>(a),
+                          offsetof(ibv_port_attr, port_cap_flags2));
+  };
+  unsupported(ops._compat_alloc_pd);
+  unsupported(ops._compat_dealloc_pd);
+  unsupported(ops._compat_reg_mr);
+  unsupported(ops._compat_rereg_mr);
+  unsupported(ops._compat_dereg_mr);
+  unsupported(ops.alloc_mw);
+  unsupported(ops.bind_mw);
+  unsupported(ops.dealloc_mw);
+  unsupported(ops._compat_create_cq);
+  ops.poll_cq = poll_cq_unsupported;
+  unsupported(ops.req_notify_cq);
+  unsupported(ops._compat_cq_event);
+  unsupported(ops._compat_resize_cq);
+  unsupported(ops._compat_destroy_cq);
+  unsupported(ops._compat_create_srq);
+  unsupported(ops._compat_modify_srq);
+  unsupported(ops._compat_query_srq);
+  unsupported(ops._compat_destroy_srq);
+  unsupported(ops.post_srq_recv);
+  unsupported(ops._compat_create_qp);
+  unsupported(ops._compat_query_qp);
+  unsupported(ops._compat_modify_qp);
+  unsupported(ops._compat_destroy_qp);
+  unsupported(ops.post_send);
+  unsupported(ops.post_recv);
+  unsupported(ops._compat_create_ah);
+  unsupported(ops._compat_destroy_ah);
+  unsupported(ops._compat_attach_mcast);
+  unsupported(ops._compat_detach_mcast);
+  unsupported(ops._compat_async_event);
+
+  // Extended ops, in verbs_context order (newest first).
+  v.query_port = ffv_query_port;
+  unsupported(v.advise_mr);
+  unsupported(v.alloc_null_mr);
+  unsupported(v.read_counters);
+  unsupported(v.attach_counters_point_flow);
+  unsupported(v.create_counters);
+  unsupported(v.destroy_counters);
+  unsupported(v.reg_dm_mr);
+  unsupported(v.alloc_dm);
+  unsupported(v.free_dm);
+  unsupported(v.modify_flow_action_esp);
+  unsupported(v.destroy_flow_action);
+  unsupported(v.create_flow_action_esp);
+  unsupported(v.modify_qp_rate_limit);
+  unsupported(v.alloc_parent_domain);
+  unsupported(v.dealloc_td);
+  unsupported(v.alloc_td);
+  unsupported(v.modify_cq);
+  unsupported(v.post_srq_ops);
+  unsupported(v.destroy_rwq_ind_table);
+  unsupported(v.create_rwq_ind_table);
+  unsupported(v.destroy_wq);
+  unsupported(v.modify_wq);
+  unsupported(v.create_wq);
+  unsupported(v.query_rt_values);
+  unsupported(v.create_cq_ex);
+  v.priv = nullptr;  // never read by inline code; the real library's private state
+  v.query_device_ex = ffv_query_device_ex;
+  unsupported(v.ibv_destroy_flow);
+  v.ABI_placeholder2 = reinterpret_cast<void (*)()>(v.ibv_destroy_flow);
+  unsupported(v.ibv_create_flow);
+  v.ABI_placeholder1 = reinterpret_cast<void (*)()>(v.ibv_create_flow);
+  unsupported(v.open_qp);
+  unsupported(v.create_qp_ex);
+  unsupported(v.get_srq_num);
+  unsupported(v.create_srq_ex);
+  unsupported(v.open_xrcd);
+  unsupported(v.close_xrcd);
+  v.sz = sizeof(verbs_context);
+  v.context.abi_compat = __VERBS_ABI_IS_EXTENDED;
+}
+
+}  // namespace ff::verbs

@@ -1,0 +1,109 @@
+#include <pthread.h>
+#include <unistd.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "libffverbs/shim.h"
+
+namespace ff::verbs {
+
+namespace {
+constexpr const char* kDefaultSocket = "/run/ffrouter/ffrouter.sock";
+}
+
+bool debug_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("FFV_DEBUG");
+    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+
+void debug(const char* fmt, ...) {
+  if (!debug_enabled()) return;
+  char line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  std::fprintf(stderr, "libffverbs[%d]: %s\n", static_cast<int>(::getpid()), line);
+}
+
+RouterLink& RouterLink::get() {
+  // Never destroyed: apps may call verbs from atexit handlers and other
+  // threads after static destructors started.
+  static RouterLink* link = new RouterLink();
+  return *link;
+}
+
+RouterLink::RouterLink() {
+  pthread_atfork(nullptr, nullptr, [] { RouterLink::get().on_fork_child(); });
+}
+
+std::string RouterLink::socket_path() const {
+  const char* p = std::getenv("FFV_SOCKET");
+  return p != nullptr && *p != '\0' ? p : kDefaultSocket;
+}
+
+void RouterLink::on_fork_child() {
+  // The child shares the parent's socket; it must never speak on it. Objects
+  // it inherited belong to the parent's session.
+  client_.disconnect();
+  ++epoch_;
+}
+
+int RouterLink::ensure_connected() {
+  std::lock_guard lock(mu_);
+  if (client_.connected()) return 0;
+  const std::string path = socket_path();
+  int e = client_.connect(path);
+  if (e != 0) {
+    debug("cannot connect to the router at %s: %s (set FFV_SOCKET to the tenant socket, and "
+          "check that ffrouter runs and the socket directory is mounted)",
+          path.c_str(), std::strerror(e));
+    return e;
+  }
+  flatbuffers::FlatBufferBuilder fbb;
+  char exe[256] = {};
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n < 0) exe[0] = '\0';
+  auto hello = proto::CreateHello(fbb, static_cast<uint32_t>(proto::ProtocolVersion::Current),
+                                  fbb.CreateString(exe));
+  auto r = client_.call(fbb, proto::RequestBody::Hello, hello.Union());
+  if (r.error != 0) {
+    debug("the router at %s refused this process: %s", path.c_str(), r.message.c_str());
+    client_.disconnect();
+    return r.error;
+  }
+  const auto* reply = r.reply()->body_as_HelloReply();
+  if (reply == nullptr) {
+    client_.disconnect();
+    return EPROTO;
+  }
+  virtual_ip_ = reply->virtual_ipv4();
+  ++epoch_;
+  debug("connected to %s as tenant %s, session %llu, virtual IP %u.%u.%u.%u", path.c_str(),
+        reply->tenant() != nullptr ? reply->tenant()->c_str() : "?",
+        static_cast<unsigned long long>(reply->session_id()), virtual_ip_ >> 24,
+        (virtual_ip_ >> 16) & 255, (virtual_ip_ >> 8) & 255, virtual_ip_ & 255);
+  return 0;
+}
+
+proto::ControlClient::Result RouterLink::call(flatbuffers::FlatBufferBuilder& fbb,
+                                              proto::RequestBody type,
+                                              flatbuffers::Offset<void> body) {
+  auto r = client_.call(fbb, type, body);
+  if (!client_.connected()) {
+    std::lock_guard lock(mu_);
+    ++epoch_;
+    debug("router connection lost: %s", r.message.c_str());
+  }
+  return r;
+}
+
+bool context_is_stale(const FfContext& ctx) { return ctx.link_epoch != RouterLink::get().epoch(); }
+
+}  // namespace ff::verbs
