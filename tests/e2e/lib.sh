@@ -1,0 +1,71 @@
+# Shared helpers for the end-to-end tests (sourced, bash).
+#
+# A "container" here is what a container runtime gives an app: its own network
+# namespace with its own address, its own mount and pid namespaces, and the
+# tenant's socket directory bind-mounted at /run/ffrouter. The router's run
+# directory (other tenants, admin socket) is hidden from it.
+#
+# Needs root. Every test cleans up after itself (trap), also on failure.
+set -euo pipefail
+
+FF_BUILD=${FF_BUILD:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../build" && pwd)}
+FFROUTER=$FF_BUILD/bin/ffrouter
+FFCTL=$FF_BUILD/bin/ffctl
+LIBFFVERBS=$FF_BUILD/lib/libffverbs.so
+FF_WORK=$(mktemp -d /tmp/ffe2e.XXXXXX)
+FF_RUN=$FF_WORK/run
+FF_NETNS=()
+FF_PIDS=()
+FF_ROUTER_PID=
+
+ff_cleanup() {
+  set +e
+  for p in "${FF_PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  if [ -n "$FF_ROUTER_PID" ]; then kill "$FF_ROUTER_PID" 2>/dev/null; wait "$FF_ROUTER_PID" 2>/dev/null; fi
+  for n in "${FF_NETNS[@]}"; do ip netns del "$n" 2>/dev/null; done
+  rm -rf "$FF_WORK"
+}
+trap ff_cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { echo "PASS: $*"; }
+
+# ff_start_router [ffrouter args...]: starts a router on $FF_RUN and waits until it answers.
+ff_start_router() {
+  "$FFROUTER" --run-dir "$FF_RUN" "$@" >"$FF_WORK/router.log" 2>&1 &
+  FF_ROUTER_PID=$!
+  "$FFCTL" --run-dir "$FF_RUN" --wait 10 status >/dev/null || { cat "$FF_WORK/router.log"; fail "router did not start"; }
+}
+
+ff_status() { "$FFCTL" --run-dir "$FF_RUN" status; }
+
+# ff_container NAME IPV4: a network namespace with one interface holding IPV4/24.
+ff_container() {
+  local ns="ffc-$1-$$"
+  ip netns add "$ns"
+  FF_NETNS+=("$ns")
+  ip -n "$ns" link set lo up
+  ip -n "$ns" link add eth0 type veth peer name peer0
+  ip -n "$ns" addr add "$2/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" link set peer0 up
+}
+
+# ff_in_container NAME TENANT cmd...: runs cmd in the container, with
+# libffverbs preloaded and only tenants/TENANT mounted at /run/ffrouter.
+ff_in_container() {
+  local ns="ffc-$1-$$" tenant=$2
+  shift 2
+  ip netns exec "$ns" unshare --mount --pid --fork --mount-proc \
+    env FF_TENANT_DIR="$FF_RUN/tenants/$tenant" FF_HIDE="$FF_RUN" LD_PRELOAD_LATER="$LIBFFVERBS" \
+    bash -c '
+      set -e
+      mount --make-rprivate /
+      mount -t tmpfs ffrun /run
+      mkdir -p /run/ffrouter
+      mount --bind "$FF_TENANT_DIR" /run/ffrouter
+      mount -t tmpfs ffhide "$FF_HIDE"
+      unset FF_TENANT_DIR FF_HIDE
+      export LD_PRELOAD=$LD_PRELOAD_LATER; unset LD_PRELOAD_LATER
+      exec "$@"' ff-container "$@"
+}
