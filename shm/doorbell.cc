@@ -11,7 +11,8 @@
 
 namespace ff::shm {
 
-Doorbell::Doorbell() : fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+Doorbell::Doorbell(Mode mode)
+    : fd_(::eventfd(0, EFD_CLOEXEC | (mode == Mode::kNonBlocking ? EFD_NONBLOCK : 0))) {
   if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd for doorbell");
 }
 
@@ -36,6 +37,8 @@ void Doorbell::ring() const {
 }
 
 bool Doorbell::drain() const {
+  pollfd p{fd_, POLLIN, 0};
+  if (::poll(&p, 1, 0) != 1) return false;  // never block, even on a blocking fd
   uint64_t v;
   return ::read(fd_, &v, sizeof v) == static_cast<ssize_t>(sizeof v);
 }

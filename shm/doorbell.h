@@ -10,8 +10,14 @@ namespace ff::shm {
 // Owns one eventfd. Thread-safe: ring() and wait() may be called concurrently.
 class Doorbell {
  public:
-  // Creates a new non-blocking eventfd. Throws std::system_error on failure.
-  Doorbell();
+  // Whether the eventfd's file description starts out O_NONBLOCK. The flag
+  // is shared with every copy passed to another process: an fd that an app
+  // receives as a verbs fd (async_fd, a completion channel) must start out
+  // blocking, as the kernel's do; the app may set O_NONBLOCK itself.
+  enum class Mode { kNonBlocking, kBlocking };
+
+  // Creates a new eventfd. Throws std::system_error on failure.
+  explicit Doorbell(Mode mode = Mode::kNonBlocking);
   // Takes ownership of an eventfd received from the other side.
   explicit Doorbell(int adopted_fd) : fd_(adopted_fd) {}
   ~Doorbell();
@@ -20,7 +26,8 @@ class Doorbell {
   Doorbell(const Doorbell&) = delete;
   Doorbell& operator=(const Doorbell&) = delete;
 
-  // Wakes the waiter. Never blocks.
+  // Wakes the waiter. Never blocks in practice (an eventfd write blocks only
+  // when the counter is about to overflow 2^64-2).
   void ring() const;
   // Blocks until rung or the timeout passes (negative: forever). Consumes all
   // pending rings. Returns true when it was rung.

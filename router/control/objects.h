@@ -28,7 +28,7 @@ struct Object {
 };
 
 struct ContextObject final : Object {
-  ContextObject() : Object(ObjectKind::kContext) {}
+  ContextObject() : Object(ObjectKind::kContext), async_events(shm::Doorbell::Mode::kBlocking) {}
   shm::Doorbell async_events;  // the app's context->async_fd is a dup of this eventfd
 };
 

@@ -1,0 +1,29 @@
+#!/bin/bash
+# Installs what ffrouter needs to build and test, from Debian 12 packages.
+# Idempotent, and silent when nothing is missing. Needs root (or sudo).
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  build-essential cmake ninja-build pkg-config git
+  libibverbs-dev librdmacm-dev libboost-dev libflatbuffers-dev flatbuffers-compiler
+  libnuma-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # runtime peers: unmodified verbs programs driven through the router
+  ibverbs-utils perftest rdmacm-utils
+  # end-to-end tests: namespaces and mounts
+  iproute2 util-linux procps
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+echo "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

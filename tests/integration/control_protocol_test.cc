@@ -1,0 +1,241 @@
+// The router's control plane against honest and hostile clients, in process:
+// a Router on its own thread, clients on raw Unix sockets.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "proto/client.h"
+#include "router/fabric/soft_fabric.h"
+#include "router/router.h"
+
+namespace ff::router {
+namespace {
+
+namespace fs = std::filesystem;
+using proto::RequestBody;
+
+class ControlPlane : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ffctl-test.XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    RouterOptions o;
+    o.run_dir = dir_ + "/run";
+    std::vector<policy::TenantSpec> tenants{
+        {"blue", std::nullopt, policy::parse_ipv4("10.0.0.1")},
+        {"red", std::nullopt, policy::parse_ipv4("10.0.0.2")}};
+    router_ = std::make_unique<Router>(o, tenants, std::make_unique<SoftFabric>(o));
+    thread_ = std::thread([this] { router_->run(); });
+  }
+  void TearDown() override {
+    router_->stop();
+    thread_.join();
+    router_.reset();
+    fs::remove_all(dir_);
+  }
+  std::string tenant_path(const char* t) { return dir_ + "/run/tenants/" + t + "/ffrouter.sock"; }
+  std::string admin_path() { return dir_ + "/run/admin.sock"; }
+
+  static proto::ControlClient::Result hello(proto::ControlClient& c, uint32_t version = 1) {
+    flatbuffers::FlatBufferBuilder fbb;
+    return c.call(fbb, RequestBody::Hello, proto::CreateHello(fbb, version, fbb.CreateString("t")).Union());
+  }
+  static uint32_t open_context(proto::ControlClient& c) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto r = c.call(fbb, RequestBody::OpenDevice, proto::CreateOpenDevice(fbb, 0).Union());
+    EXPECT_EQ(r.error, 0) << r.message;
+    EXPECT_EQ(r.fds.size(), 1u);
+    return r.error == 0 ? r.reply()->body_as_OpenDeviceReply()->context() : 0;
+  }
+  static proto::ControlClient::Result alloc_pd(proto::ControlClient& c, uint32_t ctx) {
+    flatbuffers::FlatBufferBuilder fbb;
+    return c.call(fbb, RequestBody::AllocPd, proto::CreateAllocPd(fbb, ctx).Union());
+  }
+  // Total objects the router holds, from the admin socket.
+  uint32_t router_objects() {
+    proto::ControlClient admin;
+    EXPECT_EQ(admin.connect(admin_path()), 0);
+    flatbuffers::FlatBufferBuilder fbb;
+    auto r = admin.call(fbb, RequestBody::AdminStatus, proto::CreateAdminStatus(fbb).Union());
+    EXPECT_EQ(r.error, 0);
+    uint32_t total = 0;
+    for (const auto* t : *r.reply()->body_as_StatusReply()->tenants())
+      for (const auto* c : *t->clients())
+        for (const auto* o : *c->objects()) total += o->count();
+    return total;
+  }
+  // A fresh honest client still gets served.
+  void expect_router_serves() {
+    proto::ControlClient c;
+    ASSERT_EQ(c.connect(tenant_path("blue")), 0);
+    EXPECT_EQ(hello(c).error, 0);
+  }
+  static int raw_connect(const std::string& path) {
+    int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+    EXPECT_EQ(::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    return s;
+  }
+  // True when the router closed the connection (EOF) within a second.
+  static bool closed_by_router(int s) {
+    timeval tv{1, 0};
+    ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::recv(s, buf, sizeof buf, 0);
+      if (n == 0) return true;
+      if (n < 0) return false;
+    }
+  }
+
+  std::string dir_;
+  std::unique_ptr<Router> router_;
+  std::thread thread_;
+};
+
+TEST_F(ControlPlane, HelloGivesTheTenantAndTheConfiguredAddressFallback) {
+  proto::ControlClient c;
+  ASSERT_EQ(c.connect(tenant_path("red")), 0);
+  auto r = hello(c);
+  ASSERT_EQ(r.error, 0) << r.message;
+  EXPECT_EQ(r.reply()->body_as_HelloReply()->tenant()->str(), "red");
+}
+
+TEST_F(ControlPlane, RequestsBeforeHelloAndSecondHelloAreRefused) {
+  proto::ControlClient c;
+  ASSERT_EQ(c.connect(tenant_path("blue")), 0);
+  flatbuffers::FlatBufferBuilder fbb;
+  auto r = c.call(fbb, RequestBody::ListDevices, proto::CreateListDevices(fbb).Union());
+  EXPECT_EQ(r.error, EPROTO);
+  ASSERT_EQ(hello(c).error, 0);
+  EXPECT_EQ(hello(c).error, EPROTO);
+}
+
+TEST_F(ControlPlane, WrongProtocolVersionIsRefusedAndDisconnected) {
+  proto::ControlClient c;
+  ASSERT_EQ(c.connect(tenant_path("blue")), 0);
+  auto r = hello(c, 99);
+  EXPECT_EQ(r.error, EPROTONOSUPPORT);
+  EXPECT_NE(r.message.find("same ffrouter release"), std::string::npos);
+  flatbuffers::FlatBufferBuilder fbb;
+  EXPECT_NE(c.call(fbb, RequestBody::ListDevices, proto::CreateListDevices(fbb).Union()).error, 0);
+}
+
+TEST_F(ControlPlane, HandlesOfAnotherSessionAreUnknown) {
+  proto::ControlClient a, b;
+  ASSERT_EQ(a.connect(tenant_path("blue")), 0);
+  ASSERT_EQ(b.connect(tenant_path("red")), 0);
+  ASSERT_EQ(hello(a).error, 0);
+  ASSERT_EQ(hello(b).error, 0);
+  uint32_t ctx_a = open_context(a);
+  auto pd = alloc_pd(a, ctx_a);
+  ASSERT_EQ(pd.error, 0);
+  EXPECT_EQ(alloc_pd(b, ctx_a).error, EINVAL);  // b has no context with a's number
+  flatbuffers::FlatBufferBuilder fbb;
+  auto r = b.call(fbb, RequestBody::DeallocPd,
+                  proto::CreateDeallocPd(fbb, pd.reply()->body_as_AllocPdReply()->pd()).Union());
+  EXPECT_EQ(r.error, EINVAL);
+  EXPECT_EQ(router_objects(), 2u);  // a's context and PD are untouched
+}
+
+TEST_F(ControlPlane, PdInUseIsBusyAndCloseDeviceDestroysTheTree) {
+  proto::ControlClient c;
+  ASSERT_EQ(c.connect(tenant_path("blue")), 0);
+  ASSERT_EQ(hello(c).error, 0);
+  uint32_t ctx = open_context(c);
+  ASSERT_EQ(alloc_pd(c, ctx).error, 0);
+  ASSERT_EQ(alloc_pd(c, ctx).error, 0);
+  EXPECT_EQ(router_objects(), 3u);
+  flatbuffers::FlatBufferBuilder fbb;
+  EXPECT_EQ(c.call(fbb, RequestBody::CloseDevice, proto::CreateCloseDevice(fbb, ctx).Union()).error, 0);
+  EXPECT_EQ(router_objects(), 0u);
+}
+
+TEST_F(ControlPlane, ClosingTheConnectionDestroysEverything) {
+  {
+    proto::ControlClient c;
+    ASSERT_EQ(c.connect(tenant_path("blue")), 0);
+    ASSERT_EQ(hello(c).error, 0);
+    uint32_t ctx = open_context(c);
+    for (int i = 0; i < 10; ++i) ASSERT_EQ(alloc_pd(c, ctx).error, 0);
+    EXPECT_EQ(router_objects(), 11u);
+  }
+  for (int i = 0; i < 100 && router_objects() != 0; ++i) usleep(10000);
+  EXPECT_EQ(router_objects(), 0u);
+}
+
+TEST_F(ControlPlane, GarbagePayloadClosesOnlyThatSession) {
+  int s = raw_connect(tenant_path("blue"));
+  uint8_t frame[8 + 32];
+  proto::FrameHeader h{32, 0, 0};
+  std::memcpy(frame, &h, sizeof h);
+  for (size_t i = 8; i < sizeof frame; ++i) frame[i] = static_cast<uint8_t>(i * 37);
+  ASSERT_EQ(::send(s, frame, sizeof frame, 0), static_cast<ssize_t>(sizeof frame));
+  EXPECT_TRUE(closed_by_router(s));
+  ::close(s);
+  expect_router_serves();
+}
+
+TEST_F(ControlPlane, OversizedAndLyingFrameHeadersClose) {
+  for (proto::FrameHeader h : {proto::FrameHeader{1u << 30, 0, 0}, proto::FrameHeader{8, 3, 0},
+                               proto::FrameHeader{8, 0, 7}}) {
+    int s = raw_connect(tenant_path("blue"));
+    ASSERT_EQ(::send(s, &h, sizeof h, 0), static_cast<ssize_t>(sizeof h));
+    EXPECT_TRUE(closed_by_router(s));
+    ::close(s);
+  }
+  expect_router_serves();
+}
+
+TEST_F(ControlPlane, UnexpectedFileDescriptorsAreRefused) {
+  int s = raw_connect(tenant_path("blue"));
+  flatbuffers::FlatBufferBuilder fbb;
+  fbb.Finish(proto::CreateRequest(fbb, 7, RequestBody::Hello,
+                                  proto::CreateHello(fbb, 1, fbb.CreateString("x")).Union()));
+  int fds[2] = {::dup(0), ::dup(1)};
+  ASSERT_EQ(proto::send_frame(s, {fbb.GetBufferPointer(), fbb.GetSize()}, fds), 0);
+  proto::FrameReader reader;
+  proto::Frame f;
+  ASSERT_EQ(proto::read_frame_blocking(s, reader, f), 0);
+  auto* reply = flatbuffers::GetRoot<proto::Reply>(f.payload.data());
+  EXPECT_EQ(reply->error(), EINVAL);
+  ::close(fds[0]);
+  ::close(fds[1]);
+  ::close(s);
+}
+
+TEST_F(ControlPlane, AdminAndTenantSocketsAcceptOnlyTheirOwnRequests) {
+  proto::ControlClient t, a;
+  ASSERT_EQ(t.connect(tenant_path("blue")), 0);
+  ASSERT_EQ(hello(t).error, 0);
+  flatbuffers::FlatBufferBuilder fbb;
+  EXPECT_EQ(t.call(fbb, RequestBody::AdminStatus, proto::CreateAdminStatus(fbb).Union()).error, EOPNOTSUPP);
+  ASSERT_EQ(a.connect(admin_path()), 0);
+  flatbuffers::FlatBufferBuilder fbb2;
+  EXPECT_EQ(a.call(fbb2, RequestBody::OpenDevice, proto::CreateOpenDevice(fbb2, 0).Union()).error, EOPNOTSUPP);
+}
+
+TEST_F(ControlPlane, ManyConnectionsComeAndGo) {
+  for (int round = 0; round < 5; ++round) {
+    std::vector<std::unique_ptr<proto::ControlClient>> clients;
+    for (int i = 0; i < 100; ++i) {
+      clients.push_back(std::make_unique<proto::ControlClient>());
+      ASSERT_EQ(clients.back()->connect(tenant_path(i % 2 ? "blue" : "red")), 0);
+      ASSERT_EQ(hello(*clients.back()).error, 0);
+      open_context(*clients.back());
+    }
+  }
+  for (int i = 0; i < 100 && router_objects() != 0; ++i) usleep(10000);
+  EXPECT_EQ(router_objects(), 0u);
+}
+
+}  // namespace
+}  // namespace ff::router

@@ -1,0 +1,218 @@
+// The virtual device through the public verbs API. Written against
+// libibverbs only; it runs with LD_PRELOAD=libffverbs.so and a router
+// (tests/e2e/test_verbs_device.sh), and would run unchanged on a real device.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <infiniband/verbs.h>
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace {
+
+struct Device : ::testing::Test {
+  ibv_device** list = nullptr;
+  ibv_context* ctx = nullptr;
+  void SetUp() override {
+    int n = 0;
+    list = ibv_get_device_list(&n);
+    ASSERT_NE(list, nullptr);
+    ASSERT_EQ(n, 1) << "is the router running and FFV_SOCKET set?";
+    ctx = ibv_open_device(list[0]);
+    ASSERT_NE(ctx, nullptr) << std::strerror(errno);
+  }
+  void TearDown() override {
+    if (ctx != nullptr) {
+      EXPECT_EQ(ibv_close_device(ctx), 0);
+    }
+    if (list != nullptr) ibv_free_device_list(list);
+  }
+};
+
+TEST_F(Device, ListsOneNamedDeviceWithAGuid) {
+  EXPECT_STREQ(ibv_get_device_name(list[0]), "ffvirt0");
+  EXPECT_NE(ibv_get_device_guid(list[0]), 0u);
+  EXPECT_EQ(list[1], nullptr);
+  EXPECT_EQ(list[0]->transport_type, IBV_TRANSPORT_IB);
+}
+
+TEST_F(Device, QueryDeviceAndExtendedQueryAgree) {
+  ibv_device_attr a{};
+  ASSERT_EQ(ibv_query_device(ctx, &a), 0);
+  ibv_device_attr_ex ex{};
+  ASSERT_EQ(ibv_query_device_ex(ctx, nullptr, &ex), 0);  // inline: verbs_context op
+  EXPECT_EQ(0, std::memcmp(&a, &ex.orig_attr, sizeof a));
+  EXPECT_EQ(a.phys_port_cnt, 1);
+  EXPECT_EQ(a.node_guid, ibv_get_device_guid(list[0]));
+  EXPECT_GT(a.max_qp_rd_atom, 0);
+  EXPECT_EQ(a.atomic_cap, IBV_ATOMIC_HCA);
+  EXPECT_EQ(ex.odp_caps.general_caps, 0u);  // no ODP: apps must not take ODP paths
+  ibv_query_device_ex_input in{};
+  in.comp_mask = 1;
+  EXPECT_EQ(ibv_query_device_ex(ctx, &in, &ex), EINVAL);
+}
+
+TEST_F(Device, PortIsActiveRoceWithMtu4096) {
+  ibv_port_attr p{};
+  ASSERT_EQ(ibv_query_port(ctx, 1, &p), 0);  // inline: verbs_context::query_port
+  EXPECT_EQ(p.state, IBV_PORT_ACTIVE);
+  EXPECT_EQ(p.link_layer, IBV_LINK_LAYER_ETHERNET);
+  EXPECT_EQ(p.active_mtu, IBV_MTU_4096);
+  EXPECT_EQ(p.gid_tbl_len, 1);
+  EXPECT_EQ(p.pkey_tbl_len, 1);
+  EXPECT_NE(ibv_query_port(ctx, 2, &p), 0);
+  EXPECT_NE(ibv_query_port(ctx, 0, &p), 0);
+}
+
+TEST_F(Device, GidIsIpv4MappedRoceV2) {
+  ibv_gid gid{};
+  ASSERT_EQ(ibv_query_gid(ctx, 1, 0, &gid), 0);
+  const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  EXPECT_EQ(0, std::memcmp(gid.raw, prefix, sizeof prefix));
+  if (const char* want = std::getenv("FF_EXPECT_VIP")) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%u.%u.%u.%u", gid.raw[12], gid.raw[13], gid.raw[14], gid.raw[15]);
+    EXPECT_STREQ(text, want);
+  }
+  ibv_gid_entry e{};
+  ASSERT_EQ(ibv_query_gid_ex(ctx, 1, 0, &e, 0), 0);
+  EXPECT_EQ(e.gid_type, IBV_GID_TYPE_ROCE_V2);
+  EXPECT_EQ(0, std::memcmp(e.gid.raw, gid.raw, 16));
+  EXPECT_NE(ibv_query_gid(ctx, 1, 1, &gid), 0);
+  EXPECT_NE(ibv_query_gid_ex(ctx, 1, 1, &e, 0), 0);
+  ibv_gid_entry table[4]{};
+  EXPECT_EQ(ibv_query_gid_table(ctx, table, 4, 0), 1);
+}
+
+TEST_F(Device, OnePkey) {
+  __be16 pkey = 0;
+  ASSERT_EQ(ibv_query_pkey(ctx, 1, 0, &pkey), 0);
+  EXPECT_EQ(be16toh(pkey), 0xffff);
+  EXPECT_NE(ibv_query_pkey(ctx, 1, 1, &pkey), 0);
+  EXPECT_EQ(ibv_get_pkey_index(ctx, 1, htobe16(0xffff)), 0);
+  EXPECT_LT(ibv_get_pkey_index(ctx, 1, htobe16(0x1234)), 0);
+}
+
+TEST_F(Device, ProtectionDomains) {
+  std::vector<ibv_pd*> pds;
+  for (int i = 0; i < 64; ++i) {
+    pds.push_back(ibv_alloc_pd(ctx));
+    ASSERT_NE(pds.back(), nullptr);
+    EXPECT_EQ(pds.back()->context, ctx);
+  }
+  for (ibv_pd* pd : pds) EXPECT_EQ(ibv_dealloc_pd(pd), 0);
+}
+
+TEST_F(Device, UnimplementedVerbsFailWithEopnotsuppNeverCrash) {
+  errno = 0;
+  EXPECT_EQ(ibv_create_cq(ctx, 16, nullptr, nullptr, 0), nullptr);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  ibv_cq_init_attr_ex cq_attr{};
+  cq_attr.cqe = 16;
+  errno = 0;
+  EXPECT_EQ(ibv_create_cq_ex(ctx, &cq_attr), nullptr);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  ibv_xrcd_init_attr x{};
+  errno = 0;
+  EXPECT_EQ(ibv_open_xrcd(ctx, &x), nullptr);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  ibv_pd* pd = ibv_alloc_pd(ctx);
+  ASSERT_NE(pd, nullptr);
+  char buf[64];
+  errno = 0;
+  EXPECT_EQ(ibv_reg_mr(pd, buf, sizeof buf, IBV_ACCESS_LOCAL_WRITE), nullptr);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  errno = 0;
+  EXPECT_EQ(ibv_alloc_mw(pd, IBV_MW_TYPE_1), nullptr);
+  EXPECT_NE(errno, 0);
+  EXPECT_EQ(ibv_dealloc_pd(pd), 0);
+}
+
+TEST_F(Device, AsyncFdIsPollableAndHonoursNonblocking) {
+  int flags = fcntl(ctx->async_fd, F_GETFL);
+  ASSERT_GE(flags, 0);
+  EXPECT_EQ(flags & O_NONBLOCK, 0) << "a verbs async_fd starts out blocking";
+  ASSERT_EQ(fcntl(ctx->async_fd, F_SETFL, flags | O_NONBLOCK), 0);
+  ibv_async_event ev{};
+  errno = 0;
+  EXPECT_EQ(ibv_get_async_event(ctx, &ev), -1);
+  EXPECT_EQ(errno, EAGAIN);
+  pollfd p{ctx->async_fd, POLLIN, 0};
+  EXPECT_EQ(poll(&p, 1, 0), 0);
+}
+
+TEST_F(Device, ConcurrentQueriesFromManyThreads) {
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 200; ++i) {
+        ibv_port_attr p{};
+        if (ibv_query_port(ctx, 1, &p) != 0 || p.state != IBV_PORT_ACTIVE) ++failures;
+        ibv_pd* pd = ibv_alloc_pd(ctx);
+        if (pd == nullptr || ibv_dealloc_pd(pd) != 0) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures, 0);
+}
+
+TEST_F(Device, ForkedChildGetsAFreshSessionNotTheParents) {
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // Inherited objects belong to the parent's session.
+    if (ibv_alloc_pd(ctx) != nullptr) _exit(2);
+    ibv_device** l = ibv_get_device_list(nullptr);
+    if (l == nullptr || l[0] == nullptr) _exit(3);
+    ibv_context* c = ibv_open_device(l[0]);
+    if (c == nullptr) _exit(4);
+    ibv_pd* pd = ibv_alloc_pd(c);
+    if (pd == nullptr || ibv_dealloc_pd(pd) != 0 || ibv_close_device(c) != 0) _exit(5);
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  ibv_pd* pd = ibv_alloc_pd(ctx);  // the parent's session is untouched
+  ASSERT_NE(pd, nullptr);
+  EXPECT_EQ(ibv_dealloc_pd(pd), 0);
+}
+
+// Run last and alone: kills the router named by FF_ROUTER_PID.
+TEST_F(Device, RouterLossIsDeviceFatalAndVerbsFailCleanly) {
+  const char* router = std::getenv("FF_ROUTER_PID");
+  if (router == nullptr) GTEST_SKIP() << "needs FF_ROUTER_PID (run by test_verbs_device.sh)";
+  std::atomic<int> event_type{-1};
+  std::thread waiter([&] {
+    ibv_async_event ev{};
+    if (ibv_get_async_event(ctx, &ev) == 0) {
+      event_type = ev.event_type;
+      ibv_ack_async_event(&ev);
+    }
+  });
+  usleep(100 * 1000);  // let the waiter block
+  ASSERT_EQ(kill(static_cast<pid_t>(std::atoi(router)), SIGKILL), 0);
+  waiter.join();
+  EXPECT_EQ(event_type, IBV_EVENT_DEVICE_FATAL);
+  ibv_port_attr p{};
+  EXPECT_NE(ibv_query_port(ctx, 1, &p), 0);
+  errno = 0;
+  EXPECT_EQ(ibv_alloc_pd(ctx), nullptr);
+  EXPECT_NE(errno, 0);
+  int n = -1;
+  ibv_device** l = ibv_get_device_list(&n);
+  EXPECT_EQ(n, 0);
+  ibv_free_device_list(l);
+}
+
+}  // namespace

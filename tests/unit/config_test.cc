@@ -1,0 +1,45 @@
+#include <gtest/gtest.h>
+
+#include "router/config.h"
+
+namespace ff::router {
+namespace {
+
+std::string error_of(const std::string& yaml) {
+  try {
+    parse_tenants(yaml, "cfg.yaml");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Config, ParsesTenants) {
+  auto t = parse_tenants("tenants:\n  - name: blue\n    network: 10.99.0.0/16\n    virtual_ip: 10.99.0.9\n"
+                         "  - name: red\n", "cfg.yaml");
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_EQ(t[0].name, "blue");
+  EXPECT_EQ(t[0].network->to_string(), "10.99.0.0/16");
+  EXPECT_EQ(t[0].virtual_ip, policy::parse_ipv4("10.99.0.9"));
+  EXPECT_FALSE(t[1].network);
+}
+
+TEST(Config, ErrorsNameTheFileLineAndFix) {
+  EXPECT_NE(error_of("tenants: [").find("cfg.yaml:"), std::string::npos);
+  EXPECT_NE(error_of("tenant:\n  - name: a\n").find("unknown top-level key 'tenant'"), std::string::npos);
+  EXPECT_NE(error_of("tenants: []\n").find("non-empty list"), std::string::npos);
+  EXPECT_NE(error_of("tenants:\n  - name: ../etc\n").find("must be 1-64"), std::string::npos);
+  EXPECT_NE(error_of("tenants:\n  - name: a\n  - name: a\n").find("declared twice"), std::string::npos);
+  EXPECT_NE(error_of("tenants:\n  - name: a\n    netwrk: 1.2.3.0/24\n").find("unknown tenant key 'netwrk'"),
+            std::string::npos);
+  EXPECT_NE(error_of("tenants:\n  - name: a\n    network: 1.2.3.4/24\n").find("cfg.yaml:3"), std::string::npos);
+  EXPECT_NE(error_of("tenants:\n  - name: a\n    network: 10.0.0.0/8\n    virtual_ip: 11.0.0.1\n")
+                .find("outside the tenant's network"),
+            std::string::npos);
+  EXPECT_NE(error_of("tenants:\n  - {}\n").find("without a name"), std::string::npos);
+  EXPECT_NE(error_of("tenants:\n  - name: [1, 2]\n"), "");
+  EXPECT_NE(error_of("- 1\n- 2\n").find("expected a mapping"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ff::router
