@@ -94,7 +94,10 @@ void Session::handle_frame(proto::Frame& frame) {
   flatbuffers::Verifier verifier(frame.payload.data(), frame.payload.size(),
                                  /*max_depth=*/16, /*max_tables=*/1000);
   if (!proto::VerifyRequestBuffer(verifier)) {
-    close("request failed flatbuffers verification");
+    // The frame boundary is intact, so the stream is still usable: answer
+    // (the request id is unreadable: 0) and carry on.
+    ReplyWriter w;
+    queue(w, 0, HandlerStatus::fail(EBADMSG, "malformed request: failed flatbuffers verification"));
     return;
   }
   const proto::Request* req = proto::GetRequest(frame.payload.data());

@@ -172,14 +172,26 @@ TEST_F(ControlPlane, ClosingTheConnectionDestroysEverything) {
   EXPECT_EQ(router_objects(), 0u);
 }
 
-TEST_F(ControlPlane, GarbagePayloadClosesOnlyThatSession) {
+TEST_F(ControlPlane, GarbagePayloadGetsAnErrorReplyAndTheSessionGoesOn) {
   int s = raw_connect(tenant_path("blue"));
   uint8_t frame[8 + 32];
   proto::FrameHeader h{32, 0, 0};
   std::memcpy(frame, &h, sizeof h);
   for (size_t i = 8; i < sizeof frame; ++i) frame[i] = static_cast<uint8_t>(i * 37);
   ASSERT_EQ(::send(s, frame, sizeof frame, 0), static_cast<ssize_t>(sizeof frame));
-  EXPECT_TRUE(closed_by_router(s));
+  proto::FrameReader reader;
+  proto::Frame f;
+  ASSERT_EQ(proto::read_frame_blocking(s, reader, f), 0);
+  flatbuffers::Verifier v(f.payload.data(), f.payload.size());
+  ASSERT_TRUE(v.VerifyBuffer<proto::Reply>(nullptr));
+  EXPECT_EQ(flatbuffers::GetRoot<proto::Reply>(f.payload.data())->error(), EBADMSG);
+  // The same connection still works.
+  flatbuffers::FlatBufferBuilder fbb;
+  fbb.Finish(proto::CreateRequest(fbb, 5, RequestBody::Hello,
+                                  proto::CreateHello(fbb, 1, fbb.CreateString("x")).Union()));
+  ASSERT_EQ(proto::send_frame(s, {fbb.GetBufferPointer(), fbb.GetSize()}, {}), 0);
+  ASSERT_EQ(proto::read_frame_blocking(s, reader, f), 0);
+  EXPECT_EQ(flatbuffers::GetRoot<proto::Reply>(f.payload.data())->error(), 0);
   ::close(s);
   expect_router_serves();
 }
