@@ -85,7 +85,7 @@ ibv_context* ibv_open_device(ibv_device* device) {
   auto r = link.call(fbb, ff::proto::RequestBody::OpenDevice,
                      ff::proto::CreateOpenDevice(fbb, 0).Union());
   const auto* reply = r.error == 0 ? r.reply()->body_as_OpenDeviceReply() : nullptr;
-  if (reply == nullptr || r.fds.size() != 1) {
+  if (reply == nullptr || r.fds.size() != 2) {
     debug("open_device failed: %s", r.message.c_str());
     return fail_ptr<ibv_context>(r.error != 0 ? r.error : EPROTO);
   }
@@ -94,6 +94,7 @@ ibv_context* ibv_open_device(ibv_device* device) {
   ctx->handle = reply->context();
   ctx->link_epoch = link.epoch();
   ctx->async_fd = r.fds[0].release();
+  ctx->doorbell_fd = r.fds[1].release();
   ibv_context& c = ctx->vctx.context;
   c.device = device;
   c.cmd_fd = -1;
@@ -114,6 +115,7 @@ int ibv_close_device(ibv_context* context) {
                            ff::proto::CreateCloseDevice(fbb, ctx->handle).Union());
   }
   ::close(ctx->async_fd);
+  ::close(ctx->doorbell_fd);
   pthread_mutex_destroy(&context->mutex);
   std::free(ctx);
   return 0;

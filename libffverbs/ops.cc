@@ -32,12 +32,6 @@ void unsupported(Fn& slot) {
   slot = &Unsupported<Fn>::call;
 }
 
-// poll_cq reports failure with a negative count, not an errno.
-int poll_cq_unsupported(ibv_cq*, int, ibv_wc*) {
-  errno = EOPNOTSUPP;
-  return -1;
-}
-
 }  // namespace
 
 void init_context_ops(FfContext& ctx) {
@@ -59,8 +53,8 @@ void init_context_ops(FfContext& ctx) {
   unsupported(ops.bind_mw);
   unsupported(ops.dealloc_mw);
   unsupported(ops._compat_create_cq);
-  ops.poll_cq = poll_cq_unsupported;
-  unsupported(ops.req_notify_cq);
+  ops.poll_cq = ffv_poll_cq;
+  ops.req_notify_cq = ffv_req_notify_cq;
   unsupported(ops._compat_cq_event);
   unsupported(ops._compat_resize_cq);
   unsupported(ops._compat_destroy_cq);
@@ -73,8 +67,8 @@ void init_context_ops(FfContext& ctx) {
   unsupported(ops._compat_query_qp);
   unsupported(ops._compat_modify_qp);
   unsupported(ops._compat_destroy_qp);
-  unsupported(ops.post_send);
-  unsupported(ops.post_recv);
+  ops.post_send = ffv_post_send;
+  ops.post_recv = ffv_post_recv;
   unsupported(ops._compat_create_ah);
   unsupported(ops._compat_destroy_ah);
   unsupported(ops._compat_attach_mcast);
@@ -107,7 +101,7 @@ void init_context_ops(FfContext& ctx) {
   unsupported(v.modify_wq);
   unsupported(v.create_wq);
   unsupported(v.query_rt_values);
-  unsupported(v.create_cq_ex);
+  v.create_cq_ex = ffv_create_cq_ex;
   v.priv = nullptr;  // never read by inline code; the real library's private state
   v.query_device_ex = ffv_query_device_ex;
   unsupported(v.ibv_destroy_flow);
@@ -115,7 +109,7 @@ void init_context_ops(FfContext& ctx) {
   unsupported(v.ibv_create_flow);
   v.ABI_placeholder1 = reinterpret_cast<void (*)()>(v.ibv_create_flow);
   unsupported(v.open_qp);
-  unsupported(v.create_qp_ex);
+  v.create_qp_ex = ffv_create_qp_ex;
   unsupported(v.get_srq_num);
   unsupported(v.create_srq_ex);
   unsupported(v.open_xrcd);

@@ -94,8 +94,9 @@ int RouterLink::ensure_connected() {
 
 proto::ControlClient::Result RouterLink::call(flatbuffers::FlatBufferBuilder& fbb,
                                               proto::RequestBody type,
-                                              flatbuffers::Offset<void> body) {
-  auto r = client_.call(fbb, type, body);
+                                              flatbuffers::Offset<void> body,
+                                              std::span<const int> fds) {
+  auto r = client_.call(fbb, type, body, fds);
   if (!client_.connected()) {
     std::lock_guard lock(mu_);
     ++epoch_;

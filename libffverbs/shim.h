@@ -19,7 +19,12 @@
 #include <mutex>
 #include <string>
 
+#include <map>
+#include <vector>
+
 #include "proto/client.h"
+#include "shm/descriptors.h"
+#include "shm/segment.h"
 
 namespace ff::verbs {
 
@@ -39,6 +44,7 @@ struct FfContext {
   uint32_t handle;         // the router's handle for this context
   uint64_t link_epoch;     // RouterLink epoch this context was opened under
   int async_fd;            // eventfd from the router (also context.async_fd)
+  int doorbell_fd;         // wakes the router's poller (see RingProducer::consumer_needs_wakeup)
   std::atomic<bool> fatal_reported;  // IBV_EVENT_DEVICE_FATAL is delivered once
 };
 
@@ -47,11 +53,87 @@ struct FfPd {
   uint32_t handle;
 };
 
+struct FfMr {
+  ibv_mr mr;
+  uint32_t handle;
+  uint64_t page_start, page_end;  // the shared pages this registration holds
+};
+
+// A spinlock for the few-instruction critical sections of the data path.
+class SpinLock {
+ public:
+  void lock() {
+    while (flag_.test_and_set(std::memory_order_acquire)) __builtin_ia32_pause();
+  }
+  void unlock() { flag_.clear(std::memory_order_release); }
+
+ private:
+  std::atomic_flag flag_ = ATOMIC_FLAG_INIT;
+};
+
+struct FfCq;
+
+struct FfChannel {
+  ibv_comp_channel channel;  // first: apps hold &channel
+  uint32_t handle = 0;
+  uint64_t link_epoch = 0;
+  shm::Mapping segment;
+  shm::RingConsumer<shm::ChannelEvent> events;
+  std::mutex mu;
+  std::map<uint32_t, FfCq*> cqs;  // by router handle, for get_cq_event
+};
+
+struct FfCq {
+  ibv_cq_ex cq;  // first: apps hold &cq (as ibv_cq* or ibv_cq_ex*)
+  uint32_t handle = 0;
+  shm::Mapping segment;
+  shm::CqControl* control = nullptr;
+  shm::RingConsumer<shm::Cqe> ring;
+  SpinLock lock;
+  FfChannel* channel = nullptr;
+  uint32_t events_delivered = 0;  // by get_cq_event; destroy waits for as many acks
+  shm::Cqe current{};             // the entry ibv_start_poll/ibv_next_poll is on
+};
+
+struct FfQp {
+  ibv_qp_ex qpx;  // first: apps hold &qpx.qp_base (and ibv_qp_to_qp_ex gives &qpx)
+  uint32_t handle = 0;
+  FfContext* ctx = nullptr;
+  shm::Mapping segment;
+  ibv_qp_cap cap{};
+  std::mutex send_mu;
+  std::mutex recv_mu;
+  shm::RingProducer<shm::SendWqe> sq;
+  shm::RingProducer<shm::RecvWqe> rq;
+  // The ibv_wr_* builder (between wr_start and wr_complete, under send_mu).
+  std::vector<shm::SendWqe> pending;
+  int pending_error = 0;
+};
+
 inline FfContext* to_ff(ibv_context* ctx) {
   return reinterpret_cast<FfContext*>(reinterpret_cast<char*>(ctx) -
                                       offsetof(FfContext, vctx.context));
 }
 inline FfPd* to_ff(ibv_pd* pd) { return reinterpret_cast<FfPd*>(pd); }
+inline FfMr* to_ff(ibv_mr* mr) { return reinterpret_cast<FfMr*>(mr); }
+inline FfCq* to_ff(ibv_cq* cq) { return reinterpret_cast<FfCq*>(cq); }
+inline FfCq* to_ff(ibv_cq_ex* cq) { return reinterpret_cast<FfCq*>(cq); }
+inline FfQp* to_ff(ibv_qp* qp) { return reinterpret_cast<FfQp*>(qp); }
+inline FfQp* to_ff(ibv_qp_ex* qp) { return reinterpret_cast<FfQp*>(qp); }
+inline FfChannel* to_ff(ibv_comp_channel* ch) { return reinterpret_cast<FfChannel*>(ch); }
+
+// Extension ops and the ops-table entries implemented in cq.cc and qp.cc.
+int ffv_poll_cq(ibv_cq* cq, int num_entries, ibv_wc* wc);
+int ffv_req_notify_cq(ibv_cq* cq, int solicited_only);
+ibv_cq_ex* ffv_create_cq_ex(ibv_context* context, ibv_cq_init_attr_ex* attr);
+int ffv_post_send(ibv_qp* qp, ibv_send_wr* wr, ibv_send_wr** bad_wr);
+int ffv_post_recv(ibv_qp* qp, ibv_recv_wr* wr, ibv_recv_wr** bad_wr);
+ibv_qp* ffv_create_qp_ex(ibv_context* context, ibv_qp_init_attr_ex* attr);
+
+// Shares the pages of [addr, addr + length) with the router (mr.cc).
+// 0 or an errno; every successful acquire is paired with a release.
+int acquire_shared_pages(uint64_t addr, uint64_t length, uint64_t& page_start, uint64_t& page_end);
+void release_shared_pages(uint64_t page_start, uint64_t page_end);
 
 // Fills every slot of a context's ops tables (implemented or EOPNOTSUPP).
 void init_context_ops(FfContext& ctx);
@@ -79,9 +161,9 @@ class RouterLink {
   std::string socket_path() const;
   void on_fork_child();
 
-  // Performs a call; on transport failure bumps the epoch.
+  // Performs a call (with `fds` attached); on transport failure bumps the epoch.
   proto::ControlClient::Result call(flatbuffers::FlatBufferBuilder& fbb, proto::RequestBody type,
-                                    flatbuffers::Offset<void> body);
+                                    flatbuffers::Offset<void> body, std::span<const int> fds = {});
 
  private:
   RouterLink();

@@ -13,36 +13,15 @@ using ff::verbs::fail_ptr;
 
 extern "C" {
 
-// Memory registration, CQs, QPs, SRQs, AHs, completion channels: the data
-// path arrives with the RC milestone.
-ibv_mr* ibv_reg_mr(ibv_pd*, void*, size_t, int) { return fail_ptr<ibv_mr>(EOPNOTSUPP); }
-ibv_mr* ibv_reg_mr_iova(ibv_pd*, void*, size_t, uint64_t, int) { return fail_ptr<ibv_mr>(EOPNOTSUPP); }
-ibv_mr* ibv_reg_mr_iova2(ibv_pd*, void*, size_t, uint64_t, unsigned int) { return fail_ptr<ibv_mr>(EOPNOTSUPP); }
-int ibv_rereg_mr(ibv_mr*, int, ibv_pd*, void*, size_t, int) { return fail_int(EOPNOTSUPP); }
-int ibv_dereg_mr(ibv_mr*) { return fail_int(EOPNOTSUPP); }
-ibv_cq* ibv_create_cq(ibv_context*, int, void*, ibv_comp_channel*, int) { return fail_ptr<ibv_cq>(EOPNOTSUPP); }
-int ibv_resize_cq(ibv_cq*, int) { return fail_int(EOPNOTSUPP); }
-int ibv_destroy_cq(ibv_cq*) { return fail_int(EOPNOTSUPP); }
-int ibv_get_cq_event(ibv_comp_channel*, ibv_cq**, void**) {
-  errno = EOPNOTSUPP;
-  return -1;
-}
-void ibv_ack_cq_events(ibv_cq*, unsigned int) {}
+// SRQs and address handles arrive with the UD/SRQ milestone.
 ibv_srq* ibv_create_srq(ibv_pd*, ibv_srq_init_attr*) { return fail_ptr<ibv_srq>(EOPNOTSUPP); }
 int ibv_modify_srq(ibv_srq*, ibv_srq_attr*, int) { return fail_int(EOPNOTSUPP); }
 int ibv_query_srq(ibv_srq*, ibv_srq_attr*) { return fail_int(EOPNOTSUPP); }
 int ibv_destroy_srq(ibv_srq*) { return fail_int(EOPNOTSUPP); }
-ibv_qp* ibv_create_qp(ibv_pd*, ibv_qp_init_attr*) { return fail_ptr<ibv_qp>(EOPNOTSUPP); }
-int ibv_query_qp(ibv_qp*, ibv_qp_attr*, int, ibv_qp_init_attr*) { return fail_int(EOPNOTSUPP); }
-int ibv_modify_qp(ibv_qp*, ibv_qp_attr*, int) { return fail_int(EOPNOTSUPP); }
-int ibv_destroy_qp(ibv_qp*) { return fail_int(EOPNOTSUPP); }
-ibv_qp_ex* ibv_qp_to_qp_ex(ibv_qp*) { return fail_ptr<ibv_qp_ex>(EOPNOTSUPP); }
 ibv_ah* ibv_create_ah(ibv_pd*, ibv_ah_attr*) { return fail_ptr<ibv_ah>(EOPNOTSUPP); }
 ibv_ah* ibv_create_ah_from_wc(ibv_pd*, ibv_wc*, ibv_grh*, uint8_t) { return fail_ptr<ibv_ah>(EOPNOTSUPP); }
 int ibv_init_ah_from_wc(ibv_context*, uint8_t, ibv_wc*, ibv_grh*, ibv_ah_attr*) { return fail_int(EOPNOTSUPP); }
 int ibv_destroy_ah(ibv_ah*) { return fail_int(EOPNOTSUPP); }
-ibv_comp_channel* ibv_create_comp_channel(ibv_context*) { return fail_ptr<ibv_comp_channel>(EOPNOTSUPP); }
-int ibv_destroy_comp_channel(ibv_comp_channel*) { return fail_int(EOPNOTSUPP); }
 int ibv_query_qp_data_in_order(ibv_qp*, ibv_wr_opcode, uint32_t) { return 0; }  // 0: no ordering guarantee claimed
 
 // Multicast: not supported by the virtual device (max_mcast_grp = 0).

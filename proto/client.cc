@@ -32,7 +32,7 @@ void ControlClient::disconnect() {
 }
 
 ControlClient::Result ControlClient::call(flatbuffers::FlatBufferBuilder& fbb, RequestBody type,
-                                          flatbuffers::Offset<void> body) {
+                                          flatbuffers::Offset<void> body, std::span<const int> fds) {
   std::lock_guard lock(mu_);
   Result res;
   if (!sock_) {
@@ -42,7 +42,7 @@ ControlClient::Result ControlClient::call(flatbuffers::FlatBufferBuilder& fbb, R
   }
   uint64_t id = next_id_++;
   fbb.Finish(CreateRequest(fbb, id, type, body));
-  int e = send_frame(sock_.get(), {fbb.GetBufferPointer(), fbb.GetSize()}, {});
+  int e = send_frame(sock_.get(), {fbb.GetBufferPointer(), fbb.GetSize()}, fds);
   Frame f;
   if (e == 0) e = read_frame_blocking(sock_.get(), reader_, f);
   if (e != 0) {

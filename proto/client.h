@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -32,7 +33,9 @@ class ControlClient {
 
   // Sends a Request whose body is (type, body) built in `fbb` (not yet
   // finished) and waits for its reply. Transport failures disconnect.
-  Result call(flatbuffers::FlatBufferBuilder& fbb, RequestBody type, flatbuffers::Offset<void> body);
+  // `fds` travel with the request.
+  Result call(flatbuffers::FlatBufferBuilder& fbb, RequestBody type, flatbuffers::Offset<void> body,
+              std::span<const int> fds = {});
 
  private:
   std::mutex mu_;

@@ -1,5 +1,7 @@
 #include "proto/verbs_codec.h"
 
+#include <cstring>
+
 namespace ff::proto {
 
 DeviceAttr to_wire(const ibv_device_attr& a, const ibv_device_attr_ex& ex, uint32_t max_inline) {
@@ -93,6 +95,76 @@ void from_wire(const PortAttr& w, ibv_port_attr& o) {
   o.link_layer = w.link_layer();
   o.flags = w.flags();
   o.port_cap_flags2 = w.port_cap_flags2();
+}
+
+QpCap to_wire(const ibv_qp_cap& c) {
+  return QpCap(c.max_send_wr, c.max_recv_wr, c.max_send_sge, c.max_recv_sge, c.max_inline_data);
+}
+
+ibv_qp_cap from_wire(const QpCap& w) {
+  ibv_qp_cap c{};
+  c.max_send_wr = w.max_send_wr();
+  c.max_recv_wr = w.max_recv_wr();
+  c.max_send_sge = w.max_send_sge();
+  c.max_recv_sge = w.max_recv_sge();
+  c.max_inline_data = w.max_inline_data();
+  return c;
+}
+
+AhAttr to_wire(const ibv_ah_attr& a) {
+  Gid gid(flatbuffers::span<const uint8_t, 16>(a.grh.dgid.raw, 16));
+  return AhAttr(gid, a.grh.flow_label, a.grh.sgid_index, a.grh.hop_limit, a.grh.traffic_class,
+                a.is_global != 0, a.dlid, a.sl, a.src_path_bits, a.static_rate, a.port_num);
+}
+
+ibv_ah_attr from_wire(const AhAttr& w) {
+  ibv_ah_attr a{};
+  std::memcpy(a.grh.dgid.raw, w.dgid().raw()->data(), 16);
+  a.grh.flow_label = w.flow_label();
+  a.grh.sgid_index = w.sgid_index();
+  a.grh.hop_limit = w.hop_limit();
+  a.grh.traffic_class = w.traffic_class();
+  a.is_global = w.is_global() ? 1 : 0;
+  a.dlid = w.dlid();
+  a.sl = w.sl();
+  a.src_path_bits = w.src_path_bits();
+  a.static_rate = w.static_rate();
+  a.port_num = w.port_num();
+  return a;
+}
+
+QpAttr to_wire(const ibv_qp_attr& a) {
+  return QpAttr(static_cast<uint8_t>(a.qp_state), static_cast<uint8_t>(a.cur_qp_state),
+                static_cast<uint8_t>(a.path_mtu), static_cast<uint8_t>(a.path_mig_state), a.qkey,
+                a.rq_psn, a.sq_psn, a.dest_qp_num, static_cast<uint32_t>(a.qp_access_flags),
+                to_wire(a.ah_attr), a.pkey_index, a.sq_draining, a.max_rd_atomic,
+                a.max_dest_rd_atomic, a.min_rnr_timer, a.port_num, a.timeout, a.retry_cnt,
+                a.rnr_retry, a.en_sqd_async_notify, 0);
+}
+
+ibv_qp_attr from_wire(const QpAttr& w) {
+  ibv_qp_attr a{};
+  a.qp_state = static_cast<ibv_qp_state>(w.qp_state());
+  a.cur_qp_state = static_cast<ibv_qp_state>(w.cur_qp_state());
+  a.path_mtu = static_cast<ibv_mtu>(w.path_mtu());
+  a.path_mig_state = static_cast<ibv_mig_state>(w.path_mig_state());
+  a.qkey = w.qkey();
+  a.rq_psn = w.rq_psn();
+  a.sq_psn = w.sq_psn();
+  a.dest_qp_num = w.dest_qp_num();
+  a.qp_access_flags = static_cast<unsigned>(w.qp_access_flags());
+  a.ah_attr = from_wire(w.ah_attr());
+  a.pkey_index = w.pkey_index();
+  a.sq_draining = w.sq_draining();
+  a.max_rd_atomic = w.max_rd_atomic();
+  a.max_dest_rd_atomic = w.max_dest_rd_atomic();
+  a.min_rnr_timer = w.min_rnr_timer();
+  a.port_num = w.port_num();
+  a.timeout = w.timeout();
+  a.retry_cnt = w.retry_cnt();
+  a.rnr_retry = w.rnr_retry();
+  a.en_sqd_async_notify = w.en_sqd_async_notify();
+  return a;
 }
 
 }  // namespace ff::proto

@@ -19,4 +19,13 @@ void from_wire_ex(const DeviceAttr& w, ibv_device_attr_ex& out);
 PortAttr to_wire(const ibv_port_attr& a);
 void from_wire(const PortAttr& w, ibv_port_attr& out);
 
+QpCap to_wire(const ibv_qp_cap& c);
+ibv_qp_cap from_wire(const QpCap& w);
+
+AhAttr to_wire(const ibv_ah_attr& a);
+ibv_ah_attr from_wire(const AhAttr& w);
+
+QpAttr to_wire(const ibv_qp_attr& a);
+ibv_qp_attr from_wire(const QpAttr& w);
+
 }  // namespace ff::proto

@@ -5,7 +5,7 @@
 #include <exception>
 
 #include "router/config.h"
-#include "router/fabric/soft_fabric.h"
+#include "router/fabric/soft/soft_fabric.h"
 #include "router/options.h"
 #include "router/router.h"
 

@@ -23,6 +23,9 @@ const std::vector<Knob>& knobs() {
        "to its ibv_wr_* path)",
        nullptr, &RouterOptions::vendor_part_id},
       {"--log-level", "FFR_LOG_LEVEL", "trace, debug, info, warn, error", &RouterOptions::log_level},
+      {"--poll-spin-us", "FFR_POLL_SPIN_US",
+       "microseconds the poller keeps spinning without work before it sleeps (0: sleep at once)",
+       nullptr, &RouterOptions::poll_spin_us},
       {"--socket-mode", "FFR_SOCKET_MODE", "permission bits of the tenant sockets (octal, e.g. 0660)",
        nullptr, &RouterOptions::socket_mode},
   };

@@ -17,6 +17,7 @@ struct RouterOptions {
   uint32_t vendor_part_id = 0xff01;  // unknown to perftest: its legacy post_send path
   std::string log_level = "info";
   uint32_t socket_mode = 0666;  // tenant sockets; the tenant directory mount is the boundary
+  uint32_t poll_spin_us = 100;  // the poller spins this long without work before it sleeps
 };
 
 struct Knob {

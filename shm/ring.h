@@ -178,6 +178,24 @@ class RingConsumer {
   }
   [[nodiscard]] bool sc_try_pop(T& out) { return sc_pop_bulk(std::span<T>(&out, 1)); }
 
+  // Copies the i-th queued descriptor (0 = oldest) without consuming it; the
+  // slot stays the consumer's until sc_release. For queues whose entries
+  // wait for an event (receive WQEs wait for a SEND). False when fewer than
+  // i+1 are queued or the ring is corrupt.
+  [[nodiscard]] bool sc_peek(size_t i, T& out) {
+    if (available(i + 1) < i + 1) return false;
+    std::memcpy(&out, &slots_[(tail_ + i) & mask_], sizeof(T));
+    return true;
+  }
+  // Consumes the n oldest descriptors. Precondition: n were peeked.
+  void sc_release(size_t n) {
+    tail_ += n;
+    // Release pairs with the producer's acquire load of consumer_index (P2).
+    ctl_->consumer_index.store(tail_, std::memory_order_release);
+  }
+  // Entries queued right now (re-reads the producer index); 0 when corrupt.
+  size_t size_guess() { return available(capacity_); }
+
   // True when nothing is queued right now (re-reads the producer index).
   bool empty_guess() { return available(1) == 0; }
 

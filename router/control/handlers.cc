@@ -1,5 +1,7 @@
 #include "router/control/handlers.h"
 
+#include <fcntl.h>
+
 #include <array>
 
 namespace ff::router {
@@ -8,11 +10,11 @@ namespace {
 constexpr size_t kBodyTypes = static_cast<size_t>(proto::RequestBody::MAX) + 1;
 
 struct DispatchTables {
-  std::array<Handler, kBodyTypes> tenant{};
-  std::array<Handler, kBodyTypes> admin{};
+  std::array<HandlerEntry, kBodyTypes> tenant{};
+  std::array<HandlerEntry, kBodyTypes> admin{};
   DispatchTables() {
     using B = proto::RequestBody;
-    auto on = [this](B b, Handler h) { tenant[static_cast<size_t>(b)] = h; };
+    auto on = [this](B b, Handler h, size_t fds = 0) { tenant[static_cast<size_t>(b)] = {h, fds}; };
     on(B::Hello, handle_hello);
     on(B::ListDevices, handle_list_devices);
     on(B::OpenDevice, handle_open_device);
@@ -23,18 +25,38 @@ struct DispatchTables {
     on(B::QueryPkey, handle_query_pkey);
     on(B::AllocPd, handle_alloc_pd);
     on(B::DeallocPd, handle_dealloc_pd);
-    admin[static_cast<size_t>(B::AdminStatus)] = handle_admin_status;
+    on(B::RegisterSegment, handle_register_segment, 1);
+    on(B::ReleaseSegment, handle_release_segment);
+    on(B::RegMr, handle_reg_mr);
+    on(B::DeregMr, handle_dereg_mr);
+    on(B::CreateCompChannel, handle_create_comp_channel);
+    on(B::DestroyCompChannel, handle_destroy_comp_channel);
+    on(B::CreateCq, handle_create_cq);
+    on(B::DestroyCq, handle_destroy_cq);
+    on(B::CreateQp, handle_create_qp);
+    on(B::ModifyQp, handle_modify_qp);
+    on(B::QueryQp, handle_query_qp);
+    on(B::DestroyQp, handle_destroy_qp);
+    admin[static_cast<size_t>(B::AdminStatus)] = {handle_admin_status, 0};
   }
 };
 
 }  // namespace
 
-Handler find_handler(SessionRole role, proto::RequestBody type) {
+HandlerEntry find_handler(SessionRole role, proto::RequestBody type) {
   static const DispatchTables tables;
   auto i = static_cast<size_t>(type);
-  if (i >= kBodyTypes) return nullptr;
+  if (i >= kBodyTypes) return {};
   return role == SessionRole::kAdmin ? tables.admin[i] : tables.tenant[i];
 }
+
+HandlerStatus destroy_status(int removed, const char* what) {
+  if (removed == ENOENT) return HandlerStatus::fail(EINVAL, std::string("no such ") + what);
+  if (removed == EBUSY) return HandlerStatus::fail(EBUSY, std::string(what) + " still in use");
+  return HandlerStatus::ok();
+}
+
+UniqueFd dup_for_reply(int fd) { return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 0)); }
 
 ContextObject* find_context(Session& s, uint32_t handle) {
   return s.objects().find<ContextObject>(handle, ObjectKind::kContext);

@@ -9,23 +9,51 @@
 
 namespace ff::router {
 
-using Handler = HandlerStatus (*)(Session&, const proto::Request&, ReplyWriter&);
+// `fds` are the descriptors that came with the request (exactly as many as
+// the dispatch table says the request takes).
+using Handler = HandlerStatus (*)(Session&, const proto::Request&, std::vector<UniqueFd>& fds,
+                                  ReplyWriter&);
+#define FF_HANDLER(name) \
+  HandlerStatus name(Session&, const proto::Request&, std::vector<UniqueFd>&, ReplyWriter&)
 
-HandlerStatus handle_hello(Session&, const proto::Request&, ReplyWriter&);
-HandlerStatus handle_list_devices(Session&, const proto::Request&, ReplyWriter&);
-HandlerStatus handle_open_device(Session&, const proto::Request&, ReplyWriter&);
-HandlerStatus handle_close_device(Session&, const proto::Request&, ReplyWriter&);
-HandlerStatus handle_query_device(Session&, const proto::Request&, ReplyWriter&);
-HandlerStatus handle_query_port(Session&, const proto::Request&, ReplyWriter&);
-HandlerStatus handle_query_gid(Session&, const proto::Request&, ReplyWriter&);
-HandlerStatus handle_query_pkey(Session&, const proto::Request&, ReplyWriter&);
-HandlerStatus handle_alloc_pd(Session&, const proto::Request&, ReplyWriter&);
-HandlerStatus handle_dealloc_pd(Session&, const proto::Request&, ReplyWriter&);
-HandlerStatus handle_admin_status(Session&, const proto::Request&, ReplyWriter&);
+FF_HANDLER(handle_hello);
+FF_HANDLER(handle_list_devices);
+FF_HANDLER(handle_open_device);
+FF_HANDLER(handle_close_device);
+FF_HANDLER(handle_query_device);
+FF_HANDLER(handle_query_port);
+FF_HANDLER(handle_query_gid);
+FF_HANDLER(handle_query_pkey);
+FF_HANDLER(handle_alloc_pd);
+FF_HANDLER(handle_dealloc_pd);
+FF_HANDLER(handle_admin_status);
+FF_HANDLER(handle_register_segment);
+FF_HANDLER(handle_release_segment);
+FF_HANDLER(handle_reg_mr);
+FF_HANDLER(handle_dereg_mr);
+FF_HANDLER(handle_create_comp_channel);
+FF_HANDLER(handle_destroy_comp_channel);
+FF_HANDLER(handle_create_cq);
+FF_HANDLER(handle_destroy_cq);
+FF_HANDLER(handle_create_qp);
+FF_HANDLER(handle_modify_qp);
+FF_HANDLER(handle_query_qp);
+FF_HANDLER(handle_destroy_qp);
 
-// The handler for a request body type on a session of `role`, or nullptr
-// when that role may not send it.
-Handler find_handler(SessionRole role, proto::RequestBody type);
+struct HandlerEntry {
+  Handler handler = nullptr;
+  size_t fds = 0;  // descriptors the request carries
+};
+
+// The handler for a request body type on a session of `role`; its handler
+// is null when that role may not send it.
+HandlerEntry find_handler(SessionRole role, proto::RequestBody type);
+
+// errno for a destroy that found the handle missing (EINVAL) or in use (EBUSY).
+HandlerStatus destroy_status(int removed, const char* what);
+
+// Duplicates an fd to pass it in a reply (the object keeps its own).
+UniqueFd dup_for_reply(int fd);
 
 // Shared by handlers that take a context handle.
 ContextObject* find_context(Session& s, uint32_t handle);

@@ -12,17 +12,30 @@ const char* kind_name(ObjectKind kind) {
       return "contexts";
     case ObjectKind::kPd:
       return "pds";
+    case ObjectKind::kSegment:
+      return "segments";
+    case ObjectKind::kMr:
+      return "mrs";
+    case ObjectKind::kChannel:
+      return "channels";
+    case ObjectKind::kCq:
+      return "cqs";
+    case ObjectKind::kQp:
+      return "qps";
     case ObjectKind::kCount:
       break;
   }
   return "?";
 }
 
-uint32_t ObjectTable::add(std::unique_ptr<Object> object, uint32_t parent) {
+uint32_t ObjectTable::add(std::unique_ptr<Object> object, std::initializer_list<uint32_t> parents) {
   uint32_t handle = next_handle_++;
   object->handle = handle;
-  object->parent = parent;
-  if (parent != 0) ++objects_.at(parent)->children;
+  for (uint32_t p : parents) {
+    if (p == 0) continue;
+    ++objects_.at(p)->children;
+    object->parents.push_back(p);
+  }
   ++counts_[static_cast<size_t>(object->kind)];
   objects_.emplace(handle, std::move(object));
   return handle;
@@ -30,8 +43,8 @@ uint32_t ObjectTable::add(std::unique_ptr<Object> object, uint32_t parent) {
 
 void ObjectTable::erase(std::map<uint32_t, std::unique_ptr<Object>>::iterator it) {
   Object& o = *it->second;
-  if (o.parent != 0) {
-    auto p = objects_.find(o.parent);
+  for (uint32_t parent : o.parents) {
+    auto p = objects_.find(parent);
     if (p != objects_.end()) --p->second->children;
   }
   --counts_[static_cast<size_t>(o.kind)];
@@ -53,8 +66,12 @@ int ObjectTable::remove_tree(uint32_t handle, ObjectKind kind) {
   // every object whose ancestry reaches `handle`.
   std::vector<uint32_t> doomed{handle};
   for (auto it = objects_.upper_bound(handle); it != objects_.end(); ++it) {
-    uint32_t parent = it->second->parent;
-    if (std::find(doomed.begin(), doomed.end(), parent) != doomed.end()) doomed.push_back(it->first);
+    for (uint32_t parent : it->second->parents) {
+      if (std::find(doomed.begin(), doomed.end(), parent) != doomed.end()) {
+        doomed.push_back(it->first);
+        break;
+      }
+    }
   }
   for (auto d = doomed.rbegin(); d != doomed.rend(); ++d) erase(objects_.find(*d));
   return 0;

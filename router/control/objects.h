@@ -6,13 +6,14 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <vector>
 
 #include "router/fabric/fabric.h"
 #include "shm/doorbell.h"
 
 namespace ff::router {
 
-enum class ObjectKind : uint8_t { kContext, kPd, kCount };
+enum class ObjectKind : uint8_t { kContext, kPd, kSegment, kMr, kChannel, kCq, kQp, kCount };
 const char* kind_name(ObjectKind kind);
 
 struct Object {
@@ -23,27 +24,39 @@ struct Object {
 
   const ObjectKind kind;
   uint32_t handle = 0;
-  uint32_t parent = 0;    // 0: none
-  uint32_t children = 0;  // live objects naming this one as parent
+  std::vector<uint32_t> parents;  // objects this one uses (a QP: its PD and CQs)
+  uint32_t children = 0;          // live objects naming this one as a parent
 };
 
 struct ContextObject final : Object {
-  ContextObject() : Object(ObjectKind::kContext), async_events(shm::Doorbell::Mode::kBlocking) {}
+  explicit ContextObject(std::unique_ptr<FabricContext> c)
+      : Object(ObjectKind::kContext), async_events(shm::Doorbell::Mode::kBlocking), fabric(std::move(c)) {}
   shm::Doorbell async_events;  // the app's context->async_fd is a dup of this eventfd
+  std::unique_ptr<FabricContext> fabric;
 };
 
-struct PdObject final : Object {
-  explicit PdObject(std::unique_ptr<FabricPd> pd) : Object(ObjectKind::kPd), fabric_pd(std::move(pd)) {}
-  std::unique_ptr<FabricPd> fabric_pd;
+// An object that only holds its fabric counterpart.
+template <ObjectKind K, typename F, typename Ptr = std::unique_ptr<F>>
+struct FabricObject final : Object {
+  explicit FabricObject(Ptr f) : Object(K), fabric(std::move(f)) {}
+  Ptr fabric;
 };
+
+using PdObject = FabricObject<ObjectKind::kPd, FabricPd>;
+using SegmentObject = FabricObject<ObjectKind::kSegment, FabricSegment, std::shared_ptr<FabricSegment>>;
+using MrObject = FabricObject<ObjectKind::kMr, FabricMr>;
+using ChannelObject = FabricObject<ObjectKind::kChannel, FabricChannel>;
+using CqObject = FabricObject<ObjectKind::kCq, FabricCq>;
+using QpObject = FabricObject<ObjectKind::kQp, FabricQp>;
 
 // Owned by one Session; used only from the Asio thread.
 class ObjectTable {
  public:
   ~ObjectTable() { clear(); }
 
-  // Takes ownership, links it under `parent` (0: none) and returns its handle.
-  uint32_t add(std::unique_ptr<Object> object, uint32_t parent);
+  // Takes ownership, links it under `parents` (which must exist) and returns
+  // its handle.
+  uint32_t add(std::unique_ptr<Object> object, std::initializer_list<uint32_t> parents = {});
 
   // The object if `handle` names one of `kind` in this table, else nullptr.
   template <typename T>
@@ -62,6 +75,9 @@ class ObjectTable {
   void clear();
 
   size_t size() const { return objects_.size(); }
+  // The handle the next add() will assign (objects that must know their own
+  // handle while they are built, e.g. a CQ's channel event tag).
+  uint32_t next_handle() const { return next_handle_; }
   uint32_t count(ObjectKind kind) const { return counts_[static_cast<size_t>(kind)]; }
 
  private:

@@ -27,6 +27,8 @@ Session::Session(Router& router, SessionRole role, const policy::TenantSpec* ten
 
 Session::~Session() { objects_.clear(); }
 
+Owner Session::owner() const { return Owner{tenant_->name, id_, virtual_ip()}; }
+
 void Session::start() {
   if (role_ == SessionRole::kTenant) {
     spdlog::info("session {}: tenant {} pid {} ({}) connected", id_, tenant_->name, peer_.pid,
@@ -40,6 +42,7 @@ void Session::close(const std::string& why) {
   closed_ = true;
   size_t objects = objects_.size();
   objects_.clear();
+  segments_by_base_.clear();
   boost::system::error_code ignored;
   socket_.cancel(ignored);
   socket_.close(ignored);
@@ -102,21 +105,22 @@ void Session::handle_frame(proto::Frame& frame) {
   }
   const proto::Request* req = proto::GetRequest(frame.payload.data());
   ReplyWriter w;
-  Handler h = find_handler(role_, req->body_type());
+  HandlerEntry entry = find_handler(role_, req->body_type());
   HandlerStatus status;
-  if (!frame.fds.empty()) {
-    // No request of this protocol version carries descriptors; any that
-    // arrive are closed (frame.fds owns them) and the request refused.
-    status = HandlerStatus::fail(EINVAL, "this request takes no file descriptors");
-  } else if (h == nullptr) {
+  if (entry.handler == nullptr) {
     status = HandlerStatus::fail(EOPNOTSUPP, role_ == SessionRole::kAdmin
                                                  ? "not an admin request"
                                                  : "unknown or admin-only request");
+  } else if (frame.fds.size() != entry.fds) {
+    // Descriptors that do not belong are closed (frame.fds owns them).
+    status = HandlerStatus::fail(EINVAL, "this request takes " + std::to_string(entry.fds) +
+                                             " file descriptor(s), " + std::to_string(frame.fds.size()) +
+                                             " came");
   } else if (role_ == SessionRole::kTenant && !greeted() &&
              req->body_type() != proto::RequestBody::Hello) {
     status = HandlerStatus::fail(EPROTO, "the first request must be Hello");
   } else {
-    status = h(*this, *req, w);
+    status = entry.handler(*this, *req, frame.fds, w);
   }
   queue(w, req->id(), status);
   if (role_ == SessionRole::kTenant && req->body_type() == proto::RequestBody::Hello &&

@@ -8,6 +8,7 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -72,6 +73,11 @@ class Session : public std::enable_shared_from_this<Session> {
   ObjectTable& objects() { return objects_; }
   const ObjectTable& objects() const { return objects_; }
 
+  // Registered segments by the client address they start at (handles).
+  std::map<uint64_t, uint32_t>& segments_by_base() { return segments_by_base_; }
+  // The owner identity fabric objects of this session carry.
+  Owner owner() const;
+
   // Set by the Hello handler.
   bool greeted() const { return virtual_ip_.has_value(); }
   void set_virtual_ip(uint32_t ip) { virtual_ip_ = ip; }
@@ -98,6 +104,7 @@ class Session : public std::enable_shared_from_this<Session> {
   PeerIdentity peer_;
   std::optional<uint32_t> virtual_ip_;
   ObjectTable objects_;
+  std::map<uint64_t, uint32_t> segments_by_base_;
   proto::FrameReader reader_;
   std::deque<Outgoing> out_;
   size_t out_bytes_ = 0;

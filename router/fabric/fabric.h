@@ -4,21 +4,97 @@
 //
 // Thread contract: the control plane calls everything here from the Asio
 // thread. Objects returned are owned by the session that asked for them and
-// release their fabric resources in their destructors.
+// release their fabric resources in their destructors. Errors come back as
+// an errno plus a sentence for the operator (FabricError).
 #pragma once
 
 #include <infiniband/verbs.h>
 
 #include <cstdint>
 #include <memory>
+#include <span>
+#include <string>
 #include <string_view>
+
+#include "proto/fd.h"
 
 namespace ff::router {
 
-// A protection domain on the fabric.
+struct FabricError {
+  int code = 0;
+  std::string message;
+  std::nullptr_t set(int c, std::string m) {
+    code = c;
+    message = std::move(m);
+    return nullptr;
+  }
+};
+
+// Who owns an object: QPs may only connect, and rkeys only resolve, within
+// one tenant; the virtual IP is what a remote GID names.
+struct Owner {
+  std::string tenant;
+  uint64_t session = 0;
+  uint32_t virtual_ip = 0;
+};
+
+// A context: the doorbell the client rings to wake the fabric's poller.
+class FabricContext {
+ public:
+  virtual ~FabricContext() = default;
+  virtual int doorbell_fd() const = 0;
+};
+
 class FabricPd {
  public:
   virtual ~FabricPd() = default;
+};
+
+// A range of the client's address space shared with the router (a memfd).
+class FabricSegment {
+ public:
+  virtual ~FabricSegment() = default;
+  virtual uint64_t app_base() const = 0;
+  virtual uint64_t length() const = 0;
+};
+
+class FabricMr {
+ public:
+  virtual ~FabricMr() = default;
+  virtual uint32_t lkey() const = 0;
+  virtual uint32_t rkey() const = 0;
+};
+
+// A completion channel: an eventfd plus a ring of "CQ x fired" events.
+class FabricChannel {
+ public:
+  virtual ~FabricChannel() = default;
+  virtual int event_fd() const = 0;
+  virtual int segment_fd() const = 0;
+  virtual uint32_t capacity() const = 0;
+};
+
+class FabricCq {
+ public:
+  virtual ~FabricCq() = default;
+  virtual int segment_fd() const = 0;
+  virtual uint32_t capacity() const = 0;
+};
+
+struct QpInit {
+  ibv_qp_type type = IBV_QPT_RC;
+  ibv_qp_cap cap{};
+  bool sq_sig_all = false;
+};
+
+class FabricQp {
+ public:
+  virtual ~FabricQp() = default;
+  virtual uint32_t qp_num() const = 0;
+  virtual int segment_fd() const = 0;
+  virtual ibv_qp_cap cap() const = 0;
+  virtual uint32_t send_capacity() const = 0;
+  virtual uint32_t recv_capacity() const = 0;
 };
 
 struct FabricDeviceLimits {
@@ -34,8 +110,26 @@ class Fabric {
   virtual const FabricDeviceLimits& device_limits() const = 0;
   // The single virtual port's attributes (port 1).
   virtual ibv_port_attr port_attr() const = 0;
-  // nullptr with errno set when the fabric is out of PDs.
-  virtual std::unique_ptr<FabricPd> alloc_pd() = 0;
+
+  virtual std::unique_ptr<FabricContext> open_context(FabricError& err) = 0;
+  virtual std::unique_ptr<FabricPd> alloc_pd(const Owner& owner, FabricError& err) = 0;
+  // Maps a sealed memfd standing for [app_base, app_base + length).
+  virtual std::shared_ptr<FabricSegment> map_segment(UniqueFd fd, uint64_t app_base,
+                                                     uint64_t length, FabricError& err) = 0;
+  // `segments` cover [addr, addr + length) in address order.
+  virtual std::unique_ptr<FabricMr> reg_mr(FabricPd& pd,
+                                           std::span<const std::shared_ptr<FabricSegment>> segments,
+                                           uint64_t addr, uint64_t length, uint64_t iova,
+                                           unsigned access, FabricError& err) = 0;
+  virtual std::unique_ptr<FabricChannel> create_channel(FabricError& err) = 0;
+  // `event_tag` is what the channel reports when this CQ fires (the client's handle).
+  virtual std::unique_ptr<FabricCq> create_cq(FabricContext& ctx, int cqe, FabricChannel* channel,
+                                              uint32_t event_tag, FabricError& err) = 0;
+  virtual std::unique_ptr<FabricQp> create_qp(FabricContext& ctx, FabricPd& pd, FabricCq& send_cq,
+                                              FabricCq& recv_cq, const QpInit& init,
+                                              FabricError& err) = 0;
+  virtual int modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask, std::string& why) = 0;
+  virtual void query_qp(FabricQp& qp, ibv_qp_attr& attr) = 0;
 };
 
 }  // namespace ff::router

@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "proto/client.h"
-#include "router/fabric/soft_fabric.h"
+#include "router/fabric/soft/soft_fabric.h"
 #include "router/router.h"
 
 namespace ff::router {

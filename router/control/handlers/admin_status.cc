@@ -4,7 +4,7 @@
 namespace ff::router {
 
 // Tenants, their connected clients and every client's live objects.
-HandlerStatus handle_admin_status(Session& s, const proto::Request&, ReplyWriter& w) {
+HandlerStatus handle_admin_status(Session& s, const proto::Request&, std::vector<UniqueFd>&, ReplyWriter& w) {
   Router& r = s.router();
   auto& fbb = w.fbb();
   auto sessions = r.sessions();

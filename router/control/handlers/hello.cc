@@ -5,7 +5,7 @@ namespace ff::router {
 
 // Identifies the client: tenant from the socket it reached, virtual IP from
 // its own network namespace (peer credentials), never from the request.
-HandlerStatus handle_hello(Session& s, const proto::Request& req, ReplyWriter& w) {
+HandlerStatus handle_hello(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter& w) {
   const auto* hello = req.body_as_Hello();
   if (s.greeted()) return HandlerStatus::fail(EPROTO, "Hello sent twice");
   if (hello->protocol_version() != static_cast<uint32_t>(proto::ProtocolVersion::Current))

@@ -4,7 +4,7 @@
 namespace ff::router {
 
 // One virtual device per router; its GUID is derived from the client's virtual IP.
-HandlerStatus handle_list_devices(Session& s, const proto::Request&, ReplyWriter& w) {
+HandlerStatus handle_list_devices(Session& s, const proto::Request&, std::vector<UniqueFd>&, ReplyWriter& w) {
   auto& fbb = w.fbb();
   auto entry = proto::CreateDeviceEntry(fbb, fbb.CreateString(s.router().options().device_name),
                                         policy::node_guid_for(s.virtual_ip()), 0);

@@ -1,23 +1,28 @@
-#include <fcntl.h>
-
 #include "router/control/handlers.h"
 #include "router/router.h"
 
 namespace ff::router {
 
-// Creates a context. The reply carries the context's async-event eventfd.
-HandlerStatus handle_open_device(Session& s, const proto::Request& req, ReplyWriter& w) {
+// Creates a context. The reply carries two fds: the context's async-event
+// eventfd and the doorbell that wakes the fabric's poller.
+HandlerStatus handle_open_device(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
+                                 ReplyWriter& w) {
   if (req.body_as_OpenDevice()->device_index() != 0)
     return HandlerStatus::fail(ENODEV, "no such device index");
-  auto ctx = std::make_unique<ContextObject>();
-  UniqueFd async_fd(::fcntl(ctx->async_events.fd(), F_DUPFD_CLOEXEC, 0));
-  if (!async_fd) return HandlerStatus::fail(errno, "cannot duplicate the async event fd");
-  uint32_t handle = s.objects().add(std::move(ctx), 0);
+  FabricError err;
+  auto fabric_ctx = s.router().fabric().open_context(err);
+  if (!fabric_ctx) return HandlerStatus::fail(err.code, err.message);
+  auto ctx = std::make_unique<ContextObject>(std::move(fabric_ctx));
+  UniqueFd async_fd = dup_for_reply(ctx->async_events.fd());
+  UniqueFd doorbell = dup_for_reply(ctx->fabric->doorbell_fd());
+  if (!async_fd || !doorbell) return HandlerStatus::fail(EMFILE, "cannot duplicate the context's fds");
+  uint32_t handle = s.objects().add(std::move(ctx));
   auto& fbb = w.fbb();
   auto entry = proto::CreateDeviceEntry(fbb, fbb.CreateString(s.router().options().device_name),
                                         policy::node_guid_for(s.virtual_ip()), 0);
   w.set_body(proto::CreateOpenDeviceReply(fbb, handle, entry, /*num_comp_vectors=*/1));
   w.add_fd(std::move(async_fd));
+  w.add_fd(std::move(doorbell));
   return HandlerStatus::ok();
 }
 

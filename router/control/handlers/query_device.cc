@@ -4,7 +4,7 @@
 
 namespace ff::router {
 
-HandlerStatus handle_query_device(Session& s, const proto::Request& req, ReplyWriter& w) {
+HandlerStatus handle_query_device(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter& w) {
   if (find_context(s, req.body_as_QueryDevice()->context()) == nullptr)
     return HandlerStatus::fail(EINVAL, "no such context");
   const FabricDeviceLimits& limits = s.router().fabric().device_limits();

@@ -4,7 +4,7 @@
 namespace ff::router {
 
 // The port's only GID is the RoCEv2 IPv4-mapped GID of the client's virtual IP.
-HandlerStatus handle_query_gid(Session& s, const proto::Request& req, ReplyWriter& w) {
+HandlerStatus handle_query_gid(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter& w) {
   const auto* q = req.body_as_QueryGid();
   if (find_context(s, q->context()) == nullptr) return HandlerStatus::fail(EINVAL, "no such context");
   if (q->port_num() != 1 || q->index() != 0)

@@ -2,7 +2,7 @@
 
 namespace ff::router {
 
-HandlerStatus handle_query_pkey(Session& s, const proto::Request& req, ReplyWriter& w) {
+HandlerStatus handle_query_pkey(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter& w) {
   const auto* q = req.body_as_QueryPkey();
   if (find_context(s, q->context()) == nullptr) return HandlerStatus::fail(EINVAL, "no such context");
   if (q->port_num() != 1 || q->index() != 0)

@@ -1,0 +1,318 @@
+// Completion queues and completion channels. The router writes completions
+// into a shared ring; ibv_poll_cq reads them with no system call and no
+// router round trip (an empty poll is two loads).
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "libffverbs/shim.h"
+
+using namespace ff::verbs;
+namespace shm = ff::shm;
+namespace proto = ff::proto;
+
+namespace {
+
+void to_wc(const shm::Cqe& c, ibv_wc& wc) {
+  wc.wr_id = c.wr_id;
+  wc.status = static_cast<ibv_wc_status>(c.status);
+  wc.opcode = static_cast<ibv_wc_opcode>(c.opcode);
+  wc.vendor_err = c.vendor_err;
+  wc.byte_len = c.byte_len;
+  wc.imm_data = c.imm_data;
+  wc.qp_num = c.qp_num;
+  wc.src_qp = c.src_qp;
+  wc.wc_flags = c.wc_flags;
+  wc.pkey_index = c.pkey_index;
+  wc.slid = c.slid;
+  wc.sl = c.sl;
+  wc.dlid_path_bits = c.dlid_path_bits;
+}
+
+// --- ibv_cq_ex polling (lock held from start_poll to end_poll) ------------
+int cq_start_poll(ibv_cq_ex* ibcq, ibv_poll_cq_attr* attr) {
+  FfCq* cq = to_ff(ibcq);
+  if (attr != nullptr && attr->comp_mask != 0) return EINVAL;
+  cq->lock.lock();
+  if (!cq->ring.sc_try_pop(cq->current)) {
+    cq->lock.unlock();
+    return ENOENT;
+  }
+  ibcq->wr_id = cq->current.wr_id;
+  ibcq->status = static_cast<ibv_wc_status>(cq->current.status);
+  return 0;
+}
+int cq_next_poll(ibv_cq_ex* ibcq) {
+  FfCq* cq = to_ff(ibcq);
+  if (!cq->ring.sc_try_pop(cq->current)) return ENOENT;
+  ibcq->wr_id = cq->current.wr_id;
+  ibcq->status = static_cast<ibv_wc_status>(cq->current.status);
+  return 0;
+}
+void cq_end_poll(ibv_cq_ex* ibcq) { to_ff(ibcq)->lock.unlock(); }
+ibv_wc_opcode cq_read_opcode(ibv_cq_ex* c) { return static_cast<ibv_wc_opcode>(to_ff(c)->current.opcode); }
+uint32_t cq_read_vendor_err(ibv_cq_ex* c) { return to_ff(c)->current.vendor_err; }
+uint32_t cq_read_byte_len(ibv_cq_ex* c) { return to_ff(c)->current.byte_len; }
+__be32 cq_read_imm_data(ibv_cq_ex* c) { return to_ff(c)->current.imm_data; }
+uint32_t cq_read_qp_num(ibv_cq_ex* c) { return to_ff(c)->current.qp_num; }
+uint32_t cq_read_src_qp(ibv_cq_ex* c) { return to_ff(c)->current.src_qp; }
+unsigned int cq_read_wc_flags(ibv_cq_ex* c) { return to_ff(c)->current.wc_flags; }
+uint32_t cq_read_slid(ibv_cq_ex* c) { return to_ff(c)->current.slid; }
+uint8_t cq_read_sl(ibv_cq_ex* c) { return to_ff(c)->current.sl; }
+uint8_t cq_read_dlid_path_bits(ibv_cq_ex* c) { return to_ff(c)->current.dlid_path_bits; }
+uint64_t cq_read_zero64(ibv_cq_ex*) { return 0; }
+uint16_t cq_read_cvlan(ibv_cq_ex*) { return 0; }
+uint32_t cq_read_flow_tag(ibv_cq_ex*) { return 0; }
+void cq_read_tm_info(ibv_cq_ex*, ibv_wc_tm_info* info) { std::memset(info, 0, sizeof *info); }
+
+constexpr uint64_t kSupportedWcFlags = IBV_WC_EX_WITH_BYTE_LEN | IBV_WC_EX_WITH_IMM |
+                                       IBV_WC_EX_WITH_QP_NUM | IBV_WC_EX_WITH_SRC_QP |
+                                       IBV_WC_EX_WITH_SLID | IBV_WC_EX_WITH_SL |
+                                       IBV_WC_EX_WITH_DLID_PATH_BITS;
+
+ibv_cq_ex* create_cq(ibv_context* context, int cqe, void* cq_context, ibv_comp_channel* channel,
+                     int comp_vector) {
+  FfContext* ctx = to_ff(context);
+  if (context_is_stale(*ctx)) return fail_ptr<ibv_cq_ex>(EIO);
+  FfChannel* ch = channel != nullptr ? to_ff(channel) : nullptr;
+  flatbuffers::FlatBufferBuilder fbb;
+  auto r = RouterLink::get().call(
+      fbb, proto::RequestBody::CreateCq,
+      proto::CreateCreateCq(fbb, ctx->handle, cqe, ch != nullptr ? ch->handle : 0, comp_vector).Union());
+  const auto* reply = r.error == 0 ? r.reply()->body_as_CreateCqReply() : nullptr;
+  if (reply == nullptr || r.fds.size() != 1) {
+    debug("create_cq failed: %s", r.message.c_str());
+    return fail_ptr<ibv_cq_ex>(r.error != 0 ? r.error : EPROTO);
+  }
+  auto* cq = new (std::nothrow) FfCq();
+  if (cq == nullptr) return fail_ptr<ibv_cq_ex>(ENOMEM);
+  try {
+    cq->segment = shm::Mapping::attach(r.fds[0].get(), shm::SegmentKind::kRing);
+  } catch (const std::exception& e) {
+    debug("create_cq: %s", e.what());
+    delete cq;
+    return fail_ptr<ibv_cq_ex>(EPROTO);
+  }
+  uint32_t capacity = reply->capacity();
+  std::byte* ring = cq->segment.base() + shm::kCqRingOffset;
+  if (cq->segment.size() < shm::cq_segment_bytes(capacity) || !shm::ring_matches<shm::Cqe>(ring, capacity)) {
+    delete cq;
+    return fail_ptr<ibv_cq_ex>(EPROTO);
+  }
+  cq->handle = reply->cq();
+  cq->control = reinterpret_cast<shm::CqControl*>(cq->segment.base() + shm::kCqControlOffset);
+  cq->ring = shm::RingConsumer<shm::Cqe>(ring, capacity);
+  cq->channel = ch;
+  ibv_cq_ex& c = cq->cq;
+  c.context = context;
+  c.channel = channel;
+  c.cq_context = cq_context;
+  c.handle = cq->handle;
+  c.cqe = static_cast<int>(capacity);
+  pthread_mutex_init(&c.mutex, nullptr);
+  pthread_cond_init(&c.cond, nullptr);
+  c.start_poll = cq_start_poll;
+  c.next_poll = cq_next_poll;
+  c.end_poll = cq_end_poll;
+  c.read_opcode = cq_read_opcode;
+  c.read_vendor_err = cq_read_vendor_err;
+  c.read_byte_len = cq_read_byte_len;
+  c.read_imm_data = cq_read_imm_data;
+  c.read_qp_num = cq_read_qp_num;
+  c.read_src_qp = cq_read_src_qp;
+  c.read_wc_flags = cq_read_wc_flags;
+  c.read_slid = cq_read_slid;
+  c.read_sl = cq_read_sl;
+  c.read_dlid_path_bits = cq_read_dlid_path_bits;
+  c.read_completion_ts = cq_read_zero64;
+  c.read_cvlan = cq_read_cvlan;
+  c.read_flow_tag = cq_read_flow_tag;
+  c.read_tm_info = cq_read_tm_info;
+  c.read_completion_wallclock_ns = cq_read_zero64;
+  if (ch != nullptr) {
+    std::lock_guard lock(ch->mu);
+    ch->cqs[cq->handle] = cq;
+  }
+  return &cq->cq;
+}
+
+}  // namespace
+
+namespace ff::verbs {
+
+int ffv_poll_cq(ibv_cq* ibcq, int num_entries, ibv_wc* wc) {
+  FfCq* cq = to_ff(ibcq);
+  if (num_entries < 0) return -1;
+  shm::Cqe batch[16];
+  int done = 0;
+  cq->lock.lock();
+  while (done < num_entries) {
+    size_t want = std::min<size_t>(16, static_cast<size_t>(num_entries - done));
+    size_t got = cq->ring.sc_pop_burst(std::span<shm::Cqe>(batch, want));
+    for (size_t i = 0; i < got; ++i) to_wc(batch[i], wc[done + static_cast<int>(i)]);
+    done += static_cast<int>(got);
+    if (got < want) break;
+  }
+  bool broken = done == 0 && (cq->ring.corrupt() || cq->control->error.load(std::memory_order_relaxed) != 0);
+  cq->lock.unlock();
+  return broken ? -1 : done;  // an overrun CQ lost completions: verbs reports an error
+}
+
+int ffv_req_notify_cq(ibv_cq* ibcq, int solicited_only) {
+  FfCq* cq = to_ff(ibcq);
+  if (cq->channel == nullptr) return EINVAL;
+  cq->control->arm.store(solicited_only != 0 ? shm::kArmSolicited : shm::kArmNext, std::memory_order_relaxed);
+  // Dekker with the router's Engine::complete (see there).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return 0;
+}
+
+ibv_cq_ex* ffv_create_cq_ex(ibv_context* context, ibv_cq_init_attr_ex* attr) {
+  constexpr uint32_t kKnownMask = IBV_CQ_INIT_ATTR_MASK_FLAGS;
+  if ((attr->comp_mask & ~kKnownMask) != 0) return fail_ptr<ibv_cq_ex>(EOPNOTSUPP);
+  if ((attr->wc_flags & ~kSupportedWcFlags) != 0) return fail_ptr<ibv_cq_ex>(EOPNOTSUPP);
+  if (attr->cqe > INT32_MAX) return fail_ptr<ibv_cq_ex>(EINVAL);
+  return create_cq(context, static_cast<int>(attr->cqe), attr->cq_context, attr->channel,
+                   static_cast<int>(attr->comp_vector));
+}
+
+}  // namespace ff::verbs
+
+extern "C" {
+
+ibv_cq* ibv_create_cq(ibv_context* context, int cqe, void* cq_context, ibv_comp_channel* channel,
+                      int comp_vector) {
+  return ibv_cq_ex_to_cq(create_cq(context, cqe, cq_context, channel, comp_vector));
+}
+
+int ibv_destroy_cq(ibv_cq* ibcq) {
+  FfCq* cq = to_ff(ibcq);
+  if (!context_is_stale(*to_ff(ibcq->context))) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto r = RouterLink::get().call(fbb, proto::RequestBody::DestroyCq,
+                                    proto::CreateDestroyCq(fbb, cq->handle).Union());
+    if (r.error == EBUSY || r.error == EINVAL) return r.error;  // QPs still use it
+  }
+  // Verbs: destroy waits until every event handed out was acknowledged.
+  pthread_mutex_lock(&ibcq->mutex);
+  while (ibcq->comp_events_completed != cq->events_delivered) pthread_cond_wait(&ibcq->cond, &ibcq->mutex);
+  pthread_mutex_unlock(&ibcq->mutex);
+  if (cq->channel != nullptr) {
+    std::lock_guard lock(cq->channel->mu);
+    cq->channel->cqs.erase(cq->handle);
+  }
+  pthread_mutex_destroy(&ibcq->mutex);
+  pthread_cond_destroy(&ibcq->cond);
+  delete cq;
+  return 0;
+}
+
+int ibv_resize_cq(ibv_cq*, int) { return fail_int(EOPNOTSUPP); }
+
+ibv_comp_channel* ibv_create_comp_channel(ibv_context* context) {
+  FfContext* ctx = to_ff(context);
+  if (context_is_stale(*ctx)) return fail_ptr<ibv_comp_channel>(EIO);
+  flatbuffers::FlatBufferBuilder fbb;
+  auto r = RouterLink::get().call(fbb, proto::RequestBody::CreateCompChannel,
+                                  proto::CreateCreateCompChannel(fbb, ctx->handle).Union());
+  const auto* reply = r.error == 0 ? r.reply()->body_as_CreateCompChannelReply() : nullptr;
+  if (reply == nullptr || r.fds.size() != 2) return fail_ptr<ibv_comp_channel>(r.error != 0 ? r.error : EPROTO);
+  auto* ch = new (std::nothrow) FfChannel();
+  if (ch == nullptr) return fail_ptr<ibv_comp_channel>(ENOMEM);
+  try {
+    ch->segment = shm::Mapping::attach(r.fds[1].get(), shm::SegmentKind::kRing);
+  } catch (const std::exception& e) {
+    debug("create_comp_channel: %s", e.what());
+    delete ch;
+    return fail_ptr<ibv_comp_channel>(EPROTO);
+  }
+  uint32_t capacity = reply->capacity();
+  std::byte* ring = ch->segment.base() + shm::kChannelRingOffset;
+  if (ch->segment.size() < shm::channel_segment_bytes(capacity) ||
+      !shm::ring_matches<shm::ChannelEvent>(ring, capacity)) {
+    delete ch;
+    return fail_ptr<ibv_comp_channel>(EPROTO);
+  }
+  ch->events = shm::RingConsumer<shm::ChannelEvent>(ring, capacity);
+  ch->handle = reply->channel();
+  ch->link_epoch = RouterLink::get().epoch();
+  ch->channel.context = context;
+  ch->channel.fd = r.fds[0].release();
+  ch->channel.refcnt = 0;
+  return &ch->channel;
+}
+
+int ibv_destroy_comp_channel(ibv_comp_channel* channel) {
+  FfChannel* ch = to_ff(channel);
+  if (ch->link_epoch == RouterLink::get().epoch()) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto r = RouterLink::get().call(fbb, proto::RequestBody::DestroyCompChannel,
+                                    proto::CreateDestroyCompChannel(fbb, ch->handle).Union());
+    if (r.error == EBUSY || r.error == EINVAL) return r.error;  // CQs still use it
+  }
+  ::close(channel->fd);
+  delete ch;
+  return 0;
+}
+
+// Blocks on channel->fd (or fails with EAGAIN when the app made it
+// non-blocking) until a CQ of this channel fired. Events travel in a ring;
+// the eventfd only wakes. If events remain after this one, the fd is made
+// readable again so that poll()/epoll users see them.
+int ibv_get_cq_event(ibv_comp_channel* channel, ibv_cq** cq_out, void** cq_context) {
+  FfChannel* ch = to_ff(channel);
+  for (;;) {
+    {
+      std::lock_guard lock(ch->mu);
+      shm::ChannelEvent ev;
+      while (ch->events.sc_try_pop(ev)) {
+        auto it = ch->cqs.find(ev.cq);
+        if (it == ch->cqs.end()) continue;  // the CQ was destroyed meanwhile
+        FfCq* cq = it->second;
+        if (!ch->events.empty_guess()) {
+          uint64_t one = 1;
+          ssize_t n = ::write(channel->fd, &one, sizeof one);
+          (void)n;
+        }
+        pthread_mutex_lock(&cq->cq.mutex);
+        ++cq->events_delivered;
+        pthread_mutex_unlock(&cq->cq.mutex);
+        *cq_out = ibv_cq_ex_to_cq(&cq->cq);
+        *cq_context = cq->cq.cq_context;
+        return 0;
+      }
+    }
+    if (ch->link_epoch != RouterLink::get().epoch()) {
+      errno = EIO;  // the router is gone: no event will ever come
+      return -1;
+    }
+    uint64_t count;
+    int flags = ::fcntl(channel->fd, F_GETFL);
+    if (flags >= 0 && (flags & O_NONBLOCK) != 0) {
+      if (::read(channel->fd, &count, sizeof count) < 0) return -1;  // EAGAIN: nothing pending
+      continue;
+    }
+    // Wait for the eventfd, or for the router connection to drop.
+    pollfd fds[2] = {{channel->fd, POLLIN, 0}, {RouterLink::get().client().fd(), POLLRDHUP, 0}};
+    if (::poll(fds, 2, -1) < 0 && errno != EINTR) return -1;
+    if ((fds[1].revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
+      errno = EIO;
+      return -1;
+    }
+    if ((fds[0].revents & POLLIN) != 0 && ::read(channel->fd, &count, sizeof count) < 0 && errno != EAGAIN)
+      return -1;
+  }
+}
+
+void ibv_ack_cq_events(ibv_cq* cq, unsigned int nevents) {
+  pthread_mutex_lock(&cq->mutex);
+  cq->comp_events_completed += nevents;
+  pthread_cond_signal(&cq->cond);
+  pthread_mutex_unlock(&cq->mutex);
+}
+
+}  // extern "C"

@@ -1,0 +1,443 @@
+// Queue pairs. Work requests are validated here (so that ibv_post_send can
+// return the errno and bad_wr that verbs promises) and written as fixed
+// descriptors into the QP's shared send/receive rings, which the router's
+// poller drains. No system call per post while the router is busy; when it
+// sleeps, the post rings the context's doorbell.
+#include <unistd.h>
+
+#include <cstring>
+#include <new>
+
+#include "libffverbs/shim.h"
+#include "proto/verbs_codec.h"
+
+using namespace ff::verbs;
+namespace shm = ff::shm;
+namespace proto = ff::proto;
+
+namespace {
+
+bool opcode_allowed(ibv_qp_type type, ibv_wr_opcode op) {
+  switch (op) {
+    case IBV_WR_SEND:
+    case IBV_WR_SEND_WITH_IMM:
+      return true;
+    case IBV_WR_RDMA_WRITE:
+    case IBV_WR_RDMA_WRITE_WITH_IMM:
+      return type == IBV_QPT_RC || type == IBV_QPT_UC;
+    case IBV_WR_RDMA_READ:
+    case IBV_WR_ATOMIC_CMP_AND_SWP:
+    case IBV_WR_ATOMIC_FETCH_AND_ADD:
+      return type == IBV_QPT_RC;
+    default:
+      return false;
+  }
+}
+
+void ring_doorbell(FfQp& qp) {
+  if (qp.sq.consumer_needs_wakeup()) {
+    uint64_t one = 1;
+    ssize_t n = ::write(qp.ctx->doorbell_fd, &one, sizeof one);
+    (void)n;
+  }
+}
+
+// Builds the descriptor of one work request; 0 or the errno post_send returns.
+int build_send(const FfQp& qp, const ibv_send_wr& wr, shm::SendWqe& w) {
+  if (!opcode_allowed(qp.qpx.qp_base.qp_type, wr.opcode)) return EINVAL;
+  if (wr.num_sge < 0 || static_cast<uint32_t>(wr.num_sge) > qp.cap.max_send_sge) return EINVAL;
+  std::memset(&w, 0, offsetof(shm::SendWqe, payload));
+  w.wr_id = wr.wr_id;
+  w.opcode = static_cast<uint8_t>(wr.opcode);
+  w.send_flags = wr.send_flags;
+  w.imm_data = wr.imm_data;
+  w.num_sge = static_cast<uint8_t>(wr.num_sge);
+  switch (wr.opcode) {
+    case IBV_WR_RDMA_WRITE:
+    case IBV_WR_RDMA_WRITE_WITH_IMM:
+    case IBV_WR_RDMA_READ:
+      w.remote_addr = wr.wr.rdma.remote_addr;
+      w.rkey = wr.wr.rdma.rkey;
+      break;
+    case IBV_WR_ATOMIC_CMP_AND_SWP:
+    case IBV_WR_ATOMIC_FETCH_AND_ADD:
+      w.remote_addr = wr.wr.atomic.remote_addr;
+      w.rkey = wr.wr.atomic.rkey;
+      w.compare_add = wr.wr.atomic.compare_add;
+      w.swap = wr.wr.atomic.swap;
+      break;
+    default:
+      break;
+  }
+  if ((wr.send_flags & IBV_SEND_INLINE) != 0 &&
+      (wr.opcode == IBV_WR_SEND || wr.opcode == IBV_WR_SEND_WITH_IMM ||
+       wr.opcode == IBV_WR_RDMA_WRITE || wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM)) {
+    // Inline: the data is copied now; the buffer may be reused on return.
+    uint64_t total = 0;
+    for (int i = 0; i < wr.num_sge; ++i) total += wr.sg_list[i].length;
+    if (total > qp.cap.max_inline_data) return EINVAL;
+    uint32_t at = 0;
+    for (int i = 0; i < wr.num_sge; ++i) {
+      std::memcpy(w.payload.inline_data + at, reinterpret_cast<const void*>(wr.sg_list[i].addr),
+                  wr.sg_list[i].length);
+      at += wr.sg_list[i].length;
+    }
+    w.inline_len = at;
+    w.num_sge = 0;
+    return 0;
+  }
+  w.send_flags &= ~static_cast<uint32_t>(IBV_SEND_INLINE);
+  for (int i = 0; i < wr.num_sge; ++i)
+    w.payload.sge[i] = {wr.sg_list[i].addr, wr.sg_list[i].length, wr.sg_list[i].lkey};
+  return 0;
+}
+
+// --- ibv_wr_* (extended post-send API) -------------------------------------
+shm::SendWqe* begin_wr(ibv_qp_ex* qpx, ibv_wr_opcode op) {
+  FfQp* qp = to_ff(qpx);
+  if (qp->pending_error != 0) return nullptr;
+  if (!opcode_allowed(qpx->qp_base.qp_type, op) || qp->pending.size() >= qp->sq.capacity()) {
+    qp->pending_error = qp->pending.size() >= qp->sq.capacity() ? ENOMEM : EINVAL;
+    return nullptr;
+  }
+  shm::SendWqe& w = qp->pending.emplace_back();
+  std::memset(&w, 0, sizeof w);
+  w.wr_id = qpx->wr_id;
+  w.opcode = static_cast<uint8_t>(op);
+  w.send_flags = qpx->wr_flags & ~static_cast<unsigned>(IBV_SEND_INLINE);
+  return &w;
+}
+void wr_send(ibv_qp_ex* q) { begin_wr(q, IBV_WR_SEND); }
+void wr_send_imm(ibv_qp_ex* q, __be32 imm) {
+  if (auto* w = begin_wr(q, IBV_WR_SEND_WITH_IMM)) w->imm_data = imm;
+}
+void wr_rdma_write(ibv_qp_ex* q, uint32_t rkey, uint64_t addr) {
+  if (auto* w = begin_wr(q, IBV_WR_RDMA_WRITE)) {
+    w->rkey = rkey;
+    w->remote_addr = addr;
+  }
+}
+void wr_rdma_write_imm(ibv_qp_ex* q, uint32_t rkey, uint64_t addr, __be32 imm) {
+  if (auto* w = begin_wr(q, IBV_WR_RDMA_WRITE_WITH_IMM)) {
+    w->rkey = rkey;
+    w->remote_addr = addr;
+    w->imm_data = imm;
+  }
+}
+void wr_rdma_read(ibv_qp_ex* q, uint32_t rkey, uint64_t addr) {
+  if (auto* w = begin_wr(q, IBV_WR_RDMA_READ)) {
+    w->rkey = rkey;
+    w->remote_addr = addr;
+  }
+}
+void wr_atomic_cmp_swp(ibv_qp_ex* q, uint32_t rkey, uint64_t addr, uint64_t compare, uint64_t swap) {
+  if (auto* w = begin_wr(q, IBV_WR_ATOMIC_CMP_AND_SWP)) {
+    w->rkey = rkey;
+    w->remote_addr = addr;
+    w->compare_add = compare;
+    w->swap = swap;
+  }
+}
+void wr_atomic_fetch_add(ibv_qp_ex* q, uint32_t rkey, uint64_t addr, uint64_t add) {
+  if (auto* w = begin_wr(q, IBV_WR_ATOMIC_FETCH_AND_ADD)) {
+    w->rkey = rkey;
+    w->remote_addr = addr;
+    w->compare_add = add;
+  }
+}
+shm::SendWqe* last_wr(ibv_qp_ex* q) {
+  FfQp* qp = to_ff(q);
+  if (qp->pending_error != 0) return nullptr;
+  if (qp->pending.empty()) {
+    qp->pending_error = EINVAL;
+    return nullptr;
+  }
+  return &qp->pending.back();
+}
+void wr_set_sge(ibv_qp_ex* q, uint32_t lkey, uint64_t addr, uint32_t length) {
+  if (auto* w = last_wr(q)) {
+    w->num_sge = 1;
+    w->payload.sge[0] = {addr, length, lkey};
+  }
+}
+void wr_set_sge_list(ibv_qp_ex* q, size_t n, const ibv_sge* list) {
+  auto* w = last_wr(q);
+  if (w == nullptr) return;
+  if (n > to_ff(q)->cap.max_send_sge) {
+    to_ff(q)->pending_error = EINVAL;
+    return;
+  }
+  w->num_sge = static_cast<uint8_t>(n);
+  for (size_t i = 0; i < n; ++i) w->payload.sge[i] = {list[i].addr, list[i].length, list[i].lkey};
+}
+void wr_set_inline_data_list(ibv_qp_ex* q, size_t n, const ibv_data_buf* bufs) {
+  auto* w = last_wr(q);
+  if (w == nullptr) return;
+  size_t total = 0;
+  for (size_t i = 0; i < n; ++i) total += bufs[i].length;
+  if (total > to_ff(q)->cap.max_inline_data) {
+    to_ff(q)->pending_error = EINVAL;
+    return;
+  }
+  uint32_t at = 0;
+  for (size_t i = 0; i < n; ++i) {
+    std::memcpy(w->payload.inline_data + at, bufs[i].addr, bufs[i].length);
+    at += static_cast<uint32_t>(bufs[i].length);
+  }
+  w->inline_len = at;
+  w->num_sge = 0;
+  w->send_flags |= IBV_SEND_INLINE;
+}
+void wr_set_inline_data(ibv_qp_ex* q, void* addr, size_t length) {
+  ibv_data_buf b{addr, length};
+  wr_set_inline_data_list(q, 1, &b);
+}
+void wr_unsupported(FfQp* qp) {
+  if (qp->pending_error == 0) qp->pending_error = EOPNOTSUPP;
+}
+void wr_start(ibv_qp_ex* q) {
+  FfQp* qp = to_ff(q);
+  qp->send_mu.lock();
+  qp->pending.clear();
+  qp->pending_error = 0;
+}
+int wr_complete(ibv_qp_ex* q) {
+  FfQp* qp = to_ff(q);
+  int e = qp->pending_error;
+  if (e == 0 && q->qp_base.state < IBV_QPS_RTS && q->qp_base.state != IBV_QPS_ERR) e = EINVAL;
+  if (e == 0 && !qp->sq.sp_push_bulk(qp->pending)) e = ENOMEM;
+  if (e == 0) ring_doorbell(*qp);
+  qp->pending.clear();
+  qp->send_mu.unlock();
+  return e;
+}
+void wr_abort(ibv_qp_ex* q) {
+  FfQp* qp = to_ff(q);
+  qp->pending.clear();
+  qp->send_mu.unlock();
+}
+
+constexpr uint64_t kSupportedSendOps =
+    IBV_QP_EX_WITH_RDMA_WRITE | IBV_QP_EX_WITH_RDMA_WRITE_WITH_IMM | IBV_QP_EX_WITH_SEND |
+    IBV_QP_EX_WITH_SEND_WITH_IMM | IBV_QP_EX_WITH_RDMA_READ | IBV_QP_EX_WITH_ATOMIC_CMP_AND_SWP |
+    IBV_QP_EX_WITH_ATOMIC_FETCH_AND_ADD;
+
+ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
+  FfContext* ctx = to_ff(context);
+  if (context_is_stale(*ctx)) return fail_ptr<ibv_qp>(EIO);
+  if (attr.pd == nullptr || attr.send_cq == nullptr || attr.recv_cq == nullptr) return fail_ptr<ibv_qp>(EINVAL);
+  if (attr.srq != nullptr) return fail_ptr<ibv_qp>(EOPNOTSUPP);
+  if (attr.qp_type != IBV_QPT_RC) return fail_ptr<ibv_qp>(EOPNOTSUPP);
+  flatbuffers::FlatBufferBuilder fbb;
+  auto cap = proto::to_wire(attr.cap);
+  auto r = RouterLink::get().call(
+      fbb, proto::RequestBody::CreateQp,
+      proto::CreateCreateQp(fbb, to_ff(attr.pd)->handle, to_ff(attr.send_cq)->handle,
+                            to_ff(attr.recv_cq)->handle, 0, static_cast<uint8_t>(attr.qp_type),
+                            attr.sq_sig_all != 0, &cap)
+          .Union());
+  const auto* reply = r.error == 0 ? r.reply()->body_as_CreateQpReply() : nullptr;
+  if (reply == nullptr || reply->cap() == nullptr || r.fds.size() != 1) {
+    debug("create_qp failed: %s", r.message.c_str());
+    return fail_ptr<ibv_qp>(r.error != 0 ? r.error : EPROTO);
+  }
+  auto* qp = new (std::nothrow) FfQp();
+  if (qp == nullptr) return fail_ptr<ibv_qp>(ENOMEM);
+  uint32_t send_cap = reply->send_capacity(), recv_cap = reply->recv_capacity();
+  try {
+    qp->segment = shm::Mapping::attach(r.fds[0].get(), shm::SegmentKind::kRing);
+    qp->pending.reserve(send_cap);
+  } catch (const std::exception& e) {
+    debug("create_qp: %s", e.what());
+    delete qp;
+    return fail_ptr<ibv_qp>(EPROTO);
+  }
+  std::byte* sq = qp->segment.base() + shm::kQpSendRingOffset;
+  std::byte* rq = qp->segment.base() + shm::qp_recv_ring_offset(send_cap);
+  if (qp->segment.size() < shm::qp_segment_bytes(send_cap, recv_cap) ||
+      !shm::ring_matches<shm::SendWqe>(sq, send_cap) || !shm::ring_matches<shm::RecvWqe>(rq, recv_cap)) {
+    delete qp;
+    return fail_ptr<ibv_qp>(EPROTO);
+  }
+  qp->sq = shm::RingProducer<shm::SendWqe>(sq, send_cap);
+  qp->rq = shm::RingProducer<shm::RecvWqe>(rq, recv_cap);
+  qp->handle = reply->qp();
+  qp->ctx = ctx;
+  qp->cap = proto::from_wire(*reply->cap());
+  attr.cap = qp->cap;  // verbs reports the actual capabilities back
+  ibv_qp& q = qp->qpx.qp_base;
+  q.context = context;
+  q.qp_context = attr.qp_context;
+  q.pd = attr.pd;
+  q.send_cq = attr.send_cq;
+  q.recv_cq = attr.recv_cq;
+  q.srq = nullptr;
+  q.handle = qp->handle;
+  q.qp_num = reply->qp_num();
+  q.state = IBV_QPS_RESET;
+  q.qp_type = attr.qp_type;
+  pthread_mutex_init(&q.mutex, nullptr);
+  pthread_cond_init(&q.cond, nullptr);
+  ibv_qp_ex& x = qp->qpx;
+  x.comp_mask = 0;
+  x.wr_atomic_cmp_swp = wr_atomic_cmp_swp;
+  x.wr_atomic_fetch_add = wr_atomic_fetch_add;
+  x.wr_bind_mw = [](ibv_qp_ex* self, ibv_mw*, uint32_t, const ibv_mw_bind_info*) { wr_unsupported(to_ff(self)); };
+  x.wr_local_inv = [](ibv_qp_ex* self, uint32_t) { wr_unsupported(to_ff(self)); };
+  x.wr_rdma_read = wr_rdma_read;
+  x.wr_rdma_write = wr_rdma_write;
+  x.wr_rdma_write_imm = wr_rdma_write_imm;
+  x.wr_send = wr_send;
+  x.wr_send_imm = wr_send_imm;
+  x.wr_send_inv = [](ibv_qp_ex* self, uint32_t) { wr_unsupported(to_ff(self)); };
+  x.wr_send_tso = [](ibv_qp_ex* self, void*, uint16_t, uint16_t) { wr_unsupported(to_ff(self)); };
+  x.wr_set_ud_addr = [](ibv_qp_ex* self, ibv_ah*, uint32_t, uint32_t) { wr_unsupported(to_ff(self)); };
+  x.wr_set_xrc_srqn = [](ibv_qp_ex* self, uint32_t) { wr_unsupported(to_ff(self)); };
+  x.wr_set_inline_data = wr_set_inline_data;
+  x.wr_set_inline_data_list = wr_set_inline_data_list;
+  x.wr_set_sge = wr_set_sge;
+  x.wr_set_sge_list = wr_set_sge_list;
+  x.wr_start = wr_start;
+  x.wr_complete = wr_complete;
+  x.wr_abort = wr_abort;
+  x.wr_atomic_write = [](ibv_qp_ex* self, uint32_t, uint64_t, const void*) { wr_unsupported(to_ff(self)); };
+  return &q;
+}
+
+}  // namespace
+
+namespace ff::verbs {
+
+int ffv_post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad_wr) {
+  FfQp* qp = to_ff(ibqp);
+  if (ibqp->state < IBV_QPS_RTS) {
+    *bad_wr = wr;
+    return EINVAL;
+  }
+  std::lock_guard lock(qp->send_mu);
+  int e = 0;
+  for (; wr != nullptr; wr = wr->next) {
+    shm::SendWqe w;
+    e = build_send(*qp, *wr, w);
+    if (e == 0 && !qp->sq.sp_try_push(w)) e = ENOMEM;
+    if (e != 0) break;
+  }
+  ring_doorbell(*qp);
+  if (e != 0) *bad_wr = wr;
+  return e;
+}
+
+int ffv_post_recv(ibv_qp* ibqp, ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
+  FfQp* qp = to_ff(ibqp);
+  if (ibqp->state == IBV_QPS_RESET) {
+    *bad_wr = wr;
+    return EINVAL;
+  }
+  std::lock_guard lock(qp->recv_mu);
+  for (; wr != nullptr; wr = wr->next) {
+    if (wr->num_sge < 0 || static_cast<uint32_t>(wr->num_sge) > qp->cap.max_recv_sge) {
+      *bad_wr = wr;
+      return EINVAL;
+    }
+    shm::RecvWqe r;
+    r.wr_id = wr->wr_id;
+    r.num_sge = static_cast<uint32_t>(wr->num_sge);
+    r.reserved = 0;
+    for (int i = 0; i < wr->num_sge; ++i) r.sge[i] = {wr->sg_list[i].addr, wr->sg_list[i].length, wr->sg_list[i].lkey};
+    if (!qp->rq.sp_try_push(r)) {
+      *bad_wr = wr;
+      return ENOMEM;
+    }
+  }
+  return 0;
+}
+
+ibv_qp* ffv_create_qp_ex(ibv_context* context, ibv_qp_init_attr_ex* attr) {
+  constexpr uint32_t kKnown = IBV_QP_INIT_ATTR_PD | IBV_QP_INIT_ATTR_SEND_OPS_FLAGS;
+  if ((attr->comp_mask & ~kKnown) != 0 || (attr->comp_mask & IBV_QP_INIT_ATTR_PD) == 0)
+    return fail_ptr<ibv_qp>(EOPNOTSUPP);
+  if ((attr->comp_mask & IBV_QP_INIT_ATTR_SEND_OPS_FLAGS) != 0 &&
+      (attr->send_ops_flags & ~kSupportedSendOps) != 0)
+    return fail_ptr<ibv_qp>(EOPNOTSUPP);
+  ibv_qp* qp = create_qp(context, *attr);
+  if (qp != nullptr && (attr->comp_mask & IBV_QP_INIT_ATTR_SEND_OPS_FLAGS) != 0)
+    to_ff(qp)->qpx.comp_mask = 0;
+  return qp;
+}
+
+}  // namespace ff::verbs
+
+extern "C" {
+
+ibv_qp* ibv_create_qp(ibv_pd* pd, ibv_qp_init_attr* init) {
+  ibv_qp_init_attr_ex ex{};
+  ex.qp_context = init->qp_context;
+  ex.send_cq = init->send_cq;
+  ex.recv_cq = init->recv_cq;
+  ex.srq = init->srq;
+  ex.cap = init->cap;
+  ex.qp_type = init->qp_type;
+  ex.sq_sig_all = init->sq_sig_all;
+  ex.comp_mask = IBV_QP_INIT_ATTR_PD;
+  ex.pd = pd;
+  ibv_qp* qp = create_qp(pd->context, ex);
+  if (qp != nullptr) init->cap = ex.cap;
+  return qp;
+}
+
+ibv_qp_ex* ibv_qp_to_qp_ex(ibv_qp* qp) { return &to_ff(qp)->qpx; }
+
+int ibv_modify_qp(ibv_qp* ibqp, ibv_qp_attr* attr, int attr_mask) {
+  FfQp* qp = to_ff(ibqp);
+  if (context_is_stale(*qp->ctx)) return EIO;
+  flatbuffers::FlatBufferBuilder fbb;
+  auto wire = proto::to_wire(*attr);
+  auto r = RouterLink::get().call(
+      fbb, proto::RequestBody::ModifyQp,
+      proto::CreateModifyQp(fbb, qp->handle, static_cast<uint32_t>(attr_mask), &wire).Union());
+  if (r.error != 0) {
+    debug("modify_qp: %s", r.message.c_str());
+    return r.error;
+  }
+  if ((attr_mask & IBV_QP_STATE) != 0) ibqp->state = attr->qp_state;
+  return 0;
+}
+
+int ibv_query_qp(ibv_qp* ibqp, ibv_qp_attr* attr, int, ibv_qp_init_attr* init_attr) {
+  FfQp* qp = to_ff(ibqp);
+  if (context_is_stale(*qp->ctx)) return EIO;
+  flatbuffers::FlatBufferBuilder fbb;
+  auto r = RouterLink::get().call(fbb, proto::RequestBody::QueryQp,
+                                  proto::CreateQueryQp(fbb, qp->handle).Union());
+  const auto* reply = r.error == 0 ? r.reply()->body_as_QueryQpReply() : nullptr;
+  if (reply == nullptr || reply->attr() == nullptr) return r.error != 0 ? r.error : EPROTO;
+  *attr = proto::from_wire(*reply->attr());
+  attr->cap = qp->cap;
+  ibqp->state = attr->qp_state;
+  if (init_attr != nullptr) {
+    std::memset(init_attr, 0, sizeof *init_attr);
+    init_attr->qp_context = ibqp->qp_context;
+    init_attr->send_cq = ibqp->send_cq;
+    init_attr->recv_cq = ibqp->recv_cq;
+    init_attr->srq = ibqp->srq;
+    init_attr->cap = qp->cap;
+    init_attr->qp_type = ibqp->qp_type;
+  }
+  return 0;
+}
+
+int ibv_destroy_qp(ibv_qp* ibqp) {
+  FfQp* qp = to_ff(ibqp);
+  if (!context_is_stale(*qp->ctx)) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto r = RouterLink::get().call(fbb, proto::RequestBody::DestroyQp,
+                                    proto::CreateDestroyQp(fbb, qp->handle).Union());
+    if (r.error == EINVAL) return r.error;
+  }
+  pthread_mutex_destroy(&ibqp->mutex);
+  pthread_cond_destroy(&ibqp->cond);
+  delete qp;
+  return 0;
+}
+
+}  // extern "C"

@@ -1,0 +1,156 @@
+#include "router/fabric/qp_transitions.h"
+
+#include <array>
+
+namespace ff::router {
+namespace {
+
+struct Rule {
+  bool valid = false;
+  int required[3] = {0, 0, 0};  // per QP kind: RC, UC, UD
+  int optional[3] = {0, 0, 0};
+};
+
+enum Kind { kRc = 0, kUc = 1, kUd = 2 };
+
+constexpr int kNumStates = IBV_QPS_ERR + 1;
+
+constexpr int kPathOpt = IBV_QP_ALT_PATH | IBV_QP_ACCESS_FLAGS | IBV_QP_PKEY_INDEX;
+
+// table[cur][next]
+std::array<std::array<Rule, kNumStates>, kNumStates> make_table() {
+  std::array<std::array<Rule, kNumStates>, kNumStates> t{};
+  auto set = [&](ibv_qp_state from, ibv_qp_state to, std::array<int, 3> req, std::array<int, 3> opt) {
+    Rule& r = t[from][to];
+    r.valid = true;
+    for (int k = 0; k < 3; ++k) {
+      r.required[k] = req[static_cast<size_t>(k)];
+      r.optional[k] = opt[static_cast<size_t>(k)];
+    }
+  };
+  // Reset and error are reachable from every state with no other attribute.
+  for (int s = 0; s < kNumStates; ++s) {
+    set(static_cast<ibv_qp_state>(s), IBV_QPS_RESET, {0, 0, 0}, {0, 0, 0});
+    set(static_cast<ibv_qp_state>(s), IBV_QPS_ERR, {0, 0, 0}, {0, 0, 0});
+  }
+  const int init_rc = IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS;
+  const int init_ud = IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_QKEY;
+  set(IBV_QPS_RESET, IBV_QPS_INIT, {init_rc, init_rc, init_ud}, {0, 0, 0});
+  set(IBV_QPS_INIT, IBV_QPS_INIT, {0, 0, 0}, {init_rc, init_rc, init_ud});
+  set(IBV_QPS_INIT, IBV_QPS_RTR,
+      {IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC |
+           IBV_QP_MIN_RNR_TIMER,
+       IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN, 0},
+      {kPathOpt, kPathOpt, IBV_QP_PKEY_INDEX | IBV_QP_QKEY});
+  const int rts_opt_rc = IBV_QP_CUR_STATE | IBV_QP_ALT_PATH | IBV_QP_ACCESS_FLAGS |
+                         IBV_QP_MIN_RNR_TIMER | IBV_QP_PATH_MIG_STATE;
+  const int rts_opt_uc = IBV_QP_CUR_STATE | IBV_QP_ALT_PATH | IBV_QP_ACCESS_FLAGS |
+                         IBV_QP_PATH_MIG_STATE;
+  const int rts_opt_ud = IBV_QP_CUR_STATE | IBV_QP_QKEY;
+  set(IBV_QPS_RTR, IBV_QPS_RTS,
+      {IBV_QP_SQ_PSN | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_MAX_QP_RD_ATOMIC,
+       IBV_QP_SQ_PSN, IBV_QP_SQ_PSN},
+      {rts_opt_rc, rts_opt_uc, rts_opt_ud});
+  set(IBV_QPS_RTS, IBV_QPS_RTS, {0, 0, 0}, {rts_opt_rc, rts_opt_uc, rts_opt_ud});
+  set(IBV_QPS_RTS, IBV_QPS_SQD, {0, 0, 0},
+      {IBV_QP_EN_SQD_ASYNC_NOTIFY, IBV_QP_EN_SQD_ASYNC_NOTIFY, IBV_QP_EN_SQD_ASYNC_NOTIFY});
+  set(IBV_QPS_SQD, IBV_QPS_RTS, {0, 0, 0}, {rts_opt_rc, rts_opt_uc, rts_opt_ud});
+  const int sqd_opt_rc = IBV_QP_AV | IBV_QP_ALT_PATH | IBV_QP_ACCESS_FLAGS | IBV_QP_PKEY_INDEX |
+                         IBV_QP_MIN_RNR_TIMER | IBV_QP_PATH_MIG_STATE | IBV_QP_TIMEOUT |
+                         IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_MAX_QP_RD_ATOMIC |
+                         IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_CUR_STATE;
+  set(IBV_QPS_SQD, IBV_QPS_SQD, {0, 0, 0},
+      {sqd_opt_rc, IBV_QP_AV | IBV_QP_ALT_PATH | IBV_QP_ACCESS_FLAGS | IBV_QP_PKEY_INDEX |
+                       IBV_QP_PATH_MIG_STATE | IBV_QP_CUR_STATE,
+       IBV_QP_PKEY_INDEX | IBV_QP_QKEY | IBV_QP_CUR_STATE});
+  set(IBV_QPS_SQE, IBV_QPS_RTS, {0, 0, 0}, {0, IBV_QP_CUR_STATE | IBV_QP_ACCESS_FLAGS, IBV_QP_CUR_STATE | IBV_QP_QKEY});
+  return t;
+}
+
+int kind_of(ibv_qp_type type) {
+  switch (type) {
+    case IBV_QPT_RC:
+      return kRc;
+    case IBV_QPT_UC:
+      return kUc;
+    case IBV_QPT_UD:
+      return kUd;
+    default:
+      return -1;
+  }
+}
+
+int fail(std::string& why, std::string text) {
+  why = std::move(text);
+  return EINVAL;
+}
+
+}  // namespace
+
+const char* qp_state_name(ibv_qp_state s) {
+  switch (s) {
+    case IBV_QPS_RESET: return "RESET";
+    case IBV_QPS_INIT: return "INIT";
+    case IBV_QPS_RTR: return "RTR";
+    case IBV_QPS_RTS: return "RTS";
+    case IBV_QPS_SQD: return "SQD";
+    case IBV_QPS_SQE: return "SQE";
+    case IBV_QPS_ERR: return "ERR";
+    default: return "UNKNOWN";
+  }
+}
+
+int check_modify_qp(ibv_qp_type type, ibv_qp_state cur, const ibv_qp_attr& attr, int mask,
+                    std::string& why) {
+  static const auto table = make_table();
+  int kind = kind_of(type);
+  if (kind < 0) return fail(why, "unsupported QP type");
+  if (cur < 0 || cur >= kNumStates) return fail(why, "QP is in an unknown state");
+  if ((mask & IBV_QP_CUR_STATE) != 0 && attr.cur_qp_state != cur)
+    return fail(why, std::string("cur_qp_state does not match the QP's state ") + qp_state_name(cur));
+  ibv_qp_state next = next_state(cur, attr, mask);
+  if (next < 0 || next >= kNumStates) return fail(why, "qp_state is not a QP state");
+  const Rule& r = table[cur][next];
+  if (!r.valid || (kind == kRc && cur == IBV_QPS_SQE && next == IBV_QPS_RTS))  // UC/UD only
+    return fail(why, std::string("no transition from ") + qp_state_name(cur) + " to " + qp_state_name(next));
+  int given = mask & ~IBV_QP_STATE;
+  int missing = r.required[kind] & ~given;
+  if (missing != 0) return fail(why, "attribute mask lacks required bits 0x" + [&] {
+    char b[16];
+    std::snprintf(b, sizeof b, "%x", missing);
+    return std::string(b);
+  }());
+  int extra = given & ~(r.required[kind] | r.optional[kind]);
+  if (extra != 0) return fail(why, "attribute mask has bits 0x" + [&] {
+    char b[16];
+    std::snprintf(b, sizeof b, "%x", extra);
+    return std::string(b);
+  }() + " not allowed for " + qp_state_name(cur) + "->" + qp_state_name(next));
+
+  if ((mask & IBV_QP_PORT) != 0 && attr.port_num != 1) return fail(why, "port_num must be 1");
+  if ((mask & IBV_QP_PKEY_INDEX) != 0 && attr.pkey_index != 0) return fail(why, "pkey_index must be 0");
+  if ((mask & IBV_QP_PATH_MTU) != 0 && (attr.path_mtu < IBV_MTU_256 || attr.path_mtu > IBV_MTU_4096))
+    return fail(why, "path_mtu out of range");
+  if ((mask & IBV_QP_MAX_QP_RD_ATOMIC) != 0 && attr.max_rd_atomic > 16)
+    return fail(why, "max_rd_atomic exceeds the device's max_qp_init_rd_atom (16)");
+  if ((mask & IBV_QP_MAX_DEST_RD_ATOMIC) != 0 && attr.max_dest_rd_atomic > 16)
+    return fail(why, "max_dest_rd_atomic exceeds the device's max_qp_rd_atom (16)");
+  if ((mask & IBV_QP_TIMEOUT) != 0 && attr.timeout > 31) return fail(why, "timeout out of range");
+  if ((mask & IBV_QP_RETRY_CNT) != 0 && attr.retry_cnt > 7) return fail(why, "retry_cnt out of range");
+  if ((mask & IBV_QP_RNR_RETRY) != 0 && attr.rnr_retry > 7) return fail(why, "rnr_retry out of range");
+  if ((mask & IBV_QP_MIN_RNR_TIMER) != 0 && attr.min_rnr_timer > 31)
+    return fail(why, "min_rnr_timer out of range");
+  if ((mask & IBV_QP_ACCESS_FLAGS) != 0 &&
+      (attr.qp_access_flags & ~static_cast<unsigned>(IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ |
+                                                     IBV_ACCESS_REMOTE_ATOMIC | IBV_ACCESS_LOCAL_WRITE)) != 0)
+    return fail(why, "qp_access_flags has unknown bits");
+  if ((mask & IBV_QP_AV) != 0) {
+    if (attr.ah_attr.port_num != 0 && attr.ah_attr.port_num != 1) return fail(why, "ah_attr.port_num must be 1");
+    if (attr.ah_attr.is_global != 0 && attr.ah_attr.grh.sgid_index != 0)
+      return fail(why, "ah_attr.grh.sgid_index must be 0 (the port has one GID)");
+  }
+  if ((mask & IBV_QP_DEST_QPN) != 0 && attr.dest_qp_num > 0xffffff) return fail(why, "dest_qp_num exceeds 24 bits");
+  return 0;
+}
+
+}  // namespace ff::router

@@ -1,0 +1,26 @@
+// Which ibv_modify_qp calls verbs accepts: the state-transition table with
+// each transition's required and optional attribute masks (InfiniBand spec
+// 11.2.5 / the kernel's table), plus range checks on the values. Pure logic,
+// shared by every fabric.
+#pragma once
+
+#include <infiniband/verbs.h>
+
+#include <string>
+
+namespace ff::router {
+
+// 0 when `mask` with `attr` is a valid modify of a `type` QP in state `cur`;
+// otherwise EINVAL with `why` saying which attribute is missing, extra or out
+// of range.
+int check_modify_qp(ibv_qp_type type, ibv_qp_state cur, const ibv_qp_attr& attr, int mask,
+                    std::string& why);
+
+// The state the QP is in after a valid modify.
+inline ibv_qp_state next_state(ibv_qp_state cur, const ibv_qp_attr& attr, int mask) {
+  return (mask & IBV_QP_STATE) != 0 ? attr.qp_state : cur;
+}
+
+const char* qp_state_name(ibv_qp_state s);
+
+}  // namespace ff::router

@@ -1,0 +1,179 @@
+#include "router/fabric/soft/engine.h"
+
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+namespace ff::router::soft {
+namespace {
+
+inline void cpu_relax() { __builtin_ia32_pause(); }
+
+}  // namespace
+
+Engine::Engine(std::chrono::microseconds spin) : spin_(spin) {
+  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1");
+  qps_.reserve(1024);
+  watch_doorbell(command_bell_.fd());
+  thread_ = std::thread([this] { loop(); });
+}
+
+Engine::~Engine() {
+  stop_ = true;
+  command_bell_.ring();
+  thread_.join();
+  ::close(epoll_fd_);
+}
+
+void Engine::run_sync(const std::function<void()>& fn) {
+  Command c;
+  c.fn = &fn;
+  while (!commands_.push(&c)) std::this_thread::yield();  // 256 queued: the poller is behind
+  command_bell_.ring();
+  c.done.wait(false, std::memory_order_acquire);  // pairs with the poller's store-release
+}
+
+bool Engine::drain_commands() {
+  bool any = false;
+  Command* c;
+  while (commands_.pop(c)) {
+    (*c->fn)();
+    c->done.store(true, std::memory_order_release);
+    c->done.notify_one();
+    any = true;
+  }
+  return any;
+}
+
+void Engine::watch_doorbell(int fd) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+}
+
+void Engine::unwatch_doorbell(int fd) { ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr); }
+
+void Engine::link_qp(Qp* qp) {
+  qps_.push_back(qp);
+  qps_by_num_[qp->qpn] = qp;
+}
+
+void Engine::unlink_qp(Qp* qp) {
+  qps_.erase(std::remove(qps_.begin(), qps_.end(), qp), qps_.end());
+  qps_by_num_.erase(qp->qpn);
+  // Its peers now talk to nobody: their work fails at once instead of
+  // retrying into the void.
+  for (Qp* other : qps_)
+    if (other->attr.dest_qp_num == qp->qpn) other->peer_gone = true;
+}
+
+void Engine::loop() {
+  uint64_t idle_since = 0;
+  while (!stop_.load(std::memory_order_relaxed)) {
+    bool busy = drain_commands();
+    uint64_t now = now_ns();
+    for (size_t i = 0; i < qps_.size(); ++i) busy |= service(*qps_[i], now);
+    if (busy) {
+      idle_since = 0;
+      continue;
+    }
+    if (idle_since == 0) idle_since = now;
+    if (now - idle_since < static_cast<uint64_t>(spin_.count())) {
+      cpu_relax();
+      continue;
+    }
+    sleep_until_work();
+    idle_since = 0;
+  }
+  drain_commands();
+}
+
+void Engine::sleep_until_work() {
+  // Arm every send ring's wakeup request, then re-check (Dekker, see
+  // shm/ring.h). A QP waiting on a timer wakes us through the timeout.
+  uint64_t now = now_ns();
+  uint64_t next_deadline = UINT64_MAX;
+  bool work = false;
+  for (Qp* q : qps_) {
+    if (q->wait_until_ns > now) next_deadline = std::min(next_deadline, q->wait_until_ns);
+    if (!q->sq.prepare_to_sleep()) work = true;
+  }
+  if (!work && next_deadline - now < 1'000'000) work = true;  // < 1 ms: keep spinning
+  if (!work) {
+    int timeout_ms = next_deadline == UINT64_MAX
+                         ? -1
+                         : static_cast<int>((next_deadline - now) / 1'000'000);
+    epoll_event events[16];
+    stats_.sleeps.fetch_add(1, std::memory_order_relaxed);
+    int n = ::epoll_wait(epoll_fd_, events, 16, timeout_ms);
+    for (int i = 0; i < n; ++i) {
+      uint64_t v;
+      ssize_t r = ::read(events[i].data.fd, &v, sizeof v);
+      (void)r;  // only the wakeup matters
+    }
+  }
+  for (Qp* q : qps_) q->sq.cancel_sleep();
+}
+
+// --- objects whose lifetime the engine must know about ---------------------
+
+Context::Context(Engine& e) : engine(e) {
+  engine.run_sync([this] { engine.watch_doorbell(doorbell.fd()); });
+}
+
+Context::~Context() {
+  engine.run_sync([this] { engine.unwatch_doorbell(doorbell.fd()); });
+}
+
+Mr::~Mr() {
+  engine.run_sync([this] { engine.unlink_mr(this); });
+}
+
+std::byte* Mr::translate(uint64_t addr, uint64_t len, uint64_t& contiguous) const {
+  uint64_t off = addr - iova;
+  for (const Extent& e : extents) {
+    if (off >= e.mr_offset && off - e.mr_offset < e.length) {
+      uint64_t in = off - e.mr_offset;
+      contiguous = std::min(len, e.length - in);
+      return e.base + in;
+    }
+  }
+  contiguous = 0;
+  return nullptr;
+}
+
+Channel::Channel(shm::Mapping m, uint32_t capacity) : mapping(std::move(m)), cap(capacity) {
+  shm::init_ring<shm::ChannelEvent>(mapping.base() + shm::kChannelRingOffset, cap);
+  events = shm::RingProducer<shm::ChannelEvent>(mapping.base() + shm::kChannelRingOffset, cap);
+}
+
+Cq::Cq(shm::Mapping m, uint32_t capacity, Channel* ch, uint32_t tag)
+    : mapping(std::move(m)), cap(capacity), channel(ch), event_tag(tag) {
+  control = new (mapping.base() + shm::kCqControlOffset) shm::CqControl{};
+  shm::init_ring<shm::Cqe>(mapping.base() + shm::kCqRingOffset, cap);
+  ring = shm::RingProducer<shm::Cqe>(mapping.base() + shm::kCqRingOffset, cap);
+}
+
+Qp::Qp(Engine& e, shm::Mapping m, const Pd& p, Cq& scq, Cq& rcq, const QpInit& i, uint32_t send_c,
+       uint32_t recv_c, uint32_t num)
+    : engine(e), mapping(std::move(m)), pd(p), send_cq(scq), recv_cq(rcq), init(i),
+      send_cap(send_c), recv_cap(recv_c), qpn(num) {
+  std::byte* base = mapping.base();
+  shm::init_ring<shm::SendWqe>(base + shm::kQpSendRingOffset, send_cap);
+  shm::init_ring<shm::RecvWqe>(base + shm::qp_recv_ring_offset(send_cap), recv_cap);
+  sq = shm::RingConsumer<shm::SendWqe>(base + shm::kQpSendRingOffset, send_cap);
+  rq = shm::RingConsumer<shm::RecvWqe>(base + shm::qp_recv_ring_offset(send_cap), recv_cap);
+  engine.run_sync([this] { engine.link_qp(this); });
+}
+
+Qp::~Qp() {
+  engine.run_sync([this] { engine.unlink_qp(this); });
+}
+
+}  // namespace ff::router::soft

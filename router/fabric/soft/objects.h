@@ -1,0 +1,125 @@
+// The soft fabric's objects. Created on the control (Asio) thread; once
+// linked into the Engine, everything marked "engine thread" is touched only
+// by the poller, and the control thread reaches it only through
+// Engine::run_sync.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "router/fabric/fabric.h"
+#include "shm/descriptors.h"
+#include "shm/doorbell.h"
+#include "shm/segment.h"
+
+namespace ff::router::soft {
+
+class Engine;
+
+struct Context final : FabricContext {
+  Context(Engine& e);
+  ~Context() override;
+  int doorbell_fd() const override { return doorbell.fd(); }
+  Engine& engine;
+  shm::Doorbell doorbell;
+};
+
+struct Pd final : FabricPd {
+  explicit Pd(Owner o) : owner(std::move(o)) {}
+  Owner owner;
+};
+
+struct Segment final : FabricSegment {
+  Segment(shm::Mapping m, uint64_t base) : mapping(std::move(m)), app_base_(base) {}
+  uint64_t app_base() const override { return app_base_; }
+  uint64_t length() const override { return mapping.size(); }
+  shm::Mapping mapping;
+  uint64_t app_base_;
+};
+
+// A contiguous piece of an MR inside one segment.
+struct Extent {
+  uint64_t mr_offset;  // from the MR's start
+  uint64_t length;
+  std::byte* base;     // router address of mr_offset
+};
+
+struct Mr final : FabricMr {
+  Mr(Engine& e) : engine(e) {}
+  ~Mr() override;
+  uint32_t lkey() const override { return key; }
+  uint32_t rkey() const override { return key; }
+
+  // The router address of [iova, iova + len) if it lies inside one extent;
+  // otherwise nullptr and `contiguous` tells how much of it does.
+  std::byte* translate(uint64_t addr, uint64_t len, uint64_t& contiguous) const;
+  bool contains(uint64_t addr, uint64_t len) const {
+    return addr >= iova && len <= length && addr - iova <= length - len;
+  }
+
+  Engine& engine;
+  const Pd* pd = nullptr;
+  uint64_t iova = 0;
+  uint64_t length = 0;
+  unsigned access = 0;
+  uint32_t key = 0;
+  std::vector<Extent> extents;
+  std::vector<std::shared_ptr<FabricSegment>> segments;  // keeps the memory mapped
+};
+
+struct Channel final : FabricChannel {
+  Channel(shm::Mapping m, uint32_t cap);
+  int event_fd() const override { return bell.fd(); }
+  int segment_fd() const override { return mapping.fd(); }
+  uint32_t capacity() const override { return cap; }
+  shm::Mapping mapping;
+  uint32_t cap;
+  shm::Doorbell bell{shm::Doorbell::Mode::kBlocking};
+  shm::RingProducer<shm::ChannelEvent> events;  // engine thread
+};
+
+struct Cq final : FabricCq {
+  Cq(shm::Mapping m, uint32_t cap, Channel* ch, uint32_t tag);
+  int segment_fd() const override { return mapping.fd(); }
+  uint32_t capacity() const override { return cap; }
+  shm::Mapping mapping;
+  uint32_t cap;
+  Channel* channel;  // may be null
+  uint32_t event_tag;
+  shm::CqControl* control;
+  shm::RingProducer<shm::Cqe> ring;  // engine thread
+};
+
+struct Qp final : FabricQp {
+  Qp(Engine& e, shm::Mapping m, const Pd& pd, Cq& scq, Cq& rcq, const QpInit& init,
+     uint32_t send_cap, uint32_t recv_cap, uint32_t qpn);
+  ~Qp() override;
+  uint32_t qp_num() const override { return qpn; }
+  int segment_fd() const override { return mapping.fd(); }
+  ibv_qp_cap cap() const override { return init.cap; }
+  uint32_t send_capacity() const override { return send_cap; }
+  uint32_t recv_capacity() const override { return recv_cap; }
+
+  Engine& engine;
+  shm::Mapping mapping;
+  const Pd& pd;
+  Cq& send_cq;
+  Cq& recv_cq;
+  const QpInit init;
+  const uint32_t send_cap;
+  const uint32_t recv_cap;
+  const uint32_t qpn;
+
+  // --- engine thread ---
+  shm::RingConsumer<shm::SendWqe> sq;
+  shm::RingConsumer<shm::RecvWqe> rq;
+  ibv_qp_state state = IBV_QPS_RESET;
+  ibv_qp_attr attr{};      // as last modified (qp_state kept in `state`)
+  bool peer_gone = false;  // the connected QP was destroyed
+  uint8_t rnr_left = 0;    // RNR retries left for the head WQE
+  uint8_t retry_left = 0;  // transport retries left for the head WQE
+  uint64_t wait_until_ns = 0;  // head WQE waits (RNR or no answer) until then
+};
+
+}  // namespace ff::router::soft

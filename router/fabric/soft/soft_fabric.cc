@@ -1,0 +1,292 @@
+#include "router/fabric/soft/soft_fabric.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "router/fabric/qp_transitions.h"
+
+namespace ff::router {
+
+using soft::Qp;
+
+SoftFabric::SoftFabric(const RouterOptions& options)
+    : engine_(std::chrono::microseconds(options.poll_spin_us)) {
+  ibv_device_attr& a = limits_.attr.orig_attr;
+  std::snprintf(a.fw_ver, sizeof a.fw_ver, "ffrouter-0.1.0 soft");
+  a.max_mr_size = uint64_t{1} << 40;
+  a.page_size_cap = 4096;
+  a.vendor_id = options.vendor_id;
+  a.vendor_part_id = options.vendor_part_id;
+  a.hw_ver = 1;
+  a.max_qp = 16384;
+  a.max_qp_wr = 16384;
+  a.device_cap_flags = IBV_DEVICE_RC_RNR_NAK_GEN | IBV_DEVICE_PORT_ACTIVE_EVENT |
+                       IBV_DEVICE_SYS_IMAGE_GUID | IBV_DEVICE_CHANGE_PHY_PORT |
+                       IBV_DEVICE_N_NOTIFY_CQ;
+  a.max_sge = shm::kMaxSge;
+  a.max_sge_rd = shm::kMaxSge;
+  a.max_cq = 16384;
+  a.max_cqe = (1 << 20) - 1;
+  a.max_mr = 1 << 18;
+  a.max_pd = 1 << 16;
+  a.max_qp_rd_atom = 16;
+  a.max_res_rd_atom = 16 * 16384;
+  a.max_qp_init_rd_atom = 16;
+  a.atomic_cap = IBV_ATOMIC_HCA;
+  a.max_ah = 1 << 16;
+  a.max_pkeys = 1;
+  a.local_ca_ack_delay = 15;
+  a.phys_port_cnt = 1;
+  limits_.max_inline_data = shm::kMaxInline;
+}
+
+ibv_port_attr SoftFabric::port_attr() const {
+  ibv_port_attr p{};
+  p.state = IBV_PORT_ACTIVE;
+  p.max_mtu = IBV_MTU_4096;
+  p.active_mtu = IBV_MTU_4096;
+  p.gid_tbl_len = 1;
+  p.port_cap_flags = IBV_PORT_CM_SUP;
+  p.max_msg_sz = 1u << 31;
+  p.pkey_tbl_len = 1;
+  p.max_vl_num = 1;
+  p.active_width = 2;   // 4X
+  p.active_speed = 32;  // EDR: 4X EDR = 100 Gb/s
+  p.phys_state = 5;     // LinkUp
+  p.link_layer = IBV_LINK_LAYER_ETHERNET;
+  return p;
+}
+
+std::unique_ptr<FabricContext> SoftFabric::open_context(FabricError&) {
+  return std::make_unique<soft::Context>(engine_);
+}
+
+std::unique_ptr<FabricPd> SoftFabric::alloc_pd(const Owner& owner, FabricError&) {
+  return std::make_unique<soft::Pd>(owner);
+}
+
+std::shared_ptr<FabricSegment> SoftFabric::map_segment(UniqueFd fd, uint64_t app_base,
+                                                       uint64_t length, FabricError& err) {
+  if (app_base % shm::kPageSize != 0 || length == 0 || length % shm::kPageSize != 0 ||
+      app_base + length < app_base)
+    return err.set(EINVAL, "segment must be whole pages");
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != length)
+    return err.set(EINVAL, "segment fd is not a memfd of the announced length");
+  // A client must not be able to shrink memory the router maps (SIGBUS).
+  int seals = ::fcntl(fd.get(), F_GET_SEALS);
+  if (seals < 0 || (seals & F_SEAL_SHRINK) == 0)
+    return err.set(EINVAL, "segment memfd is not sealed against shrinking");
+  try {
+    return std::make_shared<soft::Segment>(shm::Mapping::map_raw(fd.get(), length), app_base);
+  } catch (const std::system_error& e) {
+    return err.set(ENOMEM, e.what());
+  }
+}
+
+std::unique_ptr<FabricMr> SoftFabric::reg_mr(FabricPd& pd,
+                                             std::span<const std::shared_ptr<FabricSegment>> segments,
+                                             uint64_t addr, uint64_t length, uint64_t iova,
+                                             unsigned access, FabricError& err) {
+  constexpr unsigned kKnown = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
+                              IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC |
+                              IBV_ACCESS_MW_BIND | IBV_ACCESS_RELAXED_ORDERING |
+                              IBV_ACCESS_OPTIONAL_RANGE;
+  if ((access & IBV_ACCESS_ON_DEMAND) != 0) return err.set(EOPNOTSUPP, "on-demand paging is not supported");
+  if ((access & ~kKnown) != 0) return err.set(EINVAL, "unknown access flags");
+  if ((access & (IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC)) != 0 &&
+      (access & IBV_ACCESS_LOCAL_WRITE) == 0)
+    return err.set(EINVAL, "remote write or atomic access needs IBV_ACCESS_LOCAL_WRITE");
+  if (length == 0 || length > limits_.attr.orig_attr.max_mr_size || iova + length < iova)
+    return err.set(EINVAL, "bad MR length");
+  auto mr = std::make_unique<soft::Mr>(engine_);
+  mr->pd = static_cast<soft::Pd*>(&pd);
+  mr->iova = iova;
+  mr->length = length;
+  mr->access = access;
+  uint64_t covered = addr;
+  for (const auto& s : segments) {
+    auto& seg = static_cast<soft::Segment&>(*s);
+    uint64_t start = std::max(covered, seg.app_base());
+    uint64_t end = std::min(addr + length, seg.app_base() + seg.length());
+    if (start != covered || end <= start) break;
+    mr->extents.push_back({start - addr, end - start, seg.mapping.base() + (start - seg.app_base())});
+    mr->segments.push_back(s);
+    covered = end;
+  }
+  if (covered != addr + length) return err.set(EFAULT, "memory is not inside registered segments");
+  mr->key = next_key();
+  engine_.run_sync([&] { engine_.link_mr(mr.get()); });
+  return mr;
+}
+
+std::unique_ptr<FabricChannel> SoftFabric::create_channel(FabricError& err) {
+  constexpr uint32_t kCapacity = 4096;
+  try {
+    return std::make_unique<soft::Channel>(
+        shm::Mapping::create("ffr-channel", shm::SegmentKind::kRing,
+                             shm::channel_segment_bytes(kCapacity)),
+        kCapacity);
+  } catch (const std::system_error& e) {
+    return err.set(ENOMEM, e.what());
+  }
+}
+
+std::unique_ptr<FabricCq> SoftFabric::create_cq(FabricContext&, int cqe, FabricChannel* channel,
+                                                uint32_t event_tag, FabricError& err) {
+  if (cqe < 1 || cqe > limits_.attr.orig_attr.max_cqe) return err.set(EINVAL, "cqe out of range");
+  uint32_t cap = shm::ring_capacity_for(static_cast<uint32_t>(cqe));
+  try {
+    return std::make_unique<soft::Cq>(
+        shm::Mapping::create("ffr-cq", shm::SegmentKind::kRing, shm::cq_segment_bytes(cap)), cap,
+        static_cast<soft::Channel*>(channel), event_tag);
+  } catch (const std::system_error& e) {
+    return err.set(ENOMEM, e.what());
+  }
+}
+
+std::unique_ptr<FabricQp> SoftFabric::create_qp(FabricContext&, FabricPd& pd, FabricCq& send_cq,
+                                                FabricCq& recv_cq, const QpInit& init,
+                                                FabricError& err) {
+  if (init.type != IBV_QPT_RC) return err.set(EOPNOTSUPP, "only RC QPs are supported yet");
+  const ibv_qp_cap& c = init.cap;
+  auto max_wr = static_cast<uint32_t>(limits_.attr.orig_attr.max_qp_wr);
+  if (c.max_send_wr > max_wr || c.max_recv_wr > max_wr) return err.set(EINVAL, "max_send_wr/max_recv_wr exceed max_qp_wr");
+  if (c.max_send_sge > shm::kMaxSge || c.max_recv_sge > shm::kMaxSge) return err.set(EINVAL, "too many SGEs");
+  if (c.max_inline_data > shm::kMaxInline) return err.set(EINVAL, "max_inline_data exceeds 448");
+  QpInit actual = init;
+  uint32_t send_cap = shm::ring_capacity_for(std::max(c.max_send_wr, 1u));
+  uint32_t recv_cap = shm::ring_capacity_for(std::max(c.max_recv_wr, 1u));
+  actual.cap.max_send_wr = send_cap;
+  actual.cap.max_recv_wr = recv_cap;
+  actual.cap.max_send_sge = shm::kMaxSge;
+  actual.cap.max_recv_sge = shm::kMaxSge;
+  actual.cap.max_inline_data = shm::kMaxInline;
+  try {
+    auto seg = shm::Mapping::create("ffr-qp", shm::SegmentKind::kRing,
+                                    shm::qp_segment_bytes(send_cap, recv_cap));
+    return std::make_unique<Qp>(engine_, std::move(seg), static_cast<soft::Pd&>(pd),
+                                static_cast<soft::Cq&>(send_cq), static_cast<soft::Cq&>(recv_cq),
+                                actual, send_cap, recv_cap, next_qpn());
+  } catch (const std::system_error& e) {
+    return err.set(ENOMEM, e.what());
+  }
+}
+
+namespace {
+
+// Copies the attributes named in `mask` (all but the state).
+void apply(ibv_qp_attr& to, const ibv_qp_attr& from, int mask) {
+  if (mask & IBV_QP_PKEY_INDEX) to.pkey_index = from.pkey_index;
+  if (mask & IBV_QP_PORT) to.port_num = from.port_num;
+  if (mask & IBV_QP_ACCESS_FLAGS) to.qp_access_flags = from.qp_access_flags;
+  if (mask & IBV_QP_QKEY) to.qkey = from.qkey;
+  if (mask & IBV_QP_AV) to.ah_attr = from.ah_attr;
+  if (mask & IBV_QP_PATH_MTU) to.path_mtu = from.path_mtu;
+  if (mask & IBV_QP_DEST_QPN) to.dest_qp_num = from.dest_qp_num;
+  if (mask & IBV_QP_RQ_PSN) to.rq_psn = from.rq_psn;
+  if (mask & IBV_QP_MAX_DEST_RD_ATOMIC) to.max_dest_rd_atomic = from.max_dest_rd_atomic;
+  if (mask & IBV_QP_MIN_RNR_TIMER) to.min_rnr_timer = from.min_rnr_timer;
+  if (mask & IBV_QP_SQ_PSN) to.sq_psn = from.sq_psn;
+  if (mask & IBV_QP_TIMEOUT) to.timeout = from.timeout;
+  if (mask & IBV_QP_RETRY_CNT) to.retry_cnt = from.retry_cnt;
+  if (mask & IBV_QP_RNR_RETRY) to.rnr_retry = from.rnr_retry;
+  if (mask & IBV_QP_MAX_QP_RD_ATOMIC) to.max_rd_atomic = from.max_rd_atomic;
+  if (mask & IBV_QP_PATH_MIG_STATE) to.path_mig_state = from.path_mig_state;
+  if (mask & IBV_QP_EN_SQD_ASYNC_NOTIFY) to.en_sqd_async_notify = from.en_sqd_async_notify;
+}
+
+bool is_ipv4_mapped(const ibv_gid& g) {
+  static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  return std::memcmp(g.raw, prefix, sizeof prefix) == 0;
+}
+
+}  // namespace
+
+int SoftFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask, std::string& why) {
+  auto& qp = static_cast<Qp&>(fqp);
+  int rc = 0;
+  engine_.run_sync([&] {
+    rc = check_modify_qp(qp.init.type, qp.state, attr, mask, why);
+    if (rc != 0) return;
+    if ((mask & IBV_QP_AV) != 0 && attr.ah_attr.is_global != 0 && !is_ipv4_mapped(attr.ah_attr.grh.dgid)) {
+      why = "ah_attr.grh.dgid must be an IPv4-mapped GID (::ffff:a.b.c.d) of a virtual IP";
+      rc = EINVAL;
+      return;
+    }
+    if ((mask & IBV_QP_DEST_QPN) != 0) {
+      // A known destination must be a QP of the same tenant, at the address named.
+      if (const Qp* dest = engine_.find_qp(attr.dest_qp_num)) {
+        if (dest->pd.owner.tenant != qp.pd.owner.tenant) {
+          why = "dest_qp_num belongs to another tenant";
+          rc = EINVAL;
+          return;
+        }
+        const ibv_gid& g = attr.ah_attr.grh.dgid;
+        uint32_t ip = (uint32_t{g.raw[12]} << 24) | (uint32_t{g.raw[13]} << 16) |
+                      (uint32_t{g.raw[14]} << 8) | g.raw[15];
+        if ((mask & IBV_QP_AV) != 0 && attr.ah_attr.is_global != 0 && ip != dest->pd.owner.virtual_ip) {
+          why = "dest_qp_num is not at the GID given in ah_attr";
+          rc = EINVAL;
+          return;
+        }
+      }
+    }
+    ibv_qp_state next = next_state(qp.state, attr, mask);
+    apply(qp.attr, attr, mask);
+    if (next == IBV_QPS_RESET) {
+      // Reset empties both queues without completions.
+      shm::SendWqe w;
+      while (qp.sq.sc_try_pop(w)) {
+      }
+      shm::RecvWqe r;
+      while (qp.rq.sc_try_pop(r)) {
+      }
+      qp.attr = ibv_qp_attr{};
+      qp.peer_gone = false;
+      qp.wait_until_ns = 0;
+    }
+    if (next == IBV_QPS_RTS && qp.state != IBV_QPS_RTS) {
+      qp.rnr_left = qp.attr.rnr_retry;
+      qp.retry_left = qp.attr.retry_cnt;
+    }
+    qp.state = next;
+  });
+  return rc;
+}
+
+void SoftFabric::query_qp(FabricQp& fqp, ibv_qp_attr& attr) {
+  auto& qp = static_cast<Qp&>(fqp);
+  engine_.run_sync([&] {
+    attr = qp.attr;
+    attr.qp_state = qp.state;
+    attr.cur_qp_state = qp.state;
+  });
+}
+
+uint32_t SoftFabric::next_qpn() {
+  for (;;) {
+    uint32_t n = qpn_counter_++;
+    if (qpn_counter_ > 0xffffff) qpn_counter_ = 0x100;
+    bool used = false;
+    engine_.run_sync([&] { used = engine_.find_qp(n) != nullptr; });
+    if (!used) return n;
+  }
+}
+
+uint32_t SoftFabric::next_key() {
+  // Unique per router, and not guessable from the previous one: a counter in
+  // the high bits, random low bits.
+  for (;;) {
+    uint32_t k = (key_counter_++ << 8) | (rng_() & 0xff);
+    if (key_counter_ >= (1u << 24)) key_counter_ = 1;
+    bool used = false;
+    engine_.run_sync([&] { used = engine_.find_mr(k) != nullptr; });
+    if (!used) return k;
+  }
+}
+
+}  // namespace ff::router

@@ -1,0 +1,49 @@
+// SoftFabric: the router itself implements the RDMA transport between QPs
+// whose memory it has mapped. No hardware needed.
+#pragma once
+
+#include <memory>
+#include <random>
+
+#include "router/fabric/fabric.h"
+#include "router/fabric/soft/engine.h"
+#include "router/options.h"
+
+namespace ff::router {
+
+class SoftFabric final : public Fabric {
+ public:
+  explicit SoftFabric(const RouterOptions& options);
+  std::string_view name() const override { return "soft"; }
+  const FabricDeviceLimits& device_limits() const override { return limits_; }
+  ibv_port_attr port_attr() const override;
+
+  std::unique_ptr<FabricContext> open_context(FabricError& err) override;
+  std::unique_ptr<FabricPd> alloc_pd(const Owner& owner, FabricError& err) override;
+  std::shared_ptr<FabricSegment> map_segment(UniqueFd fd, uint64_t app_base, uint64_t length,
+                                             FabricError& err) override;
+  std::unique_ptr<FabricMr> reg_mr(FabricPd& pd, std::span<const std::shared_ptr<FabricSegment>> segments,
+                                   uint64_t addr, uint64_t length, uint64_t iova, unsigned access,
+                                   FabricError& err) override;
+  std::unique_ptr<FabricChannel> create_channel(FabricError& err) override;
+  std::unique_ptr<FabricCq> create_cq(FabricContext& ctx, int cqe, FabricChannel* channel,
+                                      uint32_t event_tag, FabricError& err) override;
+  std::unique_ptr<FabricQp> create_qp(FabricContext& ctx, FabricPd& pd, FabricCq& send_cq,
+                                      FabricCq& recv_cq, const QpInit& init, FabricError& err) override;
+  int modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask, std::string& why) override;
+  void query_qp(FabricQp& qp, ibv_qp_attr& attr) override;
+
+  const soft::EngineStats& stats() const { return engine_.stats(); }
+
+ private:
+  uint32_t next_qpn();
+  uint32_t next_key();
+
+  FabricDeviceLimits limits_;
+  soft::Engine engine_;
+  uint32_t qpn_counter_ = 0x100;  // QPNs 0 and 1 are special in InfiniBand
+  uint32_t key_counter_ = 1;
+  std::mt19937 rng_{std::random_device{}()};
+};
+
+}  // namespace ff::router

@@ -1,0 +1,127 @@
+// Data-path descriptors in shared memory: what the shim writes into a QP's
+// send and receive rings, and what the router writes into a CQ's ring.
+// Explicit fixed layouts, no pointers, no ibv_* structs (the router never
+// trusts a client's struct layout, and a future client of another build
+// must agree byte for byte: the static_asserts pin that).
+//
+// Segment layouts (each a memfd created by the router, see segment.h):
+//   QP: SegmentHeader | ring<SendWqe>(send capacity) | ring<RecvWqe>(recv capacity)
+//   CQ: SegmentHeader | CqControl | ring<Cqe>(capacity)
+//   completion channel: SegmentHeader | ring<ChannelEvent>(capacity)
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "shm/ring.h"
+#include "shm/segment.h"
+
+namespace ff::shm {
+
+inline constexpr uint32_t kMaxSge = 16;
+inline constexpr uint32_t kMaxInline = 448;
+
+struct WireSge {
+  uint64_t addr;
+  uint32_t length;
+  uint32_t lkey;
+};
+static_assert(sizeof(WireSge) == 16, "descriptor layout is ABI");
+
+// Opcodes are the ibv_wr_opcode values; flags the ibv_send_flags bits.
+struct SendWqe {
+  uint64_t wr_id;
+  uint8_t opcode;
+  uint8_t num_sge;
+  uint16_t reserved;
+  uint32_t send_flags;
+  uint32_t imm_data;    // network order, as the app gave it
+  uint32_t inline_len;  // bytes in `payload` when IBV_SEND_INLINE
+  uint64_t remote_addr;
+  uint32_t rkey;
+  uint32_t remote_qpn;  // UD
+  uint64_t compare_add;
+  uint64_t swap;
+  uint32_t ah;  // UD: address handle (router handle)
+  uint32_t remote_qkey;
+  union {
+    WireSge sge[kMaxSge];
+    uint8_t inline_data[kMaxInline];
+  } payload;
+};
+static_assert(sizeof(SendWqe) == 512, "descriptor layout is ABI");
+static_assert(offsetof(SendWqe, payload) == 64, "descriptor layout is ABI");
+
+struct RecvWqe {
+  uint64_t wr_id;
+  uint32_t num_sge;
+  uint32_t reserved;
+  WireSge sge[kMaxSge];
+};
+static_assert(sizeof(RecvWqe) == 272, "descriptor layout is ABI");
+
+// Mirrors the fields of struct ibv_wc.
+struct Cqe {
+  uint64_t wr_id;
+  uint32_t status;  // ibv_wc_status
+  uint32_t opcode;  // ibv_wc_opcode
+  uint32_t vendor_err;
+  uint32_t byte_len;
+  uint32_t imm_data;  // network order
+  uint32_t qp_num;
+  uint32_t src_qp;
+  uint32_t wc_flags;
+  uint16_t pkey_index;
+  uint16_t slid;
+  uint8_t sl;
+  uint8_t dlid_path_bits;
+  uint8_t solicited;  // drives solicited-only notification
+  uint8_t reserved[5];
+};
+static_assert(sizeof(Cqe) == 56, "descriptor layout is ABI");
+
+// Written by the app (arm), read and cleared by the router when it adds a
+// completion; `error` written by the router when the CQ overran.
+struct alignas(kCacheLine) CqControl {
+  std::atomic<uint32_t> arm;    // 0, kArmNext or kArmSolicited
+  std::atomic<uint32_t> error;  // non-zero: completions were lost (overrun)
+  uint8_t pad[kCacheLine - 8];
+};
+static_assert(sizeof(CqControl) == kCacheLine, "descriptor layout is ABI");
+inline constexpr uint32_t kArmNext = 1;
+inline constexpr uint32_t kArmSolicited = 2;
+
+// One completion event: which CQ (the router's handle) fired.
+struct ChannelEvent {
+  uint32_t cq;
+  uint32_t reserved;
+};
+static_assert(sizeof(ChannelEvent) == 8, "descriptor layout is ABI");
+
+// Offsets inside the segments.
+inline constexpr size_t kQpSendRingOffset = sizeof(SegmentHeader);
+inline constexpr size_t qp_recv_ring_offset(uint32_t send_capacity) {
+  return kQpSendRingOffset + ring_bytes<SendWqe>(send_capacity);
+}
+inline constexpr size_t qp_segment_bytes(uint32_t send_capacity, uint32_t recv_capacity) {
+  return qp_recv_ring_offset(send_capacity) + ring_bytes<RecvWqe>(recv_capacity);
+}
+inline constexpr size_t kCqControlOffset = sizeof(SegmentHeader);
+inline constexpr size_t kCqRingOffset = kCqControlOffset + sizeof(CqControl);
+inline constexpr size_t cq_segment_bytes(uint32_t capacity) {
+  return kCqRingOffset + ring_bytes<Cqe>(capacity);
+}
+inline constexpr size_t kChannelRingOffset = sizeof(SegmentHeader);
+inline constexpr size_t channel_segment_bytes(uint32_t capacity) {
+  return kChannelRingOffset + ring_bytes<ChannelEvent>(capacity);
+}
+
+// Smallest valid ring capacity holding `n` entries (at least 2).
+inline uint32_t ring_capacity_for(uint32_t n) {
+  uint32_t c = 2;
+  while (c < n && c < (1u << 20)) c <<= 1;
+  return c;
+}
+
+}  // namespace ff::shm
