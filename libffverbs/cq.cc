@@ -3,6 +3,7 @@
 // router round trip (an empty poll is two loads).
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -158,7 +159,16 @@ int ffv_poll_cq(ibv_cq* ibcq, int num_entries, ibv_wc* wc) {
     if (got < want) break;
   }
   bool broken = done == 0 && (cq->ring.corrupt() || cq->control->error.load(std::memory_order_relaxed) != 0);
+  bool yield = false;
+  if (done == 0) {
+    uint32_t threshold = poll_yield_threshold();
+    yield = threshold != 0 && ++cq->empty_polls >= threshold;
+    if (yield) cq->empty_polls = 0;
+  } else {
+    cq->empty_polls = 0;
+  }
   cq->lock.unlock();
+  if (yield) sched_yield();  // let the router's poller (or the peer) run
   return broken ? -1 : done;  // an overrun CQ lost completions: verbs reports an error
 }
 

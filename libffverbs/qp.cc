@@ -323,7 +323,12 @@ int ffv_post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad_wr) {
     if (e != 0) break;
   }
   ring_doorbell(*qp);
-  if (e != 0) *bad_wr = wr;
+  if (e != 0) {
+    *bad_wr = wr;
+    debug("post_send on QP %#x failed: %s (opcode %d, %d SGEs, flags %#x, %u queued)", ibqp->qp_num,
+          std::strerror(e), wr->opcode, wr->num_sge, wr->send_flags,
+          static_cast<unsigned>(qp->sq.produced()));
+  }
   return e;
 }
 

@@ -22,6 +22,14 @@ bool debug_enabled() {
   return on;
 }
 
+uint32_t poll_yield_threshold() {
+  static const uint32_t n = [] {
+    const char* v = std::getenv("FFV_POLL_YIELD");
+    return v != nullptr && *v != '\0' ? static_cast<uint32_t>(std::strtoul(v, nullptr, 10)) : 32u;
+  }();
+  return n;
+}
+
 void debug(const char* fmt, ...) {
   if (!debug_enabled()) return;
   char line[1024];

@@ -92,6 +92,7 @@ struct FfCq {
   SpinLock lock;
   FfChannel* channel = nullptr;
   uint32_t events_delivered = 0;  // by get_cq_event; destroy waits for as many acks
+  uint32_t empty_polls = 0;       // consecutive empty polls (adaptive yielding)
   shm::Cqe current{};             // the entry ibv_start_poll/ibv_next_poll is on
 };
 
@@ -172,6 +173,11 @@ class RouterLink {
   std::atomic<uint64_t> epoch_{1};
   uint32_t virtual_ip_ = 0;
 };
+
+// Consecutive empty ibv_poll_cq calls after which the caller yields its CPU
+// (FFV_POLL_YIELD, default 32; 0: never). Apps that spin on an empty CQ
+// would otherwise starve the router's poller on a machine with few cores.
+uint32_t poll_yield_threshold();
 
 // True when FFV_DEBUG is set (read once).
 bool debug_enabled();

@@ -1,5 +1,6 @@
 #include "router/fabric/soft/engine.h"
 
+#include <sched.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -75,6 +76,7 @@ void Engine::unlink_qp(Qp* qp) {
 
 void Engine::loop() {
   uint64_t idle_since = 0;
+  uint64_t idle_spins = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
     bool busy = drain_commands();
     uint64_t now = now_ns();
@@ -85,7 +87,9 @@ void Engine::loop() {
     }
     if (idle_since == 0) idle_since = now;
     if (now - idle_since < static_cast<uint64_t>(spin_.count())) {
-      cpu_relax();
+      // Idle spinning yields too: on a machine with few cores the apps we
+      // serve need the CPU to post the next request.
+      if (++idle_spins % 64 == 0) sched_yield(); else cpu_relax();
       continue;
     }
     sleep_until_work();

@@ -169,9 +169,15 @@ void copy(Pieces& dst, Pieces& src, uint64_t len) {
 
 enum class Outcome { kDone, kWait, kFatal };
 
+// Executes the head WQE of one QP. The requester's completion is left in
+// `completion` for the caller, which first releases the WQE's ring slot: an
+// app that sees the completion may at once reuse the slot.
 class Executor {
  public:
   Executor(Engine& e, Qp& q, uint64_t now) : e_(e), q_(q), now_(now) {}
+
+  bool has_completion = false;
+  Cqe completion{};
 
   Outcome run(const SendWqe& w) {
     switch (w.opcode) {
@@ -246,12 +252,12 @@ class Executor {
 
   // An error completion at the requester; the QP goes to ERR.
   Outcome fail(const SendWqe& w, ibv_wc_status status) {
-    Cqe c{};
-    c.wr_id = w.wr_id;
-    c.status = status;
-    c.opcode = wc_opcode(w.opcode);
-    c.qp_num = q_.qpn;
-    post(q_.send_cq, c, q_);
+    completion = Cqe{};
+    completion.wr_id = w.wr_id;
+    completion.status = status;
+    completion.opcode = wc_opcode(w.opcode);
+    completion.qp_num = q_.qpn;
+    has_completion = true;
     e_.set_error(q_);
     reset_retries();
     return Outcome::kFatal;
@@ -260,12 +266,12 @@ class Executor {
   Outcome done(const SendWqe& w, uint64_t bytes) {
     reset_retries();
     if ((w.send_flags & IBV_SEND_SIGNALED) != 0 || q_.init.sq_sig_all) {
-      Cqe c{};
-      c.wr_id = w.wr_id;
-      c.opcode = wc_opcode(w.opcode);
-      c.byte_len = static_cast<uint32_t>(bytes);
-      c.qp_num = q_.qpn;
-      post(q_.send_cq, c, q_);
+      completion = Cqe{};
+      completion.wr_id = w.wr_id;
+      completion.opcode = wc_opcode(w.opcode);
+      completion.byte_len = static_cast<uint32_t>(bytes);
+      completion.qp_num = q_.qpn;
+      has_completion = true;
     }
     return Outcome::kDone;
   }
@@ -475,9 +481,11 @@ bool Engine::service(Qp& q, uint64_t now) {
   int n = 0;
   SendWqe w;
   while (n < kBatch && q.sq.sc_peek(0, w)) {
-    Outcome o = Executor(*this, q, now).run(w);
+    Executor x(*this, q, now);
+    Outcome o = x.run(w);
     if (o == Outcome::kWait) break;
     q.sq.sc_release(1);
+    if (x.has_completion && !complete(q.send_cq, x.completion)) set_error(q);
     ++n;
     if (o == Outcome::kFatal) break;
   }
