@@ -30,6 +30,12 @@ int print_status(const ff::proto::StatusReply& s) {
     }
   }
   std::printf("total clients=%zu objects=%zu\n", total_clients, total_objects);
+  if (s.counters() != nullptr) {
+    std::printf("counters");
+    for (const auto* c : *s.counters())
+      std::printf(" %s=%llu", c->name()->c_str(), static_cast<unsigned long long>(c->value()));
+    std::printf("\n");
+  }
   return 0;
 }
 

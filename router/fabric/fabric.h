@@ -97,6 +97,14 @@ class FabricQp {
   virtual uint32_t recv_capacity() const = 0;
 };
 
+// Monotonic counters of the data path, for ffctl.
+struct FabricCounters {
+  uint64_t work_requests = 0;  // executed
+  uint64_t bytes = 0;          // moved by them
+  uint64_t error_completions = 0;
+  uint64_t poller_sleeps = 0;
+};
+
 struct FabricDeviceLimits {
   ibv_device_attr_ex attr{};  // node_guid/sys_image_guid are filled per client
   uint32_t max_inline_data = 0;
@@ -110,6 +118,7 @@ class Fabric {
   virtual const FabricDeviceLimits& device_limits() const = 0;
   // The single virtual port's attributes (port 1).
   virtual ibv_port_attr port_attr() const = 0;
+  virtual FabricCounters counters() const = 0;
 
   virtual std::unique_ptr<FabricContext> open_context(FabricError& err) = 0;
   virtual std::unique_ptr<FabricPd> alloc_pd(const Owner& owner, FabricError& err) = 0;

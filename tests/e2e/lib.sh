@@ -56,7 +56,7 @@ ff_container() {
 ff_in_container() {
   local ns="ffc-$1-$$" tenant=$2
   shift 2
-  ip netns exec "$ns" unshare --mount --pid --fork --mount-proc \
+  ip netns exec "$ns" unshare --mount --pid --fork --kill-child --mount-proc \
     env FF_TENANT_DIR="$FF_RUN/tenants/$tenant" FF_HIDE="$FF_RUN" LD_PRELOAD_LATER="$LIBFFVERBS" \
     bash -c '
       set -e
@@ -68,4 +68,54 @@ ff_in_container() {
       unset FF_TENANT_DIR FF_HIDE
       export LD_PRELOAD=$LD_PRELOAD_LATER; unset LD_PRELOAD_LATER
       exec "$@"' ff-container "$@"
+}
+
+# ff_container_pair A IPA B IPB: two containers on one /24, joined by a veth
+# pair (their own network, for the programs' out-of-band TCP exchange).
+ff_container_pair() {
+  local a="ffc-$1-$$" b="ffc-$3-$$"
+  ip netns add "$a"
+  FF_NETNS+=("$a")
+  ip netns add "$b"
+  FF_NETNS+=("$b")
+  ip -n "$a" link set lo up
+  ip -n "$b" link set lo up
+  ip -n "$a" link add eth0 type veth peer name eth0 netns "$b"
+  ip -n "$a" addr add "$2/24" dev eth0
+  ip -n "$b" addr add "$4/24" dev eth0
+  ip -n "$a" link set eth0 up
+  ip -n "$b" link set eth0 up
+}
+
+# ff_wait_listen NAME PORT: waits until something listens on TCP PORT in container NAME.
+ff_wait_listen() {
+  local ns="ffc-$1-$$"
+  for _ in $(seq 200); do
+    ip netns exec "$ns" ss -Hltn "sport = :$2" | grep -q . && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# ff_bytes: the router's "bytes moved" counter.
+ff_bytes() { ff_status | sed -n 's/.* bytes=\([0-9]*\).*/\1/p'; }
+
+# ff_pair SERVER CLIENT SERVER_IP PORT TENANT cmd...: runs `cmd` as a server in
+# container SERVER and `cmd SERVER_IP` as its client in container CLIENT.
+# Logs in $FF_WORK/server.log and client.log; fails the test unless both exit 0.
+ff_pair() {
+  local srv=$1 cli=$2 ip=$3 port=$4 tenant=$5
+  shift 5
+  ff_in_container "$srv" "$tenant" timeout 120 "$@" >"$FF_WORK/server.log" 2>&1 &
+  local spid=$!
+  if ! ff_wait_listen "$srv" "$port"; then
+    kill "$spid" 2>/dev/null; cat "$FF_WORK/server.log"; fail "$* server did not start"
+  fi
+  local crc=0 src=0
+  ff_in_container "$cli" "$tenant" timeout 120 "$@" "$ip" >"$FF_WORK/client.log" 2>&1 || crc=$?
+  wait "$spid" || src=$?
+  if [ $crc -ne 0 ] || [ $src -ne 0 ]; then
+    echo "--- server ($src)"; tail -20 "$FF_WORK/server.log"; echo "--- client ($crc)"; tail -20 "$FF_WORK/client.log"
+    fail "$* (server rc $src, client rc $crc)"
+  fi
 }

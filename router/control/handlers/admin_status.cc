@@ -27,9 +27,15 @@ HandlerStatus handle_admin_status(Session& s, const proto::Request&, std::vector
                                                 fbb.CreateString(r.tenant_socket_path(t)),
                                                 fbb.CreateVector(clients)));
   }
+  FabricCounters fc = r.fabric().counters();
+  std::vector<flatbuffers::Offset<proto::Counter>> counters;
+  for (auto [name, value] : {std::pair{"work_requests", fc.work_requests}, {"bytes", fc.bytes},
+                             {"error_completions", fc.error_completions},
+                             {"poller_sleeps", fc.poller_sleeps}})
+    counters.push_back(proto::CreateCounter(fbb, fbb.CreateString(name), value));
   w.set_body(proto::CreateStatusReply(fbb, fbb.CreateString("ffrouter 0.1.0"),
                                       fbb.CreateString(std::string(r.fabric().name())),
-                                      fbb.CreateVector(tenants)));
+                                      fbb.CreateVector(tenants), fbb.CreateVector(counters)));
   return HandlerStatus::ok();
 }
 

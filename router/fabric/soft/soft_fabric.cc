@@ -60,6 +60,16 @@ ibv_port_attr SoftFabric::port_attr() const {
   return p;
 }
 
+FabricCounters SoftFabric::counters() const {
+  const soft::EngineStats& s = engine_.stats();
+  FabricCounters c;
+  c.work_requests = s.wqes.load(std::memory_order_relaxed);
+  c.bytes = s.bytes.load(std::memory_order_relaxed);
+  c.error_completions = s.error_completions.load(std::memory_order_relaxed);
+  c.poller_sleeps = s.sleeps.load(std::memory_order_relaxed);
+  return c;
+}
+
 std::unique_ptr<FabricContext> SoftFabric::open_context(FabricError&) {
   return std::make_unique<soft::Context>(engine_);
 }

@@ -33,7 +33,7 @@ class SoftFabric final : public Fabric {
   int modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask, std::string& why) override;
   void query_qp(FabricQp& qp, ibv_qp_attr& attr) override;
 
-  const soft::EngineStats& stats() const { return engine_.stats(); }
+  FabricCounters counters() const override;
 
  private:
   uint32_t next_qpn();
