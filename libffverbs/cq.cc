@@ -271,8 +271,8 @@ int ibv_destroy_comp_channel(ibv_comp_channel* channel) {
 
 // Blocks on channel->fd (or fails with EAGAIN when the app made it
 // non-blocking) until a CQ of this channel fired. Events travel in a ring;
-// the eventfd only wakes. If events remain after this one, the fd is made
-// readable again so that poll()/epoll users see them.
+// the eventfd only wakes, and is kept readable exactly while events remain,
+// so that poll()/epoll users see each one once.
 int ibv_get_cq_event(ibv_comp_channel* channel, ibv_cq** cq_out, void** cq_context) {
   FfChannel* ch = to_ff(channel);
   for (;;) {
@@ -283,6 +283,13 @@ int ibv_get_cq_event(ibv_comp_channel* channel, ibv_cq** cq_out, void** cq_conte
         auto it = ch->cqs.find(ev.cq);
         if (it == ch->cqs.end()) continue;  // the CQ was destroyed meanwhile
         FfCq* cq = it->second;
+        // channel->fd must be readable exactly while events are pending:
+        // drain its counter (without blocking), then re-arm it if the
+        // router added an event meanwhile or more were queued.
+        pollfd pf{channel->fd, POLLIN, 0};
+        uint64_t count;
+        if (::poll(&pf, 1, 0) == 1 && ::read(channel->fd, &count, sizeof count) < 0 && errno != EAGAIN)
+          return -1;
         if (!ch->events.empty_guess()) {
           uint64_t one = 1;
           ssize_t n = ::write(channel->fd, &one, sizeof one);
