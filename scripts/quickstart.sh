@@ -1,8 +1,9 @@
 #!/bin/bash
 # The main job: installs what is missing, builds, starts a router with the
-# default configuration, and runs unmodified verbs programs through it from a
-# "container" (a network namespace of its own that shares only the tenant's
-# socket directory with the router). Needs root.
+# default configuration, and runs unmodified verbs programs through it
+# between two "containers" (network namespaces of their own, with private
+# mount and pid namespaces, that share only the tenant's socket directory
+# with the router). Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -13,19 +14,24 @@ source tests/e2e/lib.sh
 
 echo "== starting ffrouter (soft fabric, default tenant) in $FF_RUN"
 ff_start_router
-ff_container app 10.42.0.2
-echo "== container 'app' (netns, address 10.42.0.2) sees only $FF_RUN/tenants/default at /run/ffrouter"
+ff_container_pair app1 10.42.0.1 app2 10.42.0.2
+echo "== containers app1 (10.42.0.1) and app2 (10.42.0.2) see only $FF_RUN/tenants/default at /run/ffrouter"
 echo
-echo "\$ LD_PRELOAD=libffverbs.so ibv_devices"
-ff_in_container app default ibv_devices
+echo "\$ [app1] LD_PRELOAD=libffverbs.so ibv_devinfo"
+ff_in_container app1 default ibv_devinfo
+echo "\$ [app1] ibv_rc_pingpong -g 0   /   [app2] ibv_rc_pingpong -g 0 10.42.0.1"
+ff_pair app1 app2 10.42.0.1 18515 default ibv_rc_pingpong -g 0
+sed 's/^/    /' "$FF_WORK/client.log"
 echo
-echo "\$ LD_PRELOAD=libffverbs.so ibv_devinfo -v"
-ff_in_container app default ibv_devinfo -v
+echo "\$ [app1] ib_write_bw   /   [app2] ib_write_bw 10.42.0.1"
+ff_pair app1 app2 10.42.0.1 18515 default ib_write_bw -n 2000
+sed 's/^/    /' "$FF_WORK/client.log"
 echo
-echo "\$ ffctl status   (while a client holds a context and 2 PDs)"
-ff_in_container app default "$FF_BUILD/bin/ffv_hold" 2 >"$FF_WORK/hold.out" 2>&1 &
-FF_PIDS+=($!)
-for _ in $(seq 100); do grep -q ready "$FF_WORK/hold.out" && break; sleep 0.05; done
+echo "\$ [app1] ib_send_lat   /   [app2] ib_send_lat 10.42.0.1"
+ff_pair app1 app2 10.42.0.1 18515 default ib_send_lat
+grep -A2 '#bytes' "$FF_WORK/client.log" | sed 's/^/    /'
+echo
+echo "\$ ffctl status"
 ff_status
 echo
-echo "== done: the router served the virtual device ffvirt0 with GID ::ffff:10.42.0.2"
+echo "== done: unmodified ibv_rc_pingpong and perftest ran through ffrouter between two containers"
