@@ -1,9 +1,9 @@
 // fork() support. Registered memory is shared with the router through
 // MAP_SHARED memfd mappings, so a fork never copies-on-write a page under an
 // RDMA operation: the parent stays correct without ibv_fork_init, which is
-// what IBV_FORK_UNNEEDED means. (A child shares, rather than copies, those
-// pages; see README.) The child's inherited verbs objects are dead: it must
-// open the device again (RouterLink::on_fork_child).
+// what IBV_FORK_UNNEEDED means. The child gets private copies of those pages
+// (mr.cc, shared_memory_after_fork_child), and its inherited verbs objects
+// are dead: it opens the device again (RouterLink::on_fork_child).
 #include <sys/mman.h>
 #include <unistd.h>
 

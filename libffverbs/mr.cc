@@ -14,15 +14,20 @@
 // memory the app itself mapped MAP_SHARED gives the app a private copy; after
 // fork() a child shares, rather than copies, registered pages.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
+#include <pthread.h>
+#include <ucontext.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "libffverbs/shim.h"
 #include "shm/arena.h"
@@ -33,6 +38,128 @@ namespace shm = ff::shm;
 namespace {
 
 constexpr uint64_t kPage = shm::kPageSize;
+
+// Runs fn(arg) on a freshly mapped stack and returns its result. The
+// caller's stack is saved by swapcontext before fn starts and not written
+// again until fn returns, so fn may copy and remap the caller's own stack
+// pages. fn must not write the caller's memory before its remap is done.
+int run_on_private_stack(int (*fn)(void*), void* arg) {
+  constexpr size_t kStack = 256 << 10;
+  void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) return errno;
+  struct Call {
+    int (*fn)(void*);
+    void* arg;
+    int result;
+  };
+  // Lives on the private stack: written after fn returns without touching the caller's pages.
+  auto* call = new (stack) Call{fn, arg, 0};
+  ucontext_t caller{}, worker{};
+  if (::getcontext(&worker) != 0) {
+    ::munmap(stack, kStack);
+    return errno;
+  }
+  worker.uc_stack.ss_sp = static_cast<char*>(stack) + 64;
+  worker.uc_stack.ss_size = kStack - 64;
+  worker.uc_link = &caller;
+  auto p = reinterpret_cast<uint64_t>(call);
+  ::makecontext(&worker, reinterpret_cast<void (*)()>(+[](unsigned hi, unsigned lo) {
+                  auto* c = reinterpret_cast<Call*>((uint64_t{hi} << 32) | lo);
+                  c->result = c->fn(c->arg);
+                }),
+                2, static_cast<unsigned>(p >> 32), static_cast<unsigned>(p & 0xffffffffu));
+  int rc = ::swapcontext(&caller, &worker);
+  int result = call->result;
+  ::munmap(stack, kStack);
+  return rc != 0 ? errno : result;
+}
+
+// Turns [start, end) (a MAP_SHARED memfd mapping) into private anonymous
+// memory with the same bytes, on the private stack (the range may hold the
+// caller's own stack).
+int privatize(uint64_t start, uint64_t end) {
+  struct Range {
+    uint64_t start, end;
+  } r{start, end};
+  return run_on_private_stack(
+      [](void* arg) -> int {
+        const Range rr = *static_cast<const Range*>(arg);
+        size_t len = rr.end - rr.start;
+        void* tmp = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (tmp == MAP_FAILED) return errno;
+        std::memcpy(tmp, reinterpret_cast<void*>(rr.start), len);
+        void* p = ::mmap(reinterpret_cast<void*>(rr.start), len, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        int e = p == MAP_FAILED ? errno : 0;
+        if (p != MAP_FAILED) std::memcpy(p, tmp, len);
+        ::munmap(tmp, len);
+        return e;
+      },
+      &r);
+}
+
+// True when [start, end) is still exactly one mapping of `fd`: the app may
+// have unmapped (and reused) a buffer while it was registered, and such
+// memory is not ours to touch any more.
+bool still_mapped_from(uint64_t start, uint64_t end, int fd) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/map_files/%lx-%lx", static_cast<unsigned long>(start),
+                static_cast<unsigned long>(end));
+  struct stat mapped {}, ours {};
+  return ::stat(path, &mapped) == 0 && ::fstat(fd, &ours) == 0 && mapped.st_ino == ours.st_ino &&
+         mapped.st_dev == ours.st_dev;
+}
+
+// The reverse: writes the bytes of private [start, end) into `fd` at
+// `offset` and maps the memfd back over the range.
+int reshare(uint64_t start, uint64_t end, int fd, uint64_t offset) {
+  struct Job {
+    uint64_t start, end;
+    int fd;
+    uint64_t offset;
+  } j{start, end, fd, offset};
+  return run_on_private_stack(
+      [](void* arg) -> int {
+        const Job jj = *static_cast<const Job*>(arg);
+        size_t len = jj.end - jj.start;
+        void* view = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, jj.fd, static_cast<off_t>(jj.offset));
+        if (view == MAP_FAILED) return errno;
+        std::memcpy(view, reinterpret_cast<void*>(jj.start), len);
+        ::munmap(view, len);
+        void* p = ::mmap(reinterpret_cast<void*>(jj.start), len, PROT_READ | PROT_WRITE,
+                         MAP_SHARED | MAP_FIXED, jj.fd, static_cast<off_t>(jj.offset));
+        return p == MAP_FAILED ? errno : 0;
+      },
+      &j);
+}
+
+// In a fork child: every mapping backed by one of our memfds (registered
+// pages, ibv_malloc arenas, rings) becomes private memory holding the same
+// bytes, as fork() promises. Without this the child would share those
+// pages with the parent, its stack and heap included.
+void privatize_shared_pages_in_child() {
+  int fd = ::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  static char maps[1 << 20];  // the child is single-threaded here
+  size_t used = 0;
+  ssize_t n;
+  while (used < sizeof maps - 1 && (n = ::read(fd, maps + used, sizeof maps - 1 - used)) > 0)
+    used += static_cast<size_t>(n);
+  ::close(fd);
+  maps[used] = '\0';
+  for (char* line = maps; line != nullptr && *line != '\0';) {
+    char* next = std::strchr(line, '\n');
+    if (next != nullptr) *next++ = '\0';
+    // ffv-mr: registered pages; ffr-*: arenas and the router's rings (a
+    // child polling an inherited CQ must not take the parent's completions).
+    if (std::strstr(line, "/memfd:ffv-mr") != nullptr || std::strstr(line, "/memfd:ffr-") != nullptr) {
+      uint64_t start = std::strtoull(line, nullptr, 16);
+      uint64_t end = std::strtoull(std::strchr(line, '-') + 1, nullptr, 16);
+      privatize(start, end);
+    }
+    line = next;
+  }
+}
 
 struct Region {
   uint64_t end;
@@ -49,6 +176,52 @@ class SharedPages {
   static SharedPages& get() {
     static SharedPages* p = new SharedPages();  // never destroyed (see RouterLink)
     return *p;
+  }
+
+  // fork() prepare (parent, forking thread): the parent goes on writing its
+  // own stack right after fork(), which would write into the child's copy
+  // while the page is still shared. So the forking thread's stack pages that
+  // are registered become private for the duration of the fork.
+  void before_fork() {
+    mu_.lock();  // the table stays consistent across fork (unlocked in both)
+    // The range the forking thread may write after fork(): its frames
+    // below the stack pointer and everything above it up to the stack's
+    // top. (The extent pthread_getattr_np reports for the main thread stops
+    // at the first registered page inside [stack], so it cannot be used for
+    // the lower bound.)
+    auto sp = reinterpret_cast<uint64_t>(__builtin_frame_address(0));
+    uint64_t lo = sp > (uint64_t{1} << 20) ? sp - (uint64_t{1} << 20) : 0;
+    uint64_t hi = sp + (uint64_t{8} << 20);
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+      void* stack = nullptr;
+      size_t size = 0;
+      if (pthread_attr_getstack(&attr, &stack, &size) == 0 && reinterpret_cast<uint64_t>(stack) + size > sp)
+        hi = reinterpret_cast<uint64_t>(stack) + size;
+      pthread_attr_destroy(&attr);
+    }
+    for (auto& [start, reg] : regions_) {
+      uint64_t a = std::max(start, lo), b = std::min(reg.end, hi);
+      if (a >= b) continue;
+      if (privatize(a, b) == 0) stack_pages_.push_back({a, b, start});
+    }
+  }
+  // fork() parent: the stack pages go back to being shared with the router.
+  void after_fork_parent() {
+    for (const auto& p : stack_pages_) {
+      auto it = regions_.find(p.region);
+      if (it != regions_.end()) reshare(p.start, p.end, it->second.fd.get(), p.start - p.region);
+    }
+    stack_pages_.clear();
+    mu_.unlock();
+  }
+  // fork() child: the parent's regions are not ours (their segments belong
+  // to the parent's session), and their pages become private copies.
+  void after_fork_child() {
+    stack_pages_.clear();
+    regions_.clear();
+    mu_.unlock();
+    privatize_shared_pages_in_child();
   }
 
   int acquire(uint64_t start, uint64_t end) {
@@ -82,12 +255,15 @@ class SharedPages {
       Region& reg = r->second;
       if (reg.refs > 0) --reg.refs;
       if (reg.refs == 0 && !reg.pinned) {
-        // The router forgets the segment; the app keeps its (now memfd-backed) memory.
+        // The router forgets the segment, and the pages become ordinary
+        // private memory again (with their bytes): nothing stays shared
+        // past the last registration, so a later fork() copies them as usual.
         if (reg.epoch == RouterLink::get().epoch()) {
           flatbuffers::FlatBufferBuilder fbb;
           RouterLink::get().call(fbb, ff::proto::RequestBody::ReleaseSegment,
                                  ff::proto::CreateReleaseSegment(fbb, reg.segment).Union());
         }
+        if (still_mapped_from(r->first, reg.end, reg.fd.get())) privatize(r->first, reg.end);
         r = regions_.erase(r);
       } else {
         ++r;
@@ -121,27 +297,47 @@ class SharedPages {
     if (!fd) return errno;
     if (::ftruncate(fd.get(), static_cast<off_t>(len)) != 0) return errno;
     if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) return errno;
-    void* copy = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-    if (copy == MAP_FAILED) return errno;
-    // process_vm_readv instead of memcpy: unmapped pages give EFAULT, not SIGSEGV.
-    iovec local{copy, len};
-    iovec remote{reinterpret_cast<void*>(start), len};
-    ssize_t n = ::process_vm_readv(::getpid(), &local, 1, &remote, 1, 0);
-    if (n != static_cast<ssize_t>(len)) {
-      ::munmap(copy, len);
-      debug("reg_mr: pages %#lx-%#lx are not all mapped", static_cast<unsigned long>(start),
-            static_cast<unsigned long>(end));
-      return EFAULT;
-    }
-    void* placed = ::mmap(reinterpret_cast<void*>(start), len, PROT_READ | PROT_WRITE,
-                          MAP_SHARED | MAP_FIXED, fd.get(), 0);
-    ::munmap(copy, len);
-    if (placed == MAP_FAILED) return errno;
+    if (int e = copy_and_remap(start, len, fd.get()); e != 0) return e;
     Region reg;
     reg.end = end;
     reg.fd = std::move(fd);
     regions_.emplace(start, std::move(reg));
     return 0;
+  }
+
+  // Between copying the pages and mapping the copy over them, nothing may
+  // write to them, or the write is lost. The calling thread's own stack may
+  // be on those pages (a registered stack buffer), and every call it makes
+  // writes there; so the copy and the remap run on a separate stack
+  // (run_on_private_stack) while the caller's frames stay untouched.
+  static int copy_and_remap(uint64_t start, size_t len, int fd) {
+    struct Job {
+      uint64_t start;
+      size_t len;
+      int fd;
+    } job{start, len, fd};
+    int e = run_on_private_stack(
+        [](void* arg) -> int {
+          const Job j = *static_cast<const Job*>(arg);  // only reads before the remap
+          void* copy = ::mmap(nullptr, j.len, PROT_READ | PROT_WRITE, MAP_SHARED, j.fd, 0);
+          if (copy == MAP_FAILED) return errno;
+          int result = 0;
+          // process_vm_readv instead of memcpy: unmapped pages give EFAULT, not SIGSEGV.
+          iovec local{copy, j.len};
+          iovec remote{reinterpret_cast<void*>(j.start), j.len};
+          if (::process_vm_readv(::getpid(), &local, 1, &remote, 1, 0) != static_cast<ssize_t>(j.len))
+            result = EFAULT;
+          else if (::mmap(reinterpret_cast<void*>(j.start), j.len, PROT_READ | PROT_WRITE,
+                          MAP_SHARED | MAP_FIXED, j.fd, 0) == MAP_FAILED)
+            result = errno;
+          ::munmap(copy, j.len);
+          return result;
+        },
+        &job);
+    if (e == EFAULT)
+      debug("reg_mr: pages %#lx-%#lx are not all mapped", static_cast<unsigned long>(start),
+            static_cast<unsigned long>(start + len));
+    return e;
   }
 
   int ensure_registered(uint64_t start, Region& reg) {
@@ -161,8 +357,12 @@ class SharedPages {
     return 0;
   }
 
+  struct StackPages {
+    uint64_t start, end, region;
+  };
   std::mutex mu_;
   std::map<uint64_t, Region> regions_;  // by start; disjoint, page-aligned
+  std::vector<StackPages> stack_pages_;  // privatized for the fork in progress
 };
 
 // The ibv_malloc arenas.
@@ -171,6 +371,14 @@ class Arenas {
   static Arenas& get() {
     static Arenas* a = new Arenas();
     return *a;
+  }
+  // Fork child: the arenas' pages are private copies now (see
+  // privatize_shared_pages_in_child); buffers the child already holds stay
+  // usable as memory, and new ibv_malloc calls get a fresh arena.
+  void forget_after_fork() {
+    new (&mu_) std::mutex();
+    for (auto& a : arenas_) a.release();  // leaked on purpose: their mappings became the child's private memory
+    arenas_.clear();
   }
   void* allocate(size_t size) {
     std::lock_guard lock(mu_);
@@ -244,6 +452,13 @@ ibv_mr* register_mr(ibv_pd* ibpd, void* addr, size_t length, uint64_t iova, unsi
 }  // namespace
 
 namespace ff::verbs {
+
+void shared_memory_before_fork() { SharedPages::get().before_fork(); }
+void shared_memory_after_fork_parent() { SharedPages::get().after_fork_parent(); }
+void shared_memory_after_fork_child() {
+  SharedPages::get().after_fork_child();
+  Arenas::get().forget_after_fork();
+}
 
 int acquire_shared_pages(uint64_t addr, uint64_t length, uint64_t& page_start, uint64_t& page_end) {
   if (addr + length < addr) return EINVAL;

@@ -48,7 +48,8 @@ RouterLink& RouterLink::get() {
 }
 
 RouterLink::RouterLink() {
-  pthread_atfork(nullptr, nullptr, [] { RouterLink::get().on_fork_child(); });
+  pthread_atfork(shared_memory_before_fork, shared_memory_after_fork_parent,
+                 [] { RouterLink::get().on_fork_child(); });
 }
 
 std::string RouterLink::socket_path() const {
@@ -61,6 +62,7 @@ void RouterLink::on_fork_child() {
   // it inherited belong to the parent's session.
   client_.disconnect();
   ++epoch_;
+  shared_memory_after_fork_child();
 }
 
 int RouterLink::ensure_connected() {

@@ -135,6 +135,12 @@ ibv_qp* ffv_create_qp_ex(ibv_context* context, ibv_qp_init_attr_ex* attr);
 // 0 or an errno; every successful acquire is paired with a release.
 int acquire_shared_pages(uint64_t addr, uint64_t length, uint64_t& page_start, uint64_t& page_end);
 void release_shared_pages(uint64_t page_start, uint64_t page_end);
+// fork() handlers for shared memory (mr.cc): the child gets private copies
+// of registered pages and arenas; the forking thread's registered stack
+// pages are private while fork() runs.
+void shared_memory_before_fork();
+void shared_memory_after_fork_parent();
+void shared_memory_after_fork_child();
 
 // Fills every slot of a context's ops tables (implemented or EOPNOTSUPP).
 void init_context_ops(FfContext& ctx);

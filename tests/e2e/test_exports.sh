@@ -1,21 +1,22 @@
 #!/bin/bash
 # libffverbs exports exactly the public libibverbs API (every default-version
 # symbol of the host's libibverbs, in the same version node) plus
-# ibv_query_gid_type@IBVERBS_PRIVATE_34, and nothing else.
+# ibv_query_gid_type@IBVERBS_PRIVATE_34 and its own ibv_malloc/ibv_free
+# (FFVERBS_1.0), and nothing else.
 source "$(dirname "$0")/lib.sh"
 
 host=$(readelf --dyn-syms -W /usr/lib/x86_64-linux-gnu/libibverbs.so.1 |
        awk '$7!="UND" && $8 ~ /@@IBVERBS_1/ {print $8}' | sed 's/@@/@/' | sort)
 ours=$(readelf --dyn-syms -W "$LIBFFVERBS" |
        awk '$7!="UND" && $8 ~ /@@/ && $4=="FUNC" {print $8}' | sed 's/@@/@/' | sort)
-want=$(printf '%s\nibv_query_gid_type@IBVERBS_PRIVATE_34\n' "$host" | sort)
+want=$(printf '%s\nibv_query_gid_type@IBVERBS_PRIVATE_34\nibv_malloc@FFVERBS_1.0\nibv_free@FFVERBS_1.0\n' "$host" | sort)
 if [ "$ours" != "$want" ]; then
   diff <(echo "$want") <(echo "$ours") | sed 's/^</missing:/; s/^>/extra:/' | grep -E 'missing|extra'
   fail "libffverbs exports differ from the public libibverbs API"
 fi
 pass "libffverbs exports the $(wc -l <<<"$want") public libibverbs symbols in their version nodes"
 other=$(readelf --dyn-syms -W "$LIBFFVERBS" | awk '$7!="UND" && $5=="GLOBAL" && $4!="OBJECT" {print $8}' |
-        grep -v '@@\(IBVERBS\)' | grep -v '^IBVERBS' || true)
+        grep -v '@@\(IBVERBS\|FFVERBS\)' | grep -v '^\(IBVERBS\|FFVERBS\)' || true)
 [ -z "$other" ] || fail "unexpected exports: $other"
 pass "nothing else is exported (the static C++ runtime stays local)"
 echo "2 passed, 0 failed"

@@ -921,6 +921,38 @@ TEST_F(Verbs, IbvMallocBuffersNeedNoCopy) {
   ff_free(b);
 }
 
+TEST_F(Verbs, ForkGivesTheChildAPrivateCopyOfRegisteredMemory) {
+  Pages buf(2);
+  std::strcpy(reinterpret_cast<char*>(buf.base), "parent data");
+  char on_stack[32] = "stack data";  // registered while fork() runs
+  ibv_mr* m = mr(buf.base, buf.size);
+  ibv_mr* sm = mr(on_stack, sizeof on_stack);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    bool same = std::strcmp(reinterpret_cast<char*>(buf.base), "parent data") == 0 &&
+                std::strcmp(on_stack, "stack data") == 0;
+    std::strcpy(reinterpret_cast<char*>(buf.base), "child wrote");  // its own copy
+    _exit(same ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "child killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the child did not see the parent's bytes";
+  EXPECT_STREQ(reinterpret_cast<char*>(buf.base), "parent data");
+  EXPECT_STREQ(on_stack, "stack data");
+  // The registrations still work in the parent.
+  Pair p = pair();
+  ibv_sge s{reinterpret_cast<uint64_t>(on_stack), 11, sm->lkey};
+  ibv_send_wr w = wr(IBV_WR_RDMA_WRITE, 1, &s, 1);
+  w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(buf.base + 4096);
+  w.wr.rdma.rkey = m->rkey;
+  ASSERT_EQ(post(p.a, w), 0);
+  ASSERT_EQ(poll1(p.scq).status, IBV_WC_SUCCESS);
+  EXPECT_STREQ(reinterpret_cast<char*>(buf.base + 4096), "stack data");
+  dereg(sm);
+}
+
 // --- completion channels ----------------------------------------------------
 
 TEST_F(Verbs, CompletionChannelBlockingNonblockingPollAndSolicited) {
@@ -1063,35 +1095,43 @@ TEST_F(Verbs, PeerKilledMidTransferFailsOutstandingAndNewWork) {
                                       IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER),
             0);
   ASSERT_EQ(to_rts(q, quick), 0);
-  // Stream writes, then kill the peer while they are in flight.
+  // Writes flow while the peer lives.
   ibv_sge s{reinterpret_cast<uint64_t>(buf.base), 64 << 10, m->lkey};
-  int posted = 0;
-  for (int i = 0; i < 400; ++i) {
-    ibv_send_wr w = wr(IBV_WR_RDMA_WRITE, static_cast<uint64_t>(i), &s, 1);
+  auto post_write = [&](uint64_t id) {
+    ibv_send_wr w = wr(IBV_WR_RDMA_WRITE, id, &s, 1);
     w.wr.rdma.remote_addr = remote_addr;
     w.wr.rdma.rkey = msg[1];
-    if (post(q, w) == 0) ++posted;
-    if (i == 50) kill(child, SIGKILL);
-  }
+    return post(q, w);
+  };
+  for (uint64_t i = 0; i < 50; ++i) ASSERT_EQ(post_write(i), 0);
+  for (int i = 0; i < 50; ++i) ASSERT_EQ(poll1(c).status, IBV_WC_SUCCESS);
+  // Kill it with batches in flight: every work request still completes; once
+  // one fails, all that follow fail too; and failure comes within seconds.
+  ASSERT_EQ(kill(child, SIGKILL), 0);
   int status = 0;
   ASSERT_EQ(waitpid(child, &status, 0), child);
-  int ok = 0, errors = 0;
-  while (ok + errors < posted) {
-    ibv_wc wc = poll1(c);
-    if (wc.wr_id == ~0ull) break;  // poll1 already reported the hang
-    (wc.status == IBV_WC_SUCCESS ? ok : errors) += 1;
-    if (wc.status != IBV_WC_SUCCESS) {
-      EXPECT_TRUE(wc.status == IBV_WC_RETRY_EXC_ERR || wc.status == IBV_WC_WR_FLUSH_ERR) << wc.status;
+  bool failed = false;
+  int after_failure = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (uint64_t batch = 0; !failed || after_failure < 20; ++batch) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no error completion after the peer died";
+    for (uint64_t i = 0; i < 20; ++i) ASSERT_EQ(post_write(1000 + batch * 20 + i), 0);
+    for (int i = 0; i < 20; ++i) {
+      ibv_wc wc = poll1(c);
+      ASSERT_NE(wc.wr_id, ~0ull);  // poll1 reported a hang
+      if (wc.status == IBV_WC_SUCCESS) {
+        EXPECT_FALSE(failed) << "a success after an error completion";
+        continue;
+      }
+      if (!failed) {
+        EXPECT_EQ(wc.status, IBV_WC_RETRY_EXC_ERR);  // the peer does not answer
+        failed = true;
+      } else {
+        EXPECT_EQ(wc.status, IBV_WC_WR_FLUSH_ERR);
+        ++after_failure;
+      }
     }
   }
-  EXPECT_GT(errors, 0);
-  EXPECT_EQ(ok + errors, posted);
-  // New work fails too, at once.
-  ibv_send_wr w = wr(IBV_WR_RDMA_WRITE, 999, &s, 1);
-  w.wr.rdma.remote_addr = remote_addr;
-  w.wr.rdma.rkey = msg[1];
-  ASSERT_EQ(post(q, w), 0);
-  EXPECT_EQ(poll1(c).status, IBV_WC_WR_FLUSH_ERR);
   close(to_child[0]);
   close(to_child[1]);
   close(to_parent[0]);

@@ -111,27 +111,55 @@ TEST_F(Device, ProtectionDomains) {
 }
 
 TEST_F(Device, UnimplementedVerbsFailWithEopnotsuppNeverCrash) {
+  ibv_pd* pd = ibv_alloc_pd(ctx);
+  ASSERT_NE(pd, nullptr);
+  ibv_cq* cq = ibv_create_cq(ctx, 16, nullptr, nullptr, 0);
+  ASSERT_NE(cq, nullptr);
+  ibv_qp_init_attr ud{};
+  ud.send_cq = cq;
+  ud.recv_cq = cq;
+  ud.qp_type = IBV_QPT_UD;
+  ud.cap = {8, 8, 1, 1, 0};
   errno = 0;
-  EXPECT_EQ(ibv_create_cq(ctx, 16, nullptr, nullptr, 0), nullptr);
+  EXPECT_EQ(ibv_create_qp(pd, &ud), nullptr);
   EXPECT_EQ(errno, EOPNOTSUPP);
-  ibv_cq_init_attr_ex cq_attr{};
-  cq_attr.cqe = 16;
+  ibv_srq_init_attr sa{};
+  sa.attr.max_wr = 8;
+  sa.attr.max_sge = 1;
   errno = 0;
-  EXPECT_EQ(ibv_create_cq_ex(ctx, &cq_attr), nullptr);
+  EXPECT_EQ(ibv_create_srq(pd, &sa), nullptr);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  ibv_ah_attr ah{};
+  ah.port_num = 1;
+  errno = 0;
+  EXPECT_EQ(ibv_create_ah(pd, &ah), nullptr);
   EXPECT_EQ(errno, EOPNOTSUPP);
   ibv_xrcd_init_attr x{};
   errno = 0;
   EXPECT_EQ(ibv_open_xrcd(ctx, &x), nullptr);
   EXPECT_EQ(errno, EOPNOTSUPP);
-  ibv_pd* pd = ibv_alloc_pd(ctx);
-  ASSERT_NE(pd, nullptr);
-  char buf[64];
-  errno = 0;
-  EXPECT_EQ(ibv_reg_mr(pd, buf, sizeof buf, IBV_ACCESS_LOCAL_WRITE), nullptr);
-  EXPECT_EQ(errno, EOPNOTSUPP);
   errno = 0;
   EXPECT_EQ(ibv_alloc_mw(pd, IBV_MW_TYPE_1), nullptr);
   EXPECT_NE(errno, 0);
+  EXPECT_EQ(ibv_resize_cq(cq, 32), EOPNOTSUPP);
+  EXPECT_EQ(ibv_destroy_cq(cq), 0);
+  EXPECT_EQ(ibv_dealloc_pd(pd), 0);
+}
+
+TEST_F(Device, StackBuffersCanBeRegistered) {
+  // The registering thread's own frames share the buffer's page.
+  ibv_pd* pd = ibv_alloc_pd(ctx);
+  ASSERT_NE(pd, nullptr);
+  volatile char before = 'b';
+  char buf[64];
+  volatile char after = 'a';
+  std::strcpy(buf, "on the stack");
+  ibv_mr* mr = ibv_reg_mr(pd, buf, sizeof buf, IBV_ACCESS_LOCAL_WRITE);
+  ASSERT_NE(mr, nullptr) << std::strerror(errno);
+  EXPECT_STREQ(buf, "on the stack");
+  EXPECT_EQ(before, 'b');
+  EXPECT_EQ(after, 'a');
+  EXPECT_EQ(ibv_dereg_mr(mr), 0);
   EXPECT_EQ(ibv_dealloc_pd(pd), 0);
 }
 
