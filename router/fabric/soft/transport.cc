@@ -361,11 +361,16 @@ class Executor {
     return done(w, src.total);
   }
 
+  // READ responses and atomic results land in local memory: the SGEs need
+  // LOCAL_WRITE, and there is no inline form.
+  ibv_wc_status local_destination(const SendWqe& w, Sges& dst) {
+    if ((w.send_flags & IBV_SEND_INLINE) != 0) return IBV_WC_LOC_QP_OP_ERR;
+    return resolve_local(e_, q_, w.payload.sge, w.num_sge, IBV_ACCESS_LOCAL_WRITE, dst);
+  }
+
   Outcome read(const SendWqe& w) {
-    if ((w.send_flags & IBV_SEND_INLINE) != 0) return fail(w, IBV_WC_LOC_QP_OP_ERR);
     Sges dst;
-    ibv_wc_status st = resolve_local(e_, q_, w.payload.sge, w.num_sge, IBV_ACCESS_LOCAL_WRITE, dst);
-    if (st != IBV_WC_SUCCESS) return fail(w, st);
+    if (ibv_wc_status st = local_destination(w, dst); st != IBV_WC_SUCCESS) return fail(w, st);
     Qp* t = target();
     if (t == nullptr) return no_answer(w);
     if (dst.total > 0) {
@@ -380,10 +385,8 @@ class Executor {
   }
 
   Outcome atomic(const SendWqe& w) {
-    if ((w.send_flags & IBV_SEND_INLINE) != 0) return fail(w, IBV_WC_LOC_QP_OP_ERR);
     Sges dst;
-    ibv_wc_status st = resolve_local(e_, q_, w.payload.sge, w.num_sge, IBV_ACCESS_LOCAL_WRITE, dst);
-    if (st != IBV_WC_SUCCESS) return fail(w, st);
+    if (ibv_wc_status st = local_destination(w, dst); st != IBV_WC_SUCCESS) return fail(w, st);
     if (dst.total != 8 || w.num_sge != 1) return fail(w, IBV_WC_LOC_LEN_ERR);
     Qp* t = target();
     if (t == nullptr) return no_answer(w);
