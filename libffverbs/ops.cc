@@ -62,7 +62,7 @@ void init_context_ops(FfContext& ctx) {
   unsupported(ops._compat_modify_srq);
   unsupported(ops._compat_query_srq);
   unsupported(ops._compat_destroy_srq);
-  unsupported(ops.post_srq_recv);
+  ops.post_srq_recv = ffv_post_srq_recv;
   unsupported(ops._compat_create_qp);
   unsupported(ops._compat_query_qp);
   unsupported(ops._compat_modify_qp);

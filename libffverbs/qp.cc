@@ -69,6 +69,12 @@ int build_send(const FfQp& qp, const ibv_send_wr& wr, shm::SendWqe& w) {
     default:
       break;
   }
+  if (qp.qpx.qp_base.qp_type == IBV_QPT_UD) {
+    if (wr.wr.ud.ah == nullptr) return EINVAL;
+    w.ah = to_ff(wr.wr.ud.ah)->id;
+    w.remote_qpn = wr.wr.ud.remote_qpn;
+    w.remote_qkey = wr.wr.ud.remote_qkey;
+  }
   if ((wr.send_flags & IBV_SEND_INLINE) != 0 &&
       (wr.opcode == IBV_WR_SEND || wr.opcode == IBV_WR_SEND_WITH_IMM ||
        wr.opcode == IBV_WR_RDMA_WRITE || wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM)) {
@@ -192,6 +198,17 @@ void wr_set_inline_data(ibv_qp_ex* q, void* addr, size_t length) {
   ibv_data_buf b{addr, length};
   wr_set_inline_data_list(q, 1, &b);
 }
+void wr_set_ud_addr(ibv_qp_ex* q, ibv_ah* ah, uint32_t remote_qpn, uint32_t remote_qkey) {
+  auto* w = last_wr(q);
+  if (w == nullptr) return;
+  if (ah == nullptr) {
+    to_ff(q)->pending_error = EINVAL;
+    return;
+  }
+  w->ah = to_ff(ah)->id;
+  w->remote_qpn = remote_qpn;
+  w->remote_qkey = remote_qkey;
+}
 void wr_unsupported(FfQp* qp) {
   if (qp->pending_error == 0) qp->pending_error = EOPNOTSUPP;
 }
@@ -226,14 +243,15 @@ ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
   FfContext* ctx = to_ff(context);
   if (context_is_stale(*ctx)) return fail_ptr<ibv_qp>(EIO);
   if (attr.pd == nullptr || attr.send_cq == nullptr || attr.recv_cq == nullptr) return fail_ptr<ibv_qp>(EINVAL);
-  if (attr.srq != nullptr) return fail_ptr<ibv_qp>(EOPNOTSUPP);
-  if (attr.qp_type != IBV_QPT_RC) return fail_ptr<ibv_qp>(EOPNOTSUPP);
+  if (attr.qp_type != IBV_QPT_RC && attr.qp_type != IBV_QPT_UC && attr.qp_type != IBV_QPT_UD)
+    return fail_ptr<ibv_qp>(EOPNOTSUPP);
   flatbuffers::FlatBufferBuilder fbb;
   auto cap = proto::to_wire(attr.cap);
   auto r = RouterLink::get().call(
       fbb, proto::RequestBody::CreateQp,
       proto::CreateCreateQp(fbb, to_ff(attr.pd)->handle, to_ff(attr.send_cq)->handle,
-                            to_ff(attr.recv_cq)->handle, 0, static_cast<uint8_t>(attr.qp_type),
+                            to_ff(attr.recv_cq)->handle, attr.srq != nullptr ? to_ff(attr.srq)->handle : 0,
+                            static_cast<uint8_t>(attr.qp_type),
                             attr.sq_sig_all != 0, &cap)
           .Union());
   const auto* reply = r.error == 0 ? r.reply()->body_as_CreateQpReply() : nullptr;
@@ -271,7 +289,7 @@ ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
   q.pd = attr.pd;
   q.send_cq = attr.send_cq;
   q.recv_cq = attr.recv_cq;
-  q.srq = nullptr;
+  q.srq = attr.srq;
   q.handle = qp->handle;
   q.qp_num = reply->qp_num();
   q.state = IBV_QPS_RESET;
@@ -291,7 +309,7 @@ ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
   x.wr_send_imm = wr_send_imm;
   x.wr_send_inv = [](ibv_qp_ex* self, uint32_t) { wr_unsupported(to_ff(self)); };
   x.wr_send_tso = [](ibv_qp_ex* self, void*, uint16_t, uint16_t) { wr_unsupported(to_ff(self)); };
-  x.wr_set_ud_addr = [](ibv_qp_ex* self, ibv_ah*, uint32_t, uint32_t) { wr_unsupported(to_ff(self)); };
+  x.wr_set_ud_addr = wr_set_ud_addr;
   x.wr_set_xrc_srqn = [](ibv_qp_ex* self, uint32_t) { wr_unsupported(to_ff(self)); };
   x.wr_set_inline_data = wr_set_inline_data;
   x.wr_set_inline_data_list = wr_set_inline_data_list;
@@ -307,6 +325,15 @@ ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
 }  // namespace
 
 namespace ff::verbs {
+
+int build_recv(const ibv_recv_wr& wr, uint32_t max_sge, shm::RecvWqe& r) {
+  if (wr.num_sge < 0 || static_cast<uint32_t>(wr.num_sge) > max_sge) return EINVAL;
+  r.wr_id = wr.wr_id;
+  r.num_sge = static_cast<uint32_t>(wr.num_sge);
+  r.reserved = 0;
+  for (int i = 0; i < wr.num_sge; ++i) r.sge[i] = {wr.sg_list[i].addr, wr.sg_list[i].length, wr.sg_list[i].lkey};
+  return 0;
+}
 
 int ffv_post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad_wr) {
   FfQp* qp = to_ff(ibqp);
@@ -334,21 +361,17 @@ int ffv_post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad_wr) {
 
 int ffv_post_recv(ibv_qp* ibqp, ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
   FfQp* qp = to_ff(ibqp);
-  if (ibqp->state == IBV_QPS_RESET) {
+  if (ibqp->state == IBV_QPS_RESET || ibqp->srq != nullptr) {  // an SRQ QP takes no receives of its own
     *bad_wr = wr;
     return EINVAL;
   }
   std::lock_guard lock(qp->recv_mu);
   for (; wr != nullptr; wr = wr->next) {
-    if (wr->num_sge < 0 || static_cast<uint32_t>(wr->num_sge) > qp->cap.max_recv_sge) {
+    shm::RecvWqe r;
+    if (build_recv(*wr, qp->cap.max_recv_sge, r) != 0) {
       *bad_wr = wr;
       return EINVAL;
     }
-    shm::RecvWqe r;
-    r.wr_id = wr->wr_id;
-    r.num_sge = static_cast<uint32_t>(wr->num_sge);
-    r.reserved = 0;
-    for (int i = 0; i < wr->num_sge; ++i) r.sge[i] = {wr->sg_list[i].addr, wr->sg_list[i].length, wr->sg_list[i].lkey};
     if (!qp->rq.sp_try_push(r)) {
       *bad_wr = wr;
       return ENOMEM;

@@ -111,6 +111,22 @@ struct FfQp {
   int pending_error = 0;
 };
 
+struct FfSrq {
+  ibv_srq srq;  // first: apps hold &srq
+  uint32_t handle = 0;
+  uint64_t link_epoch = 0;
+  shm::Mapping segment;
+  shm::RingProducer<shm::RecvWqe> ring;
+  uint32_t max_sge = 0;
+  std::mutex mu;
+};
+
+struct FfAh {
+  ibv_ah ah;        // first: apps hold &ah
+  uint32_t id = 0;  // what UD work requests carry
+  uint64_t link_epoch = 0;
+};
+
 inline FfContext* to_ff(ibv_context* ctx) {
   return reinterpret_cast<FfContext*>(reinterpret_cast<char*>(ctx) -
                                       offsetof(FfContext, vctx.context));
@@ -122,6 +138,8 @@ inline FfCq* to_ff(ibv_cq_ex* cq) { return reinterpret_cast<FfCq*>(cq); }
 inline FfQp* to_ff(ibv_qp* qp) { return reinterpret_cast<FfQp*>(qp); }
 inline FfQp* to_ff(ibv_qp_ex* qp) { return reinterpret_cast<FfQp*>(qp); }
 inline FfChannel* to_ff(ibv_comp_channel* ch) { return reinterpret_cast<FfChannel*>(ch); }
+inline FfSrq* to_ff(ibv_srq* srq) { return reinterpret_cast<FfSrq*>(srq); }
+inline FfAh* to_ff(ibv_ah* ah) { return reinterpret_cast<FfAh*>(ah); }
 
 // Extension ops and the ops-table entries implemented in cq.cc and qp.cc.
 int ffv_poll_cq(ibv_cq* cq, int num_entries, ibv_wc* wc);
@@ -130,6 +148,10 @@ ibv_cq_ex* ffv_create_cq_ex(ibv_context* context, ibv_cq_init_attr_ex* attr);
 int ffv_post_send(ibv_qp* qp, ibv_send_wr* wr, ibv_send_wr** bad_wr);
 int ffv_post_recv(ibv_qp* qp, ibv_recv_wr* wr, ibv_recv_wr** bad_wr);
 ibv_qp* ffv_create_qp_ex(ibv_context* context, ibv_qp_init_attr_ex* attr);
+int ffv_post_srq_recv(ibv_srq* srq, ibv_recv_wr* wr, ibv_recv_wr** bad_wr);
+
+// Builds a receive descriptor; 0 or EINVAL (too many SGEs).
+int build_recv(const ibv_recv_wr& wr, uint32_t max_sge, shm::RecvWqe& r);
 
 // Shares the pages of [addr, addr + length) with the router (mr.cc).
 // 0 or an errno; every successful acquire is paired with a release.

@@ -13,15 +13,6 @@ using ff::verbs::fail_ptr;
 
 extern "C" {
 
-// SRQs and address handles arrive with the UD/SRQ milestone.
-ibv_srq* ibv_create_srq(ibv_pd*, ibv_srq_init_attr*) { return fail_ptr<ibv_srq>(EOPNOTSUPP); }
-int ibv_modify_srq(ibv_srq*, ibv_srq_attr*, int) { return fail_int(EOPNOTSUPP); }
-int ibv_query_srq(ibv_srq*, ibv_srq_attr*) { return fail_int(EOPNOTSUPP); }
-int ibv_destroy_srq(ibv_srq*) { return fail_int(EOPNOTSUPP); }
-ibv_ah* ibv_create_ah(ibv_pd*, ibv_ah_attr*) { return fail_ptr<ibv_ah>(EOPNOTSUPP); }
-ibv_ah* ibv_create_ah_from_wc(ibv_pd*, ibv_wc*, ibv_grh*, uint8_t) { return fail_ptr<ibv_ah>(EOPNOTSUPP); }
-int ibv_init_ah_from_wc(ibv_context*, uint8_t, ibv_wc*, ibv_grh*, ibv_ah_attr*) { return fail_int(EOPNOTSUPP); }
-int ibv_destroy_ah(ibv_ah*) { return fail_int(EOPNOTSUPP); }
 int ibv_query_qp_data_in_order(ibv_qp*, ibv_wr_opcode, uint32_t) { return 0; }  // 0: no ordering guarantee claimed
 
 // Multicast: not supported by the virtual device (max_mcast_grp = 0).

@@ -92,6 +92,18 @@ static_assert(sizeof(CqControl) == kCacheLine, "descriptor layout is ABI");
 inline constexpr uint32_t kArmNext = 1;
 inline constexpr uint32_t kArmSolicited = 2;
 
+// The 40-byte Global Route Header written at the head of every UD receive
+// buffer (verbs' struct ibv_grh layout, network order).
+struct WireGrh {
+  uint32_t version_tclass_flow;
+  uint16_t paylen;
+  uint8_t next_hdr;
+  uint8_t hop_limit;
+  uint8_t sgid[16];
+  uint8_t dgid[16];
+};
+static_assert(sizeof(WireGrh) == 40, "the GRH is 40 bytes");
+
 // One completion event: which CQ (the router's handle) fired.
 struct ChannelEvent {
   uint32_t cq;
@@ -111,6 +123,10 @@ inline constexpr size_t kCqControlOffset = sizeof(SegmentHeader);
 inline constexpr size_t kCqRingOffset = kCqControlOffset + sizeof(CqControl);
 inline constexpr size_t cq_segment_bytes(uint32_t capacity) {
   return kCqRingOffset + ring_bytes<Cqe>(capacity);
+}
+inline constexpr size_t kSrqRingOffset = sizeof(SegmentHeader);
+inline constexpr size_t srq_segment_bytes(uint32_t capacity) {
+  return kSrqRingOffset + ring_bytes<RecvWqe>(capacity);
 }
 inline constexpr size_t kChannelRingOffset = sizeof(SegmentHeader);
 inline constexpr size_t channel_segment_bytes(uint32_t capacity) {

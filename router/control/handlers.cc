@@ -37,6 +37,12 @@ struct DispatchTables {
     on(B::ModifyQp, handle_modify_qp);
     on(B::QueryQp, handle_query_qp);
     on(B::DestroyQp, handle_destroy_qp);
+    on(B::CreateSrq, handle_create_srq);
+    on(B::ModifySrq, handle_modify_srq);
+    on(B::QuerySrq, handle_query_srq);
+    on(B::DestroySrq, handle_destroy_srq);
+    on(B::CreateAh, handle_create_ah);
+    on(B::DestroyAh, handle_destroy_ah);
     admin[static_cast<size_t>(B::AdminStatus)] = {handle_admin_status, 0};
   }
 };

@@ -39,6 +39,12 @@ FF_HANDLER(handle_create_qp);
 FF_HANDLER(handle_modify_qp);
 FF_HANDLER(handle_query_qp);
 FF_HANDLER(handle_destroy_qp);
+FF_HANDLER(handle_create_srq);
+FF_HANDLER(handle_modify_srq);
+FF_HANDLER(handle_query_srq);
+FF_HANDLER(handle_destroy_srq);
+FF_HANDLER(handle_create_ah);
+FF_HANDLER(handle_destroy_ah);
 
 struct HandlerEntry {
   Handler handler = nullptr;

@@ -22,6 +22,10 @@ const char* kind_name(ObjectKind kind) {
       return "cqs";
     case ObjectKind::kQp:
       return "qps";
+    case ObjectKind::kSrq:
+      return "srqs";
+    case ObjectKind::kAh:
+      return "ahs";
     case ObjectKind::kCount:
       break;
   }

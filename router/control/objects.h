@@ -13,7 +13,7 @@
 
 namespace ff::router {
 
-enum class ObjectKind : uint8_t { kContext, kPd, kSegment, kMr, kChannel, kCq, kQp, kCount };
+enum class ObjectKind : uint8_t { kContext, kPd, kSegment, kMr, kChannel, kCq, kQp, kSrq, kAh, kCount };
 const char* kind_name(ObjectKind kind);
 
 struct Object {
@@ -48,6 +48,8 @@ using MrObject = FabricObject<ObjectKind::kMr, FabricMr>;
 using ChannelObject = FabricObject<ObjectKind::kChannel, FabricChannel>;
 using CqObject = FabricObject<ObjectKind::kCq, FabricCq>;
 using QpObject = FabricObject<ObjectKind::kQp, FabricQp>;
+using SrqObject = FabricObject<ObjectKind::kSrq, FabricSrq>;
+using AhObject = FabricObject<ObjectKind::kAh, FabricAh>;
 
 // Owned by one Session; used only from the Asio thread.
 class ObjectTable {

@@ -81,6 +81,23 @@ class FabricCq {
   virtual uint32_t capacity() const = 0;
 };
 
+// A shared receive queue.
+class FabricSrq {
+ public:
+  virtual ~FabricSrq() = default;
+  virtual int segment_fd() const = 0;
+  virtual uint32_t capacity() const = 0;
+  virtual uint32_t max_sge() const = 0;
+};
+
+// An address handle: where UD datagrams go.
+class FabricAh {
+ public:
+  virtual ~FabricAh() = default;
+  // What work requests name it by (fabric-wide, checked against the PD).
+  virtual uint32_t id() const = 0;
+};
+
 struct QpInit {
   ibv_qp_type type = IBV_QPT_RC;
   ibv_qp_cap cap{};
@@ -134,9 +151,16 @@ class Fabric {
   // `event_tag` is what the channel reports when this CQ fires (the client's handle).
   virtual std::unique_ptr<FabricCq> create_cq(FabricContext& ctx, int cqe, FabricChannel* channel,
                                               uint32_t event_tag, FabricError& err) = 0;
+  // `srq` may be null (the QP has its own receive queue).
   virtual std::unique_ptr<FabricQp> create_qp(FabricContext& ctx, FabricPd& pd, FabricCq& send_cq,
-                                              FabricCq& recv_cq, const QpInit& init,
+                                              FabricCq& recv_cq, FabricSrq* srq, const QpInit& init,
                                               FabricError& err) = 0;
+  virtual std::unique_ptr<FabricSrq> create_srq(FabricContext& ctx, FabricPd& pd, uint32_t max_wr,
+                                                uint32_t max_sge, uint32_t srq_limit, FabricError& err) = 0;
+  // IBV_SRQ_LIMIT arms the limit event; resizing (IBV_SRQ_MAX_WR) is EOPNOTSUPP.
+  virtual int modify_srq(FabricSrq& srq, uint32_t mask, uint32_t srq_limit, std::string& why) = 0;
+  virtual uint32_t query_srq_limit(FabricSrq& srq) = 0;
+  virtual std::unique_ptr<FabricAh> create_ah(FabricPd& pd, const ibv_ah_attr& attr, FabricError& err) = 0;
   virtual int modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask, std::string& why) = 0;
   virtual void query_qp(FabricQp& qp, ibv_qp_attr& attr) = 0;
 };

@@ -13,7 +13,11 @@ HandlerStatus handle_create_qp(Session& s, const proto::Request& req, std::vecto
   auto* rcq = s.objects().find<CqObject>(r->recv_cq(), ObjectKind::kCq);
   if (pd == nullptr) return HandlerStatus::fail(EINVAL, "no such protection domain");
   if (scq == nullptr || rcq == nullptr) return HandlerStatus::fail(EINVAL, "no such completion queue");
-  if (r->srq() != 0) return HandlerStatus::fail(EOPNOTSUPP, "shared receive queues are not supported yet");
+  SrqObject* srq = nullptr;
+  if (r->srq() != 0) {
+    srq = s.objects().find<SrqObject>(r->srq(), ObjectKind::kSrq);
+    if (srq == nullptr) return HandlerStatus::fail(EINVAL, "no such shared receive queue");
+  }
   if (r->cap() == nullptr) return HandlerStatus::fail(EINVAL, "missing QP capabilities");
   auto* ctx = find_context(s, pd->parents.empty() ? 0 : pd->parents.front());
   if (ctx == nullptr) return HandlerStatus::fail(EINVAL, "the PD's context is gone");
@@ -22,14 +26,15 @@ HandlerStatus handle_create_qp(Session& s, const proto::Request& req, std::vecto
   init.cap = proto::from_wire(*r->cap());
   init.sq_sig_all = r->sq_sig_all();
   FabricError err;
-  auto qp = s.router().fabric().create_qp(*ctx->fabric, *pd->fabric, *scq->fabric, *rcq->fabric, init, err);
+  auto qp = s.router().fabric().create_qp(*ctx->fabric, *pd->fabric, *scq->fabric, *rcq->fabric,
+                                          srq != nullptr ? srq->fabric.get() : nullptr, init, err);
   if (!qp) return HandlerStatus::fail(err.code, err.message);
   UniqueFd segment = dup_for_reply(qp->segment_fd());
   if (!segment) return HandlerStatus::fail(EMFILE, "cannot duplicate the QP's fd");
   auto cap = proto::to_wire(qp->cap());
   uint32_t qpn = qp->qp_num(), send_cap = qp->send_capacity(), recv_cap = qp->recv_capacity();
   uint32_t handle = s.objects().add(std::make_unique<QpObject>(std::move(qp)),
-                                    {r->pd(), r->send_cq(), r->recv_cq()});
+                                    {r->pd(), r->send_cq(), r->recv_cq(), r->srq()});
   w.set_body(proto::CreateCreateQpReply(w.fbb(), handle, qpn, &cap, send_cap, recv_cap));
   w.add_fd(std::move(segment));
   return HandlerStatus::ok();

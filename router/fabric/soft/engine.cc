@@ -98,6 +98,13 @@ void Engine::loop() {
   drain_commands();
 }
 
+void Engine::check_srq_limit(Srq& srq) {
+  if (srq.limit != 0 && srq.ring.size_guess() < srq.limit) {
+    srq.limit = 0;
+    // The async event itself is raised by the context (see async events).
+  }
+}
+
 void Engine::sleep_until_work() {
   // Arm every send ring's wakeup request, then re-check (Dekker, see
   // shm/ring.h). A QP waiting on a timer wakes us through the timeout.
@@ -164,9 +171,30 @@ Cq::Cq(shm::Mapping m, uint32_t capacity, Channel* ch, uint32_t tag)
   ring = shm::RingProducer<shm::Cqe>(mapping.base() + shm::kCqRingOffset, cap);
 }
 
-Qp::Qp(Engine& e, shm::Mapping m, const Pd& p, Cq& scq, Cq& rcq, const QpInit& i, uint32_t send_c,
-       uint32_t recv_c, uint32_t num)
-    : engine(e), mapping(std::move(m)), pd(p), send_cq(scq), recv_cq(rcq), init(i),
+Srq::Srq(shm::Mapping m, const Pd& p, uint32_t capacity, uint32_t max_sge, uint32_t lim)
+    : mapping(std::move(m)), pd(p), cap(capacity), sge(max_sge), limit(lim) {
+  shm::init_ring<shm::RecvWqe>(mapping.base() + shm::kSrqRingOffset, cap);
+  ring = shm::RingConsumer<shm::RecvWqe>(mapping.base() + shm::kSrqRingOffset, cap);
+}
+
+namespace {
+uint32_t ip_of(const ibv_gid& g) {
+  return (uint32_t{g.raw[12]} << 24) | (uint32_t{g.raw[13]} << 16) | (uint32_t{g.raw[14]} << 8) | g.raw[15];
+}
+}  // namespace
+
+Ah::Ah(Engine& e, const Pd& p, const ibv_ah_attr& a, uint32_t id)
+    : engine(e), pd(p), attr(a), virtual_ip(ip_of(a.grh.dgid)), ident(id) {
+  engine.run_sync([this] { engine.link_ah(this); });
+}
+
+Ah::~Ah() {
+  engine.run_sync([this] { engine.unlink_ah(this); });
+}
+
+Qp::Qp(Engine& e, shm::Mapping m, const Pd& p, Cq& scq, Cq& rcq, Srq* s, const QpInit& i,
+       uint32_t send_c, uint32_t recv_c, uint32_t num)
+    : engine(e), mapping(std::move(m)), pd(p), send_cq(scq), recv_cq(rcq), srq(s), init(i),
       send_cap(send_c), recv_cap(recv_c), qpn(num) {
   std::byte* base = mapping.base();
   shm::init_ring<shm::SendWqe>(base + shm::kQpSendRingOffset, send_cap);

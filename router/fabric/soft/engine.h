@@ -44,6 +44,12 @@ class Engine {
   void unlink_qp(Qp* qp);
   void link_mr(Mr* mr) { mrs_[mr->key] = mr; }
   void unlink_mr(Mr* mr) { mrs_.erase(mr->key); }
+  void link_ah(Ah* ah) { ahs_[ah->ident] = ah; }
+  void unlink_ah(Ah* ah) { ahs_.erase(ah->ident); }
+  Ah* find_ah(uint32_t id) const {
+    auto it = ahs_.find(id);
+    return it == ahs_.end() ? nullptr : it->second;
+  }
   void watch_doorbell(int fd);
   void unwatch_doorbell(int fd);
   Qp* find_qp(uint32_t qpn) const {
@@ -60,6 +66,9 @@ class Engine {
   // Adds a completion and fires the CQ's channel if armed; false when the
   // CQ overflowed. Engine thread.
   bool complete(Cq& cq, const shm::Cqe& c);
+  // Fires the SRQ limit event once the SRQ holds fewer WQEs than its armed
+  // limit (and disarms it). Engine thread.
+  void check_srq_limit(Srq& srq);
   void count_wqe(uint64_t bytes) {
     stats_.wqes.fetch_add(1, std::memory_order_relaxed);
     stats_.bytes.fetch_add(bytes, std::memory_order_relaxed);
@@ -93,6 +102,7 @@ class Engine {
   std::vector<Qp*> qps_;
   std::unordered_map<uint32_t, Qp*> qps_by_num_;
   std::unordered_map<uint32_t, Mr*> mrs_;
+  std::unordered_map<uint32_t, Ah*> ahs_;
   EngineStats stats_;
   std::thread thread_;  // last: starts after everything above exists
 };

@@ -91,8 +91,33 @@ struct Cq final : FabricCq {
   shm::RingProducer<shm::Cqe> ring;  // engine thread
 };
 
+struct Srq final : FabricSrq {
+  Srq(shm::Mapping m, const Pd& pd, uint32_t cap, uint32_t max_sge, uint32_t limit);
+  int segment_fd() const override { return mapping.fd(); }
+  uint32_t capacity() const override { return cap; }
+  uint32_t max_sge() const override { return sge; }
+  shm::Mapping mapping;
+  const Pd& pd;
+  const uint32_t cap;
+  const uint32_t sge;
+  // --- engine thread ---
+  shm::RingConsumer<shm::RecvWqe> ring;  // shared by every QP on it: all on the poller
+  uint32_t limit;                        // armed when non-zero
+};
+
+struct Ah final : FabricAh {
+  Ah(Engine& e, const Pd& p, const ibv_ah_attr& a, uint32_t ident);
+  ~Ah() override;
+  uint32_t id() const override { return ident; }
+  Engine& engine;
+  const Pd& pd;
+  const ibv_ah_attr attr;
+  const uint32_t virtual_ip;  // from the IPv4-mapped dgid
+  const uint32_t ident;
+};
+
 struct Qp final : FabricQp {
-  Qp(Engine& e, shm::Mapping m, const Pd& pd, Cq& scq, Cq& rcq, const QpInit& init,
+  Qp(Engine& e, shm::Mapping m, const Pd& pd, Cq& scq, Cq& rcq, Srq* srq, const QpInit& init,
      uint32_t send_cap, uint32_t recv_cap, uint32_t qpn);
   ~Qp() override;
   uint32_t qp_num() const override { return qpn; }
@@ -106,6 +131,7 @@ struct Qp final : FabricQp {
   const Pd& pd;
   Cq& send_cq;
   Cq& recv_cq;
+  Srq* const srq;  // receives come from here when set
   const QpInit init;
   const uint32_t send_cap;
   const uint32_t recv_cap;
@@ -114,6 +140,8 @@ struct Qp final : FabricQp {
   // --- engine thread ---
   shm::RingConsumer<shm::SendWqe> sq;
   shm::RingConsumer<shm::RecvWqe> rq;
+  // The queue receives are taken from: the SRQ's ring or the QP's own.
+  shm::RingConsumer<shm::RecvWqe>& receives() { return srq != nullptr ? srq->ring : rq; }
   ibv_qp_state state = IBV_QPS_RESET;
   ibv_qp_attr attr{};      // as last modified (qp_state kept in `state`)
   bool peer_gone = false;  // the connected QP was destroyed

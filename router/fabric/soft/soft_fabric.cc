@@ -37,6 +37,9 @@ SoftFabric::SoftFabric(const RouterOptions& options)
   a.max_qp_init_rd_atom = 16;
   a.atomic_cap = IBV_ATOMIC_HCA;
   a.max_ah = 1 << 16;
+  a.max_srq = 4096;
+  a.max_srq_wr = 16384;
+  a.max_srq_sge = shm::kMaxSge;
   a.max_pkeys = 1;
   a.local_ca_ack_delay = 15;
   a.phys_port_cnt = 1;
@@ -159,9 +162,10 @@ std::unique_ptr<FabricCq> SoftFabric::create_cq(FabricContext&, int cqe, FabricC
 }
 
 std::unique_ptr<FabricQp> SoftFabric::create_qp(FabricContext&, FabricPd& pd, FabricCq& send_cq,
-                                                FabricCq& recv_cq, const QpInit& init,
+                                                FabricCq& recv_cq, FabricSrq* srq, const QpInit& init,
                                                 FabricError& err) {
-  if (init.type != IBV_QPT_RC) return err.set(EOPNOTSUPP, "only RC QPs are supported yet");
+  if (init.type != IBV_QPT_RC && init.type != IBV_QPT_UC && init.type != IBV_QPT_UD)
+    return err.set(EOPNOTSUPP, "QP type not supported (RC, UC and UD are)");
   const ibv_qp_cap& c = init.cap;
   auto max_wr = static_cast<uint32_t>(limits_.attr.orig_attr.max_qp_wr);
   if (c.max_send_wr > max_wr || c.max_recv_wr > max_wr) return err.set(EINVAL, "max_send_wr/max_recv_wr exceed max_qp_wr");
@@ -180,10 +184,70 @@ std::unique_ptr<FabricQp> SoftFabric::create_qp(FabricContext&, FabricPd& pd, Fa
                                     shm::qp_segment_bytes(send_cap, recv_cap));
     return std::make_unique<Qp>(engine_, std::move(seg), static_cast<soft::Pd&>(pd),
                                 static_cast<soft::Cq&>(send_cq), static_cast<soft::Cq&>(recv_cq),
-                                actual, send_cap, recv_cap, next_qpn());
+                                static_cast<soft::Srq*>(srq), actual, send_cap, recv_cap, next_qpn());
   } catch (const std::system_error& e) {
     return err.set(ENOMEM, e.what());
   }
+}
+
+std::unique_ptr<FabricSrq> SoftFabric::create_srq(FabricContext&, FabricPd& pd, uint32_t max_wr,
+                                                  uint32_t max_sge, uint32_t srq_limit, FabricError& err) {
+  const ibv_device_attr& a = limits_.attr.orig_attr;
+  if (max_wr == 0 || max_wr > static_cast<uint32_t>(a.max_srq_wr)) return err.set(EINVAL, "max_wr out of range");
+  if (max_sge > shm::kMaxSge) return err.set(EINVAL, "too many SGEs");
+  uint32_t cap = shm::ring_capacity_for(max_wr);
+  if (srq_limit > cap) return err.set(EINVAL, "srq_limit exceeds max_wr");
+  try {
+    return std::make_unique<soft::Srq>(
+        shm::Mapping::create("ffr-srq", shm::SegmentKind::kRing, shm::srq_segment_bytes(cap)),
+        static_cast<soft::Pd&>(pd), cap, shm::kMaxSge, srq_limit);
+  } catch (const std::system_error& e) {
+    return err.set(ENOMEM, e.what());
+  }
+}
+
+int SoftFabric::modify_srq(FabricSrq& fsrq, uint32_t mask, uint32_t srq_limit, std::string& why) {
+  auto& srq = static_cast<soft::Srq&>(fsrq);
+  if ((mask & IBV_SRQ_MAX_WR) != 0) {
+    why = "resizing a shared receive queue is not supported";
+    return EOPNOTSUPP;
+  }
+  if ((mask & ~static_cast<uint32_t>(IBV_SRQ_LIMIT)) != 0) {
+    why = "unknown SRQ attribute mask bits";
+    return EINVAL;
+  }
+  if ((mask & IBV_SRQ_LIMIT) != 0) {
+    if (srq_limit > srq.cap) {
+      why = "srq_limit exceeds max_wr";
+      return EINVAL;
+    }
+    engine_.run_sync([&] {
+      srq.limit = srq_limit;
+      engine_.check_srq_limit(srq);  // already below: the event fires now
+    });
+  }
+  return 0;
+}
+
+uint32_t SoftFabric::query_srq_limit(FabricSrq& fsrq) {
+  auto& srq = static_cast<soft::Srq&>(fsrq);
+  uint32_t limit = 0;
+  engine_.run_sync([&] { limit = srq.limit; });
+  return limit;
+}
+
+std::unique_ptr<FabricAh> SoftFabric::create_ah(FabricPd& pd, const ibv_ah_attr& attr, FabricError& err) {
+  if (attr.port_num != 1) return err.set(EINVAL, "ah_attr.port_num must be 1");
+  // The port is RoCE: an address is a GID, the IPv4-mapped GID of a virtual
+  // IP. An AH without a GRH (LID addressing, as programs run without a GID
+  // index do) reaches QPs of the tenant on this router by number alone.
+  static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (attr.is_global != 0 && std::memcmp(attr.grh.dgid.raw, prefix, sizeof prefix) != 0)
+    return err.set(EINVAL, "the port is Ethernet (RoCE v2): a global address handle needs an "
+                           "IPv4-mapped dgid (::ffff:a.b.c.d)");
+  if (attr.grh.sgid_index != 0) return err.set(EINVAL, "grh.sgid_index must be 0 (the port has one GID)");
+  uint32_t id = ah_counter_++;
+  return std::make_unique<soft::Ah>(engine_, static_cast<soft::Pd&>(pd), attr, id);
 }
 
 namespace {
@@ -253,7 +317,7 @@ int SoftFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask, std:
       while (qp.sq.sc_try_pop(w)) {
       }
       shm::RecvWqe r;
-      while (qp.rq.sc_try_pop(r)) {
+      while (qp.srq == nullptr && qp.rq.sc_try_pop(r)) {
       }
       qp.attr = ibv_qp_attr{};
       qp.peer_gone = false;

@@ -29,7 +29,13 @@ class SoftFabric final : public Fabric {
   std::unique_ptr<FabricCq> create_cq(FabricContext& ctx, int cqe, FabricChannel* channel,
                                       uint32_t event_tag, FabricError& err) override;
   std::unique_ptr<FabricQp> create_qp(FabricContext& ctx, FabricPd& pd, FabricCq& send_cq,
-                                      FabricCq& recv_cq, const QpInit& init, FabricError& err) override;
+                                      FabricCq& recv_cq, FabricSrq* srq, const QpInit& init,
+                                      FabricError& err) override;
+  std::unique_ptr<FabricSrq> create_srq(FabricContext& ctx, FabricPd& pd, uint32_t max_wr,
+                                        uint32_t max_sge, uint32_t srq_limit, FabricError& err) override;
+  int modify_srq(FabricSrq& srq, uint32_t mask, uint32_t srq_limit, std::string& why) override;
+  uint32_t query_srq_limit(FabricSrq& srq) override;
+  std::unique_ptr<FabricAh> create_ah(FabricPd& pd, const ibv_ah_attr& attr, FabricError& err) override;
   int modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask, std::string& why) override;
   void query_qp(FabricQp& qp, ibv_qp_attr& attr) override;
 
@@ -43,6 +49,7 @@ class SoftFabric final : public Fabric {
   soft::Engine engine_;
   uint32_t qpn_counter_ = 0x100;  // QPNs 0 and 1 are special in InfiniBand
   uint32_t key_counter_ = 1;
+  uint32_t ah_counter_ = 1;
   std::mt19937 rng_{std::random_device{}()};
 };
 

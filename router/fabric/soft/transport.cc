@@ -14,6 +14,12 @@
 //     bad rkey, range or remote access: IBV_WC_REM_ACCESS_ERR at the requester;
 //   * after an error completion the QP is in ERR and everything outstanding
 //     completes with IBV_WC_WR_FLUSH_ERR.
+// UC and UD are unreliable: what RC would retry or NAK (no receive posted,
+// peer not ready, bad rkey at the responder, wrong Q_Key, no such QP) is
+// dropped, and the requester completes successfully, as on the wire. UD
+// datagrams are limited to the port MTU and land behind a 40-byte GRH.
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -30,6 +36,18 @@ using shm::WireSge;
 
 constexpr int kBatch = 32;
 constexpr uint64_t kMaxMessage = uint64_t{1} << 31;
+constexpr uint64_t kUdMtu = 4096;  // the port's active MTU
+constexpr uint32_t kGrhBytes = sizeof(shm::WireGrh);
+
+void mapped_gid(uint32_t ip, uint8_t (&gid)[16]) {
+  std::memset(gid, 0, sizeof gid);
+  gid[10] = 0xff;
+  gid[11] = 0xff;
+  gid[12] = static_cast<uint8_t>(ip >> 24);
+  gid[13] = static_cast<uint8_t>(ip >> 16);
+  gid[14] = static_cast<uint8_t>(ip >> 8);
+  gid[15] = static_cast<uint8_t>(ip);
+}
 
 // Local ACK timeout: 4.096 us * 2^timeout; 0 means "infinite" in the spec,
 // here 2^20 (4.3 s) so that a dead peer is always reported.
@@ -73,7 +91,7 @@ struct Sges {
   const std::byte* flat = nullptr;
 };
 
-ibv_wc_status resolve_local(const Engine& e, const Qp& q, const WireSge* sge, uint32_t n,
+ibv_wc_status resolve_local(const Engine& e, const Pd& pd, const WireSge* sge, uint32_t n,
                             unsigned need, Sges& out) {
   if (n > shm::kMaxSge) return IBV_WC_LOC_LEN_ERR;
   out.sge = sge;
@@ -86,7 +104,7 @@ ibv_wc_status resolve_local(const Engine& e, const Qp& q, const WireSge* sge, ui
       continue;
     }
     const Mr* mr = e.find_mr(sge[i].lkey);
-    if (mr == nullptr || mr->pd != &q.pd || (mr->access & need) != need ||
+    if (mr == nullptr || mr->pd != &pd || (mr->access & need) != need ||
         !mr->contains(sge[i].addr, sge[i].length))
       return IBV_WC_LOC_PROT_ERR;
     out.mr[i] = mr;
@@ -198,7 +216,9 @@ class Executor {
   }
 
  private:
-  // The connected responder, if it would answer right now.
+  bool reliable() const { return q_.init.type == IBV_QPT_RC; }
+
+  // The connected responder (RC, UC), if it would answer right now.
   Qp* target() const {
     Qp* t = e_.find_qp(q_.attr.dest_qp_num);
     if (t == nullptr || !ready(*t) || t->attr.dest_qp_num != q_.qpn || t->init.type != q_.init.type ||
@@ -217,7 +237,7 @@ class Executor {
       s.total = w.inline_len;
       return IBV_WC_SUCCESS;
     }
-    return resolve_local(e_, q_, w.payload.sge, w.num_sge, 0, s);
+    return resolve_local(e_, q_.pd, w.payload.sge, w.num_sge, 0, s);
   }
 
   // The remote MR if `rkey` grants `need` on [addr, addr + len) at responder t.
@@ -234,14 +254,17 @@ class Executor {
     q_.retry_left = q_.attr.retry_cnt;
   }
 
-  Outcome no_answer(const SendWqe& w) {
+  // Nobody answered. RC retries; UC and UD just lost the message.
+  Outcome no_answer(const SendWqe& w, uint64_t bytes) {
+    if (!reliable()) return done(w, bytes);
     if (q_.peer_gone || q_.retry_left == 0) return fail(w, IBV_WC_RETRY_EXC_ERR);
     --q_.retry_left;
     q_.wait_until_ns = now_ + ack_timeout_ns(q_.attr.timeout);
     return Outcome::kWait;
   }
 
-  Outcome rnr(const SendWqe& w, const Qp& t) {
+  Outcome rnr(const SendWqe& w, const Qp& t, uint64_t bytes) {
+    if (!reliable()) return done(w, bytes);  // no receive posted: dropped
     if (q_.attr.rnr_retry != 7) {
       if (q_.rnr_left == 0) return fail(w, IBV_WC_RNR_RETRY_EXC_ERR);
       --q_.rnr_left;
@@ -291,27 +314,37 @@ class Executor {
       c.wc_flags = IBV_WC_WITH_IMM;
     }
     c.solicited = (w.send_flags & IBV_SEND_SOLICITED) != 0 ? 1 : 0;
-    t.rq.sc_release(1);
+    if (t.init.type == IBV_QPT_UD) {
+      c.wc_flags |= IBV_WC_GRH;
+      c.byte_len = static_cast<uint32_t>(bytes + kGrhBytes);
+    }
+    t.receives().sc_release(1);
+    if (t.srq != nullptr) e_.check_srq_limit(*t.srq);
     post(t.recv_cq, c, t);
   }
 
   // Takes the responder's next receive WQE and checks it can hold `len`.
   // kDone: `r`/`dst` are ready. Otherwise the outcome for the requester.
   std::pair<Outcome, bool> take_receive(Qp& t, const SendWqe& w, uint64_t len, RecvWqe& r, Sges& dst) {
-    if (!t.rq.sc_peek(0, r)) {
-      if (t.rq.corrupt()) {
+    auto& queue = t.receives();
+    if (!queue.sc_peek(0, r)) {
+      if (queue.corrupt()) {
         e_.set_error(t);
-        return {no_answer(w), false};
+        return {no_answer(w, len), false};
       }
-      return {rnr(w, t), false};
+      return {rnr(w, t, len), false};
     }
-    ibv_wc_status st = resolve_local(e_, t, r.sge, r.num_sge, IBV_ACCESS_LOCAL_WRITE, dst);
-    if (st == IBV_WC_SUCCESS && dst.total < len) st = IBV_WC_LOC_LEN_ERR;
+    uint64_t need = t.init.type == IBV_QPT_UD ? len + kGrhBytes : len;
+    // Receive buffers belong to the PD of the queue they were posted to.
+    const Pd& pd = t.srq != nullptr ? t.srq->pd : t.pd;
+    ibv_wc_status st = resolve_local(e_, pd, r.sge, r.num_sge, IBV_ACCESS_LOCAL_WRITE, dst);
+    if (st == IBV_WC_SUCCESS && dst.total < need) st = IBV_WC_LOC_LEN_ERR;
     if (st != IBV_WC_SUCCESS) {
-      // The responder's own fault: its receive fails and it goes to ERR; the
-      // requester learns only that the remote side failed.
+      // The responder's own fault: its receive fails and it goes to ERR; an
+      // RC requester learns only that the remote side failed.
       received(t, r, w, IBV_WC_RECV, 0, st);
       e_.set_error(t);
+      if (!reliable()) return {done(w, len), false};
       return {fail(w, st == IBV_WC_LOC_LEN_ERR ? IBV_WC_REM_INV_REQ_ERR : IBV_WC_REM_OP_ERR), false};
     }
     return {Outcome::kDone, true};
@@ -320,8 +353,9 @@ class Executor {
   Outcome send(const SendWqe& w) {
     Sges src;
     if (ibv_wc_status st = gather(w, src); st != IBV_WC_SUCCESS) return fail(w, st);
+    if (q_.init.type == IBV_QPT_UD) return send_datagram(w, src);
     Qp* t = target();
-    if (t == nullptr) return no_answer(w);
+    if (t == nullptr) return no_answer(w, src.total);
     RecvWqe r;
     Sges dst;
     auto [outcome, ok] = take_receive(*t, w, src.total, r, dst);
@@ -338,11 +372,11 @@ class Executor {
     Sges src;
     if (ibv_wc_status st = gather(w, src); st != IBV_WC_SUCCESS) return fail(w, st);
     Qp* t = target();
-    if (t == nullptr) return no_answer(w);
+    if (t == nullptr) return no_answer(w, src.total);
     const Mr* mr = nullptr;
     if (src.total > 0) {
       mr = remote(*t, w.rkey, w.remote_addr, src.total, IBV_ACCESS_REMOTE_WRITE);
-      if (mr == nullptr) return fail(w, IBV_WC_REM_ACCESS_ERR);
+      if (mr == nullptr) return reliable() ? fail(w, IBV_WC_REM_ACCESS_ERR) : done(w, src.total);
     }
     RecvWqe r;
     if (w.opcode == IBV_WR_RDMA_WRITE_WITH_IMM) {
@@ -365,14 +399,14 @@ class Executor {
   // LOCAL_WRITE, and there is no inline form.
   ibv_wc_status local_destination(const SendWqe& w, Sges& dst) {
     if ((w.send_flags & IBV_SEND_INLINE) != 0) return IBV_WC_LOC_QP_OP_ERR;
-    return resolve_local(e_, q_, w.payload.sge, w.num_sge, IBV_ACCESS_LOCAL_WRITE, dst);
+    return resolve_local(e_, q_.pd, w.payload.sge, w.num_sge, IBV_ACCESS_LOCAL_WRITE, dst);
   }
 
   Outcome read(const SendWqe& w) {
     Sges dst;
     if (ibv_wc_status st = local_destination(w, dst); st != IBV_WC_SUCCESS) return fail(w, st);
     Qp* t = target();
-    if (t == nullptr) return no_answer(w);
+    if (t == nullptr) return no_answer(w, dst.total);
     if (dst.total > 0) {
       const Mr* mr = remote(*t, w.rkey, w.remote_addr, dst.total, IBV_ACCESS_REMOTE_READ);
       if (mr == nullptr) return fail(w, IBV_WC_REM_ACCESS_ERR);
@@ -389,7 +423,7 @@ class Executor {
     if (ibv_wc_status st = local_destination(w, dst); st != IBV_WC_SUCCESS) return fail(w, st);
     if (dst.total != 8 || w.num_sge != 1) return fail(w, IBV_WC_LOC_LEN_ERR);
     Qp* t = target();
-    if (t == nullptr) return no_answer(w);
+    if (t == nullptr) return no_answer(w, 8);
     if (w.remote_addr % 8 != 0) return fail(w, IBV_WC_REM_INV_REQ_ERR);
     const Mr* mr = remote(*t, w.rkey, w.remote_addr, 8, IBV_ACCESS_REMOTE_ATOMIC);
     if (mr == nullptr) return fail(w, IBV_WC_REM_ACCESS_ERR);
@@ -411,6 +445,43 @@ class Executor {
     copy(to, from, 8);
     account(8);
     return done(w, 8);
+  }
+
+  // A UD send: to (AH, remote QPN, Q_Key). Whatever does not match is
+  // dropped; the requester always completes.
+  Outcome send_datagram(const SendWqe& w, const Sges& src) {
+    if (src.total > kUdMtu) return fail(w, IBV_WC_LOC_LEN_ERR);
+    const Ah* ah = e_.find_ah(w.ah);
+    if (ah == nullptr || &ah->pd != &q_.pd) return fail(w, IBV_WC_LOC_QP_OP_ERR);
+    uint32_t qkey = (w.remote_qkey & 0x80000000u) != 0 ? q_.attr.qkey : w.remote_qkey;
+    Qp* t = e_.find_qp(w.remote_qpn);
+    if (t == nullptr || t->init.type != IBV_QPT_UD || !ready(*t) || t->attr.qkey != qkey ||
+        t->pd.owner.tenant != q_.pd.owner.tenant ||
+        (ah->attr.is_global != 0 && t->pd.owner.virtual_ip != ah->virtual_ip))
+      return done(w, src.total);
+    RecvWqe r;
+    Sges dst;
+    auto [outcome, ok] = take_receive(*t, w, src.total, r, dst);
+    if (!ok) return outcome;
+    shm::WireGrh grh{};
+    grh.version_tclass_flow = htonl((6u << 28) | (uint32_t{ah->attr.grh.traffic_class} << 20) |
+                                    (ah->attr.grh.flow_label & 0xfffff));
+    grh.paylen = htons(static_cast<uint16_t>(src.total));
+    grh.next_hdr = 0x1b;  // IB BTH
+    grh.hop_limit = ah->attr.grh.hop_limit != 0 ? ah->attr.grh.hop_limit : 64;
+    mapped_gid(q_.pd.owner.virtual_ip, grh.sgid);
+    mapped_gid(t->pd.owner.virtual_ip, grh.dgid);
+    std::byte both[kGrhBytes + kUdMtu];
+    std::memcpy(both, &grh, kGrhBytes);
+    Pieces from = source_of(src);
+    Pieces staging(both + kGrhBytes, src.total);
+    copy(staging, from, src.total);
+    Pieces whole(both, kGrhBytes + src.total);
+    Pieces to(dst);
+    copy(to, whole, kGrhBytes + src.total);
+    received(*t, r, w, IBV_WC_RECV, src.total, IBV_WC_SUCCESS);
+    account(src.total);
+    return done(w, src.total);
   }
 
   void account(uint64_t bytes) {
@@ -465,7 +536,7 @@ static bool flush(Engine& e, Qp& q) {
     ++n;
   }
   RecvWqe r;
-  while (n < kBatch && q.rq.sc_try_pop(r)) {
+  while (n < kBatch && q.srq == nullptr && q.rq.sc_try_pop(r)) {
     Cqe c{};
     c.wr_id = r.wr_id;
     c.status = IBV_WC_WR_FLUSH_ERR;

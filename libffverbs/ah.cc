@@ -1,0 +1,74 @@
+// Address handles. On this RoCE port an address is the IPv4-mapped GID of a
+// virtual IP; the router resolves it.
+#include <arpa/inet.h>
+
+#include <cstring>
+#include <new>
+
+#include "libffverbs/shim.h"
+#include "proto/verbs_codec.h"
+
+using namespace ff::verbs;
+namespace proto = ff::proto;
+
+extern "C" {
+
+ibv_ah* ibv_create_ah(ibv_pd* pd, ibv_ah_attr* attr) {
+  FfContext* ctx = to_ff(pd->context);
+  if (context_is_stale(*ctx)) return fail_ptr<ibv_ah>(EIO);
+  flatbuffers::FlatBufferBuilder fbb;
+  auto wire = proto::to_wire(*attr);
+  auto r = RouterLink::get().call(fbb, proto::RequestBody::CreateAh,
+                                  proto::CreateCreateAh(fbb, to_ff(pd)->handle, &wire).Union());
+  const auto* reply = r.error == 0 ? r.reply()->body_as_CreateAhReply() : nullptr;
+  if (reply == nullptr) {
+    debug("create_ah failed: %s", r.message.c_str());
+    return fail_ptr<ibv_ah>(r.error != 0 ? r.error : EPROTO);
+  }
+  auto* ah = new (std::nothrow) FfAh();
+  if (ah == nullptr) return fail_ptr<ibv_ah>(ENOMEM);
+  ah->ah.context = pd->context;
+  ah->ah.pd = pd;
+  ah->ah.handle = reply->ah();
+  ah->id = reply->id();
+  ah->link_epoch = RouterLink::get().epoch();
+  return &ah->ah;
+}
+
+int ibv_destroy_ah(ibv_ah* ibah) {
+  FfAh* ah = to_ff(ibah);
+  if (ah->link_epoch == RouterLink::get().epoch()) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto r = RouterLink::get().call(fbb, proto::RequestBody::DestroyAh,
+                                    proto::CreateDestroyAh(fbb, ibah->handle).Union());
+    if (r.error == EINVAL) return r.error;
+  }
+  delete ah;
+  return 0;
+}
+
+// The reply address of a received datagram: the sender's GID from the GRH.
+int ibv_init_ah_from_wc(ibv_context*, uint8_t port_num, ibv_wc* wc, ibv_grh* grh, ibv_ah_attr* attr) {
+  std::memset(attr, 0, sizeof *attr);
+  attr->dlid = wc->slid;
+  attr->sl = wc->sl;
+  attr->src_path_bits = wc->dlid_path_bits;
+  attr->port_num = port_num;
+  if ((wc->wc_flags & IBV_WC_GRH) == 0) return fail_int(EINVAL);  // RoCE: addresses are GIDs
+  uint32_t flow = ntohl(grh->version_tclass_flow);
+  attr->is_global = 1;
+  attr->grh.dgid = grh->sgid;
+  attr->grh.flow_label = flow & 0xfffff;
+  attr->grh.traffic_class = static_cast<uint8_t>((flow >> 20) & 0xff);
+  attr->grh.hop_limit = 0xff;
+  attr->grh.sgid_index = 0;
+  return 0;
+}
+
+ibv_ah* ibv_create_ah_from_wc(ibv_pd* pd, ibv_wc* wc, ibv_grh* grh, uint8_t port_num) {
+  ibv_ah_attr attr;
+  if (ibv_init_ah_from_wc(pd->context, port_num, wc, grh, &attr) != 0) return nullptr;
+  return ibv_create_ah(pd, &attr);
+}
+
+}  // extern "C"

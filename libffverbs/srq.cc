@@ -1,0 +1,116 @@
+// Shared receive queues: a receive ring the router's poller takes from for
+// every QP attached to it.
+#include <new>
+
+#include "libffverbs/shim.h"
+
+using namespace ff::verbs;
+namespace shm = ff::shm;
+namespace proto = ff::proto;
+
+namespace ff::verbs {
+
+int ffv_post_srq_recv(ibv_srq* ibsrq, ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
+  FfSrq* srq = to_ff(ibsrq);
+  std::lock_guard lock(srq->mu);
+  for (; wr != nullptr; wr = wr->next) {
+    shm::RecvWqe r;
+    int e = build_recv(*wr, srq->max_sge, r);
+    if (e == 0 && !srq->ring.sp_try_push(r)) e = ENOMEM;
+    if (e != 0) {
+      *bad_wr = wr;
+      return e;
+    }
+  }
+  return 0;
+}
+
+}  // namespace ff::verbs
+
+extern "C" {
+
+ibv_srq* ibv_create_srq(ibv_pd* pd, ibv_srq_init_attr* init) {
+  FfContext* ctx = to_ff(pd->context);
+  if (context_is_stale(*ctx)) return fail_ptr<ibv_srq>(EIO);
+  flatbuffers::FlatBufferBuilder fbb;
+  auto r = RouterLink::get().call(fbb, proto::RequestBody::CreateSrq,
+                                  proto::CreateCreateSrq(fbb, to_ff(pd)->handle, init->attr.max_wr,
+                                                         init->attr.max_sge, init->attr.srq_limit)
+                                      .Union());
+  const auto* reply = r.error == 0 ? r.reply()->body_as_CreateSrqReply() : nullptr;
+  if (reply == nullptr || r.fds.size() != 1) {
+    debug("create_srq failed: %s", r.message.c_str());
+    return fail_ptr<ibv_srq>(r.error != 0 ? r.error : EPROTO);
+  }
+  auto* srq = new (std::nothrow) FfSrq();
+  if (srq == nullptr) return fail_ptr<ibv_srq>(ENOMEM);
+  uint32_t cap = reply->capacity();
+  try {
+    srq->segment = shm::Mapping::attach(r.fds[0].get(), shm::SegmentKind::kRing);
+  } catch (const std::exception& e) {
+    debug("create_srq: %s", e.what());
+    delete srq;
+    return fail_ptr<ibv_srq>(EPROTO);
+  }
+  std::byte* ring = srq->segment.base() + shm::kSrqRingOffset;
+  if (srq->segment.size() < shm::srq_segment_bytes(cap) || !shm::ring_matches<shm::RecvWqe>(ring, cap)) {
+    delete srq;
+    return fail_ptr<ibv_srq>(EPROTO);
+  }
+  srq->ring = shm::RingProducer<shm::RecvWqe>(ring, cap);
+  srq->handle = reply->srq();
+  srq->link_epoch = RouterLink::get().epoch();
+  srq->max_sge = reply->max_sge();
+  ibv_srq& s = srq->srq;
+  s.context = pd->context;
+  s.srq_context = init->srq_context;
+  s.pd = pd;
+  s.handle = srq->handle;
+  pthread_mutex_init(&s.mutex, nullptr);
+  pthread_cond_init(&s.cond, nullptr);
+  init->attr.max_wr = reply->max_wr();  // verbs reports what it actually made
+  init->attr.max_sge = reply->max_sge();
+  return &s;
+}
+
+int ibv_modify_srq(ibv_srq* ibsrq, ibv_srq_attr* attr, int mask) {
+  FfSrq* srq = to_ff(ibsrq);
+  if (srq->link_epoch != RouterLink::get().epoch()) return EIO;
+  flatbuffers::FlatBufferBuilder fbb;
+  auto r = RouterLink::get().call(fbb, proto::RequestBody::ModifySrq,
+                                  proto::CreateModifySrq(fbb, srq->handle, static_cast<uint32_t>(mask),
+                                                         attr->max_wr, attr->srq_limit)
+                                      .Union());
+  if (r.error != 0) debug("modify_srq: %s", r.message.c_str());
+  return r.error;
+}
+
+int ibv_query_srq(ibv_srq* ibsrq, ibv_srq_attr* attr) {
+  FfSrq* srq = to_ff(ibsrq);
+  if (srq->link_epoch != RouterLink::get().epoch()) return EIO;
+  flatbuffers::FlatBufferBuilder fbb;
+  auto r = RouterLink::get().call(fbb, proto::RequestBody::QuerySrq,
+                                  proto::CreateQuerySrq(fbb, srq->handle).Union());
+  const auto* reply = r.error == 0 ? r.reply()->body_as_QuerySrqReply() : nullptr;
+  if (reply == nullptr) return r.error != 0 ? r.error : EPROTO;
+  attr->max_wr = reply->max_wr();
+  attr->max_sge = reply->max_sge();
+  attr->srq_limit = reply->srq_limit();
+  return 0;
+}
+
+int ibv_destroy_srq(ibv_srq* ibsrq) {
+  FfSrq* srq = to_ff(ibsrq);
+  if (srq->link_epoch == RouterLink::get().epoch()) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto r = RouterLink::get().call(fbb, proto::RequestBody::DestroySrq,
+                                    proto::CreateDestroySrq(fbb, srq->handle).Union());
+    if (r.error == EBUSY || r.error == EINVAL) return r.error;  // QPs still use it
+  }
+  pthread_mutex_destroy(&ibsrq->mutex);
+  pthread_cond_destroy(&ibsrq->cond);
+  delete srq;
+  return 0;
+}
+
+}  // extern "C"
