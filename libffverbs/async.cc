@@ -1,5 +1,7 @@
-// Asynchronous events on context->async_fd, a real pollable eventfd from the
-// router that honours O_NONBLOCK as set by the app.
+// Asynchronous events. The router writes them into a ring in shared memory
+// and wakes context->async_fd, a real eventfd that starts out blocking and
+// honours O_NONBLOCK once the app sets it; the fd stays readable exactly
+// while events are pending. The router going away is IBV_EVENT_DEVICE_FATAL.
 #include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
@@ -11,8 +13,8 @@ using namespace ff::verbs;
 namespace {
 
 // True once per context after its router session ended (router killed or
-// restarted): the device is gone for good, which verbs reports as
-// IBV_EVENT_DEVICE_FATAL. Later calls find no more events, as on real HCAs.
+// restarted): the device is gone for good. Later calls find no more events,
+// as on real HCAs.
 bool take_fatal(FfContext& ctx) {
   bool lost = context_is_stale(ctx) || !RouterLink::get().client().connected();
   return lost && !ctx.fatal_reported.exchange(true);
@@ -24,19 +26,73 @@ int deliver_fatal(ibv_async_event* event) {
   return 0;
 }
 
+// Counts an event against its object (destroy waits for the acks).
+template <typename Obj, typename Ib>
+void delivered(Obj* obj, Ib* ib) {
+  pthread_mutex_lock(&ib->mutex);
+  ++obj->async_delivered;
+  pthread_mutex_unlock(&ib->mutex);
+}
+
+// The next queued event about a live object; false when none is queued.
+bool take_event(FfContext& ctx, ibv_async_event* event) {
+  std::lock_guard lock(ctx.mu);
+  ff::shm::AsyncEvent ev;
+  while (ctx.async_events.sc_try_pop(ev)) {
+    auto it = ctx.elements.find(ev.handle);
+    if (it == ctx.elements.end()) continue;  // destroyed meanwhile
+    event->event_type = static_cast<ibv_event_type>(ev.type);
+    switch (it->second.first) {
+      case EventElement::kQp: {
+        auto* qp = static_cast<FfQp*>(it->second.second);
+        event->element.qp = &qp->qpx.qp_base;
+        delivered(qp, event->element.qp);
+        break;
+      }
+      case EventElement::kCq: {
+        auto* cq = static_cast<FfCq*>(it->second.second);
+        event->element.cq = ibv_cq_ex_to_cq(&cq->cq);
+        delivered(cq, event->element.cq);
+        break;
+      }
+      case EventElement::kSrq: {
+        auto* srq = static_cast<FfSrq*>(it->second.second);
+        event->element.srq = &srq->srq;
+        delivered(srq, event->element.srq);
+        break;
+      }
+    }
+    // Keep the fd readable exactly while events remain.
+    pollfd pf{ctx.async_fd, POLLIN, 0};
+    uint64_t count;
+    if (::poll(&pf, 1, 0) == 1) {
+      ssize_t n = ::read(ctx.async_fd, &count, sizeof count);
+      (void)n;
+    }
+    if (!ctx.async_events.empty_guess()) {
+      uint64_t one = 1;
+      ssize_t n = ::write(ctx.async_fd, &one, sizeof one);
+      (void)n;
+    }
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 extern "C" {
 
 int ibv_get_async_event(ibv_context* context, ibv_async_event* event) {
   FfContext* ctx = to_ff(context);
-  int flags = ::fcntl(ctx->async_fd, F_GETFL);
-  bool nonblocking = flags >= 0 && (flags & O_NONBLOCK) != 0;
   for (;;) {
+    if (take_event(*ctx, event)) return 0;
     if (take_fatal(*ctx)) return deliver_fatal(event);
-    if (nonblocking) {
-      errno = EAGAIN;
-      return -1;
+    int flags = ::fcntl(ctx->async_fd, F_GETFL);
+    uint64_t count;
+    if (flags >= 0 && (flags & O_NONBLOCK) != 0) {
+      if (::read(ctx->async_fd, &count, sizeof count) < 0) return -1;  // EAGAIN: nothing pending
+      continue;
     }
     pollfd fds[2] = {{ctx->async_fd, POLLIN, 0}, {-1, POLLRDHUP, 0}};
     if (!ctx->fatal_reported) fds[1].fd = RouterLink::get().client().fd();
@@ -44,16 +100,49 @@ int ibv_get_async_event(ibv_context* context, ibv_async_event* event) {
     if ((fds[1].revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0 && !ctx->fatal_reported.exchange(true))
       return deliver_fatal(event);
     if ((fds[0].revents & POLLIN) != 0) {
-      uint64_t pending;
-      ssize_t n = ::read(ctx->async_fd, &pending, sizeof pending);
-      (void)n;  // a wakeup only: the events themselves come from the router
+      ssize_t n = ::read(ctx->async_fd, &count, sizeof count);
+      (void)n;  // a wakeup only: the events are in the ring
     }
   }
 }
 
-void ibv_ack_async_event(ibv_async_event*) {
-  // Nothing to release: the router keeps no per-event reference on the
-  // app's behalf, so destroy never waits for an ack.
+void ibv_ack_async_event(ibv_async_event* event) {
+  switch (event->event_type) {
+    case IBV_EVENT_CQ_ERR: {
+      ibv_cq* cq = event->element.cq;
+      pthread_mutex_lock(&cq->mutex);
+      ++cq->async_events_completed;
+      pthread_cond_signal(&cq->cond);
+      pthread_mutex_unlock(&cq->mutex);
+      break;
+    }
+    case IBV_EVENT_QP_FATAL:
+    case IBV_EVENT_QP_REQ_ERR:
+    case IBV_EVENT_QP_ACCESS_ERR:
+    case IBV_EVENT_COMM_EST:
+    case IBV_EVENT_SQ_DRAINED:
+    case IBV_EVENT_PATH_MIG:
+    case IBV_EVENT_PATH_MIG_ERR:
+    case IBV_EVENT_QP_LAST_WQE_REACHED: {
+      ibv_qp* qp = event->element.qp;
+      pthread_mutex_lock(&qp->mutex);
+      ++qp->events_completed;
+      pthread_cond_signal(&qp->cond);
+      pthread_mutex_unlock(&qp->mutex);
+      break;
+    }
+    case IBV_EVENT_SRQ_ERR:
+    case IBV_EVENT_SRQ_LIMIT_REACHED: {
+      ibv_srq* srq = event->element.srq;
+      pthread_mutex_lock(&srq->mutex);
+      ++srq->events_completed;
+      pthread_cond_signal(&srq->cond);
+      pthread_mutex_unlock(&srq->mutex);
+      break;
+    }
+    default:
+      break;  // port and device events name no object
+  }
 }
 
 }  // extern "C"

@@ -138,6 +138,7 @@ ibv_cq_ex* create_cq(ibv_context* context, int cqe, void* cq_context, ibv_comp_c
     std::lock_guard lock(ch->mu);
     ch->cqs[cq->handle] = cq;
   }
+  ctx->track(cq->handle, EventElement::kCq, cq);
   return &cq->cq;
 }
 
@@ -207,9 +208,12 @@ int ibv_destroy_cq(ibv_cq* ibcq) {
                                     proto::CreateDestroyCq(fbb, cq->handle).Union());
     if (r.error == EBUSY || r.error == EINVAL) return r.error;  // QPs still use it
   }
+  to_ff(ibcq->context)->untrack(cq->handle);
   // Verbs: destroy waits until every event handed out was acknowledged.
   pthread_mutex_lock(&ibcq->mutex);
-  while (ibcq->comp_events_completed != cq->events_delivered) pthread_cond_wait(&ibcq->cond, &ibcq->mutex);
+  while (ibcq->comp_events_completed != cq->events_delivered ||
+         ibcq->async_events_completed != cq->async_delivered)
+    pthread_cond_wait(&ibcq->cond, &ibcq->mutex);
   pthread_mutex_unlock(&ibcq->mutex);
   if (cq->channel != nullptr) {
     std::lock_guard lock(cq->channel->mu);

@@ -85,12 +85,26 @@ ibv_context* ibv_open_device(ibv_device* device) {
   auto r = link.call(fbb, ff::proto::RequestBody::OpenDevice,
                      ff::proto::CreateOpenDevice(fbb, 0).Union());
   const auto* reply = r.error == 0 ? r.reply()->body_as_OpenDeviceReply() : nullptr;
-  if (reply == nullptr || r.fds.size() != 2) {
+  if (reply == nullptr || r.fds.size() != 3) {
     debug("open_device failed: %s", r.message.c_str());
     return fail_ptr<ibv_context>(r.error != 0 ? r.error : EPROTO);
   }
-  auto* ctx = static_cast<FfContext*>(std::calloc(1, sizeof(FfContext)));
+  auto* ctx = new (std::nothrow) FfContext();
   if (ctx == nullptr) return fail_ptr<ibv_context>(ENOMEM);
+  try {
+    ctx->async_segment = ff::shm::Mapping::attach(r.fds[2].get(), ff::shm::SegmentKind::kRing);
+  } catch (const std::exception& e) {
+    debug("open_device: %s", e.what());
+    delete ctx;
+    return fail_ptr<ibv_context>(EPROTO);
+  }
+  std::byte* ring = ctx->async_segment.base() + ff::shm::kAsyncRingOffset;
+  if (ctx->async_segment.size() < ff::shm::async_segment_bytes() ||
+      !ff::shm::ring_matches<ff::shm::AsyncEvent>(ring, ff::shm::kAsyncRingCapacity)) {
+    delete ctx;
+    return fail_ptr<ibv_context>(EPROTO);
+  }
+  ctx->async_events = ff::shm::RingConsumer<ff::shm::AsyncEvent>(ring, ff::shm::kAsyncRingCapacity);
   ctx->handle = reply->context();
   ctx->link_epoch = link.epoch();
   ctx->async_fd = r.fds[0].release();
@@ -117,7 +131,7 @@ int ibv_close_device(ibv_context* context) {
   ::close(ctx->async_fd);
   ::close(ctx->doorbell_fd);
   pthread_mutex_destroy(&context->mutex);
-  std::free(ctx);
+  delete ctx;
   return 0;
 }
 

@@ -319,6 +319,7 @@ ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
   x.wr_complete = wr_complete;
   x.wr_abort = wr_abort;
   x.wr_atomic_write = [](ibv_qp_ex* self, uint32_t, uint64_t, const void*) { wr_unsupported(to_ff(self)); };
+  ctx->track(qp->handle, EventElement::kQp, qp);
   return &q;
 }
 
@@ -462,6 +463,11 @@ int ibv_destroy_qp(ibv_qp* ibqp) {
                                     proto::CreateDestroyQp(fbb, qp->handle).Union());
     if (r.error == EINVAL) return r.error;
   }
+  qp->ctx->untrack(qp->handle);
+  // Verbs: destroy waits until every async event about the QP was acknowledged.
+  pthread_mutex_lock(&ibqp->mutex);
+  while (ibqp->events_completed != qp->async_delivered) pthread_cond_wait(&ibqp->cond, &ibqp->mutex);
+  pthread_mutex_unlock(&ibqp->mutex);
   pthread_mutex_destroy(&ibqp->mutex);
   pthread_cond_destroy(&ibqp->cond);
   delete qp;

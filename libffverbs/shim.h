@@ -37,15 +37,32 @@ struct FfDevice {
   uint64_t node_guid;  // host order
 };
 
+// What an asynchronous event can be about.
+enum class EventElement : uint8_t { kQp, kCq, kSrq };
+
 // A context: a full verbs_context so that verbs_get_ctx() and the extended
 // inline verbs work. The app holds &vctx.context.
 struct FfContext {
-  verbs_context vctx;  // must stay the first member (see to_ff)
-  uint32_t handle;         // the router's handle for this context
-  uint64_t link_epoch;     // RouterLink epoch this context was opened under
-  int async_fd;            // eventfd from the router (also context.async_fd)
-  int doorbell_fd;         // wakes the router's poller (see RingProducer::consumer_needs_wakeup)
-  std::atomic<bool> fatal_reported;  // IBV_EVENT_DEVICE_FATAL is delivered once
+  verbs_context vctx{};  // must stay the first member (see to_ff)
+  uint32_t handle = 0;       // the router's handle for this context
+  uint64_t link_epoch = 0;   // RouterLink epoch this context was opened under
+  int async_fd = -1;         // eventfd from the router (also context.async_fd)
+  int doorbell_fd = -1;      // wakes the router's poller (see RingProducer::consumer_needs_wakeup)
+  std::atomic<bool> fatal_reported{false};  // IBV_EVENT_DEVICE_FATAL is delivered once
+  // Async events: a ring the router writes; they name objects by handle.
+  shm::Mapping async_segment;
+  shm::RingConsumer<shm::AsyncEvent> async_events;
+  std::mutex mu;  // guards async_events and elements
+  std::map<uint32_t, std::pair<EventElement, void*>> elements;
+
+  void track(uint32_t h, EventElement kind, void* object) {
+    std::lock_guard lock(mu);
+    elements[h] = {kind, object};
+  }
+  void untrack(uint32_t h) {
+    std::lock_guard lock(mu);
+    elements.erase(h);
+  }
 };
 
 struct FfPd {
@@ -94,6 +111,7 @@ struct FfCq {
   uint32_t events_delivered = 0;  // by get_cq_event; destroy waits for as many acks
   uint32_t empty_polls = 0;       // consecutive empty polls (adaptive yielding)
   shm::Cqe current{};             // the entry ibv_start_poll/ibv_next_poll is on
+  uint32_t async_delivered = 0;   // async events handed out; destroy waits for their acks
 };
 
 struct FfQp {
@@ -109,6 +127,7 @@ struct FfQp {
   // The ibv_wr_* builder (between wr_start and wr_complete, under send_mu).
   std::vector<shm::SendWqe> pending;
   int pending_error = 0;
+  uint32_t async_delivered = 0;  // async events handed out; destroy waits for their acks
 };
 
 struct FfSrq {
@@ -119,6 +138,7 @@ struct FfSrq {
   shm::RingProducer<shm::RecvWqe> ring;
   uint32_t max_sge = 0;
   std::mutex mu;
+  uint32_t async_delivered = 0;  // async events handed out; destroy waits for their acks
 };
 
 struct FfAh {
@@ -127,9 +147,10 @@ struct FfAh {
   uint64_t link_epoch = 0;
 };
 
+// vctx is FfContext's first member, so the context sits at the same offset
+// in both.
 inline FfContext* to_ff(ibv_context* ctx) {
-  return reinterpret_cast<FfContext*>(reinterpret_cast<char*>(ctx) -
-                                      offsetof(FfContext, vctx.context));
+  return reinterpret_cast<FfContext*>(reinterpret_cast<char*>(ctx) - offsetof(verbs_context, context));
 }
 inline FfPd* to_ff(ibv_pd* pd) { return reinterpret_cast<FfPd*>(pd); }
 inline FfMr* to_ff(ibv_mr* mr) { return reinterpret_cast<FfMr*>(mr); }

@@ -70,6 +70,7 @@ ibv_srq* ibv_create_srq(ibv_pd* pd, ibv_srq_init_attr* init) {
   pthread_cond_init(&s.cond, nullptr);
   init->attr.max_wr = reply->max_wr();  // verbs reports what it actually made
   init->attr.max_sge = reply->max_sge();
+  ctx->track(srq->handle, EventElement::kSrq, srq);
   return &s;
 }
 
@@ -107,6 +108,10 @@ int ibv_destroy_srq(ibv_srq* ibsrq) {
                                     proto::CreateDestroySrq(fbb, srq->handle).Union());
     if (r.error == EBUSY || r.error == EINVAL) return r.error;  // QPs still use it
   }
+  to_ff(ibsrq->context)->untrack(srq->handle);
+  pthread_mutex_lock(&ibsrq->mutex);
+  while (ibsrq->events_completed != srq->async_delivered) pthread_cond_wait(&ibsrq->cond, &ibsrq->mutex);
+  pthread_mutex_unlock(&ibsrq->mutex);
   pthread_mutex_destroy(&ibsrq->mutex);
   pthread_cond_destroy(&ibsrq->cond);
   delete srq;

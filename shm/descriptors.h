@@ -104,6 +104,14 @@ struct WireGrh {
 };
 static_assert(sizeof(WireGrh) == 40, "the GRH is 40 bytes");
 
+// One asynchronous event: an ibv_event_type and the client's handle of the
+// QP, CQ or SRQ it concerns (0 for port and device events).
+struct AsyncEvent {
+  uint32_t type;
+  uint32_t handle;
+};
+static_assert(sizeof(AsyncEvent) == 8, "descriptor layout is ABI");
+
 // One completion event: which CQ (the router's handle) fired.
 struct ChannelEvent {
   uint32_t cq;
@@ -129,6 +137,11 @@ inline constexpr size_t srq_segment_bytes(uint32_t capacity) {
   return kSrqRingOffset + ring_bytes<RecvWqe>(capacity);
 }
 inline constexpr size_t kChannelRingOffset = sizeof(SegmentHeader);
+inline constexpr size_t kAsyncRingOffset = sizeof(SegmentHeader);
+inline constexpr uint32_t kAsyncRingCapacity = 1024;
+inline constexpr size_t async_segment_bytes() {
+  return kAsyncRingOffset + ring_bytes<AsyncEvent>(kAsyncRingCapacity);
+}
 inline constexpr size_t channel_segment_bytes(uint32_t capacity) {
   return kChannelRingOffset + ring_bytes<ChannelEvent>(capacity);
 }

@@ -29,9 +29,7 @@ struct Object {
 };
 
 struct ContextObject final : Object {
-  explicit ContextObject(std::unique_ptr<FabricContext> c)
-      : Object(ObjectKind::kContext), async_events(shm::Doorbell::Mode::kBlocking), fabric(std::move(c)) {}
-  shm::Doorbell async_events;  // the app's context->async_fd is a dup of this eventfd
+  explicit ContextObject(std::unique_ptr<FabricContext> c) : Object(ObjectKind::kContext), fabric(std::move(c)) {}
   std::unique_ptr<FabricContext> fabric;
 };
 

@@ -38,11 +38,15 @@ struct Owner {
   uint32_t virtual_ip = 0;
 };
 
-// A context: the doorbell the client rings to wake the fabric's poller.
+// A context: the doorbell the client rings to wake the fabric's poller, and
+// the asynchronous events (a ring in shared memory plus the eventfd the app
+// sees as context->async_fd).
 class FabricContext {
  public:
   virtual ~FabricContext() = default;
   virtual int doorbell_fd() const = 0;
+  virtual int async_event_fd() const = 0;
+  virtual int async_segment_fd() const = 0;
 };
 
 class FabricPd {
@@ -148,15 +152,17 @@ class Fabric {
                                            uint64_t addr, uint64_t length, uint64_t iova,
                                            unsigned access, FabricError& err) = 0;
   virtual std::unique_ptr<FabricChannel> create_channel(FabricError& err) = 0;
-  // `event_tag` is what the channel reports when this CQ fires (the client's handle).
+  // `tag` (the client's handle) names the object in completion-channel and
+  // asynchronous events.
   virtual std::unique_ptr<FabricCq> create_cq(FabricContext& ctx, int cqe, FabricChannel* channel,
-                                              uint32_t event_tag, FabricError& err) = 0;
+                                              uint32_t tag, FabricError& err) = 0;
   // `srq` may be null (the QP has its own receive queue).
   virtual std::unique_ptr<FabricQp> create_qp(FabricContext& ctx, FabricPd& pd, FabricCq& send_cq,
                                               FabricCq& recv_cq, FabricSrq* srq, const QpInit& init,
-                                              FabricError& err) = 0;
+                                              uint32_t tag, FabricError& err) = 0;
   virtual std::unique_ptr<FabricSrq> create_srq(FabricContext& ctx, FabricPd& pd, uint32_t max_wr,
-                                                uint32_t max_sge, uint32_t srq_limit, FabricError& err) = 0;
+                                                uint32_t max_sge, uint32_t srq_limit, uint32_t tag,
+                                                FabricError& err) = 0;
   // IBV_SRQ_LIMIT arms the limit event; resizing (IBV_SRQ_MAX_WR) is EOPNOTSUPP.
   virtual int modify_srq(FabricSrq& srq, uint32_t mask, uint32_t srq_limit, std::string& why) = 0;
   virtual uint32_t query_srq_limit(FabricSrq& srq) = 0;

@@ -50,7 +50,7 @@ class ControlPlane : public ::testing::Test {
     flatbuffers::FlatBufferBuilder fbb;
     auto r = c.call(fbb, RequestBody::OpenDevice, proto::CreateOpenDevice(fbb, 0).Union());
     EXPECT_EQ(r.error, 0) << r.message;
-    EXPECT_EQ(r.fds.size(), 2u);  // async-event eventfd and the poller doorbell
+    EXPECT_EQ(r.fds.size(), 3u);  // async eventfd, poller doorbell, async event ring
     return r.error == 0 ? r.reply()->body_as_OpenDeviceReply()->context() : 0;
   }
   static proto::ControlClient::Result alloc_pd(proto::ControlClient& c, uint32_t ctx) {

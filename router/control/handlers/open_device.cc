@@ -3,8 +3,9 @@
 
 namespace ff::router {
 
-// Creates a context. The reply carries two fds: the context's async-event
-// eventfd and the doorbell that wakes the fabric's poller.
+// Creates a context. The reply carries three fds: the context's async-event
+// eventfd (the app's context->async_fd), the doorbell that wakes the
+// fabric's poller, and the segment holding the ring of async events.
 HandlerStatus handle_open_device(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
                                  ReplyWriter& w) {
   if (req.body_as_OpenDevice()->device_index() != 0)
@@ -13,9 +14,11 @@ HandlerStatus handle_open_device(Session& s, const proto::Request& req, std::vec
   auto fabric_ctx = s.router().fabric().open_context(err);
   if (!fabric_ctx) return HandlerStatus::fail(err.code, err.message);
   auto ctx = std::make_unique<ContextObject>(std::move(fabric_ctx));
-  UniqueFd async_fd = dup_for_reply(ctx->async_events.fd());
+  UniqueFd async_fd = dup_for_reply(ctx->fabric->async_event_fd());
   UniqueFd doorbell = dup_for_reply(ctx->fabric->doorbell_fd());
-  if (!async_fd || !doorbell) return HandlerStatus::fail(EMFILE, "cannot duplicate the context's fds");
+  UniqueFd async_segment = dup_for_reply(ctx->fabric->async_segment_fd());
+  if (!async_fd || !doorbell || !async_segment)
+    return HandlerStatus::fail(EMFILE, "cannot duplicate the context's fds");
   uint32_t handle = s.objects().add(std::move(ctx));
   auto& fbb = w.fbb();
   auto entry = proto::CreateDeviceEntry(fbb, fbb.CreateString(s.router().options().device_name),
@@ -23,6 +26,7 @@ HandlerStatus handle_open_device(Session& s, const proto::Request& req, std::vec
   w.set_body(proto::CreateOpenDeviceReply(fbb, handle, entry, /*num_comp_vectors=*/1));
   w.add_fd(std::move(async_fd));
   w.add_fd(std::move(doorbell));
+  w.add_fd(std::move(async_segment));
   return HandlerStatus::ok();
 }
 

@@ -27,7 +27,8 @@ HandlerStatus handle_create_qp(Session& s, const proto::Request& req, std::vecto
   init.sq_sig_all = r->sq_sig_all();
   FabricError err;
   auto qp = s.router().fabric().create_qp(*ctx->fabric, *pd->fabric, *scq->fabric, *rcq->fabric,
-                                          srq != nullptr ? srq->fabric.get() : nullptr, init, err);
+                                          srq != nullptr ? srq->fabric.get() : nullptr, init,
+                                          s.objects().next_handle(), err);
   if (!qp) return HandlerStatus::fail(err.code, err.message);
   UniqueFd segment = dup_for_reply(qp->segment_fd());
   if (!segment) return HandlerStatus::fail(EMFILE, "cannot duplicate the QP's fd");

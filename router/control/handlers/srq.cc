@@ -14,7 +14,7 @@ HandlerStatus handle_create_srq(Session& s, const proto::Request& req, std::vect
   if (ctx == nullptr) return HandlerStatus::fail(EINVAL, "the PD's context is gone");
   FabricError err;
   auto srq = s.router().fabric().create_srq(*ctx->fabric, *pd->fabric, r->max_wr(), r->max_sge(),
-                                            r->srq_limit(), err);
+                                            r->srq_limit(), s.objects().next_handle(), err);
   if (!srq) return HandlerStatus::fail(err.code, err.message);
   UniqueFd segment = dup_for_reply(srq->segment_fd());
   if (!segment) return HandlerStatus::fail(EMFILE, "cannot duplicate the SRQ's fd");

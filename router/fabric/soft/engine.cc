@@ -101,8 +101,15 @@ void Engine::loop() {
 void Engine::check_srq_limit(Srq& srq) {
   if (srq.limit != 0 && srq.ring.size_guess() < srq.limit) {
     srq.limit = 0;
-    // The async event itself is raised by the context (see async events).
+    raise(srq.ctx, IBV_EVENT_SRQ_LIMIT_REACHED, srq.tag);
   }
+}
+
+void Engine::raise(Context& ctx, ibv_event_type type, uint32_t handle) {
+  // A full ring means the app stopped reading events; the newest is lost,
+  // the app still wakes.
+  (void)ctx.async_events.sp_try_push(shm::AsyncEvent{static_cast<uint32_t>(type), handle});
+  ctx.async_bell.ring();
 }
 
 void Engine::sleep_until_work() {
@@ -134,7 +141,10 @@ void Engine::sleep_until_work() {
 
 // --- objects whose lifetime the engine must know about ---------------------
 
-Context::Context(Engine& e) : engine(e) {
+Context::Context(Engine& e, shm::Mapping async_segment) : engine(e), async_mapping(std::move(async_segment)) {
+  std::byte* ring = async_mapping.base() + shm::kAsyncRingOffset;
+  shm::init_ring<shm::AsyncEvent>(ring, shm::kAsyncRingCapacity);
+  async_events = shm::RingProducer<shm::AsyncEvent>(ring, shm::kAsyncRingCapacity);
   engine.run_sync([this] { engine.watch_doorbell(doorbell.fd()); });
 }
 
@@ -164,15 +174,16 @@ Channel::Channel(shm::Mapping m, uint32_t capacity) : mapping(std::move(m)), cap
   events = shm::RingProducer<shm::ChannelEvent>(mapping.base() + shm::kChannelRingOffset, cap);
 }
 
-Cq::Cq(shm::Mapping m, uint32_t capacity, Channel* ch, uint32_t tag)
-    : mapping(std::move(m)), cap(capacity), channel(ch), event_tag(tag) {
+Cq::Cq(Context& c, shm::Mapping m, uint32_t capacity, Channel* ch, uint32_t tag)
+    : ctx(c), mapping(std::move(m)), cap(capacity), channel(ch), event_tag(tag) {
   control = new (mapping.base() + shm::kCqControlOffset) shm::CqControl{};
   shm::init_ring<shm::Cqe>(mapping.base() + shm::kCqRingOffset, cap);
   ring = shm::RingProducer<shm::Cqe>(mapping.base() + shm::kCqRingOffset, cap);
 }
 
-Srq::Srq(shm::Mapping m, const Pd& p, uint32_t capacity, uint32_t max_sge, uint32_t lim)
-    : mapping(std::move(m)), pd(p), cap(capacity), sge(max_sge), limit(lim) {
+Srq::Srq(Context& c, shm::Mapping m, const Pd& p, uint32_t capacity, uint32_t max_sge, uint32_t lim,
+         uint32_t t)
+    : ctx(c), mapping(std::move(m)), pd(p), cap(capacity), sge(max_sge), tag(t), limit(lim) {
   shm::init_ring<shm::RecvWqe>(mapping.base() + shm::kSrqRingOffset, cap);
   ring = shm::RingConsumer<shm::RecvWqe>(mapping.base() + shm::kSrqRingOffset, cap);
 }
@@ -192,10 +203,10 @@ Ah::~Ah() {
   engine.run_sync([this] { engine.unlink_ah(this); });
 }
 
-Qp::Qp(Engine& e, shm::Mapping m, const Pd& p, Cq& scq, Cq& rcq, Srq* s, const QpInit& i,
-       uint32_t send_c, uint32_t recv_c, uint32_t num)
-    : engine(e), mapping(std::move(m)), pd(p), send_cq(scq), recv_cq(rcq), srq(s), init(i),
-      send_cap(send_c), recv_cap(recv_c), qpn(num) {
+Qp::Qp(Engine& e, Context& c, shm::Mapping m, const Pd& p, Cq& scq, Cq& rcq, Srq* s,
+       const QpInit& i, uint32_t send_c, uint32_t recv_c, uint32_t num, uint32_t t)
+    : engine(e), ctx(c), mapping(std::move(m)), pd(p), send_cq(scq), recv_cq(rcq), srq(s), init(i),
+      send_cap(send_c), recv_cap(recv_c), qpn(num), tag(t) {
   std::byte* base = mapping.base();
   shm::init_ring<shm::SendWqe>(base + shm::kQpSendRingOffset, send_cap);
   shm::init_ring<shm::RecvWqe>(base + shm::qp_recv_ring_offset(send_cap), recv_cap);

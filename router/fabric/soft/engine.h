@@ -61,8 +61,13 @@ class Engine {
     return it == mrs_.end() ? nullptr : it->second;
   }
 
-  // Moves a QP to ERR (its queues then flush). Engine thread.
-  void set_error(Qp& qp);
+  // Moves a QP to ERR (its queues then flush). `fatal`: the error cannot be
+  // reported in a completion (a corrupt ring, an overrun CQ), so the QP's
+  // context gets IBV_EVENT_QP_FATAL. A QP on an SRQ also gets
+  // IBV_EVENT_QP_LAST_WQE_REACHED. Engine thread.
+  void set_error(Qp& qp, bool fatal = false);
+  // Queues an asynchronous event for the app and wakes its async_fd.
+  void raise(Context& ctx, ibv_event_type type, uint32_t handle);
   // Adds a completion and fires the CQ's channel if armed; false when the
   // CQ overflowed. Engine thread.
   bool complete(Cq& cq, const shm::Cqe& c);

@@ -18,11 +18,16 @@ namespace ff::router::soft {
 class Engine;
 
 struct Context final : FabricContext {
-  Context(Engine& e);
+  Context(Engine& e, shm::Mapping async_segment);
   ~Context() override;
   int doorbell_fd() const override { return doorbell.fd(); }
+  int async_event_fd() const override { return async_bell.fd(); }
+  int async_segment_fd() const override { return async_mapping.fd(); }
   Engine& engine;
   shm::Doorbell doorbell;
+  shm::Mapping async_mapping;
+  shm::Doorbell async_bell{shm::Doorbell::Mode::kBlocking};
+  shm::RingProducer<shm::AsyncEvent> async_events;  // engine thread
 };
 
 struct Pd final : FabricPd {
@@ -80,26 +85,30 @@ struct Channel final : FabricChannel {
 };
 
 struct Cq final : FabricCq {
-  Cq(shm::Mapping m, uint32_t cap, Channel* ch, uint32_t tag);
+  Cq(Context& c, shm::Mapping m, uint32_t cap, Channel* ch, uint32_t tag);
   int segment_fd() const override { return mapping.fd(); }
   uint32_t capacity() const override { return cap; }
+  Context& ctx;
   shm::Mapping mapping;
   uint32_t cap;
   Channel* channel;  // may be null
-  uint32_t event_tag;
+  uint32_t event_tag;  // the client's handle
   shm::CqControl* control;
   shm::RingProducer<shm::Cqe> ring;  // engine thread
 };
 
 struct Srq final : FabricSrq {
-  Srq(shm::Mapping m, const Pd& pd, uint32_t cap, uint32_t max_sge, uint32_t limit);
+  Srq(Context& c, shm::Mapping m, const Pd& pd, uint32_t cap, uint32_t max_sge, uint32_t limit,
+      uint32_t tag);
   int segment_fd() const override { return mapping.fd(); }
   uint32_t capacity() const override { return cap; }
   uint32_t max_sge() const override { return sge; }
+  Context& ctx;
   shm::Mapping mapping;
   const Pd& pd;
   const uint32_t cap;
   const uint32_t sge;
+  const uint32_t tag;  // the client's handle
   // --- engine thread ---
   shm::RingConsumer<shm::RecvWqe> ring;  // shared by every QP on it: all on the poller
   uint32_t limit;                        // armed when non-zero
@@ -117,8 +126,8 @@ struct Ah final : FabricAh {
 };
 
 struct Qp final : FabricQp {
-  Qp(Engine& e, shm::Mapping m, const Pd& pd, Cq& scq, Cq& rcq, Srq* srq, const QpInit& init,
-     uint32_t send_cap, uint32_t recv_cap, uint32_t qpn);
+  Qp(Engine& e, Context& c, shm::Mapping m, const Pd& pd, Cq& scq, Cq& rcq, Srq* srq,
+     const QpInit& init, uint32_t send_cap, uint32_t recv_cap, uint32_t qpn, uint32_t tag);
   ~Qp() override;
   uint32_t qp_num() const override { return qpn; }
   int segment_fd() const override { return mapping.fd(); }
@@ -127,6 +136,7 @@ struct Qp final : FabricQp {
   uint32_t recv_capacity() const override { return recv_cap; }
 
   Engine& engine;
+  Context& ctx;
   shm::Mapping mapping;
   const Pd& pd;
   Cq& send_cq;
@@ -136,6 +146,7 @@ struct Qp final : FabricQp {
   const uint32_t send_cap;
   const uint32_t recv_cap;
   const uint32_t qpn;
+  const uint32_t tag;  // the client's handle
 
   // --- engine thread ---
   shm::RingConsumer<shm::SendWqe> sq;

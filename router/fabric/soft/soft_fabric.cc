@@ -73,8 +73,13 @@ FabricCounters SoftFabric::counters() const {
   return c;
 }
 
-std::unique_ptr<FabricContext> SoftFabric::open_context(FabricError&) {
-  return std::make_unique<soft::Context>(engine_);
+std::unique_ptr<FabricContext> SoftFabric::open_context(FabricError& err) {
+  try {
+    return std::make_unique<soft::Context>(
+        engine_, shm::Mapping::create("ffr-async", shm::SegmentKind::kRing, shm::async_segment_bytes()));
+  } catch (const std::system_error& e) {
+    return err.set(ENOMEM, e.what());
+  }
 }
 
 std::unique_ptr<FabricPd> SoftFabric::alloc_pd(const Owner& owner, FabricError&) {
@@ -148,22 +153,23 @@ std::unique_ptr<FabricChannel> SoftFabric::create_channel(FabricError& err) {
   }
 }
 
-std::unique_ptr<FabricCq> SoftFabric::create_cq(FabricContext&, int cqe, FabricChannel* channel,
-                                                uint32_t event_tag, FabricError& err) {
+std::unique_ptr<FabricCq> SoftFabric::create_cq(FabricContext& ctx, int cqe, FabricChannel* channel,
+                                                uint32_t tag, FabricError& err) {
   if (cqe < 1 || cqe > limits_.attr.orig_attr.max_cqe) return err.set(EINVAL, "cqe out of range");
   uint32_t cap = shm::ring_capacity_for(static_cast<uint32_t>(cqe));
   try {
     return std::make_unique<soft::Cq>(
+        static_cast<soft::Context&>(ctx),
         shm::Mapping::create("ffr-cq", shm::SegmentKind::kRing, shm::cq_segment_bytes(cap)), cap,
-        static_cast<soft::Channel*>(channel), event_tag);
+        static_cast<soft::Channel*>(channel), tag);
   } catch (const std::system_error& e) {
     return err.set(ENOMEM, e.what());
   }
 }
 
-std::unique_ptr<FabricQp> SoftFabric::create_qp(FabricContext&, FabricPd& pd, FabricCq& send_cq,
+std::unique_ptr<FabricQp> SoftFabric::create_qp(FabricContext& ctx, FabricPd& pd, FabricCq& send_cq,
                                                 FabricCq& recv_cq, FabricSrq* srq, const QpInit& init,
-                                                FabricError& err) {
+                                                uint32_t tag, FabricError& err) {
   if (init.type != IBV_QPT_RC && init.type != IBV_QPT_UC && init.type != IBV_QPT_UD)
     return err.set(EOPNOTSUPP, "QP type not supported (RC, UC and UD are)");
   const ibv_qp_cap& c = init.cap;
@@ -182,16 +188,18 @@ std::unique_ptr<FabricQp> SoftFabric::create_qp(FabricContext&, FabricPd& pd, Fa
   try {
     auto seg = shm::Mapping::create("ffr-qp", shm::SegmentKind::kRing,
                                     shm::qp_segment_bytes(send_cap, recv_cap));
-    return std::make_unique<Qp>(engine_, std::move(seg), static_cast<soft::Pd&>(pd),
-                                static_cast<soft::Cq&>(send_cq), static_cast<soft::Cq&>(recv_cq),
-                                static_cast<soft::Srq*>(srq), actual, send_cap, recv_cap, next_qpn());
+    return std::make_unique<Qp>(engine_, static_cast<soft::Context&>(ctx), std::move(seg),
+                                static_cast<soft::Pd&>(pd), static_cast<soft::Cq&>(send_cq),
+                                static_cast<soft::Cq&>(recv_cq), static_cast<soft::Srq*>(srq), actual,
+                                send_cap, recv_cap, next_qpn(), tag);
   } catch (const std::system_error& e) {
     return err.set(ENOMEM, e.what());
   }
 }
 
-std::unique_ptr<FabricSrq> SoftFabric::create_srq(FabricContext&, FabricPd& pd, uint32_t max_wr,
-                                                  uint32_t max_sge, uint32_t srq_limit, FabricError& err) {
+std::unique_ptr<FabricSrq> SoftFabric::create_srq(FabricContext& ctx, FabricPd& pd, uint32_t max_wr,
+                                                  uint32_t max_sge, uint32_t srq_limit, uint32_t tag,
+                                                  FabricError& err) {
   const ibv_device_attr& a = limits_.attr.orig_attr;
   if (max_wr == 0 || max_wr > static_cast<uint32_t>(a.max_srq_wr)) return err.set(EINVAL, "max_wr out of range");
   if (max_sge > shm::kMaxSge) return err.set(EINVAL, "too many SGEs");
@@ -199,8 +207,9 @@ std::unique_ptr<FabricSrq> SoftFabric::create_srq(FabricContext&, FabricPd& pd, 
   if (srq_limit > cap) return err.set(EINVAL, "srq_limit exceeds max_wr");
   try {
     return std::make_unique<soft::Srq>(
+        static_cast<soft::Context&>(ctx),
         shm::Mapping::create("ffr-srq", shm::SegmentKind::kRing, shm::srq_segment_bytes(cap)),
-        static_cast<soft::Pd&>(pd), cap, shm::kMaxSge, srq_limit);
+        static_cast<soft::Pd&>(pd), cap, shm::kMaxSge, srq_limit, tag);
   } catch (const std::system_error& e) {
     return err.set(ENOMEM, e.what());
   }
@@ -322,6 +331,10 @@ int SoftFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask, std:
       qp.attr = ibv_qp_attr{};
       qp.peer_gone = false;
       qp.wait_until_ns = 0;
+    }
+    if (next == IBV_QPS_ERR && qp.state != IBV_QPS_ERR) {
+      engine_.set_error(qp);  // raises LAST_WQE_REACHED for SRQ QPs
+      return;
     }
     if (next == IBV_QPS_RTS && qp.state != IBV_QPS_RTS) {
       qp.rnr_left = qp.attr.rnr_retry;

@@ -27,12 +27,13 @@ class SoftFabric final : public Fabric {
                                    FabricError& err) override;
   std::unique_ptr<FabricChannel> create_channel(FabricError& err) override;
   std::unique_ptr<FabricCq> create_cq(FabricContext& ctx, int cqe, FabricChannel* channel,
-                                      uint32_t event_tag, FabricError& err) override;
+                                      uint32_t tag, FabricError& err) override;
   std::unique_ptr<FabricQp> create_qp(FabricContext& ctx, FabricPd& pd, FabricCq& send_cq,
                                       FabricCq& recv_cq, FabricSrq* srq, const QpInit& init,
-                                      FabricError& err) override;
+                                      uint32_t tag, FabricError& err) override;
   std::unique_ptr<FabricSrq> create_srq(FabricContext& ctx, FabricPd& pd, uint32_t max_wr,
-                                        uint32_t max_sge, uint32_t srq_limit, FabricError& err) override;
+                                        uint32_t max_sge, uint32_t srq_limit, uint32_t tag,
+                                        FabricError& err) override;
   int modify_srq(FabricSrq& srq, uint32_t mask, uint32_t srq_limit, std::string& why) override;
   uint32_t query_srq_limit(FabricSrq& srq) override;
   std::unique_ptr<FabricAh> create_ah(FabricPd& pd, const ibv_ah_attr& attr, FabricError& err) override;

@@ -490,7 +490,7 @@ class Executor {
 
   // Adds a completion; a CQ that overflows puts the QP in ERR.
   void post(Cq& cq, const Cqe& c, Qp& owner) {
-    if (!e_.complete(cq, c)) e_.set_error(owner);
+    if (!e_.complete(cq, c)) e_.set_error(owner, /*fatal=*/true);
   }
 
   Engine& e_;
@@ -503,7 +503,8 @@ class Executor {
 bool Engine::complete(Cq& cq, const Cqe& c) {
   if (c.status != IBV_WC_SUCCESS) stats_.error_completions.fetch_add(1, std::memory_order_relaxed);
   if (!cq.ring.sp_try_push(c)) {
-    cq.control->error.store(1, std::memory_order_relaxed);
+    if (cq.control->error.exchange(1, std::memory_order_relaxed) == 0)
+      raise(cq.ctx, IBV_EVENT_CQ_ERR, cq.event_tag);
     return false;
   }
   if (cq.channel == nullptr) return true;
@@ -520,7 +521,12 @@ bool Engine::complete(Cq& cq, const Cqe& c) {
   return true;
 }
 
-void Engine::set_error(Qp& qp) { qp.state = IBV_QPS_ERR; }
+void Engine::set_error(Qp& qp, bool fatal) {
+  if (qp.state == IBV_QPS_ERR) return;
+  qp.state = IBV_QPS_ERR;
+  if (fatal) raise(qp.ctx, IBV_EVENT_QP_FATAL, qp.tag);
+  if (qp.srq != nullptr) raise(qp.ctx, IBV_EVENT_QP_LAST_WQE_REACHED, qp.tag);
+}
 
 // Everything queued completes with IBV_WC_WR_FLUSH_ERR.
 static bool flush(Engine& e, Qp& q) {
@@ -559,13 +565,13 @@ bool Engine::service(Qp& q, uint64_t now) {
     Outcome o = x.run(w);
     if (o == Outcome::kWait) break;
     q.sq.sc_release(1);
-    if (x.has_completion && !complete(q.send_cq, x.completion)) set_error(q);
+    if (x.has_completion && !complete(q.send_cq, x.completion)) set_error(q, /*fatal=*/true);
     ++n;
     if (o == Outcome::kFatal) break;
   }
   // A producer index that runs past the ring is the client's doing: its QP
   // fails, nobody else notices.
-  if (q.sq.corrupt() || q.rq.corrupt()) set_error(q);
+  if (q.sq.corrupt() || q.rq.corrupt()) set_error(q, /*fatal=*/true);
   return n > 0;
 }
 
