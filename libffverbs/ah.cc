@@ -47,7 +47,9 @@ int ibv_destroy_ah(ibv_ah* ibah) {
   return 0;
 }
 
-// The reply address of a received datagram: the sender's GID from the GRH.
+// The reply address of a received datagram, from its GRH. On this RoCE v2
+// port (IPv4 GIDs) the GRH holds the datagram's IPv4 header in its last 20
+// bytes, as real devices write it; a GRH in the IPv6 form is read as such.
 int ibv_init_ah_from_wc(ibv_context*, uint8_t port_num, ibv_wc* wc, ibv_grh* grh, ibv_ah_attr* attr) {
   std::memset(attr, 0, sizeof *attr);
   attr->dlid = wc->slid;
@@ -55,13 +57,22 @@ int ibv_init_ah_from_wc(ibv_context*, uint8_t port_num, ibv_wc* wc, ibv_grh* grh
   attr->src_path_bits = wc->dlid_path_bits;
   attr->port_num = port_num;
   if ((wc->wc_flags & IBV_WC_GRH) == 0) return fail_int(EINVAL);  // RoCE: addresses are GIDs
-  uint32_t flow = ntohl(grh->version_tclass_flow);
   attr->is_global = 1;
+  attr->grh.sgid_index = 0;
+  const auto* ip = reinterpret_cast<const uint8_t*>(grh) + 20;
+  if ((ip[0] >> 4) == 4) {
+    attr->grh.dgid.raw[10] = 0xff;
+    attr->grh.dgid.raw[11] = 0xff;
+    std::memcpy(attr->grh.dgid.raw + 12, ip + 12, 4);  // the IPv4 source address
+    attr->grh.traffic_class = ip[1];
+    attr->grh.hop_limit = 0xff;
+    return 0;
+  }
+  uint32_t flow = ntohl(grh->version_tclass_flow);
   attr->grh.dgid = grh->sgid;
   attr->grh.flow_label = flow & 0xfffff;
   attr->grh.traffic_class = static_cast<uint8_t>((flow >> 20) & 0xff);
   attr->grh.hop_limit = 0xff;
-  attr->grh.sgid_index = 0;
   return 0;
 }
 

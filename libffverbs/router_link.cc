@@ -1,3 +1,4 @@
+#include <poll.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -113,6 +114,19 @@ proto::ControlClient::Result RouterLink::call(flatbuffers::FlatBufferBuilder& fb
     debug("router connection lost: %s", r.message.c_str());
   }
   return r;
+}
+
+bool RouterLink::router_gone() {
+  int fd = client_.fd();
+  if (fd < 0) return true;
+  pollfd p{fd, POLLRDHUP, 0};
+  if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
+    client_.disconnect();
+    ++epoch_;
+    debug("the router closed the connection");
+    return true;
+  }
+  return false;
 }
 
 bool context_is_stale(const FfContext& ctx) { return ctx.link_epoch != RouterLink::get().epoch(); }

@@ -110,6 +110,7 @@ struct FfCq {
   FfChannel* channel = nullptr;
   uint32_t events_delivered = 0;  // by get_cq_event; destroy waits for as many acks
   uint32_t empty_polls = 0;       // consecutive empty polls (adaptive yielding)
+  uint32_t idle_yields = 0;       // yields since the router's liveness was checked
   shm::Cqe current{};             // the entry ibv_start_poll/ibv_next_poll is on
   uint32_t async_delivered = 0;   // async events handed out; destroy waits for their acks
 };
@@ -208,6 +209,10 @@ class RouterLink {
   // from an older epoch belong to a router session that no longer exists.
   uint64_t epoch() const { return epoch_.load(std::memory_order_acquire); }
   uint32_t virtual_ip() const { return virtual_ip_; }
+  // True when the router closed the connection (a poll(2) with no wait);
+  // marks every object stale. For callers that otherwise never talk to the
+  // router (ibv_poll_cq on an idle CQ).
+  bool router_gone();
   std::string socket_path() const;
   void on_fork_child();
 

@@ -1019,6 +1019,319 @@ TEST_F(Verbs, CompletionChannelBlockingNonblockingPollAndSolicited) {
   EXPECT_EQ(ibv_destroy_comp_channel(ch), EBUSY);  // a CQ still uses it
 }
 
+// --- UD, UC, SRQ, async events ------------------------------------------------
+
+class Datagrams : public Verbs {
+ protected:
+  static constexpr uint32_t kQkey = 0x11111111;
+  ibv_qp* ud_qp(ibv_cq* c, uint32_t qkey = kQkey) {
+    ibv_qp_init_attr a{};
+    a.send_cq = c;
+    a.recv_cq = c;
+    a.qp_type = IBV_QPT_UD;
+    a.cap = {16, 16, 1, 2, 0};
+    ibv_qp* q = ibv_create_qp(pd, &a);
+    EXPECT_NE(q, nullptr) << std::strerror(errno);
+    if (q == nullptr) return nullptr;
+    owned_.push_back(q);
+    ibv_qp_attr at{};
+    at.qp_state = IBV_QPS_INIT;
+    at.port_num = 1;
+    at.qkey = qkey;
+    EXPECT_EQ(ibv_modify_qp(q, &at, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_QKEY), 0);
+    at = {};
+    at.qp_state = IBV_QPS_RTR;
+    EXPECT_EQ(ibv_modify_qp(q, &at, IBV_QP_STATE), 0);
+    at.qp_state = IBV_QPS_RTS;
+    at.sq_psn = 0;
+    EXPECT_EQ(ibv_modify_qp(q, &at, IBV_QP_STATE | IBV_QP_SQ_PSN), 0);
+    return q;
+  }
+  ibv_ah* ah_to_self() {
+    ibv_ah_attr a{};
+    a.port_num = 1;
+    a.dlid = lid;
+    if (global) {
+      a.is_global = 1;
+      a.grh.dgid = gid;
+      a.grh.hop_limit = 1;
+    }
+    ibv_ah* ah = ibv_create_ah(pd, &a);
+    EXPECT_NE(ah, nullptr) << std::strerror(errno);
+    if (ah != nullptr) ahs_.push_back(ah);
+    return ah;
+  }
+  static ibv_send_wr ud_wr(uint64_t id, ibv_sge* s, ibv_ah* ah, uint32_t qpn, uint32_t qkey) {
+    ibv_send_wr w = wr(IBV_WR_SEND, id, s, 1);
+    w.wr.ud.ah = ah;
+    w.wr.ud.remote_qpn = qpn;
+    w.wr.ud.remote_qkey = qkey;
+    return w;
+  }
+  void TearDown() override {
+    for (ibv_qp* q : owned_) ibv_destroy_qp(q);
+    for (ibv_ah* a : ahs_) ibv_destroy_ah(a);
+    Verbs::TearDown();
+  }
+  std::vector<ibv_qp*> owned_;
+  std::vector<ibv_ah*> ahs_;
+};
+
+TEST_F(Datagrams, GrhCarriesTheSenderAndTheReplyAddressWorks) {
+  Pages buf(1);
+  fill(buf.base, 64, 41);
+  ibv_mr* m = mr(buf.base, buf.size);
+  ibv_cq* cs = cq();
+  ibv_cq* cr = cq();
+  ibv_qp* s = ud_qp(cs);
+  ibv_qp* r = ud_qp(cr);
+  uint8_t* rbuf = buf.base + 1024;
+  ASSERT_EQ(post_recv(r, 5, {{reinterpret_cast<uint64_t>(rbuf), 40 + 64, m->lkey}}), 0);
+  ibv_sge sg{reinterpret_cast<uint64_t>(buf.base), 64, m->lkey};
+  ibv_send_wr w = ud_wr(1, &sg, ah_to_self(), r->qp_num, kQkey);
+  ASSERT_EQ(post(s, w), 0);
+  EXPECT_EQ(poll1(cs).status, IBV_WC_SUCCESS);
+  ibv_wc wc = poll1(cr);
+  ASSERT_EQ(wc.status, IBV_WC_SUCCESS);
+  EXPECT_EQ(wc.byte_len, 40u + 64u);
+  EXPECT_TRUE(wc.wc_flags & IBV_WC_GRH);
+  EXPECT_EQ(wc.src_qp, s->qp_num);
+  EXPECT_EQ(0, std::memcmp(rbuf + 40, buf.base, 64));
+  if (global) {
+    // RoCE v2 over IPv4: the GRH's last 20 bytes are the IPv4 header, whose
+    // source address is the sender's (here: our own) IPv4-mapped GID.
+    const uint8_t* ip = rbuf + 20;
+    EXPECT_EQ(ip[0] >> 4, 4);
+    EXPECT_EQ(ip[9], 17);  // UDP
+    EXPECT_EQ(0, std::memcmp(ip + 12, gid.raw + 12, 4));
+  }
+  // The reply address built from the completion reaches the sender.
+  ibv_ah* back = ibv_create_ah_from_wc(pd, &wc, reinterpret_cast<ibv_grh*>(rbuf), 1);
+  ASSERT_NE(back, nullptr);
+  ahs_.push_back(back);
+  ASSERT_EQ(post_recv(s, 6, {{reinterpret_cast<uint64_t>(buf.base + 2048), 40 + 64, m->lkey}}), 0);
+  w = ud_wr(2, &sg, back, wc.src_qp, kQkey);
+  ASSERT_EQ(post(r, w), 0);
+  EXPECT_EQ(poll1(cr).status, IBV_WC_SUCCESS);
+  ibv_wc got = poll1(cs);
+  EXPECT_EQ(got.wr_id, 6u);
+  EXPECT_EQ(got.src_qp, r->qp_num);
+}
+
+TEST_F(Datagrams, WrongQkeyOrNoSuchQpIsDroppedSilently) {
+  Pages buf(1);
+  ibv_mr* m = mr(buf.base, buf.size);
+  ibv_cq* cs = cq();
+  ibv_cq* cr = cq();
+  ibv_qp* s = ud_qp(cs, kQkey);
+  ibv_qp* r = ud_qp(cr, kQkey);
+  ASSERT_EQ(post_recv(r, 5, {{reinterpret_cast<uint64_t>(buf.base + 1024), 40 + 64, m->lkey}}), 0);
+  ibv_sge sg{reinterpret_cast<uint64_t>(buf.base), 16, m->lkey};
+  ibv_ah* ah = ah_to_self();
+  ibv_send_wr w = ud_wr(1, &sg, ah, r->qp_num, kQkey + 1);  // wrong Q_Key
+  ASSERT_EQ(post(s, w), 0);
+  EXPECT_EQ(poll1(cs).status, IBV_WC_SUCCESS);  // the sender cannot tell
+  EXPECT_TRUE(quiet(cr, 100));
+  w = ud_wr(2, &sg, ah, 0xabcdef, kQkey);  // no such QP
+  ASSERT_EQ(post(s, w), 0);
+  EXPECT_EQ(poll1(cs).status, IBV_WC_SUCCESS);
+  EXPECT_TRUE(quiet(cr, 100));
+  w = ud_wr(3, &sg, ah, r->qp_num, 0x80000000u);  // high bit: use the sender QP's own Q_Key
+  ASSERT_EQ(post(s, w), 0);
+  EXPECT_EQ(poll1(cs).status, IBV_WC_SUCCESS);
+  EXPECT_EQ(poll1(cr).wr_id, 5u);
+}
+
+TEST_F(Datagrams, DatagramLargerThanTheMtuFails) {
+  Pages buf(3);
+  ibv_mr* m = mr(buf.base, buf.size);
+  ibv_cq* c = cq();
+  ibv_qp* s = ud_qp(c);
+  ibv_qp* r = ud_qp(c);
+  ibv_port_attr port{};
+  ASSERT_EQ(ibv_query_port(ctx, 1, &port), 0);
+  uint32_t mtu = 128u << port.active_mtu;
+  ibv_sge sg{reinterpret_cast<uint64_t>(buf.base), mtu + 1, m->lkey};
+  ibv_send_wr w = ud_wr(1, &sg, ah_to_self(), r->qp_num, kQkey);
+  int rc = post(s, w);
+  if (rc == 0) {
+    ibv_wc wc = poll1(c);
+    EXPECT_NE(wc.status, IBV_WC_SUCCESS);
+  } else {
+    EXPECT_EQ(rc, EINVAL);  // some providers refuse it at post time
+  }
+}
+
+TEST_F(Verbs, UnreliableConnectedSendAndWrite) {
+  Pages buf(2);
+  fill(buf.base, 4096, 51);
+  ibv_mr* m = mr(buf.base, buf.size);
+  ibv_cq* cs = cq();
+  ibv_cq* cr = cq();
+  ibv_qp_init_attr a{};
+  a.send_cq = cs;
+  a.recv_cq = cs;
+  a.qp_type = IBV_QPT_UC;
+  a.cap = {16, 16, 1, 1, 0};
+  ibv_qp* q = ibv_create_qp(pd, &a);
+  a.send_cq = cr;
+  a.recv_cq = cr;
+  ibv_qp* peer = ibv_create_qp(pd, &a);
+  ASSERT_NE(q, nullptr);
+  ASSERT_NE(peer, nullptr);
+  QpOptions uc;
+  uc.access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
+  // UC: RTR needs no atomics or RNR attributes, RTS only the PSN.
+  for (auto [x, y] : {std::pair{q, peer}, std::pair{peer, q}}) {
+    ASSERT_EQ(to_init(x, uc), 0);
+    ibv_qp_attr at{};
+    at.qp_state = IBV_QPS_RTR;
+    at.path_mtu = IBV_MTU_1024;
+    at.dest_qp_num = y->qp_num;
+    at.ah_attr.port_num = 1;
+    at.ah_attr.dlid = lid;
+    if (global) {
+      at.ah_attr.is_global = 1;
+      at.ah_attr.grh.dgid = gid;
+      at.ah_attr.grh.hop_limit = 1;
+    }
+    ASSERT_EQ(ibv_modify_qp(x, &at, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN), 0);
+  }
+  for (ibv_qp* x : {q, peer}) {
+    ibv_qp_attr at{};
+    at.qp_state = IBV_QPS_RTS;
+    ASSERT_EQ(ibv_modify_qp(x, &at, IBV_QP_STATE | IBV_QP_SQ_PSN), 0);
+  }
+  ibv_sge s{reinterpret_cast<uint64_t>(buf.base), 1000, m->lkey};
+  ibv_send_wr w = wr(IBV_WR_SEND, 1, &s, 1);
+  ASSERT_EQ(post(q, w), 0);  // no receive posted: lost, and the sender cannot tell
+  EXPECT_EQ(poll1(cs).status, IBV_WC_SUCCESS);
+  EXPECT_TRUE(quiet(cr, 100));
+  ASSERT_EQ(post_recv(peer, 9, {}), 0);
+  w = wr(IBV_WR_RDMA_WRITE_WITH_IMM, 2, &s, 1);
+  w.imm_data = htonl(7);
+  w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(buf.base + 4096);
+  w.wr.rdma.rkey = m->rkey;
+  ASSERT_EQ(post(q, w), 0);
+  EXPECT_EQ(poll1(cs).status, IBV_WC_SUCCESS);
+  ibv_wc r = poll1(cr);
+  EXPECT_EQ(r.opcode, IBV_WC_RECV_RDMA_WITH_IMM);
+  EXPECT_EQ(ntohl(r.imm_data), 7u);
+  EXPECT_EQ(0, std::memcmp(buf.base + 4096, buf.base, 1000));
+  ibv_sge rd{reinterpret_cast<uint64_t>(buf.base), 8, m->lkey};
+  w = wr(IBV_WR_RDMA_READ, 3, &rd, 1);  // UC has no READ
+  ibv_send_wr* bad = nullptr;
+  EXPECT_NE(ibv_post_send(q, &w, &bad), 0);
+  EXPECT_EQ(ibv_destroy_qp(q), 0);
+  EXPECT_EQ(ibv_destroy_qp(peer), 0);
+}
+
+// Waits up to `ms` for one async event of `type`.
+bool await_async(ibv_context* ctx, ibv_event_type type, ibv_async_event& out, int ms) {
+  int flags = fcntl(ctx->async_fd, F_GETFL);
+  fcntl(ctx->async_fd, F_SETFL, flags | O_NONBLOCK);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{ctx->async_fd, POLLIN, 0};
+    if (poll(&p, 1, 50) != 1) continue;
+    if (ibv_get_async_event(ctx, &out) != 0) continue;
+    bool match = out.event_type == type;
+    ibv_ack_async_event(&out);
+    if (match) return true;
+  }
+  return false;
+}
+
+TEST_F(Verbs, SharedReceiveQueueServesSeveralQpsAndSignalsItsLimit) {
+  Pages buf(2);
+  ibv_mr* m = mr(buf.base, buf.size);
+  ibv_srq_init_attr sa{};
+  sa.attr.max_wr = 16;
+  sa.attr.max_sge = 1;
+  ibv_srq* srq = ibv_create_srq(pd, &sa);
+  ASSERT_NE(srq, nullptr) << std::strerror(errno);
+  EXPECT_GE(sa.attr.max_wr, 16u);
+  ibv_cq* cs = cq();
+  ibv_cq* cr = cq();
+  std::vector<std::pair<ibv_qp*, ibv_qp*>> pairs;
+  for (int i = 0; i < 2; ++i) {
+    ibv_qp_init_attr a{};
+    a.send_cq = cr;
+    a.recv_cq = cr;
+    a.srq = srq;
+    a.qp_type = IBV_QPT_RC;
+    a.cap = {8, 0, 1, 0, 0};
+    ibv_qp* rq = ibv_create_qp(pd, &a);
+    ASSERT_NE(rq, nullptr);
+    ibv_qp* sq = qp(cs, cs);
+    connect(sq, rq);
+    pairs.emplace_back(sq, rq);
+  }
+  for (uint64_t i = 0; i < 5; ++i) {
+    ibv_sge s{reinterpret_cast<uint64_t>(buf.base + 512 * i), 512, m->lkey};
+    ibv_recv_wr r{};
+    r.wr_id = 100 + i;
+    r.sg_list = &s;
+    r.num_sge = 1;
+    ibv_recv_wr* bad = nullptr;
+    ASSERT_EQ(ibv_post_srq_recv(srq, &r, &bad), 0);
+  }
+  ibv_srq_attr limit{};
+  limit.srq_limit = 4;
+  ASSERT_EQ(ibv_modify_srq(srq, &limit, IBV_SRQ_LIMIT), 0);
+  ibv_srq_attr q{};
+  ASSERT_EQ(ibv_query_srq(srq, &q), 0);
+  EXPECT_EQ(q.srq_limit, 4u);
+  // One message through each QP: both take from the SRQ, in order.
+  ibv_sge s{reinterpret_cast<uint64_t>(buf.base + 4096), 32, m->lkey};
+  for (auto& [sq, rq] : pairs) {
+    ibv_send_wr w = wr(IBV_WR_SEND, 1, &s, 1);
+    ASSERT_EQ(post(sq, w), 0);
+    EXPECT_EQ(poll1(cs).status, IBV_WC_SUCCESS);
+  }
+  ibv_wc a = poll1(cr), b = poll1(cr);
+  EXPECT_EQ(a.wr_id, 100u);
+  EXPECT_EQ(b.wr_id, 101u);
+  EXPECT_EQ(a.qp_num, pairs[0].second->qp_num);
+  EXPECT_EQ(b.qp_num, pairs[1].second->qp_num);
+  // 3 left < 4: the limit event fired, and the limit is disarmed.
+  ibv_async_event ev{};
+  ASSERT_TRUE(await_async(ctx, IBV_EVENT_SRQ_LIMIT_REACHED, ev, 5000));
+  EXPECT_EQ(ev.element.srq, srq);
+  ASSERT_EQ(ibv_query_srq(srq, &q), 0);
+  EXPECT_EQ(q.srq_limit, 0u);
+  // A QP on the SRQ entering ERR reports its last WQE.
+  ibv_qp_attr err{};
+  err.qp_state = IBV_QPS_ERR;
+  ASSERT_EQ(ibv_modify_qp(pairs[0].second, &err, IBV_QP_STATE), 0);
+  ASSERT_TRUE(await_async(ctx, IBV_EVENT_QP_LAST_WQE_REACHED, ev, 5000));
+  EXPECT_EQ(ev.element.qp, pairs[0].second);
+  EXPECT_EQ(ibv_destroy_srq(srq), EBUSY);  // QPs still use it
+  for (auto& [sq, rq] : pairs) EXPECT_EQ(ibv_destroy_qp(rq), 0);
+  EXPECT_EQ(ibv_destroy_srq(srq), 0);
+}
+
+TEST_F(Verbs, CompletionQueueOverrunIsAnAsyncError) {
+  Pages buf(1);
+  ibv_mr* m = mr(buf.base, buf.size);
+  ibv_cq* tiny = ibv_create_cq(ctx, 1, nullptr, nullptr, 0);
+  ASSERT_NE(tiny, nullptr);
+  ibv_cq* other = cq();
+  ibv_qp* a = qp(tiny, tiny);
+  ibv_qp* b = qp(other, other);
+  connect(a, b);
+  ibv_sge s{reinterpret_cast<uint64_t>(buf.base), 8, m->lkey};
+  for (int i = 0; i < tiny->cqe + 4; ++i) {
+    ibv_send_wr w = wr(IBV_WR_RDMA_WRITE, static_cast<uint64_t>(i), &s, 1);
+    w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(buf.base + 64);
+    w.wr.rdma.rkey = m->rkey;
+    ASSERT_EQ(post(a, w), 0);
+  }
+  ibv_async_event ev{};
+  ASSERT_TRUE(await_async(ctx, IBV_EVENT_CQ_ERR, ev, 5000));
+  EXPECT_EQ(ev.element.cq, tiny);
+}
+
 // --- a peer killed mid-transfer ----------------------------------------------
 
 // A child process owns one end; the parent streams writes to it and kills it

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -222,22 +223,48 @@ TEST_F(Device, ForkedChildGetsAFreshSessionNotTheParents) {
   EXPECT_EQ(ibv_dealloc_pd(pd), 0);
 }
 
-// Run last and alone: kills the router named by FF_ROUTER_PID.
+// Run last and alone: kills the router named by FF_ROUTER_PID while one
+// thread waits in ibv_get_async_event, one in ibv_get_cq_event and one spins
+// in ibv_poll_cq. All three must return; verbs then fail cleanly.
 TEST_F(Device, RouterLossIsDeviceFatalAndVerbsFailCleanly) {
   const char* router = std::getenv("FF_ROUTER_PID");
   if (router == nullptr) GTEST_SKIP() << "needs FF_ROUTER_PID (run by test_verbs_device.sh)";
-  std::atomic<int> event_type{-1};
-  std::thread waiter([&] {
+  ibv_comp_channel* ch = ibv_create_comp_channel(ctx);
+  ASSERT_NE(ch, nullptr);
+  ibv_cq* armed = ibv_create_cq(ctx, 4, nullptr, ch, 0);
+  ibv_cq* spun = ibv_create_cq(ctx, 4, nullptr, nullptr, 0);
+  ASSERT_NE(armed, nullptr);
+  ASSERT_NE(spun, nullptr);
+  ASSERT_EQ(ibv_req_notify_cq(armed, 0), 0);
+  std::atomic<int> event_type{-1}, cq_event_rc{1}, poll_rc{0};
+  std::thread async_waiter([&] {
     ibv_async_event ev{};
     if (ibv_get_async_event(ctx, &ev) == 0) {
       event_type = ev.event_type;
       ibv_ack_async_event(&ev);
     }
   });
-  usleep(100 * 1000);  // let the waiter block
+  std::thread cq_waiter([&] {
+    ibv_cq* got = nullptr;
+    void* cq_ctx = nullptr;
+    cq_event_rc = ibv_get_cq_event(ch, &got, &cq_ctx);
+  });
+  std::thread spinner([&] {
+    ibv_wc wc;
+    int rc;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while ((rc = ibv_poll_cq(spun, 1, &wc)) == 0 && std::chrono::steady_clock::now() < deadline) {
+    }
+    poll_rc = rc;
+  });
+  usleep(100 * 1000);  // let them all block
   ASSERT_EQ(kill(static_cast<pid_t>(std::atoi(router)), SIGKILL), 0);
-  waiter.join();
+  async_waiter.join();
+  cq_waiter.join();
+  spinner.join();
   EXPECT_EQ(event_type, IBV_EVENT_DEVICE_FATAL);
+  EXPECT_EQ(cq_event_rc, -1) << "ibv_get_cq_event must fail, not hang";
+  EXPECT_LT(poll_rc, 0) << "ibv_poll_cq must report the loss";
   ibv_port_attr p{};
   EXPECT_NE(ibv_query_port(ctx, 1, &p), 0);
   errno = 0;

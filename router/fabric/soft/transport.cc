@@ -17,7 +17,8 @@
 // UC and UD are unreliable: what RC would retry or NAK (no receive posted,
 // peer not ready, bad rkey at the responder, wrong Q_Key, no such QP) is
 // dropped, and the requester completes successfully, as on the wire. UD
-// datagrams are limited to the port MTU and land behind a 40-byte GRH.
+// datagrams are limited to the port MTU and land behind a 40-byte GRH
+// (RoCE v2 over IPv4: the sender's address in an IPv4 header).
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -39,15 +40,7 @@ constexpr uint64_t kMaxMessage = uint64_t{1} << 31;
 constexpr uint64_t kUdMtu = 4096;  // the port's active MTU
 constexpr uint32_t kGrhBytes = sizeof(shm::WireGrh);
 
-void mapped_gid(uint32_t ip, uint8_t (&gid)[16]) {
-  std::memset(gid, 0, sizeof gid);
-  gid[10] = 0xff;
-  gid[11] = 0xff;
-  gid[12] = static_cast<uint8_t>(ip >> 24);
-  gid[13] = static_cast<uint8_t>(ip >> 16);
-  gid[14] = static_cast<uint8_t>(ip >> 8);
-  gid[15] = static_cast<uint8_t>(ip);
-}
+
 
 // Local ACK timeout: 4.096 us * 2^timeout; 0 means "infinite" in the spec,
 // here 2^20 (4.3 s) so that a dead peer is always reported.
@@ -463,14 +456,26 @@ class Executor {
     Sges dst;
     auto [outcome, ok] = take_receive(*t, w, src.total, r, dst);
     if (!ok) return outcome;
+    // The GRH as a RoCE v2 device with IPv4 addresses writes it: 20 unused
+    // bytes, then the IPv4 header of the datagram (rdma-core's
+    // ibv_init_ah_from_wc reads the sender's address from there).
     shm::WireGrh grh{};
-    grh.version_tclass_flow = htonl((6u << 28) | (uint32_t{ah->attr.grh.traffic_class} << 20) |
-                                    (ah->attr.grh.flow_label & 0xfffff));
-    grh.paylen = htons(static_cast<uint16_t>(src.total));
-    grh.next_hdr = 0x1b;  // IB BTH
-    grh.hop_limit = ah->attr.grh.hop_limit != 0 ? ah->attr.grh.hop_limit : 64;
-    mapped_gid(q_.pd.owner.virtual_ip, grh.sgid);
-    mapped_gid(t->pd.owner.virtual_ip, grh.dgid);
+    auto* ip = reinterpret_cast<uint8_t*>(&grh) + 20;
+    uint16_t total = static_cast<uint16_t>(20 + 8 + 12 + 8 + src.total + 4);  // IP+UDP+BTH+DETH+payload+ICRC
+    uint8_t ttl = ah->attr.grh.hop_limit != 0 ? ah->attr.grh.hop_limit : 64;
+    uint32_t saddr = q_.pd.owner.virtual_ip, daddr = t->pd.owner.virtual_ip;
+    const uint8_t header[20] = {0x45, ah->attr.grh.traffic_class, static_cast<uint8_t>(total >> 8),
+                                static_cast<uint8_t>(total), 0, 0, 0x40, 0, ttl, 17, 0, 0,
+                                static_cast<uint8_t>(saddr >> 24), static_cast<uint8_t>(saddr >> 16),
+                                static_cast<uint8_t>(saddr >> 8), static_cast<uint8_t>(saddr),
+                                static_cast<uint8_t>(daddr >> 24), static_cast<uint8_t>(daddr >> 16),
+                                static_cast<uint8_t>(daddr >> 8), static_cast<uint8_t>(daddr)};
+    std::memcpy(ip, header, sizeof header);
+    uint32_t sum = 0;
+    for (int i = 0; i < 20; i += 2) sum += (uint32_t{ip[i]} << 8) | ip[i + 1];
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    ip[10] = static_cast<uint8_t>(~sum >> 8);
+    ip[11] = static_cast<uint8_t>(~sum);
     std::byte both[kGrhBytes + kUdMtu];
     std::memcpy(both, &grh, kGrhBytes);
     Pieces from = source_of(src);
