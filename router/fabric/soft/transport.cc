@@ -39,6 +39,7 @@ constexpr int kBatch = 32;
 constexpr uint64_t kMaxMessage = uint64_t{1} << 31;
 constexpr uint64_t kUdMtu = 4096;  // the port's active MTU
 constexpr uint32_t kGrhBytes = sizeof(shm::WireGrh);
+constexpr uint8_t kRoceIpv4PacketType = 2;
 
 
 
@@ -310,6 +311,9 @@ class Executor {
     if (t.init.type == IBV_QPT_UD) {
       c.wc_flags |= IBV_WC_GRH;
       c.byte_len = static_cast<uint32_t>(bytes + kGrhBytes);
+      // On RoCE, devices report the received packet's L3 type in `sl` for
+      // UD (mlx5: 2 = IPv4); UCX reads it to find the GRH's destination.
+      c.sl = kRoceIpv4PacketType;
     }
     t.receives().sc_release(1);
     if (t.srq != nullptr) e_.check_srq_limit(*t.srq);
