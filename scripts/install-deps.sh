@@ -10,7 +10,7 @@ PACKAGES=(
   libnuma-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # runtime peers: unmodified verbs programs driven through the router
-  ibverbs-utils perftest rdmacm-utils
+  ibverbs-utils perftest rdmacm-utils ucx-utils
   # end-to-end tests: namespaces and mounts
   iproute2 util-linux procps
 )

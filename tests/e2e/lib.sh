@@ -65,6 +65,11 @@ ff_in_container() {
       mkdir -p /run/ffrouter
       mount --bind "$FF_TENANT_DIR" /run/ffrouter
       mount -t tmpfs ffhide "$FF_HIDE"
+      # UCX only uses a verbs device whose /dev/infiniband/<dev_name> is a
+      # character device; runtimes pass /dev/null under that name.
+      mkdir -p /dev/infiniband
+      mount -t tmpfs ffdev /dev/infiniband
+      mknod /dev/infiniband/uverbs0 c 1 3
       unset FF_TENANT_DIR FF_HIDE
       export LD_PRELOAD=$LD_PRELOAD_LATER; unset LD_PRELOAD_LATER
       exec "$@"' ff-container "$@"
