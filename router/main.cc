@@ -1,5 +1,6 @@
 // ffrouter: the host-side daemon that serves virtual RDMA verbs to containers.
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include <cstdio>
 #include <exception>
@@ -15,6 +16,13 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(options.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ ffrouter: %v");
   log_options(options);
+  // Every client holds a socket and every QP, CQ and segment an fd in the
+  // router: take all the descriptors the hard limit allows.
+  rlimit nofile{};
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   try {
     auto tenants = options.config_path.empty() ? default_tenants() : load_tenants(options.config_path);
     Router router(options, std::move(tenants), std::make_unique<SoftFabric>(options));

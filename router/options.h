@@ -18,6 +18,11 @@ struct RouterOptions {
   std::string log_level = "info";
   uint32_t socket_mode = 0666;  // tenant sockets; the tenant directory mount is the boundary
   uint32_t poll_spin_us = 100;  // the poller spins this long without work before it sleeps
+  // Limits (hostile or runaway tenants): exceeding one gives that client
+  // ENOMEM (or its connection refused) and a count in ffctl.
+  uint32_t max_sessions = 1024;               // connections, all tenants together
+  uint32_t max_objects_per_session = 16384;   // contexts, PDs, MRs, CQs, QPs, ... of one client
+  uint32_t max_shm_mb_per_tenant = 8192;      // registered memory plus rings, MiB (0: no limit)
 };
 
 struct Knob {

@@ -48,6 +48,7 @@ Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
   listeners_.push_back(
       std::make_unique<Listener>(io_, SessionRole::kAdmin, nullptr, admin_socket_path()));
   for (const auto& t : tenants_) {
+    quotas_.emplace(t.name, policy::TenantQuota(uint64_t{options_.max_shm_mb_per_tenant} << 20));
     make_dir(fs::path(options_.run_dir) / "tenants" / t.name);
     listeners_.push_back(
         std::make_unique<Listener>(io_, SessionRole::kTenant, &t, tenant_socket_path(t)));
@@ -99,6 +100,12 @@ void Router::accept_next(Listener& l) {
     if (ec) {
       // EMFILE and friends: keep serving the clients we have, retry later.
       spdlog::warn("accept on {} failed: {}", l.path, ec.message());
+    } else if (l.role == SessionRole::kTenant && sessions_.size() >= options_.max_sessions) {
+      // Refused before any work is done for it: the peer sees the connection close.
+      ++sessions_refused_;
+      if (sessions_refused_ == 1 || sessions_refused_ % 1000 == 0)
+        spdlog::warn("refusing connections on {}: --max-sessions {} reached ({} refused so far)", l.path,
+                     options_.max_sessions, sessions_refused_);
     } else {
       uint64_t id = next_session_id_++;
       auto s = std::make_shared<Session>(*this, l.role, l.tenant, std::move(sock), id);

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "policy/quota.h"
 #include "policy/tenant.h"
 #include "router/control/session.h"
 #include "router/fabric/fabric.h"
@@ -44,6 +45,9 @@ class Router {
   // Called by Session::close().
   void forget(uint64_t session_id);
 
+  policy::TenantQuota& quota(const policy::TenantSpec& t) { return quotas_.at(t.name); }
+  uint64_t sessions_refused() const { return sessions_refused_; }
+
  private:
   struct Listener {
     Listener(boost::asio::io_context& io, SessionRole r, const policy::TenantSpec* t, std::string p)
@@ -63,7 +67,9 @@ class Router {
   boost::asio::signal_set signals_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::map<uint64_t, std::shared_ptr<Session>> sessions_;
+  std::map<std::string, policy::TenantQuota> quotas_;
   uint64_t next_session_id_ = 1;
+  uint64_t sessions_refused_ = 0;
   bool stopping_ = false;
 };
 

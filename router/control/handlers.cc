@@ -1,6 +1,9 @@
 #include "router/control/handlers.h"
 
+#include "router/router.h"
+
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include <array>
 
@@ -14,34 +17,35 @@ struct DispatchTables {
   std::array<HandlerEntry, kBodyTypes> admin{};
   DispatchTables() {
     using B = proto::RequestBody;
-    auto on = [this](B b, Handler h, size_t fds = 0) { tenant[static_cast<size_t>(b)] = {h, fds}; };
+    auto on = [this](B b, Handler h, size_t fds = 0) { tenant[static_cast<size_t>(b)] = {h, fds, false}; };
+    auto creating = [this](B b, Handler h, size_t fds = 0) { tenant[static_cast<size_t>(b)] = {h, fds, true}; };
     on(B::Hello, handle_hello);
     on(B::ListDevices, handle_list_devices);
-    on(B::OpenDevice, handle_open_device);
+    creating(B::OpenDevice, handle_open_device);
     on(B::CloseDevice, handle_close_device);
     on(B::QueryDevice, handle_query_device);
     on(B::QueryPort, handle_query_port);
     on(B::QueryGid, handle_query_gid);
     on(B::QueryPkey, handle_query_pkey);
-    on(B::AllocPd, handle_alloc_pd);
+    creating(B::AllocPd, handle_alloc_pd);
     on(B::DeallocPd, handle_dealloc_pd);
-    on(B::RegisterSegment, handle_register_segment, 1);
+    creating(B::RegisterSegment, handle_register_segment, 1);
     on(B::ReleaseSegment, handle_release_segment);
-    on(B::RegMr, handle_reg_mr);
+    creating(B::RegMr, handle_reg_mr);
     on(B::DeregMr, handle_dereg_mr);
-    on(B::CreateCompChannel, handle_create_comp_channel);
+    creating(B::CreateCompChannel, handle_create_comp_channel);
     on(B::DestroyCompChannel, handle_destroy_comp_channel);
-    on(B::CreateCq, handle_create_cq);
+    creating(B::CreateCq, handle_create_cq);
     on(B::DestroyCq, handle_destroy_cq);
-    on(B::CreateQp, handle_create_qp);
+    creating(B::CreateQp, handle_create_qp);
     on(B::ModifyQp, handle_modify_qp);
     on(B::QueryQp, handle_query_qp);
     on(B::DestroyQp, handle_destroy_qp);
-    on(B::CreateSrq, handle_create_srq);
+    creating(B::CreateSrq, handle_create_srq);
     on(B::ModifySrq, handle_modify_srq);
     on(B::QuerySrq, handle_query_srq);
     on(B::DestroySrq, handle_destroy_srq);
-    on(B::CreateAh, handle_create_ah);
+    creating(B::CreateAh, handle_create_ah);
     on(B::DestroyAh, handle_destroy_ah);
     admin[static_cast<size_t>(B::AdminStatus)] = {handle_admin_status, 0};
   }
@@ -63,6 +67,22 @@ HandlerStatus destroy_status(int removed, const char* what) {
 }
 
 UniqueFd dup_for_reply(int fd) { return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 0)); }
+
+bool charge_segment(Session& s, int segment_fd, policy::Charge& out) {
+  struct stat st {};
+  uint64_t bytes = ::fstat(segment_fd, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  policy::TenantQuota& q = s.router().quota(*s.tenant());
+  if (!q.try_take(bytes)) return false;
+  out = policy::Charge(&q, bytes);
+  return true;
+}
+
+HandlerStatus quota_exceeded(Session& s) {
+  policy::TenantQuota& q = s.router().quota(*s.tenant());
+  return HandlerStatus::fail(ENOMEM, "tenant '" + s.tenant()->name + "' holds " +
+                                         std::to_string(q.used() >> 20) + " MiB of shared memory; the limit is " +
+                                         std::to_string(q.limit() >> 20) + " MiB (--max-shm-mb-per-tenant)");
+}
 
 ContextObject* find_context(Session& s, uint32_t handle) {
   return s.objects().find<ContextObject>(handle, ObjectKind::kContext);

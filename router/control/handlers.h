@@ -48,7 +48,8 @@ FF_HANDLER(handle_destroy_ah);
 
 struct HandlerEntry {
   Handler handler = nullptr;
-  size_t fds = 0;  // descriptors the request carries
+  size_t fds = 0;         // descriptors the request carries
+  bool creates = false;   // adds an object: subject to --max-objects-per-session
 };
 
 // The handler for a request body type on a session of `role`; its handler
@@ -60,6 +61,11 @@ HandlerStatus destroy_status(int removed, const char* what);
 
 // Duplicates an fd to pass it in a reply (the object keeps its own).
 UniqueFd dup_for_reply(int fd);
+
+// Charges the shared memory behind `segment_fd` (its size) to the session's
+// tenant; false (and a refusal counted) when the tenant's quota is full.
+bool charge_segment(Session& s, int segment_fd, policy::Charge& out);
+HandlerStatus quota_exceeded(Session& s);
 
 // Shared by handlers that take a context handle.
 ContextObject* find_context(Session& s, uint32_t handle);

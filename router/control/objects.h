@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "policy/quota.h"
 #include "router/fabric/fabric.h"
 #include "shm/doorbell.h"
 
@@ -24,6 +25,7 @@ struct Object {
 
   const ObjectKind kind;
   uint32_t handle = 0;
+  policy::Charge charge;  // shared memory it holds against its tenant's quota
   std::vector<uint32_t> parents;  // objects this one uses (a QP: its PD and CQs)
   uint32_t children = 0;          // live objects naming this one as a parent
 };

@@ -119,6 +119,10 @@ void Session::handle_frame(proto::Frame& frame) {
   } else if (role_ == SessionRole::kTenant && !greeted() &&
              req->body_type() != proto::RequestBody::Hello) {
     status = HandlerStatus::fail(EPROTO, "the first request must be Hello");
+  } else if (entry.creates && objects_.size() >= router_.options().max_objects_per_session) {
+    router_.quota(*tenant_).count_refusal();
+    status = HandlerStatus::fail(ENOMEM, "this client holds " + std::to_string(objects_.size()) +
+                                             " objects, the limit (--max-objects-per-session)");
   } else {
     status = entry.handler(*this, *req, frame.fds, w);
   }

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "proto/client.h"
+#include "shm/segment.h"
 #include "router/fabric/soft/soft_fabric.h"
 #include "router/router.h"
 
@@ -21,11 +22,11 @@ using proto::RequestBody;
 
 class ControlPlane : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { start(RouterOptions{}); }
+  void start(RouterOptions o) {
     char tmpl[] = "/tmp/ffctl-test.XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
-    RouterOptions o;
     o.run_dir = dir_ + "/run";
     std::vector<policy::TenantSpec> tenants{
         {"blue", std::nullopt, policy::parse_ipv4("10.0.0.1")},
@@ -247,6 +248,89 @@ TEST_F(ControlPlane, ManyConnectionsComeAndGo) {
   }
   for (int i = 0; i < 100 && router_objects() != 0; ++i) usleep(10000);
   EXPECT_EQ(router_objects(), 0u);
+}
+
+class Limits : public ControlPlane {
+ protected:
+  void SetUp() override {
+    RouterOptions o;
+    o.max_sessions = 3;
+    o.max_objects_per_session = 5;
+    o.max_shm_mb_per_tenant = 2;
+    start(o);
+  }
+  static proto::ControlClient::Result register_segment(proto::ControlClient& c, size_t bytes) {
+    shm::Mapping m = shm::Mapping::create("t", shm::SegmentKind::kRing, bytes);
+    flatbuffers::FlatBufferBuilder fbb;
+    int fd = m.fd();
+    return c.call(fbb, RequestBody::RegisterSegment,
+                  proto::CreateRegisterSegment(fbb, 0x10000000, m.size()).Union(), {&fd, 1});
+  }
+  // Limit refusals counted for tenant `t` (ffctl's limit_refusals).
+  uint64_t refusals(const char* t) {
+    proto::ControlClient admin;
+    EXPECT_EQ(admin.connect(admin_path()), 0);
+    flatbuffers::FlatBufferBuilder fbb;
+    auto r = admin.call(fbb, RequestBody::AdminStatus, proto::CreateAdminStatus(fbb).Union());
+    for (const auto* ts : *r.reply()->body_as_StatusReply()->tenants())
+      if (ts->name()->str() == t) return ts->limit_refusals();
+    return 0;
+  }
+};
+
+TEST_F(Limits, ObjectsPerSessionAreCappedAndFreedSlotsReturn) {
+  proto::ControlClient c;
+  ASSERT_EQ(c.connect(tenant_path("blue")), 0);
+  ASSERT_EQ(hello(c).error, 0);
+  uint32_t ctx = open_context(c);
+  std::vector<uint32_t> pds;
+  for (int i = 0; i < 4; ++i) {
+    auto r = alloc_pd(c, ctx);
+    ASSERT_EQ(r.error, 0);
+    pds.push_back(r.reply()->body_as_AllocPdReply()->pd());
+  }
+  auto over = alloc_pd(c, ctx);
+  EXPECT_EQ(over.error, ENOMEM);
+  EXPECT_NE(over.message.find("--max-objects-per-session"), std::string::npos);
+  EXPECT_EQ(refusals("blue"), 1u);
+  flatbuffers::FlatBufferBuilder fbb;
+  ASSERT_EQ(c.call(fbb, RequestBody::DeallocPd, proto::CreateDeallocPd(fbb, pds[0]).Union()).error, 0);
+  EXPECT_EQ(alloc_pd(c, ctx).error, 0);
+}
+
+TEST_F(Limits, SharedMemoryPerTenantIsCapped) {
+  proto::ControlClient c;
+  ASSERT_EQ(c.connect(tenant_path("blue")), 0);
+  ASSERT_EQ(hello(c).error, 0);
+  auto big = register_segment(c, 3 << 20);
+  EXPECT_EQ(big.error, ENOMEM);
+  EXPECT_NE(big.message.find("--max-shm-mb-per-tenant"), std::string::npos);
+  EXPECT_EQ(register_segment(c, 1 << 20).error, 0);
+  // The other tenant has its own quota.
+  proto::ControlClient red;
+  ASSERT_EQ(red.connect(tenant_path("red")), 0);
+  ASSERT_EQ(hello(red).error, 0);
+  EXPECT_EQ(register_segment(red, 1 << 20).error, 0);
+  EXPECT_EQ(refusals("red"), 0u);
+}
+
+TEST_F(Limits, ConnectionsBeyondTheLimitAreRefused) {
+  std::vector<std::unique_ptr<proto::ControlClient>> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(std::make_unique<proto::ControlClient>());
+    ASSERT_EQ(clients.back()->connect(tenant_path("blue")), 0);
+    ASSERT_EQ(hello(*clients.back()).error, 0);
+  }
+  proto::ControlClient extra;
+  ASSERT_EQ(extra.connect(tenant_path("blue")), 0);  // the socket accepts, the router closes it
+  EXPECT_NE(hello(extra).error, 0);
+  clients.pop_back();  // one leaves: room for another
+  for (int i = 0; i < 100; ++i) {
+    proto::ControlClient again;
+    if (again.connect(tenant_path("blue")) == 0 && hello(again).error == 0) return;
+    usleep(10000);
+  }
+  ADD_FAILURE() << "no room after a client left";
 }
 
 }  // namespace

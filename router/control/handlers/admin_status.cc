@@ -23,15 +23,18 @@ HandlerStatus handle_admin_status(Session& s, const proto::Request&, std::vector
                                                   fbb.CreateString(c->peer().program),
                                                   fbb.CreateVector(counts)));
     }
+    const policy::TenantQuota& q = r.quota(t);
     tenants.push_back(proto::CreateTenantStatus(fbb, fbb.CreateString(t.name),
                                                 fbb.CreateString(r.tenant_socket_path(t)),
-                                                fbb.CreateVector(clients)));
+                                                fbb.CreateVector(clients), q.used(), q.limit(),
+                                                q.refusals()));
   }
   FabricCounters fc = r.fabric().counters();
   std::vector<flatbuffers::Offset<proto::Counter>> counters;
   for (auto [name, value] : {std::pair{"work_requests", fc.work_requests}, {"bytes", fc.bytes},
                              {"error_completions", fc.error_completions},
-                             {"poller_sleeps", fc.poller_sleeps}})
+                             {"poller_sleeps", fc.poller_sleeps},
+                             {"sessions_refused", r.sessions_refused()}})
     counters.push_back(proto::CreateCounter(fbb, fbb.CreateString(name), value));
   w.set_body(proto::CreateStatusReply(fbb, fbb.CreateString("ffrouter 0.1.0"),
                                       fbb.CreateString(std::string(r.fabric().name())),

@@ -16,7 +16,11 @@ HandlerStatus handle_create_comp_channel(Session& s, const proto::Request& req,
   UniqueFd segment = dup_for_reply(ch->segment_fd());
   if (!event_fd || !segment) return HandlerStatus::fail(EMFILE, "cannot duplicate the channel's fds");
   uint32_t capacity = ch->capacity();
-  uint32_t handle = s.objects().add(std::make_unique<ChannelObject>(std::move(ch)), {ctx});
+  policy::Charge charge;
+  if (!charge_segment(s, ch->segment_fd(), charge)) return quota_exceeded(s);
+  auto object = std::make_unique<ChannelObject>(std::move(ch));
+  object->charge = std::move(charge);
+  uint32_t handle = s.objects().add(std::move(object), {ctx});
   w.set_body(proto::CreateCreateCompChannelReply(w.fbb(), handle, capacity));
   w.add_fd(std::move(event_fd));
   w.add_fd(std::move(segment));

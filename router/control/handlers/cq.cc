@@ -23,7 +23,11 @@ HandlerStatus handle_create_cq(Session& s, const proto::Request& req, std::vecto
   UniqueFd segment = dup_for_reply(cq->segment_fd());
   if (!segment) return HandlerStatus::fail(EMFILE, "cannot duplicate the CQ's fd");
   uint32_t capacity = cq->capacity();
-  uint32_t handle = s.objects().add(std::make_unique<CqObject>(std::move(cq)), {r->context(), r->channel()});
+  policy::Charge charge;
+  if (!charge_segment(s, cq->segment_fd(), charge)) return quota_exceeded(s);
+  auto object = std::make_unique<CqObject>(std::move(cq));
+  object->charge = std::move(charge);
+  uint32_t handle = s.objects().add(std::move(object), {r->context(), r->channel()});
   w.set_body(proto::CreateCreateCqReply(w.fbb(), handle, capacity));
   w.add_fd(std::move(segment));
   return HandlerStatus::ok();

@@ -13,7 +13,10 @@ HandlerStatus handle_open_device(Session& s, const proto::Request& req, std::vec
   FabricError err;
   auto fabric_ctx = s.router().fabric().open_context(err);
   if (!fabric_ctx) return HandlerStatus::fail(err.code, err.message);
+  policy::Charge charge;
+  if (!charge_segment(s, fabric_ctx->async_segment_fd(), charge)) return quota_exceeded(s);
   auto ctx = std::make_unique<ContextObject>(std::move(fabric_ctx));
+  ctx->charge = std::move(charge);
   UniqueFd async_fd = dup_for_reply(ctx->fabric->async_event_fd());
   UniqueFd doorbell = dup_for_reply(ctx->fabric->doorbell_fd());
   UniqueFd async_segment = dup_for_reply(ctx->fabric->async_segment_fd());

@@ -34,8 +34,11 @@ HandlerStatus handle_create_qp(Session& s, const proto::Request& req, std::vecto
   if (!segment) return HandlerStatus::fail(EMFILE, "cannot duplicate the QP's fd");
   auto cap = proto::to_wire(qp->cap());
   uint32_t qpn = qp->qp_num(), send_cap = qp->send_capacity(), recv_cap = qp->recv_capacity();
-  uint32_t handle = s.objects().add(std::make_unique<QpObject>(std::move(qp)),
-                                    {r->pd(), r->send_cq(), r->recv_cq(), r->srq()});
+  policy::Charge charge;
+  if (!charge_segment(s, qp->segment_fd(), charge)) return quota_exceeded(s);
+  auto object = std::make_unique<QpObject>(std::move(qp));
+  object->charge = std::move(charge);
+  uint32_t handle = s.objects().add(std::move(object), {r->pd(), r->send_cq(), r->recv_cq(), r->srq()});
   w.set_body(proto::CreateCreateQpReply(w.fbb(), handle, qpn, &cap, send_cap, recv_cap));
   w.add_fd(std::move(segment));
   return HandlerStatus::ok();

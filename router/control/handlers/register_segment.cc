@@ -19,10 +19,15 @@ HandlerStatus handle_register_segment(Session& s, const proto::Request& req,
     if (seg != nullptr && prev->first + seg->fabric->length() > base)
       return HandlerStatus::fail(EEXIST, "segment overlaps a registered one");
   }
+  policy::TenantQuota& quota = s.router().quota(*s.tenant());
+  if (!quota.try_take(len)) return quota_exceeded(s);
+  policy::Charge charge(&quota, len);
   FabricError err;
   auto seg = s.router().fabric().map_segment(std::move(fds.at(0)), base, len, err);
   if (!seg) return HandlerStatus::fail(err.code, err.message);
-  uint32_t handle = s.objects().add(std::make_unique<SegmentObject>(std::move(seg)));
+  auto object = std::make_unique<SegmentObject>(std::move(seg));
+  object->charge = std::move(charge);
+  uint32_t handle = s.objects().add(std::move(object));
   index[base] = handle;
   w.set_body(proto::CreateRegisterSegmentReply(w.fbb(), handle));
   return HandlerStatus::ok();

@@ -19,7 +19,11 @@ HandlerStatus handle_create_srq(Session& s, const proto::Request& req, std::vect
   UniqueFd segment = dup_for_reply(srq->segment_fd());
   if (!segment) return HandlerStatus::fail(EMFILE, "cannot duplicate the SRQ's fd");
   uint32_t cap = srq->capacity(), sge = srq->max_sge();
-  uint32_t handle = s.objects().add(std::make_unique<SrqObject>(std::move(srq)), {r->pd()});
+  policy::Charge charge;
+  if (!charge_segment(s, srq->segment_fd(), charge)) return quota_exceeded(s);
+  auto object = std::make_unique<SrqObject>(std::move(srq));
+  object->charge = std::move(charge);
+  uint32_t handle = s.objects().add(std::move(object), {r->pd()});
   w.set_body(proto::CreateCreateSrqReply(w.fbb(), handle, cap, cap, sge));
   w.add_fd(std::move(segment));
   return HandlerStatus::ok();
