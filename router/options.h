@@ -21,6 +21,7 @@ struct RouterOptions {
   // Limits (hostile or runaway tenants): exceeding one gives that client
   // ENOMEM (or its connection refused) and a count in ffctl.
   uint32_t max_sessions = 1024;               // connections, all tenants together
+  uint32_t max_sessions_per_tenant = 256;     // so that one tenant cannot take them all
   uint32_t max_objects_per_session = 16384;   // contexts, PDs, MRs, CQs, QPs, ... of one client
   uint32_t max_shm_mb_per_tenant = 8192;      // registered memory plus rings, MiB (0: no limit)
 };

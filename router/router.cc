@@ -100,12 +100,15 @@ void Router::accept_next(Listener& l) {
     if (ec) {
       // EMFILE and friends: keep serving the clients we have, retry later.
       spdlog::warn("accept on {} failed: {}", l.path, ec.message());
-    } else if (l.role == SessionRole::kTenant && sessions_.size() >= options_.max_sessions) {
+    } else if (l.role == SessionRole::kTenant && (sessions_.size() >= options_.max_sessions ||
+                                                  tenant_sessions(*l.tenant) >= options_.max_sessions_per_tenant)) {
       // Refused before any work is done for it: the peer sees the connection close.
       ++sessions_refused_;
+      quota(*l.tenant).count_refusal();
       if (sessions_refused_ == 1 || sessions_refused_ % 1000 == 0)
-        spdlog::warn("refusing connections on {}: --max-sessions {} reached ({} refused so far)", l.path,
-                     options_.max_sessions, sessions_refused_);
+        spdlog::warn("refusing connections on {}: --max-sessions {} or --max-sessions-per-tenant {} reached "
+                     "({} refused so far)",
+                     l.path, options_.max_sessions, options_.max_sessions_per_tenant, sessions_refused_);
     } else {
       uint64_t id = next_session_id_++;
       auto s = std::make_shared<Session>(*this, l.role, l.tenant, std::move(sock), id);
@@ -142,5 +145,12 @@ std::vector<std::shared_ptr<Session>> Router::sessions() const {
 }
 
 void Router::forget(uint64_t session_id) { sessions_.erase(session_id); }
+
+size_t Router::tenant_sessions(const policy::TenantSpec& t) const {
+  size_t n = 0;
+  for (const auto& [id, s] : sessions_)
+    if (s->tenant() == &t) ++n;
+  return n;
+}
 
 }  // namespace ff::router

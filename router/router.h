@@ -47,6 +47,7 @@ class Router {
 
   policy::TenantQuota& quota(const policy::TenantSpec& t) { return quotas_.at(t.name); }
   uint64_t sessions_refused() const { return sessions_refused_; }
+  size_t tenant_sessions(const policy::TenantSpec& t) const;
 
  private:
   struct Listener {

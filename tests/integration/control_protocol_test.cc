@@ -254,7 +254,8 @@ class Limits : public ControlPlane {
  protected:
   void SetUp() override {
     RouterOptions o;
-    o.max_sessions = 3;
+    o.max_sessions = 4;
+    o.max_sessions_per_tenant = 3;
     o.max_objects_per_session = 5;
     o.max_shm_mb_per_tenant = 2;
     start(o);
@@ -324,6 +325,9 @@ TEST_F(Limits, ConnectionsBeyondTheLimitAreRefused) {
   proto::ControlClient extra;
   ASSERT_EQ(extra.connect(tenant_path("blue")), 0);  // the socket accepts, the router closes it
   EXPECT_NE(hello(extra).error, 0);
+  proto::ControlClient red;  // another tenant still gets in
+  ASSERT_EQ(red.connect(tenant_path("red")), 0);
+  EXPECT_EQ(hello(red).error, 0);
   clients.pop_back();  // one leaves: room for another
   for (int i = 0; i < 100; ++i) {
     proto::ControlClient again;
