@@ -1,0 +1,36 @@
+#!/bin/bash
+# A hostile tenant (blue) abuses the protocol and its shared rings while an
+# honest tenant (red) moves checked data through the same router between two
+# containers. The router answers every abuse as documented, keeps serving,
+# and the honest tenant's data arrives intact.
+source "$(dirname "$0")/lib.sh"
+cat >"$FF_WORK/config.yaml" <<YAML
+tenants:
+  - name: blue
+  - name: red
+YAML
+ff_start_router --config "$FF_WORK/config.yaml"
+ff_container_pair a 10.39.0.1 b 10.39.0.2
+
+# The honest tenant: rc_pingpong with --chk validates every received buffer.
+ff_in_container a red timeout 120 ibv_rc_pingpong -c -n 200000 -s 4096 >"$FF_WORK/server.log" 2>&1 &
+honest=$!
+ff_wait_listen a 18515 || fail "honest server did not start"
+ff_in_container b red timeout 120 ibv_rc_pingpong -c -n 200000 -s 4096 10.39.0.1 >"$FF_WORK/client.log" 2>&1 &
+honest_client=$!
+
+FF_HOSTILE_SOCKET=$FF_RUN/tenants/blue/ffrouter.sock FF_OTHER_SOCKET=$FF_RUN/tenants/red/ffrouter.sock \
+  FF_ADMIN_SOCKET=$FF_RUN/admin.sock timeout 120 "$FF_BUILD/bin/ffv_hostile" || fail "hostile cases"
+
+rc=0
+wait "$honest_client" || rc=$?
+wait "$honest" || rc=$?
+[ $rc -eq 0 ] || { tail -5 "$FF_WORK/client.log" "$FF_WORK/server.log"; fail "the honest tenant failed (rc $rc)"; }
+grep -q "200000 iters" "$FF_WORK/client.log" || fail "the honest tenant did not finish"
+pass "the honest tenant moved 200000 x 4 KiB with every buffer checked ($(grep 'iters in' "$FF_WORK/client.log"))"
+st=$(ff_status)
+echo "$st" | grep -E "tenant|counters"
+grep -q "tenant blue .*limit_refusals=[1-9]" <<<"$st" || fail "no limit refusals counted for the hostile tenant"
+kill -0 "$FF_ROUTER_PID" || fail "the router died"
+pass "the router survived and counted the hostile tenant's refusals"
+echo "2 passed, 0 failed"

@@ -1,0 +1,371 @@
+// A malicious tenant. It speaks the control protocol by hand (no
+// libffverbs), writes whatever it likes into the rings the router shares
+// with it, and checks that the router answers each abuse as documented in
+// docs/SECURITY.md: an error reply, the offending QP in the error state, or
+// the session closed. tests/e2e/test_hostile_tenant.sh runs it while an
+// honest tenant moves checked data through the same router.
+//
+// Environment: FF_HOSTILE_SOCKET (its tenant socket), FF_OTHER_SOCKET
+// (another tenant's socket), FF_ADMIN_SOCKET (the router's admin socket).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "proto/client.h"
+#include "proto/verbs_codec.h"
+#include "shm/descriptors.h"
+#include "shm/segment.h"
+
+namespace {
+
+using namespace ff;
+using proto::RequestBody;
+
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : "";
+}
+
+// A client that builds its objects by hand.
+struct Raw {
+  proto::ControlClient c;
+  uint32_t ctx = 0, pd = 0;
+  shm::Mapping async_ring;
+  UniqueFd doorbell;
+
+  explicit Raw(const std::string& path = env("FF_HOSTILE_SOCKET")) {
+    EXPECT_EQ(c.connect(path), 0) << path;
+    flatbuffers::FlatBufferBuilder fbb;
+    auto r = c.call(fbb, RequestBody::Hello, proto::CreateHello(fbb, 1, fbb.CreateString("hostile")).Union());
+    EXPECT_EQ(r.error, 0) << r.message;
+  }
+  proto::ControlClient::Result call(flatbuffers::FlatBufferBuilder& fbb, RequestBody t,
+                                    flatbuffers::Offset<void> body, std::span<const int> fds = {}) {
+    return c.call(fbb, t, body, fds);
+  }
+  void open() {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto r = call(fbb, RequestBody::OpenDevice, proto::CreateOpenDevice(fbb, 0).Union());
+    ASSERT_EQ(r.error, 0);
+    ASSERT_EQ(r.fds.size(), 3u);
+    ctx = r.reply()->body_as_OpenDeviceReply()->context();
+    doorbell = std::move(r.fds[1]);
+    async_ring = shm::Mapping::attach(r.fds[2].get(), shm::SegmentKind::kRing);
+    flatbuffers::FlatBufferBuilder f2;
+    auto p = call(f2, RequestBody::AllocPd, proto::CreateAllocPd(f2, ctx).Union());
+    ASSERT_EQ(p.error, 0);
+    pd = p.reply()->body_as_AllocPdReply()->pd();
+  }
+  struct Cq {
+    uint32_t handle = 0;
+    shm::Mapping seg;
+    shm::RingConsumer<shm::Cqe> ring;
+  };
+  Cq cq() {
+    Cq out;
+    flatbuffers::FlatBufferBuilder fbb;
+    auto r = call(fbb, RequestBody::CreateCq, proto::CreateCreateCq(fbb, ctx, 64, 0, 0).Union());
+    EXPECT_EQ(r.error, 0);
+    if (r.error != 0) return out;
+    out.handle = r.reply()->body_as_CreateCqReply()->cq();
+    uint32_t cap = r.reply()->body_as_CreateCqReply()->capacity();
+    out.seg = shm::Mapping::attach(r.fds[0].get(), shm::SegmentKind::kRing);
+    out.ring = shm::RingConsumer<shm::Cqe>(out.seg.base() + shm::kCqRingOffset, cap);
+    return out;
+  }
+  struct Qp {
+    uint32_t handle = 0, qpn = 0, send_cap = 0;
+    shm::Mapping seg;
+    shm::RingControl* sq_ctl = nullptr;
+    shm::RingProducer<shm::SendWqe> sq;
+  };
+  // An RC QP connected to itself, in RTS.
+  Qp loop_qp(const Cq& cq) {
+    Qp out;
+    flatbuffers::FlatBufferBuilder fbb;
+    proto::QpCap cap(16, 16, 1, 1, 0);
+    auto r = call(fbb, RequestBody::CreateQp,
+                  proto::CreateCreateQp(fbb, pd, cq.handle, cq.handle, 0, IBV_QPT_RC, true, &cap).Union());
+    EXPECT_EQ(r.error, 0) << r.message;
+    if (r.error != 0) return out;
+    const auto* q = r.reply()->body_as_CreateQpReply();
+    out.handle = q->qp();
+    out.qpn = q->qp_num();
+    out.send_cap = q->send_capacity();
+    out.seg = shm::Mapping::attach(r.fds[0].get(), shm::SegmentKind::kRing);
+    out.sq_ctl = reinterpret_cast<shm::RingControl*>(out.seg.base() + shm::kQpSendRingOffset);
+    out.sq = shm::RingProducer<shm::SendWqe>(out.seg.base() + shm::kQpSendRingOffset, out.send_cap);
+    ibv_qp_attr a{};
+    a.qp_state = IBV_QPS_INIT;
+    a.port_num = 1;
+    a.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
+    EXPECT_EQ(modify(out.handle, a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS), 0);
+    a = {};
+    a.qp_state = IBV_QPS_RTR;
+    a.path_mtu = IBV_MTU_1024;
+    a.dest_qp_num = out.qpn;
+    a.max_dest_rd_atomic = 1;
+    a.min_rnr_timer = 1;
+    a.ah_attr.port_num = 1;
+    EXPECT_EQ(modify(out.handle, a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
+                                        IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER),
+              0);
+    a = {};
+    a.qp_state = IBV_QPS_RTS;
+    a.timeout = 8;
+    a.retry_cnt = 1;
+    a.rnr_retry = 1;
+    a.max_rd_atomic = 1;
+    EXPECT_EQ(modify(out.handle, a, IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT |
+                                        IBV_QP_RNR_RETRY | IBV_QP_MAX_QP_RD_ATOMIC),
+              0);
+    return out;
+  }
+  int modify(uint32_t qp, const ibv_qp_attr& a, int mask) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto wire = proto::to_wire(a);
+    return call(fbb, RequestBody::ModifyQp, proto::CreateModifyQp(fbb, qp, static_cast<uint32_t>(mask), &wire).Union())
+        .error;
+  }
+  int state(uint32_t qp) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto r = call(fbb, RequestBody::QueryQp, proto::CreateQueryQp(fbb, qp).Union());
+    return r.error == 0 ? r.reply()->body_as_QueryQpReply()->attr()->qp_state() : -1;
+  }
+  void ring() {
+    uint64_t one = 1;
+    ssize_t n = ::write(doorbell.get(), &one, sizeof one);
+    (void)n;
+  }
+  // Waits until the QP is in ERR; true when it got there.
+  bool wait_error(uint32_t qp) {
+    for (int i = 0; i < 500; ++i) {
+      ring();
+      if (state(qp) == IBV_QPS_ERR) return true;
+      usleep(10000);
+    }
+    return false;
+  }
+  // True when the async ring holds an event of `type` about `handle`.
+  bool async_event(uint32_t type, uint32_t handle) {
+    shm::RingConsumer<shm::AsyncEvent> events(async_ring.base() + shm::kAsyncRingOffset, shm::kAsyncRingCapacity);
+    shm::AsyncEvent ev;
+    while (events.sc_try_pop(ev))
+      if (ev.type == type && ev.handle == handle) return true;
+    return false;
+  }
+};
+
+// The router still serves: a fresh client of this tenant completes Hello.
+void expect_router_serves() {
+  Raw fresh;
+  flatbuffers::FlatBufferBuilder fbb;
+  EXPECT_EQ(fresh.call(fbb, RequestBody::ListDevices, proto::CreateListDevices(fbb).Union()).error, 0);
+}
+
+int raw_connect(const std::string& path) {
+  int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+  if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(s);
+    return -1;
+  }
+  return s;
+}
+
+TEST(Hostile, TruncatedOversizedAndLyingFramesCloseOnlyThatConnection) {
+  for (proto::FrameHeader h : {proto::FrameHeader{200, 0, 0}, proto::FrameHeader{1u << 31, 0, 0},
+                               proto::FrameHeader{16, 5, 0}}) {
+    int s = raw_connect(env("FF_HOSTILE_SOCKET"));
+    ASSERT_GE(s, 0);
+    char junk[10] = {};
+    ASSERT_EQ(::send(s, &h, sizeof h, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof h));
+    ::send(s, junk, sizeof junk, MSG_NOSIGNAL);  // a truncated body, then we vanish
+    ::close(s);
+  }
+  expect_router_serves();
+}
+
+TEST(Hostile, RequestsOutOfOrderOrOfTheWrongKindAreRefused) {
+  Raw r;
+  flatbuffers::FlatBufferBuilder fbb;
+  proto::QpCap cap(1, 1, 1, 1, 0);
+  EXPECT_EQ(r.call(fbb, RequestBody::CreateQp, proto::CreateCreateQp(fbb, 7, 8, 9, 0, IBV_QPT_RC, false, &cap).Union())
+                .error,
+            EINVAL);  // no such PD or CQs
+  flatbuffers::FlatBufferBuilder f2;
+  EXPECT_EQ(r.call(f2, RequestBody::AdminStatus, proto::CreateAdminStatus(f2).Union()).error, EOPNOTSUPP);
+  flatbuffers::FlatBufferBuilder f3;
+  EXPECT_EQ(r.call(f3, RequestBody::Hello, proto::CreateHello(f3, 1, 0).Union()).error, EPROTO);  // twice
+}
+
+TEST(Hostile, HandlesOfOtherSessionsAndTenantsNameNothing) {
+  Raw a;
+  a.open();
+  Raw::Cq cq = a.cq();
+  for (std::string path : {env("FF_HOSTILE_SOCKET"), env("FF_OTHER_SOCKET")}) {
+    Raw b(path);
+    flatbuffers::FlatBufferBuilder fbb;
+    EXPECT_EQ(b.call(fbb, RequestBody::AllocPd, proto::CreateAllocPd(fbb, a.ctx).Union()).error, EINVAL);
+    flatbuffers::FlatBufferBuilder f2;
+    EXPECT_EQ(b.call(f2, RequestBody::DestroyCq, proto::CreateDestroyCq(f2, cq.handle).Union()).error, EINVAL);
+    flatbuffers::FlatBufferBuilder f3;
+    EXPECT_EQ(b.call(f3, RequestBody::DeallocPd, proto::CreateDeallocPd(f3, a.pd).Union()).error, EINVAL);
+  }
+  EXPECT_EQ(a.loop_qp(cq).handle != 0, true);  // a's objects are untouched
+}
+
+TEST(Hostile, MemoryItCouldShrinkIsRefusedAndSealedMemoryCannotShrink) {
+  Raw r;
+  UniqueFd loose(::memfd_create("loose", MFD_CLOEXEC));
+  ASSERT_EQ(::ftruncate(loose.get(), 1 << 20), 0);
+  int fd = loose.get();
+  flatbuffers::FlatBufferBuilder fbb;
+  auto res = r.call(fbb, RequestBody::RegisterSegment, proto::CreateRegisterSegment(fbb, 0x40000000, 1 << 20).Union(),
+                    {&fd, 1});
+  EXPECT_EQ(res.error, EINVAL);  // not sealed against shrinking
+  EXPECT_NE(res.message.find("sealed"), std::string::npos);
+  shm::Mapping sealed = shm::Mapping::create("sealed", shm::SegmentKind::kRing, 1 << 20);
+  fd = sealed.fd();
+  flatbuffers::FlatBufferBuilder f2;
+  res = r.call(f2, RequestBody::RegisterSegment, proto::CreateRegisterSegment(f2, 0x40000000, 2 << 20).Union(), {&fd, 1});
+  EXPECT_EQ(res.error, EINVAL);  // claims more than the memfd holds
+  flatbuffers::FlatBufferBuilder f3;
+  res = r.call(f3, RequestBody::RegisterSegment, proto::CreateRegisterSegment(f3, 0x40000000, 1 << 20).Union(), {&fd, 1});
+  EXPECT_EQ(res.error, 0);
+  EXPECT_NE(::ftruncate(sealed.fd(), 4096), 0);  // and now it cannot shrink under the router
+  EXPECT_EQ(errno, EPERM);
+}
+
+TEST(Hostile, ProducerIndexPastTheRingFailsOnlyThatQp) {
+  Raw r;
+  r.open();
+  Raw::Cq cq = r.cq();
+  Raw::Qp qp = r.loop_qp(cq);
+  qp.sq_ctl->producer_index.store(qp.send_cap + 5, std::memory_order_release);
+  EXPECT_TRUE(r.wait_error(qp.handle));
+  EXPECT_TRUE(r.async_event(IBV_EVENT_QP_FATAL, qp.handle));
+  Raw::Qp other = r.loop_qp(cq);  // the session goes on
+  EXPECT_EQ(r.state(other.handle), IBV_QPS_RTS);
+  expect_router_serves();
+}
+
+TEST(Hostile, GarbageDescriptorsCompleteWithErrors) {
+  Raw r;
+  r.open();
+  Raw::Cq cq = r.cq();
+  Raw::Qp qp = r.loop_qp(cq);
+  std::mt19937_64 rng(3);
+  shm::SendWqe w;
+  auto* bytes = reinterpret_cast<uint64_t*>(&w);
+  for (size_t i = 0; i < sizeof w / 8; ++i) bytes[i] = rng();
+  w.opcode = 0xee;
+  ASSERT_TRUE(qp.sq.sp_try_push(w));
+  r.ring();
+  shm::Cqe c{};
+  for (int i = 0; i < 500 && !cq.ring.sc_try_pop(c); ++i) usleep(10000);
+  EXPECT_NE(c.status, 0u);  // an error completion, not a crash
+  EXPECT_TRUE(r.wait_error(qp.handle));
+  // A WQE naming keys it does not own: a protection error, never another tenant's memory.
+  Raw::Qp q2 = r.loop_qp(cq);
+  shm::SendWqe write{};
+  write.opcode = IBV_WR_RDMA_WRITE;
+  write.send_flags = IBV_SEND_SIGNALED;
+  write.num_sge = 1;
+  write.payload.sge[0] = {0x1000, 64, 0x12345600};
+  write.rkey = 0x65432100;
+  ASSERT_TRUE(q2.sq.sp_try_push(write));
+  r.ring();
+  c = {};
+  for (int i = 0; i < 500 && !cq.ring.sc_try_pop(c); ++i) usleep(10000);
+  EXPECT_EQ(c.status, static_cast<uint32_t>(IBV_WC_LOC_PROT_ERR));
+}
+
+TEST(Hostile, IndicesRacingWithGarbageWhileTheRouterReads) {
+  Raw r;
+  r.open();
+  Raw::Cq cq = r.cq();
+  Raw::Qp qp = r.loop_qp(cq);
+  std::atomic<bool> stop{false};
+  std::thread scribbler([&] {
+    std::mt19937_64 rng(7);
+    auto* slots = reinterpret_cast<uint64_t*>(qp.seg.base() + shm::kQpSendRingOffset + sizeof(shm::RingControl));
+    while (!stop) {
+      qp.sq_ctl->producer_index.store(rng() % (2 * qp.send_cap), std::memory_order_release);
+      slots[rng() % (qp.send_cap * sizeof(shm::SendWqe) / 8)] = rng();  // rewrite posted descriptors
+    }
+  });
+  for (int i = 0; i < 200; ++i) {
+    r.ring();
+    usleep(1000);
+  }
+  stop = true;
+  scribbler.join();
+  EXPECT_TRUE(r.wait_error(qp.handle));  // sooner or later an index was impossible
+  expect_router_serves();
+}
+
+TEST(Hostile, FloodingRequestsWithoutReadingRepliesOnlyStallsItself) {
+  int s = raw_connect(env("FF_HOSTILE_SOCKET"));
+  ASSERT_GE(s, 0);
+  ::fcntl(s, F_SETFL, O_NONBLOCK);
+  flatbuffers::FlatBufferBuilder fbb;
+  fbb.Finish(proto::CreateRequest(fbb, 1, RequestBody::ListDevices, proto::CreateListDevices(fbb).Union()));
+  proto::FrameHeader h{fbb.GetSize(), 0, 0};
+  std::vector<uint8_t> frame(sizeof h + fbb.GetSize());
+  std::memcpy(frame.data(), &h, sizeof h);
+  std::memcpy(frame.data() + sizeof h, fbb.GetBufferPointer(), fbb.GetSize());
+  size_t sent = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (std::chrono::steady_clock::now() < deadline) {
+    ssize_t n = ::send(s, frame.data(), frame.size(), MSG_NOSIGNAL);
+    if (n <= 0) break;  // the router stopped reading us: backpressure, not unbounded memory
+    sent += static_cast<size_t>(n);
+  }
+  EXPECT_GT(sent, 0u);
+  expect_router_serves();  // everyone else is served meanwhile
+  ::close(s);
+}
+
+TEST(Hostile, ThousandsOfConnectionsAreCappedPerTenant) {
+  rlimit lim{};
+  ::getrlimit(RLIMIT_NOFILE, &lim);
+  lim.rlim_cur = std::min<rlim_t>(lim.rlim_max, 4096);
+  ::setrlimit(RLIMIT_NOFILE, &lim);
+  std::vector<UniqueFd> conns;
+  int accepted = 0;
+  for (int i = 0; i < 1500; ++i) {
+    int s = raw_connect(env("FF_HOSTILE_SOCKET"));
+    if (s < 0) break;
+    conns.emplace_back(s);
+  }
+  usleep(300 * 1000);
+  // Those the router kept are still open; the rest it closed at once.
+  for (auto& c : conns) {
+    pollfd p{c.get(), POLLIN | POLLRDHUP, 0};
+    if (::poll(&p, 1, 0) == 0) ++accepted;
+  }
+  EXPECT_GT(conns.size(), 1000u);
+  EXPECT_LE(accepted, 256) << "more sessions than --max-sessions-per-tenant";
+  // The other tenant is unaffected.
+  Raw other(env("FF_OTHER_SOCKET"));
+  flatbuffers::FlatBufferBuilder fbb;
+  EXPECT_EQ(other.call(fbb, RequestBody::ListDevices, proto::CreateListDevices(fbb).Union()).error, 0);
+}
+
+}  // namespace
