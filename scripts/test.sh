@@ -1,7 +1,9 @@
 #!/bin/bash
-# The whole test suite: installs what is missing, builds Release and Sanitize
-# (ASan+UBSan), runs every test in Release and the unit and integration tests
-# under the sanitizers. Needs root (the end-to-end tests create namespaces).
+# The whole test suite: installs what is missing, builds Release, Sanitize
+# (ASan+UBSan) and Tsan (ThreadSanitizer, the ring and poller tests only);
+# runs every test in Release, the unit and integration tests under ASan+UBSan,
+# and the ring and poller tests under TSan. Needs root (the end-to-end tests
+# create namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -12,6 +14,16 @@ scripts/build.sh Release build
 echo "== build: Sanitize (ASan + UBSan)"
 scripts/build.sh Sanitize build-sanitize
 
+echo "== build: Tsan (rings, poller)"
+scripts/build.sh Tsan build-tsan shm_ring_test control_protocol_test ffrouter
+
+echo "== tests: Tsan build (rings and the poller against the control plane)"
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  ctest --test-dir build-tsan -R 'shm_ring_test|control_protocol_test' -j "$jobs" --output-on-failure
+echo "== tests: the verbs conformance suite against a TSan-built router"
+# A report stops the router (halt_on_error), and the suite then fails.
+TSAN_OPTIONS=halt_on_error=1 FF_BUILD=$PWD/build FFROUTER=$PWD/build-tsan/bin/ffrouter \
+  bash tests/e2e/test_conformance.sh
 echo "== tests: Sanitize build (unit, integration)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-sanitize -L 'unit|integration' -j "$jobs" --output-on-failure

@@ -9,7 +9,7 @@
 set -euo pipefail
 
 FF_BUILD=${FF_BUILD:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../build" && pwd)}
-FFROUTER=$FF_BUILD/bin/ffrouter
+FFROUTER=${FFROUTER:-$FF_BUILD/bin/ffrouter}  # overridable: a sanitizer build of the router
 FFCTL=$FF_BUILD/bin/ffctl
 LIBFFVERBS=$FF_BUILD/lib/libffverbs.so
 FF_WORK=$(mktemp -d /tmp/ffe2e.XXXXXX)
