@@ -4,7 +4,7 @@ set(FF_WARNINGS -Wall -Wextra -Wpedantic -Wconversion -Wsign-conversion -Wshadow
     -Wold-style-cast -Wnon-virtual-dtor -Woverloaded-virtual
     # GCC 12 reports atomics reached through a member pointer as writes into
     # a zero-sized region (a known false positive).
-    -Wno-stringop-overflow)
+    $<$<CXX_COMPILER_ID:GNU>:-Wno-stringop-overflow>)
 
 function(ff_apply_warnings target)
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${FF_WARNINGS}>)

@@ -4,8 +4,8 @@
 set -euo pipefail
 
 PACKAGES=(
-  # build
-  build-essential cmake ninja-build pkg-config git
+  # build (clang and its runtime: the libFuzzer targets)
+  build-essential cmake ninja-build pkg-config git clang libclang-rt-14-dev
   libibverbs-dev librdmacm-dev libboost-dev libflatbuffers-dev flatbuffers-compiler
   libnuma-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev

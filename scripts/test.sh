@@ -2,8 +2,9 @@
 # The whole test suite: installs what is missing, builds Release, Sanitize
 # (ASan+UBSan) and Tsan (ThreadSanitizer, the ring and poller tests only);
 # runs every test in Release, the unit and integration tests under ASan+UBSan,
-# and the ring and poller tests under TSan. Needs root (the end-to-end tests
-# create namespaces).
+# the ring and poller tests (and the conformance suite against the router)
+# under TSan, and each libFuzzer target for 20 s. Needs root (the end-to-end
+# tests create namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -27,5 +28,7 @@ TSAN_OPTIONS=halt_on_error=1 FF_BUILD=$PWD/build FFROUTER=$PWD/build-tsan/bin/ff
 echo "== tests: Sanitize build (unit, integration)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-sanitize -L 'unit|integration' -j "$jobs" --output-on-failure
+echo "== fuzzing: every libFuzzer target, bounded"
+scripts/fuzz.sh 20
 echo "== tests: Release build (all)"
 ctest --test-dir build -j "$jobs" --output-on-failure

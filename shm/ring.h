@@ -193,6 +193,17 @@ class RingConsumer {
     // Release pairs with the producer's acquire load of consumer_index (P2).
     ctl_->consumer_index.store(tail_, std::memory_order_release);
   }
+  // Drops everything queued and forgets a corruption: the consumer starts
+  // over at the producer's current index (a QP reset). Whatever the
+  // producer does next is checked against that new start.
+  void sc_reset_to_producer() {
+    if (ctl_ == nullptr) return;
+    // Acquire pairs with the producer's release store of producer_index (P1).
+    tail_ = cached_producer_ = ctl_->producer_index.load(std::memory_order_acquire);
+    corrupt_ = false;
+    ctl_->consumer_index.store(tail_, std::memory_order_release);
+  }
+
   // Entries queued right now (re-reads the producer index); 0 when corrupt.
   size_t size_guess() { return available(capacity_); }
 

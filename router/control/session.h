@@ -64,6 +64,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void start();
   // Tears down every object, closes the socket, leaves the router's registry.
   void close(const std::string& why);
+  // Verifies, dispatches and answers one request frame (the socket loop
+  // calls it; so does the control-plane fuzz target).
+  void handle_frame(proto::Frame& frame);
 
   Router& router() { return router_; }
   SessionRole role() const { return role_; }
@@ -86,7 +89,6 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   void arm_read();
   void on_readable(const boost::system::error_code& ec);
-  void handle_frame(proto::Frame& frame);
   void queue(ReplyWriter& w, uint64_t request_id, const HandlerStatus& status);
   void flush();
 

@@ -197,6 +197,17 @@ TEST_F(ControlPlane, GarbagePayloadGetsAnErrorReplyAndTheSessionGoesOn) {
   expect_router_serves();
 }
 
+TEST_F(ControlPlane, RequestWithATypeButNoBodyIsRefused) {
+  proto::ControlClient c;
+  ASSERT_EQ(c.connect(tenant_path("blue")), 0);
+  ASSERT_EQ(hello(c).error, 0);
+  flatbuffers::FlatBufferBuilder fbb;
+  // A union type without its value: passes the flatbuffers verifier.
+  auto r = c.call(fbb, RequestBody::AllocPd, flatbuffers::Offset<void>());
+  EXPECT_EQ(r.error, EBADMSG);
+  expect_router_serves();
+}
+
 TEST_F(ControlPlane, OversizedAndLyingFrameHeadersClose) {
   for (proto::FrameHeader h : {proto::FrameHeader{1u << 30, 0, 0}, proto::FrameHeader{8, 3, 0},
                                proto::FrameHeader{8, 0, 7}}) {

@@ -68,6 +68,20 @@ TEST_F(RingFixture, ProducerIndexPastCapacityMarksCorrupt) {
   EXPECT_FALSE(c.sc_try_pop(d));
 }
 
+TEST_F(RingFixture, ResetToProducerRecoversACorruptRing) {
+  RingProducer<Desc> p(at, kCap);
+  RingConsumer<Desc> c(at, kCap);
+  ctl()->producer_index.store(kCap * 3);
+  Desc d{};
+  EXPECT_FALSE(c.sc_try_pop(d));
+  ASSERT_TRUE(c.corrupt());
+  c.sc_reset_to_producer();
+  EXPECT_FALSE(c.corrupt());
+  EXPECT_FALSE(c.sc_try_pop(d));  // nothing queued after the new start
+  ctl()->producer_index.store(kCap * 3 + 1);
+  EXPECT_TRUE(c.sc_try_pop(d));
+}
+
 TEST_F(RingFixture, ProducerIndexRunningBackwardsMarksCorrupt) {
   RingProducer<Desc> p(at, kCap);
   RingConsumer<Desc> c(at, kCap);

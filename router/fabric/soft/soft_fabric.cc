@@ -321,13 +321,10 @@ int SoftFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask, std:
     ibv_qp_state next = next_state(qp.state, attr, mask);
     apply(qp.attr, attr, mask);
     if (next == IBV_QPS_RESET) {
-      // Reset empties both queues without completions.
-      shm::SendWqe w;
-      while (qp.sq.sc_try_pop(w)) {
-      }
-      shm::RecvWqe r;
-      while (qp.srq == nullptr && qp.rq.sc_try_pop(r)) {
-      }
+      // Reset empties both queues without completions (and recovers rings a
+      // client had corrupted).
+      qp.sq.sc_reset_to_producer();
+      if (qp.srq == nullptr) qp.rq.sc_reset_to_producer();
       qp.attr = ibv_qp_attr{};
       qp.peer_gone = false;
       qp.wait_until_ns = 0;
