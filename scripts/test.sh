@@ -1,9 +1,10 @@
 #!/bin/bash
 # The whole test suite: installs what is missing, builds Release, Sanitize
 # (ASan+UBSan) and Tsan (ThreadSanitizer, the ring and poller tests only);
-# runs every test in Release, the unit and integration tests under ASan+UBSan,
-# the ring and poller tests (and the conformance suite against the router)
-# under TSan, and each libFuzzer target for 20 s. Needs root (the end-to-end
+# runs every test in Release; the unit, integration and end-to-end tests under
+# ASan+UBSan (router and libffverbs sanitized); the ring and poller tests (and
+# the conformance suite against the router) under TSan; and each libFuzzer
+# target for 20 s. Needs root (the end-to-end
 # tests create namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,14 @@ TSAN_OPTIONS=halt_on_error=1 FF_BUILD=$PWD/build FFROUTER=$PWD/build-tsan/bin/ff
 echo "== tests: Sanitize build (unit, integration)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-sanitize -L 'unit|integration' -j "$jobs" --output-on-failure
+echo "== tests: end to end, with ffrouter and libffverbs under ASan+UBSan"
+# Unmodified programs load the sanitized shim after the sanitizer runtimes.
+# (The binding and export checks read the library file itself: Release only.)
+ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0:abort_on_error=1 \
+UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+FFROUTER=$PWD/build-sanitize/bin/ffrouter \
+LIBFFVERBS="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so) $PWD/build-sanitize/lib/libffverbs.so" \
+  ctest --test-dir build -L e2e -E 'e2e_(bindings|exports)' -j "$jobs" --output-on-failure
 echo "== fuzzing: every libFuzzer target, bounded"
 scripts/fuzz.sh 20
 echo "== tests: Release build (all)"

@@ -11,7 +11,7 @@ set -euo pipefail
 FF_BUILD=${FF_BUILD:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../build" && pwd)}
 FFROUTER=${FFROUTER:-$FF_BUILD/bin/ffrouter}  # overridable: a sanitizer build of the router
 FFCTL=$FF_BUILD/bin/ffctl
-LIBFFVERBS=$FF_BUILD/lib/libffverbs.so
+LIBFFVERBS=${LIBFFVERBS:-$FF_BUILD/lib/libffverbs.so}  # overridable: "libasan.so <sanitized libffverbs.so>"
 FF_WORK=$(mktemp -d /tmp/ffe2e.XXXXXX)
 FF_RUN=$FF_WORK/run
 FF_NETNS=()
