@@ -34,6 +34,15 @@ void delivered(Obj* obj, Ib* ib) {
   pthread_mutex_unlock(&ib->mutex);
 }
 
+// Counts an acknowledgement on the object (its destroy waits for them).
+template <typename Ib>
+void acknowledged(Ib* obj, uint32_t Ib::*completed) {
+  pthread_mutex_lock(&obj->mutex);
+  ++(obj->*completed);
+  pthread_cond_signal(&obj->cond);
+  pthread_mutex_unlock(&obj->mutex);
+}
+
 // The next queued event about a live object; false when none is queued.
 bool take_event(FfContext& ctx, ibv_async_event* event) {
   std::lock_guard lock(ctx.mu);
@@ -108,14 +117,9 @@ int ibv_get_async_event(ibv_context* context, ibv_async_event* event) {
 
 void ibv_ack_async_event(ibv_async_event* event) {
   switch (event->event_type) {
-    case IBV_EVENT_CQ_ERR: {
-      ibv_cq* cq = event->element.cq;
-      pthread_mutex_lock(&cq->mutex);
-      ++cq->async_events_completed;
-      pthread_cond_signal(&cq->cond);
-      pthread_mutex_unlock(&cq->mutex);
+    case IBV_EVENT_CQ_ERR:
+      acknowledged(event->element.cq, &ibv_cq::async_events_completed);
       break;
-    }
     case IBV_EVENT_QP_FATAL:
     case IBV_EVENT_QP_REQ_ERR:
     case IBV_EVENT_QP_ACCESS_ERR:
@@ -123,23 +127,13 @@ void ibv_ack_async_event(ibv_async_event* event) {
     case IBV_EVENT_SQ_DRAINED:
     case IBV_EVENT_PATH_MIG:
     case IBV_EVENT_PATH_MIG_ERR:
-    case IBV_EVENT_QP_LAST_WQE_REACHED: {
-      ibv_qp* qp = event->element.qp;
-      pthread_mutex_lock(&qp->mutex);
-      ++qp->events_completed;
-      pthread_cond_signal(&qp->cond);
-      pthread_mutex_unlock(&qp->mutex);
+    case IBV_EVENT_QP_LAST_WQE_REACHED:
+      acknowledged(event->element.qp, &ibv_qp::events_completed);
       break;
-    }
     case IBV_EVENT_SRQ_ERR:
-    case IBV_EVENT_SRQ_LIMIT_REACHED: {
-      ibv_srq* srq = event->element.srq;
-      pthread_mutex_lock(&srq->mutex);
-      ++srq->events_completed;
-      pthread_cond_signal(&srq->cond);
-      pthread_mutex_unlock(&srq->mutex);
+    case IBV_EVENT_SRQ_LIMIT_REACHED:
+      acknowledged(event->element.srq, &ibv_srq::events_completed);
       break;
-    }
     default:
       break;  // port and device events name no object
   }

@@ -91,16 +91,10 @@ ibv_cq_ex* create_cq(ibv_context* context, int cqe, void* cq_context, ibv_comp_c
   }
   auto* cq = new (std::nothrow) FfCq();
   if (cq == nullptr) return fail_ptr<ibv_cq_ex>(ENOMEM);
-  try {
-    cq->segment = shm::Mapping::attach(r.fds[0].get(), shm::SegmentKind::kRing);
-  } catch (const std::exception& e) {
-    debug("create_cq: %s", e.what());
-    delete cq;
-    return fail_ptr<ibv_cq_ex>(EPROTO);
-  }
   uint32_t capacity = reply->capacity();
-  std::byte* ring = cq->segment.base() + shm::kCqRingOffset;
-  if (cq->segment.size() < shm::cq_segment_bytes(capacity) || !shm::ring_matches<shm::Cqe>(ring, capacity)) {
+  std::byte* ring = attach_ring<shm::Cqe>(r.fds[0].get(), shm::cq_segment_bytes(capacity), shm::kCqRingOffset,
+                                          capacity, cq->segment);
+  if (ring == nullptr) {
     delete cq;
     return fail_ptr<ibv_cq_ex>(EPROTO);
   }
@@ -245,17 +239,10 @@ ibv_comp_channel* ibv_create_comp_channel(ibv_context* context) {
   if (reply == nullptr || r.fds.size() != 2) return fail_ptr<ibv_comp_channel>(r.error != 0 ? r.error : EPROTO);
   auto* ch = new (std::nothrow) FfChannel();
   if (ch == nullptr) return fail_ptr<ibv_comp_channel>(ENOMEM);
-  try {
-    ch->segment = shm::Mapping::attach(r.fds[1].get(), shm::SegmentKind::kRing);
-  } catch (const std::exception& e) {
-    debug("create_comp_channel: %s", e.what());
-    delete ch;
-    return fail_ptr<ibv_comp_channel>(EPROTO);
-  }
   uint32_t capacity = reply->capacity();
-  std::byte* ring = ch->segment.base() + shm::kChannelRingOffset;
-  if (ch->segment.size() < shm::channel_segment_bytes(capacity) ||
-      !shm::ring_matches<shm::ChannelEvent>(ring, capacity)) {
+  std::byte* ring = attach_ring<shm::ChannelEvent>(r.fds[1].get(), shm::channel_segment_bytes(capacity),
+                                                   shm::kChannelRingOffset, capacity, ch->segment);
+  if (ring == nullptr) {
     delete ch;
     return fail_ptr<ibv_comp_channel>(EPROTO);
   }

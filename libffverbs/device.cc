@@ -91,16 +91,10 @@ ibv_context* ibv_open_device(ibv_device* device) {
   }
   auto* ctx = new (std::nothrow) FfContext();
   if (ctx == nullptr) return fail_ptr<ibv_context>(ENOMEM);
-  try {
-    ctx->async_segment = ff::shm::Mapping::attach(r.fds[2].get(), ff::shm::SegmentKind::kRing);
-  } catch (const std::exception& e) {
-    debug("open_device: %s", e.what());
-    delete ctx;
-    return fail_ptr<ibv_context>(EPROTO);
-  }
-  std::byte* ring = ctx->async_segment.base() + ff::shm::kAsyncRingOffset;
-  if (ctx->async_segment.size() < ff::shm::async_segment_bytes() ||
-      !ff::shm::ring_matches<ff::shm::AsyncEvent>(ring, ff::shm::kAsyncRingCapacity)) {
+  std::byte* ring = attach_ring<ff::shm::AsyncEvent>(r.fds[2].get(), ff::shm::async_segment_bytes(),
+                                                     ff::shm::kAsyncRingOffset, ff::shm::kAsyncRingCapacity,
+                                                     ctx->async_segment);
+  if (ring == nullptr) {
     delete ctx;
     return fail_ptr<ibv_context>(EPROTO);
   }

@@ -271,20 +271,19 @@ ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
   auto* qp = new (std::nothrow) FfQp();
   if (qp == nullptr) return fail_ptr<ibv_qp>(ENOMEM);
   uint32_t send_cap = reply->send_capacity(), recv_cap = reply->recv_capacity();
-  try {
-    qp->segment = shm::Mapping::attach(r.fds[0].get(), shm::SegmentKind::kRing);
-    qp->pending.reserve(send_cap);
-  } catch (const std::exception& e) {
-    debug("create_qp: %s", e.what());
+  // Two rings in one segment: the send ring first, then the receive ring.
+  std::byte* sq = attach_ring<shm::SendWqe>(r.fds[0].get(), shm::qp_segment_bytes(send_cap, recv_cap),
+                                            shm::kQpSendRingOffset, send_cap, qp->segment);
+  std::byte* rq = qp->segment.base() + shm::qp_recv_ring_offset(send_cap);
+  if (sq == nullptr || !shm::ring_matches<shm::RecvWqe>(rq, recv_cap)) {
     delete qp;
     return fail_ptr<ibv_qp>(EPROTO);
   }
-  std::byte* sq = qp->segment.base() + shm::kQpSendRingOffset;
-  std::byte* rq = qp->segment.base() + shm::qp_recv_ring_offset(send_cap);
-  if (qp->segment.size() < shm::qp_segment_bytes(send_cap, recv_cap) ||
-      !shm::ring_matches<shm::SendWqe>(sq, send_cap) || !shm::ring_matches<shm::RecvWqe>(rq, recv_cap)) {
+  try {
+    qp->pending.reserve(send_cap);
+  } catch (const std::bad_alloc&) {
     delete qp;
-    return fail_ptr<ibv_qp>(EPROTO);
+    return fail_ptr<ibv_qp>(ENOMEM);
   }
   qp->sq = shm::RingProducer<shm::SendWqe>(sq, send_cap);
   qp->rq = shm::RingProducer<shm::RecvWqe>(rq, recv_cap);

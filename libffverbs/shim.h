@@ -186,6 +186,12 @@ void shared_memory_before_fork();
 void shared_memory_after_fork_parent();
 void shared_memory_after_fork_child();
 
+// Maps a ring segment the router sent and checks it: the segment's header,
+// its size (at least `bytes`), and the ring of T at `ring_offset` holding
+// `capacity` slots. The ring's start, or nullptr (the reason logged).
+template <typename T>
+std::byte* attach_ring(int fd, size_t bytes, size_t ring_offset, uint32_t capacity, shm::Mapping& out);
+
 // Fills every slot of a context's ops tables (implemented or EOPNOTSUPP).
 void init_context_ops(FfContext& ctx);
 
@@ -252,5 +258,21 @@ inline int fail_int(int e) {
 // A context whose router session is gone (router restarted, or this is a
 // forked child): verbs on it fail with EIO.
 bool context_is_stale(const FfContext& ctx);
+
+template <typename T>
+std::byte* attach_ring(int fd, size_t bytes, size_t ring_offset, uint32_t capacity, shm::Mapping& out) {
+  try {
+    out = shm::Mapping::attach(fd, shm::SegmentKind::kRing);
+  } catch (const std::exception& e) {
+    debug("bad segment from the router: %s", e.what());
+    return nullptr;
+  }
+  std::byte* ring = out.base() + ring_offset;
+  if (out.size() < bytes || !shm::ring_matches<T>(ring, capacity)) {
+    debug("the router's segment does not hold the announced ring");
+    return nullptr;
+  }
+  return ring;
+}
 
 }  // namespace ff::verbs

@@ -45,15 +45,9 @@ ibv_srq* ibv_create_srq(ibv_pd* pd, ibv_srq_init_attr* init) {
   auto* srq = new (std::nothrow) FfSrq();
   if (srq == nullptr) return fail_ptr<ibv_srq>(ENOMEM);
   uint32_t cap = reply->capacity();
-  try {
-    srq->segment = shm::Mapping::attach(r.fds[0].get(), shm::SegmentKind::kRing);
-  } catch (const std::exception& e) {
-    debug("create_srq: %s", e.what());
-    delete srq;
-    return fail_ptr<ibv_srq>(EPROTO);
-  }
-  std::byte* ring = srq->segment.base() + shm::kSrqRingOffset;
-  if (srq->segment.size() < shm::srq_segment_bytes(cap) || !shm::ring_matches<shm::RecvWqe>(ring, cap)) {
+  std::byte* ring = attach_ring<shm::RecvWqe>(r.fds[0].get(), shm::srq_segment_bytes(cap), shm::kSrqRingOffset,
+                                              cap, srq->segment);
+  if (ring == nullptr) {
     delete srq;
     return fail_ptr<ibv_srq>(EPROTO);
   }
