@@ -252,6 +252,40 @@ TEST(Hostile, MemoryItCouldShrinkIsRefusedAndSealedMemoryCannotShrink) {
   EXPECT_EQ(errno, EPERM);
 }
 
+TEST(Hostile, UnmappingAndClosingRegisteredMemoryLeavesTheRouterItsOwnMapping) {
+  Raw r;
+  r.open();
+  {
+    shm::Mapping mem = shm::Mapping::create("gone", shm::SegmentKind::kRing, 1 << 16);
+    int fd = mem.fd();
+    flatbuffers::FlatBufferBuilder fbb;
+    ASSERT_EQ(r.call(fbb, RequestBody::RegisterSegment, proto::CreateRegisterSegment(fbb, 0x50000000, mem.size()).Union(),
+                     {&fd, 1})
+                  .error,
+              0);
+  }  // our mapping and fd are gone
+  flatbuffers::FlatBufferBuilder fbb;
+  auto mr = r.call(fbb, RequestBody::RegMr,
+                   proto::CreateRegMr(fbb, r.pd, 0x50000000, 1 << 16, 0x50000000, IBV_ACCESS_LOCAL_WRITE).Union());
+  ASSERT_EQ(mr.error, 0) << mr.message;
+  // A write into it through the router still lands in the router's own mapping.
+  Raw::Cq cq = r.cq();
+  Raw::Qp qp = r.loop_qp(cq);
+  shm::SendWqe w{};
+  w.opcode = IBV_WR_SEND;
+  w.send_flags = IBV_SEND_SIGNALED;
+  w.num_sge = 1;
+  w.payload.sge[0] = {0x50000000, 64, mr.reply()->body_as_RegMrReply()->lkey()};
+  ASSERT_TRUE(qp.sq.sp_try_push(w));
+  r.ring();
+  shm::Cqe c{};
+  for (int i = 0; i < 500 && !cq.ring.sc_try_pop(c); ++i) usleep(10000);
+  // No receive was posted: RNR, then an error completion (rnr_retry 1); the
+  // point is that reading the vanished memory did not hurt the router.
+  EXPECT_EQ(c.status, static_cast<uint32_t>(IBV_WC_RNR_RETRY_EXC_ERR));
+  expect_router_serves();
+}
+
 TEST(Hostile, ProducerIndexPastTheRingFailsOnlyThatQp) {
   Raw r;
   r.open();
