@@ -29,6 +29,14 @@ constexpr int kAllAccess = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
 // True when this run must find libffverbs (set by test_conformance.sh).
 bool expect_shim() { return std::getenv("FF_EXPECT_SHIM") != nullptr; }
 
+// The GID index with the IPv4-mapped address: 0 on ffrouter's device; on a
+// real RoCE device (rxe) index 0 is the IPv6 link-local GID, so the harness
+// says which (tests/hw/vm.sh sets FF_RXE_GID_INDEX).
+uint8_t gid_index() {
+  const char* v = std::getenv("FF_RXE_GID_INDEX");
+  return static_cast<uint8_t>(v != nullptr ? std::atoi(v) : 0);
+}
+
 // Page-aligned memory from mmap, so tests control what shares a page.
 struct Pages {
   explicit Pages(size_t n) : size(n * 4096) {
@@ -63,7 +71,7 @@ class Verbs : public ::testing::Test {
     ASSERT_NE(ctx, nullptr);
     pd = ibv_alloc_pd(ctx);
     ASSERT_NE(pd, nullptr);
-    ASSERT_EQ(ibv_query_gid(ctx, 1, 0, &gid), 0);
+    ASSERT_EQ(ibv_query_gid(ctx, 1, gid_index(), &gid), 0);
     ibv_port_attr port{};
     ASSERT_EQ(ibv_query_port(ctx, 1, &port), 0);
     global = port.link_layer == IBV_LINK_LAYER_ETHERNET;
@@ -140,7 +148,7 @@ class Verbs : public ::testing::Test {
       a.ah_attr.is_global = 1;
       a.ah_attr.grh.dgid = gid;
       a.ah_attr.grh.hop_limit = 1;
-      a.ah_attr.grh.sgid_index = 0;
+      a.ah_attr.grh.sgid_index = gid_index();
     }
     return ibv_modify_qp(q, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
                                     IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
@@ -271,8 +279,7 @@ TEST_F(Verbs, SendWithImmAcrossSeveralSgesOnBothSides) {
   EXPECT_EQ(rc.byte_len, 6000u);
   EXPECT_TRUE(rc.wc_flags & IBV_WC_WITH_IMM);
   EXPECT_EQ(ntohl(rc.imm_data), 0xC0FFEEu);
-  EXPECT_EQ(rc.qp_num, p.b->qp_num);
-  EXPECT_EQ(rc.src_qp, p.a->qp_num);
+  EXPECT_EQ(rc.qp_num, p.b->qp_num);  // (src_qp is defined for UD only)
   // The 6000 bytes, gathered then scattered in order.
   std::vector<uint8_t> sent(src.base + 11, src.base + 11 + 2500);
   sent.insert(sent.end(), src.base + 8192, src.base + 8192 + 3500);
@@ -653,6 +660,8 @@ TEST_F(Verbs, BadRkeyRangeOrAccessIsRemoteAccessError) {
   }
 }
 
+// A responder QP that does not enable the operation NAKs it as an invalid
+// request (IB spec; rxe agrees); REM_ACCESS_ERR is for keys and MR rights.
 TEST_F(Verbs, QpWithoutRemoteAccessRefusesRemoteOperations) {
   Pages buf(1);
   ibv_mr* m = mr(buf.base, buf.size);
@@ -664,7 +673,7 @@ TEST_F(Verbs, QpWithoutRemoteAccessRefusesRemoteOperations) {
   w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(buf.base + 64);
   w.wr.rdma.rkey = m->rkey;
   ASSERT_EQ(post(p.a, w), 0);
-  EXPECT_EQ(poll1(p.scq).status, IBV_WC_REM_ACCESS_ERR);
+  EXPECT_EQ(poll1(p.scq).status, IBV_WC_REM_INV_REQ_ERR);
 }
 
 TEST_F(Verbs, NoReceiveWithFewRnrRetriesIsRnrRetryExceeded) {
@@ -748,11 +757,15 @@ TEST_F(Verbs, BadPostSendArgumentsReturnErrnoAndBadWr) {
   bad = nullptr;
   EXPECT_EQ(ibv_post_send(q, &good, &bad), EINVAL);
   EXPECT_EQ(bad, &too_many);  // the first one was posted
-  ibv_send_wr weird = wr(IBV_WR_SEND, 4, &s, 1);
-  std::memset(&weird.opcode, 0x4d, sizeof weird.opcode);  // no such opcode
-  bad = nullptr;
-  EXPECT_EQ(ibv_post_send(q, &weird, &bad), EINVAL);
-  EXPECT_EQ(bad, &weird);
+  if (expect_shim()) {
+    // Robustness of libffverbs' own validation. (rxe in Linux 6.1 takes such
+    // an opcode and oopses the kernel: never run this against a device.)
+    ibv_send_wr weird = wr(IBV_WR_SEND, 4, &s, 1);
+    std::memset(&weird.opcode, 0x4d, sizeof weird.opcode);  // no such opcode
+    bad = nullptr;
+    EXPECT_EQ(ibv_post_send(q, &weird, &bad), EINVAL);
+    EXPECT_EQ(bad, &weird);
+  }
   ibv_recv_wr rw{};
   rw.num_sge = static_cast<int>(qi.cap.max_recv_sge) + 1;
   ibv_recv_wr* rbad = nullptr;
@@ -1060,6 +1073,7 @@ class Datagrams : public Verbs {
       a.is_global = 1;
       a.grh.dgid = gid;
       a.grh.hop_limit = 1;
+      a.grh.sgid_index = gid_index();
     }
     ibv_ah* ah = ibv_create_ah(pd, &a);
     EXPECT_NE(ah, nullptr) << std::strerror(errno);
@@ -1199,6 +1213,7 @@ TEST_F(Verbs, UnreliableConnectedSendAndWrite) {
       at.ah_attr.is_global = 1;
       at.ah_attr.grh.dgid = gid;
       at.ah_attr.grh.hop_limit = 1;
+      at.ah_attr.grh.sgid_index = gid_index();
     }
     ASSERT_EQ(ibv_modify_qp(x, &at, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN), 0);
   }

@@ -237,11 +237,13 @@ class Executor {
   // The remote MR if `rkey` grants `need` on [addr, addr + len) at responder t.
   const Mr* remote(const Qp& t, uint32_t rkey, uint64_t addr, uint64_t len, unsigned need) const {
     const Mr* mr = e_.find_mr(rkey);
-    if (mr == nullptr || mr->pd != &t.pd || (mr->access & need) != need ||
-        (t.attr.qp_access_flags & need) != need || !mr->contains(addr, len))
+    if (mr == nullptr || mr->pd != &t.pd || (mr->access & need) != need || !mr->contains(addr, len))
       return nullptr;
     return mr;
   }
+  // Whether the responder QP enables the operation at all: if not, it NAKs
+  // it as an invalid request (IB spec), not as an access violation.
+  static bool enabled(const Qp& t, unsigned need) { return (t.attr.qp_access_flags & need) == need; }
 
   void reset_retries() {
     q_.rnr_left = q_.attr.rnr_retry;
@@ -371,6 +373,8 @@ class Executor {
     Qp* t = target();
     if (t == nullptr) return no_answer(w, src.total);
     const Mr* mr = nullptr;
+    if (!enabled(*t, IBV_ACCESS_REMOTE_WRITE))
+      return reliable() ? fail(w, IBV_WC_REM_INV_REQ_ERR) : done(w, src.total);
     if (src.total > 0) {
       mr = remote(*t, w.rkey, w.remote_addr, src.total, IBV_ACCESS_REMOTE_WRITE);
       if (mr == nullptr) return reliable() ? fail(w, IBV_WC_REM_ACCESS_ERR) : done(w, src.total);
@@ -404,6 +408,7 @@ class Executor {
     if (ibv_wc_status st = local_destination(w, dst); st != IBV_WC_SUCCESS) return fail(w, st);
     Qp* t = target();
     if (t == nullptr) return no_answer(w, dst.total);
+    if (!enabled(*t, IBV_ACCESS_REMOTE_READ)) return fail(w, IBV_WC_REM_INV_REQ_ERR);
     if (dst.total > 0) {
       const Mr* mr = remote(*t, w.rkey, w.remote_addr, dst.total, IBV_ACCESS_REMOTE_READ);
       if (mr == nullptr) return fail(w, IBV_WC_REM_ACCESS_ERR);
@@ -421,7 +426,7 @@ class Executor {
     if (dst.total != 8 || w.num_sge != 1) return fail(w, IBV_WC_LOC_LEN_ERR);
     Qp* t = target();
     if (t == nullptr) return no_answer(w, 8);
-    if (w.remote_addr % 8 != 0) return fail(w, IBV_WC_REM_INV_REQ_ERR);
+    if (w.remote_addr % 8 != 0 || !enabled(*t, IBV_ACCESS_REMOTE_ATOMIC)) return fail(w, IBV_WC_REM_INV_REQ_ERR);
     const Mr* mr = remote(*t, w.rkey, w.remote_addr, 8, IBV_ACCESS_REMOTE_ATOMIC);
     if (mr == nullptr) return fail(w, IBV_WC_REM_ACCESS_ERR);
     uint64_t contiguous = 0;
