@@ -1,64 +1,15 @@
 #include "router/fabric/soft/engine.h"
 
-#include <sched.h>
-#include <sys/epoll.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
-#include <system_error>
 
 namespace ff::router::soft {
-namespace {
 
-inline void cpu_relax() { __builtin_ia32_pause(); }
-
-}  // namespace
-
-Engine::Engine(std::chrono::microseconds spin) : spin_(spin) {
-  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
-  if (epoll_fd_ < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1");
+Engine::Engine(std::chrono::microseconds spin) : poller_(spin, *this) {
   qps_.reserve(1024);
-  watch_doorbell(command_bell_.fd());
-  thread_ = std::thread([this] { loop(); });
+  poller_.start();
 }
 
-Engine::~Engine() {
-  stop_ = true;
-  command_bell_.ring();
-  thread_.join();
-  ::close(epoll_fd_);
-}
-
-void Engine::run_sync(const std::function<void()>& fn) {
-  Command c;
-  c.fn = &fn;
-  while (!commands_.push(&c)) std::this_thread::yield();  // 256 queued: the poller is behind
-  command_bell_.ring();
-  c.done.wait(false, std::memory_order_acquire);  // pairs with the poller's store-release
-}
-
-bool Engine::drain_commands() {
-  bool any = false;
-  Command* c;
-  while (commands_.pop(c)) {
-    (*c->fn)();
-    c->done.store(true, std::memory_order_release);
-    c->done.notify_one();
-    any = true;
-  }
-  return any;
-}
-
-void Engine::watch_doorbell(int fd) {
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = fd;
-  ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
-}
-
-void Engine::unwatch_doorbell(int fd) { ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr); }
+Engine::~Engine() { poller_.stop(); }
 
 void Engine::link_qp(Qp* qp) {
   qps_.push_back(qp);
@@ -74,77 +25,37 @@ void Engine::unlink_qp(Qp* qp) {
     if (other->attr.dest_qp_num == qp->qpn) other->peer_gone = true;
 }
 
-void Engine::loop() {
-  uint64_t idle_since = 0;
-  uint64_t idle_spins = 0;
-  while (!stop_.load(std::memory_order_relaxed)) {
-    bool busy = drain_commands();
-    uint64_t now = now_ns();
-    for (size_t i = 0; i < qps_.size(); ++i) busy |= service(*qps_[i], now);
-    if (busy) {
-      idle_since = 0;
-      continue;
-    }
-    if (idle_since == 0) idle_since = now;
-    if (now - idle_since < static_cast<uint64_t>(spin_.count())) {
-      // Idle spinning yields too: on a machine with few cores the apps we
-      // serve need the CPU to post the next request.
-      if (++idle_spins % 64 == 0) sched_yield(); else cpu_relax();
-      continue;
-    }
-    sleep_until_work();
-    idle_since = 0;
-  }
-  drain_commands();
+bool Engine::work(uint64_t now) {
+  bool busy = false;
+  for (size_t i = 0; i < qps_.size(); ++i) busy |= service(*qps_[i], now);
+  return busy;
 }
 
 void Engine::check_srq_limit(Srq& srq) {
   if (srq.limit != 0 && srq.ring.size_guess() < srq.limit) {
     srq.limit = 0;
-    raise(srq.ctx, IBV_EVENT_SRQ_LIMIT_REACHED, srq.tag);
+    srq.ctx.async.raise(IBV_EVENT_SRQ_LIMIT_REACHED, srq.tag);
   }
 }
 
-void Engine::raise(Context& ctx, ibv_event_type type, uint32_t handle) {
-  // A full ring means the app stopped reading events; the newest is lost,
-  // the app still wakes.
-  (void)ctx.async_events.sp_try_push(shm::AsyncEvent{static_cast<uint32_t>(type), handle});
-  ctx.async_bell.ring();
-}
-
-void Engine::sleep_until_work() {
+bool Engine::prepare_to_sleep(uint64_t now, uint64_t& deadline) {
   // Arm every send ring's wakeup request, then re-check (Dekker, see
-  // shm/ring.h). A QP waiting on a timer wakes us through the timeout.
-  uint64_t now = now_ns();
-  uint64_t next_deadline = UINT64_MAX;
-  bool work = false;
+  // shm/ring.h). A QP waiting on a timer wakes us through the deadline.
+  bool may_sleep = true;
   for (Qp* q : qps_) {
-    if (q->wait_until_ns > now) next_deadline = std::min(next_deadline, q->wait_until_ns);
-    if (!q->sq.prepare_to_sleep()) work = true;
+    if (q->wait_until_ns > now) deadline = std::min(deadline, q->wait_until_ns);
+    if (!q->sq.prepare_to_sleep()) may_sleep = false;
   }
-  if (!work && next_deadline - now < 1'000'000) work = true;  // < 1 ms: keep spinning
-  if (!work) {
-    int timeout_ms = next_deadline == UINT64_MAX
-                         ? -1
-                         : static_cast<int>((next_deadline - now) / 1'000'000);
-    epoll_event events[16];
-    stats_.sleeps.fetch_add(1, std::memory_order_relaxed);
-    int n = ::epoll_wait(epoll_fd_, events, 16, timeout_ms);
-    for (int i = 0; i < n; ++i) {
-      uint64_t v;
-      ssize_t r = ::read(events[i].data.fd, &v, sizeof v);
-      (void)r;  // only the wakeup matters
-    }
-  }
+  return may_sleep;
+}
+
+void Engine::cancel_sleep() {
   for (Qp* q : qps_) q->sq.cancel_sleep();
 }
 
 // --- objects whose lifetime the engine must know about ---------------------
 
-Context::Context(Engine& e, shm::Mapping async_segment) : engine(e), async_mapping(std::move(async_segment)) {
-  std::byte* ring = async_mapping.base() + shm::kAsyncRingOffset;
-  shm::init_ring<shm::AsyncEvent>(ring, shm::kAsyncRingCapacity);
-  async_events = shm::RingProducer<shm::AsyncEvent>(ring, shm::kAsyncRingCapacity);
+Context::Context(Engine& e) : engine(e) {
   engine.run_sync([this] { engine.watch_doorbell(doorbell.fd()); });
 }
 
@@ -167,18 +78,6 @@ std::byte* Mr::translate(uint64_t addr, uint64_t len, uint64_t& contiguous) cons
   }
   contiguous = 0;
   return nullptr;
-}
-
-Channel::Channel(shm::Mapping m, uint32_t capacity) : mapping(std::move(m)), cap(capacity) {
-  shm::init_ring<shm::ChannelEvent>(mapping.base() + shm::kChannelRingOffset, cap);
-  events = shm::RingProducer<shm::ChannelEvent>(mapping.base() + shm::kChannelRingOffset, cap);
-}
-
-Cq::Cq(Context& c, shm::Mapping m, uint32_t capacity, Channel* ch, uint32_t tag)
-    : ctx(c), mapping(std::move(m)), cap(capacity), channel(ch), event_tag(tag) {
-  control = new (mapping.base() + shm::kCqControlOffset) shm::CqControl{};
-  shm::init_ring<shm::Cqe>(mapping.base() + shm::kCqRingOffset, cap);
-  ring = shm::RingProducer<shm::Cqe>(mapping.base() + shm::kCqRingOffset, cap);
 }
 
 Srq::Srq(Context& c, shm::Mapping m, const Pd& p, uint32_t capacity, uint32_t max_sge, uint32_t lim,

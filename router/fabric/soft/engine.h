@@ -1,23 +1,21 @@
-// The soft fabric's engine: one poller thread that executes every QP's work
-// requests and writes completions, plus the registries it needs (QP numbers,
-// memory keys).
+// The soft fabric's engine: the poller's work for the soft fabric (it
+// executes every QP's work requests and writes completions), plus the
+// registries it needs (QP numbers, memory keys).
 //
-// Thread contract: the poller owns all "engine thread" state. The control
-// thread changes it only through run_sync(), which queues a command, wakes
-// the poller and waits until the poller ran it (a lock-free queue; the
-// poller never takes a lock the control thread holds). The per-WQE path never
-// allocates, locks or makes a system call while busy; when idle for
-// `spin` it arms every send ring's doorbell request and sleeps in epoll.
+// Thread contract (see router/fabric/poller.h): all "engine thread" state
+// belongs to the poller; the control thread changes it only through
+// run_sync(). The per-WQE path never allocates, locks or makes a system
+// call while busy; when idle it arms every send ring's doorbell request and
+// the poller sleeps.
 #pragma once
 
 #include <atomic>
-#include <boost/lockfree/queue.hpp>
 #include <chrono>
 #include <functional>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "router/fabric/poller.h"
 #include "router/fabric/soft/objects.h"
 
 namespace ff::router::soft {
@@ -26,10 +24,9 @@ struct EngineStats {
   std::atomic<uint64_t> wqes{0};
   std::atomic<uint64_t> bytes{0};
   std::atomic<uint64_t> error_completions{0};
-  std::atomic<uint64_t> sleeps{0};
 };
 
-class Engine {
+class Engine final : PollerHooks {
  public:
   explicit Engine(std::chrono::microseconds spin);
   ~Engine();
@@ -37,7 +34,7 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   // Runs `fn` on the poller thread and waits for it. Control thread only.
-  void run_sync(const std::function<void()>& fn);
+  void run_sync(const std::function<void()>& fn) { poller_.run_sync(fn); }
 
   // Registries (engine thread, or inside run_sync).
   void link_qp(Qp* qp);
@@ -50,8 +47,8 @@ class Engine {
     auto it = ahs_.find(id);
     return it == ahs_.end() ? nullptr : it->second;
   }
-  void watch_doorbell(int fd);
-  void unwatch_doorbell(int fd);
+  void watch_doorbell(int fd) { poller_.watch_eventfd(fd); }
+  void unwatch_doorbell(int fd) { poller_.unwatch(fd); }
   Qp* find_qp(uint32_t qpn) const {
     auto it = qps_by_num_.find(qpn);
     return it == qps_by_num_.end() ? nullptr : it->second;
@@ -66,8 +63,6 @@ class Engine {
   // context gets IBV_EVENT_QP_FATAL. A QP on an SRQ also gets
   // IBV_EVENT_QP_LAST_WQE_REACHED. Engine thread.
   void set_error(Qp& qp, bool fatal = false);
-  // Queues an asynchronous event for the app and wakes its async_fd.
-  void raise(Context& ctx, ibv_event_type type, uint32_t handle);
   // Adds a completion and fires the CQ's channel if armed; false when the
   // CQ overflowed. Engine thread.
   bool complete(Cq& cq, const shm::Cqe& c);
@@ -80,36 +75,21 @@ class Engine {
   }
 
   const EngineStats& stats() const { return stats_; }
-
-  static uint64_t now_ns() {
-    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                     std::chrono::steady_clock::now().time_since_epoch())
-                                     .count());
-  }
+  uint64_t sleeps() const { return poller_.sleeps(); }
 
  private:
-  struct Command {
-    const std::function<void()>* fn;
-    std::atomic<bool> done{false};
-  };
-
-  void loop();
-  bool drain_commands();
-  void sleep_until_work();
+  bool work(uint64_t now) override;
+  bool prepare_to_sleep(uint64_t now, uint64_t& deadline) override;
+  void cancel_sleep() override;
   // transport.cc: returns true when it did any work.
   bool service(Qp& qp, uint64_t now);
 
-  std::chrono::nanoseconds spin_;
-  int epoll_fd_ = -1;
-  shm::Doorbell command_bell_;
-  boost::lockfree::queue<Command*, boost::lockfree::capacity<256>> commands_;
-  std::atomic<bool> stop_{false};
   std::vector<Qp*> qps_;
   std::unordered_map<uint32_t, Qp*> qps_by_num_;
   std::unordered_map<uint32_t, Mr*> mrs_;
   std::unordered_map<uint32_t, Ah*> ahs_;
   EngineStats stats_;
-  std::thread thread_;  // last: starts after everything above exists
+  Poller poller_;  // last: its thread starts (in the constructor) after everything above exists
 };
 
 }  // namespace ff::router::soft

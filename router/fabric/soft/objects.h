@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "router/fabric/fabric.h"
+#include "router/fabric/virtual_queues.h"
 #include "shm/descriptors.h"
 #include "shm/doorbell.h"
 #include "shm/segment.h"
@@ -18,16 +19,14 @@ namespace ff::router::soft {
 class Engine;
 
 struct Context final : FabricContext {
-  Context(Engine& e, shm::Mapping async_segment);
+  explicit Context(Engine& e);
   ~Context() override;
   int doorbell_fd() const override { return doorbell.fd(); }
-  int async_event_fd() const override { return async_bell.fd(); }
-  int async_segment_fd() const override { return async_mapping.fd(); }
+  int async_event_fd() const override { return async.event_fd(); }
+  int async_segment_fd() const override { return async.segment_fd(); }
   Engine& engine;
   shm::Doorbell doorbell;
-  shm::Mapping async_mapping;
-  shm::Doorbell async_bell{shm::Doorbell::Mode::kBlocking};
-  shm::RingProducer<shm::AsyncEvent> async_events;  // engine thread
+  AsyncEvents async;  // engine thread
 };
 
 struct Pd final : FabricPd {
@@ -73,29 +72,7 @@ struct Mr final : FabricMr {
   std::vector<std::shared_ptr<FabricSegment>> segments;  // keeps the memory mapped
 };
 
-struct Channel final : FabricChannel {
-  Channel(shm::Mapping m, uint32_t cap);
-  int event_fd() const override { return bell.fd(); }
-  int segment_fd() const override { return mapping.fd(); }
-  uint32_t capacity() const override { return cap; }
-  shm::Mapping mapping;
-  uint32_t cap;
-  shm::Doorbell bell{shm::Doorbell::Mode::kBlocking};
-  shm::RingProducer<shm::ChannelEvent> events;  // engine thread
-};
-
-struct Cq final : FabricCq {
-  Cq(Context& c, shm::Mapping m, uint32_t cap, Channel* ch, uint32_t tag);
-  int segment_fd() const override { return mapping.fd(); }
-  uint32_t capacity() const override { return cap; }
-  Context& ctx;
-  shm::Mapping mapping;
-  uint32_t cap;
-  Channel* channel;  // may be null
-  uint32_t event_tag;  // the client's handle
-  shm::CqControl* control;
-  shm::RingProducer<shm::Cqe> ring;  // engine thread
-};
+using Cq = VirtualCq;
 
 struct Srq final : FabricSrq {
   Srq(Context& c, shm::Mapping m, const Pd& pd, uint32_t cap, uint32_t max_sge, uint32_t limit,

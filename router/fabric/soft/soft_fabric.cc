@@ -69,14 +69,13 @@ FabricCounters SoftFabric::counters() const {
   c.work_requests = s.wqes.load(std::memory_order_relaxed);
   c.bytes = s.bytes.load(std::memory_order_relaxed);
   c.error_completions = s.error_completions.load(std::memory_order_relaxed);
-  c.poller_sleeps = s.sleeps.load(std::memory_order_relaxed);
+  c.poller_sleeps = engine_.sleeps();
   return c;
 }
 
 std::unique_ptr<FabricContext> SoftFabric::open_context(FabricError& err) {
   try {
-    return std::make_unique<soft::Context>(
-        engine_, shm::Mapping::create("ffr-async", shm::SegmentKind::kRing, shm::async_segment_bytes()));
+    return std::make_unique<soft::Context>(engine_);
   } catch (const std::system_error& e) {
     return err.set(ENOMEM, e.what());
   }
@@ -142,12 +141,8 @@ std::unique_ptr<FabricMr> SoftFabric::reg_mr(FabricPd& pd,
 }
 
 std::unique_ptr<FabricChannel> SoftFabric::create_channel(FabricError& err) {
-  constexpr uint32_t kCapacity = 4096;
   try {
-    return std::make_unique<soft::Channel>(
-        shm::Mapping::create("ffr-channel", shm::SegmentKind::kRing,
-                             shm::channel_segment_bytes(kCapacity)),
-        kCapacity);
+    return std::make_unique<VirtualChannel>();
   } catch (const std::system_error& e) {
     return err.set(ENOMEM, e.what());
   }
@@ -158,10 +153,8 @@ std::unique_ptr<FabricCq> SoftFabric::create_cq(FabricContext& ctx, int cqe, Fab
   if (cqe < 1 || cqe > limits_.attr.orig_attr.max_cqe) return err.set(EINVAL, "cqe out of range");
   uint32_t cap = shm::ring_capacity_for(static_cast<uint32_t>(cqe));
   try {
-    return std::make_unique<soft::Cq>(
-        static_cast<soft::Context&>(ctx),
-        shm::Mapping::create("ffr-cq", shm::SegmentKind::kRing, shm::cq_segment_bytes(cap)), cap,
-        static_cast<soft::Channel*>(channel), tag);
+    return std::make_unique<VirtualCq>(static_cast<soft::Context&>(ctx).async, cap,
+                                       static_cast<VirtualChannel*>(channel), tag);
   } catch (const std::system_error& e) {
     return err.set(ENOMEM, e.what());
   }

@@ -56,24 +56,7 @@ uint64_t rnr_delay_ns(uint8_t code) {
   return uint64_t{kMicros[code & 31]} * 1000;
 }
 
-ibv_wc_opcode wc_opcode(uint32_t wr_opcode) {
-  switch (wr_opcode) {
-    case IBV_WR_RDMA_WRITE:
-    case IBV_WR_RDMA_WRITE_WITH_IMM:
-      return IBV_WC_RDMA_WRITE;
-    case IBV_WR_SEND:
-    case IBV_WR_SEND_WITH_IMM:
-      return IBV_WC_SEND;
-    case IBV_WR_RDMA_READ:
-      return IBV_WC_RDMA_READ;
-    case IBV_WR_ATOMIC_CMP_AND_SWP:
-      return IBV_WC_COMP_SWAP;
-    case IBV_WR_ATOMIC_FETCH_AND_ADD:
-      return IBV_WC_FETCH_ADD;
-    default:
-      return IBV_WC_SEND;
-  }
-}
+ibv_wc_opcode wc_opcode(uint32_t wr_opcode) { return completion_opcode(wr_opcode); }
 
 // Local SGEs resolved against the QP's own MRs.
 struct Sges {
@@ -516,30 +499,14 @@ class Executor {
 
 bool Engine::complete(Cq& cq, const Cqe& c) {
   if (c.status != IBV_WC_SUCCESS) stats_.error_completions.fetch_add(1, std::memory_order_relaxed);
-  if (!cq.ring.sp_try_push(c)) {
-    if (cq.control->error.exchange(1, std::memory_order_relaxed) == 0)
-      raise(cq.ctx, IBV_EVENT_CQ_ERR, cq.event_tag);
-    return false;
-  }
-  if (cq.channel == nullptr) return true;
-  // Dekker with the app's req_notify_cq: it stores `arm` then polls the
-  // ring; we publish the CQE then load `arm`. One of us sees the other.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  uint32_t arm = cq.control->arm.load(std::memory_order_relaxed);
-  if (arm == 0) return true;
-  if (arm == shm::kArmSolicited && c.solicited == 0 && c.status == IBV_WC_SUCCESS) return true;
-  if (cq.control->arm.exchange(0, std::memory_order_relaxed) != 0) {
-    (void)cq.channel->events.sp_try_push(shm::ChannelEvent{cq.event_tag, 0});
-    cq.channel->bell.ring();
-  }
-  return true;
+  return cq.add(c);
 }
 
 void Engine::set_error(Qp& qp, bool fatal) {
   if (qp.state == IBV_QPS_ERR) return;
   qp.state = IBV_QPS_ERR;
-  if (fatal) raise(qp.ctx, IBV_EVENT_QP_FATAL, qp.tag);
-  if (qp.srq != nullptr) raise(qp.ctx, IBV_EVENT_QP_LAST_WQE_REACHED, qp.tag);
+  if (fatal) qp.ctx.async.raise(IBV_EVENT_QP_FATAL, qp.tag);
+  if (qp.srq != nullptr) qp.ctx.async.raise(IBV_EVENT_QP_LAST_WQE_REACHED, qp.tag);
 }
 
 // Everything queued completes with IBV_WC_WR_FLUSH_ERR.

@@ -1,0 +1,88 @@
+// The fabric's data-path thread: one poller that does every fabric's work,
+// spins while there is work (or was, within `spin`), then sleeps in epoll on
+// the doorbells it watches.
+//
+// Thread contract: everything the hooks touch belongs to the poller thread.
+// The control (Asio) thread changes it only through run_sync(), which queues
+// a command, wakes the poller and waits until the poller ran it. The queue is
+// lock-free: the poller never takes a lock the control thread holds.
+#pragma once
+
+#include <atomic>
+#include <boost/lockfree/queue.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <thread>
+#include <unordered_set>
+
+#include "shm/doorbell.h"
+
+namespace ff::router {
+
+class PollerHooks {
+ public:
+  virtual ~PollerHooks() = default;
+  // One pass over every queue; true when it did anything.
+  virtual bool work(uint64_t now_ns) = 0;
+  // Arms every wakeup source the poller sleeps on and re-checks them. False
+  // when work arrived meanwhile (the poller then does not sleep). `deadline`
+  // (ns, steady clock) may be lowered to wake up by then.
+  virtual bool prepare_to_sleep(uint64_t now_ns, uint64_t& deadline) = 0;
+  // After the sleep: withdraws what prepare_to_sleep armed.
+  virtual void cancel_sleep() = 0;
+  // A watched fd that is not a plain eventfd became readable.
+  virtual void readable(int /*fd*/) {}
+};
+
+class Poller {
+ public:
+  Poller(std::chrono::microseconds spin, PollerHooks& hooks);
+  ~Poller();
+  Poller(const Poller&) = delete;
+  Poller& operator=(const Poller&) = delete;
+
+  // Starts the thread (once the hooks' object is complete).
+  void start();
+  // Stops and joins it; idempotent. Owners call it before their state goes.
+  void stop();
+
+  // Runs `fn` on the poller thread and waits for it. Control thread only.
+  void run_sync(const std::function<void()>& fn);
+
+  // Poller thread (or inside run_sync). An eventfd is drained on wakeup;
+  // any other fd is handed to PollerHooks::readable.
+  void watch_eventfd(int fd);
+  void watch_other(int fd);
+  void unwatch(int fd);
+
+  uint64_t sleeps() const { return sleeps_.load(std::memory_order_relaxed); }
+
+  static uint64_t now_ns() {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::steady_clock::now().time_since_epoch())
+                                     .count());
+  }
+
+ private:
+  struct Command {
+    const std::function<void()>* fn;
+    std::atomic<bool> done{false};
+  };
+
+  void loop();
+  bool drain_commands();
+  void sleep_until_work();
+
+  std::chrono::nanoseconds spin_;
+  PollerHooks& hooks_;
+  int epoll_fd_ = -1;
+  shm::Doorbell command_bell_;
+  boost::lockfree::queue<Command*, boost::lockfree::capacity<256>> commands_;
+  std::unordered_set<int> other_fds_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> sleeps_{0};
+  std::thread thread_;
+};
+
+}  // namespace ff::router

@@ -1,0 +1,78 @@
+// What every fabric shows a client, whatever executes the work: the rings in
+// shared memory a client polls without system calls. The async-event queue
+// of a context, completion channels and completion queues. Both fabrics
+// (soft and verbs) fill them the same way, from their poller thread.
+#pragma once
+
+#include <infiniband/verbs.h>
+
+#include <cstdint>
+
+#include "router/fabric/fabric.h"
+#include "shm/descriptors.h"
+#include "shm/doorbell.h"
+#include "shm/segment.h"
+
+namespace ff::router {
+
+// A context's asynchronous events: a ring the app reads, woken through the
+// eventfd it sees as context->async_fd.
+class AsyncEvents {
+ public:
+  // Creates the segment; throws std::system_error.
+  AsyncEvents();
+  int event_fd() const { return bell_.fd(); }
+  int segment_fd() const { return mapping_.fd(); }
+  // Queues an event and wakes the app. Poller thread.
+  void raise(ibv_event_type type, uint32_t handle);
+
+ private:
+  shm::Mapping mapping_;
+  shm::Doorbell bell_{shm::Doorbell::Mode::kBlocking};
+  shm::RingProducer<shm::AsyncEvent> ring_;  // poller thread
+};
+
+// A completion channel: an eventfd plus a ring of "CQ x fired" events.
+class VirtualChannel final : public FabricChannel {
+ public:
+  static constexpr uint32_t kCapacity = 4096;
+  VirtualChannel();  // throws std::system_error
+  int event_fd() const override { return bell_.fd(); }
+  int segment_fd() const override { return mapping_.fd(); }
+  uint32_t capacity() const override { return kCapacity; }
+  void fire(uint32_t cq_tag);  // poller thread
+
+ private:
+  shm::Mapping mapping_;
+  shm::Doorbell bell_{shm::Doorbell::Mode::kBlocking};
+  shm::RingProducer<shm::ChannelEvent> events_;  // poller thread
+};
+
+// A completion queue as the app sees it: a ring of Cqe plus the arm word.
+class VirtualCq : public FabricCq {
+ public:
+  // `capacity` is a power of two; throws std::system_error.
+  VirtualCq(AsyncEvents& async, uint32_t capacity, VirtualChannel* channel, uint32_t tag);
+  int segment_fd() const override { return mapping_.fd(); }
+  uint32_t capacity() const override { return cap_; }
+  uint32_t tag() const { return tag_; }
+
+  // Adds a completion and fires the channel if the app armed it. False when
+  // the ring is full: completions are lost, the app gets IBV_EVENT_CQ_ERR
+  // (once) and the CQ's error word. Poller thread.
+  bool add(const shm::Cqe& c);
+
+ private:
+  AsyncEvents& async_;
+  shm::Mapping mapping_;
+  uint32_t cap_;
+  VirtualChannel* channel_;  // may be null
+  uint32_t tag_;             // the client's handle
+  shm::CqControl* control_;
+  shm::RingProducer<shm::Cqe> ring_;  // poller thread
+};
+
+// The opcode of the completion of a work request (ibv_wr_opcode).
+ibv_wc_opcode completion_opcode(uint32_t wr_opcode);
+
+}  // namespace ff::router
