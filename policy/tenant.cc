@@ -78,6 +78,12 @@ VirtualIpChoice choose_virtual_ip(const TenantSpec& tenant, std::span<const uint
                             tenant.network->to_string()};
 }
 
+std::optional<uint32_t> ipv4_of_gid(const uint8_t (&gid)[16]) {
+  static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::memcmp(gid, prefix, sizeof prefix) != 0) return std::nullopt;
+  return (uint32_t{gid[12]} << 24) | (uint32_t{gid[13]} << 16) | (uint32_t{gid[14]} << 8) | gid[15];
+}
+
 void ipv4_mapped_gid(uint32_t ip, uint8_t (&gid)[16]) {
   std::memset(gid, 0, sizeof gid);
   gid[10] = 0xff;

@@ -45,6 +45,8 @@ VirtualIpChoice choose_virtual_ip(const TenantSpec& tenant, std::span<const uint
 
 // The IPv4-mapped IPv6 GID (::ffff:a.b.c.d) of a virtual IP, network order bytes.
 void ipv4_mapped_gid(uint32_t ip, uint8_t (&gid)[16]);
+// The IPv4 address inside an IPv4-mapped GID; nullopt for any other GID.
+std::optional<uint32_t> ipv4_of_gid(const uint8_t (&gid)[16]);
 
 // A node GUID that is stable for a virtual IP: 02:ff:00:00:a:b:c:d.
 uint64_t node_guid_for(uint32_t ip);

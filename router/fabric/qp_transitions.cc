@@ -153,4 +153,24 @@ int check_modify_qp(ibv_qp_type type, ibv_qp_state cur, const ibv_qp_attr& attr,
   return 0;
 }
 
+void apply_qp_attr(ibv_qp_attr& to, const ibv_qp_attr& from, int mask) {
+  if (mask & IBV_QP_PKEY_INDEX) to.pkey_index = from.pkey_index;
+  if (mask & IBV_QP_PORT) to.port_num = from.port_num;
+  if (mask & IBV_QP_ACCESS_FLAGS) to.qp_access_flags = from.qp_access_flags;
+  if (mask & IBV_QP_QKEY) to.qkey = from.qkey;
+  if (mask & IBV_QP_AV) to.ah_attr = from.ah_attr;
+  if (mask & IBV_QP_PATH_MTU) to.path_mtu = from.path_mtu;
+  if (mask & IBV_QP_DEST_QPN) to.dest_qp_num = from.dest_qp_num;
+  if (mask & IBV_QP_RQ_PSN) to.rq_psn = from.rq_psn;
+  if (mask & IBV_QP_MAX_DEST_RD_ATOMIC) to.max_dest_rd_atomic = from.max_dest_rd_atomic;
+  if (mask & IBV_QP_MIN_RNR_TIMER) to.min_rnr_timer = from.min_rnr_timer;
+  if (mask & IBV_QP_SQ_PSN) to.sq_psn = from.sq_psn;
+  if (mask & IBV_QP_TIMEOUT) to.timeout = from.timeout;
+  if (mask & IBV_QP_RETRY_CNT) to.retry_cnt = from.retry_cnt;
+  if (mask & IBV_QP_RNR_RETRY) to.rnr_retry = from.rnr_retry;
+  if (mask & IBV_QP_MAX_QP_RD_ATOMIC) to.max_rd_atomic = from.max_rd_atomic;
+  if (mask & IBV_QP_PATH_MIG_STATE) to.path_mig_state = from.path_mig_state;
+  if (mask & IBV_QP_EN_SQD_ASYNC_NOTIFY) to.en_sqd_async_notify = from.en_sqd_async_notify;
+}
+
 }  // namespace ff::router

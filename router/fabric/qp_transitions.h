@@ -23,4 +23,7 @@ inline ibv_qp_state next_state(ibv_qp_state cur, const ibv_qp_attr& attr, int ma
 
 const char* qp_state_name(ibv_qp_state s);
 
+// Copies the attributes named in `mask` (all but the state).
+void apply_qp_attr(ibv_qp_attr& to, const ibv_qp_attr& from, int mask);
+
 }  // namespace ff::router

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "policy/tenant.h"
+
 namespace ff::router::soft {
 
 Engine::Engine(std::chrono::microseconds spin) : poller_(spin, *this) {
@@ -87,14 +89,8 @@ Srq::Srq(Context& c, shm::Mapping m, const Pd& p, uint32_t capacity, uint32_t ma
   ring = shm::RingConsumer<shm::RecvWqe>(mapping.base() + shm::kSrqRingOffset, cap);
 }
 
-namespace {
-uint32_t ip_of(const ibv_gid& g) {
-  return (uint32_t{g.raw[12]} << 24) | (uint32_t{g.raw[13]} << 16) | (uint32_t{g.raw[14]} << 8) | g.raw[15];
-}
-}  // namespace
-
 Ah::Ah(Engine& e, const Pd& p, const ibv_ah_attr& a, uint32_t id)
-    : engine(e), pd(p), attr(a), virtual_ip(ip_of(a.grh.dgid)), ident(id) {
+    : engine(e), pd(p), attr(a), virtual_ip(policy::ipv4_of_gid(a.grh.dgid.raw).value_or(0)), ident(id) {
   engine.run_sync([this] { engine.link_ah(this); });
 }
 

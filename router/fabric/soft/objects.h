@@ -34,14 +34,6 @@ struct Pd final : FabricPd {
   Owner owner;
 };
 
-struct Segment final : FabricSegment {
-  Segment(shm::Mapping m, uint64_t base) : mapping(std::move(m)), app_base_(base) {}
-  uint64_t app_base() const override { return app_base_; }
-  uint64_t length() const override { return mapping.size(); }
-  shm::Mapping mapping;
-  uint64_t app_base_;
-};
-
 // A contiguous piece of an MR inside one segment.
 struct Extent {
   uint64_t mr_offset;  // from the MR's start

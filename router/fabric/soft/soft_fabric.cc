@@ -1,11 +1,10 @@
 #include "router/fabric/soft/soft_fabric.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-
 #include <cerrno>
 #include <cstring>
 
+#include "policy/tenant.h"
+#include "router/fabric/memory.h"
 #include "router/fabric/qp_transitions.h"
 
 namespace ff::router {
@@ -87,54 +86,23 @@ std::unique_ptr<FabricPd> SoftFabric::alloc_pd(const Owner& owner, FabricError&)
 
 std::shared_ptr<FabricSegment> SoftFabric::map_segment(UniqueFd fd, uint64_t app_base,
                                                        uint64_t length, FabricError& err) {
-  if (app_base % shm::kPageSize != 0 || length == 0 || length % shm::kPageSize != 0 ||
-      app_base + length < app_base)
-    return err.set(EINVAL, "segment must be whole pages");
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != length)
-    return err.set(EINVAL, "segment fd is not a memfd of the announced length");
-  // A client must not be able to shrink memory the router maps (SIGBUS).
-  int seals = ::fcntl(fd.get(), F_GET_SEALS);
-  if (seals < 0 || (seals & F_SEAL_SHRINK) == 0)
-    return err.set(EINVAL, "segment memfd is not sealed against shrinking");
-  try {
-    return std::make_shared<soft::Segment>(shm::Mapping::map_raw(fd.get(), length), app_base);
-  } catch (const std::system_error& e) {
-    return err.set(ENOMEM, e.what());
-  }
+  return map_client_segment(std::move(fd), app_base, length, err);
 }
 
 std::unique_ptr<FabricMr> SoftFabric::reg_mr(FabricPd& pd,
                                              std::span<const std::shared_ptr<FabricSegment>> segments,
                                              uint64_t addr, uint64_t length, uint64_t iova,
                                              unsigned access, FabricError& err) {
-  constexpr unsigned kKnown = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
-                              IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC |
-                              IBV_ACCESS_MW_BIND | IBV_ACCESS_RELAXED_ORDERING |
-                              IBV_ACCESS_OPTIONAL_RANGE;
-  if ((access & IBV_ACCESS_ON_DEMAND) != 0) return err.set(EOPNOTSUPP, "on-demand paging is not supported");
-  if ((access & ~kKnown) != 0) return err.set(EINVAL, "unknown access flags");
-  if ((access & (IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC)) != 0 &&
-      (access & IBV_ACCESS_LOCAL_WRITE) == 0)
-    return err.set(EINVAL, "remote write or atomic access needs IBV_ACCESS_LOCAL_WRITE");
-  if (length == 0 || length > limits_.attr.orig_attr.max_mr_size || iova + length < iova)
-    return err.set(EINVAL, "bad MR length");
+  if (!check_mr_request(access, length, iova, limits_.attr.orig_attr.max_mr_size, err)) return nullptr;
+  std::vector<SegmentPiece> pieces;
+  if (!split_over_segments(segments, addr, length, pieces, err)) return nullptr;
   auto mr = std::make_unique<soft::Mr>(engine_);
   mr->pd = static_cast<soft::Pd*>(&pd);
   mr->iova = iova;
   mr->length = length;
   mr->access = access;
-  uint64_t covered = addr;
-  for (const auto& s : segments) {
-    auto& seg = static_cast<soft::Segment&>(*s);
-    uint64_t start = std::max(covered, seg.app_base());
-    uint64_t end = std::min(addr + length, seg.app_base() + seg.length());
-    if (start != covered || end <= start) break;
-    mr->extents.push_back({start - addr, end - start, seg.mapping.base() + (start - seg.app_base())});
-    mr->segments.push_back(s);
-    covered = end;
-  }
-  if (covered != addr + length) return err.set(EFAULT, "memory is not inside registered segments");
+  for (const SegmentPiece& p : pieces) mr->extents.push_back({p.app_addr - addr, p.length, p.router_addr()});
+  mr->segments.assign(segments.begin(), segments.end());
   mr->key = next_key();
   engine_.run_sync([&] { engine_.link_mr(mr.get()); });
   return mr;
@@ -243,8 +211,7 @@ std::unique_ptr<FabricAh> SoftFabric::create_ah(FabricPd& pd, const ibv_ah_attr&
   // The port is RoCE: an address is a GID, the IPv4-mapped GID of a virtual
   // IP. An AH without a GRH (LID addressing, as programs run without a GID
   // index do) reaches QPs of the tenant on this router by number alone.
-  static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  if (attr.is_global != 0 && std::memcmp(attr.grh.dgid.raw, prefix, sizeof prefix) != 0)
+  if (attr.is_global != 0 && !policy::ipv4_of_gid(attr.grh.dgid.raw))
     return err.set(EINVAL, "the port is Ethernet (RoCE v2): a global address handle needs an "
                            "IPv4-mapped dgid (::ffff:a.b.c.d)");
   if (attr.grh.sgid_index != 0) return err.set(EINVAL, "grh.sgid_index must be 0 (the port has one GID)");
@@ -252,43 +219,13 @@ std::unique_ptr<FabricAh> SoftFabric::create_ah(FabricPd& pd, const ibv_ah_attr&
   return std::make_unique<soft::Ah>(engine_, static_cast<soft::Pd&>(pd), attr, id);
 }
 
-namespace {
-
-// Copies the attributes named in `mask` (all but the state).
-void apply(ibv_qp_attr& to, const ibv_qp_attr& from, int mask) {
-  if (mask & IBV_QP_PKEY_INDEX) to.pkey_index = from.pkey_index;
-  if (mask & IBV_QP_PORT) to.port_num = from.port_num;
-  if (mask & IBV_QP_ACCESS_FLAGS) to.qp_access_flags = from.qp_access_flags;
-  if (mask & IBV_QP_QKEY) to.qkey = from.qkey;
-  if (mask & IBV_QP_AV) to.ah_attr = from.ah_attr;
-  if (mask & IBV_QP_PATH_MTU) to.path_mtu = from.path_mtu;
-  if (mask & IBV_QP_DEST_QPN) to.dest_qp_num = from.dest_qp_num;
-  if (mask & IBV_QP_RQ_PSN) to.rq_psn = from.rq_psn;
-  if (mask & IBV_QP_MAX_DEST_RD_ATOMIC) to.max_dest_rd_atomic = from.max_dest_rd_atomic;
-  if (mask & IBV_QP_MIN_RNR_TIMER) to.min_rnr_timer = from.min_rnr_timer;
-  if (mask & IBV_QP_SQ_PSN) to.sq_psn = from.sq_psn;
-  if (mask & IBV_QP_TIMEOUT) to.timeout = from.timeout;
-  if (mask & IBV_QP_RETRY_CNT) to.retry_cnt = from.retry_cnt;
-  if (mask & IBV_QP_RNR_RETRY) to.rnr_retry = from.rnr_retry;
-  if (mask & IBV_QP_MAX_QP_RD_ATOMIC) to.max_rd_atomic = from.max_rd_atomic;
-  if (mask & IBV_QP_PATH_MIG_STATE) to.path_mig_state = from.path_mig_state;
-  if (mask & IBV_QP_EN_SQD_ASYNC_NOTIFY) to.en_sqd_async_notify = from.en_sqd_async_notify;
-}
-
-bool is_ipv4_mapped(const ibv_gid& g) {
-  static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  return std::memcmp(g.raw, prefix, sizeof prefix) == 0;
-}
-
-}  // namespace
-
 int SoftFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask, std::string& why) {
   auto& qp = static_cast<Qp&>(fqp);
   int rc = 0;
   engine_.run_sync([&] {
     rc = check_modify_qp(qp.init.type, qp.state, attr, mask, why);
     if (rc != 0) return;
-    if ((mask & IBV_QP_AV) != 0 && attr.ah_attr.is_global != 0 && !is_ipv4_mapped(attr.ah_attr.grh.dgid)) {
+    if ((mask & IBV_QP_AV) != 0 && attr.ah_attr.is_global != 0 && !policy::ipv4_of_gid(attr.ah_attr.grh.dgid.raw)) {
       why = "ah_attr.grh.dgid must be an IPv4-mapped GID (::ffff:a.b.c.d) of a virtual IP";
       rc = EINVAL;
       return;
@@ -301,9 +238,7 @@ int SoftFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask, std:
           rc = EINVAL;
           return;
         }
-        const ibv_gid& g = attr.ah_attr.grh.dgid;
-        uint32_t ip = (uint32_t{g.raw[12]} << 24) | (uint32_t{g.raw[13]} << 16) |
-                      (uint32_t{g.raw[14]} << 8) | g.raw[15];
+        uint32_t ip = policy::ipv4_of_gid(attr.ah_attr.grh.dgid.raw).value_or(0);
         if ((mask & IBV_QP_AV) != 0 && attr.ah_attr.is_global != 0 && ip != dest->pd.owner.virtual_ip) {
           why = "dest_qp_num is not at the GID given in ah_attr";
           rc = EINVAL;
@@ -312,7 +247,7 @@ int SoftFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask, std:
       }
     }
     ibv_qp_state next = next_state(qp.state, attr, mask);
-    apply(qp.attr, attr, mask);
+    apply_qp_attr(qp.attr, attr, mask);
     if (next == IBV_QPS_RESET) {
       // Reset empties both queues without completions (and recovers rings a
       // client had corrupted).

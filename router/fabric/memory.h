@@ -1,0 +1,54 @@
+// Client memory as every fabric receives it: sealed memfds standing for
+// page ranges of the client's address space, and the checks on a memory
+// registration request that verbs defines independently of the device.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "proto/fd.h"
+#include "router/fabric/fabric.h"
+#include "shm/segment.h"
+
+namespace ff::router {
+
+// A client segment mapped into the router.
+class MappedSegment final : public FabricSegment {
+ public:
+  MappedSegment(shm::Mapping m, uint64_t base) : mapping_(std::move(m)), app_base_(base) {}
+  uint64_t app_base() const override { return app_base_; }
+  uint64_t length() const override { return mapping_.size(); }
+  std::byte* router_base() const { return mapping_.base(); }
+  int fd() const { return mapping_.fd(); }
+
+ private:
+  shm::Mapping mapping_;
+  uint64_t app_base_;
+};
+
+// Validates and maps a client's memfd: whole pages, the announced length,
+// sealed against shrinking (a shrunk file would SIGBUS the router).
+std::shared_ptr<FabricSegment> map_client_segment(UniqueFd fd, uint64_t app_base, uint64_t length,
+                                                  FabricError& err);
+
+// A piece of a registration inside one segment.
+struct SegmentPiece {
+  const MappedSegment* segment;
+  uint64_t app_addr;  // where the piece starts in the client
+  uint64_t length;
+  std::byte* router_addr() const { return segment->router_base() + (app_addr - segment->app_base()); }
+};
+
+// Access flags, length and iova of a registration; false with `err` set
+// when verbs refuses them.
+bool check_mr_request(unsigned access, uint64_t length, uint64_t iova, uint64_t max_mr_size,
+                      FabricError& err);
+
+// Splits [addr, addr + length) over `segments` (in address order); false
+// with EFAULT in `err` when some byte is in none of them.
+bool split_over_segments(std::span<const std::shared_ptr<FabricSegment>> segments, uint64_t addr,
+                         uint64_t length, std::vector<SegmentPiece>& pieces, FabricError& err);
+
+}  // namespace ff::router
