@@ -43,14 +43,6 @@ bool opcode_allowed(ibv_qp_type type, uint32_t op) {
   }
 }
 
-void ring_doorbell(FfQp& qp) {
-  if (qp.sq.consumer_needs_wakeup()) {
-    uint64_t one = 1;
-    ssize_t n = ::write(qp.ctx->doorbell_fd, &one, sizeof one);
-    (void)n;
-  }
-}
-
 // Builds the descriptor of one work request; 0 or the errno post_send returns.
 int build_send(const FfQp& qp, const ibv_send_wr& wr, shm::SendWqe& w) {
   if (!opcode_allowed(qp.qpx.qp_base.qp_type, raw_opcode(wr))) return EINVAL;
@@ -232,7 +224,7 @@ int wr_complete(ibv_qp_ex* q) {
   int e = qp->pending_error;
   if (e == 0 && q->qp_base.state < IBV_QPS_RTS && q->qp_base.state != IBV_QPS_ERR) e = EINVAL;
   if (e == 0 && !qp->sq.sp_push_bulk(qp->pending)) e = ENOMEM;
-  if (e == 0) ring_doorbell(*qp);
+  if (e == 0) wake_router_if_asked(qp->sq, *qp->ctx);
   qp->pending.clear();
   qp->send_mu.unlock();
   return e;
@@ -358,7 +350,7 @@ int ffv_post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad_wr) {
     if (e == 0 && !qp->sq.sp_try_push(w)) e = ENOMEM;
     if (e != 0) break;
   }
-  ring_doorbell(*qp);
+  wake_router_if_asked(qp->sq, *qp->ctx);
   if (e != 0) {
     *bad_wr = wr;
     debug("post_send on QP %#x failed: %s (opcode %u, %d SGEs, flags %#x, %u queued)", ibqp->qp_num,
@@ -382,10 +374,13 @@ int ffv_post_recv(ibv_qp* ibqp, ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
       return EINVAL;
     }
     if (!qp->rq.sp_try_push(r)) {
+      wake_router_if_asked(qp->rq, *qp->ctx);
       *bad_wr = wr;
       return ENOMEM;
     }
   }
+  // A fabric that hands receives to a device ahead of time sleeps on them too.
+  wake_router_if_asked(qp->rq, *qp->ctx);
   return 0;
 }
 

@@ -131,8 +131,20 @@ struct FfQp {
   uint32_t async_delivered = 0;  // async events handed out; destroy waits for their acks
 };
 
+// After publishing into a ring the router consumes: rings the context's
+// doorbell if the router's poller asked to be woken (it sleeps otherwise).
+template <typename Ring>
+void wake_router_if_asked(Ring& ring, const FfContext& ctx) {
+  if (ring.consumer_needs_wakeup()) {
+    uint64_t one = 1;
+    ssize_t n = ::write(ctx.doorbell_fd, &one, sizeof one);
+    (void)n;  // a full eventfd is already awake
+  }
+}
+
 struct FfSrq {
   ibv_srq srq;  // first: apps hold &srq
+  FfContext* ctx = nullptr;
   uint32_t handle = 0;
   uint64_t link_epoch = 0;
   shm::Mapping segment;

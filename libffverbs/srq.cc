@@ -18,10 +18,12 @@ int ffv_post_srq_recv(ibv_srq* ibsrq, ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
     int e = build_recv(*wr, srq->max_sge, r);
     if (e == 0 && !srq->ring.sp_try_push(r)) e = ENOMEM;
     if (e != 0) {
+      wake_router_if_asked(srq->ring, *srq->ctx);
       *bad_wr = wr;
       return e;
     }
   }
+  wake_router_if_asked(srq->ring, *srq->ctx);
   return 0;
 }
 
@@ -53,6 +55,7 @@ ibv_srq* ibv_create_srq(ibv_pd* pd, ibv_srq_init_attr* init) {
   }
   srq->ring = shm::RingProducer<shm::RecvWqe>(ring, cap);
   srq->handle = reply->srq();
+  srq->ctx = ctx;
   srq->link_epoch = RouterLink::get().epoch();
   srq->max_sge = reply->max_sge();
   ibv_srq& s = srq->srq;

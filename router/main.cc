@@ -7,11 +7,29 @@
 
 #include "router/config.h"
 #include "router/fabric/soft/soft_fabric.h"
+#include "router/fabric/verbs/verbs_fabric.h"
 #include "router/options.h"
 #include "router/router.h"
 
+namespace {
+
+using namespace ff::router;
+
+// --fabric: soft, verbs (a device or a clear error), or auto (verbs when a
+// usable device exists).
+std::unique_ptr<Fabric> make_fabric(const RouterOptions& options) {
+  if (options.fabric == "verbs") return std::make_unique<VerbsFabric>(options);
+  if (options.fabric == "auto") {
+    std::string why;
+    if (usable_verbs_device(options, why)) return std::make_unique<VerbsFabric>(options);
+    spdlog::info("--fabric auto: using the soft fabric ({})", why);
+  }
+  return std::make_unique<SoftFabric>(options);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  using namespace ff::router;
   RouterOptions options = parse_options(argc, argv);
   spdlog::set_level(spdlog::level::from_str(options.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ ffrouter: %v");
@@ -25,8 +43,11 @@ int main(int argc, char** argv) {
   }
   try {
     auto tenants = options.config_path.empty() ? default_tenants() : load_tenants(options.config_path);
-    Router router(options, std::move(tenants), std::make_unique<SoftFabric>(options));
+    Router router(options, std::move(tenants), make_fabric(options));
     router.run();
+  } catch (const FabricStartError& e) {
+    spdlog::error("{}", e.what());
+    return 2;
   } catch (const ConfigError& e) {
     spdlog::error("config: {}", e.what());
     return 2;

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cctype>
 #include <cstdlib>
 
 namespace ff::router {
@@ -13,7 +14,16 @@ const std::vector<Knob>& knobs() {
        "directory for admin.sock and tenants/<tenant>/ffrouter.sock", &RouterOptions::run_dir},
       {"--config", "FFR_CONFIG", "YAML file declaring tenants (none: one tenant named 'default')",
        &RouterOptions::config_path},
-      {"--fabric", "FFR_FABRIC", "backend executing the verbs: soft", &RouterOptions::fabric},
+      {"--fabric", "FFR_FABRIC",
+       "what executes the verbs: soft (the router itself, no RDMA hardware), verbs (an RDMA device "
+       "through rdma-core) or auto (verbs when a usable device exists, else soft)",
+       &RouterOptions::fabric},
+      {"--device", "FFR_DEVICE",
+       "verbs fabric: the RDMA device to own, e.g. mlx5_0 or rxe0 (empty: the first with an active port)",
+       &RouterOptions::device},
+      {"--gid-index", "FFR_GID_INDEX",
+       "verbs fabric: GID index of the device's port 1 (auto: its RoCE v2 IPv4-mapped GID)",
+       &RouterOptions::gid_index},
       {"--device-name", "FFR_DEVICE_NAME", "name of the virtual device apps see",
        &RouterOptions::device_name},
       {"--vendor-id", "FFR_VENDOR_ID", "vendor_id reported by ibv_query_device", nullptr,
@@ -66,8 +76,17 @@ RouterOptions parse_options(int argc, char** argv) {
         throw CLI::ValidationError("--socket-mode", "expected octal permission bits like 0660");
       o.socket_mode = static_cast<uint32_t>(mode);
     }
-    if (o.fabric != "soft")
-      throw CLI::ValidationError("--fabric", "'" + o.fabric + "' is not available; use: soft");
+    if (o.fabric != "soft" && o.fabric != "verbs" && o.fabric != "auto")
+      throw CLI::ValidationError("--fabric", "'" + o.fabric + "' is not a fabric; use soft, verbs or auto");
+    if (o.gid_index != "auto") {
+      size_t used = 0;
+      unsigned long idx = 256;
+      if (!o.gid_index.empty() && std::isdigit(static_cast<unsigned char>(o.gid_index[0])) != 0)
+        idx = std::stoul(o.gid_index, &used, 10);
+      if (used != o.gid_index.size() || idx > 255)
+        throw CLI::ValidationError("--gid-index", "expected auto or a number 0-255");
+      o.gid_index_value = static_cast<int>(idx);
+    }
     if (o.device_name.empty() || o.device_name.size() >= 64 ||
         o.device_name.find('/') != std::string::npos)
       throw CLI::ValidationError("--device-name", "1-63 characters, no '/'");

@@ -11,7 +11,10 @@ namespace ff::router {
 struct RouterOptions {
   std::string run_dir = "/run/ffrouter";
   std::string config_path;  // empty: one tenant named "default"
-  std::string fabric = "soft";
+  std::string fabric = "soft";  // soft, verbs or auto
+  std::string device;           // verbs fabric: the RDMA device (empty: the first with an active port)
+  std::string gid_index = "auto";  // verbs fabric: its GID index, or auto (the RoCE v2 IPv4 GID)
+  int gid_index_value = -1;        // gid_index parsed (-1: auto)
   std::string device_name = "ffvirt0";
   uint32_t vendor_id = 0x1af4;       // informative only
   uint32_t vendor_part_id = 0xff01;  // unknown to perftest: its legacy post_send path
