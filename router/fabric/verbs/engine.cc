@@ -108,7 +108,7 @@ void Engine::set_error(Qp& q, bool fatal) {
   ibv_qp_attr a{};
   a.qp_state = IBV_QPS_ERR;
   ibv_modify_qp(q.qp, &a, IBV_QP_STATE);  // the device flushes what it holds
-  q.state = IBV_QPS_ERR;
+  enter_error(q);
   if (fatal) q.ctx.async.raise(IBV_EVENT_QP_FATAL, q.tag);
 }
 
@@ -117,6 +117,28 @@ void Engine::check_srq_limit(Srq& srq) {
     srq.limit = 0;
     srq.ctx.async.raise(IBV_EVENT_SRQ_LIMIT_REACHED, srq.tag);
   }
+}
+
+void Engine::enter_error(Qp& q) {
+  if (q.state == IBV_QPS_ERR) return;
+  q.state = IBV_QPS_ERR;
+  // Verbs raises this for every SRQ QP that enters ERR; not every device
+  // does (rxe does not on modify), so the router raises it and ignores the
+  // device's.
+  if (q.srq != nullptr) q.ctx.async.raise(IBV_EVENT_QP_LAST_WQE_REACHED, q.tag);
+}
+
+// ibv_wc does not say whether the sender set IBV_SEND_SOLICITED. On RC the
+// router knows: the connected QP's messages that consume a receive arrive in
+// the order it posted them. Elsewhere every receive counts as solicited (a
+// spurious wakeup at worst, which verbs allows; never a missed one).
+uint8_t Engine::was_solicited(const Qp& q, const ibv_wc& d) {
+  if (q.init.type != IBV_QPT_RC || d.status != IBV_WC_SUCCESS) return 1;
+  auto it = qps_by_num_.find(q.attr.dest_qp_num);
+  if (it == qps_by_num_.end() || it->second->solicited.empty()) return 1;
+  bool bit = it->second->solicited.front();
+  it->second->solicited.pop_front();
+  return bit ? 1 : 0;
 }
 
 void Engine::complete(VirtualCq& cq, const Cqe& c, Qp& owner) {
@@ -162,10 +184,15 @@ int Engine::modify_qp(Qp& q, const ibv_qp_attr& attr, int mask, std::string& why
   }
   ibv_qp_state next = next_state(q.state, attr, mask);
   apply_qp_attr(q.attr, attr, mask);
+  if (next == IBV_QPS_ERR) {
+    enter_error(q);
+    return 0;
+  }
   if (next == IBV_QPS_RESET) {
     // The device dropped whatever it held, without completions; so do we.
     drain_device_cqs(q);
     q.peer_gone = false;
+    q.solicited.clear();
     q.sq.sc_reset_to_producer();
     if (q.srq == nullptr) q.rq.sc_reset_to_producer();
     q.attr = ibv_qp_attr{};
@@ -202,22 +229,63 @@ bool Engine::work(uint64_t now) {
     next_async_check_ns_ = now + kAsyncCheckNs;
   }
   bool busy = false;
-  for (Srq* s : srqs_) busy |= post_srq_receives(*s);
-  for (size_t i = 0; i < qps_.size(); ++i) {
-    Qp& q = *qps_[i];
-    busy |= poll_sends(q);
-    busy |= poll_receives(q);
-    if (q.state == IBV_QPS_ERR) {
-      busy |= flush(q);
-    } else {
-      if (q.srq == nullptr && q.state != IBV_QPS_RESET) busy |= post_receives(q);
-      if (q.state == IBV_QPS_RTS) busy |= post_sends(q);
-    }
+  // Completions first: they free device slots.
+  for (Qp* q : qps_) {
+    busy |= poll_sends(*q);
+    busy |= poll_receives(*q);
+    if (q->state == IBV_QPS_ERR) busy |= flush(*q);
     // A producer index past the ring is the client's doing: its QP fails,
     // nobody else notices.
-    if (q.sq.corrupt() || q.rq.corrupt()) set_error(q, /*fatal=*/true);
+    if (q->sq.corrupt() || q->rq.corrupt()) set_error(*q, /*fatal=*/true);
+    // Which sends were published before the receives are looked at below:
+    // only those go out in this pass. A receive an app posted before a send
+    // (in any process, the send's QP or another) is then on the device
+    // before the send is, as if both had gone to hardware directly.
+    q->sends_visible = q->state == IBV_QPS_RTS ? static_cast<uint32_t>(q->sq.size_guess()) : 0;
   }
+  for (Srq* s : srqs_) busy |= post_srq_receives(*s);
+  for (Qp* q : qps_)
+    if (q->srq == nullptr && q->state != IBV_QPS_RESET && q->state != IBV_QPS_ERR) busy |= post_receives(*q);
+  for (Qp* q : qps_)
+    if (q->sends_visible > 0 && q->state == IBV_QPS_RTS) busy |= post_sends(*q);
   return busy;
+}
+
+// The status of a send the router refuses before the device sees it (what
+// the device would refuse at post time, or reports differently from one
+// device to the next); IBV_WC_SUCCESS when it may go.
+ibv_wc_status Engine::check_send(const Qp& q, const SendWqe& w, const Ah*& ah) const {
+  if (!opcode_allowed(q.init.type, w.opcode)) return IBV_WC_LOC_QP_OP_ERR;
+  bool inl = (w.send_flags & IBV_SEND_INLINE) != 0;
+  bool writes_locally = w.opcode == IBV_WR_RDMA_READ || w.opcode == IBV_WR_ATOMIC_CMP_AND_SWP ||
+                        w.opcode == IBV_WR_ATOMIC_FETCH_AND_ADD;
+  uint64_t total = 0;
+  if (inl) {
+    if (writes_locally) return IBV_WC_LOC_QP_OP_ERR;
+    if (w.inline_len > q.init.cap.max_inline_data) return IBV_WC_LOC_LEN_ERR;
+    total = w.inline_len;
+  } else {
+    if (w.num_sge > q.init.cap.max_send_sge) return IBV_WC_LOC_LEN_ERR;
+    // Local keys: the device checks them too, but says so differently from
+    // one device to the next (rxe: LOC_QP_OP_ERR); verbs says LOC_PROT_ERR.
+    unsigned need = writes_locally ? IBV_ACCESS_LOCAL_WRITE : 0;
+    for (uint32_t i = 0; i < w.num_sge; ++i) {
+      const shm::WireSge& g = w.payload.sge[i];
+      total += g.length;
+      if (g.length == 0) continue;
+      auto it = mrs_.find(g.lkey);
+      if (it == mrs_.end() || it->second->pd != &q.pd || (it->second->access & need) != need ||
+          !it->second->contains(g.addr, g.length))
+        return IBV_WC_LOC_PROT_ERR;
+    }
+  }
+  if (q.init.type == IBV_QPT_UD) {
+    auto it = ahs_.find(w.ah);
+    if (it == ahs_.end() || &it->second->pd != &q.pd) return IBV_WC_LOC_QP_OP_ERR;
+    ah = it->second;
+    if (total > (128u << device_.port_attr.active_mtu)) return IBV_WC_LOC_LEN_ERR;  // one packet
+  }
+  return IBV_WC_SUCCESS;
 }
 
 bool Engine::post_sends(Qp& q) {
@@ -228,20 +296,14 @@ bool Engine::post_sends(Qp& q) {
   uint32_t slots[kBatch];
   uint64_t bytes = 0;
   int n = 0;
-  bool invalid_head = false;
-  while (n < kBatch && q.sends.has_free() && q.sq.sc_peek(static_cast<size_t>(n), copies[n])) {
+  ibv_wc_status refused = IBV_WC_SUCCESS;
+  int limit = static_cast<int>(std::min<uint32_t>(kBatch, q.sends_visible));
+  while (n < limit && q.sends.has_free() && q.sq.sc_peek(static_cast<size_t>(n), copies[n])) {
     const SendWqe& w = copies[n];
     bool inl = (w.send_flags & IBV_SEND_INLINE) != 0;
-    // What the device would refuse at post time. The app's post already
-    // returned, so it becomes an error completion (in order) instead.
     const Ah* ah = nullptr;
-    if (q.init.type == IBV_QPT_UD) {
-      auto it = ahs_.find(w.ah);
-      if (it != ahs_.end() && &it->second->pd == &q.pd) ah = it->second;
-    }
-    if (!opcode_allowed(q.init.type, w.opcode) || w.num_sge > q.init.cap.max_send_sge ||
-        (inl && w.inline_len > q.init.cap.max_inline_data) || (q.init.type == IBV_QPT_UD && ah == nullptr)) {
-      invalid_head = n == 0;
+    if (ibv_wc_status st = check_send(q, w, ah); st != IBV_WC_SUCCESS) {
+      if (n == 0) refused = st;
       break;
     }
     ibv_send_wr& wr = wrs[n];
@@ -287,21 +349,21 @@ bool Engine::post_sends(Qp& q) {
                      (!ah->virtual_ip || *ah->virtual_ip == t->pd.owner.virtual_ip);
       wr.wr.ud.ah = ah->ah;
       wr.wr.ud.remote_qpn = allowed ? w.remote_qpn : device_.sink_qp->qp_num;
-      wr.wr.ud.remote_qkey = w.remote_qkey;
+      // The high bit asks for the sending QP's own Q_Key (not every device
+      // implements that rule; the router does).
+      wr.wr.ud.remote_qkey = (w.remote_qkey & 0x80000000u) != 0 ? q.attr.qkey : w.remote_qkey;
     }
     if (n > 0) wrs[n - 1].next = &wr;
     ++n;
   }
   if (n == 0) {
-    if (!invalid_head || q.sends.used() > 0) return false;  // earlier work completes first
+    // A refused head fails once the device finished everything before it.
+    if (refused == IBV_WC_SUCCESS || q.sends.used() > 0) return false;
     SendWqe w;
     if (!q.sq.sc_try_pop(w)) return false;
     Cqe c{};
     c.wr_id = w.wr_id;
-    c.status = opcode_allowed(q.init.type, w.opcode) && w.num_sge <= q.init.cap.max_send_sge &&
-                       (w.send_flags & IBV_SEND_INLINE) != 0
-                   ? IBV_WC_LOC_LEN_ERR
-                   : IBV_WC_LOC_QP_OP_ERR;
+    c.status = refused;
     c.opcode = completion_opcode(w.opcode);
     c.qp_num = q.qp_num();
     set_error(q, false);
@@ -330,6 +392,13 @@ bool Engine::post_sends(Qp& q) {
     }
   }
   q.sq.sc_release(static_cast<size_t>(posted));
+  if (q.init.type == IBV_QPT_RC) {
+    for (int i = 0; i < posted; ++i) {
+      uint32_t op = copies[i].opcode;
+      if (op == IBV_WR_SEND || op == IBV_WR_SEND_WITH_IMM || op == IBV_WR_RDMA_WRITE_WITH_IMM)
+        q.solicited.push_back((copies[i].send_flags & IBV_SEND_SOLICITED) != 0);
+    }
+  }
   stats_.wqes.fetch_add(static_cast<uint64_t>(posted), std::memory_order_relaxed);
   stats_.bytes.fetch_add(bytes, std::memory_order_relaxed);
   return posted > 0;
@@ -425,7 +494,7 @@ bool Engine::poll_sends(Qp& q) {
     auto slot = static_cast<uint32_t>(wc[i].wr_id);
     SendSlot s = q.sends[slot];
     q.sends.release(slot);
-    if (wc[i].status != IBV_WC_SUCCESS) q.state = IBV_QPS_ERR;  // the device's QP is
+    if (wc[i].status != IBV_WC_SUCCESS) enter_error(q);  // the device's QP is in ERR
     if (wc[i].status == IBV_WC_SUCCESS && !s.signaled && !q.init.sq_sig_all) continue;
     Cqe c{};
     c.wr_id = s.wr_id;
@@ -463,16 +532,13 @@ bool Engine::poll_receives(Qp& q) {
     c.slid = d.slid;
     c.sl = d.sl;
     c.dlid_path_bits = d.dlid_path_bits;
-    // ibv_wc does not say whether the sender set IBV_SEND_SOLICITED: every
-    // receive wakes a CQ armed for solicited events only (a spurious
-    // wakeup at worst; verbs allows those).
-    c.solicited = 1;
+    c.solicited = was_solicited(q, d);
     if (d.status == IBV_WC_SUCCESS && q.init.type == IBV_QPT_UD && (d.wc_flags & IBV_WC_GRH) != 0) {
       rewrite_grh(q, r, d.src_qp);
       c.sl = kRoceIpv4PacketType;
     }
     table.release(slot);
-    if (d.status != IBV_WC_SUCCESS) q.state = IBV_QPS_ERR;
+    if (d.status != IBV_WC_SUCCESS) enter_error(q);
     complete(q.recv_cq, c, q);
   }
   if (n > 0 && q.srq != nullptr) check_srq_limit(*q.srq);
@@ -563,14 +629,9 @@ bool Engine::prepare_to_sleep(uint64_t, uint64_t&) {
     if (receives_move && !q->rq.prepare_to_sleep()) may_sleep = false;
     // Arm, then poll once more: a completion that came in between is seen
     // now, any later one raises the channel.
-    if (q->sends.used() > 0) {
-      ibv_req_notify_cq(q->device_send_cq, 0);
-      q->send_cq_armed = true;
-    }
-    if ((q->srq != nullptr ? q->srq->posted.used() : q->receives.used()) > 0) {
+    if (q->sends.used() > 0) ibv_req_notify_cq(q->device_send_cq, 0);
+    if ((q->srq != nullptr ? q->srq->posted.used() : q->receives.used()) > 0)
       ibv_req_notify_cq(q->device_recv_cq, 0);
-      q->recv_cq_armed = true;
-    }
   }
   if (may_sleep) {
     for (Qp* q : qps_) {
@@ -608,7 +669,6 @@ void Engine::handle_async_events() {
       case IBV_EVENT_QP_FATAL:
       case IBV_EVENT_QP_REQ_ERR:
       case IBV_EVENT_QP_ACCESS_ERR:
-      case IBV_EVENT_QP_LAST_WQE_REACHED:
       case IBV_EVENT_SQ_DRAINED:
       case IBV_EVENT_COMM_EST:
       case IBV_EVENT_PATH_MIG:
@@ -618,7 +678,7 @@ void Engine::handle_async_events() {
         Qp& q = *it->second;
         if (ev.event_type == IBV_EVENT_QP_FATAL || ev.event_type == IBV_EVENT_QP_REQ_ERR ||
             ev.event_type == IBV_EVENT_QP_ACCESS_ERR)
-          q.state = IBV_QPS_ERR;
+          enter_error(q);
         q.ctx.async.raise(ev.event_type, q.tag);
         break;
       }
@@ -631,11 +691,12 @@ void Engine::handle_async_events() {
         for (Srq* s : srqs_)
           if (s->srq == ev.element.srq) s->ctx.async.raise(ev.event_type, s->tag);
         break;
-      case IBV_EVENT_SRQ_LIMIT_REACHED:
-        break;  // the router keeps SRQ limits itself (ring plus device)
+      case IBV_EVENT_SRQ_LIMIT_REACHED:     // the router keeps SRQ limits itself (ring plus device)
+      case IBV_EVENT_QP_LAST_WQE_REACHED:  // and raises this one itself (enter_error)
+        break;
       case IBV_EVENT_DEVICE_FATAL:
         for (Qp* q : qps_) {
-          q->state = IBV_QPS_ERR;
+          enter_error(*q);
           q->ctx.async.raise(IBV_EVENT_QP_FATAL, q->tag);
         }
         break;

@@ -75,6 +75,7 @@ class Engine final : PollerHooks {
   void cancel_sleep() override;
   void readable(int fd) override;
 
+  ibv_wc_status check_send(const Qp& qp, const shm::SendWqe& w, const Ah*& ah) const;
   bool post_sends(Qp& qp);
   bool post_receives(Qp& qp);
   bool post_srq_receives(Srq& srq);
@@ -83,6 +84,8 @@ class Engine final : PollerHooks {
   bool flush(Qp& qp);
   bool fail_toward_gone_peer(Qp& qp);
   void handle_async_events();
+  void enter_error(Qp& qp);
+  uint8_t was_solicited(const Qp& qp, const ibv_wc& wc);
   void complete(VirtualCq& cq, const shm::Cqe& c, Qp& owner);
   void rewrite_grh(Qp& qp, const shm::RecvWqe& r, uint32_t src_qp);
   void drain_device_cqs(Qp& qp);

@@ -12,6 +12,7 @@
 #include <infiniband/verbs.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -112,6 +113,7 @@ struct Mr final : FabricMr {
   ibv_mr* mr = nullptr;
   uint64_t iova = 0;
   uint64_t length = 0;
+  unsigned access = 0;
   std::byte* router_at_iova = nullptr;
   // An MR over several segments gets one contiguous router mapping of them
   // (the device needs one virtual range); null when it lies in one segment.
@@ -192,8 +194,8 @@ struct Qp final : FabricQp {
   ibv_qp_state state = IBV_QPS_RESET;
   ibv_qp_attr attr{};  // as the app set it (virtual addresses)
   bool peer_gone = false;  // the connected QP was destroyed
-  bool send_cq_armed = false;
-  bool recv_cq_armed = false;
+  uint32_t sends_visible = 0;      // published before this pass looked at receives
+  std::deque<bool> solicited;      // RC: IBV_SEND_SOLICITED of each posted message that consumes a receive
 };
 
 }  // namespace ff::router::verbs

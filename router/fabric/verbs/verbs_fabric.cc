@@ -186,6 +186,9 @@ VerbsFabric::VerbsFabric(const RouterOptions& options) {
   // Rings hold a power of two of WQEs and the shadow queue as many.
   a.max_qp_wr = static_cast<int>(floor_pow2(static_cast<uint64_t>(dev.max_qp_wr)));
   a.max_srq_wr = static_cast<int>(floor_pow2(static_cast<uint64_t>(dev.max_srq_wr)));
+  // The virtual device's limit (router/fabric/qp_transitions.cc checks it).
+  a.max_qp_rd_atom = std::min(dev.max_qp_rd_atom, 16);
+  a.max_qp_init_rd_atom = std::min(dev.max_qp_init_rd_atom, 16);
   a.max_cqe = (1 << 20) - 1;  // virtual CQs are rings in the router, not device CQs
   a.device_cap_flags = IBV_DEVICE_RC_RNR_NAK_GEN | IBV_DEVICE_SYS_IMAGE_GUID | IBV_DEVICE_N_NOTIFY_CQ |
                        (dev.device_cap_flags & IBV_DEVICE_PORT_ACTIVE_EVENT);
@@ -258,6 +261,7 @@ std::unique_ptr<FabricMr> VerbsFabric::reg_mr(FabricPd& fpd, std::span<const std
   mr->pd = &pd;
   mr->iova = iova;
   mr->length = length;
+  mr->access = access;
   mr->segments.assign(segments.begin(), segments.end());
   std::byte* start = pieces.front().router_addr();
   if (pieces.size() > 1) {

@@ -1,0 +1,28 @@
+#!/bin/bash
+# Two tenants on one router: one registers memory for remote writes and
+# publishes its address and rkey; the other, holding both, writes there
+# through its own QP and gets IBV_WC_REM_ACCESS_ERR; the memory is intact.
+# FF_ROUTER_ARGS selects the fabric (tests/hw runs this on the verbs fabric).
+source "$(dirname "$0")/lib.sh"
+cat >"$FF_WORK/config.yaml" <<YAML
+tenants:
+  - name: blue
+  - name: red
+YAML
+# shellcheck disable=SC2086
+ff_start_router --config "$FF_WORK/config.yaml" ${FF_ROUTER_ARGS:-}
+ff_container a 10.41.0.1
+ff_container b 10.41.0.2
+mkfifo "$FF_WORK/hold"
+ff_in_container a blue "$FF_BUILD/bin/ffv_isolation" serve "$FF_WORK/key" <"$FF_WORK/hold" >"$FF_WORK/serve.log" 2>&1 &
+serve=$!
+exec 7>"$FF_WORK/hold"
+for _ in $(seq 200); do [ -s "$FF_WORK/key" ] && break; sleep 0.05; done
+[ -s "$FF_WORK/key" ] || { cat "$FF_WORK/serve.log"; fail "the blue tenant did not register its memory"; }
+read -r addr rkey <"$FF_WORK/key"
+ff_in_container b red "$FF_BUILD/bin/ffv_isolation" attack "$addr" "$rkey" || fail "the red tenant's write did not fail with REM_ACCESS_ERR"
+exec 7>&-
+wait "$serve" || { cat "$FF_WORK/serve.log"; fail "the blue tenant's memory changed"; }
+cat "$FF_WORK/serve.log"
+pass "a WRITE with another tenant's valid rkey fails with IBV_WC_REM_ACCESS_ERR"
+echo "1 passed, 0 failed"

@@ -1,0 +1,17 @@
+#!/bin/bash
+# In the guest: every tests/hw/guest/test_*.sh and the tenant isolation test
+# on the verbs fabric, in one boot. Exit 0 when all pass.
+here=$(cd "$(dirname "$0")" && pwd)
+failed=()
+run() {
+  echo "=== $*"
+  local t0=$SECONDS
+  if "$@"; then echo "=== ok ($((SECONDS - t0)) s): $*"; else failed+=("$*"); echo "=== FAILED: $*"; fi
+}
+for t in "$here"/test_*.sh; do run bash "$t"; done
+run env FF_ROUTER_ARGS="--fabric verbs --device $FF_RXE_DEV" bash "$here/../../e2e/test_tenant_isolation.sh"
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'FAILED in the guest: %s\n' "${failed[@]}"
+  exit 1
+fi
+echo "all guest tests passed"

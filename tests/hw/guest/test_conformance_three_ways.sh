@@ -1,0 +1,83 @@
+#!/bin/bash
+# In the guest (tests/hw/vm.sh): the verbs conformance suite three ways, case
+# by case (each in its own process, with a timeout, so one hang costs one
+# case): directly on rxe0 with plain libibverbs (the reference), through the
+# router on the verbs fabric over rxe0, and through the router on the soft
+# fabric. They must agree: every case passes all three ways, except where
+# rxe itself departs from verbs in a way the router cannot hide; those cases
+# are listed below with what rxe does, and any other difference fails.
+source "$(dirname "$0")/../../e2e/lib.sh"
+suite=$FF_BUILD/bin/verbs_conformance_test
+gid_index=$FF_RXE_GID_INDEX
+unset FF_RXE_GID_INDEX  # through the router the virtual port has one GID, index 0
+
+# rxe 6.1 directly (plain libibverbs), where it departs from verbs:
+declare -A rxe_direct=(
+  [Verbs.BadLkeyIsLocalProtectionErrorThenEverythingFlushes]="bad lkey completes with LOC_QP_OP_ERR, not LOC_PROT_ERR"
+  [Verbs.MessageLargerThanTheReceiveFailsBothSides]="REM_OP_ERR / LOC_QP_OP_ERR instead of REM_INV_REQ_ERR / LOC_LEN_ERR"
+  [Verbs.UnreliableConnectedSendAndWrite]="accepts a READ posted on a UC QP"
+  [Verbs.SharedReceiveQueueServesSeveralQpsAndSignalsItsLimit]="no IBV_EVENT_QP_LAST_WQE_REACHED when an SRQ QP is moved to ERR"
+  [Verbs.ExtendedPostSendApi]="an inline SEND built with ibv_wr_set_inline_data never completes"
+  [Datagrams.WrongQkeyOrNoSuchQpIsDroppedSilently]="ignores the Q_Key high bit (use the QP's own Q_Key)"
+  [Datagrams.DatagramLargerThanTheMtuFails]="sends UD datagrams larger than the path MTU"
+  [Verbs.PeerKilledMidTransferFailsOutstandingAndNewWork]="the forked child cannot use verbs without ibv_fork_init"
+  [Verbs.BadPostSendArgumentsReturnErrnoAndBadWr]="not run: a garbage opcode oopses rxe 6.1 (req_next_wqe)"
+)
+# Through the router on rxe0: the device's own completion statuses pass
+# through; the router cannot know the cause better than the device.
+declare -A rxe_router=(
+  [Verbs.MessageLargerThanTheReceiveFailsBothSides]="rxe's statuses (REM_OP_ERR / LOC_QP_OP_ERR)"
+)
+
+cases=$("$suite" --gtest_list_tests | awk '/^[^ ]/ {s=$1; next} {print s $1}')
+[ -n "$cases" ] || fail "no conformance cases listed"
+
+# run_case HOW CASE: 0 when the case passed.
+run_case() {
+  case $1 in
+    direct) FF_RXE_GID_INDEX=$gid_index timeout 90 "$suite" --gtest_filter="$2" ;;
+    *) ff_in_container c1 default env FF_EXPECT_SHIM=1 timeout 90 "$suite" --gtest_filter="$2" ;;
+  esac >"$FF_WORK/case.log" 2>&1
+}
+
+declare -A result
+ff_container c1 10.44.0.2
+for how in direct verbs soft; do
+  if [ "$how" != direct ]; then
+    ff_start_router --fabric "$how" --device "$FF_RXE_DEV"
+  fi
+  for c in $cases; do
+    if [ "$how" = direct ] && [[ ${rxe_direct[$c]:-} == "not run"* ]]; then
+      result[$how,$c]=skip
+      continue
+    fi
+    if run_case "$how" "$c"; then result[$how,$c]=pass; else
+      result[$how,$c]=fail
+      grep -E "Failure|Expected|Which is|actual" "$FF_WORK/case.log" | head -6 | sed "s/^/    [$how] /" >>"$FF_WORK/details"
+    fi
+  done
+  if [ "$how" != direct ]; then
+    kill "$FF_ROUTER_PID"
+    wait "$FF_ROUTER_PID" || true
+    FF_ROUTER_PID=
+  fi
+done
+
+bad=0
+printf '%-62s %-7s %-7s %-7s\n' case direct verbs soft
+for c in $cases; do
+  d=${result[direct,$c]} v=${result[verbs,$c]} s=${result[soft,$c]}
+  printf '%-62s %-7s %-7s %-7s\n' "$c" "$d" "$v" "$s"
+  note=
+  [ "$s" = pass ] || { note+=" soft fabric fails;"; bad=1; }
+  if [ "$v" != pass ] && [ -z "${rxe_router[$c]:-}" ]; then note+=" verbs fabric fails;"; bad=1; fi
+  if [ "$d" != pass ] && [ -z "${rxe_direct[$c]:-}" ]; then note+=" rxe fails a case not listed;"; bad=1; fi
+  [ -n "$note" ] && echo "  !!$note"
+  [ "$d" != pass ] && [ -n "${rxe_direct[$c]:-}" ] && echo "  rxe: ${rxe_direct[$c]}"
+  [ "$v" != pass ] && [ -n "${rxe_router[$c]:-}" ] && echo "  via router on rxe: ${rxe_router[$c]}"
+  [ "$d" = pass ] && [ -n "${rxe_direct[$c]:-}" ] && echo "  (listed as an rxe departure but passes now: update the list)"
+done
+[ -f "$FF_WORK/details" ] && { echo "--- failures"; cat "$FF_WORK/details"; }
+[ $bad -eq 0 ] || fail "the three runs disagree beyond rxe's listed departures"
+pass "conformance: $(wc -w <<<"$cases") cases agree three ways (direct on rxe, verbs fabric, soft fabric)"
+echo "1 passed, 0 failed"

@@ -1,0 +1,33 @@
+#!/bin/bash
+# In the guest (tests/hw/vm.sh): unmodified verbs programs, two processes in
+# two containers, through the router on the verbs fabric over rxe0.
+source "$(dirname "$0")/../../e2e/lib.sh"
+ff_start_router --fabric verbs --device "$FF_RXE_DEV"
+ff_container_pair a 10.50.0.1 b 10.50.0.2
+n=0
+run() {
+  local port=$1
+  shift
+  ff_pair a b 10.50.0.1 "$port" default "$@"
+  pass "$*"
+  n=$((n + 1))
+}
+before=$(ff_bytes)
+run 18515 ibv_rc_pingpong -n 200
+run 18515 ibv_rc_pingpong -n 200 -e
+run 18515 ibv_rc_pingpong -n 50 -s 65536
+run 18515 ibv_ud_pingpong -n 200 -s 1024
+run 18515 ibv_srq_pingpong -n 200
+run 18515 ibv_srq_pingpong -n 100 -e
+run 18515 ibv_uc_pingpong -n 200
+run 18515 ib_write_bw -n 500 -s 65536
+run 18515 ib_read_bw -n 500 -s 65536
+run 18515 ib_send_lat -n 500 -s 2
+run 18515 ib_atomic_bw -n 500
+run 18515 ib_send_bw -n 500 -q 4
+after=$(ff_bytes)
+[ "$after" -gt "$before" ] || fail "the router's byte counter did not move ($before -> $after)"
+st=$(ff_status)
+echo "$st" | grep counters
+grep -q "fabric: verbs" <<<"$st" || fail "the router is not on the verbs fabric"
+echo "$n passed, 0 failed"
