@@ -4,7 +4,8 @@
 # runs every test in Release; the unit, integration and end-to-end tests under
 # ASan+UBSan (router and libffverbs sanitized); the ring and poller tests (and
 # the conformance suite against the router) under TSan; and each libFuzzer
-# target for 20 s. Needs root (the end-to-end
+# target for 20 s; then, in one qemu boot of Debian's kernel with SoftRoCE,
+# the verbs fabric on a real kernel RDMA device. Needs root (the end-to-end
 # tests create namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,3 +42,7 @@ echo "== fuzzing: every libFuzzer target, bounded"
 scripts/fuzz.sh 20
 echo "== tests: Release build (all)"
 ctest --test-dir build -j "$jobs" --output-on-failure
+echo "== tests: a real kernel RDMA device (rxe0, Debian's kernel under qemu): the verbs fabric"
+# One boot: programs through the router on the verbs fabric, the conformance
+# suite three ways, tenant isolation on the device (tests/hw/guest/).
+tests/hw/vm.sh --timeout 1800 -- tests/hw/guest/run_all.sh
