@@ -2,6 +2,20 @@
 # In the guest (tests/hw/vm.sh): unmodified verbs programs, two processes in
 # two containers, through the router on the verbs fabric over rxe0.
 source "$(dirname "$0")/../../e2e/lib.sh"
+# A device that is not there, or a GID index that is not usable: a clear
+# startup error (exit 2) naming what exists.
+for bad in "--device nosuch0" "--device $FF_RXE_DEV --gid-index 200"; do
+  rc=0
+  # shellcheck disable=SC2086
+  "$FFROUTER" --run-dir "$FF_WORK/bad" --fabric verbs $bad >"$FF_WORK/out" 2>&1 || rc=$?
+  [ $rc -eq 2 ] || { cat "$FF_WORK/out"; fail "ffrouter --fabric verbs $bad: exit $rc, want 2"; }
+  grep -E "found: $FF_RXE_DEV|no usable GID" "$FF_WORK/out" || fail "no clear error for $bad"
+done
+pass "a missing device or GID index is a clear startup error"
+ff_start_router --fabric auto
+ff_status | grep -q "fabric: verbs" || fail "--fabric auto did not pick $FF_RXE_DEV"
+kill "$FF_ROUTER_PID"; wait "$FF_ROUTER_PID" || true
+pass "--fabric auto picks the device"
 ff_start_router --fabric verbs --device "$FF_RXE_DEV"
 ff_container_pair a 10.50.0.1 b 10.50.0.2
 n=0
