@@ -26,26 +26,9 @@ uint32_t raw_opcode(const ibv_send_wr& wr) {
   return op;
 }
 
-bool opcode_allowed(ibv_qp_type type, uint32_t op) {
-  switch (op) {
-    case IBV_WR_SEND:
-    case IBV_WR_SEND_WITH_IMM:
-      return true;
-    case IBV_WR_RDMA_WRITE:
-    case IBV_WR_RDMA_WRITE_WITH_IMM:
-      return type == IBV_QPT_RC || type == IBV_QPT_UC;
-    case IBV_WR_RDMA_READ:
-    case IBV_WR_ATOMIC_CMP_AND_SWP:
-    case IBV_WR_ATOMIC_FETCH_AND_ADD:
-      return type == IBV_QPT_RC;
-    default:
-      return false;
-  }
-}
-
 // Builds the descriptor of one work request; 0 or the errno post_send returns.
 int build_send(const FfQp& qp, const ibv_send_wr& wr, shm::SendWqe& w) {
-  if (!opcode_allowed(qp.qpx.qp_base.qp_type, raw_opcode(wr))) return EINVAL;
+  if (!shm::opcode_allowed(qp.qpx.qp_base.qp_type, raw_opcode(wr))) return EINVAL;
   if (wr.num_sge < 0 || static_cast<uint32_t>(wr.num_sge) > qp.cap.max_send_sge) return EINVAL;
   std::memset(&w, 0, offsetof(shm::SendWqe, payload));
   w.wr_id = wr.wr_id;
@@ -103,7 +86,7 @@ int build_send(const FfQp& qp, const ibv_send_wr& wr, shm::SendWqe& w) {
 shm::SendWqe* begin_wr(ibv_qp_ex* qpx, ibv_wr_opcode op) {
   FfQp* qp = to_ff(qpx);
   if (qp->pending_error != 0) return nullptr;
-  if (!opcode_allowed(qpx->qp_base.qp_type, op) || qp->pending.size() >= qp->sq.capacity()) {
+  if (!shm::opcode_allowed(qpx->qp_base.qp_type, op) || qp->pending.size() >= qp->sq.capacity()) {
     qp->pending_error = qp->pending.size() >= qp->sq.capacity() ? ENOMEM : EINVAL;
     return nullptr;
   }

@@ -10,6 +10,8 @@
 //   completion channel: SegmentHeader | ring<ChannelEvent>(capacity)
 #pragma once
 
+#include <infiniband/verbs.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -52,6 +54,26 @@ struct SendWqe {
 };
 static_assert(sizeof(SendWqe) == 512, "descriptor layout is ABI");
 static_assert(offsetof(SendWqe, payload) == 64, "descriptor layout is ABI");
+
+// Which work request opcodes a QP type carries (verbs: UD only sends; UC
+// sends and writes; RC everything). The shim refuses others at post; the
+// router refuses them again, since it trusts no descriptor.
+inline bool opcode_allowed(ibv_qp_type type, uint32_t op) {
+  switch (op) {
+    case IBV_WR_SEND:
+    case IBV_WR_SEND_WITH_IMM:
+      return true;
+    case IBV_WR_RDMA_WRITE:
+    case IBV_WR_RDMA_WRITE_WITH_IMM:
+      return type == IBV_QPT_RC || type == IBV_QPT_UC;
+    case IBV_WR_RDMA_READ:
+    case IBV_WR_ATOMIC_CMP_AND_SWP:
+    case IBV_WR_ATOMIC_FETCH_AND_ADD:
+      return type == IBV_QPT_RC;
+    default:
+      return false;
+  }
+}
 
 struct RecvWqe {
   uint64_t wr_id;

@@ -153,6 +153,22 @@ int check_modify_qp(ibv_qp_type type, ibv_qp_state cur, const ibv_qp_attr& attr,
   return 0;
 }
 
+int check_modify_srq(uint32_t mask, uint32_t srq_limit, uint32_t capacity, std::string& why) {
+  if ((mask & IBV_SRQ_MAX_WR) != 0) {
+    why = "resizing a shared receive queue is not supported";
+    return EOPNOTSUPP;
+  }
+  if ((mask & ~static_cast<uint32_t>(IBV_SRQ_LIMIT)) != 0) {
+    why = "unknown SRQ attribute mask bits";
+    return EINVAL;
+  }
+  if ((mask & IBV_SRQ_LIMIT) != 0 && srq_limit > capacity) {
+    why = "srq_limit exceeds max_wr";
+    return EINVAL;
+  }
+  return 0;
+}
+
 void apply_qp_attr(ibv_qp_attr& to, const ibv_qp_attr& from, int mask) {
   if (mask & IBV_QP_PKEY_INDEX) to.pkey_index = from.pkey_index;
   if (mask & IBV_QP_PORT) to.port_num = from.port_num;

@@ -23,6 +23,11 @@ inline ibv_qp_state next_state(ibv_qp_state cur, const ibv_qp_attr& attr, int ma
 
 const char* qp_state_name(ibv_qp_state s);
 
+// 0 when ibv_modify_srq's `mask` is one the fabrics carry out (IBV_SRQ_LIMIT
+// within `capacity`); resizing (IBV_SRQ_MAX_WR) is EOPNOTSUPP, anything else
+// EINVAL, with `why`.
+int check_modify_srq(uint32_t mask, uint32_t srq_limit, uint32_t capacity, std::string& why);
+
 // Copies the attributes named in `mask` (all but the state).
 void apply_qp_attr(ibv_qp_attr& to, const ibv_qp_attr& from, int mask);
 

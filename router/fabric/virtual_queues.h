@@ -72,7 +72,47 @@ class VirtualCq : public FabricCq {
   shm::RingProducer<shm::Cqe> ring_;  // poller thread
 };
 
+// A client's context on a fabric: the doorbell its posts ring (watched by
+// the fabric's poller while the context lives) and its async events.
+// `Engine` provides run_sync, watch_doorbell and unwatch_doorbell.
+template <typename Engine>
+struct ClientContext final : FabricContext {
+  explicit ClientContext(Engine& e) : engine(e) {
+    engine.run_sync([this] { engine.watch_doorbell(doorbell.fd()); });
+  }
+  ~ClientContext() override {
+    engine.run_sync([this] { engine.unwatch_doorbell(doorbell.fd()); });
+  }
+  int doorbell_fd() const override { return doorbell.fd(); }
+  int async_event_fd() const override { return async.event_fd(); }
+  int async_segment_fd() const override { return async.segment_fd(); }
+  Engine& engine;
+  shm::Doorbell doorbell;
+  AsyncEvents async;  // poller thread
+};
+
 // The opcode of the completion of a work request (ibv_wr_opcode).
 ibv_wc_opcode completion_opcode(uint32_t wr_opcode);
+
+// The completion of a send work request (`wr_opcode`, an ibv_wr_opcode)
+// with no data counted: errors, flushes, refusals.
+inline shm::Cqe send_completion(uint64_t wr_id, ibv_wc_status status, uint32_t wr_opcode, uint32_t qp_num) {
+  shm::Cqe c{};
+  c.wr_id = wr_id;
+  c.status = status;
+  c.opcode = completion_opcode(wr_opcode);
+  c.qp_num = qp_num;
+  return c;
+}
+
+// A receive work request flushed by a QP in error.
+inline shm::Cqe flushed_receive(uint64_t wr_id, uint32_t qp_num) {
+  shm::Cqe c{};
+  c.wr_id = wr_id;
+  c.status = IBV_WC_WR_FLUSH_ERR;
+  c.opcode = IBV_WC_RECV;
+  c.qp_num = qp_num;
+  return c;
+}
 
 }  // namespace ff::router

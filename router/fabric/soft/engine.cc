@@ -57,14 +57,6 @@ void Engine::cancel_sleep() {
 
 // --- objects whose lifetime the engine must know about ---------------------
 
-Context::Context(Engine& e) : engine(e) {
-  engine.run_sync([this] { engine.watch_doorbell(doorbell.fd()); });
-}
-
-Context::~Context() {
-  engine.run_sync([this] { engine.unwatch_doorbell(doorbell.fd()); });
-}
-
 Mr::~Mr() {
   engine.run_sync([this] { engine.unlink_mr(this); });
 }

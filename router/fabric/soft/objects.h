@@ -18,16 +18,7 @@ namespace ff::router::soft {
 
 class Engine;
 
-struct Context final : FabricContext {
-  explicit Context(Engine& e);
-  ~Context() override;
-  int doorbell_fd() const override { return doorbell.fd(); }
-  int async_event_fd() const override { return async.event_fd(); }
-  int async_segment_fd() const override { return async.segment_fd(); }
-  Engine& engine;
-  shm::Doorbell doorbell;
-  AsyncEvents async;  // engine thread
-};
+using Context = ClientContext<Engine>;
 
 struct Pd final : FabricPd {
   explicit Pd(Owner o) : owner(std::move(o)) {}

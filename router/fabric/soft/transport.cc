@@ -56,8 +56,6 @@ uint64_t rnr_delay_ns(uint8_t code) {
   return uint64_t{kMicros[code & 31]} * 1000;
 }
 
-ibv_wc_opcode wc_opcode(uint32_t wr_opcode) { return completion_opcode(wr_opcode); }
-
 // Local SGEs resolved against the QP's own MRs.
 struct Sges {
   const WireSge* sge = nullptr;
@@ -254,11 +252,7 @@ class Executor {
 
   // An error completion at the requester; the QP goes to ERR.
   Outcome fail(const SendWqe& w, ibv_wc_status status) {
-    completion = Cqe{};
-    completion.wr_id = w.wr_id;
-    completion.status = status;
-    completion.opcode = wc_opcode(w.opcode);
-    completion.qp_num = q_.qpn;
+    completion = send_completion(w.wr_id, status, w.opcode, q_.qpn);
     has_completion = true;
     e_.set_error(q_);
     reset_retries();
@@ -270,7 +264,7 @@ class Executor {
     if ((w.send_flags & IBV_SEND_SIGNALED) != 0 || q_.init.sq_sig_all) {
       completion = Cqe{};
       completion.wr_id = w.wr_id;
-      completion.opcode = wc_opcode(w.opcode);
+      completion.opcode = completion_opcode(w.opcode);
       completion.byte_len = static_cast<uint32_t>(bytes);
       completion.qp_num = q_.qpn;
       has_completion = true;
@@ -514,22 +508,12 @@ static bool flush(Engine& e, Qp& q) {
   int n = 0;
   SendWqe w;
   while (n < kBatch && q.sq.sc_try_pop(w)) {
-    Cqe c{};
-    c.wr_id = w.wr_id;
-    c.status = IBV_WC_WR_FLUSH_ERR;
-    c.opcode = wc_opcode(w.opcode);
-    c.qp_num = q.qpn;
-    e.complete(q.send_cq, c);
+    e.complete(q.send_cq, send_completion(w.wr_id, IBV_WC_WR_FLUSH_ERR, w.opcode, q.qpn));
     ++n;
   }
   RecvWqe r;
   while (n < kBatch && q.srq == nullptr && q.rq.sc_try_pop(r)) {
-    Cqe c{};
-    c.wr_id = r.wr_id;
-    c.status = IBV_WC_WR_FLUSH_ERR;
-    c.opcode = IBV_WC_RECV;
-    c.qp_num = q.qpn;
-    e.complete(q.recv_cq, c);
+    e.complete(q.recv_cq, flushed_receive(r.wr_id, q.qpn));
     ++n;
   }
   return n > 0;

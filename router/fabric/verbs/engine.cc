@@ -19,23 +19,6 @@ constexpr int kBatch = 32;
 constexpr uint8_t kRoceIpv4PacketType = 2;  // what mlx5 reports in wc.sl for UD over IPv4
 constexpr uint64_t kAsyncCheckNs = 1'000'000;
 
-bool opcode_allowed(ibv_qp_type type, uint32_t op) {
-  switch (op) {
-    case IBV_WR_SEND:
-    case IBV_WR_SEND_WITH_IMM:
-      return true;
-    case IBV_WR_RDMA_WRITE:
-    case IBV_WR_RDMA_WRITE_WITH_IMM:
-      return type != IBV_QPT_UD;
-    case IBV_WR_RDMA_READ:
-    case IBV_WR_ATOMIC_CMP_AND_SWP:
-    case IBV_WR_ATOMIC_FETCH_AND_ADD:
-      return type == IBV_QPT_RC;
-    default:
-      return false;
-  }
-}
-
 void fill_sges(ibv_sge* out, const shm::WireSge* in, uint32_t n, uint64_t& bytes) {
   for (uint32_t i = 0; i < n; ++i) {
     out[i] = ibv_sge{in[i].addr, in[i].length, in[i].lkey};
@@ -255,7 +238,7 @@ bool Engine::work(uint64_t now) {
 // the device would refuse at post time, or reports differently from one
 // device to the next); IBV_WC_SUCCESS when it may go.
 ibv_wc_status Engine::check_send(const Qp& q, const SendWqe& w, const Ah*& ah) const {
-  if (!opcode_allowed(q.init.type, w.opcode)) return IBV_WC_LOC_QP_OP_ERR;
+  if (!shm::opcode_allowed(q.init.type, w.opcode)) return IBV_WC_LOC_QP_OP_ERR;
   bool inl = (w.send_flags & IBV_SEND_INLINE) != 0;
   bool writes_locally = w.opcode == IBV_WR_RDMA_READ || w.opcode == IBV_WR_ATOMIC_CMP_AND_SWP ||
                         w.opcode == IBV_WR_ATOMIC_FETCH_AND_ADD;
@@ -361,11 +344,7 @@ bool Engine::post_sends(Qp& q) {
     if (refused == IBV_WC_SUCCESS || q.sends.used() > 0) return false;
     SendWqe w;
     if (!q.sq.sc_try_pop(w)) return false;
-    Cqe c{};
-    c.wr_id = w.wr_id;
-    c.status = refused;
-    c.opcode = completion_opcode(w.opcode);
-    c.qp_num = q.qp_num();
+    Cqe c = send_completion(w.wr_id, refused, w.opcode, q.qp_num());
     set_error(q, false);
     complete(q.send_cq, c, q);
     return true;
@@ -380,11 +359,7 @@ bool Engine::post_sends(Qp& q) {
       // the QP cannot go on.
       SendWqe w;
       if (q.sq.sc_try_pop(w)) {
-        Cqe c{};
-        c.wr_id = w.wr_id;
-        c.status = IBV_WC_LOC_QP_OP_ERR;
-        c.opcode = completion_opcode(w.opcode);
-        c.qp_num = q.qp_num();
+        Cqe c = send_completion(w.wr_id, IBV_WC_LOC_QP_OP_ERR, w.opcode, q.qp_num());
         set_error(q, false);
         complete(q.send_cq, c, q);
       }
@@ -413,11 +388,7 @@ bool Engine::fail_toward_gone_peer(Qp& q) {
   if (!q.sq.sc_try_pop(w)) return false;
   bool reliable = q.init.type == IBV_QPT_RC;
   if (!reliable && (w.send_flags & IBV_SEND_SIGNALED) == 0 && !q.init.sq_sig_all) return true;
-  Cqe c{};
-  c.wr_id = w.wr_id;
-  c.status = reliable ? IBV_WC_RETRY_EXC_ERR : IBV_WC_SUCCESS;
-  c.opcode = completion_opcode(w.opcode);
-  c.qp_num = q.qp_num();
+  Cqe c = send_completion(w.wr_id, reliable ? IBV_WC_RETRY_EXC_ERR : IBV_WC_SUCCESS, w.opcode, q.qp_num());
   if (reliable) set_error(q, false);
   complete(q.send_cq, c, q);
   return true;
@@ -592,11 +563,7 @@ bool Engine::flush(Qp& q) {
   if (q.sends.used() == 0) {
     SendWqe w;
     while (n < kBatch && q.sq.sc_try_pop(w)) {
-      Cqe c{};
-      c.wr_id = w.wr_id;
-      c.status = IBV_WC_WR_FLUSH_ERR;
-      c.opcode = completion_opcode(w.opcode);
-      c.qp_num = q.qp_num();
+      Cqe c = send_completion(w.wr_id, IBV_WC_WR_FLUSH_ERR, w.opcode, q.qp_num());
       complete(q.send_cq, c, q);
       ++n;
     }
@@ -604,12 +571,7 @@ bool Engine::flush(Qp& q) {
   if (q.srq == nullptr && q.receives.used() == 0) {
     RecvWqe r;
     while (n < kBatch && q.rq.sc_try_pop(r)) {
-      Cqe c{};
-      c.wr_id = r.wr_id;
-      c.status = IBV_WC_WR_FLUSH_ERR;
-      c.opcode = IBV_WC_RECV;
-      c.qp_num = q.qp_num();
-      complete(q.recv_cq, c, q);
+      complete(q.recv_cq, flushed_receive(r.wr_id, q.qp_num()), q);
       ++n;
     }
   }
@@ -708,14 +670,6 @@ void Engine::handle_async_events() {
 }
 
 // --- objects whose lifetime the engine must know about --------------------------
-
-Context::Context(Engine& e) : engine(e) {
-  engine.run_sync([this] { engine.watch_doorbell(doorbell.fd()); });
-}
-
-Context::~Context() {
-  engine.run_sync([this] { engine.unwatch_doorbell(doorbell.fd()); });
-}
 
 Mr::~Mr() {
   engine.run_sync([this] { engine.unlink_mr(this); });

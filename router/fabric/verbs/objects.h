@@ -77,16 +77,7 @@ class SlotTable {
   std::vector<uint32_t> free_;
 };
 
-struct Context final : FabricContext {
-  explicit Context(Engine& e);
-  ~Context() override;
-  int doorbell_fd() const override { return doorbell.fd(); }
-  int async_event_fd() const override { return async.event_fd(); }
-  int async_segment_fd() const override { return async.segment_fd(); }
-  Engine& engine;
-  shm::Doorbell doorbell;
-  AsyncEvents async;  // poller
-};
+using Context = ClientContext<Engine>;
 
 // One device PD per virtual PD: the device enforces PD boundaries (and so
 // tenant boundaries: a PD never spans tenants) on every key.

@@ -397,19 +397,8 @@ std::unique_ptr<FabricSrq> VerbsFabric::create_srq(FabricContext& ctx, FabricPd&
 
 int VerbsFabric::modify_srq(FabricSrq& fsrq, uint32_t mask, uint32_t srq_limit, std::string& why) {
   auto& srq = static_cast<verbs::Srq&>(fsrq);
-  if ((mask & IBV_SRQ_MAX_WR) != 0) {
-    why = "resizing a shared receive queue is not supported";
-    return EOPNOTSUPP;
-  }
-  if ((mask & ~static_cast<uint32_t>(IBV_SRQ_LIMIT)) != 0) {
-    why = "unknown SRQ attribute mask bits";
-    return EINVAL;
-  }
+  if (int rc = check_modify_srq(mask, srq_limit, srq.cap, why); rc != 0) return rc;
   if ((mask & IBV_SRQ_LIMIT) != 0) {
-    if (srq_limit > srq.cap) {
-      why = "srq_limit exceeds max_wr";
-      return EINVAL;
-    }
     engine_->run_sync([&] {
       srq.limit = srq_limit;
       engine_->check_srq_limit(srq);
