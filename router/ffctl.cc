@@ -1,6 +1,6 @@
 // ffctl: the operator's view of a running ffrouter, through its admin socket.
 //
-//   ffctl [--run-dir DIR] [--wait SECONDS] status
+//   ffctl [--run-dir DIR] [--wait SECONDS] status|peers
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
@@ -42,6 +42,32 @@ int print_status(const ff::proto::StatusReply& s) {
   return 0;
 }
 
+// Multi-host: the peer routers, both connections with each, and the
+// directory's view.
+int print_peers(const ff::proto::StatusReply& s) {
+  if (s.directory() == nullptr || s.directory()->size() == 0) {
+    std::printf("this router serves its host alone (no --directory)\n");
+    return 0;
+  }
+  std::printf("router %s  directory %s\n", s.router_name()->c_str(), s.directory()->c_str());
+  for (const auto* p : *s.peers()) {
+    std::printf("peer %s  address %s  outbound=%s inbound=%s  frames_sent=%llu frames_received=%llu "
+                "bytes_sent=%llu bytes_received=%llu connects=%llu failures=%llu qps_failed=%llu%s%s\n",
+                p->name()->c_str(), p->address()->c_str(), p->outbound_up() ? "up" : "down",
+                p->inbound_up() ? "up" : "down", static_cast<unsigned long long>(p->frames_sent()),
+                static_cast<unsigned long long>(p->frames_received()),
+                static_cast<unsigned long long>(p->bytes_sent()),
+                static_cast<unsigned long long>(p->bytes_received()),
+                static_cast<unsigned long long>(p->connects()), static_cast<unsigned long long>(p->failures()),
+                static_cast<unsigned long long>(p->qps_failed()), p->last_error()->size() > 0 ? "  last_error: " : "",
+                p->last_error()->c_str());
+  }
+  for (const auto* e : *s.directory_entries())
+    std::printf("entry tenant=%s addresses=%s router=%s\n", e->tenant()->c_str(), e->addresses()->c_str(),
+                e->router()->c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -51,7 +77,8 @@ int main(int argc, char** argv) {
   app.add_option("--run-dir", run_dir, "the router's --run-dir")->envname("FFR_RUN_DIR")->capture_default_str();
   app.add_option("--wait", wait_seconds, "keep trying to reach the router for this many seconds");
   app.require_subcommand(1);
-  app.add_subcommand("status", "tenants, connected clients (pid, virtual IP) and their objects");
+  auto* status = app.add_subcommand("status", "tenants, connected clients (pid, virtual IP) and their objects");
+  app.add_subcommand("peers", "peer routers (multi-host): connections, their state and traffic; directory entries");
   CLI11_PARSE(app, argc, argv);
 
   const std::string path = run_dir + "/admin.sock";
@@ -71,5 +98,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ffctl: status failed: %s\n", res.message.c_str());
     return 1;
   }
-  return print_status(*res.reply()->body_as_StatusReply());
+  const auto& reply = *res.reply()->body_as_StatusReply();
+  return status->parsed() ? print_status(reply) : print_peers(reply);
 }

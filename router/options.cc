@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cctype>
 #include <cstdlib>
+#include <unistd.h>
 
 namespace ff::router {
 
@@ -32,6 +33,16 @@ const std::vector<Knob>& knobs() {
        "vendor_part_id reported by ibv_query_device (a ConnectX id, e.g. 4123, steers perftest "
        "to its ibv_wr_* path)",
        nullptr, &RouterOptions::vendor_part_id},
+      {"--directory", "FFR_DIRECTORY",
+       "join other hosts' routers (soft fabric): file:PATH (a YAML list of routers and the virtual "
+       "IPs they serve) or etcd:http://HOST:PORT (routers register themselves and their clients); "
+       "empty: this host alone",
+       &RouterOptions::directory},
+      {"--router-name", "FFR_ROUTER_NAME", "this router's name in the directory (empty: the host name)",
+       &RouterOptions::router_name},
+      {"--listen", "FFR_LISTEN",
+       "HOST:PORT where peer routers connect (empty: this router's address in the directory file)",
+       &RouterOptions::listen},
       {"--log-level", "FFR_LOG_LEVEL", "trace, debug, info, warn, error", &RouterOptions::log_level},
       {"--poll-spin-us", "FFR_POLL_SPIN_US",
        "microseconds the poller keeps spinning without work before it sleeps (0: sleep at once)",
@@ -87,6 +98,15 @@ RouterOptions parse_options(int argc, char** argv) {
         throw CLI::ValidationError("--gid-index", "expected auto or a number 0-255");
       o.gid_index_value = static_cast<int>(idx);
     }
+    if (o.router_name.empty()) {
+      char host[256] = {};
+      ::gethostname(host, sizeof host - 1);
+      o.router_name = host;
+    }
+    if (o.router_name.empty() || o.router_name.size() > 63)
+      throw CLI::ValidationError("--router-name", "1-63 characters");
+    if (!o.directory.empty() && o.directory.rfind("file:", 0) != 0 && o.directory.rfind("etcd:", 0) != 0)
+      throw CLI::ValidationError("--directory", "'" + o.directory + "': expected file:PATH or etcd:http://HOST:PORT");
     if (o.device_name.empty() || o.device_name.size() >= 64 ||
         o.device_name.find('/') != std::string::npos)
       throw CLI::ValidationError("--device-name", "1-63 characters, no '/'");

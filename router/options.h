@@ -19,6 +19,11 @@ struct RouterOptions {
   uint32_t vendor_id = 0x1af4;       // informative only
   uint32_t vendor_part_id = 0xff01;  // unknown to perftest: its legacy post_send path
   std::string log_level = "info";
+  // Multi-host (soft fabric): where virtual IPs live, and this router's name
+  // and peer listener.
+  std::string directory;    // file:PATH or etcd:http://HOST:PORT (empty: this host alone)
+  std::string router_name;  // empty: the host name
+  std::string listen;       // HOST:PORT (empty: this router's address in the directory file)
   uint32_t socket_mode = 0666;  // tenant sockets; the tenant directory mount is the boundary
   uint32_t poll_spin_us = 100;  // the poller spins this long without work before it sleeps
   // Limits (hostile or runaway tenants): exceeding one gives that client

@@ -14,6 +14,10 @@
 #include <stdexcept>
 
 #include "proto/fd.h"
+#include "router/directory/endpoint.h"
+#include "router/fabric/soft/peers.h"
+#include "router/fabric/soft/soft_fabric.h"
+#include "router/fabric/verbs/verbs_fabric.h"
 
 namespace ff::router {
 namespace {
@@ -54,6 +58,7 @@ Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
         std::make_unique<Listener>(io_, SessionRole::kTenant, &t, tenant_socket_path(t)));
   }
   for (auto& l : listeners_) bind(*l, l->role == SessionRole::kAdmin ? 0600 : options_.socket_mode);
+  if (!options_.directory.empty()) join_peers();
   signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
     if (!ec) {
       spdlog::info("signal {}: shutting down", sig);
@@ -62,7 +67,40 @@ Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
   });
 }
 
+void Router::join_peers() {
+  auto* soft = dynamic_cast<SoftFabric*>(fabric_.get());
+  if (soft == nullptr)
+    throw FabricStartError("--directory joins routers over the soft fabric; the " + std::string(fabric_->name()) +
+                           " fabric serves one host (run with --fabric soft, or without --directory)");
+  try {
+    directory_ = open_directory(options_.directory, options_.router_name, options_.listen);
+  } catch (const DirectoryError& e) {
+    throw FabricStartError(std::string("directory: ") + e.what());
+  }
+  std::string listen = options_.listen;
+  if (listen.empty()) {
+    auto own = directory_->address_of(options_.router_name);
+    if (!own)
+      throw FabricStartError("router '" + options_.router_name + "' is not in " + directory_->describe() +
+                             ": add it there, or pass --router-name (its name) and --listen HOST:PORT");
+    listen = *own;
+  }
+  try {
+    peers_ = std::make_unique<soft::Peers>(io_, soft->engine(), *directory_, listen);
+  } catch (const std::runtime_error& e) {
+    throw FabricStartError(e.what());
+  }
+  soft->set_routes(peers_.get());
+}
+
+void Router::client_arrived(const Session& s) {
+  if (directory_ && s.tenant() != nullptr) directory_->publish(s.tenant()->name, s.virtual_ip());
+}
+
 Router::~Router() {
+  if (auto* soft = dynamic_cast<SoftFabric*>(fabric_.get())) soft->set_routes(nullptr);
+  peers_.reset();
+  directory_.reset();
   for (auto& l : listeners_) ::unlink(l->path.c_str());
 }
 
@@ -133,6 +171,7 @@ void Router::stop() {
     boost::system::error_code ignored;
     signals_.cancel(ignored);
     for (auto& l : listeners_) l->acceptor.close(ignored);
+    if (peers_) peers_->shutdown();
     for (auto& s : sessions()) s->close("router shutting down");
   });
 }
@@ -144,7 +183,13 @@ std::vector<std::shared_ptr<Session>> Router::sessions() const {
   return out;
 }
 
-void Router::forget(uint64_t session_id) { sessions_.erase(session_id); }
+void Router::forget(uint64_t session_id) {
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return;
+  const Session& s = *it->second;
+  if (directory_ && s.greeted() && s.tenant() != nullptr) directory_->withdraw(s.tenant()->name, s.virtual_ip());
+  sessions_.erase(it);
+}
 
 size_t Router::tenant_sessions(const policy::TenantSpec& t) const {
   size_t n = 0;

@@ -16,10 +16,15 @@
 #include "policy/quota.h"
 #include "policy/tenant.h"
 #include "router/control/session.h"
+#include "router/directory/directory.h"
 #include "router/fabric/fabric.h"
 #include "router/options.h"
 
 namespace ff::router {
+
+namespace soft {
+class Peers;
+}
 
 class Router {
  public:
@@ -45,6 +50,12 @@ class Router {
   // Called by Session::close().
   void forget(uint64_t session_id);
 
+  // Multi-host: null when this router serves its host alone.
+  Directory* directory() { return directory_.get(); }
+  soft::Peers* peers() { return peers_.get(); }
+  // A greeted client's virtual IP is this router's while it is connected.
+  void client_arrived(const Session& s);
+
   policy::TenantQuota& quota(const policy::TenantSpec& t) { return quotas_.at(t.name); }
   uint64_t sessions_refused() const { return sessions_refused_; }
   size_t tenant_sessions(const policy::TenantSpec& t) const;
@@ -59,6 +70,7 @@ class Router {
     boost::asio::local::stream_protocol::acceptor acceptor;
   };
   void bind(Listener& l, unsigned mode);
+  void join_peers();
   void accept_next(Listener& l);
 
   RouterOptions options_;
@@ -72,6 +84,9 @@ class Router {
   uint64_t next_session_id_ = 1;
   uint64_t sessions_refused_ = 0;
   bool stopping_ = false;
+  // After io_: destroyed first, while the fabric's engine still runs.
+  std::unique_ptr<Directory> directory_;
+  std::unique_ptr<soft::Peers> peers_;
 };
 
 }  // namespace ff::router

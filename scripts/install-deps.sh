@@ -8,11 +8,13 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git clang libclang-rt-14-dev
   libibverbs-dev librdmacm-dev libboost-dev libflatbuffers-dev flatbuffers-compiler
   libnuma-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
   # runtime peers: unmodified verbs programs driven through the router
   ibverbs-utils perftest rdmacm-utils ucx-utils
   # end-to-end tests: namespaces and mounts
   iproute2 util-linux procps
+  # multi-host tests: the etcd directory
+  etcd-server etcd-client
 )
 
 missing=()

@@ -68,6 +68,13 @@ void Poller::watch_other(int fd) {
   watch_eventfd(fd);
 }
 
+void Poller::want_writable(int fd, bool on) {
+  epoll_event ev{};
+  ev.events = EPOLLIN | (on ? EPOLLOUT : 0u);
+  ev.data.fd = fd;
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev);
+}
+
 void Poller::unwatch(int fd) {
   other_fds_.erase(fd);
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);

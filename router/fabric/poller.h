@@ -55,6 +55,8 @@ class Poller {
   void watch_eventfd(int fd);
   void watch_other(int fd);
   void unwatch(int fd);
+  // A watched non-eventfd fd also wakes the poller when writable (or not).
+  void want_writable(int fd, bool on);
 
   uint64_t sleeps() const { return sleeps_.load(std::memory_order_relaxed); }
 

@@ -1,4 +1,5 @@
 #include "router/control/handlers.h"
+#include "router/fabric/soft/peers.h"
 #include "router/router.h"
 
 namespace ff::router {
@@ -36,9 +37,29 @@ HandlerStatus handle_admin_status(Session& s, const proto::Request&, std::vector
                              {"poller_sleeps", fc.poller_sleeps},
                              {"sessions_refused", r.sessions_refused()}})
     counters.push_back(proto::CreateCounter(fbb, fbb.CreateString(name), value));
+  std::vector<flatbuffers::Offset<proto::PeerStatus>> peers;
+  std::vector<flatbuffers::Offset<proto::DirectoryEntryStatus>> entries;
+  std::string directory, router_name;
+  if (Directory* d = r.directory()) {
+    directory = d->describe();
+    router_name = d->self();
+    for (const auto& e : d->entries())
+      entries.push_back(proto::CreateDirectoryEntryStatus(fbb, fbb.CreateString(e.tenant),
+                                                          fbb.CreateString(e.addresses.to_string()),
+                                                          fbb.CreateString(e.router)));
+  }
+  if (soft::Peers* p = r.peers()) {
+    for (const auto& st : p->status())
+      peers.push_back(proto::CreatePeerStatus(fbb, fbb.CreateString(st.name), fbb.CreateString(st.address), st.out_up,
+                                              st.in_up, st.frames_sent, st.frames_received, st.bytes_sent,
+                                              st.bytes_received, st.connects, st.failures, st.qps_failed,
+                                              fbb.CreateString(st.last_error)));
+  }
   w.set_body(proto::CreateStatusReply(fbb, fbb.CreateString("ffrouter 0.1.0"),
                                       fbb.CreateString(std::string(r.fabric().name())),
-                                      fbb.CreateVector(tenants), fbb.CreateVector(counters)));
+                                      fbb.CreateVector(tenants), fbb.CreateVector(counters),
+                                      fbb.CreateString(router_name), fbb.CreateString(directory),
+                                      fbb.CreateVector(peers), fbb.CreateVector(entries)));
   return HandlerStatus::ok();
 }
 

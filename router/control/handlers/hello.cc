@@ -19,6 +19,7 @@ HandlerStatus handle_hello(Session& s, const proto::Request& req, std::vector<Un
   auto choice = policy::choose_virtual_ip(*s.tenant(), peer.addresses);
   if (!choice.ip) return HandlerStatus::fail(EADDRNOTAVAIL, choice.error);
   s.set_virtual_ip(*choice.ip);
+  s.router().client_arrived(s);
   auto& fbb = w.fbb();
   w.set_body(proto::CreateHelloReply(fbb, fbb.CreateString(s.tenant()->name), s.id(), *choice.ip,
                                      fbb.CreateString("ffrouter 0.1.0")));

@@ -21,15 +21,17 @@ void Engine::link_qp(Qp* qp) {
 void Engine::unlink_qp(Qp* qp) {
   qps_.erase(std::remove(qps_.begin(), qps_.end(), qp), qps_.end());
   qps_by_num_.erase(qp->qpn);
-  // Its peers now talk to nobody: their work fails at once instead of
-  // retrying into the void.
+  // Its peers on this router now talk to nobody: their work fails at once
+  // instead of retrying into the void.
   for (Qp* other : qps_)
-    if (other->attr.dest_qp_num == qp->qpn) other->peer_gone = true;
+    if (other->route == nullptr && other->attr.dest_qp_num == qp->qpn) other->peer_gone = true;
 }
 
 bool Engine::work(uint64_t now) {
-  bool busy = false;
+  now_ = now;
+  bool busy = receive_links();
   for (size_t i = 0; i < qps_.size(); ++i) busy |= service(*qps_[i], now);
+  busy |= flush_links();
   return busy;
 }
 
@@ -47,6 +49,14 @@ bool Engine::prepare_to_sleep(uint64_t now, uint64_t& deadline) {
   for (Qp* q : qps_) {
     if (q->wait_until_ns > now) deadline = std::min(deadline, q->wait_until_ns);
     if (!q->sq.prepare_to_sleep()) may_sleep = false;
+  }
+  // A link whose socket was full wakes us once it takes bytes again.
+  for (auto& l : links_) {
+    bool want = l->tx_pending();
+    if (want != l->wants_writable) {
+      poller_.want_writable(l->fd.get(), want);
+      l->wants_writable = want;
+    }
   }
   return may_sleep;
 }
@@ -81,8 +91,8 @@ Srq::Srq(Context& c, shm::Mapping m, const Pd& p, uint32_t capacity, uint32_t ma
   ring = shm::RingConsumer<shm::RecvWqe>(mapping.base() + shm::kSrqRingOffset, cap);
 }
 
-Ah::Ah(Engine& e, const Pd& p, const ibv_ah_attr& a, uint32_t id)
-    : engine(e), pd(p), attr(a), virtual_ip(policy::ipv4_of_gid(a.grh.dgid.raw).value_or(0)), ident(id) {
+Ah::Ah(Engine& e, const Pd& p, const ibv_ah_attr& a, uint32_t id, Peer* r)
+    : engine(e), pd(p), attr(a), virtual_ip(policy::ipv4_of_gid(a.grh.dgid.raw).value_or(0)), ident(id), route(r) {
   engine.run_sync([this] { engine.link_ah(this); });
 }
 

@@ -12,13 +12,43 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <memory>
+#include <span>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "router/fabric/poller.h"
+#include "router/fabric/soft/link.h"
 #include "router/fabric/soft/objects.h"
+#include "router/fabric/soft/wire.h"
 
 namespace ff::router::soft {
+
+struct Sges;
+
+// What a responder knows of the request that consumes one of its receives.
+struct Arrival {
+  uint32_t src_qpn = 0;
+  uint32_t wr_opcode = 0;
+  uint32_t imm = 0;  // network order
+  bool solicited = false;
+};
+
+// Taking a receive for an incoming message.
+enum class Take {
+  kOk,      // `r` and `dst` are ready
+  kNone,    // nothing posted: RNR
+  kBroken,  // the receive queue is corrupt: the responder went to ERR
+  kFailed,  // the receive cannot hold the message (or its SGEs are bad): it
+            // completed in error and the responder went to ERR
+};
+
+// Sending a UD datagram to another router.
+enum class Datagram { kSent, kWait, kDropped };
+
+// Called on the poller when a connection to a peer is lost.
+using LinkDownHandler = std::function<void(Peer& peer, bool outbound, const std::string& why)>;
 
 struct EngineStats {
   std::atomic<uint64_t> wqes{0};
@@ -69,6 +99,24 @@ class Engine final : PollerHooks {
   // Fires the SRQ limit event once the SRQ holds fewer WQEs than its armed
   // limit (and disarms it). Engine thread.
   void check_srq_limit(Srq& srq);
+  // The receive side of a message (engine thread). take_receive peeks the
+  // next receive of t and checks it holds `need` bytes; consume_receive
+  // then frees its slot; complete_receive writes its completion.
+  Take take_receive(Qp& t, uint64_t need, const Arrival& a, shm::RecvWqe& r, Sges& dst, ibv_wc_status& failed);
+  void consume_receive(Qp& t);
+  void complete_receive(Qp& t, const shm::RecvWqe& r, const Arrival& a, ibv_wc_opcode op, uint64_t bytes,
+                        ibv_wc_status status);
+
+  // --- other routers (remote.cc) ---
+  // Hands a connection set up by Peers to the poller (inside run_sync). An
+  // inbound connection from a restarted peer fails the QPs of its old life.
+  void attach_link(std::unique_ptr<Link> link, uint64_t incarnation);
+  // Set once, before any link is attached.
+  void set_link_down_handler(LinkDownHandler h) { on_link_down_ = std::move(h); }
+  // A UD datagram to a QP behind `ah` on another router.
+  Datagram send_remote_datagram(Qp& q, const Ah& ah, const shm::SendWqe& w, const Sges& src, uint32_t qkey,
+                                uint64_t now);
+
   void count_wqe(uint64_t bytes) {
     stats_.wqes.fetch_add(1, std::memory_order_relaxed);
     stats_.bytes.fetch_add(bytes, std::memory_order_relaxed);
@@ -83,6 +131,21 @@ class Engine final : PollerHooks {
   void cancel_sleep() override;
   // transport.cc: returns true when it did any work.
   bool service(Qp& qp, uint64_t now);
+  // remote.cc
+  bool service_remote(Qp& q, uint64_t now);
+  bool receive_links();
+  bool flush_links();  // and drops the dead ones
+  void on_frame(Link& link, const wire::Header& h, std::span<const std::byte> payload);
+  void on_request(Link& link, const wire::Header& h, std::span<const std::byte> payload);
+  void on_datagram(const wire::Header& h, std::span<const std::byte> payload);
+  void on_answer(Link& link, const wire::Header& h, std::span<const std::byte> payload);
+  void answer(Link& link, const wire::Header& request, wire::Type type, uint8_t reason = 0, uint32_t value = 0);
+  void drop_link(Link& link);
+  void fail_routes_to(Peer& peer);
+
+  std::vector<std::unique_ptr<Link>> links_;
+  LinkDownHandler on_link_down_;
+  uint64_t now_ = 0;  // of the current poller pass
 
   std::vector<Qp*> qps_;
   std::unordered_map<uint32_t, Qp*> qps_by_num_;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "router/fabric/fabric.h"
+#include "router/fabric/soft/link.h"
 #include "router/fabric/virtual_queues.h"
 #include "shm/descriptors.h"
 #include "shm/doorbell.h"
@@ -75,7 +76,7 @@ struct Srq final : FabricSrq {
 };
 
 struct Ah final : FabricAh {
-  Ah(Engine& e, const Pd& p, const ibv_ah_attr& a, uint32_t ident);
+  Ah(Engine& e, const Pd& p, const ibv_ah_attr& a, uint32_t ident, Peer* route);
   ~Ah() override;
   uint32_t id() const override { return ident; }
   Engine& engine;
@@ -83,6 +84,30 @@ struct Ah final : FabricAh {
   const ibv_ah_attr attr;
   const uint32_t virtual_ip;  // from the IPv4-mapped dgid
   const uint32_t ident;
+  Peer* const route;  // the router serving virtual_ip; nullptr: this one
+};
+
+// A QP's requester state when its responder is on another router: the
+// WQEs from the send queue's head on are numbered head_seq, head_seq+1, ...;
+// the first `sent` of them went out whole and wait for their answer (RC),
+// and `offset` bytes of the next one went out so far.
+struct RemoteRequester {
+  uint32_t head_seq = 0;
+  uint32_t sent = 0;
+  uint64_t offset = 0;
+  uint64_t bytes_out = 0;  // of the `sent` WQEs (the window)
+  uint64_t read_got = 0;   // bytes of the head READ's answer so far
+};
+
+// A QP's responder state for requests from another router: the message
+// being received in chunks, and the NAK it waits to see retried.
+struct RemoteResponder {
+  bool receiving = false;  // a chunked SEND/WRITE_WITH_IMM holds `recv`
+  uint32_t seq = 0;        // of the message in progress
+  shm::RecvWqe recv{};     // taken at its first chunk
+  bool nak_pending = false;
+  uint32_t nak_seq = 0;    // drop requests until this one comes again
+  bool discard = false;    // UC: drop the rest of message `seq`
 };
 
 struct Qp final : FabricQp {
@@ -119,6 +144,11 @@ struct Qp final : FabricQp {
   uint8_t rnr_left = 0;    // RNR retries left for the head WQE
   uint8_t retry_left = 0;  // transport retries left for the head WQE
   uint64_t wait_until_ns = 0;  // head WQE waits (RNR or no answer) until then
+  // The connected QP is on another router (set at RTR; RC and UC).
+  Peer* route = nullptr;
+  uint32_t remote_ip = 0;  // its virtual IP (the dgid's)
+  RemoteRequester remote_req;
+  RemoteResponder remote_resp;
 };
 
 }  // namespace ff::router::soft

@@ -204,22 +204,33 @@ std::unique_ptr<FabricAh> SoftFabric::create_ah(FabricPd& pd, const ibv_ah_attr&
     return err.set(EINVAL, "the port is Ethernet (RoCE v2): a global address handle needs an "
                            "IPv4-mapped dgid (::ffff:a.b.c.d)");
   if (attr.grh.sgid_index != 0) return err.set(EINVAL, "grh.sgid_index must be 0 (the port has one GID)");
+  soft::Peer* route = nullptr;
+  if (attr.is_global != 0 && routes_ != nullptr) {
+    std::string why;
+    if (!routes_->locate(static_cast<soft::Pd&>(pd).owner.tenant, *policy::ipv4_of_gid(attr.grh.dgid.raw), route, why))
+      return err.set(EINVAL, why);
+  }
   uint32_t id = ah_counter_++;
-  return std::make_unique<soft::Ah>(engine_, static_cast<soft::Pd&>(pd), attr, id);
+  return std::make_unique<soft::Ah>(engine_, static_cast<soft::Pd&>(pd), attr, id, route);
 }
 
 int SoftFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask, std::string& why) {
   auto& qp = static_cast<Qp&>(fqp);
+  // The address vector names the connected QP's virtual IP: on this router,
+  // on another one (the directory says which), or nowhere in this tenant.
+  const bool routed = (mask & IBV_QP_AV) != 0 && attr.ah_attr.is_global != 0 && qp.init.type != IBV_QPT_UD;
+  const uint32_t remote_ip = routed ? policy::ipv4_of_gid(attr.ah_attr.grh.dgid.raw).value_or(0) : 0;
+  if (routed && !policy::ipv4_of_gid(attr.ah_attr.grh.dgid.raw)) {
+    why = "ah_attr.grh.dgid must be an IPv4-mapped GID (::ffff:a.b.c.d) of a virtual IP";
+    return EINVAL;
+  }
+  soft::Peer* route = nullptr;
+  if (routed && routes_ != nullptr && !routes_->locate(qp.pd.owner.tenant, remote_ip, route, why)) return EINVAL;
   int rc = 0;
   engine_.run_sync([&] {
     rc = check_modify_qp(qp.init.type, qp.state, attr, mask, why);
     if (rc != 0) return;
-    if ((mask & IBV_QP_AV) != 0 && attr.ah_attr.is_global != 0 && !policy::ipv4_of_gid(attr.ah_attr.grh.dgid.raw)) {
-      why = "ah_attr.grh.dgid must be an IPv4-mapped GID (::ffff:a.b.c.d) of a virtual IP";
-      rc = EINVAL;
-      return;
-    }
-    if ((mask & IBV_QP_DEST_QPN) != 0) {
+    if ((mask & IBV_QP_DEST_QPN) != 0 && route == nullptr) {
       // A known destination must be a QP of the same tenant, at the address named.
       if (const Qp* dest = engine_.find_qp(attr.dest_qp_num)) {
         if (dest->pd.owner.tenant != qp.pd.owner.tenant) {
@@ -245,6 +256,15 @@ int SoftFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask, std:
       qp.attr = ibv_qp_attr{};
       qp.peer_gone = false;
       qp.wait_until_ns = 0;
+      qp.route = nullptr;
+      qp.remote_ip = 0;
+      // Sequence numbers go on: answers to a former life stay stale.
+      qp.remote_req = soft::RemoteRequester{.head_seq = qp.remote_req.head_seq + 1024};
+      qp.remote_resp = soft::RemoteResponder{};
+    }
+    if (routed) {
+      qp.route = route;
+      qp.remote_ip = remote_ip;
     }
     if (next == IBV_QPS_ERR && qp.state != IBV_QPS_ERR) {
       engine_.set_error(qp);  // raises LAST_WQE_REACHED for SRQ QPs

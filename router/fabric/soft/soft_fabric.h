@@ -11,6 +11,16 @@
 
 namespace ff::router {
 
+// Where a tenant's virtual IP lives once routers are joined (Peers,
+// router/fabric/soft/peers.h). Without routes every address is on this router.
+class SoftRoutes {
+ public:
+  virtual ~SoftRoutes() = default;
+  // True with `peer` null: on this router; true with `peer`: on that router;
+  // false: no router serves it (`why` says so). Control thread.
+  virtual bool locate(std::string_view tenant, uint32_t vip, soft::Peer*& peer, std::string& why) = 0;
+};
+
 class SoftFabric final : public Fabric {
  public:
   explicit SoftFabric(const RouterOptions& options);
@@ -42,12 +52,17 @@ class SoftFabric final : public Fabric {
 
   FabricCounters counters() const override;
 
+  // Multi-host: set once, before clients connect.
+  void set_routes(SoftRoutes* routes) { routes_ = routes; }
+  soft::Engine& engine() { return engine_; }
+
  private:
   uint32_t next_qpn();
   uint32_t next_key();
 
   FabricDeviceLimits limits_;
   soft::Engine engine_;
+  SoftRoutes* routes_ = nullptr;
   uint32_t qpn_counter_ = 0x100;  // QPNs 0 and 1 are special in InfiniBand
   uint32_t key_counter_ = 1;
   uint32_t ah_counter_ = 1;

@@ -1,0 +1,107 @@
+// One TCP connection to a peer router, as the poller drives it: nonblocking
+// reads into a buffer that frames are decoded from, and a transmit buffer
+// that frames are appended to and flushed once per poller pass. The
+// connection was set up (connect/accept, Hello) by Peers on the Asio
+// thread; from attach on, only the poller touches it.
+//
+// Why the poller does the socket I/O itself, not the Asio thread: a frame
+// costs no thread hop and no lock, and a spinning poller sees an answer as
+// soon as the kernel has it. The sockets are nonblocking, so the poller still
+// never blocks; a full socket leaves bytes in the transmit buffer, and the
+// QPs feeding it stop at the high-water mark (kTxHighWater) until it drains.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "proto/fd.h"
+#include "router/fabric/soft/wire.h"
+
+namespace ff::router::soft {
+
+struct Link;
+
+// A peer router, as both threads see it. Created by Peers (control thread)
+// and never destroyed while the router runs: QPs and AHs keep pointers to
+// it. The engine-thread fields change only on the poller (or in run_sync).
+struct Peer {
+  explicit Peer(std::string n) : name(std::move(n)) {}
+  const std::string name;
+  // --- engine thread ---
+  Link* out = nullptr;  // our requests, their answers
+  Link* in = nullptr;   // their requests, our answers
+  uint64_t incarnation = 0;  // of the peer router last seen
+  uint64_t wanted_since_ns = 0;  // a QP waits for `out` since then (0: none)
+  // --- any thread (ffctl) ---
+  std::atomic<bool> out_up{false};
+  std::atomic<bool> in_up{false};
+  std::atomic<uint64_t> frames_sent{0}, frames_received{0}, bytes_sent{0}, bytes_received{0};
+  std::atomic<uint64_t> connects{0};      // connections established, both directions
+  std::atomic<uint64_t> failures{0};      // connections lost or refused for a protocol error
+  std::atomic<uint64_t> qps_failed{0};    // QPs moved to ERR because a connection was lost
+};
+
+struct Link {
+  static constexpr size_t kTxHighWater = 4u << 20;  // stop producing above this
+  static constexpr size_t kRxBuffer = 1u << 20;
+
+  Link(Peer& p, UniqueFd socket, bool outbound_link);
+  Peer& peer;
+  UniqueFd fd;
+  const bool outbound;
+  bool dead = false;
+  std::string why_dead;
+  bool wants_writable = false;  // EPOLLOUT armed for the poller's sleep
+
+  bool room() const { return tx_.size() - tx_head_ < kTxHighWater; }
+  bool tx_pending() const { return tx_head_ < tx_.size(); }
+  // Appends a frame and returns where its payload goes (header.payload bytes).
+  std::byte* put(const wire::Header& h);
+  // Writes what the socket takes. False when the connection failed.
+  bool flush();
+  // Reads what is there and calls on_frame(header, payload) per whole frame.
+  // False when the connection closed or the peer sent garbage.
+  template <class OnFrame>
+  bool receive(OnFrame&& on_frame);
+
+ private:
+  bool fill();  // one nonblocking read; false on EOF or error
+  std::vector<std::byte> tx_;
+  size_t tx_head_ = 0;
+  std::vector<std::byte> rx_;
+  size_t rx_head_ = 0, rx_tail_ = 0;
+};
+
+template <class OnFrame>
+bool Link::receive(OnFrame&& on_frame) {
+  for (int reads = 0; reads < 4; ++reads) {
+    size_t before = rx_tail_;
+    if (!fill()) return false;
+    for (;;) {
+      wire::Header h;
+      std::span<const std::byte> payload;
+      size_t used = 0;
+      const char* why = nullptr;
+      auto d = wire::decode(std::span<const std::byte>(rx_.data() + rx_head_, rx_tail_ - rx_head_), h, payload,
+                            used, why);
+      if (d == wire::Decode::kNeedMore) break;
+      if (d == wire::Decode::kBad) {
+        why_dead = std::string("protocol error from the peer: ") + why;
+        return false;
+      }
+      rx_head_ += used;
+      peer.frames_received.fetch_add(1, std::memory_order_relaxed);
+      peer.bytes_received.fetch_add(used, std::memory_order_relaxed);
+      on_frame(h, payload);
+      if (dead) return false;
+    }
+    if (rx_tail_ == before) break;  // nothing more to read now
+  }
+  return true;
+}
+
+}  // namespace ff::router::soft

@@ -1,0 +1,135 @@
+# Helpers for the multi-host tests (sourced after lib.sh's conventions).
+#
+# Topology: every "host" is a network namespace on a switch (a bridge in its
+# own namespace, 10.99.0.0/24) and runs its own ffrouter there, with its own
+# run directory. Containers are namespaces on an overlay (another bridge,
+# their own addresses) that the programs use for their out-of-band TCP
+# exchange; a container reaches no host address at all, only its router's
+# tenant socket directory. So every verbs byte between containers on two
+# hosts goes container -> its router -> TCP between routers -> other router
+# -> other container.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+FF_SWITCH="ffsw-$$"
+FF_OVERLAY="ffov-$$"
+FF_PORT=7470
+declare -A FF_HOST_IP FF_HOST_ROUTER
+mh_cleanup() {
+  set +e
+  local pid
+  for pid in "${FF_HOST_ROUTER[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${FF_HOST_ROUTER[@]}"; do wait "$pid" 2>/dev/null; done
+  ff_cleanup
+}
+trap mh_cleanup EXIT
+for ns in "$FF_SWITCH" "$FF_OVERLAY"; do
+  ip netns add "$ns"
+  FF_NETNS+=("$ns")
+  ip -n "$ns" link set lo up
+  ip -n "$ns" link add br0 type bridge
+  ip -n "$ns" link set br0 up
+done
+
+# mh_plug SWITCH_NS NS IP/PREFIX: NS gets eth0 with that address on SWITCH_NS's bridge.
+mh_plug() {
+  local sw=$1 ns=$2 ip=$3 port="p$((${#FF_NETNS[@]}))"
+  ip -n "$sw" link add "$port" type veth peer name eth0 netns "$ns"
+  ip -n "$sw" link set "$port" master br0 up
+  ip -n "$ns" addr add "$ip" dev eth0
+  ip -n "$ns" link set eth0 up
+}
+
+# mh_host NAME IP: a host namespace on the switch.
+mh_host() {
+  local ns="ffh-$1-$$"
+  ip netns add "$ns"
+  FF_NETNS+=("$ns")
+  ip -n "$ns" link set lo up
+  mh_plug "$FF_SWITCH" "$ns" "$2/24"
+  FF_HOST_IP[$1]=$2
+}
+
+# mh_container NAME IP: a container namespace on the overlay (10.0.0.0/8:
+# every host's containers in one network, each host its own part of it).
+mh_container() {
+  local ns="ffc-$1-$$"
+  ip netns add "$ns"
+  FF_NETNS+=("$ns")
+  ip -n "$ns" link set lo up
+  mh_plug "$FF_OVERLAY" "$ns" "$2/8"
+}
+
+# mh_static_directory HOST:TENANT:CIDR...: writes the directory file every
+# router reads (one entry per host and tenant).
+mh_static_directory() {
+  local f=$FF_WORK/directory.yaml h
+  echo "routers:" >"$f"
+  for h in "${!FF_HOST_IP[@]}"; do
+    echo "  - name: $h" >>"$f"
+    echo "    address: ${FF_HOST_IP[$h]}:$FF_PORT" >>"$f"
+    echo "    tenants:" >>"$f"
+    local spec
+    for spec in "$@"; do
+      IFS=: read -r host tenant cidr <<<"$spec"
+      [ "$host" = "$h" ] && echo "      $tenant: [$cidr]" >>"$f"
+    done
+  done
+  echo "file:$f"
+}
+
+# mh_router HOST DIRECTORY [ffrouter args...]: starts HOST's router in its
+# namespace and waits until it answers.
+mh_router() {
+  local host=$1 directory=$2
+  shift 2
+  mkdir -p "$FF_WORK/$host"
+  ip netns exec "ffh-$host-$$" "$FFROUTER" --run-dir "$FF_WORK/$host" --router-name "$host" \
+    --listen "${FF_HOST_IP[$host]}:$FF_PORT" --directory "$directory" "$@" >>"$FF_WORK/router-$host.log" 2>&1 &
+  FF_HOST_ROUTER[$host]=$!
+  "$FFCTL" --run-dir "$FF_WORK/$host" --wait 10 status >/dev/null || { cat "$FF_WORK/router-$host.log"; fail "router $host did not start"; }
+}
+
+mh_ctl() {
+  local host=$1
+  shift
+  "$FFCTL" --run-dir "$FF_WORK/$host" "$@"
+}
+
+# mh_wait_peers HOST N: waits until HOST's router has N peers up both ways.
+mh_wait_peers() {
+  for _ in $(seq 200); do
+    [ "$(mh_ctl "$1" peers | grep -c 'outbound=up inbound=up')" -ge "$2" ] && return 0
+    sleep 0.05
+  done
+  mh_ctl "$1" peers
+  fail "router $1: fewer than $2 peers connected both ways"
+}
+
+# mh_bytes HOST: bytes HOST's router sent to its peers.
+mh_bytes() { mh_ctl "$1" peers | sed -n 's/.* bytes_sent=\([0-9]*\).*/\1/p' | paste -sd+ | bc; }
+
+# mh_in HOST CONTAINER TENANT cmd...: runs cmd in CONTAINER, served by HOST's router.
+mh_in() {
+  local host=$1
+  shift
+  FF_RUN=$FF_WORK/$host ff_in_container "$@"
+}
+
+# mh_pair SRV_HOST SRV CLI_HOST CLI SRV_IP PORT TENANT cmd...: server in SRV
+# (HOST's router), client in CLI; both must exit 0. Logs: server.log, client.log.
+mh_pair() {
+  local shost=$1 srv=$2 chost=$3 cli=$4 ip=$5 port=$6 tenant=$7
+  shift 7
+  mh_in "$shost" "$srv" "$tenant" timeout 120 "$@" >"$FF_WORK/server.log" 2>&1 &
+  local spid=$!
+  if ! ff_wait_listen "$srv" "$port"; then
+    kill "$spid" 2>/dev/null; cat "$FF_WORK/server.log"; fail "$* server did not start"
+  fi
+  local crc=0 src=0
+  mh_in "$chost" "$cli" "$tenant" timeout 120 "$@" "$ip" >"$FF_WORK/client.log" 2>&1 || crc=$?
+  wait "$spid" || src=$?
+  if [ $crc -ne 0 ] || [ $src -ne 0 ]; then
+    echo "--- server ($src)"; tail -20 "$FF_WORK/server.log"; echo "--- client ($crc)"; tail -20 "$FF_WORK/client.log"
+    fail "$* (server rc $src, client rc $crc)"
+  fi
+}
