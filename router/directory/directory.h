@@ -59,6 +59,9 @@ class Directory {
 
   // "file PATH" or "etcd URL", for logs and ffctl.
   virtual std::string describe() const = 0;
+  // Re-reads the backend now (a lookup missed: the entry may be seconds
+  // old). Blocks briefly; a no-op for the static file.
+  virtual void refresh() {}
   const std::string& self() const { return self_; }
 
   // The router serving `vip` in `tenant`: this router's own clients first,

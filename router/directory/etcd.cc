@@ -130,8 +130,29 @@ class EtcdDirectory final : public Directory {
 
   std::string describe() const override { return "etcd " + url_; }
 
+  void refresh() override {
+    try {
+      reload();
+    } catch (const EtcdError& e) {
+      spdlog::warn("etcd: {}", e.what());
+    }
+  }
+
  protected:
+  // A new address is written before the client's Hello is answered: once a
+  // program can name its GID to a peer, the peer's router can find it.
+  // Withdrawals (and writes that failed) go through the renewal thread.
   void published(const std::string& tenant, uint32_t vip, bool present) override {
+    if (present) {
+      try {
+        put(vip_key(tenant, vip), self());
+        std::lock_guard lock(ops_mu_);
+        published_[{tenant, vip}] = 1;
+        return;
+      } catch (const EtcdError& e) {
+        spdlog::warn("etcd: {} (retrying)", e.what());
+      }
+    }
     {
       std::lock_guard lock(ops_mu_);
       ops_.push_back({tenant, vip, present});
@@ -152,6 +173,12 @@ class EtcdDirectory final : public Directory {
     try {
       asio::io_context io;
       tcp::socket s(io);
+      s.open(tcp::v4());
+      // Bounded waits (Linux applies the send timeout to connect too): a
+      // hung etcd must not hang whoever asked.
+      timeval limit{2, 0};
+      ::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+      ::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
       s.connect(endpoint_);
       http::request<http::string_body> req{http::verb::post, target, 11};
       req.set(http::field::host, endpoint_.address().to_string());
@@ -273,8 +300,11 @@ class EtcdDirectory final : public Directory {
       try {
         asio::io_context io;
         tcp::socket s(io);
-        s.connect(endpoint_);
+        s.open(tcp::v4());
+        timeval limit{2, 0};
+        ::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
         watch_fd_ = s.native_handle();
+        s.connect(endpoint_);
         if (stopping()) break;
         http::request<http::string_body> req{http::verb::post, "/v3/watch", 11};
         req.set(http::field::host, endpoint_.address().to_string());

@@ -22,6 +22,8 @@ mh_cleanup() {
   ff_cleanup
 }
 trap mh_cleanup EXIT
+# FF_KEEP=DIR: keep the logs (copied to DIR) for a post mortem.
+[ -z "${FF_KEEP:-}" ] || trap 'rm -rf "$FF_KEEP"; cp -r "$FF_WORK" "$FF_KEEP"; mh_cleanup' EXIT
 for ns in "$FF_SWITCH" "$FF_OVERLAY"; do
   ip netns add "$ns"
   FF_NETNS+=("$ns")
@@ -132,4 +134,22 @@ mh_pair() {
     echo "--- server ($src)"; tail -20 "$FF_WORK/server.log"; echo "--- client ($crc)"; tail -20 "$FF_WORK/client.log"
     fail "$* (server rc $src, client rc $crc)"
   fi
+}
+
+# mh_etcd: starts etcd on its own host (10.99.0.100) and prints the
+# --directory value for it.
+mh_etcd() {
+  mh_host etcd 10.99.0.100
+  ip netns exec "ffh-etcd-$$" etcd --name ffe2e --data-dir "$FF_WORK/etcd" \
+    --listen-client-urls http://10.99.0.100:2379 --advertise-client-urls http://10.99.0.100:2379 \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster ffe2e=http://127.0.0.1:2380 >"$FF_WORK/etcd.log" 2>&1 &
+  FF_PIDS+=($!)
+  for _ in $(seq 200); do
+    ip netns exec "ffh-etcd-$$" etcdctl --endpoints http://10.99.0.100:2379 endpoint health >/dev/null 2>&1 &&
+      { echo "etcd:http://10.99.0.100:2379"; return 0; }
+    sleep 0.1
+  done
+  cat "$FF_WORK/etcd.log" >&2
+  fail "etcd did not start"
 }

@@ -99,6 +99,10 @@ Peers::State& Peers::state(const std::string& name) {
 bool Peers::locate(std::string_view tenant, uint32_t vip, Peer*& peer, std::string& why) {
   auto router = directory_.router_for(tenant, vip);
   if (!router) {
+    directory_.refresh();
+    router = directory_.router_for(tenant, vip);
+  }
+  if (!router) {
     why = "no router serves virtual IP " + policy::format_ipv4(vip) + " in tenant " + std::string(tenant) +
           " (directory: " + directory_.describe() + "): not an address of this tenant's network";
     return false;
