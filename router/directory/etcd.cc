@@ -39,20 +39,21 @@ constexpr char kRouters[] = "/ffrouter/routers/";
 constexpr char kVips[] = "/ffrouter/vips/";
 
 std::string base64(std::string_view in) {
+  auto byte = [](char c) { return static_cast<uint32_t>(static_cast<uint8_t>(c)); };
   static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out;
   size_t i = 0;
   for (; i + 2 < in.size(); i += 3) {
-    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    uint32_t v = byte(in[i]) << 16 | byte(in[i + 1]) << 8 | byte(in[i + 2]);
     for (int s = 18; s >= 0; s -= 6) out += kAlphabet[(v >> s) & 63];
   }
   if (i + 1 == in.size()) {
-    uint32_t v = uint8_t(in[i]) << 16;
+    uint32_t v = byte(in[i]) << 16;
     out += kAlphabet[v >> 18];
     out += kAlphabet[(v >> 12) & 63];
     out += "==";
   } else if (i + 2 == in.size()) {
-    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
+    uint32_t v = byte(in[i]) << 16 | byte(in[i + 1]) << 8;
     out += kAlphabet[v >> 18];
     out += kAlphabet[(v >> 12) & 63];
     out += kAlphabet[(v >> 6) & 63];

@@ -71,7 +71,7 @@ DirectoryView parse_static_directory(const std::string& text, const std::string&
           auto entry = a.as<std::string>();
           auto cidr = policy::parse_cidr(entry.find('/') == std::string::npos ? entry + "/32" : entry);
           if (!cidr)
-            throw DirectoryError(where(origin, a) + ": '" + address +
+            throw DirectoryError(where(origin, a) + ": '" + entry +
                                  "' is not an IPv4 address or CIDR (host bits zero)");
           view.entries.push_back({tenant, *cidr, name});
         }
