@@ -36,6 +36,8 @@ run $((2 * 100 * 65536)) ibv_rc_pingpong -g 0 -s 65536 -n 100
 run $((2 * 1000 * 1024)) ibv_rc_pingpong -g 0 -e -s 1024
 run $((2 * 1000 * 1024)) ibv_ud_pingpong -g 0
 run $((2 * 1000 * 2048)) ibv_ud_pingpong -g 0 -s 2048 -e
+run $((2 * 1000 * 4096)) ibv_uc_pingpong -g 0
+run $((2 * 1000 * 4096)) ibv_srq_pingpong -g 0 -q 4
 run $((200 * 65536)) ib_write_bw -n 200
 run $((1000 * 2)) ib_read_lat
 run $((200 * 8)) ib_atomic_bw -n 200
