@@ -120,20 +120,9 @@ mh_in() {
 # mh_pair SRV_HOST SRV CLI_HOST CLI SRV_IP PORT TENANT cmd...: server in SRV
 # (HOST's router), client in CLI; both must exit 0. Logs: server.log, client.log.
 mh_pair() {
-  local shost=$1 srv=$2 chost=$3 cli=$4 ip=$5 port=$6 tenant=$7
-  shift 7
-  mh_in "$shost" "$srv" "$tenant" timeout 120 "$@" >"$FF_WORK/server.log" 2>&1 &
-  local spid=$!
-  if ! ff_wait_listen "$srv" "$port"; then
-    kill "$spid" 2>/dev/null; cat "$FF_WORK/server.log"; fail "$* server did not start"
-  fi
-  local crc=0 src=0
-  mh_in "$chost" "$cli" "$tenant" timeout 120 "$@" "$ip" >"$FF_WORK/client.log" 2>&1 || crc=$?
-  wait "$spid" || src=$?
-  if [ $crc -ne 0 ] || [ $src -ne 0 ]; then
-    echo "--- server ($src)"; tail -20 "$FF_WORK/server.log"; echo "--- client ($crc)"; tail -20 "$FF_WORK/client.log"
-    fail "$* (server rc $src, client rc $crc)"
-  fi
+  local shost=$1 srv=$2 chost=$3 cli=$4
+  shift 4
+  ff_pair_in "$FF_WORK/$shost" "$srv" "$FF_WORK/$chost" "$cli" "$@"
 }
 
 # mh_etcd: starts etcd on its own host (10.99.0.100) and prints the
