@@ -168,25 +168,33 @@ class EtcdDirectory final : public Directory {
     bool present;
   };
 
+  // Bounded waits (Linux applies the send timeout to connect too): a hung
+  // etcd must not hang whoever asked.
+  static void open(tcp::socket& s, bool bounded_reads) {
+    s.open(tcp::v4());
+    timeval limit{2, 0};
+    ::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+    if (bounded_reads) ::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  }
+
+  http::request<http::string_body> request(const std::string& target, const json& body) const {
+    http::request<http::string_body> req{http::verb::post, target, 11};
+    req.set(http::field::host, endpoint_.address().to_string());
+    req.set(http::field::content_type, "application/json");
+    req.body() = body.dump();
+    req.prepare_payload();
+    return req;
+  }
+
   // One request on a fresh connection: etcd is near, and this keeps no
   // state to get wrong after etcd restarts.
   json call(const std::string& target, const json& body) {
     try {
       asio::io_context io;
       tcp::socket s(io);
-      s.open(tcp::v4());
-      // Bounded waits (Linux applies the send timeout to connect too): a
-      // hung etcd must not hang whoever asked.
-      timeval limit{2, 0};
-      ::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
-      ::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+      open(s, /*bounded_reads=*/true);
       s.connect(endpoint_);
-      http::request<http::string_body> req{http::verb::post, target, 11};
-      req.set(http::field::host, endpoint_.address().to_string());
-      req.set(http::field::content_type, "application/json");
-      req.body() = body.dump();
-      req.prepare_payload();
-      http::write(s, req);
+      http::write(s, request(target, body));
       boost::beast::flat_buffer buf;
       http::response<http::string_body> res;
       http::read(s, buf, res);
@@ -301,19 +309,12 @@ class EtcdDirectory final : public Directory {
       try {
         asio::io_context io;
         tcp::socket s(io);
-        s.open(tcp::v4());
-        timeval limit{2, 0};
-        ::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+        open(s, /*bounded_reads=*/false);  // the stream waits for events as long as it takes
         watch_fd_ = s.native_handle();
         s.connect(endpoint_);
         if (stopping()) break;
-        http::request<http::string_body> req{http::verb::post, "/v3/watch", 11};
-        req.set(http::field::host, endpoint_.address().to_string());
-        req.set(http::field::content_type, "application/json");
-        req.body() =
-            json{{"create_request", {{"key", base64(kPrefix)}, {"range_end", base64(kPrefixEnd)}}}}.dump();
-        req.prepare_payload();
-        http::write(s, req);
+        http::write(s, request("/v3/watch", json{{"create_request",
+                                                 {{"key", base64(kPrefix)}, {"range_end", base64(kPrefixEnd)}}}}));
         boost::beast::flat_buffer buf;
         http::response_parser<http::buffer_body> parser;
         parser.body_limit(boost::none);

@@ -139,7 +139,9 @@ class Engine final : PollerHooks {
   void on_request(Link& link, const wire::Header& h, std::span<const std::byte> payload);
   void on_datagram(const wire::Header& h, std::span<const std::byte> payload);
   void on_answer(Link& link, const wire::Header& h, std::span<const std::byte> payload);
-  void answer(Link& link, const wire::Header& request, wire::Type type, uint8_t reason = 0, uint32_t value = 0);
+  // Appends an answer to `request` and returns where its `payload` bytes go.
+  std::byte* answer(Link& link, const wire::Header& request, wire::Type type, uint8_t reason = 0,
+                    uint32_t value = 0, uint32_t payload = 0);
   void drop_link(Link& link);
   void fail_routes_to(Peer& peer);
 

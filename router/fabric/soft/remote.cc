@@ -303,7 +303,8 @@ Datagram Engine::send_remote_datagram(Qp& q, const Ah& ah, const SendWqe& w, con
 
 // --- responder ---------------------------------------------------------------
 
-void Engine::answer(Link& link, const Header& request, Type type, uint8_t reason, uint32_t value) {
+std::byte* Engine::answer(Link& link, const Header& request, Type type, uint8_t reason, uint32_t value,
+                          uint32_t payload) {
   Header a{};
   a.type = static_cast<uint8_t>(type);
   a.opcode = reason;
@@ -317,7 +318,8 @@ void Engine::answer(Link& link, const Header& request, Type type, uint8_t reason
   a.imm = value;
   a.total = request.total;
   a.offset = request.offset;
-  link.put(a);
+  a.payload = payload;
+  return link.put(a);
 }
 
 void Engine::on_datagram(const Header& h, std::span<const std::byte> payload) {
@@ -408,17 +410,7 @@ void Engine::on_request(Link& link, const Header& h, std::span<const std::byte> 
         mr = remote_mr(*this, *t, h.rkey, h.remote_addr, h.total, IBV_ACCESS_REMOTE_READ);
         if (mr == nullptr) return refuse(NakReason::kStatus, IBV_WC_REM_ACCESS_ERR);
       }
-      Header r{};
-      r.type = static_cast<uint8_t>(Type::kReadResponse);
-      r.qp_type = h.qp_type;
-      r.tenant = h.tenant;
-      r.src_qpn = h.dst_qpn;
-      r.dst_qpn = h.src_qpn;
-      r.seq = h.seq;
-      r.total = h.total;
-      r.offset = h.offset;
-      r.payload = static_cast<uint32_t>(len);
-      std::byte* p = link.put(r);
+      std::byte* p = answer(link, h, Type::kReadResponse, 0, 0, static_cast<uint32_t>(len));
       if (len > 0) {
         Pieces from(*mr, h.remote_addr + h.offset, len);
         Pieces to(p, len);
@@ -438,16 +430,7 @@ void Engine::on_request(Link& link, const Header& h, std::span<const std::byte> 
       std::byte* word = mr->translate(h.remote_addr, 8, contiguous);
       if (word == nullptr || contiguous != 8) return refuse(NakReason::kStatus, IBV_WC_REM_INV_REQ_ERR);
       uint64_t old = execute_atomic(word, h.opcode, h.compare_add, h.swap);
-      Header r{};
-      r.type = static_cast<uint8_t>(Type::kAtomicResponse);
-      r.qp_type = h.qp_type;
-      r.tenant = h.tenant;
-      r.src_qpn = h.dst_qpn;
-      r.dst_qpn = h.src_qpn;
-      r.seq = h.seq;
-      r.total = 8;
-      r.payload = 8;
-      std::memcpy(link.put(r), &old, 8);
+      std::memcpy(answer(link, h, Type::kAtomicResponse, 0, 0, 8), &old, 8);
       count_wqe(8);
       return;
     }
