@@ -12,7 +12,7 @@
 
 #include "proto/client.h"
 #include "router/fabric/soft/soft_fabric.h"
-#include "router/router.h"
+#include "router/daemon/router.h"
 
 namespace {
 
@@ -24,7 +24,7 @@ void BM_ControlRoundTrip_QueryPort(benchmark::State& state) {
   router::RouterOptions o;
   o.run_dir = std::string(tmpl) + "/run";
   std::vector<policy::TenantSpec> tenants{{"bench", std::nullopt, policy::parse_ipv4("10.0.0.1")}};
-  router::Router r(o, tenants, std::make_unique<router::SoftFabric>(o));
+  router::Router r(o, tenants, std::make_unique<router::SoftFabric>(router::fabric_config(o)));
   std::thread t([&] { r.run(); });
 
   proto::ControlClient c;

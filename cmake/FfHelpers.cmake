@@ -13,11 +13,40 @@ function(ff_apply_warnings target)
   endif()
 endfunction()
 
-# ff_library(name SOURCES ... [DEPS ...] [PUBLIC_INCLUDE dir])
+# Layering: a target sees only the headers of the folders it owns and of the
+# targets it links (DEPS), never the whole source tree. Each target gets its
+# own include root, build/layers/<target>/, holding links to its folders'
+# headers (`#include "router/fabric/fabric.h"` keeps working), so an include
+# that crosses the architecture's arrows the wrong way fails to compile
+# (tests/layering/ shows it).
+# ff_expose_headers(target dir...) : dirs relative to the source root, not recursive.
+function(ff_expose_headers target)
+  set(root ${CMAKE_BINARY_DIR}/layers/${target})
+  file(REMOVE_RECURSE ${root})
+  foreach(dir ${ARGN})
+    file(GLOB headers CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/${dir}/*.h)
+    file(MAKE_DIRECTORY ${root}/${dir})
+    foreach(h ${headers})
+      get_filename_component(leaf ${h} NAME)
+      file(CREATE_LINK ${h} ${root}/${dir}/${leaf} SYMBOLIC)
+    endforeach()
+  endforeach()
+  get_target_property(kind ${target} TYPE)
+  if(kind STREQUAL "INTERFACE_LIBRARY")
+    target_include_directories(${target} INTERFACE ${root})
+  elseif(kind STREQUAL "STATIC_LIBRARY")
+    target_include_directories(${target} PUBLIC ${root})
+  else()
+    target_include_directories(${target} PRIVATE ${root})
+  endif()
+endfunction()
+
+# ff_library(name SOURCES ... HEADERS dir... [DEPS ...])
+# A static library owning the headers of HEADERS; DEPS are the layers below.
 function(ff_library name)
-  cmake_parse_arguments(A "" "" "SOURCES;DEPS" ${ARGN})
+  cmake_parse_arguments(A "" "" "SOURCES;DEPS;HEADERS" ${ARGN})
   add_library(${name} STATIC ${A_SOURCES})
-  target_include_directories(${name} PUBLIC ${CMAKE_SOURCE_DIR})
+  ff_expose_headers(${name} ${A_HEADERS})
   target_link_libraries(${name} PUBLIC ${A_DEPS})
   ff_apply_warnings(${name})
 endfunction()

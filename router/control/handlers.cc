@@ -1,6 +1,5 @@
 #include "router/control/handlers.h"
 
-#include "router/router.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -60,10 +59,10 @@ HandlerEntry find_handler(SessionRole role, proto::RequestBody type) {
   return role == SessionRole::kAdmin ? tables.admin[i] : tables.tenant[i];
 }
 
-HandlerStatus destroy_status(int removed, const char* what) {
-  if (removed == ENOENT) return HandlerStatus::fail(EINVAL, std::string("no such ") + what);
-  if (removed == EBUSY) return HandlerStatus::fail(EBUSY, std::string(what) + " still in use");
-  return HandlerStatus::ok();
+Status destroy_status(int removed, const char* what) {
+  if (removed == ENOENT) return Error{EINVAL, std::string("no such ") + what};
+  if (removed == EBUSY) return Error{EBUSY, std::string(what) + " still in use"};
+  return Status{};
 }
 
 UniqueFd dup_for_reply(int fd) { return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 0)); }
@@ -71,17 +70,17 @@ UniqueFd dup_for_reply(int fd) { return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 0)
 bool charge_segment(Session& s, int segment_fd, policy::Charge& out) {
   struct stat st {};
   uint64_t bytes = ::fstat(segment_fd, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
-  policy::TenantQuota& q = s.router().quota(*s.tenant());
+  policy::TenantQuota& q = s.services().quota(*s.tenant());
   if (!q.try_take(bytes)) return false;
   out = policy::Charge(&q, bytes);
   return true;
 }
 
-HandlerStatus quota_exceeded(Session& s) {
-  policy::TenantQuota& q = s.router().quota(*s.tenant());
-  return HandlerStatus::fail(ENOMEM, "tenant '" + s.tenant()->name + "' holds " +
+Status quota_exceeded(Session& s) {
+  policy::TenantQuota& q = s.services().quota(*s.tenant());
+  return Error{ENOMEM, "tenant '" + s.tenant()->name + "' holds " +
                                          std::to_string(q.used() >> 20) + " MiB of shared memory; the limit is " +
-                                         std::to_string(q.limit() >> 20) + " MiB (--max-shm-mb-per-tenant)");
+                                         std::to_string(q.limit() >> 20) + " MiB (--max-shm-mb-per-tenant)"};
 }
 
 ContextObject* find_context(Session& s, uint32_t handle) {

@@ -11,10 +11,10 @@ namespace ff::router {
 
 // `fds` are the descriptors that came with the request (exactly as many as
 // the dispatch table says the request takes).
-using Handler = HandlerStatus (*)(Session&, const proto::Request&, std::vector<UniqueFd>& fds,
+using Handler = Status (*)(Session&, const proto::Request&, std::vector<UniqueFd>& fds,
                                   ReplyWriter&);
 #define FF_HANDLER(name) \
-  HandlerStatus name(Session&, const proto::Request&, std::vector<UniqueFd>&, ReplyWriter&)
+  Status name(Session&, const proto::Request&, std::vector<UniqueFd>&, ReplyWriter&)
 
 FF_HANDLER(handle_hello);
 FF_HANDLER(handle_list_devices);
@@ -57,7 +57,7 @@ struct HandlerEntry {
 HandlerEntry find_handler(SessionRole role, proto::RequestBody type);
 
 // errno for a destroy that found the handle missing (EINVAL) or in use (EBUSY).
-HandlerStatus destroy_status(int removed, const char* what);
+Status destroy_status(int removed, const char* what);
 
 // Duplicates an fd to pass it in a reply (the object keeps its own).
 UniqueFd dup_for_reply(int fd);
@@ -65,7 +65,7 @@ UniqueFd dup_for_reply(int fd);
 // Charges the shared memory behind `segment_fd` (its size) to the session's
 // tenant; false (and a refusal counted) when the tenant's quota is full.
 bool charge_segment(Session& s, int segment_fd, policy::Charge& out);
-HandlerStatus quota_exceeded(Session& s);
+Status quota_exceeded(Session& s);
 
 // Shared by handlers that take a context handle.
 ContextObject* find_context(Session& s, uint32_t handle);

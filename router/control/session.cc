@@ -8,7 +8,6 @@
 #include <cstring>
 
 #include "router/control/handlers.h"
-#include "router/router.h"
 
 namespace ff::router {
 namespace {
@@ -18,9 +17,9 @@ constexpr size_t kMaxQueuedReplyBytes = 4 << 20;
 
 }  // namespace
 
-Session::Session(Router& router, SessionRole role, const policy::TenantSpec* tenant, Socket socket,
+Session::Session(ControlServices& services, SessionRole role, const policy::TenantSpec* tenant, Socket socket,
                  uint64_t id)
-    : router_(router), role_(role), tenant_(tenant), socket_(std::move(socket)), id_(id) {
+    : services_(services), role_(role), tenant_(tenant), socket_(std::move(socket)), id_(id) {
   socket_.non_blocking(true);
   peer_ = identify_peer(socket_.native_handle());
 }
@@ -50,7 +49,7 @@ void Session::close(const std::string& why) {
   if (role_ == SessionRole::kTenant) {
     spdlog::info("session {}: pid {} closed ({}); destroyed {} objects", id_, peer_.pid, why, objects);
   }
-  router_.forget(id_);  // may drop the last reference held by the registry
+  services_.session_closed(id_);  // may drop the last reference held by the registry
 }
 
 void Session::arm_read() {
@@ -100,63 +99,60 @@ void Session::handle_frame(proto::Frame& frame) {
     // The frame boundary is intact, so the stream is still usable: answer
     // (the request id is unreadable: 0) and carry on.
     ReplyWriter w;
-    queue(w, 0, HandlerStatus::fail(EBADMSG, "malformed request: failed flatbuffers verification"));
+    queue(w, 0, Error{EBADMSG, "malformed request: failed flatbuffers verification"});
     return;
   }
   const proto::Request* req = proto::GetRequest(frame.payload.data());
   ReplyWriter w;
-  HandlerEntry entry = find_handler(role_, req->body_type());
-  HandlerStatus status;
-  if (req->body() == nullptr) {
-    // The verifier accepts a union whose type is set and whose value is
-    // absent; no handler takes a missing body (found by fuzz_control).
-    status = HandlerStatus::fail(EBADMSG, "request without a body");
-  } else if (entry.handler == nullptr) {
-    status = HandlerStatus::fail(EOPNOTSUPP, role_ == SessionRole::kAdmin
-                                                 ? "not an admin request"
-                                                 : "unknown or admin-only request");
-  } else if (frame.fds.size() != entry.fds) {
-    // Descriptors that do not belong are closed (frame.fds owns them).
-    status = HandlerStatus::fail(EINVAL, "this request takes " + std::to_string(entry.fds) +
-                                             " file descriptor(s), " + std::to_string(frame.fds.size()) +
-                                             " came");
-  } else if (role_ == SessionRole::kTenant && !greeted() &&
-             req->body_type() != proto::RequestBody::Hello) {
-    status = HandlerStatus::fail(EPROTO, "the first request must be Hello");
-  } else if (entry.creates && objects_.size() >= router_.options().max_objects_per_session) {
-    router_.quota(*tenant_).count_refusal();
-    status = HandlerStatus::fail(ENOMEM, "this client holds " + std::to_string(objects_.size()) +
-                                             " objects, the limit (--max-objects-per-session)");
-  } else {
-    status = entry.handler(*this, *req, frame.fds, w);
-  }
+  Status status = dispatch(frame, *req, w);
   queue(w, req->id(), status);
-  if (role_ == SessionRole::kTenant && req->body_type() == proto::RequestBody::Hello &&
-      status.error != 0) {
+  if (role_ == SessionRole::kTenant && req->body_type() == proto::RequestBody::Hello && !status) {
     flush();
-    close("refused: " + status.message);
+    close("refused: " + status.error().message);
   }
 }
 
-void Session::queue(ReplyWriter& w, uint64_t request_id, const HandlerStatus& status) {
+// Who may send what, with how many fds, in which order; then the handler.
+Status Session::dispatch(proto::Frame& frame, const proto::Request& req, ReplyWriter& w) {
+  HandlerEntry entry = find_handler(role_, req.body_type());
+  // The verifier accepts a union whose type is set and whose value is
+  // absent; no handler takes a missing body (found by fuzz_control).
+  if (req.body() == nullptr) return Error{EBADMSG, "request without a body"};
+  if (entry.handler == nullptr)
+    return Error{EOPNOTSUPP, role_ == SessionRole::kAdmin ? "not an admin request" : "unknown or admin-only request"};
+  if (frame.fds.size() != entry.fds)  // descriptors that do not belong are closed (frame.fds owns them)
+    return Error{EINVAL, "this request takes " + std::to_string(entry.fds) + " file descriptor(s), " +
+                             std::to_string(frame.fds.size()) + " came"};
+  if (role_ == SessionRole::kTenant && !greeted() && req.body_type() != proto::RequestBody::Hello)
+    return Error{EPROTO, "the first request must be Hello"};
+  if (entry.creates && objects_.size() >= services_.limits().max_objects_per_session) {
+    services_.quota(*tenant_).count_refusal();
+    return Error{ENOMEM, "this client holds " + std::to_string(objects_.size()) +
+                             " objects, the limit (--max-objects-per-session)"};
+  }
+  return entry.handler(*this, req, frame.fds, w);
+}
+
+void Session::queue(ReplyWriter& w, uint64_t request_id, const Status& status) {
   auto& fbb = w.fbb_;
-  auto message = status.message.empty() ? 0 : fbb.CreateString(status.message);
+  const std::string& text = status.error().message;
+  auto message = text.empty() ? 0 : fbb.CreateString(text);
   proto::ReplyBuilder rb(fbb);
   rb.add_id(request_id);
-  rb.add_error(status.error);
+  rb.add_error(status.error().code);
   if (!message.IsNull()) rb.add_message(message);
-  if (status.error == 0 && w.type_ != proto::ReplyBody::NONE) {
+  if (status && w.type_ != proto::ReplyBody::NONE) {
     rb.add_body_type(w.type_);
     rb.add_body(w.body_);
   }
   fbb.Finish(rb.Finish());
 
   Outgoing o;
-  proto::FrameHeader h{fbb.GetSize(), static_cast<uint16_t>(status.error == 0 ? w.fds_.size() : 0), 0};
+  proto::FrameHeader h{fbb.GetSize(), static_cast<uint16_t>(status ? w.fds_.size() : 0), 0};
   o.bytes.resize(sizeof h + fbb.GetSize());
   std::memcpy(o.bytes.data(), &h, sizeof h);
   std::memcpy(o.bytes.data() + sizeof h, fbb.GetBufferPointer(), fbb.GetSize());
-  if (status.error == 0) o.fds = std::move(w.fds_);
+  if (status) o.fds = std::move(w.fds_);
   out_bytes_ += o.bytes.size();
   out_.push_back(std::move(o));
   if (out_bytes_ > kMaxQueuedReplyBytes) {

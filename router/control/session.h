@@ -17,21 +17,12 @@
 #include "policy/tenant.h"
 #include "proto/control_generated.h"
 #include "proto/frame.h"
+#include "router/common/result.h"
 #include "router/control/objects.h"
-#include "router/peer_identity.h"
+#include "router/control/services.h"
+#include "router/control/peer_identity.h"
 
 namespace ff::router {
-
-class Router;
-
-// What a handler produces: an error (errno + message for the operator) or a
-// reply body, plus any fds to pass.
-struct HandlerStatus {
-  int error = 0;
-  std::string message;
-  static HandlerStatus ok() { return {}; }
-  static HandlerStatus fail(int e, std::string m) { return {e, std::move(m)}; }
-};
 
 class ReplyWriter {
  public:
@@ -57,7 +48,7 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   using Socket = boost::asio::local::stream_protocol::socket;
 
-  Session(Router& router, SessionRole role, const policy::TenantSpec* tenant, Socket socket,
+  Session(ControlServices& services, SessionRole role, const policy::TenantSpec* tenant, Socket socket,
           uint64_t id);
   ~Session();
 
@@ -68,7 +59,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // calls it; so does the control-plane fuzz target).
   void handle_frame(proto::Frame& frame);
 
-  Router& router() { return router_; }
+  ControlServices& services() { return services_; }
+  Fabric& fabric() { return services_.fabric(); }
   SessionRole role() const { return role_; }
   const policy::TenantSpec* tenant() const { return tenant_; }
   uint64_t id() const { return id_; }
@@ -89,7 +81,8 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   void arm_read();
   void on_readable(const boost::system::error_code& ec);
-  void queue(ReplyWriter& w, uint64_t request_id, const HandlerStatus& status);
+  Status dispatch(proto::Frame& frame, const proto::Request& req, ReplyWriter& w);
+  void queue(ReplyWriter& w, uint64_t request_id, const Status& status);
   void flush();
 
   struct Outgoing {
@@ -98,7 +91,7 @@ class Session : public std::enable_shared_from_this<Session> {
     size_t sent = 0;
   };
 
-  Router& router_;
+  ControlServices& services_;
   const SessionRole role_;
   const policy::TenantSpec* tenant_;
   Socket socket_;

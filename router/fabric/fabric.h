@@ -1,11 +1,13 @@
 // The router talks to "the network" only through Fabric. Implementations:
-// SoftFabric (the router executes the transport itself; no RDMA hardware) and,
-// later, VerbsFabric (a real HCA through rdma-core).
+// SoftFabric (router/fabric/soft: the router executes the transport itself;
+// no RDMA hardware) and VerbsFabric (router/fabric/verbs: a real HCA, or
+// SoftRoCE, through rdma-core). Both build on the queue core
+// (router/fabric/core), so each writes only what differs.
 //
 // Thread contract: the control plane calls everything here from the Asio
 // thread. Objects returned are owned by the session that asked for them and
 // release their fabric resources in their destructors. Errors come back as
-// an errno plus a sentence for the operator (FabricError).
+// Result (router/common/result.h): an errno plus a sentence for the operator.
 #pragma once
 
 #include <infiniband/verbs.h>
@@ -13,21 +15,37 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
+#include <vector>
+
 #include "proto/fd.h"
+#include "router/common/result.h"
+
+namespace boost::asio {
+class io_context;
+}
 
 namespace ff::router {
 
-struct FabricError {
-  int code = 0;
-  std::string message;
-  std::nullptr_t set(int c, std::string m) {
-    code = c;
-    message = std::move(m);
-    return nullptr;
-  }
+class Directory;
+
+// A fabric cannot start (the device named is missing or unusable, the
+// cluster cannot be joined); the message says what to do.
+class FabricStartError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// What a fabric is configured with (the daemon fills it from its knobs).
+struct FabricConfig {
+  uint32_t poll_spin_us = 100;       // the poller spins this long without work before it sleeps
+  uint32_t vendor_id = 0x1af4;       // what the virtual device reports
+  uint32_t vendor_part_id = 0xff01;
+  std::string device;                // verbs: the RDMA device (empty: the first with an active port)
+  int gid_index = -1;                // verbs: its GID index (-1: the RoCE v2 IPv4 GID)
 };
 
 // Who owns an object: QPs may only connect, and rkeys only resolve, within
@@ -131,6 +149,27 @@ struct FabricDeviceLimits {
   uint32_t max_inline_data = 0;
 };
 
+// One peer router as ffctl shows it.
+struct PeerStatus {
+  std::string name;
+  std::string address;
+  bool out_up = false;
+  bool in_up = false;
+  uint64_t frames_sent = 0, frames_received = 0, bytes_sent = 0, bytes_received = 0;
+  uint64_t connects = 0, failures = 0, qps_failed = 0;
+  std::string last_error;
+};
+
+// This router's membership in a cluster of routers (links to its peers),
+// owned by the daemon. Destroying it leaves the cluster.
+class FabricCluster {
+ public:
+  virtual ~FabricCluster() = default;
+  // Stops listening, connecting and reconnecting (the router is stopping).
+  virtual void shutdown() = 0;
+  virtual std::vector<PeerStatus> peers() const = 0;
+};
+
 class Fabric {
  public:
   virtual ~Fabric() = default;
@@ -141,34 +180,38 @@ class Fabric {
   virtual ibv_port_attr port_attr() const = 0;
   virtual FabricCounters counters() const = 0;
 
-  virtual std::unique_ptr<FabricContext> open_context(FabricError& err) = 0;
-  virtual std::unique_ptr<FabricPd> alloc_pd(const Owner& owner, FabricError& err) = 0;
+  virtual Result<std::unique_ptr<FabricContext>> open_context() = 0;
+  virtual Result<std::unique_ptr<FabricPd>> alloc_pd(const Owner& owner) = 0;
   // Maps a sealed memfd standing for [app_base, app_base + length).
-  virtual std::shared_ptr<FabricSegment> map_segment(UniqueFd fd, uint64_t app_base,
-                                                     uint64_t length, FabricError& err) = 0;
+  virtual Result<std::shared_ptr<FabricSegment>> map_segment(UniqueFd fd, uint64_t app_base, uint64_t length) = 0;
   // `segments` cover [addr, addr + length) in address order.
-  virtual std::unique_ptr<FabricMr> reg_mr(FabricPd& pd,
-                                           std::span<const std::shared_ptr<FabricSegment>> segments,
-                                           uint64_t addr, uint64_t length, uint64_t iova,
-                                           unsigned access, FabricError& err) = 0;
-  virtual std::unique_ptr<FabricChannel> create_channel(FabricError& err) = 0;
+  virtual Result<std::unique_ptr<FabricMr>> reg_mr(FabricPd& pd,
+                                                   std::span<const std::shared_ptr<FabricSegment>> segments,
+                                                   uint64_t addr, uint64_t length, uint64_t iova,
+                                                   unsigned access) = 0;
+  virtual Result<std::unique_ptr<FabricChannel>> create_channel() = 0;
   // `tag` (the client's handle) names the object in completion-channel and
   // asynchronous events.
-  virtual std::unique_ptr<FabricCq> create_cq(FabricContext& ctx, int cqe, FabricChannel* channel,
-                                              uint32_t tag, FabricError& err) = 0;
+  virtual Result<std::unique_ptr<FabricCq>> create_cq(FabricContext& ctx, int cqe, FabricChannel* channel,
+                                                      uint32_t tag) = 0;
   // `srq` may be null (the QP has its own receive queue).
-  virtual std::unique_ptr<FabricQp> create_qp(FabricContext& ctx, FabricPd& pd, FabricCq& send_cq,
-                                              FabricCq& recv_cq, FabricSrq* srq, const QpInit& init,
-                                              uint32_t tag, FabricError& err) = 0;
-  virtual std::unique_ptr<FabricSrq> create_srq(FabricContext& ctx, FabricPd& pd, uint32_t max_wr,
-                                                uint32_t max_sge, uint32_t srq_limit, uint32_t tag,
-                                                FabricError& err) = 0;
+  virtual Result<std::unique_ptr<FabricQp>> create_qp(FabricContext& ctx, FabricPd& pd, FabricCq& send_cq,
+                                                      FabricCq& recv_cq, FabricSrq* srq, const QpInit& init,
+                                                      uint32_t tag) = 0;
+  virtual Result<std::unique_ptr<FabricSrq>> create_srq(FabricContext& ctx, FabricPd& pd, uint32_t max_wr,
+                                                        uint32_t max_sge, uint32_t srq_limit, uint32_t tag) = 0;
   // IBV_SRQ_LIMIT arms the limit event; resizing (IBV_SRQ_MAX_WR) is EOPNOTSUPP.
-  virtual int modify_srq(FabricSrq& srq, uint32_t mask, uint32_t srq_limit, std::string& why) = 0;
+  virtual Status modify_srq(FabricSrq& srq, uint32_t mask, uint32_t srq_limit) = 0;
   virtual uint32_t query_srq_limit(FabricSrq& srq) = 0;
-  virtual std::unique_ptr<FabricAh> create_ah(FabricPd& pd, const ibv_ah_attr& attr, FabricError& err) = 0;
-  virtual int modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask, std::string& why) = 0;
-  virtual void query_qp(FabricQp& qp, ibv_qp_attr& attr) = 0;
+  virtual Result<std::unique_ptr<FabricAh>> create_ah(FabricPd& pd, const ibv_ah_attr& attr) = 0;
+  virtual Status modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask) = 0;
+  virtual ibv_qp_attr query_qp(FabricQp& qp) = 0;
+
+  // Joins the routers `directory` lists, listening for them on `listen`
+  // (HOST:PORT). Before clients connect. A fabric that serves one host
+  // says so (EOPNOTSUPP).
+  virtual Result<std::unique_ptr<FabricCluster>> join_cluster(boost::asio::io_context& io, Directory& directory,
+                                                              const std::string& listen) = 0;
 };
 
 }  // namespace ff::router

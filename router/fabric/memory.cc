@@ -10,52 +10,40 @@
 
 namespace ff::router {
 
-std::shared_ptr<FabricSegment> map_client_segment(UniqueFd fd, uint64_t app_base, uint64_t length,
-                                                  FabricError& err) {
+Result<std::shared_ptr<FabricSegment>> map_client_segment(UniqueFd fd, uint64_t app_base, uint64_t length) {
   if (app_base % shm::kPageSize != 0 || length == 0 || length % shm::kPageSize != 0 ||
       app_base + length < app_base)
-    return err.set(EINVAL, "segment must be whole pages");
+    return Error{EINVAL, "segment must be whole pages"};
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != length)
-    return err.set(EINVAL, "segment fd is not a memfd of the announced length");
+    return Error{EINVAL, "segment fd is not a memfd of the announced length"};
   int seals = ::fcntl(fd.get(), F_GET_SEALS);
   if (seals < 0 || (seals & F_SEAL_SHRINK) == 0)
-    return err.set(EINVAL, "segment memfd is not sealed against shrinking");
+    return Error{EINVAL, "segment memfd is not sealed against shrinking"};
   try {
     return std::make_shared<MappedSegment>(shm::Mapping::map_raw(fd.get(), length), app_base);
   } catch (const std::system_error& e) {
-    return err.set(ENOMEM, e.what());
+    return Error{ENOMEM, e.what()};
   }
 }
 
-bool check_mr_request(unsigned access, uint64_t length, uint64_t iova, uint64_t max_mr_size,
-                      FabricError& err) {
+Status check_mr_request(unsigned access, uint64_t length, uint64_t iova, uint64_t max_mr_size) {
   constexpr unsigned kKnown = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
                               IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC |
                               IBV_ACCESS_MW_BIND | IBV_ACCESS_RELAXED_ORDERING |
                               IBV_ACCESS_OPTIONAL_RANGE;
-  if ((access & IBV_ACCESS_ON_DEMAND) != 0) {
-    err.set(EOPNOTSUPP, "on-demand paging is not supported");
-    return false;
-  }
-  if ((access & ~kKnown) != 0) {
-    err.set(EINVAL, "unknown access flags");
-    return false;
-  }
+  if ((access & IBV_ACCESS_ON_DEMAND) != 0) return Error{EOPNOTSUPP, "on-demand paging is not supported"};
+  if ((access & ~kKnown) != 0) return Error{EINVAL, "unknown access flags"};
   if ((access & (IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC)) != 0 &&
-      (access & IBV_ACCESS_LOCAL_WRITE) == 0) {
-    err.set(EINVAL, "remote write or atomic access needs IBV_ACCESS_LOCAL_WRITE");
-    return false;
-  }
-  if (length == 0 || length > max_mr_size || iova + length < iova) {
-    err.set(EINVAL, "bad MR length");
-    return false;
-  }
-  return true;
+      (access & IBV_ACCESS_LOCAL_WRITE) == 0)
+    return Error{EINVAL, "remote write or atomic access needs IBV_ACCESS_LOCAL_WRITE"};
+  if (length == 0 || length > max_mr_size || iova + length < iova) return Error{EINVAL, "bad MR length"};
+  return {};
 }
 
-bool split_over_segments(std::span<const std::shared_ptr<FabricSegment>> segments, uint64_t addr,
-                         uint64_t length, std::vector<SegmentPiece>& pieces, FabricError& err) {
+Result<std::vector<SegmentPiece>> split_over_segments(std::span<const std::shared_ptr<FabricSegment>> segments,
+                                                      uint64_t addr, uint64_t length) {
+  std::vector<SegmentPiece> pieces;
   uint64_t covered = addr;
   for (const auto& s : segments) {
     auto& seg = static_cast<const MappedSegment&>(*s);
@@ -65,11 +53,9 @@ bool split_over_segments(std::span<const std::shared_ptr<FabricSegment>> segment
     pieces.push_back({&seg, start, end - start});
     covered = end;
   }
-  if (covered != addr + length) {
-    err.set(EFAULT, "memory is not inside registered segments");
-    return false;
-  }
-  return true;
+  if (covered != addr + length)
+    return Error{EFAULT, "memory is not inside registered segments"};
+  return pieces;
 }
 
 }  // namespace ff::router

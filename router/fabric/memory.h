@@ -30,8 +30,7 @@ class MappedSegment final : public FabricSegment {
 
 // Validates and maps a client's memfd: whole pages, the announced length,
 // sealed against shrinking (a shrunk file would SIGBUS the router).
-std::shared_ptr<FabricSegment> map_client_segment(UniqueFd fd, uint64_t app_base, uint64_t length,
-                                                  FabricError& err);
+Result<std::shared_ptr<FabricSegment>> map_client_segment(UniqueFd fd, uint64_t app_base, uint64_t length);
 
 // A piece of a registration inside one segment.
 struct SegmentPiece {
@@ -41,14 +40,12 @@ struct SegmentPiece {
   std::byte* router_addr() const { return segment->router_base() + (app_addr - segment->app_base()); }
 };
 
-// Access flags, length and iova of a registration; false with `err` set
-// when verbs refuses them.
-bool check_mr_request(unsigned access, uint64_t length, uint64_t iova, uint64_t max_mr_size,
-                      FabricError& err);
+// Access flags, length and iova of a registration: what verbs refuses.
+Status check_mr_request(unsigned access, uint64_t length, uint64_t iova, uint64_t max_mr_size);
 
-// Splits [addr, addr + length) over `segments` (in address order); false
-// with EFAULT in `err` when some byte is in none of them.
-bool split_over_segments(std::span<const std::shared_ptr<FabricSegment>> segments, uint64_t addr,
-                         uint64_t length, std::vector<SegmentPiece>& pieces, FabricError& err);
+// Splits [addr, addr + length) over `segments` (in address order); EFAULT
+// when some byte is in none of them.
+Result<std::vector<SegmentPiece>> split_over_segments(std::span<const std::shared_ptr<FabricSegment>> segments,
+                                                      uint64_t addr, uint64_t length);
 
 }  // namespace ff::router

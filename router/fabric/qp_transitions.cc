@@ -1,6 +1,8 @@
 #include "router/fabric/qp_transitions.h"
 
 #include <array>
+#include <cerrno>
+#include <cstdio>
 
 namespace ff::router {
 namespace {
@@ -80,9 +82,39 @@ int kind_of(ibv_qp_type type) {
   }
 }
 
-int fail(std::string& why, std::string text) {
-  why = std::move(text);
-  return EINVAL;
+Error invalid(std::string text) { return Error{EINVAL, std::move(text)}; }
+
+std::string hex(int bits) {
+  char b[16];
+  std::snprintf(b, sizeof b, "%x", bits);
+  return b;
+}
+
+// The ranges of the values a valid mask carries.
+Status check_values(const ibv_qp_attr& attr, int mask) {
+  if ((mask & IBV_QP_PORT) != 0 && attr.port_num != 1) return invalid("port_num must be 1");
+  if ((mask & IBV_QP_PKEY_INDEX) != 0 && attr.pkey_index != 0) return invalid("pkey_index must be 0");
+  if ((mask & IBV_QP_PATH_MTU) != 0 && (attr.path_mtu < IBV_MTU_256 || attr.path_mtu > IBV_MTU_4096))
+    return invalid("path_mtu out of range");
+  if ((mask & IBV_QP_MAX_QP_RD_ATOMIC) != 0 && attr.max_rd_atomic > 16)
+    return invalid("max_rd_atomic exceeds the device's max_qp_init_rd_atom (16)");
+  if ((mask & IBV_QP_MAX_DEST_RD_ATOMIC) != 0 && attr.max_dest_rd_atomic > 16)
+    return invalid("max_dest_rd_atomic exceeds the device's max_qp_rd_atom (16)");
+  if ((mask & IBV_QP_TIMEOUT) != 0 && attr.timeout > 31) return invalid("timeout out of range");
+  if ((mask & IBV_QP_RETRY_CNT) != 0 && attr.retry_cnt > 7) return invalid("retry_cnt out of range");
+  if ((mask & IBV_QP_RNR_RETRY) != 0 && attr.rnr_retry > 7) return invalid("rnr_retry out of range");
+  if ((mask & IBV_QP_MIN_RNR_TIMER) != 0 && attr.min_rnr_timer > 31) return invalid("min_rnr_timer out of range");
+  if ((mask & IBV_QP_ACCESS_FLAGS) != 0 &&
+      (attr.qp_access_flags & ~static_cast<unsigned>(IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ |
+                                                     IBV_ACCESS_REMOTE_ATOMIC | IBV_ACCESS_LOCAL_WRITE)) != 0)
+    return invalid("qp_access_flags has unknown bits");
+  if ((mask & IBV_QP_AV) != 0) {
+    if (attr.ah_attr.port_num != 0 && attr.ah_attr.port_num != 1) return invalid("ah_attr.port_num must be 1");
+    if (attr.ah_attr.is_global != 0 && attr.ah_attr.grh.sgid_index != 0)
+      return invalid("ah_attr.grh.sgid_index must be 0 (the port has one GID)");
+  }
+  if ((mask & IBV_QP_DEST_QPN) != 0 && attr.dest_qp_num > 0xffffff) return invalid("dest_qp_num exceeds 24 bits");
+  return {};
 }
 
 }  // namespace
@@ -100,73 +132,33 @@ const char* qp_state_name(ibv_qp_state s) {
   }
 }
 
-int check_modify_qp(ibv_qp_type type, ibv_qp_state cur, const ibv_qp_attr& attr, int mask,
-                    std::string& why) {
+Status check_modify_qp(ibv_qp_type type, ibv_qp_state cur, const ibv_qp_attr& attr, int mask) {
   static const auto table = make_table();
   int kind = kind_of(type);
-  if (kind < 0) return fail(why, "unsupported QP type");
-  if (cur < 0 || cur >= kNumStates) return fail(why, "QP is in an unknown state");
+  if (kind < 0) return invalid("unsupported QP type");
+  if (cur < 0 || cur >= kNumStates) return invalid("QP is in an unknown state");
   if ((mask & IBV_QP_CUR_STATE) != 0 && attr.cur_qp_state != cur)
-    return fail(why, std::string("cur_qp_state does not match the QP's state ") + qp_state_name(cur));
+    return invalid(std::string("cur_qp_state does not match the QP's state ") + qp_state_name(cur));
   ibv_qp_state next = next_state(cur, attr, mask);
-  if (next < 0 || next >= kNumStates) return fail(why, "qp_state is not a QP state");
+  if (next < 0 || next >= kNumStates) return invalid("qp_state is not a QP state");
   const Rule& r = table[cur][next];
   if (!r.valid || (kind == kRc && cur == IBV_QPS_SQE && next == IBV_QPS_RTS))  // UC/UD only
-    return fail(why, std::string("no transition from ") + qp_state_name(cur) + " to " + qp_state_name(next));
+    return invalid(std::string("no transition from ") + qp_state_name(cur) + " to " + qp_state_name(next));
   int given = mask & ~IBV_QP_STATE;
   int missing = r.required[kind] & ~given;
-  if (missing != 0) return fail(why, "attribute mask lacks required bits 0x" + [&] {
-    char b[16];
-    std::snprintf(b, sizeof b, "%x", missing);
-    return std::string(b);
-  }());
+  if (missing != 0) return invalid("attribute mask lacks required bits 0x" + hex(missing));
   int extra = given & ~(r.required[kind] | r.optional[kind]);
-  if (extra != 0) return fail(why, "attribute mask has bits 0x" + [&] {
-    char b[16];
-    std::snprintf(b, sizeof b, "%x", extra);
-    return std::string(b);
-  }() + " not allowed for " + qp_state_name(cur) + "->" + qp_state_name(next));
-
-  if ((mask & IBV_QP_PORT) != 0 && attr.port_num != 1) return fail(why, "port_num must be 1");
-  if ((mask & IBV_QP_PKEY_INDEX) != 0 && attr.pkey_index != 0) return fail(why, "pkey_index must be 0");
-  if ((mask & IBV_QP_PATH_MTU) != 0 && (attr.path_mtu < IBV_MTU_256 || attr.path_mtu > IBV_MTU_4096))
-    return fail(why, "path_mtu out of range");
-  if ((mask & IBV_QP_MAX_QP_RD_ATOMIC) != 0 && attr.max_rd_atomic > 16)
-    return fail(why, "max_rd_atomic exceeds the device's max_qp_init_rd_atom (16)");
-  if ((mask & IBV_QP_MAX_DEST_RD_ATOMIC) != 0 && attr.max_dest_rd_atomic > 16)
-    return fail(why, "max_dest_rd_atomic exceeds the device's max_qp_rd_atom (16)");
-  if ((mask & IBV_QP_TIMEOUT) != 0 && attr.timeout > 31) return fail(why, "timeout out of range");
-  if ((mask & IBV_QP_RETRY_CNT) != 0 && attr.retry_cnt > 7) return fail(why, "retry_cnt out of range");
-  if ((mask & IBV_QP_RNR_RETRY) != 0 && attr.rnr_retry > 7) return fail(why, "rnr_retry out of range");
-  if ((mask & IBV_QP_MIN_RNR_TIMER) != 0 && attr.min_rnr_timer > 31)
-    return fail(why, "min_rnr_timer out of range");
-  if ((mask & IBV_QP_ACCESS_FLAGS) != 0 &&
-      (attr.qp_access_flags & ~static_cast<unsigned>(IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ |
-                                                     IBV_ACCESS_REMOTE_ATOMIC | IBV_ACCESS_LOCAL_WRITE)) != 0)
-    return fail(why, "qp_access_flags has unknown bits");
-  if ((mask & IBV_QP_AV) != 0) {
-    if (attr.ah_attr.port_num != 0 && attr.ah_attr.port_num != 1) return fail(why, "ah_attr.port_num must be 1");
-    if (attr.ah_attr.is_global != 0 && attr.ah_attr.grh.sgid_index != 0)
-      return fail(why, "ah_attr.grh.sgid_index must be 0 (the port has one GID)");
-  }
-  if ((mask & IBV_QP_DEST_QPN) != 0 && attr.dest_qp_num > 0xffffff) return fail(why, "dest_qp_num exceeds 24 bits");
-  return 0;
+  if (extra != 0)
+    return invalid("attribute mask has bits 0x" + hex(extra) + " not allowed for " + qp_state_name(cur) + "->" +
+                   qp_state_name(next));
+  return check_values(attr, mask);
 }
 
-int check_modify_srq(uint32_t mask, uint32_t srq_limit, uint32_t capacity, std::string& why) {
-  if ((mask & IBV_SRQ_MAX_WR) != 0) {
-    why = "resizing a shared receive queue is not supported";
-    return EOPNOTSUPP;
-  }
-  if ((mask & ~static_cast<uint32_t>(IBV_SRQ_LIMIT)) != 0) {
-    why = "unknown SRQ attribute mask bits";
-    return EINVAL;
-  }
-  if ((mask & IBV_SRQ_LIMIT) != 0 && srq_limit > capacity) {
-    why = "srq_limit exceeds max_wr";
-    return EINVAL;
-  }
-  return 0;
+Status check_modify_srq(uint32_t mask, uint32_t srq_limit, uint32_t capacity) {
+  if ((mask & IBV_SRQ_MAX_WR) != 0) return Error{EOPNOTSUPP, "resizing a shared receive queue is not supported"};
+  if ((mask & ~static_cast<uint32_t>(IBV_SRQ_LIMIT)) != 0) return invalid("unknown SRQ attribute mask bits");
+  if ((mask & IBV_SRQ_LIMIT) != 0 && srq_limit > capacity) return invalid("srq_limit exceeds max_wr");
+  return {};
 }
 
 void apply_qp_attr(ibv_qp_attr& to, const ibv_qp_attr& from, int mask) {

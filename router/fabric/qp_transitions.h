@@ -8,13 +8,14 @@
 
 #include <string>
 
+#include "router/common/result.h"
+
 namespace ff::router {
 
-// 0 when `mask` with `attr` is a valid modify of a `type` QP in state `cur`;
-// otherwise EINVAL with `why` saying which attribute is missing, extra or out
-// of range.
-int check_modify_qp(ibv_qp_type type, ibv_qp_state cur, const ibv_qp_attr& attr, int mask,
-                    std::string& why);
+// Whether `mask` with `attr` is a valid modify of a `type` QP in state
+// `cur`; if not, EINVAL saying which attribute is missing, extra or out of
+// range.
+Status check_modify_qp(ibv_qp_type type, ibv_qp_state cur, const ibv_qp_attr& attr, int mask);
 
 // The state the QP is in after a valid modify.
 inline ibv_qp_state next_state(ibv_qp_state cur, const ibv_qp_attr& attr, int mask) {
@@ -23,10 +24,10 @@ inline ibv_qp_state next_state(ibv_qp_state cur, const ibv_qp_attr& attr, int ma
 
 const char* qp_state_name(ibv_qp_state s);
 
-// 0 when ibv_modify_srq's `mask` is one the fabrics carry out (IBV_SRQ_LIMIT
-// within `capacity`); resizing (IBV_SRQ_MAX_WR) is EOPNOTSUPP, anything else
-// EINVAL, with `why`.
-int check_modify_srq(uint32_t mask, uint32_t srq_limit, uint32_t capacity, std::string& why);
+// Whether ibv_modify_srq's `mask` is one the fabrics carry out
+// (IBV_SRQ_LIMIT within `capacity`); resizing (IBV_SRQ_MAX_WR) is
+// EOPNOTSUPP, anything else EINVAL.
+Status check_modify_srq(uint32_t mask, uint32_t srq_limit, uint32_t capacity);
 
 // Copies the attributes named in `mask` (all but the state).
 void apply_qp_attr(ibv_qp_attr& to, const ibv_qp_attr& from, int mask);

@@ -72,25 +72,6 @@ class VirtualCq : public FabricCq {
   shm::RingProducer<shm::Cqe> ring_;  // poller thread
 };
 
-// A client's context on a fabric: the doorbell its posts ring (watched by
-// the fabric's poller while the context lives) and its async events.
-// `Engine` provides run_sync, watch_doorbell and unwatch_doorbell.
-template <typename Engine>
-struct ClientContext final : FabricContext {
-  explicit ClientContext(Engine& e) : engine(e) {
-    engine.run_sync([this] { engine.watch_doorbell(doorbell.fd()); });
-  }
-  ~ClientContext() override {
-    engine.run_sync([this] { engine.unwatch_doorbell(doorbell.fd()); });
-  }
-  int doorbell_fd() const override { return doorbell.fd(); }
-  int async_event_fd() const override { return async.event_fd(); }
-  int async_segment_fd() const override { return async.segment_fd(); }
-  Engine& engine;
-  shm::Doorbell doorbell;
-  AsyncEvents async;  // poller thread
-};
-
 // The opcode of the completion of a work request (ibv_wr_opcode).
 ibv_wc_opcode completion_opcode(uint32_t wr_opcode);
 

@@ -16,7 +16,7 @@
 
 #include "router/control/session.h"
 #include "router/fabric/soft/soft_fabric.h"
-#include "router/router.h"
+#include "router/daemon/router.h"
 
 namespace {
 
@@ -35,7 +35,7 @@ struct World {
     options.max_objects_per_session = 256;
     options.max_shm_mb_per_tenant = 256;
     spdlog::set_level(spdlog::level::off);
-    router = std::make_unique<router::Router>(options, tenants, std::make_unique<router::SoftFabric>(options));
+    router = std::make_unique<router::Router>(options, tenants, std::make_unique<router::SoftFabric>(router::fabric_config(options)));
   }
   ~World() { std::filesystem::remove_all(dir); }
 };

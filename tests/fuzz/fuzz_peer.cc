@@ -19,6 +19,13 @@
 
 namespace {
 
+// The value of a fabric call that must succeed here.
+template <typename R>
+auto take(R r) {
+  if (!r) __builtin_trap();
+  return std::move(*r);
+}
+
 using namespace ff;
 using router::soft::Peer;
 
@@ -27,17 +34,14 @@ constexpr uint32_t kLocalIp = 0x0a000001, kPeerIp = 0x0a000002;
 // Every address that is not ours is on the one peer.
 struct OnePeer : router::SoftRoutes {
   Peer peer{"fuzz-peer"};
-  bool locate(std::string_view, uint32_t vip, Peer*& p, std::string&) override {
-    p = vip == kLocalIp ? nullptr : &peer;
-    return true;
+  router::Result<Peer*> locate(std::string_view, uint32_t vip) override {
+    return vip == kLocalIp ? nullptr : &peer;
   }
 };
 
 struct World {
-  router::RouterOptions options;
-  router::SoftFabric fabric{options};
+  router::SoftFabric fabric{router::FabricConfig{}};
   OnePeer routes;
-  router::FabricError err;
   std::unique_ptr<router::FabricContext> ctx;
   std::unique_ptr<router::FabricPd> pd;
   shm::Mapping memory = shm::Mapping::create("fuzz-mr", shm::SegmentKind::kArena, 1 << 16);
@@ -49,29 +53,25 @@ struct World {
   shm::RingConsumer<shm::Cqe> completions;
   World() {
     fabric.set_routes(&routes);
-    ctx = fabric.open_context(err);
-    pd = fabric.alloc_pd({"fuzz", 1, kLocalIp}, err);
-    cq = fabric.create_cq(*ctx, 4096, nullptr, 1, err);
-    segment = fabric.map_segment(UniqueFd(::dup(memory.fd())), 0x100000, memory.size(), err);
+    ctx = take(fabric.open_context());
+    pd = take(fabric.alloc_pd({"fuzz", 1, kLocalIp}));
+    cq = take(fabric.create_cq(*ctx, 4096, nullptr, 1));
+    segment = take(fabric.map_segment(UniqueFd(::dup(memory.fd())), 0x100000, memory.size()));
     std::shared_ptr<router::FabricSegment> segs[] = {segment};
-    mr = fabric.reg_mr(*pd, segs, 0x100000, memory.size(), 0x100000,
+    mr = take(fabric.reg_mr(*pd, segs, 0x100000, memory.size(), 0x100000,
                        IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ |
-                           IBV_ACCESS_REMOTE_ATOMIC,
-                       err);
+                           IBV_ACCESS_REMOTE_ATOMIC));
     router::QpInit init;
     init.cap = {64, 64, 16, 16, 0};
-    rc = fabric.create_qp(*ctx, *pd, *cq, *cq, nullptr, init, 2, err);
+    rc = take(fabric.create_qp(*ctx, *pd, *cq, *cq, nullptr, init, 2));
     init.type = IBV_QPT_UD;
-    ud = fabric.create_qp(*ctx, *pd, *cq, *cq, nullptr, init, 3, err);
+    ud = take(fabric.create_qp(*ctx, *pd, *cq, *cq, nullptr, init, 3));
     rc_segment = shm::Mapping::attach(rc->segment_fd(), shm::SegmentKind::kRing);
     cq_segment = shm::Mapping::attach(cq->segment_fd(), shm::SegmentKind::kRing);
     completions = shm::RingConsumer<shm::Cqe>(cq_segment.base() + shm::kCqRingOffset, cq->capacity());
   }
 
-  void modify(router::FabricQp& q, ibv_qp_attr a, int mask) {
-    std::string why;
-    fabric.modify_qp(q, a, mask, why);
-  }
+  void modify(router::FabricQp& q, ibv_qp_attr a, int mask) { (void)fabric.modify_qp(q, a, mask); }
   // The RC QP connected to QP 0x100 at the peer, in RTS; the UD QP in RTS.
   void reset() {
     for (auto* q : {rc.get(), ud.get()}) {

@@ -12,7 +12,7 @@
 #include "proto/client.h"
 #include "shm/segment.h"
 #include "router/fabric/soft/soft_fabric.h"
-#include "router/router.h"
+#include "router/daemon/router.h"
 
 namespace ff::router {
 namespace {
@@ -31,7 +31,7 @@ class ControlPlane : public ::testing::Test {
     std::vector<policy::TenantSpec> tenants{
         {"blue", std::nullopt, policy::parse_ipv4("10.0.0.1")},
         {"red", std::nullopt, policy::parse_ipv4("10.0.0.2")}};
-    router_ = std::make_unique<Router>(o, tenants, std::make_unique<SoftFabric>(o));
+    router_ = std::make_unique<Router>(o, tenants, std::make_unique<SoftFabric>(fabric_config(o)));
     thread_ = std::thread([this] { router_->run(); });
   }
   void TearDown() override {

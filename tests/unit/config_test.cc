@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "router/config.h"
+#include "router/daemon/config.h"
 
 namespace ff::router {
 namespace {

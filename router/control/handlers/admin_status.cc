@@ -1,12 +1,11 @@
 #include "router/control/handlers.h"
-#include "router/fabric/soft/peers.h"
-#include "router/router.h"
+#include "router/directory/directory.h"
 
 namespace ff::router {
 
 // Tenants, their connected clients and every client's live objects.
-HandlerStatus handle_admin_status(Session& s, const proto::Request&, std::vector<UniqueFd>&, ReplyWriter& w) {
-  Router& r = s.router();
+Status handle_admin_status(Session& s, const proto::Request&, std::vector<UniqueFd>&, ReplyWriter& w) {
+  ControlServices& r = s.services();
   auto& fbb = w.fbb();
   auto sessions = r.sessions();
   std::vector<flatbuffers::Offset<proto::TenantStatus>> tenants;
@@ -40,7 +39,7 @@ HandlerStatus handle_admin_status(Session& s, const proto::Request&, std::vector
   std::vector<flatbuffers::Offset<proto::PeerStatus>> peers;
   std::vector<flatbuffers::Offset<proto::DirectoryEntryStatus>> entries;
   std::string directory, router_name;
-  if (Directory* d = r.directory()) {
+  if (const Directory* d = r.directory()) {
     directory = d->describe();
     router_name = d->self();
     for (const auto& e : d->entries())
@@ -48,8 +47,8 @@ HandlerStatus handle_admin_status(Session& s, const proto::Request&, std::vector
                                                           fbb.CreateString(e.addresses.to_string()),
                                                           fbb.CreateString(e.router)));
   }
-  if (soft::Peers* p = r.peers()) {
-    for (const auto& st : p->status())
+  if (const FabricCluster* cluster = r.cluster()) {
+    for (const auto& st : cluster->peers())
       peers.push_back(proto::CreatePeerStatus(fbb, fbb.CreateString(st.name), fbb.CreateString(st.address), st.out_up,
                                               st.in_up, st.frames_sent, st.frames_received, st.bytes_sent,
                                               st.bytes_received, st.connects, st.failures, st.qps_failed,
@@ -60,7 +59,7 @@ HandlerStatus handle_admin_status(Session& s, const proto::Request&, std::vector
                                       fbb.CreateVector(tenants), fbb.CreateVector(counters),
                                       fbb.CreateString(router_name), fbb.CreateString(directory),
                                       fbb.CreateVector(peers), fbb.CreateVector(entries)));
-  return HandlerStatus::ok();
+  return Status{};
 }
 
 }  // namespace ff::router

@@ -1,27 +1,26 @@
 #include "proto/verbs_codec.h"
 #include "router/control/handlers.h"
-#include "router/router.h"
 
 namespace ff::router {
 
 // An address handle. UD work requests name it by the id in the reply, which
 // the fabric checks against the sending QP's PD.
-HandlerStatus handle_create_ah(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
+Status handle_create_ah(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
                                ReplyWriter& w) {
   const auto* r = req.body_as_CreateAh();
   auto* pd = s.objects().find<PdObject>(r->pd(), ObjectKind::kPd);
-  if (pd == nullptr) return HandlerStatus::fail(EINVAL, "no such protection domain");
-  if (r->attr() == nullptr) return HandlerStatus::fail(EINVAL, "missing address attributes");
-  FabricError err;
-  auto ah = s.router().fabric().create_ah(*pd->fabric, proto::from_wire(*r->attr()), err);
-  if (!ah) return HandlerStatus::fail(err.code, err.message);
+  if (pd == nullptr) return Error{EINVAL, "no such protection domain"};
+  if (r->attr() == nullptr) return Error{EINVAL, "missing address attributes"};
+  auto made = s.fabric().create_ah(*pd->fabric, proto::from_wire(*r->attr()));
+  if (!made) return made.error();
+  auto ah = std::move(*made);
   uint32_t id = ah->id();
   uint32_t handle = s.objects().add(std::make_unique<AhObject>(std::move(ah)), {r->pd()});
   w.set_body(proto::CreateCreateAhReply(w.fbb(), handle, id));
-  return HandlerStatus::ok();
+  return Status{};
 }
 
-HandlerStatus handle_destroy_ah(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
+Status handle_destroy_ah(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
                                 ReplyWriter&) {
   return destroy_status(s.objects().remove(req.body_as_DestroyAh()->ah(), ObjectKind::kAh),
                         "address handle");

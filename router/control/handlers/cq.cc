@@ -1,27 +1,26 @@
 #include "router/control/handlers.h"
-#include "router/router.h"
 
 namespace ff::router {
 
 // A completion queue. The reply carries the CQ segment (control block and
 // completion ring) that the app polls without the router.
-HandlerStatus handle_create_cq(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
+Status handle_create_cq(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
                                ReplyWriter& w) {
   const auto* r = req.body_as_CreateCq();
   auto* ctx = find_context(s, r->context());
-  if (ctx == nullptr) return HandlerStatus::fail(EINVAL, "no such context");
+  if (ctx == nullptr) return Error{EINVAL, "no such context"};
   ChannelObject* ch = nullptr;
   if (r->channel() != 0) {
     ch = s.objects().find<ChannelObject>(r->channel(), ObjectKind::kChannel);
-    if (ch == nullptr) return HandlerStatus::fail(EINVAL, "no such completion channel");
+    if (ch == nullptr) return Error{EINVAL, "no such completion channel"};
   }
-  if (r->comp_vector() != 0) return HandlerStatus::fail(EINVAL, "comp_vector must be 0 (num_comp_vectors is 1)");
-  FabricError err;
-  auto cq = s.router().fabric().create_cq(*ctx->fabric, r->cqe(), ch != nullptr ? ch->fabric.get() : nullptr,
-                                          s.objects().next_handle(), err);
-  if (!cq) return HandlerStatus::fail(err.code, err.message);
+  if (r->comp_vector() != 0) return Error{EINVAL, "comp_vector must be 0 (num_comp_vectors is 1)"};
+  auto made = s.fabric().create_cq(*ctx->fabric, r->cqe(), ch != nullptr ? ch->fabric.get() : nullptr,
+                                          s.objects().next_handle());
+  if (!made) return made.error();
+  auto cq = std::move(*made);
   UniqueFd segment = dup_for_reply(cq->segment_fd());
-  if (!segment) return HandlerStatus::fail(EMFILE, "cannot duplicate the CQ's fd");
+  if (!segment) return Error{EMFILE, "cannot duplicate the CQ's fd"};
   uint32_t capacity = cq->capacity();
   policy::Charge charge;
   if (!charge_segment(s, cq->segment_fd(), charge)) return quota_exceeded(s);
@@ -30,11 +29,11 @@ HandlerStatus handle_create_cq(Session& s, const proto::Request& req, std::vecto
   uint32_t handle = s.objects().add(std::move(object), {r->context(), r->channel()});
   w.set_body(proto::CreateCreateCqReply(w.fbb(), handle, capacity));
   w.add_fd(std::move(segment));
-  return HandlerStatus::ok();
+  return Status{};
 }
 
 // EBUSY while QPs still use the CQ.
-HandlerStatus handle_destroy_cq(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
+Status handle_destroy_cq(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
                                 ReplyWriter&) {
   return destroy_status(s.objects().remove(req.body_as_DestroyCq()->cq(), ObjectKind::kCq),
                         "completion queue");

@@ -3,7 +3,7 @@
 namespace ff::router {
 
 // EBUSY while MRs or QPs still use the PD, as verbs specifies.
-HandlerStatus handle_dealloc_pd(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
+Status handle_dealloc_pd(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
                                 ReplyWriter&) {
   return destroy_status(s.objects().remove(req.body_as_DeallocPd()->pd(), ObjectKind::kPd),
                         "protection domain");

@@ -1,29 +1,28 @@
 #include "router/control/handlers.h"
-#include "router/router.h"
 
 namespace ff::router {
 
 // Identifies the client: tenant from the socket it reached, virtual IP from
 // its own network namespace (peer credentials), never from the request.
-HandlerStatus handle_hello(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter& w) {
+Status handle_hello(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter& w) {
   const auto* hello = req.body_as_Hello();
-  if (s.greeted()) return HandlerStatus::fail(EPROTO, "Hello sent twice");
+  if (s.greeted()) return Error{EPROTO, "Hello sent twice"};
   if (hello->protocol_version() != static_cast<uint32_t>(proto::ProtocolVersion::Current))
-    return HandlerStatus::fail(EPROTONOSUPPORT,
+    return Error{EPROTONOSUPPORT,
                                "protocol version " + std::to_string(hello->protocol_version()) +
                                    " is not this router's (" +
                                    std::to_string(static_cast<uint32_t>(proto::ProtocolVersion::Current)) +
-                                   "); use libffverbs.so from the same ffrouter release");
+                                   "); use libffverbs.so from the same ffrouter release"};
   const PeerIdentity& peer = s.peer();
-  if (!peer.error.empty()) return HandlerStatus::fail(EACCES, "cannot identify the client: " + peer.error);
+  if (!peer.error.empty()) return Error{EACCES, "cannot identify the client: " + peer.error};
   auto choice = policy::choose_virtual_ip(*s.tenant(), peer.addresses);
-  if (!choice.ip) return HandlerStatus::fail(EADDRNOTAVAIL, choice.error);
+  if (!choice.ip) return Error{EADDRNOTAVAIL, choice.error};
   s.set_virtual_ip(*choice.ip);
-  s.router().client_arrived(s);
+  s.services().session_greeted(s);
   auto& fbb = w.fbb();
   w.set_body(proto::CreateHelloReply(fbb, fbb.CreateString(s.tenant()->name), s.id(), *choice.ip,
                                      fbb.CreateString("ffrouter 0.1.0")));
-  return HandlerStatus::ok();
+  return Status{};
 }
 
 }  // namespace ff::router

@@ -1,15 +1,14 @@
 #include "router/control/handlers.h"
-#include "router/router.h"
 
 namespace ff::router {
 
 // One virtual device per router; its GUID is derived from the client's virtual IP.
-HandlerStatus handle_list_devices(Session& s, const proto::Request&, std::vector<UniqueFd>&, ReplyWriter& w) {
+Status handle_list_devices(Session& s, const proto::Request&, std::vector<UniqueFd>&, ReplyWriter& w) {
   auto& fbb = w.fbb();
-  auto entry = proto::CreateDeviceEntry(fbb, fbb.CreateString(s.router().options().device_name),
+  auto entry = proto::CreateDeviceEntry(fbb, fbb.CreateString(s.services().limits().device_name),
                                         policy::node_guid_for(s.virtual_ip()), 0);
   w.set_body(proto::CreateListDevicesReply(fbb, fbb.CreateVector(&entry, 1)));
-  return HandlerStatus::ok();
+  return Status{};
 }
 
 }  // namespace ff::router

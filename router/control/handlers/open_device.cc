@@ -1,18 +1,17 @@
 #include "router/control/handlers.h"
-#include "router/router.h"
 
 namespace ff::router {
 
 // Creates a context. The reply carries three fds: the context's async-event
 // eventfd (the app's context->async_fd), the doorbell that wakes the
 // fabric's poller, and the segment holding the ring of async events.
-HandlerStatus handle_open_device(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
+Status handle_open_device(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
                                  ReplyWriter& w) {
   if (req.body_as_OpenDevice()->device_index() != 0)
-    return HandlerStatus::fail(ENODEV, "no such device index");
-  FabricError err;
-  auto fabric_ctx = s.router().fabric().open_context(err);
-  if (!fabric_ctx) return HandlerStatus::fail(err.code, err.message);
+    return Error{ENODEV, "no such device index"};
+  auto made = s.fabric().open_context();
+  if (!made) return made.error();
+  auto fabric_ctx = std::move(*made);
   policy::Charge charge;
   if (!charge_segment(s, fabric_ctx->async_segment_fd(), charge)) return quota_exceeded(s);
   auto ctx = std::make_unique<ContextObject>(std::move(fabric_ctx));
@@ -21,16 +20,16 @@ HandlerStatus handle_open_device(Session& s, const proto::Request& req, std::vec
   UniqueFd doorbell = dup_for_reply(ctx->fabric->doorbell_fd());
   UniqueFd async_segment = dup_for_reply(ctx->fabric->async_segment_fd());
   if (!async_fd || !doorbell || !async_segment)
-    return HandlerStatus::fail(EMFILE, "cannot duplicate the context's fds");
+    return Error{EMFILE, "cannot duplicate the context's fds"};
   uint32_t handle = s.objects().add(std::move(ctx));
   auto& fbb = w.fbb();
-  auto entry = proto::CreateDeviceEntry(fbb, fbb.CreateString(s.router().options().device_name),
+  auto entry = proto::CreateDeviceEntry(fbb, fbb.CreateString(s.services().limits().device_name),
                                         policy::node_guid_for(s.virtual_ip()), 0);
   w.set_body(proto::CreateOpenDeviceReply(fbb, handle, entry, /*num_comp_vectors=*/1));
   w.add_fd(std::move(async_fd));
   w.add_fd(std::move(doorbell));
   w.add_fd(std::move(async_segment));
-  return HandlerStatus::ok();
+  return Status{};
 }
 
 }  // namespace ff::router

@@ -1,37 +1,36 @@
 #include "proto/verbs_codec.h"
 #include "router/control/handlers.h"
-#include "router/router.h"
 
 namespace ff::router {
 
 // A queue pair. The reply carries the QP segment (send and receive rings).
-HandlerStatus handle_create_qp(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
+Status handle_create_qp(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
                                ReplyWriter& w) {
   const auto* r = req.body_as_CreateQp();
   auto* pd = s.objects().find<PdObject>(r->pd(), ObjectKind::kPd);
   auto* scq = s.objects().find<CqObject>(r->send_cq(), ObjectKind::kCq);
   auto* rcq = s.objects().find<CqObject>(r->recv_cq(), ObjectKind::kCq);
-  if (pd == nullptr) return HandlerStatus::fail(EINVAL, "no such protection domain");
-  if (scq == nullptr || rcq == nullptr) return HandlerStatus::fail(EINVAL, "no such completion queue");
+  if (pd == nullptr) return Error{EINVAL, "no such protection domain"};
+  if (scq == nullptr || rcq == nullptr) return Error{EINVAL, "no such completion queue"};
   SrqObject* srq = nullptr;
   if (r->srq() != 0) {
     srq = s.objects().find<SrqObject>(r->srq(), ObjectKind::kSrq);
-    if (srq == nullptr) return HandlerStatus::fail(EINVAL, "no such shared receive queue");
+    if (srq == nullptr) return Error{EINVAL, "no such shared receive queue"};
   }
-  if (r->cap() == nullptr) return HandlerStatus::fail(EINVAL, "missing QP capabilities");
+  if (r->cap() == nullptr) return Error{EINVAL, "missing QP capabilities"};
   auto* ctx = find_context(s, pd->parents.empty() ? 0 : pd->parents.front());
-  if (ctx == nullptr) return HandlerStatus::fail(EINVAL, "the PD's context is gone");
+  if (ctx == nullptr) return Error{EINVAL, "the PD's context is gone"};
   QpInit init;
   init.type = static_cast<ibv_qp_type>(r->qp_type());
   init.cap = proto::from_wire(*r->cap());
   init.sq_sig_all = r->sq_sig_all();
-  FabricError err;
-  auto qp = s.router().fabric().create_qp(*ctx->fabric, *pd->fabric, *scq->fabric, *rcq->fabric,
+  auto made = s.fabric().create_qp(*ctx->fabric, *pd->fabric, *scq->fabric, *rcq->fabric,
                                           srq != nullptr ? srq->fabric.get() : nullptr, init,
-                                          s.objects().next_handle(), err);
-  if (!qp) return HandlerStatus::fail(err.code, err.message);
+                                          s.objects().next_handle());
+  if (!made) return made.error();
+  auto qp = std::move(*made);
   UniqueFd segment = dup_for_reply(qp->segment_fd());
-  if (!segment) return HandlerStatus::fail(EMFILE, "cannot duplicate the QP's fd");
+  if (!segment) return Error{EMFILE, "cannot duplicate the QP's fd"};
   auto cap = proto::to_wire(qp->cap());
   uint32_t qpn = qp->qp_num(), send_cap = qp->send_capacity(), recv_cap = qp->recv_capacity();
   policy::Charge charge;
@@ -41,34 +40,30 @@ HandlerStatus handle_create_qp(Session& s, const proto::Request& req, std::vecto
   uint32_t handle = s.objects().add(std::move(object), {r->pd(), r->send_cq(), r->recv_cq(), r->srq()});
   w.set_body(proto::CreateCreateQpReply(w.fbb(), handle, qpn, &cap, send_cap, recv_cap));
   w.add_fd(std::move(segment));
-  return HandlerStatus::ok();
+  return Status{};
 }
 
-HandlerStatus handle_modify_qp(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
+Status handle_modify_qp(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
                                ReplyWriter&) {
   const auto* r = req.body_as_ModifyQp();
   auto* qp = s.objects().find<QpObject>(r->qp(), ObjectKind::kQp);
-  if (qp == nullptr) return HandlerStatus::fail(EINVAL, "no such QP");
-  if (r->attr() == nullptr) return HandlerStatus::fail(EINVAL, "missing QP attributes");
-  std::string why;
-  int e = s.router().fabric().modify_qp(*qp->fabric, proto::from_wire(*r->attr()),
-                                        static_cast<int>(r->attr_mask()), why);
-  return e == 0 ? HandlerStatus::ok() : HandlerStatus::fail(e, why);
+  if (qp == nullptr) return Error{EINVAL, "no such QP"};
+  if (r->attr() == nullptr) return Error{EINVAL, "missing QP attributes"};
+  return s.fabric().modify_qp(*qp->fabric, proto::from_wire(*r->attr()), static_cast<int>(r->attr_mask()));
 }
 
-HandlerStatus handle_query_qp(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
+Status handle_query_qp(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
                               ReplyWriter& w) {
   auto* qp = s.objects().find<QpObject>(req.body_as_QueryQp()->qp(), ObjectKind::kQp);
-  if (qp == nullptr) return HandlerStatus::fail(EINVAL, "no such QP");
-  ibv_qp_attr attr{};
-  s.router().fabric().query_qp(*qp->fabric, attr);
+  if (qp == nullptr) return Error{EINVAL, "no such QP"};
+  ibv_qp_attr attr = s.fabric().query_qp(*qp->fabric);
   auto wire = proto::to_wire(attr);
   auto cap = proto::to_wire(qp->fabric->cap());
   w.set_body(proto::CreateQueryQpReply(w.fbb(), &wire, &cap, false));
-  return HandlerStatus::ok();
+  return Status{};
 }
 
-HandlerStatus handle_destroy_qp(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
+Status handle_destroy_qp(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
                                 ReplyWriter&) {
   return destroy_status(s.objects().remove(req.body_as_DestroyQp()->qp(), ObjectKind::kQp), "QP");
 }

@@ -1,20 +1,19 @@
 #include "proto/verbs_codec.h"
 #include "router/control/handlers.h"
-#include "router/router.h"
 
 namespace ff::router {
 
-HandlerStatus handle_query_device(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter& w) {
+Status handle_query_device(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter& w) {
   if (find_context(s, req.body_as_QueryDevice()->context()) == nullptr)
-    return HandlerStatus::fail(EINVAL, "no such context");
-  const FabricDeviceLimits& limits = s.router().fabric().device_limits();
+    return Error{EINVAL, "no such context"};
+  const FabricDeviceLimits& limits = s.fabric().device_limits();
   ibv_device_attr_ex attr = limits.attr;
   attr.orig_attr.node_guid = policy::node_guid_for(s.virtual_ip());
   attr.orig_attr.sys_image_guid = attr.orig_attr.node_guid;
   auto& fbb = w.fbb();
   auto wire = proto::to_wire(attr.orig_attr, attr, limits.max_inline_data);
   w.set_body(proto::CreateQueryDeviceReply(fbb, &wire, fbb.CreateString(attr.orig_attr.fw_ver)));
-  return HandlerStatus::ok();
+  return Status{};
 }
 
 }  // namespace ff::router

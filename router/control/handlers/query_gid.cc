@@ -1,19 +1,18 @@
 #include "router/control/handlers.h"
-#include "router/router.h"
 
 namespace ff::router {
 
 // The port's only GID is the RoCEv2 IPv4-mapped GID of the client's virtual IP.
-HandlerStatus handle_query_gid(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter& w) {
+Status handle_query_gid(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter& w) {
   const auto* q = req.body_as_QueryGid();
-  if (find_context(s, q->context()) == nullptr) return HandlerStatus::fail(EINVAL, "no such context");
+  if (find_context(s, q->context()) == nullptr) return Error{EINVAL, "no such context"};
   if (q->port_num() != 1 || q->index() != 0)
-    return HandlerStatus::fail(EINVAL, "the virtual port has one GID, index 0 of port 1");
+    return Error{EINVAL, "the virtual port has one GID, index 0 of port 1"};
   uint8_t raw[16];
   policy::ipv4_mapped_gid(s.virtual_ip(), raw);
   proto::Gid gid(flatbuffers::span<const uint8_t, 16>(raw, 16));
   w.set_body(proto::CreateQueryGidReply(w.fbb(), &gid, /*RoCE v2=*/1));
-  return HandlerStatus::ok();
+  return Status{};
 }
 
 }  // namespace ff::router

@@ -1,47 +1,46 @@
 #include "router/control/handlers.h"
-#include "router/router.h"
 
 namespace ff::router {
 
 // Maps a sealed memfd that stands for a page range of the client's address
 // space. Segments may not overlap: the shim shares each page once.
-HandlerStatus handle_register_segment(Session& s, const proto::Request& req,
+Status handle_register_segment(Session& s, const proto::Request& req,
                                       std::vector<UniqueFd>& fds, ReplyWriter& w) {
   const auto* r = req.body_as_RegisterSegment();
   uint64_t base = r->app_base(), len = r->length();
   auto& index = s.segments_by_base();
   auto next = index.lower_bound(base);
   if (next != index.end() && next->first < base + len)
-    return HandlerStatus::fail(EEXIST, "segment overlaps a registered one");
+    return Error{EEXIST, "segment overlaps a registered one"};
   if (next != index.begin()) {
     auto prev = std::prev(next);
     auto* seg = s.objects().find<SegmentObject>(prev->second, ObjectKind::kSegment);
     if (seg != nullptr && prev->first + seg->fabric->length() > base)
-      return HandlerStatus::fail(EEXIST, "segment overlaps a registered one");
+      return Error{EEXIST, "segment overlaps a registered one"};
   }
-  policy::TenantQuota& quota = s.router().quota(*s.tenant());
+  policy::TenantQuota& quota = s.services().quota(*s.tenant());
   if (!quota.try_take(len)) return quota_exceeded(s);
   policy::Charge charge(&quota, len);
-  FabricError err;
-  auto seg = s.router().fabric().map_segment(std::move(fds.at(0)), base, len, err);
-  if (!seg) return HandlerStatus::fail(err.code, err.message);
+  auto made = s.fabric().map_segment(std::move(fds.at(0)), base, len);
+  if (!made) return made.error();
+  auto seg = std::move(*made);
   auto object = std::make_unique<SegmentObject>(std::move(seg));
   object->charge = std::move(charge);
   uint32_t handle = s.objects().add(std::move(object));
   index[base] = handle;
   w.set_body(proto::CreateRegisterSegmentReply(w.fbb(), handle));
-  return HandlerStatus::ok();
+  return Status{};
 }
 
 // Forgets a segment; MRs still on it keep the memory mapped until they go.
-HandlerStatus handle_release_segment(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
+Status handle_release_segment(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
                                      ReplyWriter&) {
   uint32_t handle = req.body_as_ReleaseSegment()->segment();
   auto* seg = s.objects().find<SegmentObject>(handle, ObjectKind::kSegment);
-  if (seg == nullptr) return HandlerStatus::fail(EINVAL, "no such segment");
+  if (seg == nullptr) return Error{EINVAL, "no such segment"};
   s.segments_by_base().erase(seg->fabric->app_base());
   s.objects().remove(handle, ObjectKind::kSegment);
-  return HandlerStatus::ok();
+  return Status{};
 }
 
 }  // namespace ff::router

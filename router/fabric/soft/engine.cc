@@ -2,59 +2,44 @@
 
 #include <algorithm>
 
-#include "policy/tenant.h"
-
 namespace ff::router::soft {
 
-Engine::Engine(std::chrono::microseconds spin) : poller_(spin, *this) {
-  qps_.reserve(1024);
-  poller_.start();
-}
+Engine::Engine(std::chrono::microseconds spin) : QueueCore(spin) { start(); }
 
-Engine::~Engine() { poller_.stop(); }
-
-void Engine::link_qp(Qp* qp) {
-  qps_.push_back(qp);
-  qps_by_num_[qp->qpn] = qp;
-}
-
-void Engine::unlink_qp(Qp* qp) {
-  qps_.erase(std::remove(qps_.begin(), qps_.end(), qp), qps_.end());
-  qps_by_num_.erase(qp->qpn);
-  // Its peers on this router now talk to nobody: their work fails at once
-  // instead of retrying into the void.
-  for (Qp* other : qps_)
-    if (other->route == nullptr && other->attr.dest_qp_num == qp->qpn) other->peer_gone = true;
-}
+Engine::~Engine() { stop(); }
 
 bool Engine::work(uint64_t now) {
   now_ = now;
   bool busy = receive_links();
-  for (size_t i = 0; i < qps_.size(); ++i) busy |= service(*qps_[i], now);
+  const auto& all = qps();
+  for (size_t i = 0; i < all.size(); ++i) busy |= service(static_cast<Qp&>(*all[i]), now);
   busy |= flush_links();
   return busy;
 }
 
-void Engine::check_srq_limit(Srq& srq) {
-  if (srq.limit != 0 && srq.ring.size_guess() < srq.limit) {
-    srq.limit = 0;
-    srq.ctx.async.raise(IBV_EVENT_SRQ_LIMIT_REACHED, srq.tag);
-  }
+bool Engine::service(Qp& q, uint64_t now) {
+  if (q.state == IBV_QPS_ERR) return flush(q, /*sends=*/true, /*receives=*/true);
+  if (q.state != IBV_QPS_RTS || q.wait_until_ns > now) return false;
+  q.wait_until_ns = 0;
+  bool busy = q.route != nullptr ? service_remote(q, now) : service_local(q, now);
+  busy |= fail_if_corrupt(q);
+  return busy;
 }
 
 bool Engine::prepare_to_sleep(uint64_t now, uint64_t& deadline) {
   // Arm every send ring's wakeup request, then re-check (Dekker, see
   // shm/ring.h). A QP waiting on a timer wakes us through the deadline.
   bool may_sleep = true;
-  for (Qp* q : qps_) {
-    if (q->wait_until_ns > now) deadline = std::min(deadline, q->wait_until_ns);
-    if (!q->sq.prepare_to_sleep()) may_sleep = false;
+  for (core::Qp* c : qps()) {
+    auto& q = static_cast<Qp&>(*c);
+    if (q.wait_until_ns > now) deadline = std::min(deadline, q.wait_until_ns);
+    if (!q.sq.prepare_to_sleep()) may_sleep = false;
   }
   // A link whose socket was full wakes us once it takes bytes again.
   for (auto& l : links_) {
     bool want = l->tx_pending();
     if (want != l->wants_writable) {
-      poller_.want_writable(l->fd.get(), want);
+      poller().want_writable(l->fd.get(), want);
       l->wants_writable = want;
     }
   }
@@ -62,14 +47,20 @@ bool Engine::prepare_to_sleep(uint64_t now, uint64_t& deadline) {
 }
 
 void Engine::cancel_sleep() {
-  for (Qp* q : qps_) q->sq.cancel_sleep();
+  for (core::Qp* q : qps()) q->sq.cancel_sleep();
 }
 
-// --- objects whose lifetime the engine must know about ---------------------
-
-Mr::~Mr() {
-  engine.run_sync([this] { engine.unlink_mr(this); });
+void Engine::on_reset(core::Qp& c) {
+  auto& q = static_cast<Qp&>(c);
+  q.wait_until_ns = 0;
+  q.route = nullptr;
+  q.remote_ip = 0;
+  // Sequence numbers go on: answers to a former life stay stale.
+  q.remote_req = RemoteRequester{.head_seq = q.remote_req.head_seq + 1024};
+  q.remote_resp = RemoteResponder{};
 }
+
+// --- objects -------------------------------------------------------------------
 
 std::byte* Mr::translate(uint64_t addr, uint64_t len, uint64_t& contiguous) const {
   uint64_t off = addr - iova;
@@ -84,36 +75,8 @@ std::byte* Mr::translate(uint64_t addr, uint64_t len, uint64_t& contiguous) cons
   return nullptr;
 }
 
-Srq::Srq(Context& c, shm::Mapping m, const Pd& p, uint32_t capacity, uint32_t max_sge, uint32_t lim,
-         uint32_t t)
-    : ctx(c), mapping(std::move(m)), pd(p), cap(capacity), sge(max_sge), tag(t), limit(lim) {
-  shm::init_ring<shm::RecvWqe>(mapping.base() + shm::kSrqRingOffset, cap);
-  ring = shm::RingConsumer<shm::RecvWqe>(mapping.base() + shm::kSrqRingOffset, cap);
-}
-
-Ah::Ah(Engine& e, const Pd& p, const ibv_ah_attr& a, uint32_t id, Peer* r)
-    : engine(e), pd(p), attr(a), virtual_ip(policy::ipv4_of_gid(a.grh.dgid.raw).value_or(0)), ident(id), route(r) {
-  engine.run_sync([this] { engine.link_ah(this); });
-}
-
-Ah::~Ah() {
-  engine.run_sync([this] { engine.unlink_ah(this); });
-}
-
-Qp::Qp(Engine& e, Context& c, shm::Mapping m, const Pd& p, Cq& scq, Cq& rcq, Srq* s,
-       const QpInit& i, uint32_t send_c, uint32_t recv_c, uint32_t num, uint32_t t)
-    : engine(e), ctx(c), mapping(std::move(m)), pd(p), send_cq(scq), recv_cq(rcq), srq(s), init(i),
-      send_cap(send_c), recv_cap(recv_c), qpn(num), tag(t) {
-  std::byte* base = mapping.base();
-  shm::init_ring<shm::SendWqe>(base + shm::kQpSendRingOffset, send_cap);
-  shm::init_ring<shm::RecvWqe>(base + shm::qp_recv_ring_offset(send_cap), recv_cap);
-  sq = shm::RingConsumer<shm::SendWqe>(base + shm::kQpSendRingOffset, send_cap);
-  rq = shm::RingConsumer<shm::RecvWqe>(base + shm::qp_recv_ring_offset(send_cap), recv_cap);
-  engine.run_sync([this] { engine.link_qp(this); });
-}
-
 Qp::~Qp() {
-  engine.run_sync([this] { engine.unlink_qp(this); });
+  ctx.core.run_sync([this] { ctx.core.unlink_qp(*this); });
 }
 
 }  // namespace ff::router::soft

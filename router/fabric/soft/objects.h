@@ -1,6 +1,7 @@
-// The soft fabric's objects. Created on the control (Asio) thread; once
-// linked into the Engine, everything marked "engine thread" is touched only
-// by the poller, and the control thread reaches it only through
+// The soft fabric's objects: the core objects (router/fabric/core) plus
+// what the soft transport keeps per object. Created on the control (Asio)
+// thread; once linked into the Engine, everything marked "poller" is touched
+// only by the poller, and the control thread reaches it only through
 // Engine::run_sync.
 #pragma once
 
@@ -8,23 +9,17 @@
 #include <memory>
 #include <vector>
 
-#include "router/fabric/fabric.h"
+#include "router/fabric/core/objects.h"
 #include "router/fabric/soft/link.h"
-#include "router/fabric/virtual_queues.h"
-#include "shm/descriptors.h"
-#include "shm/doorbell.h"
-#include "shm/segment.h"
 
 namespace ff::router::soft {
 
 class Engine;
 
-using Context = ClientContext<Engine>;
-
-struct Pd final : FabricPd {
-  explicit Pd(Owner o) : owner(std::move(o)) {}
-  Owner owner;
-};
+using core::Context;
+using core::Pd;
+using core::Srq;
+using Cq = VirtualCq;
 
 // A contiguous piece of an MR inside one segment.
 struct Extent {
@@ -33,57 +28,18 @@ struct Extent {
   std::byte* base;     // router address of mr_offset
 };
 
-struct Mr final : FabricMr {
-  Mr(Engine& e) : engine(e) {}
-  ~Mr() override;
-  uint32_t lkey() const override { return key; }
-  uint32_t rkey() const override { return key; }
-
-  // The router address of [iova, iova + len) if it lies inside one extent;
+// lkey and rkey are one key.
+struct Mr final : core::Mr {
+  using core::Mr::Mr;
+  // The router address of [addr, addr + len) if it lies inside one extent;
   // otherwise nullptr and `contiguous` tells how much of it does.
   std::byte* translate(uint64_t addr, uint64_t len, uint64_t& contiguous) const;
-  bool contains(uint64_t addr, uint64_t len) const {
-    return addr >= iova && len <= length && addr - iova <= length - len;
-  }
-
-  Engine& engine;
-  const Pd* pd = nullptr;
-  uint64_t iova = 0;
-  uint64_t length = 0;
-  unsigned access = 0;
-  uint32_t key = 0;
   std::vector<Extent> extents;
-  std::vector<std::shared_ptr<FabricSegment>> segments;  // keeps the memory mapped
 };
 
-using Cq = VirtualCq;
-
-struct Srq final : FabricSrq {
-  Srq(Context& c, shm::Mapping m, const Pd& pd, uint32_t cap, uint32_t max_sge, uint32_t limit,
-      uint32_t tag);
-  int segment_fd() const override { return mapping.fd(); }
-  uint32_t capacity() const override { return cap; }
-  uint32_t max_sge() const override { return sge; }
-  Context& ctx;
-  shm::Mapping mapping;
-  const Pd& pd;
-  const uint32_t cap;
-  const uint32_t sge;
-  const uint32_t tag;  // the client's handle
-  // --- engine thread ---
-  shm::RingConsumer<shm::RecvWqe> ring;  // shared by every QP on it: all on the poller
-  uint32_t limit;                        // armed when non-zero
-};
-
-struct Ah final : FabricAh {
-  Ah(Engine& e, const Pd& p, const ibv_ah_attr& a, uint32_t ident, Peer* route);
-  ~Ah() override;
-  uint32_t id() const override { return ident; }
-  Engine& engine;
-  const Pd& pd;
-  const ibv_ah_attr attr;
-  const uint32_t virtual_ip;  // from the IPv4-mapped dgid
-  const uint32_t ident;
+struct Ah final : core::Ah {
+  Ah(core::QueueCore& c, const Pd& p, const ibv_ah_attr& a, std::optional<uint32_t> ip, uint32_t id, Peer* r)
+      : core::Ah(c, p, a, ip, id), route(r) {}
   Peer* const route;  // the router serving virtual_ip; nullptr: this one
 };
 
@@ -110,39 +66,13 @@ struct RemoteResponder {
   bool discard = false;    // UC: drop the rest of message `seq`
 };
 
-struct Qp final : FabricQp {
-  Qp(Engine& e, Context& c, shm::Mapping m, const Pd& pd, Cq& scq, Cq& rcq, Srq* srq,
-     const QpInit& init, uint32_t send_cap, uint32_t recv_cap, uint32_t qpn, uint32_t tag);
-  ~Qp() override;
-  uint32_t qp_num() const override { return qpn; }
-  int segment_fd() const override { return mapping.fd(); }
-  ibv_qp_cap cap() const override { return init.cap; }
-  uint32_t send_capacity() const override { return send_cap; }
-  uint32_t recv_capacity() const override { return recv_cap; }
+struct Qp final : core::Qp {
+  using core::Qp::Qp;
+  ~Qp() override;  // unlinks before its own state goes
 
-  Engine& engine;
-  Context& ctx;
-  shm::Mapping mapping;
-  const Pd& pd;
-  Cq& send_cq;
-  Cq& recv_cq;
-  Srq* const srq;  // receives come from here when set
-  const QpInit init;
-  const uint32_t send_cap;
-  const uint32_t recv_cap;
-  const uint32_t qpn;
-  const uint32_t tag;  // the client's handle
-
-  // --- engine thread ---
-  shm::RingConsumer<shm::SendWqe> sq;
-  shm::RingConsumer<shm::RecvWqe> rq;
-  // The queue receives are taken from: the SRQ's ring or the QP's own.
-  shm::RingConsumer<shm::RecvWqe>& receives() { return srq != nullptr ? srq->ring : rq; }
-  ibv_qp_state state = IBV_QPS_RESET;
-  ibv_qp_attr attr{};      // as last modified (qp_state kept in `state`)
-  bool peer_gone = false;  // the connected QP was destroyed
-  uint8_t rnr_left = 0;    // RNR retries left for the head WQE
-  uint8_t retry_left = 0;  // transport retries left for the head WQE
+  // --- poller ---
+  uint8_t rnr_left = 0;        // RNR retries left for the head WQE
+  uint8_t retry_left = 0;      // transport retries left for the head WQE
   uint64_t wait_until_ns = 0;  // head WQE waits (RNR or no answer) until then
   // The connected QP is on another router (set at RTR; RC and UC).
   Peer* route = nullptr;

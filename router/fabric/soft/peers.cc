@@ -39,8 +39,8 @@ void tune(int fd) {
 
 }  // namespace
 
-Peers::Peers(asio::io_context& io, Engine& engine, Directory& directory, const std::string& listen)
-    : io_(io), engine_(engine), directory_(directory), acceptor_(io),
+Peers::Peers(asio::io_context& io, SoftFabric& fabric, Directory& directory, const std::string& listen)
+    : io_(io), fabric_(fabric), engine_(fabric.engine()), directory_(directory), acceptor_(io),
       incarnation_(std::random_device{}() | (uint64_t{std::random_device{}()} << 32) | 1) {
   auto ep = parse_endpoint(listen);
   if (!ep) throw std::runtime_error("--listen '" + listen + "' is not HOST:PORT (an IPv4 address and a port)");
@@ -62,12 +62,14 @@ Peers::Peers(asio::io_context& io, Engine& engine, Directory& directory, const s
     });
   });
   directory_.on_routers_changed([this] { asio::post(io_, [this] { refresh(); }); });
+  fabric_.set_routes(this);
   spdlog::info("peers: listening on {}, directory {}", listen, directory_.describe());
   accept_next();
   refresh();
 }
 
 Peers::~Peers() {
+  fabric_.set_routes(nullptr);
   shutdown();
   directory_.on_routers_changed(nullptr);
   engine_.run_sync([this] { engine_.set_link_down_handler(nullptr); });
@@ -96,25 +98,20 @@ Peers::State& Peers::state(const std::string& name) {
   return *s;
 }
 
-bool Peers::locate(std::string_view tenant, uint32_t vip, Peer*& peer, std::string& why) {
+Result<Peer*> Peers::locate(std::string_view tenant, uint32_t vip) {
   auto router = directory_.router_for(tenant, vip);
   if (!router) {
     directory_.refresh();
     router = directory_.router_for(tenant, vip);
   }
-  if (!router) {
-    why = "no router serves virtual IP " + policy::format_ipv4(vip) + " in tenant " + std::string(tenant) +
-          " (directory: " + directory_.describe() + "): not an address of this tenant's network";
-    return false;
-  }
-  if (*router == directory_.self()) {
-    peer = nullptr;
-    return true;
-  }
+  if (!router)
+    return Error{EINVAL, "no router serves virtual IP " + policy::format_ipv4(vip) + " in tenant " +
+                             std::string(tenant) + " (directory: " + directory_.describe() +
+                             "): not an address of this tenant's network"};
+  if (*router == directory_.self()) return nullptr;
   State& s = state(*router);
   if (!s.peer.out_up.load(std::memory_order_relaxed)) connect(s);
-  peer = &s.peer;
-  return true;
+  return &s.peer;
 }
 
 void Peers::refresh() {
@@ -227,7 +224,7 @@ void Peers::attach(Peer& peer, Socket& socket, bool outbound, uint64_t incarnati
   spdlog::info("peer {}: {} connection up", peer.name, outbound ? "outbound" : "inbound");
 }
 
-std::vector<PeerStatus> Peers::status() const {
+std::vector<PeerStatus> Peers::peers() const {
   std::vector<PeerStatus> out;
   for (const auto& [name, s] : states_) {
     const Peer& p = s->peer;

@@ -4,7 +4,8 @@
 // lost or refused), exchanges Hellos, and hands each established connection
 // to the engine's poller, which owns it from then on (link.h).
 //
-// It is also the soft fabric's SoftRoutes: where a tenant's virtual IP is.
+// It is the soft fabric's FabricCluster (the daemon owns it) and its
+// SoftRoutes: where a tenant's virtual IP is.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -23,29 +24,17 @@
 
 namespace ff::router::soft {
 
-struct PeerStatus {
-  std::string name;
-  std::string address;
-  bool out_up = false;
-  bool in_up = false;
-  uint64_t frames_sent = 0, frames_received = 0, bytes_sent = 0, bytes_received = 0;
-  uint64_t connects = 0, failures = 0, qps_failed = 0;
-  std::string last_error;
-};
-
-class Peers final : public SoftRoutes {
+class Peers final : public FabricCluster, public SoftRoutes {
  public:
-  // Binds the listener (throws std::runtime_error with what to fix) and
-  // starts connecting to the directory's routers.
-  Peers(boost::asio::io_context& io, Engine& engine, Directory& directory, const std::string& listen);
+  // Binds the listener (throws std::runtime_error with what to fix), routes
+  // the fabric's traffic through this cluster and starts connecting to the
+  // directory's routers.
+  Peers(boost::asio::io_context& io, SoftFabric& fabric, Directory& directory, const std::string& listen);
   ~Peers() override;
 
-  // Stops listening, connecting and reconnecting (the router is stopping).
-  void shutdown();
-
-  bool locate(std::string_view tenant, uint32_t vip, Peer*& peer, std::string& why) override;
-  std::vector<PeerStatus> status() const;
-  Directory& directory() { return directory_; }
+  void shutdown() override;
+  std::vector<PeerStatus> peers() const override;
+  Result<Peer*> locate(std::string_view tenant, uint32_t vip) override;
 
  private:
   struct State {
@@ -67,6 +56,7 @@ class Peers final : public SoftRoutes {
   void attach(Peer& peer, Socket& socket, bool outbound, uint64_t incarnation);
 
   boost::asio::io_context& io_;
+  SoftFabric& fabric_;
   Engine& engine_;
   Directory& directory_;
   boost::asio::ip::tcp::acceptor acceptor_;

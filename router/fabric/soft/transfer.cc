@@ -2,6 +2,8 @@
 
 #include <atomic>
 
+#include "router/fabric/soft/engine.h"
+
 namespace ff::router::soft {
 
 uint64_t rnr_delay_ns(uint8_t code) {
@@ -25,9 +27,7 @@ ibv_wc_status resolve_local(const Engine& e, const Pd& pd, const shm::WireSge* s
       continue;
     }
     const Mr* mr = e.find_mr(sge[i].lkey);
-    if (mr == nullptr || mr->pd != &pd || (mr->access & need) != need ||
-        !mr->contains(sge[i].addr, sge[i].length))
-      return IBV_WC_LOC_PROT_ERR;
+    if (mr == nullptr || !mr->grants(pd, need, sge[i].addr, sge[i].length)) return IBV_WC_LOC_PROT_ERR;
     out.mr[i] = mr;
   }
   if (out.total > kMaxMessage) return IBV_WC_LOC_LEN_ERR;
@@ -47,13 +47,6 @@ ibv_wc_status gather(const Engine& e, const Qp& q, const shm::SendWqe& w, Sges& 
 ibv_wc_status local_destination(const Engine& e, const Qp& q, const shm::SendWqe& w, Sges& dst) {
   if ((w.send_flags & IBV_SEND_INLINE) != 0) return IBV_WC_LOC_QP_OP_ERR;
   return resolve_local(e, q.pd, w.payload.sge, w.num_sge, IBV_ACCESS_LOCAL_WRITE, dst);
-}
-
-const Mr* remote_mr(const Engine& e, const Qp& t, uint32_t rkey, uint64_t addr, uint64_t len, unsigned need) {
-  const Mr* mr = e.find_mr(rkey);
-  if (mr == nullptr || mr->pd != &t.pd || (mr->access & need) != need || !mr->contains(addr, len))
-    return nullptr;
-  return mr;
 }
 
 uint64_t execute_atomic(std::byte* p, uint32_t wr_opcode, uint64_t compare_add, uint64_t swap) {

@@ -10,10 +10,12 @@
 #include <cstdint>
 #include <cstring>
 
-#include "router/fabric/soft/engine.h"
+#include "router/fabric/soft/objects.h"
 #include "shm/descriptors.h"
 
 namespace ff::router::soft {
+
+class Engine;
 
 inline constexpr uint64_t kMaxMessage = uint64_t{1} << 31;
 inline constexpr uint64_t kUdMtu = 4096;  // the port's active MTU
@@ -45,15 +47,6 @@ ibv_wc_status gather(const Engine& e, const Qp& q, const shm::SendWqe& w, Sges& 
 // Where a READ's data or an atomic's old value lands: SGEs with LOCAL_WRITE,
 // never inline.
 ibv_wc_status local_destination(const Engine& e, const Qp& q, const shm::SendWqe& w, Sges& dst);
-// The MR behind `rkey` if it grants `need` on [addr, addr + len) to QP t's PD.
-const Mr* remote_mr(const Engine& e, const Qp& t, uint32_t rkey, uint64_t addr, uint64_t len, unsigned need);
-// Whether responder t enables the operation at all: if not, it NAKs it as an
-// invalid request (IB spec), not as an access violation.
-inline bool enabled(const Qp& t, unsigned need) { return (t.attr.qp_access_flags & need) == need; }
-// Whether t answers requests now.
-inline bool ready(const Qp& t) {
-  return t.state == IBV_QPS_RTR || t.state == IBV_QPS_RTS || t.state == IBV_QPS_SQD;
-}
 // An atomic on the 8-byte word at p; returns the old value.
 uint64_t execute_atomic(std::byte* p, uint32_t wr_opcode, uint64_t compare_add, uint64_t swap);
 // The 40-byte GRH a RoCE v2 device with IPv4 addresses writes in front of a

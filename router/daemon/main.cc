@@ -5,11 +5,11 @@
 #include <cstdio>
 #include <exception>
 
-#include "router/config.h"
+#include "router/daemon/config.h"
 #include "router/fabric/soft/soft_fabric.h"
 #include "router/fabric/verbs/verbs_fabric.h"
-#include "router/options.h"
-#include "router/router.h"
+#include "router/daemon/options.h"
+#include "router/daemon/router.h"
 
 namespace {
 
@@ -18,13 +18,14 @@ using namespace ff::router;
 // --fabric: soft, verbs (a device or a clear error), or auto (verbs when a
 // usable device exists).
 std::unique_ptr<Fabric> make_fabric(const RouterOptions& options) {
-  if (options.fabric == "verbs") return std::make_unique<VerbsFabric>(options);
+  FabricConfig config = fabric_config(options);
+  if (options.fabric == "verbs") return std::make_unique<VerbsFabric>(config);
   if (options.fabric == "auto") {
     std::string why;
-    if (usable_verbs_device(options, why)) return std::make_unique<VerbsFabric>(options);
+    if (usable_verbs_device(config, why)) return std::make_unique<VerbsFabric>(config);
     spdlog::info("--fabric auto: using the soft fabric ({})", why);
   }
-  return std::make_unique<SoftFabric>(options);
+  return std::make_unique<SoftFabric>(config);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-#include "router/options.h"
+#include "router/daemon/options.h"
 
 #include <spdlog/spdlog.h>
 
@@ -128,6 +128,16 @@ void log_options(const RouterOptions& o) {
     spdlog::log(is_default ? spdlog::level::debug : spdlog::level::info, "option {} = {}{}",
                 k.flag, value, is_default ? " (default)" : "");
   }
+}
+
+FabricConfig fabric_config(const RouterOptions& o) {
+  FabricConfig c;
+  c.poll_spin_us = o.poll_spin_us;
+  c.vendor_id = o.vendor_id;
+  c.vendor_part_id = o.vendor_part_id;
+  c.device = o.device;
+  c.gid_index = o.gid_index_value;
+  return c;
 }
 
 }  // namespace ff::router

@@ -1,4 +1,4 @@
-#include "router/config.h"
+#include "router/daemon/config.h"
 
 #include <yaml-cpp/yaml.h>
 

@@ -1,5 +1,7 @@
 // The router daemon: one Asio io_context serving a Unix socket per tenant and
-// an admin socket, a registry of live sessions, and the fabric.
+// an admin socket, a registry of live sessions, the fabric and, with a
+// directory, this router's cluster. It is what the control plane's
+// ControlServices are.
 //
 // Thread contract: run() drives everything on the calling thread; stop() may
 // be called from any thread.
@@ -15,24 +17,21 @@
 
 #include "policy/quota.h"
 #include "policy/tenant.h"
+#include "router/control/services.h"
 #include "router/control/session.h"
+#include "router/daemon/options.h"
 #include "router/directory/directory.h"
 #include "router/fabric/fabric.h"
-#include "router/options.h"
 
 namespace ff::router {
 
-namespace soft {
-class Peers;
-}
-
-class Router {
+class Router final : public ControlServices {
  public:
   // Creates the run directory layout and binds every socket. Throws
   // std::runtime_error with what to fix (permissions, another router running).
   Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
          std::unique_ptr<Fabric> fabric);
-  ~Router();
+  ~Router() override;
   Router(const Router&) = delete;
   Router& operator=(const Router&) = delete;
 
@@ -40,24 +39,21 @@ class Router {
   void stop();
 
   const RouterOptions& options() const { return options_; }
-  Fabric& fabric() { return *fabric_; }
-  const std::vector<policy::TenantSpec>& tenants() const { return tenants_; }
-  std::string tenant_socket_path(const policy::TenantSpec& t) const;
   std::string admin_socket_path() const;
 
-  // Live sessions, oldest first.
-  std::vector<std::shared_ptr<Session>> sessions() const;
-  // Called by Session::close().
-  void forget(uint64_t session_id);
+  // ControlServices
+  Fabric& fabric() override { return *fabric_; }
+  const ControlLimits& limits() const override { return limits_; }
+  policy::TenantQuota& quota(const policy::TenantSpec& t) override { return quotas_.at(t.name); }
+  void session_greeted(const Session& s) override;
+  void session_closed(uint64_t session_id) override;
+  std::vector<std::shared_ptr<Session>> sessions() const override;  // oldest first
+  const std::vector<policy::TenantSpec>& tenants() const override { return tenants_; }
+  std::string tenant_socket_path(const policy::TenantSpec& t) const override;
+  uint64_t sessions_refused() const override { return sessions_refused_; }
+  const Directory* directory() const override { return directory_.get(); }
+  const FabricCluster* cluster() const override { return cluster_.get(); }
 
-  // Multi-host: null when this router serves its host alone.
-  Directory* directory() { return directory_.get(); }
-  soft::Peers* peers() { return peers_.get(); }
-  // A greeted client's virtual IP is this router's while it is connected.
-  void client_arrived(const Session& s);
-
-  policy::TenantQuota& quota(const policy::TenantSpec& t) { return quotas_.at(t.name); }
-  uint64_t sessions_refused() const { return sessions_refused_; }
   size_t tenant_sessions(const policy::TenantSpec& t) const;
 
  private:
@@ -70,10 +66,11 @@ class Router {
     boost::asio::local::stream_protocol::acceptor acceptor;
   };
   void bind(Listener& l, unsigned mode);
-  void join_peers();
+  void join_cluster();
   void accept_next(Listener& l);
 
   RouterOptions options_;
+  ControlLimits limits_;
   std::vector<policy::TenantSpec> tenants_;
   std::unique_ptr<Fabric> fabric_;
   boost::asio::io_context io_;
@@ -86,7 +83,7 @@ class Router {
   bool stopping_ = false;
   // After io_: destroyed first, while the fabric's engine still runs.
   std::unique_ptr<Directory> directory_;
-  std::unique_ptr<soft::Peers> peers_;
+  std::unique_ptr<FabricCluster> cluster_;
 };
 
 }  // namespace ff::router

@@ -1,4 +1,4 @@
-#include "router/peer_identity.h"
+#include "router/control/peer_identity.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

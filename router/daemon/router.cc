@@ -1,4 +1,4 @@
-#include "router/router.h"
+#include "router/daemon/router.h"
 
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -14,10 +14,6 @@
 #include <stdexcept>
 
 #include "proto/fd.h"
-#include "router/directory/endpoint.h"
-#include "router/fabric/soft/peers.h"
-#include "router/fabric/soft/soft_fabric.h"
-#include "router/fabric/verbs/verbs_fabric.h"
 
 namespace ff::router {
 namespace {
@@ -45,6 +41,7 @@ bool socket_is_live(const std::string& path) {
 Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
                std::unique_ptr<Fabric> fabric)
     : options_(std::move(options)),
+      limits_{options_.device_name, options_.max_objects_per_session},
       tenants_(std::move(tenants)),
       fabric_(std::move(fabric)),
       signals_(io_, SIGINT, SIGTERM) {
@@ -58,7 +55,7 @@ Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
         std::make_unique<Listener>(io_, SessionRole::kTenant, &t, tenant_socket_path(t)));
   }
   for (auto& l : listeners_) bind(*l, l->role == SessionRole::kAdmin ? 0600 : options_.socket_mode);
-  if (!options_.directory.empty()) join_peers();
+  if (!options_.directory.empty()) join_cluster();
   signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
     if (!ec) {
       spdlog::info("signal {}: shutting down", sig);
@@ -67,11 +64,7 @@ Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
   });
 }
 
-void Router::join_peers() {
-  auto* soft = dynamic_cast<SoftFabric*>(fabric_.get());
-  if (soft == nullptr)
-    throw FabricStartError("--directory joins routers over the soft fabric; the " + std::string(fabric_->name()) +
-                           " fabric serves one host (run with --fabric soft, or without --directory)");
+void Router::join_cluster() {
   try {
     directory_ = open_directory(options_.directory, options_.router_name, options_.listen);
   } catch (const DirectoryError& e) {
@@ -85,21 +78,17 @@ void Router::join_peers() {
                              ": add it there, or pass --router-name (its name) and --listen HOST:PORT");
     listen = *own;
   }
-  try {
-    peers_ = std::make_unique<soft::Peers>(io_, soft->engine(), *directory_, listen);
-  } catch (const std::runtime_error& e) {
-    throw FabricStartError(e.what());
-  }
-  soft->set_routes(peers_.get());
+  auto cluster = fabric_->join_cluster(io_, *directory_, listen);
+  if (!cluster) throw FabricStartError("--directory: " + cluster.error().message);
+  cluster_ = std::move(*cluster);
 }
 
-void Router::client_arrived(const Session& s) {
+void Router::session_greeted(const Session& s) {
   if (directory_ && s.tenant() != nullptr) directory_->publish(s.tenant()->name, s.virtual_ip());
 }
 
 Router::~Router() {
-  if (auto* soft = dynamic_cast<SoftFabric*>(fabric_.get())) soft->set_routes(nullptr);
-  peers_.reset();
+  cluster_.reset();
   directory_.reset();
   for (auto& l : listeners_) ::unlink(l->path.c_str());
 }
@@ -171,7 +160,7 @@ void Router::stop() {
     boost::system::error_code ignored;
     signals_.cancel(ignored);
     for (auto& l : listeners_) l->acceptor.close(ignored);
-    if (peers_) peers_->shutdown();
+    if (cluster_) cluster_->shutdown();
     for (auto& s : sessions()) s->close("router shutting down");
   });
 }
@@ -183,7 +172,7 @@ std::vector<std::shared_ptr<Session>> Router::sessions() const {
   return out;
 }
 
-void Router::forget(uint64_t session_id) {
+void Router::session_closed(uint64_t session_id) {
   auto it = sessions_.find(session_id);
   if (it == sessions_.end()) return;
   const Session& s = *it->second;

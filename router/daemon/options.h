@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "router/fabric/fabric.h"
+
 namespace ff::router {
 
 struct RouterOptions {
@@ -44,6 +46,9 @@ struct Knob {
 
 // The table itself (options.cc).
 const std::vector<Knob>& knobs();
+
+// What the fabric is configured with, from the knobs.
+FabricConfig fabric_config(const RouterOptions& options);
 
 // Parses argv (and the knobs' environment variables; flags win). Exits the
 // process with a usage message on --help or a bad value.

@@ -1,0 +1,50 @@
+// What the control plane needs from the daemon that runs it, and nothing
+// more: sessions and handlers see this interface, never the daemon, so the
+// daemon can change without them (and tests can serve them alone).
+//
+// Thread contract: the Asio thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "policy/quota.h"
+#include "policy/tenant.h"
+#include "router/fabric/fabric.h"
+
+namespace ff::router {
+
+class Directory;
+class Session;
+
+// The control plane's knobs.
+struct ControlLimits {
+  std::string device_name = "ffvirt0";       // the virtual device's name
+  uint32_t max_objects_per_session = 16384;  // contexts, PDs, MRs, CQs, QPs, ... of one client
+};
+
+class ControlServices {
+ public:
+  virtual ~ControlServices() = default;
+  virtual Fabric& fabric() = 0;
+  virtual const ControlLimits& limits() const = 0;
+  // The shared-memory quota of a tenant (its objects are charged to it).
+  virtual policy::TenantQuota& quota(const policy::TenantSpec& tenant) = 0;
+  // A tenant's client said Hello: its virtual IP is this router's now.
+  virtual void session_greeted(const Session& s) = 0;
+  // Session::close() is done with the session.
+  virtual void session_closed(uint64_t session_id) = 0;
+
+  // What the admin status shows.
+  virtual std::vector<std::shared_ptr<Session>> sessions() const = 0;
+  virtual const std::vector<policy::TenantSpec>& tenants() const = 0;
+  virtual std::string tenant_socket_path(const policy::TenantSpec& tenant) const = 0;
+  virtual uint64_t sessions_refused() const = 0;
+  // Multi-host: null when this router serves its host alone.
+  virtual const Directory* directory() const = 0;
+  virtual const FabricCluster* cluster() const = 0;
+};
+
+}  // namespace ff::router

@@ -1,0 +1,145 @@
+// The objects every fabric has, whatever executes the work: a client's
+// context, PDs, MRs, SRQs, address handles and QPs with the rings the client
+// posts to. A fabric derives from them to add what is its own (the soft
+// fabric's transport state, the verbs fabric's shadow objects on the
+// device).
+//
+// Thread contract: created on the control (Asio) thread; once linked into
+// the QueueCore, everything marked "poller" is touched only by the poller
+// thread, and the control thread reaches it only through
+// QueueCore::run_sync. Objects unlink themselves in their destructors.
+#pragma once
+
+#include <infiniband/verbs.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "router/fabric/fabric.h"
+#include "router/fabric/virtual_queues.h"
+#include "shm/descriptors.h"
+#include "shm/doorbell.h"
+#include "shm/segment.h"
+
+namespace ff::router::core {
+
+class QueueCore;
+
+// A client's context: the doorbell its posts ring (watched by the poller
+// while the context lives) and its asynchronous events.
+struct Context final : FabricContext {
+  explicit Context(QueueCore& c);  // throws std::system_error
+  ~Context() override;
+  int doorbell_fd() const override { return doorbell.fd(); }
+  int async_event_fd() const override { return async.event_fd(); }
+  int async_segment_fd() const override { return async.segment_fd(); }
+  QueueCore& core;
+  shm::Doorbell doorbell;
+  AsyncEvents async;  // poller
+};
+
+struct Pd : FabricPd {
+  explicit Pd(Owner o) : owner(std::move(o)) {}
+  const Owner owner;
+};
+
+// A memory region; linked by its lkey.
+struct Mr : FabricMr {
+  explicit Mr(QueueCore& c) : core(c) {}
+  ~Mr() override;  // unlinks
+  uint32_t lkey() const override { return lkey_value; }
+  uint32_t rkey() const override { return rkey_value; }
+  bool contains(uint64_t addr, uint64_t len) const {
+    return addr >= iova && len <= length && addr - iova <= length - len;
+  }
+  // Whether the MR lets `pd` do `need` on [addr, addr + len).
+  bool grants(const Pd& to, unsigned need, uint64_t addr, uint64_t len) const {
+    return pd == &to && (access & need) == need && contains(addr, len);
+  }
+
+  QueueCore& core;
+  const Pd* pd = nullptr;
+  uint64_t iova = 0;
+  uint64_t length = 0;
+  unsigned access = 0;
+  uint32_t lkey_value = 0;
+  uint32_t rkey_value = 0;
+  bool linked = false;
+  std::vector<std::shared_ptr<FabricSegment>> segments;  // keeps the memory mapped
+};
+
+// A shared receive queue: the ring clients post to with ibv_post_srq_recv.
+struct Srq : FabricSrq {
+  Srq(Context& c, shm::Mapping m, const Pd& pd, uint32_t cap, uint32_t max_sge, uint32_t limit, uint32_t tag);
+  ~Srq() override;  // unlinks
+  int segment_fd() const override { return mapping.fd(); }
+  uint32_t capacity() const override { return cap; }
+  uint32_t max_sge() const override { return sge; }
+  Context& ctx;
+  shm::Mapping mapping;
+  const Pd& pd;
+  const uint32_t cap;
+  const uint32_t sge;
+  const uint32_t tag;  // the client's handle
+  // --- poller ---
+  shm::RingConsumer<shm::RecvWqe> ring;  // shared by every QP on it
+  uint32_t limit;                        // armed when non-zero
+};
+
+// An address handle; linked by its id.
+struct Ah : FabricAh {
+  Ah(QueueCore& c, const Pd& p, const ibv_ah_attr& a, std::optional<uint32_t> ip, uint32_t ident);
+  ~Ah() override;  // unlinks
+  uint32_t id() const override { return ident; }
+  QueueCore& core;
+  const Pd& pd;
+  const ibv_ah_attr attr;
+  const std::optional<uint32_t> virtual_ip;  // from the IPv4-mapped dgid; nullopt: LID addressing
+  const uint32_t ident;
+  bool linked = false;
+};
+
+struct Qp : FabricQp {
+  Qp(Context& c, shm::Mapping m, const Pd& pd, VirtualCq& scq, VirtualCq& rcq, Srq* srq, const QpInit& init,
+     uint32_t send_cap, uint32_t recv_cap, uint32_t tag);
+  ~Qp() override;  // unlinks
+  uint32_t qp_num() const override { return qpn; }
+  int segment_fd() const override { return mapping.fd(); }
+  ibv_qp_cap cap() const override { return init.cap; }
+  uint32_t send_capacity() const override { return send_cap; }
+  uint32_t recv_capacity() const override { return recv_cap; }
+  // The queue receives are taken from: the SRQ's ring or the QP's own.
+  shm::RingConsumer<shm::RecvWqe>& receives() { return srq != nullptr ? srq->ring : rq; }
+  // The PD receive buffers are checked against: the queue's they were posted to.
+  const Pd& receive_pd() const { return srq != nullptr ? srq->pd : pd; }
+  bool signals(const shm::SendWqe& w) const { return (w.send_flags & IBV_SEND_SIGNALED) != 0 || init.sq_sig_all; }
+
+  Context& ctx;
+  shm::Mapping mapping;
+  const Pd& pd;
+  VirtualCq& send_cq;
+  VirtualCq& recv_cq;
+  Srq* const srq;
+  const QpInit init;
+  const uint32_t send_cap;
+  const uint32_t recv_cap;
+  const uint32_t tag;  // the client's handle
+  uint32_t qpn = 0;    // set before it is linked
+  bool linked = false;
+
+  // --- poller ---
+  shm::RingConsumer<shm::SendWqe> sq;
+  shm::RingConsumer<shm::RecvWqe> rq;
+  ibv_qp_state state = IBV_QPS_RESET;
+  ibv_qp_attr attr{};      // as last modified (the state is kept in `state`)
+  bool peer_gone = false;  // the connected QP was destroyed
+};
+
+// Whether a QP in `state` answers requests.
+inline bool answers(ibv_qp_state state) {
+  return state == IBV_QPS_RTR || state == IBV_QPS_RTS || state == IBV_QPS_SQD;
+}
+
+}  // namespace ff::router::core

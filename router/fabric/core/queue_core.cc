@@ -1,0 +1,212 @@
+#include "router/fabric/core/queue_core.h"
+
+#include <algorithm>
+#include <cerrno>
+
+#include "policy/tenant.h"
+#include "router/fabric/qp_transitions.h"
+
+namespace ff::router::core {
+
+QueueCore::QueueCore(std::chrono::microseconds spin) : poller_(spin, *this) { qps_.reserve(1024); }
+
+QueueCore::~QueueCore() { poller_.stop(); }
+
+// --- registries ---------------------------------------------------------------
+
+void QueueCore::link_qp(Qp& qp) {
+  qps_.push_back(&qp);
+  qps_by_num_[qp.qpn] = &qp;
+  qp.linked = true;
+}
+
+void QueueCore::unlink_qp(Qp& qp) {
+  if (!qp.linked) return;
+  on_unlink(qp);
+  qp.linked = false;
+  qps_.erase(std::remove(qps_.begin(), qps_.end(), &qp), qps_.end());
+  qps_by_num_.erase(qp.qpn);
+  // Its number may be reused by any tenant's next QP: the QPs connected to
+  // it must not reach that one. Their work fails at once, as toward a peer
+  // that stopped answering, instead of retrying into the void.
+  for (Qp* other : qps_)
+    if (other->init.type != IBV_QPT_UD && other->attr.dest_qp_num == qp.qpn && connects_here(*other))
+      other->peer_gone = true;
+}
+
+void QueueCore::link_mr(Mr& mr) {
+  mrs_[mr.lkey_value] = &mr;
+  mr.linked = true;
+}
+
+void QueueCore::unlink_mr(Mr& mr) {
+  if (!mr.linked) return;
+  mrs_.erase(mr.lkey_value);
+  mr.linked = false;
+}
+
+void QueueCore::link_ah(Ah& ah) {
+  ahs_[ah.ident] = &ah;
+  ah.linked = true;
+}
+
+void QueueCore::unlink_ah(Ah& ah) {
+  if (!ah.linked) return;
+  ahs_.erase(ah.ident);
+  ah.linked = false;
+}
+
+void QueueCore::unlink_srq(Srq& srq) { srqs_.erase(std::remove(srqs_.begin(), srqs_.end(), &srq), srqs_.end()); }
+
+// --- queues -------------------------------------------------------------------
+
+bool QueueCore::complete(VirtualCq& cq, const shm::Cqe& c) {
+  if (c.status != IBV_WC_SUCCESS) error_completions_.fetch_add(1, std::memory_order_relaxed);
+  return cq.add(c);
+}
+
+void QueueCore::complete_for(Qp& owner, VirtualCq& cq, const shm::Cqe& c) {
+  if (!complete(cq, c)) set_error(owner, /*fatal=*/true);
+}
+
+void QueueCore::set_error(Qp& qp, bool fatal) {
+  if (qp.state == IBV_QPS_ERR) return;
+  on_error(qp);
+  enter_error(qp, fatal);
+}
+
+void QueueCore::enter_error(Qp& qp, bool fatal) {
+  if (qp.state == IBV_QPS_ERR) return;
+  qp.state = IBV_QPS_ERR;
+  if (fatal) qp.ctx.async.raise(IBV_EVENT_QP_FATAL, qp.tag);
+  // Verbs raises this for every SRQ QP that enters ERR (not every device
+  // does: rxe does not on modify, so the router raises it itself).
+  if (qp.srq != nullptr) qp.ctx.async.raise(IBV_EVENT_QP_LAST_WQE_REACHED, qp.tag);
+}
+
+bool QueueCore::flush(Qp& q, bool sends, bool receives) {
+  int n = 0;
+  shm::SendWqe w;
+  while (sends && n < kBatch && q.sq.sc_try_pop(w)) {
+    complete_for(q, q.send_cq, send_completion(w.wr_id, IBV_WC_WR_FLUSH_ERR, w.opcode, q.qpn));
+    ++n;
+  }
+  shm::RecvWqe r;
+  while (receives && q.srq == nullptr && n < kBatch && q.rq.sc_try_pop(r)) {
+    complete_for(q, q.recv_cq, flushed_receive(r.wr_id, q.qpn));
+    ++n;
+  }
+  return n > 0;
+}
+
+void QueueCore::check_srq_limit(Srq& srq, uint32_t elsewhere) {
+  if (srq.limit != 0 && srq.ring.size_guess() + elsewhere < srq.limit) {
+    srq.limit = 0;
+    srq.ctx.async.raise(IBV_EVENT_SRQ_LIMIT_REACHED, srq.tag);
+  }
+}
+
+bool QueueCore::fail_if_corrupt(Qp& qp) {
+  if (!qp.sq.corrupt() && !qp.rq.corrupt()) return false;
+  set_error(qp, /*fatal=*/true);
+  return true;
+}
+
+// --- ibv_modify_qp ------------------------------------------------------------
+
+Status QueueCore::check_modify(const Qp& qp, const ibv_qp_attr& attr, int mask, bool dest_local) const {
+  if (Status st = check_modify_qp(qp.init.type, qp.state, attr, mask); !st) return st;
+  if ((mask & IBV_QP_DEST_QPN) == 0 || !dest_local) return {};
+  // A known destination must be a QP of the same tenant, at the address
+  // named: no connection ever crosses tenants.
+  const Qp* dest = find_qp(attr.dest_qp_num);
+  if (dest == nullptr) return {};
+  if (dest->pd.owner.tenant != qp.pd.owner.tenant) return Error{EINVAL, "dest_qp_num belongs to another tenant"};
+  auto ip = (mask & IBV_QP_AV) != 0 && attr.ah_attr.is_global != 0 ? policy::ipv4_of_gid(attr.ah_attr.grh.dgid.raw)
+                                                                    : std::nullopt;
+  if (ip && *ip != dest->pd.owner.virtual_ip) return Error{EINVAL, "dest_qp_num is not at the GID given in ah_attr"};
+  return {};
+}
+
+void QueueCore::apply_modify(Qp& qp, const ibv_qp_attr& attr, int mask) {
+  ibv_qp_state next = next_state(qp.state, attr, mask);
+  apply_qp_attr(qp.attr, attr, mask);
+  if (next == IBV_QPS_RESET) {
+    // Reset empties both queues without completions (and recovers rings a
+    // client had corrupted).
+    qp.sq.sc_reset_to_producer();
+    if (qp.srq == nullptr) qp.rq.sc_reset_to_producer();
+    qp.attr = ibv_qp_attr{};
+    qp.peer_gone = false;
+    on_reset(qp);
+  }
+  if (next == IBV_QPS_ERR) {
+    enter_error(qp);
+    return;
+  }
+  qp.state = next;
+}
+
+ibv_qp_attr QueueCore::query(const Qp& qp) {
+  ibv_qp_attr attr = qp.attr;
+  attr.qp_state = qp.state;
+  attr.cur_qp_state = qp.state;
+  return attr;
+}
+
+FabricCounters QueueCore::counters() const {
+  FabricCounters c;
+  c.work_requests = wqes_.load(std::memory_order_relaxed);
+  c.bytes = bytes_.load(std::memory_order_relaxed);
+  c.error_completions = error_completions_.load(std::memory_order_relaxed);
+  c.poller_sleeps = poller_.sleeps();
+  return c;
+}
+
+// --- objects ------------------------------------------------------------------
+
+Context::Context(QueueCore& c) : core(c) {
+  core.run_sync([this] { core.watch_doorbell(doorbell.fd()); });
+}
+
+Context::~Context() {
+  core.run_sync([this] { core.unwatch_doorbell(doorbell.fd()); });
+}
+
+Mr::~Mr() {
+  core.run_sync([this] { core.unlink_mr(*this); });
+}
+
+Srq::Srq(Context& c, shm::Mapping m, const Pd& p, uint32_t capacity, uint32_t max_sge, uint32_t lim, uint32_t t)
+    : ctx(c), mapping(std::move(m)), pd(p), cap(capacity), sge(max_sge), tag(t), limit(lim) {
+  shm::init_ring<shm::RecvWqe>(mapping.base() + shm::kSrqRingOffset, cap);
+  ring = shm::RingConsumer<shm::RecvWqe>(mapping.base() + shm::kSrqRingOffset, cap);
+}
+
+Srq::~Srq() {
+  ctx.core.run_sync([this] { ctx.core.unlink_srq(*this); });
+}
+
+Ah::Ah(QueueCore& c, const Pd& p, const ibv_ah_attr& a, std::optional<uint32_t> ip, uint32_t id)
+    : core(c), pd(p), attr(a), virtual_ip(ip), ident(id) {}
+
+Ah::~Ah() {
+  core.run_sync([this] { core.unlink_ah(*this); });
+}
+
+Qp::Qp(Context& c, shm::Mapping m, const Pd& p, VirtualCq& scq, VirtualCq& rcq, Srq* s, const QpInit& i,
+       uint32_t send_c, uint32_t recv_c, uint32_t t)
+    : ctx(c), mapping(std::move(m)), pd(p), send_cq(scq), recv_cq(rcq), srq(s), init(i), send_cap(send_c),
+      recv_cap(recv_c), tag(t) {
+  std::byte* base = mapping.base();
+  shm::init_ring<shm::SendWqe>(base + shm::kQpSendRingOffset, send_cap);
+  shm::init_ring<shm::RecvWqe>(base + shm::qp_recv_ring_offset(send_cap), recv_cap);
+  sq = shm::RingConsumer<shm::SendWqe>(base + shm::kQpSendRingOffset, send_cap);
+  rq = shm::RingConsumer<shm::RecvWqe>(base + shm::qp_recv_ring_offset(send_cap), recv_cap);
+}
+
+Qp::~Qp() {
+  ctx.core.run_sync([this] { ctx.core.unlink_qp(*this); });
+}
+
+}  // namespace ff::router::core

@@ -1,0 +1,134 @@
+// The queue core: what every fabric's engine does the same way, whatever
+// executes the work. It owns the poller thread, the registries of live
+// objects (QP numbers, memory keys, address handles, SRQs), and the verbs
+// rules on queues: completions (and what an overrun CQ does), moving a QP
+// to ERR (and the events that raises), flushing, the SRQ limit event, the
+// QP state table and the cross-tenant checks of ibv_modify_qp, and the
+// counters ffctl shows.
+//
+// A fabric's engine derives from it and implements the PollerHooks (its
+// data path) plus the few hooks below where its device differs.
+//
+// Thread contract (see router/fabric/poller.h): everything marked "poller"
+// belongs to the poller thread; the control thread changes it only through
+// run_sync(). The per-WQE path never allocates, locks or makes a system call
+// while busy.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <unordered_map>
+#include <vector>
+
+#include "router/common/result.h"
+#include "router/fabric/core/objects.h"
+#include "router/fabric/poller.h"
+
+namespace ff::router::core {
+
+inline constexpr int kBatch = 32;  // work per queue per poller pass
+
+class QueueCore : public PollerHooks {
+ public:
+  explicit QueueCore(std::chrono::microseconds spin);
+  ~QueueCore() override;
+  QueueCore(const QueueCore&) = delete;
+  QueueCore& operator=(const QueueCore&) = delete;
+
+  // Runs `fn` on the poller thread and waits for it. Control thread only.
+  void run_sync(const std::function<void()>& fn) { poller_.run_sync(fn); }
+  void watch_doorbell(int fd) { poller_.watch_eventfd(fd); }
+  void unwatch_doorbell(int fd) { poller_.unwatch(fd); }
+
+  // --- registries (poller, or inside run_sync) ---
+  void link_qp(Qp& qp);
+  void unlink_qp(Qp& qp);  // and marks the QPs connected to it peer_gone
+  void link_mr(Mr& mr);
+  void unlink_mr(Mr& mr);
+  void link_ah(Ah& ah);
+  void unlink_ah(Ah& ah);
+  void link_srq(Srq& srq) { srqs_.push_back(&srq); }
+  void unlink_srq(Srq& srq);
+  Qp* find_qp(uint32_t qpn) const { return find(qps_by_num_, qpn); }
+  Mr* find_mr(uint32_t lkey) const { return find(mrs_, lkey); }
+  Ah* find_ah(uint32_t id) const { return find(ahs_, id); }
+  const std::vector<Qp*>& qps() const { return qps_; }
+  const std::vector<Srq*>& srqs() const { return srqs_; }
+
+  // --- the verbs rules on queues (poller) ---
+  // Adds a completion and fires the CQ's channel if armed; false when the
+  // CQ overflowed (the CQ then raises IBV_EVENT_CQ_ERR).
+  bool complete(VirtualCq& cq, const shm::Cqe& c);
+  // The same for a completion of `owner`'s: an overrun CQ puts it in ERR
+  // (fatal: the app learns it from IBV_EVENT_QP_FATAL, not a completion).
+  void complete_for(Qp& owner, VirtualCq& cq, const shm::Cqe& c);
+  // Moves a QP to ERR (its queues then flush) after the fabric's
+  // on_error() hook. `fatal`: the error cannot be reported in a completion
+  // (a corrupt ring, an overrun CQ), so the context gets IBV_EVENT_QP_FATAL.
+  // A QP on an SRQ also gets IBV_EVENT_QP_LAST_WQE_REACHED.
+  void set_error(Qp& qp, bool fatal = false);
+  // set_error without the hook: the device is in ERR already.
+  void enter_error(Qp& qp, bool fatal = false);
+  // Completes up to kBatch queued WQEs with IBV_WC_WR_FLUSH_ERR: sends when
+  // `sends`, receives (of a QP's own queue) when `receives`. True when any.
+  bool flush(Qp& qp, bool sends, bool receives);
+  // Fires the SRQ limit event once the SRQ holds fewer WQEs than its armed
+  // limit (and disarms it); `elsewhere` WQEs are held outside its ring.
+  void check_srq_limit(Srq& srq, uint32_t elsewhere = 0);
+  // A producer index that runs past a ring is the client's doing: its QP
+  // fails (QP_FATAL), nobody else notices. True when it did.
+  bool fail_if_corrupt(Qp& qp);
+
+  // --- ibv_modify_qp (inside run_sync) ---
+  // The state table, and the destination rule: a connected QP's
+  // destination, where it is a QP the fabric knows (`dest_local`), belongs
+  // to the same tenant and is at the address named.
+  Status check_modify(const Qp& qp, const ibv_qp_attr& attr, int mask, bool dest_local) const;
+  // Applies a checked modify: the attributes, the new state, a reset
+  // (rings emptied without completions, on_reset()) or ERR.
+  void apply_modify(Qp& qp, const ibv_qp_attr& attr, int mask);
+  // What ibv_query_qp reports.
+  static ibv_qp_attr query(const Qp& qp);
+
+  // --- counters ---
+  void count(uint64_t wqes, uint64_t bytes) {
+    wqes_.fetch_add(wqes, std::memory_order_relaxed);
+    bytes_.fetch_add(bytes, std::memory_order_relaxed);
+  }
+  FabricCounters counters() const;
+
+ protected:
+  // Starts the poller thread: the derived engine's constructor calls it
+  // last; its destructor calls stop() first.
+  void start() { poller_.start(); }
+  void stop() { poller_.stop(); }
+  Poller& poller() { return poller_; }
+
+  // Hooks where a fabric differs (poller thread).
+  virtual void on_error(Qp&) {}        // before set_error's state change
+  virtual void on_reset(Qp&) {}        // a modify to RESET
+  virtual void on_unlink(Qp&) {}       // before it leaves the registry
+  // Whether `other`'s destination QP number names a QP of this router.
+  virtual bool connects_here(const Qp&) const { return true; }
+
+ private:
+  template <typename Map>
+  static typename Map::mapped_type find(const Map& m, uint32_t key) {
+    auto it = m.find(key);
+    return it == m.end() ? nullptr : it->second;
+  }
+
+  std::vector<Qp*> qps_;
+  std::unordered_map<uint32_t, Qp*> qps_by_num_;
+  std::unordered_map<uint32_t, Mr*> mrs_;
+  std::unordered_map<uint32_t, Ah*> ahs_;
+  std::vector<Srq*> srqs_;
+  std::atomic<uint64_t> wqes_{0};
+  std::atomic<uint64_t> bytes_{0};
+  std::atomic<uint64_t> error_completions_{0};
+  Poller poller_;  // last: stopped before the registries go
+};
+
+}  // namespace ff::router::core

@@ -1,0 +1,148 @@
+#include "router/fabric/core/queue_fabric.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <string>
+#include <system_error>
+
+#include "policy/tenant.h"
+#include "router/fabric/qp_transitions.h"
+
+namespace ff::router::core {
+
+Error out_of_memory(const std::exception& e) { return Error{ENOMEM, e.what()}; }
+
+Result<std::unique_ptr<FabricContext>> QueueFabric::open_context() {
+  try {
+    return std::unique_ptr<FabricContext>(std::make_unique<Context>(core()));
+  } catch (const std::system_error& e) {
+    return out_of_memory(e);
+  }
+}
+
+Result<std::shared_ptr<FabricSegment>> QueueFabric::map_segment(UniqueFd fd, uint64_t app_base, uint64_t length) {
+  return map_client_segment(std::move(fd), app_base, length);
+}
+
+Result<std::unique_ptr<FabricMr>> QueueFabric::reg_mr(FabricPd& pd,
+                                                      std::span<const std::shared_ptr<FabricSegment>> segments,
+                                                      uint64_t addr, uint64_t length, uint64_t iova, unsigned access) {
+  if (Status st = check_mr_request(access, length, iova, limits_.attr.orig_attr.max_mr_size); !st) return st.error();
+  auto pieces = split_over_segments(segments, addr, length);
+  if (!pieces) return pieces.error();
+  return make_mr(static_cast<Pd&>(pd), *pieces, segments, addr, length, iova, access);
+}
+
+Result<std::unique_ptr<FabricChannel>> QueueFabric::create_channel() {
+  try {
+    return std::unique_ptr<FabricChannel>(std::make_unique<VirtualChannel>());
+  } catch (const std::system_error& e) {
+    return out_of_memory(e);
+  }
+}
+
+Result<std::unique_ptr<FabricCq>> QueueFabric::create_cq(FabricContext& ctx, int cqe, FabricChannel* channel,
+                                                         uint32_t tag) {
+  // Virtual CQs are rings the router writes, on every fabric.
+  if (cqe < 1 || cqe > limits_.attr.orig_attr.max_cqe) return Error{EINVAL, "cqe out of range"};
+  try {
+    return std::unique_ptr<FabricCq>(std::make_unique<VirtualCq>(static_cast<Context&>(ctx).async,
+                                                                 shm::ring_capacity_for(static_cast<uint32_t>(cqe)),
+                                                                 static_cast<VirtualChannel*>(channel), tag));
+  } catch (const std::system_error& e) {
+    return out_of_memory(e);
+  }
+}
+
+Result<std::unique_ptr<FabricQp>> QueueFabric::create_qp(FabricContext& ctx, FabricPd& pd, FabricCq& send_cq,
+                                                         FabricCq& recv_cq, FabricSrq* srq, const QpInit& init,
+                                                         uint32_t tag) {
+  if (init.type != IBV_QPT_RC && init.type != IBV_QPT_UC && init.type != IBV_QPT_UD)
+    return Error{EOPNOTSUPP, "QP type not supported (RC, UC and UD are)"};
+  const ibv_device_attr& a = limits_.attr.orig_attr;
+  const ibv_qp_cap& c = init.cap;
+  auto max_wr = static_cast<uint32_t>(a.max_qp_wr);
+  auto max_sge = static_cast<uint32_t>(a.max_sge);
+  if (c.max_send_wr > max_wr || c.max_recv_wr > max_wr)
+    return Error{EINVAL, "max_send_wr/max_recv_wr exceed max_qp_wr (" + std::to_string(max_wr) + ")"};
+  if (c.max_send_sge > max_sge || c.max_recv_sge > max_sge)
+    return Error{EINVAL, "max_send_sge/max_recv_sge exceed max_sge (" + std::to_string(max_sge) + ")"};
+  if (c.max_inline_data > limits_.max_inline_data)
+    return Error{EINVAL, "max_inline_data exceeds " + std::to_string(limits_.max_inline_data)};
+  QpShape shape{init, shm::ring_capacity_for(std::max(c.max_send_wr, 1u)),
+                shm::ring_capacity_for(std::max(c.max_recv_wr, 1u))};
+  shape.init.cap = ibv_qp_cap{shape.send_cap, shape.recv_cap, max_sge, max_sge, limits_.max_inline_data};
+  try {
+    auto rings = shm::Mapping::create("ffr-qp", shm::SegmentKind::kRing,
+                                      shm::qp_segment_bytes(shape.send_cap, shape.recv_cap));
+    return make_qp(static_cast<Context&>(ctx), static_cast<Pd&>(pd), static_cast<VirtualCq&>(send_cq),
+                   static_cast<VirtualCq&>(recv_cq), static_cast<Srq*>(srq), shape, std::move(rings), tag);
+  } catch (const std::system_error& e) {
+    return out_of_memory(e);
+  }
+}
+
+Result<std::unique_ptr<FabricSrq>> QueueFabric::create_srq(FabricContext& ctx, FabricPd& pd, uint32_t max_wr,
+                                                           uint32_t max_sge, uint32_t srq_limit, uint32_t tag) {
+  const ibv_device_attr& a = limits_.attr.orig_attr;
+  if (max_wr == 0 || max_wr > static_cast<uint32_t>(a.max_srq_wr)) return Error{EINVAL, "max_wr out of range"};
+  if (max_sge > static_cast<uint32_t>(a.max_srq_sge)) return Error{EINVAL, "too many SGEs"};
+  uint32_t cap = shm::ring_capacity_for(max_wr);
+  if (srq_limit > cap) return Error{EINVAL, "srq_limit exceeds max_wr"};
+  try {
+    auto ring = shm::Mapping::create("ffr-srq", shm::SegmentKind::kRing, shm::srq_segment_bytes(cap));
+    return make_srq(static_cast<Context&>(ctx), static_cast<Pd&>(pd), cap, srq_limit, std::move(ring), tag);
+  } catch (const std::system_error& e) {
+    return out_of_memory(e);
+  }
+}
+
+Status QueueFabric::modify_srq(FabricSrq& fsrq, uint32_t mask, uint32_t srq_limit) {
+  auto& srq = static_cast<Srq&>(fsrq);
+  if (Status st = check_modify_srq(mask, srq_limit, srq.cap); !st) return st;
+  if ((mask & IBV_SRQ_LIMIT) != 0) {
+    core().run_sync([&] {
+      srq.limit = srq_limit;
+      srq.ctx.core.check_srq_limit(srq);  // already below: the event fires now
+    });
+  }
+  return {};
+}
+
+uint32_t QueueFabric::query_srq_limit(FabricSrq& fsrq) {
+  auto& srq = static_cast<Srq&>(fsrq);
+  uint32_t limit = 0;
+  core().run_sync([&] { limit = srq.limit; });
+  return limit;
+}
+
+Result<std::unique_ptr<FabricAh>> QueueFabric::create_ah(FabricPd& pd, const ibv_ah_attr& attr) {
+  if (attr.port_num != 1) return Error{EINVAL, "ah_attr.port_num must be 1"};
+  // The port is RoCE: an address is a GID, the IPv4-mapped GID of a virtual
+  // IP. An AH without a GRH (LID addressing, as programs run without a GID
+  // index do) reaches QPs of the tenant on this router by number alone.
+  std::optional<uint32_t> ip;
+  if (attr.is_global != 0) {
+    ip = policy::ipv4_of_gid(attr.grh.dgid.raw);
+    if (!ip)
+      return Error{EINVAL, "the port is Ethernet (RoCE v2): a global address handle needs an "
+                           "IPv4-mapped dgid (::ffff:a.b.c.d)"};
+  }
+  if (attr.grh.sgid_index != 0) return Error{EINVAL, "grh.sgid_index must be 0 (the port has one GID)"};
+  return make_ah(static_cast<Pd&>(pd), attr, ip, next_ah_id_++);
+}
+
+ibv_qp_attr QueueFabric::query_qp(FabricQp& fqp) {
+  auto& qp = static_cast<Qp&>(fqp);
+  ibv_qp_attr attr{};
+  core().run_sync([&] { attr = QueueCore::query(qp); });
+  return attr;
+}
+
+Result<std::unique_ptr<FabricCluster>> QueueFabric::join_cluster(boost::asio::io_context&, Directory&,
+                                                                 const std::string&) {
+  return Error{EOPNOTSUPP, "--directory joins routers over the soft fabric; the " + std::string(name()) +
+                               " fabric serves one host (run with --fabric soft, or without --directory)"};
+}
+
+}  // namespace ff::router::core

@@ -1,0 +1,78 @@
+// QueueFabric: the Fabric overrides every fabric shares, on top of a
+// QueueCore. It checks each request against what verbs and the virtual
+// device's limits allow, sizes the rings, and leaves to the concrete fabric
+// only the make_* hooks (what it builds on its device) and what differs.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "router/fabric/core/queue_core.h"
+#include "router/fabric/fabric.h"
+#include "router/fabric/memory.h"
+
+namespace ff::router::core {
+
+// The ring capacities and capabilities a QP gets (what ibv_create_qp
+// reports back), and the checked request.
+struct QpShape {
+  QpInit init;        // with the capabilities granted
+  uint32_t send_cap;  // ring slots, powers of two
+  uint32_t recv_cap;
+};
+
+class QueueFabric : public Fabric {
+ public:
+  const FabricDeviceLimits& device_limits() const override { return limits_; }
+  FabricCounters counters() const override { return core().counters(); }
+
+  Result<std::unique_ptr<FabricContext>> open_context() override;
+  Result<std::shared_ptr<FabricSegment>> map_segment(UniqueFd fd, uint64_t app_base, uint64_t length) override;
+  Result<std::unique_ptr<FabricMr>> reg_mr(FabricPd& pd, std::span<const std::shared_ptr<FabricSegment>> segments,
+                                           uint64_t addr, uint64_t length, uint64_t iova, unsigned access) override;
+  Result<std::unique_ptr<FabricChannel>> create_channel() override;
+  Result<std::unique_ptr<FabricCq>> create_cq(FabricContext& ctx, int cqe, FabricChannel* channel,
+                                              uint32_t tag) override;
+  Result<std::unique_ptr<FabricQp>> create_qp(FabricContext& ctx, FabricPd& pd, FabricCq& send_cq,
+                                              FabricCq& recv_cq, FabricSrq* srq, const QpInit& init,
+                                              uint32_t tag) override;
+  Result<std::unique_ptr<FabricSrq>> create_srq(FabricContext& ctx, FabricPd& pd, uint32_t max_wr, uint32_t max_sge,
+                                                uint32_t srq_limit, uint32_t tag) override;
+  Status modify_srq(FabricSrq& srq, uint32_t mask, uint32_t srq_limit) override;
+  uint32_t query_srq_limit(FabricSrq& srq) override;
+  Result<std::unique_ptr<FabricAh>> create_ah(FabricPd& pd, const ibv_ah_attr& attr) override;
+  ibv_qp_attr query_qp(FabricQp& qp) override;
+  Result<std::unique_ptr<FabricCluster>> join_cluster(boost::asio::io_context& io, Directory& directory,
+                                                      const std::string& listen) override;
+
+ protected:
+  virtual QueueCore& core() = 0;
+  const QueueCore& core() const { return const_cast<QueueFabric*>(this)->core(); }
+
+  // What the concrete fabric builds, once the request passed the checks.
+  // A memory registration over `pieces` (of `segments`, in address order).
+  virtual Result<std::unique_ptr<FabricMr>> make_mr(Pd& pd, std::span<const SegmentPiece> pieces,
+                                                    std::span<const std::shared_ptr<FabricSegment>> segments,
+                                                    uint64_t addr, uint64_t length, uint64_t iova,
+                                                    unsigned access) = 0;
+  virtual Result<std::unique_ptr<FabricQp>> make_qp(Context& ctx, Pd& pd, VirtualCq& send_cq, VirtualCq& recv_cq,
+                                                    Srq* srq, const QpShape& shape, shm::Mapping rings,
+                                                    uint32_t tag) = 0;
+  virtual Result<std::unique_ptr<FabricSrq>> make_srq(Context& ctx, Pd& pd, uint32_t capacity, uint32_t srq_limit,
+                                                      shm::Mapping ring, uint32_t tag) = 0;
+  // `virtual_ip`: the IPv4 of a global address's dgid (nullopt: LID addressing).
+  virtual Result<std::unique_ptr<FabricAh>> make_ah(Pd& pd, const ibv_ah_attr& attr,
+                                                    std::optional<uint32_t> virtual_ip, uint32_t id) = 0;
+
+  FabricDeviceLimits limits_;
+
+ private:
+  uint32_t next_ah_id_ = 1;
+};
+
+// std::system_error from making a segment or an eventfd, as an Error.
+Error out_of_memory(const std::exception& e);
+
+}  // namespace ff::router::core

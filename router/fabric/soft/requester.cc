@@ -1,0 +1,225 @@
+// The soft requester toward QPs of this router: one QP's send queue at a
+// time, head first, in order. Every descriptor is a copy taken out of shared
+// memory (RingConsumer::sc_peek) and validated against the posting
+// session's own MRs before a byte moves; the responder's side of each
+// operation is the Responder's (responder.h). UD datagrams are limited to
+// the port MTU and land behind a 40-byte GRH (RoCE v2 over IPv4).
+#include "router/fabric/soft/requester.h"
+
+#include "router/fabric/soft/engine.h"
+
+namespace ff::router::soft {
+
+using shm::Cqe;
+using shm::RecvWqe;
+using shm::SendWqe;
+
+ibv_wc_status resolve_request(const Engine& e, const Qp& q, const SendWqe& w, Sges& s) {
+  if (!shm::opcode_allowed(q.init.type, w.opcode)) return IBV_WC_LOC_QP_OP_ERR;
+  if (!answered_with_data(w.opcode)) return gather(e, q, w, s);
+  ibv_wc_status st = local_destination(e, q, w, s);
+  if (st == IBV_WC_SUCCESS && is_atomic(w.opcode) && (s.total != 8 || w.num_sge != 1)) return IBV_WC_LOC_LEN_ERR;
+  return st;
+}
+
+ibv_wc_status retry_or_fail(Qp& q, const Verdict& v, uint64_t now) {
+  switch (v.refusal) {
+    case Refusal::kNone:
+      return IBV_WC_SUCCESS;
+    case Refusal::kRnr:
+      if (q.attr.rnr_retry != 7) {  // 7: forever
+        if (q.rnr_left == 0) return IBV_WC_RNR_RETRY_EXC_ERR;
+        --q.rnr_left;
+      }
+      q.wait_until_ns = now + rnr_delay_ns(v.rnr_timer);
+      return IBV_WC_SUCCESS;
+    case Refusal::kNotReady:
+      if (q.peer_gone || q.retry_left == 0) return IBV_WC_RETRY_EXC_ERR;
+      --q.retry_left;
+      q.wait_until_ns = now + ack_timeout_ns(q.attr.timeout);
+      return IBV_WC_SUCCESS;
+    case Refusal::kFailed:
+      return v.status;
+  }
+  return IBV_WC_GENERAL_ERR;
+}
+
+Cqe send_success(const Qp& q, const SendWqe& w, uint64_t bytes) {
+  Cqe c = send_completion(w.wr_id, IBV_WC_SUCCESS, w.opcode, q.qpn);
+  c.byte_len = static_cast<uint32_t>(bytes);
+  return c;
+}
+
+namespace {
+
+enum class Outcome { kDone, kWait, kFatal };
+
+// Executes the head WQE of one QP whose responder is on this router. The
+// requester's completion is left in `completion` for the caller, which
+// first releases the WQE's ring slot: an app that sees the completion may
+// at once reuse the slot.
+class Executor {
+ public:
+  Executor(Engine& e, Qp& q, uint64_t now) : e_(e), r_(e.responder()), q_(q), now_(now) {}
+
+  bool has_completion = false;
+  Cqe completion{};
+
+  Outcome run(const SendWqe& w) {
+    Sges local;
+    if (ibv_wc_status st = resolve_request(e_, q_, w, local); st != IBV_WC_SUCCESS) return fail(w, st);
+    if (q_.init.type == IBV_QPT_UD) return send_datagram(w, local);
+    Qp* t = r_.connected(Origin{q_.qpn, q_.attr.dest_qp_num, q_.init.type, nullptr, &q_.pd.owner.tenant});
+    if (t == nullptr) return refused(w, Verdict::not_ready(), local.total);
+    switch (w.opcode) {
+      case IBV_WR_SEND:
+      case IBV_WR_SEND_WITH_IMM:
+        return send(w, *t, local);
+      case IBV_WR_RDMA_WRITE:
+      case IBV_WR_RDMA_WRITE_WITH_IMM:
+        return write(w, *t, local);
+      case IBV_WR_RDMA_READ:
+        return read(w, *t, local);
+      default:
+        return atomic(w, *t, local);
+    }
+  }
+
+ private:
+  bool reliable() const { return q_.init.type == IBV_QPT_RC; }
+
+  // The responder did not execute it: RC waits to retry or fails; UC and UD
+  // lost the message, which completes.
+  Outcome refused(const SendWqe& w, const Verdict& v, uint64_t bytes) {
+    if (!reliable()) return done(w, bytes);
+    ibv_wc_status st = retry_or_fail(q_, v, now_);
+    return st == IBV_WC_SUCCESS ? Outcome::kWait : fail(w, st);
+  }
+
+  // An error completion at the requester; the QP goes to ERR.
+  Outcome fail(const SendWqe& w, ibv_wc_status status) {
+    completion = send_completion(w.wr_id, status, w.opcode, q_.qpn);
+    has_completion = true;
+    e_.set_error(q_);
+    reset_retries(q_);
+    return Outcome::kFatal;
+  }
+
+  Outcome done(const SendWqe& w, uint64_t bytes) {
+    reset_retries(q_);
+    if (q_.signals(w)) {
+      completion = send_success(q_, w, bytes);
+      has_completion = true;
+    }
+    return Outcome::kDone;
+  }
+
+  // Moved `bytes` for the requester.
+  Outcome moved(const SendWqe& w, uint64_t bytes) {
+    e_.count(1, bytes);
+    return done(w, bytes);
+  }
+
+  Arrival arrival(const SendWqe& w) const {
+    return Arrival{q_.qpn, w.opcode, w.imm_data, (w.send_flags & IBV_SEND_SOLICITED) != 0};
+  }
+
+  Outcome send(const SendWqe& w, Qp& t, const Sges& src) {
+    RecvWqe r;
+    Sges dst;
+    if (Verdict v = r_.take_receive(t, src.total, arrival(w), r, dst); !v) return refused(w, v, src.total);
+    Pieces from = source_of(src);
+    Pieces to(dst);
+    copy(to, from, src.total);
+    r_.complete_receive(t, r, arrival(w), IBV_WC_RECV, src.total, IBV_WC_SUCCESS);
+    return moved(w, src.total);
+  }
+
+  Outcome write(const SendWqe& w, Qp& t, const Sges& src) {
+    const Mr* mr = nullptr;
+    if (Verdict v = r_.check_write(t, w.rkey, w.remote_addr, src.total, mr); !v) return refused(w, v, src.total);
+    const bool with_imm = w.opcode == IBV_WR_RDMA_WRITE_WITH_IMM;
+    RecvWqe r;
+    Sges ignored;
+    if (with_imm) {
+      if (Verdict v = r_.take_receive(t, 0, arrival(w), r, ignored); !v) return refused(w, v, src.total);
+    }
+    if (mr != nullptr) {
+      Pieces from = source_of(src);
+      Pieces to(*mr, w.remote_addr, src.total);
+      copy(to, from, src.total);
+    }
+    if (with_imm) r_.complete_receive(t, r, arrival(w), IBV_WC_RECV_RDMA_WITH_IMM, src.total, IBV_WC_SUCCESS);
+    return moved(w, src.total);
+  }
+
+  Outcome read(const SendWqe& w, Qp& t, const Sges& dst) {
+    const Mr* mr = nullptr;
+    if (Verdict v = r_.check_read(t, w.rkey, w.remote_addr, dst.total, mr); !v) return refused(w, v, dst.total);
+    if (mr != nullptr) {
+      Pieces from(*mr, w.remote_addr, dst.total);
+      Pieces to(dst);
+      copy(to, from, dst.total);
+    }
+    return moved(w, dst.total);
+  }
+
+  Outcome atomic(const SendWqe& w, Qp& t, const Sges& dst) {
+    uint64_t old = 0;
+    if (Verdict v = r_.atomic(t, w.opcode, w.rkey, w.remote_addr, w.compare_add, w.swap, old); !v)
+      return refused(w, v, 8);
+    Pieces from(reinterpret_cast<std::byte*>(&old), 8);
+    Pieces to(dst);
+    copy(to, from, 8);
+    return moved(w, 8);
+  }
+
+  // A UD send: to (AH, remote QPN, Q_Key). Whatever does not match is
+  // dropped; the requester always completes.
+  Outcome send_datagram(const SendWqe& w, const Sges& src) {
+    if (src.total > kUdMtu) return fail(w, IBV_WC_LOC_LEN_ERR);
+    const Ah* ah = e_.find_ah(w.ah);
+    if (ah == nullptr || &ah->pd != &q_.pd) return fail(w, IBV_WC_LOC_QP_OP_ERR);
+    uint32_t qkey = datagram_qkey(q_, w);
+    if (ah->route != nullptr) {
+      switch (e_.send_remote_datagram(q_, *ah, w, src, qkey, now_)) {
+        case Datagram::kWait:
+          q_.wait_until_ns = now_ + 1'000'000;  // the connection to its router is being set up
+          return Outcome::kWait;
+        case Datagram::kSent:
+          return moved(w, src.total);
+        case Datagram::kDropped:
+          return done(w, src.total);
+      }
+    }
+    Origin o{q_.qpn, w.remote_qpn, IBV_QPT_UD, nullptr, &q_.pd.owner.tenant};
+    DatagramHeader g{q_.pd.owner.virtual_ip, 0, ah->attr.grh.traffic_class, ah->attr.grh.hop_limit};
+    Pieces payload = source_of(src);
+    if (!r_.deliver_datagram(o, qkey, ah->virtual_ip, g, payload, src.total, arrival(w))) return done(w, src.total);
+    return moved(w, src.total);
+  }
+
+  Engine& e_;
+  Responder& r_;
+  Qp& q_;
+  uint64_t now_;
+};
+
+}  // namespace
+
+bool Engine::service_local(Qp& q, uint64_t now) {
+  int n = 0;
+  SendWqe w;
+  while (n < core::kBatch && q.sq.sc_peek(0, w)) {
+    Executor x(*this, q, now);
+    Outcome o = x.run(w);
+    if (o == Outcome::kWait) break;
+    q.sq.sc_release(1);
+    if (x.has_completion) complete_for(q, q.send_cq, x.completion);
+    ++n;
+    if (o == Outcome::kFatal) break;
+  }
+  return n > 0;
+}
+
+}  // namespace ff::router::soft

@@ -1,0 +1,128 @@
+// The soft fabric's responder: what a QP does with a request that reaches
+// it, whoever carried the request there: the local requester
+// (requester.cc) or a link from another router (link_responder.cc). Every
+// access, key, bounds, alignment and state rule of WRITE, READ, atomics,
+// SEND and UD delivery is written here, once; the carriers only move bytes
+// and turn a Verdict into what their requester sees (a completion status,
+// an RNR wait, a NAK on the wire).
+//
+// Poller thread (or inside Engine::run_sync). Pure functions of the objects
+// they are given: unit-tested without sockets or processes
+// (tests/unit/responder_test.cc).
+#pragma once
+
+#include <infiniband/verbs.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "router/fabric/soft/objects.h"
+#include "router/fabric/soft/transfer.h"
+
+namespace ff::router::soft {
+
+class Engine;
+
+// Who sends a request, as far as the responder checks it.
+struct Origin {
+  uint32_t src_qpn = 0;
+  uint32_t dst_qpn = 0;
+  ibv_qp_type type = IBV_QPT_RC;
+  const Peer* via = nullptr;           // the peer router it came from; nullptr: this router
+  const std::string* tenant = nullptr;  // this router: the sender's tenant
+  uint32_t tenant_id = 0;              // another router: wire::tenant_id of it
+  uint32_t src_ip = 0, dst_ip = 0;     // another router: the virtual IPs both ends named
+};
+
+// What a responder knows of the message that consumes one of its receives.
+struct Arrival {
+  uint32_t src_qpn = 0;
+  uint32_t wr_opcode = 0;
+  uint32_t imm = 0;  // network order
+  bool solicited = false;
+};
+
+// Why a responder does not execute a request, in the terms an RC requester
+// acts on (UC and UD requesters just lose the message).
+enum class Refusal : uint8_t {
+  kNone,
+  kRnr,       // no receive posted: wait `rnr_timer` and retry
+  kNotReady,  // nobody answers (no such QP, not connected, not ready): transport retry
+  kFailed,    // the requester completes with `status` and its QP goes to ERR
+};
+
+struct Verdict {
+  Refusal refusal = Refusal::kNone;
+  ibv_wc_status status = IBV_WC_SUCCESS;  // kFailed
+  uint8_t rnr_timer = 0;                  // kRnr: the responder's min_rnr_timer
+  static Verdict ok() { return {}; }
+  static Verdict failed(ibv_wc_status s) { return {Refusal::kFailed, s, 0}; }
+  static Verdict not_ready() { return {Refusal::kNotReady, IBV_WC_SUCCESS, 0}; }
+  explicit operator bool() const { return refusal == Refusal::kNone; }
+};
+
+// The GRH fields a UD datagram carries from its sender's AH.
+struct DatagramHeader {
+  uint32_t src_ip = 0, dst_ip = 0;
+  uint8_t traffic_class = 0, hop_limit = 0;
+};
+
+class Responder {
+ public:
+  explicit Responder(Engine& e) : e_(e) {}
+
+  // RC and UC: the QP that answers a request from `o`: the one numbered
+  // o.dst_qpn, ready, of the same type and tenant, connected to exactly
+  // that sender through that router (and, from another router, at the
+  // addresses both ends named). nullptr: nobody answers.
+  Qp* connected(const Origin& o) const;
+
+  // A WRITE of [addr, addr + len) under `rkey` (`mr`: where it lands; null
+  // for len 0). REM_INV_REQ_ERR when t does not enable remote writes,
+  // REM_ACCESS_ERR for a bad key, range or access.
+  Verdict check_write(const Qp& t, uint32_t rkey, uint64_t addr, uint64_t len, const Mr*& mr) const;
+  // The same for a READ.
+  Verdict check_read(const Qp& t, uint32_t rkey, uint64_t addr, uint64_t len, const Mr*& mr) const;
+  // Executes an atomic on the 8-byte word at `addr` (`old`: its previous
+  // value). REM_INV_REQ_ERR when misaligned or not enabled, REM_ACCESS_ERR
+  // for a bad key, range or access.
+  Verdict atomic(const Qp& t, uint32_t wr_opcode, uint32_t rkey, uint64_t addr, uint64_t compare_add,
+                 uint64_t swap, uint64_t& old) const;
+
+  // Takes t's next receive for a message of `len` bytes (UD: behind the
+  // GRH): `r` and `dst` are then ready, and the receive's slot is free. No
+  // receive: RNR. A corrupt receive queue: t goes to ERR, not ready. A
+  // receive that cannot hold the message (or whose SGEs are bad) completes
+  // in error at the responder, t goes to ERR, and the requester fails with
+  // REM_INV_REQ_ERR (too short) or REM_OP_ERR.
+  Verdict take_receive(Qp& t, uint64_t len, const Arrival& a, shm::RecvWqe& r, Sges& dst);
+  // Resolves a taken receive's SGEs again (a message in chunks: its MRs may
+  // have gone meanwhile). On failure the receive completes with
+  // LOC_PROT_ERR, t goes to ERR, and the requester fails with REM_OP_ERR.
+  Verdict resolve_receive(Qp& t, const shm::RecvWqe& r, const Arrival& a, Sges& dst);
+  // The receive's completion at the responder.
+  void complete_receive(Qp& t, const shm::RecvWqe& r, const Arrival& a, ibv_wc_opcode op, uint64_t bytes,
+                        ibv_wc_status status);
+
+  // UD: delivers `len` bytes of `payload` from `o` with Q_Key `qkey` to QP
+  // o.dst_qpn behind a RoCE v2 GRH, and completes its receive. Datagrams
+  // are unreliable: one that does not match (no such QP, not UD, not
+  // ready, wrong Q_Key, another tenant, not at `dst_ip`) or finds no
+  // receive is dropped. True when delivered.
+  bool deliver_datagram(const Origin& o, uint32_t qkey, std::optional<uint32_t> dst_ip, const DatagramHeader& g,
+                        Pieces& payload, uint64_t len, const Arrival& a);
+
+ private:
+  bool same_tenant(const Qp& t, const Origin& o) const;
+  // The MR behind `rkey` if it grants `need` on [addr, addr + len) to t's PD.
+  const Mr* remote_mr(const Qp& t, uint32_t rkey, uint64_t addr, uint64_t len, unsigned need) const;
+
+  Engine& e_;
+};
+
+// Whether responder t enables the operation at all: if not, it refuses it
+// as an invalid request (IB spec), not as an access violation.
+inline bool enabled(const Qp& t, unsigned need) { return (t.attr.qp_access_flags & need) == need; }
+
+}  // namespace ff::router::soft

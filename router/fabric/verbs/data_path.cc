@@ -1,0 +1,437 @@
+// The verbs fabric's data path (see engine.h): rings to the device, the
+// device's completions back to the rings, translated.
+#include <algorithm>
+#include <cstring>
+
+#include "policy/tenant.h"
+#include "router/fabric/verbs/engine.h"
+
+namespace ff::router::verbs {
+namespace {
+
+using core::kBatch;
+using shm::Cqe;
+using shm::RecvWqe;
+using shm::SendWqe;
+
+constexpr uint8_t kRoceIpv4PacketType = 2;  // what mlx5 reports in wc.sl for UD over IPv4
+constexpr uint64_t kAsyncCheckNs = 1'000'000;
+
+void fill_sges(ibv_sge* out, const shm::WireSge* in, uint32_t n, uint64_t& bytes) {
+  for (uint32_t i = 0; i < n; ++i) {
+    out[i] = ibv_sge{in[i].addr, in[i].length, in[i].lkey};
+    bytes += in[i].length;
+  }
+}
+
+uint16_t ipv4_checksum(const uint8_t* h) {
+  uint32_t sum = 0;
+  for (int i = 0; i < 20; i += 2)
+    if (i != 10) sum += (uint32_t{h[i]} << 8) | h[i + 1];
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(~sum);
+}
+
+void put_be32(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v >> 24);
+  p[1] = static_cast<uint8_t>(v >> 16);
+  p[2] = static_cast<uint8_t>(v >> 8);
+  p[3] = static_cast<uint8_t>(v);
+}
+
+
+bool writes_locally(uint32_t op) {
+  return op == IBV_WR_RDMA_READ || op == IBV_WR_ATOMIC_CMP_AND_SWP || op == IBV_WR_ATOMIC_FETCH_AND_ADD;
+}
+
+}  // namespace
+
+bool Engine::work(uint64_t now) {
+  if (now >= next_async_check_ns_) {
+    handle_async_events();
+    next_async_check_ns_ = now + kAsyncCheckNs;
+  }
+  bool busy = false;
+  // Completions first: they free device slots.
+  for (core::Qp* c : qps()) {
+    auto& q = static_cast<Qp&>(*c);
+    busy |= poll_sends(q);
+    busy |= poll_receives(q);
+    if (q.state == IBV_QPS_ERR) busy |= flush(q, q.sends.used() == 0, q.receives.used() == 0);
+    fail_if_corrupt(q);
+    // Which sends were published before the receives are looked at below:
+    // only those go out in this pass. A receive an app posted before a send
+    // (in any process, the send's QP or another) is then on the device
+    // before the send is, as if both had gone to hardware directly.
+    q.sends_visible = q.state == IBV_QPS_RTS ? static_cast<uint32_t>(q.sq.size_guess()) : 0;
+  }
+  for (core::Srq* s : srqs()) busy |= post_srq_receives(static_cast<Srq&>(*s));
+  for (core::Qp* c : qps())
+    if (c->srq == nullptr && c->state != IBV_QPS_RESET && c->state != IBV_QPS_ERR)
+      busy |= post_receives(static_cast<Qp&>(*c));
+  for (core::Qp* c : qps())
+    if (static_cast<Qp*>(c)->sends_visible > 0 && c->state == IBV_QPS_RTS) busy |= post_sends(static_cast<Qp&>(*c));
+  return busy;
+}
+
+// The status of a send the router refuses before the device sees it (what
+// the device would refuse at post time, or reports differently from one
+// device to the next); IBV_WC_SUCCESS when it may go.
+ibv_wc_status Engine::check_send(const Qp& q, const SendWqe& w, const Ah*& ah) const {
+  if (!shm::opcode_allowed(q.init.type, w.opcode)) return IBV_WC_LOC_QP_OP_ERR;
+  uint64_t total = 0;
+  if ((w.send_flags & IBV_SEND_INLINE) != 0) {
+    if (writes_locally(w.opcode)) return IBV_WC_LOC_QP_OP_ERR;
+    if (w.inline_len > q.init.cap.max_inline_data) return IBV_WC_LOC_LEN_ERR;
+    total = w.inline_len;
+  } else {
+    if (w.num_sge > q.init.cap.max_send_sge) return IBV_WC_LOC_LEN_ERR;
+    // Local keys: the device checks them too, but says so differently from
+    // one device to the next (rxe: LOC_QP_OP_ERR); verbs says LOC_PROT_ERR.
+    unsigned need = writes_locally(w.opcode) ? IBV_ACCESS_LOCAL_WRITE : 0;
+    for (uint32_t i = 0; i < w.num_sge; ++i) {
+      const shm::WireSge& g = w.payload.sge[i];
+      total += g.length;
+      if (g.length == 0) continue;
+      const Mr* mr = find_mr(g.lkey);
+      if (mr == nullptr || !mr->grants(q.pd, need, g.addr, g.length)) return IBV_WC_LOC_PROT_ERR;
+    }
+  }
+  if (q.init.type == IBV_QPT_UD) {
+    ah = find_ah(w.ah);
+    if (ah == nullptr || &ah->pd != &q.pd) return IBV_WC_LOC_QP_OP_ERR;
+    if (total > (128u << device_.port_attr.active_mtu)) return IBV_WC_LOC_LEN_ERR;  // one packet
+  }
+  return IBV_WC_SUCCESS;
+}
+
+// The device's work request for a checked WQE (its wr_id is set by the caller).
+void Engine::build_send(Qp& q, const SendWqe& w, const Ah* ah, ibv_send_wr& wr, ibv_sge* sges, uint64_t& bytes) {
+  wr = ibv_send_wr{};
+  wr.opcode = static_cast<ibv_wr_opcode>(w.opcode);
+  wr.send_flags = IBV_SEND_SIGNALED | (w.send_flags & (IBV_SEND_FENCE | IBV_SEND_SOLICITED | IBV_SEND_INLINE));
+  wr.imm_data = w.imm_data;
+  wr.sg_list = sges;
+  if ((w.send_flags & IBV_SEND_INLINE) != 0) {
+    // `w` is the caller's copy: the device reads inline data from it at post time.
+    sges[0] = ibv_sge{reinterpret_cast<uint64_t>(w.payload.inline_data), w.inline_len, 0};
+    wr.num_sge = w.inline_len > 0 ? 1 : 0;
+    bytes += w.inline_len;
+  } else {
+    fill_sges(sges, w.payload.sge, w.num_sge, bytes);
+    wr.num_sge = static_cast<int>(w.num_sge);
+  }
+  if (w.opcode == IBV_WR_ATOMIC_CMP_AND_SWP || w.opcode == IBV_WR_ATOMIC_FETCH_AND_ADD) {
+    wr.wr.atomic = {w.remote_addr, w.compare_add, w.swap, w.rkey};
+  } else if (w.opcode == IBV_WR_RDMA_WRITE || w.opcode == IBV_WR_RDMA_WRITE_WITH_IMM || w.opcode == IBV_WR_RDMA_READ) {
+    wr.wr.rdma = {w.remote_addr, w.rkey};
+  } else if (q.init.type == IBV_QPT_UD) {
+    // Datagrams reach QPs of the same tenant at the address named, or
+    // nobody: anything else goes to the sink, where the device drops it.
+    const Qp* t = find_qp(w.remote_qpn);
+    bool allowed = t != nullptr && t->pd.owner.tenant == q.pd.owner.tenant &&
+                   (!ah->virtual_ip || *ah->virtual_ip == t->pd.owner.virtual_ip);
+    wr.wr.ud.ah = ah->ah;
+    wr.wr.ud.remote_qpn = allowed ? w.remote_qpn : device_.sink_qp->qp_num;
+    // The high bit asks for the sending QP's own Q_Key (not every device
+    // implements that rule; the router does).
+    wr.wr.ud.remote_qkey = (w.remote_qkey & 0x80000000u) != 0 ? q.attr.qkey : w.remote_qkey;
+  }
+}
+
+// Fails the send queue's head WQE with `status` (the QP goes to ERR), once
+// the device has finished everything before it.
+bool Engine::fail_head(Qp& q, ibv_wc_status status) {
+  if (q.sends.used() > 0) return false;
+  SendWqe w;
+  if (!q.sq.sc_try_pop(w)) return false;
+  Cqe c = send_completion(w.wr_id, status, w.opcode, q.qpn);
+  set_error(q);
+  complete_for(q, q.send_cq, c);
+  return true;
+}
+
+bool Engine::post_sends(Qp& q) {
+  if (q.peer_gone) return fail_toward_gone_peer(q);
+  ibv_send_wr wrs[kBatch];
+  ibv_sge sges[kBatch][shm::kMaxSge];
+  SendWqe copies[kBatch];  // inline data is read from here at post time
+  uint32_t slots[kBatch];
+  uint64_t bytes = 0;
+  int n = 0;
+  int limit = static_cast<int>(std::min<uint32_t>(kBatch, q.sends_visible));
+  while (n < limit && q.sends.has_free() && q.sq.sc_peek(static_cast<size_t>(n), copies[n])) {
+    const SendWqe& w = copies[n];
+    const Ah* ah = nullptr;
+    if (ibv_wc_status st = check_send(q, w, ah); st != IBV_WC_SUCCESS) {
+      if (n == 0) return fail_head(q, st);
+      break;
+    }
+    build_send(q, w, ah, wrs[n], sges[n], bytes);
+    slots[n] = q.sends.acquire();
+    q.sends[slots[n]] = SendSlot{w.wr_id, w.opcode, (w.send_flags & IBV_SEND_SIGNALED) != 0};
+    wrs[n].wr_id = slots[n];
+    if (n > 0) wrs[n - 1].next = &wrs[n];
+    ++n;
+  }
+  if (n == 0) return false;
+  ibv_send_wr* bad = nullptr;
+  int posted = n;
+  if (ibv_post_send(q.qp, &wrs[0], &bad) != 0) {
+    posted = bad == nullptr ? 0 : static_cast<int>(bad - wrs);
+    for (int i = posted; i < n; ++i) q.sends.release(slots[i]);
+    // The device refused the head although the router found it valid: the
+    // QP cannot go on.
+    if (posted == 0) return fail_head(q, IBV_WC_LOC_QP_OP_ERR);
+  }
+  q.sq.sc_release(static_cast<size_t>(posted));
+  if (q.init.type == IBV_QPT_RC) {
+    for (int i = 0; i < posted; ++i) {
+      uint32_t op = copies[i].opcode;
+      if (op == IBV_WR_SEND || op == IBV_WR_SEND_WITH_IMM || op == IBV_WR_RDMA_WRITE_WITH_IMM)
+        q.solicited.push_back((copies[i].send_flags & IBV_SEND_SOLICITED) != 0);
+    }
+  }
+  count(static_cast<uint64_t>(posted), bytes);
+  return posted > 0;
+}
+
+// The connected QP was destroyed: nothing more goes to its number. RC work
+// fails as toward a peer that stopped answering; UC work is lost on the
+// wire, so it completes.
+bool Engine::fail_toward_gone_peer(Qp& q) {
+  if (q.init.type == IBV_QPT_RC) return fail_head(q, IBV_WC_RETRY_EXC_ERR);
+  if (q.sends.used() > 0) return false;  // what the device holds completes first
+  SendWqe w;
+  if (!q.sq.sc_try_pop(w)) return false;
+  if (q.signals(w)) complete_for(q, q.send_cq, send_completion(w.wr_id, IBV_WC_SUCCESS, w.opcode, q.qpn));
+  return true;
+}
+
+namespace {
+
+// Moves receive WQEs from a ring to the device; `post` is ibv_post_recv or
+// ibv_post_srq_recv. Returns how many moved, or -1 when the device refused
+// the first one.
+template <typename Post>
+int move_receives(shm::RingConsumer<RecvWqe>& ring, SlotTable<RecvWqe>& table, uint32_t max_sge, Post post) {
+  ibv_recv_wr wrs[kBatch];
+  ibv_sge sges[kBatch][shm::kMaxSge];
+  uint32_t slots[kBatch];
+  int n = 0;
+  while (n < kBatch && table.has_free()) {
+    uint32_t slot = table.acquire();
+    if (!ring.sc_peek(static_cast<size_t>(n), table[slot])) {
+      table.release(slot);
+      break;
+    }
+    const RecvWqe& r = table[slot];
+    slots[n] = slot;
+    ibv_recv_wr& wr = wrs[n];
+    wr = ibv_recv_wr{};
+    wr.wr_id = slot;
+    wr.sg_list = sges[n];
+    uint64_t ignored = 0;
+    // More SGEs than the queue holds: the device would refuse the post. The
+    // surplus is dropped; a message that needed it fails (LOC_LEN_ERR).
+    uint32_t k = std::min(r.num_sge, max_sge);
+    fill_sges(sges[n], r.sge, k, ignored);
+    wr.num_sge = static_cast<int>(k);
+    if (n > 0) wrs[n - 1].next = &wr;
+    ++n;
+  }
+  if (n == 0) return 0;
+  ibv_recv_wr* bad = nullptr;
+  int posted = n;
+  if (post(&wrs[0], &bad) != 0) posted = bad == nullptr ? 0 : static_cast<int>(bad - wrs);
+  for (int i = posted; i < n; ++i) table.release(slots[i]);
+  ring.sc_release(static_cast<size_t>(posted));
+  return posted == 0 ? -1 : posted;
+}
+
+}  // namespace
+
+bool Engine::post_receives(Qp& q) {
+  int moved = move_receives(q.rq, q.receives, q.init.cap.max_recv_sge,
+                            [&](ibv_recv_wr* wr, ibv_recv_wr** bad) { return ibv_post_recv(q.qp, wr, bad); });
+  if (moved < 0) set_error(q, /*fatal=*/true);  // descriptors the device cannot take: a broken client
+  return moved != 0;
+}
+
+bool Engine::post_srq_receives(Srq& s) {
+  int moved = move_receives(s.ring, s.posted, s.sge,
+                            [&](ibv_recv_wr* wr, ibv_recv_wr** bad) { return ibv_post_srq_recv(s.srq, wr, bad); });
+  if (moved < 0) {
+    // Drop the head the device refuses, or the SRQ would stall everyone on it.
+    RecvWqe r;
+    (void)s.ring.sc_try_pop(r);
+    s.ctx.async.raise(IBV_EVENT_SRQ_ERR, s.tag);
+  }
+  return moved != 0;
+}
+
+bool Engine::poll_sends(Qp& q) {
+  if (q.sends.used() == 0) return false;
+  ibv_wc wc[kBatch];
+  int n = ibv_poll_cq(q.device_send_cq, kBatch, wc);
+  for (int i = 0; i < n; ++i) {
+    if (!q.sends.valid(wc[i].wr_id)) continue;
+    auto slot = static_cast<uint32_t>(wc[i].wr_id);
+    SendSlot s = q.sends[slot];
+    q.sends.release(slot);
+    if (wc[i].status != IBV_WC_SUCCESS) enter_error(q);  // the device's QP is in ERR
+    if (wc[i].status == IBV_WC_SUCCESS && !s.signaled && !q.init.sq_sig_all) continue;
+    Cqe c{};
+    c.wr_id = s.wr_id;
+    c.status = wc[i].status;
+    c.opcode = wc[i].status == IBV_WC_SUCCESS ? wc[i].opcode : completion_opcode(s.opcode);
+    c.vendor_err = wc[i].vendor_err;
+    c.byte_len = wc[i].byte_len;
+    c.qp_num = q.qpn;
+    complete_for(q, q.send_cq, c);
+  }
+  return n > 0;
+}
+
+bool Engine::poll_receives(Qp& q) {
+  SlotTable<RecvWqe>& table = q.srq != nullptr ? q.device_srq()->posted : q.receives;
+  if (table.used() == 0) return false;
+  ibv_wc wc[kBatch];
+  int n = ibv_poll_cq(q.device_recv_cq, kBatch, wc);
+  for (int i = 0; i < n; ++i) {
+    const ibv_wc& d = wc[i];
+    if (!table.valid(d.wr_id)) continue;
+    auto slot = static_cast<uint32_t>(d.wr_id);
+    const RecvWqe& r = table[slot];
+    Cqe c{};
+    c.wr_id = r.wr_id;
+    c.status = d.status;
+    c.opcode = d.status == IBV_WC_SUCCESS ? d.opcode : IBV_WC_RECV;
+    c.vendor_err = d.vendor_err;
+    c.byte_len = d.byte_len;
+    c.imm_data = d.imm_data;
+    c.qp_num = q.qpn;
+    c.src_qp = d.src_qp;
+    c.wc_flags = d.wc_flags & (IBV_WC_GRH | IBV_WC_WITH_IMM);
+    c.pkey_index = 0;
+    c.slid = d.slid;
+    c.sl = d.sl;
+    c.dlid_path_bits = d.dlid_path_bits;
+    c.solicited = was_solicited(q, d);
+    if (d.status == IBV_WC_SUCCESS && q.init.type == IBV_QPT_UD && (d.wc_flags & IBV_WC_GRH) != 0) {
+      rewrite_grh(q, r, d.src_qp);
+      c.sl = kRoceIpv4PacketType;
+    }
+    table.release(slot);
+    if (d.status != IBV_WC_SUCCESS) enter_error(q);
+    complete_for(q, q.recv_cq, c);
+  }
+  if (n > 0 && q.srq != nullptr) check_srq_limit(*q.srq, q.device_srq()->posted.used());
+  return n > 0;
+}
+
+// ibv_wc does not say whether the sender set IBV_SEND_SOLICITED. On RC the
+// router knows: the connected QP's messages that consume a receive arrive in
+// the order it posted them. Elsewhere every receive counts as solicited (a
+// spurious wakeup at worst, which verbs allows; never a missed one).
+uint8_t Engine::was_solicited(const Qp& q, const ibv_wc& d) {
+  if (q.init.type != IBV_QPT_RC || d.status != IBV_WC_SUCCESS) return 1;
+  Qp* sender = find_qp(q.attr.dest_qp_num);
+  if (sender == nullptr || sender->solicited.empty()) return 1;
+  bool bit = sender->solicited.front();
+  sender->solicited.pop_front();
+  return bit ? 1 : 0;
+}
+
+// The device wrote its own addresses into the GRH; the app must see the
+// virtual ones: the sender's and its own virtual IP (RoCE v2 over IPv4 puts
+// an IPv4 header in the GRH's last 20 bytes; other layouts carry GIDs).
+void Engine::rewrite_grh(Qp& q, const RecvWqe& r, uint32_t src_qp) {
+  uint8_t grh[40];
+  std::byte* where[40];
+  uint32_t got = 0;
+  for (uint32_t i = 0; i < r.num_sge && i < shm::kMaxSge && got < 40; ++i) {
+    const Mr* mr = find_mr(r.sge[i].lkey);
+    uint32_t take = std::min<uint32_t>(r.sge[i].length, 40 - got);
+    if (mr == nullptr || !mr->contains(r.sge[i].addr, take)) return;
+    std::byte* p = mr->router_addr(r.sge[i].addr);
+    for (uint32_t k = 0; k < take; ++k) {
+      where[got] = p + k;
+      grh[got++] = static_cast<uint8_t>(p[k]);
+    }
+  }
+  if (got < 40) return;
+  const Qp* sender = find_qp(src_qp);
+  uint32_t src_ip = sender != nullptr ? sender->pd.owner.virtual_ip : 0;
+  uint32_t dst_ip = q.pd.owner.virtual_ip;
+  if ((grh[20] >> 4) == 4) {
+    uint8_t* ip = grh + 20;
+    if (sender != nullptr) put_be32(ip + 12, src_ip);
+    put_be32(ip + 16, dst_ip);
+    uint16_t sum = ipv4_checksum(ip);
+    ip[10] = static_cast<uint8_t>(sum >> 8);
+    ip[11] = static_cast<uint8_t>(sum);
+  } else {
+    uint8_t gid[16];
+    if (sender != nullptr) {
+      policy::ipv4_mapped_gid(src_ip, gid);
+      std::memcpy(grh + 8, gid, 16);
+    }
+    policy::ipv4_mapped_gid(dst_ip, gid);
+    std::memcpy(grh + 24, gid, 16);
+  }
+  for (uint32_t k = 0; k < 40; ++k) *where[k] = static_cast<std::byte>(grh[k]);
+}
+
+// Once the device gave back everything it held, what is left in the rings
+// completes with IBV_WC_WR_FLUSH_ERR, in order behind it.
+
+// --- sleeping and events ---------------------------------------------------------
+
+bool Engine::prepare_to_sleep(uint64_t, uint64_t&) {
+  bool may_sleep = true;
+  for (core::Srq* s : srqs())
+    if (!s->ring.prepare_to_sleep()) may_sleep = false;
+  for (core::Qp* c : qps()) {
+    auto& q = static_cast<Qp&>(*c);
+    bool sends_move = q.state == IBV_QPS_RTS || q.state == IBV_QPS_ERR;
+    bool receives_move = q.srq == nullptr && q.state != IBV_QPS_RESET;
+    if (sends_move && !q.sq.prepare_to_sleep()) may_sleep = false;
+    if (receives_move && !q.rq.prepare_to_sleep()) may_sleep = false;
+    // Arm, then poll once more: a completion that came in between is seen
+    // now, any later one raises the channel.
+    if (q.sends.used() > 0) ibv_req_notify_cq(q.device_send_cq, 0);
+    if ((q.srq != nullptr ? q.device_srq()->posted.used() : q.receives.used()) > 0)
+      ibv_req_notify_cq(q.device_recv_cq, 0);
+  }
+  if (may_sleep) {
+    for (core::Qp* c : qps()) {
+      bool got = poll_sends(static_cast<Qp&>(*c));
+      got |= poll_receives(static_cast<Qp&>(*c));
+      if (got) may_sleep = false;
+    }
+  }
+  return may_sleep;
+}
+
+void Engine::cancel_sleep() {
+  for (core::Srq* s : srqs()) s->ring.cancel_sleep();
+  for (core::Qp* q : qps()) {
+    q->sq.cancel_sleep();
+    if (q->srq == nullptr) q->rq.cancel_sleep();
+  }
+}
+
+void Engine::readable(int fd) {
+  if (fd == device_.ctx->async_fd) {
+    handle_async_events();
+    return;
+  }
+  if (fd != device_.channel->fd) return;
+  ibv_cq* cq;
+  void* cq_context;
+  while (ibv_get_cq_event(device_.channel, &cq, &cq_context) == 0) ibv_ack_cq_events(cq, 1);
+}
+
+
+}  // namespace ff::router::verbs

@@ -1,0 +1,64 @@
+// The verbs fabric's engine and the lifetime of its objects: each shadow
+// object leaves the engine's registries before the device frees it.
+#include <sys/mman.h>
+
+#include "router/fabric/verbs/engine.h"
+
+namespace ff::router::verbs {
+
+Engine::Engine(Device& device, std::chrono::microseconds spin) : QueueCore(spin), device_(device) {
+  poller().watch_other(device_.channel->fd);
+  poller().watch_other(device_.ctx->async_fd);
+  start();
+}
+
+Engine::~Engine() { stop(); }
+
+void Engine::on_unlink(core::Qp& c) { drain_device_cqs(static_cast<Qp&>(c)); }
+
+// Discards what the shadow CQs hold (a reset or a destroy): the app never
+// sees those completions, but an SRQ's slots come back.
+void Engine::drain_device_cqs(Qp& q) {
+  ibv_wc wc[core::kBatch];
+  while (ibv_poll_cq(q.device_send_cq, core::kBatch, wc) > 0) {
+  }
+  int n;
+  while ((n = ibv_poll_cq(q.device_recv_cq, core::kBatch, wc)) > 0) {
+    if (q.srq == nullptr) continue;
+    for (int i = 0; i < n; ++i)
+      if (q.device_srq()->posted.valid(wc[i].wr_id)) q.device_srq()->posted.release(static_cast<uint32_t>(wc[i].wr_id));
+  }
+  q.sends.release_all();
+  q.receives.release_all();
+}
+
+Mr::~Mr() {
+  core.run_sync([this] { core.unlink_mr(*this); });
+  if (mr != nullptr) ibv_dereg_mr(mr);  // null: the device refused the registration
+  if (composed != nullptr) ::munmap(composed, composed_length);
+}
+
+Srq::~Srq() {
+  ctx.core.run_sync([this] { ctx.core.unlink_srq(*this); });
+  ibv_destroy_srq(srq);
+}
+
+Ah::~Ah() {
+  core.run_sync([this] { core.unlink_ah(*this); });
+  ibv_destroy_ah(ah);
+}
+
+Qp::~Qp() {
+  ctx.core.run_sync([&] {
+    if (qp != nullptr) {
+      ctx.core.unlink_qp(*this);
+      ibv_destroy_qp(qp);
+    }
+    // The poller acknowledges every CQ event as it reads it, so nothing
+    // blocks these.
+    if (device_send_cq != nullptr) ibv_destroy_cq(device_send_cq);
+    if (device_recv_cq != nullptr) ibv_destroy_cq(device_recv_cq);
+  });
+}
+
+}  // namespace ff::router::verbs

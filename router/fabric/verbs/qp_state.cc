@@ -1,0 +1,104 @@
+// The verbs fabric's QP state (see engine.h): ibv_modify_qp carried out on
+// the shadow QP with the virtual address translated to the device's, the
+// core's hooks for ERR and RESET, and the device's asynchronous events.
+#include <cerrno>
+#include <cstring>
+
+#include "policy/tenant.h"
+#include "router/fabric/verbs/engine.h"
+
+namespace ff::router::verbs {
+
+Status Engine::modify_qp(Qp& q, const ibv_qp_attr& attr, int mask) {
+  if ((mask & IBV_QP_AV) != 0 && attr.ah_attr.is_global != 0 && !policy::ipv4_of_gid(attr.ah_attr.grh.dgid.raw))
+    return Error{EINVAL, "ah_attr.grh.dgid must be an IPv4-mapped GID (::ffff:a.b.c.d) of a virtual IP"};
+  // The device never sees a connection across tenants.
+  if (Status st = check_modify(q, attr, mask, /*dest_local=*/true); !st) return st;
+  ibv_qp_attr dev = attr;
+  if ((mask & IBV_QP_PORT) != 0) dev.port_num = device_.port;
+  if ((mask & IBV_QP_AV) != 0) dev.ah_attr = device_address(device_, attr.ah_attr);
+  if (ibv_modify_qp(q.qp, &dev, mask) != 0) {
+    int e = errno != 0 ? errno : EINVAL;
+    return Error{e, "the device (" + device_.name + ") refused the change: " + std::strerror(e)};
+  }
+  apply_modify(q, attr, mask);
+  return {};
+}
+
+ibv_ah_attr device_address(const Device& d, const ibv_ah_attr& virt) {
+  // One router per device: every virtual address this router serves is the
+  // device itself; which QP is meant is the QP number's business.
+  ibv_ah_attr a{};
+  a.port_num = d.port;
+  a.sl = virt.sl;
+  a.static_rate = virt.static_rate;
+  if (d.port_attr.link_layer == IBV_LINK_LAYER_INFINIBAND && virt.is_global == 0) {
+    a.dlid = d.port_attr.lid;
+    return a;
+  }
+  a.is_global = 1;
+  a.grh.dgid = d.gid;
+  a.grh.sgid_index = static_cast<uint8_t>(d.gid_index);
+  a.grh.hop_limit = virt.is_global != 0 && virt.grh.hop_limit != 0 ? virt.grh.hop_limit : 64;
+  a.grh.traffic_class = virt.is_global != 0 ? virt.grh.traffic_class : 0;
+  a.grh.flow_label = virt.is_global != 0 ? virt.grh.flow_label : 0;
+  return a;
+}
+
+void Engine::on_error(core::Qp& c) {
+  ibv_qp_attr a{};
+  a.qp_state = IBV_QPS_ERR;
+  ibv_modify_qp(static_cast<Qp&>(c).qp, &a, IBV_QP_STATE);  // the device flushes what it holds
+}
+
+void Engine::on_reset(core::Qp& c) {
+  auto& q = static_cast<Qp&>(c);
+  // The device dropped whatever it held, without completions; so do we.
+  drain_device_cqs(q);
+  q.solicited.clear();
+}
+
+void Engine::handle_async_events() {
+  ibv_async_event ev;
+  while (ibv_get_async_event(device_.ctx, &ev) == 0) {
+    switch (ev.event_type) {
+      case IBV_EVENT_QP_FATAL:
+      case IBV_EVENT_QP_REQ_ERR:
+      case IBV_EVENT_QP_ACCESS_ERR:
+      case IBV_EVENT_SQ_DRAINED:
+      case IBV_EVENT_COMM_EST:
+      case IBV_EVENT_PATH_MIG:
+      case IBV_EVENT_PATH_MIG_ERR: {
+        Qp* q = find_qp(ev.element.qp->qp_num);
+        if (q == nullptr) break;
+        if (ev.event_type == IBV_EVENT_QP_FATAL || ev.event_type == IBV_EVENT_QP_REQ_ERR ||
+            ev.event_type == IBV_EVENT_QP_ACCESS_ERR)
+          enter_error(*q);
+        q->ctx.async.raise(ev.event_type, q->tag);
+        break;
+      }
+      case IBV_EVENT_CQ_ERR:
+        // A shadow CQ overran (they are sized not to): its QP cannot go on.
+        for (core::Qp* c : qps()) {
+          auto* q = static_cast<Qp*>(c);
+          if (q->device_send_cq == ev.element.cq || q->device_recv_cq == ev.element.cq) set_error(*q, true);
+        }
+        break;
+      case IBV_EVENT_SRQ_ERR:
+        for (core::Srq* s : srqs())
+          if (static_cast<Srq*>(s)->srq == ev.element.srq) s->ctx.async.raise(ev.event_type, s->tag);
+        break;
+      case IBV_EVENT_SRQ_LIMIT_REACHED:     // the router keeps SRQ limits itself (ring plus device)
+      case IBV_EVENT_QP_LAST_WQE_REACHED:  // and raises this one itself (enter_error)
+        break;
+      case IBV_EVENT_DEVICE_FATAL:
+        for (core::Qp* q : qps()) enter_error(*q, /*fatal=*/true);
+        break;
+      default:
+        break;  // port events: the virtual port never changes state
+    }
+    ibv_ack_async_event(&ev);
+  }
+}
+
+}  // namespace ff::router::verbs
