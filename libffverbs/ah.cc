@@ -5,7 +5,7 @@
 #include <cstring>
 #include <new>
 
-#include "libffverbs/shim.h"
+#include "libffverbs/request.h"
 #include "proto/verbs_codec.h"
 
 using namespace ff::verbs;
@@ -18,13 +18,9 @@ ibv_ah* ibv_create_ah(ibv_pd* pd, ibv_ah_attr* attr) {
   if (context_is_stale(*ctx)) return fail_ptr<ibv_ah>(EIO);
   flatbuffers::FlatBufferBuilder fbb;
   auto wire = proto::to_wire(*attr);
-  auto r = RouterLink::get().call(fbb, proto::RequestBody::CreateAh,
-                                  proto::CreateCreateAh(fbb, to_ff(pd)->handle, &wire).Union());
-  const auto* reply = r.error == 0 ? r.reply()->body_as_CreateAhReply() : nullptr;
-  if (reply == nullptr) {
-    debug("create_ah failed: %s", r.message.c_str());
-    return fail_ptr<ibv_ah>(r.error != 0 ? r.error : EPROTO);
-  }
+  auto reply = request<proto::CreateAhReply>(fbb, proto::CreateCreateAh(fbb, to_ff(pd)->handle, &wire),
+                                             "create_ah failed");
+  if (!reply) return fail_ptr<ibv_ah>(reply.error);
   auto* ah = new (std::nothrow) FfAh();
   if (ah == nullptr) return fail_ptr<ibv_ah>(ENOMEM);
   ah->ah.context = pd->context;
@@ -39,9 +35,8 @@ int ibv_destroy_ah(ibv_ah* ibah) {
   FfAh* ah = to_ff(ibah);
   if (ah->link_epoch == RouterLink::get().epoch()) {
     flatbuffers::FlatBufferBuilder fbb;
-    auto r = RouterLink::get().call(fbb, proto::RequestBody::DestroyAh,
-                                    proto::CreateDestroyAh(fbb, ibah->handle).Union());
-    if (r.error == EINVAL) return r.error;
+    int e = request<void>(fbb, proto::CreateDestroyAh(fbb, ibah->handle)).error;
+    if (e == EINVAL) return e;
   }
   delete ah;
   return 0;

@@ -10,7 +10,7 @@
 #include <cstring>
 #include <new>
 
-#include "libffverbs/shim.h"
+#include "libffverbs/request.h"
 
 using namespace ff::verbs;
 namespace shm = ff::shm;
@@ -81,18 +81,13 @@ ibv_cq_ex* create_cq(ibv_context* context, int cqe, void* cq_context, ibv_comp_c
   if (context_is_stale(*ctx)) return fail_ptr<ibv_cq_ex>(EIO);
   FfChannel* ch = channel != nullptr ? to_ff(channel) : nullptr;
   flatbuffers::FlatBufferBuilder fbb;
-  auto r = RouterLink::get().call(
-      fbb, proto::RequestBody::CreateCq,
-      proto::CreateCreateCq(fbb, ctx->handle, cqe, ch != nullptr ? ch->handle : 0, comp_vector).Union());
-  const auto* reply = r.error == 0 ? r.reply()->body_as_CreateCqReply() : nullptr;
-  if (reply == nullptr || r.fds.size() != 1) {
-    debug("create_cq failed: %s", r.message.c_str());
-    return fail_ptr<ibv_cq_ex>(r.error != 0 ? r.error : EPROTO);
-  }
+  auto body = proto::CreateCreateCq(fbb, ctx->handle, cqe, ch != nullptr ? ch->handle : 0, comp_vector);
+  auto reply = request<proto::CreateCqReply>(fbb, body, "create_cq failed", 1);
+  if (!reply) return fail_ptr<ibv_cq_ex>(reply.error);
   auto* cq = new (std::nothrow) FfCq();
   if (cq == nullptr) return fail_ptr<ibv_cq_ex>(ENOMEM);
   uint32_t capacity = reply->capacity();
-  std::byte* ring = attach_ring<shm::Cqe>(r.fds[0].get(), shm::cq_segment_bytes(capacity), shm::kCqRingOffset,
+  std::byte* ring = attach_ring<shm::Cqe>(reply.fd(0), shm::cq_segment_bytes(capacity), shm::kCqRingOffset,
                                           capacity, cq->segment);
   if (ring == nullptr) {
     delete cq;
@@ -179,7 +174,7 @@ int ffv_req_notify_cq(ibv_cq* ibcq, int solicited_only) {
   FfCq* cq = to_ff(ibcq);
   if (cq->channel == nullptr) return EINVAL;
   cq->control->arm.store(solicited_only != 0 ? shm::kArmSolicited : shm::kArmNext, std::memory_order_relaxed);
-  // Dekker with the router's Engine::complete (see there).
+  // Dekker with the router's VirtualCq::add (router/fabric/virtual_queues.cc).
   std::atomic_thread_fence(std::memory_order_seq_cst);
   return 0;
 }
@@ -206,9 +201,8 @@ int ibv_destroy_cq(ibv_cq* ibcq) {
   FfCq* cq = to_ff(ibcq);
   if (!context_is_stale(*to_ff(ibcq->context))) {
     flatbuffers::FlatBufferBuilder fbb;
-    auto r = RouterLink::get().call(fbb, proto::RequestBody::DestroyCq,
-                                    proto::CreateDestroyCq(fbb, cq->handle).Union());
-    if (r.error == EBUSY || r.error == EINVAL) return r.error;  // QPs still use it
+    int e = request<void>(fbb, proto::CreateDestroyCq(fbb, cq->handle)).error;
+    if (e == EBUSY || e == EINVAL) return e;  // QPs still use it
   }
   to_ff(ibcq->context)->untrack(cq->handle);
   // Verbs: destroy waits until every event handed out was acknowledged.
@@ -233,14 +227,13 @@ ibv_comp_channel* ibv_create_comp_channel(ibv_context* context) {
   FfContext* ctx = to_ff(context);
   if (context_is_stale(*ctx)) return fail_ptr<ibv_comp_channel>(EIO);
   flatbuffers::FlatBufferBuilder fbb;
-  auto r = RouterLink::get().call(fbb, proto::RequestBody::CreateCompChannel,
-                                  proto::CreateCreateCompChannel(fbb, ctx->handle).Union());
-  const auto* reply = r.error == 0 ? r.reply()->body_as_CreateCompChannelReply() : nullptr;
-  if (reply == nullptr || r.fds.size() != 2) return fail_ptr<ibv_comp_channel>(r.error != 0 ? r.error : EPROTO);
+  auto body = proto::CreateCreateCompChannel(fbb, ctx->handle);
+  auto reply = request<proto::CreateCompChannelReply>(fbb, body, nullptr, 2);
+  if (!reply) return fail_ptr<ibv_comp_channel>(reply.error);
   auto* ch = new (std::nothrow) FfChannel();
   if (ch == nullptr) return fail_ptr<ibv_comp_channel>(ENOMEM);
   uint32_t capacity = reply->capacity();
-  std::byte* ring = attach_ring<shm::ChannelEvent>(r.fds[1].get(), shm::channel_segment_bytes(capacity),
+  std::byte* ring = attach_ring<shm::ChannelEvent>(reply.fd(1), shm::channel_segment_bytes(capacity),
                                                    shm::kChannelRingOffset, capacity, ch->segment);
   if (ring == nullptr) {
     delete ch;
@@ -250,7 +243,7 @@ ibv_comp_channel* ibv_create_comp_channel(ibv_context* context) {
   ch->handle = reply->channel();
   ch->link_epoch = RouterLink::get().epoch();
   ch->channel.context = context;
-  ch->channel.fd = r.fds[0].release();
+  ch->channel.fd = reply.release_fd(0);
   ch->channel.refcnt = 0;
   return &ch->channel;
 }
@@ -259,9 +252,8 @@ int ibv_destroy_comp_channel(ibv_comp_channel* channel) {
   FfChannel* ch = to_ff(channel);
   if (ch->link_epoch == RouterLink::get().epoch()) {
     flatbuffers::FlatBufferBuilder fbb;
-    auto r = RouterLink::get().call(fbb, proto::RequestBody::DestroyCompChannel,
-                                    proto::CreateDestroyCompChannel(fbb, ch->handle).Union());
-    if (r.error == EBUSY || r.error == EINVAL) return r.error;  // CQs still use it
+    int e = request<void>(fbb, proto::CreateDestroyCompChannel(fbb, ch->handle)).error;
+    if (e == EBUSY || e == EINVAL) return e;  // CQs still use it
   }
   ::close(channel->fd);
   delete ch;

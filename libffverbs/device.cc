@@ -7,9 +7,10 @@
 #include <cstring>
 #include <new>
 
-#include "libffverbs/shim.h"
+#include "libffverbs/request.h"
 
 using namespace ff::verbs;
+namespace proto = ff::proto;
 
 namespace {
 
@@ -51,12 +52,10 @@ ibv_device** ibv_get_device_list(int* num_devices) {
     return list;
   }
   flatbuffers::FlatBufferBuilder fbb;
-  auto r = link.call(fbb, ff::proto::RequestBody::ListDevices,
-                     ff::proto::CreateListDevices(fbb).Union());
-  const auto* reply = r.error == 0 ? r.reply()->body_as_ListDevicesReply() : nullptr;
-  if (reply == nullptr || reply->devices() == nullptr || reply->devices()->size() == 0) {
-    debug("the router listed no device: %s", r.message.c_str());
-    errno = r.error != 0 ? r.error : ENODEV;
+  auto reply = request<proto::ListDevicesReply>(fbb, proto::CreateListDevices(fbb));
+  if (!reply || reply->devices() == nullptr || reply->devices()->size() == 0) {
+    debug("the router listed no device: %s", reply.result.message.c_str());
+    errno = reply.result.error != 0 ? reply.result.error : ENODEV;
     return list;
   }
   fill_device(*reply->devices()->Get(0));
@@ -82,16 +81,11 @@ ibv_context* ibv_open_device(ibv_device* device) {
   RouterLink& link = RouterLink::get();
   if (int e = link.ensure_connected(); e != 0) return fail_ptr<ibv_context>(e);
   flatbuffers::FlatBufferBuilder fbb;
-  auto r = link.call(fbb, ff::proto::RequestBody::OpenDevice,
-                     ff::proto::CreateOpenDevice(fbb, 0).Union());
-  const auto* reply = r.error == 0 ? r.reply()->body_as_OpenDeviceReply() : nullptr;
-  if (reply == nullptr || r.fds.size() != 3) {
-    debug("open_device failed: %s", r.message.c_str());
-    return fail_ptr<ibv_context>(r.error != 0 ? r.error : EPROTO);
-  }
+  auto reply = request<proto::OpenDeviceReply>(fbb, proto::CreateOpenDevice(fbb, 0), "open_device failed", 3);
+  if (!reply) return fail_ptr<ibv_context>(reply.error);
   auto* ctx = new (std::nothrow) FfContext();
   if (ctx == nullptr) return fail_ptr<ibv_context>(ENOMEM);
-  std::byte* ring = attach_ring<ff::shm::AsyncEvent>(r.fds[2].get(), ff::shm::async_segment_bytes(),
+  std::byte* ring = attach_ring<ff::shm::AsyncEvent>(reply.fd(2), ff::shm::async_segment_bytes(),
                                                      ff::shm::kAsyncRingOffset, ff::shm::kAsyncRingCapacity,
                                                      ctx->async_segment);
   if (ring == nullptr) {
@@ -101,8 +95,8 @@ ibv_context* ibv_open_device(ibv_device* device) {
   ctx->async_events = ff::shm::RingConsumer<ff::shm::AsyncEvent>(ring, ff::shm::kAsyncRingCapacity);
   ctx->handle = reply->context();
   ctx->link_epoch = link.epoch();
-  ctx->async_fd = r.fds[0].release();
-  ctx->doorbell_fd = r.fds[1].release();
+  ctx->async_fd = reply.release_fd(0);
+  ctx->doorbell_fd = reply.release_fd(1);
   ibv_context& c = ctx->vctx.context;
   c.device = device;
   c.cmd_fd = -1;
@@ -119,8 +113,7 @@ int ibv_close_device(ibv_context* context) {
     flatbuffers::FlatBufferBuilder fbb;
     // The router destroys whatever is left under this context; a failure
     // here means the session is gone, which destroyed it all anyway.
-    RouterLink::get().call(fbb, ff::proto::RequestBody::CloseDevice,
-                           ff::proto::CreateCloseDevice(fbb, ctx->handle).Union());
+    request<void>(fbb, proto::CreateCloseDevice(fbb, ctx->handle));
   }
   ::close(ctx->async_fd);
   ::close(ctx->doorbell_fd);

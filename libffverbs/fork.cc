@@ -1,15 +1,22 @@
 // fork() support. Registered memory is shared with the router through
 // MAP_SHARED memfd mappings, so a fork never copies-on-write a page under an
 // RDMA operation: the parent stays correct without ibv_fork_init, which is
-// what IBV_FORK_UNNEEDED means. The child gets private copies of those pages
-// (mr.cc, shared_memory_after_fork_child), and its inherited verbs objects
-// are dead: it opens the device again (RouterLink::on_fork_child).
+// what IBV_FORK_UNNEEDED means. The child gets private copies of those pages,
+// as fork() promises for any memory (shared_memory_after_fork_child), and its
+// inherited verbs objects are dead: it opens the device again
+// (RouterLink::on_fork_child).
+#include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
+#include "libffverbs/shared_memory.h"
 #include "libffverbs/shim.h"
 
 namespace {
@@ -23,7 +30,95 @@ int madvise_range(void* base, size_t size, int advice) {
   if (::madvise(reinterpret_cast<void*>(start), end - start, advice) != 0) return errno;
   return 0;
 }
+
+// In a fork child: every mapping backed by one of our memfds (registered
+// pages, ibv_malloc arenas, rings) becomes private memory holding the same
+// bytes, as fork() promises. Without this the child would share those
+// pages with the parent, its stack and heap included.
+void privatize_shared_pages_in_child() {
+  int fd = ::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  static char maps[1 << 20];  // the child is single-threaded here
+  size_t used = 0;
+  ssize_t n;
+  while (used < sizeof maps - 1 && (n = ::read(fd, maps + used, sizeof maps - 1 - used)) > 0)
+    used += static_cast<size_t>(n);
+  ::close(fd);
+  maps[used] = '\0';
+  for (char* line = maps; line != nullptr && *line != '\0';) {
+    char* next = std::strchr(line, '\n');
+    if (next != nullptr) *next++ = '\0';
+    // ffv-mr: registered pages; ffr-*: arenas and the router's rings (a
+    // child polling an inherited CQ must not take the parent's completions).
+    if (std::strstr(line, "/memfd:ffv-mr") != nullptr || std::strstr(line, "/memfd:ffr-") != nullptr) {
+      uint64_t start = std::strtoull(line, nullptr, 16);
+      uint64_t end = std::strtoull(std::strchr(line, '-') + 1, nullptr, 16);
+      ff::verbs::privatize(start, end);
+    }
+    line = next;
+  }
+}
+
 }  // namespace
+
+namespace ff::verbs {
+
+// fork() prepare (parent, forking thread): the parent goes on writing its
+// own stack right after fork(), which would write into the child's copy
+// while the page is still shared. So the forking thread's stack pages that
+// are registered become private for the duration of the fork.
+void SharedPages::before_fork() {
+  mu_.lock();  // the table stays consistent across fork (unlocked in both)
+  // The range the forking thread may write after fork(): its frames
+  // below the stack pointer and everything above it up to the stack's
+  // top. (The extent pthread_getattr_np reports for the main thread stops
+  // at the first registered page inside [stack], so it cannot be used for
+  // the lower bound.)
+  auto sp = reinterpret_cast<uint64_t>(__builtin_frame_address(0));
+  uint64_t lo = sp > (uint64_t{1} << 20) ? sp - (uint64_t{1} << 20) : 0;
+  uint64_t hi = sp + (uint64_t{8} << 20);
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    void* stack = nullptr;
+    size_t size = 0;
+    if (pthread_attr_getstack(&attr, &stack, &size) == 0 && reinterpret_cast<uint64_t>(stack) + size > sp)
+      hi = reinterpret_cast<uint64_t>(stack) + size;
+    pthread_attr_destroy(&attr);
+  }
+  for (auto& [start, reg] : regions_) {
+    uint64_t a = std::max(start, lo), b = std::min(reg.end, hi);
+    if (a >= b) continue;
+    if (privatize(a, b) == 0) stack_pages_.push_back({a, b, start});
+  }
+}
+
+// fork() parent: the stack pages go back to being shared with the router.
+void SharedPages::after_fork_parent() {
+  for (const auto& p : stack_pages_) {
+    auto it = regions_.find(p.region);
+    if (it != regions_.end()) reshare(p.start, p.end, it->second.fd.get(), p.start - p.region);
+  }
+  stack_pages_.clear();
+  mu_.unlock();
+}
+
+// fork() child: the parent's regions are not ours (their segments belong
+// to the parent's session), and their pages become private copies.
+void SharedPages::after_fork_child() {
+  stack_pages_.clear();
+  regions_.clear();
+  mu_.unlock();
+  privatize_shared_pages_in_child();
+}
+
+void shared_memory_before_fork() { SharedPages::get().before_fork(); }
+void shared_memory_after_fork_parent() { SharedPages::get().after_fork_parent(); }
+void shared_memory_after_fork_child() {
+  SharedPages::get().after_fork_child();
+  forget_arenas_after_fork();
+}
+
+}  // namespace ff::verbs
 
 extern "C" {
 

@@ -32,13 +32,8 @@ void unsupported(Fn& slot) {
   slot = &Unsupported<Fn>::call;
 }
 
-}  // namespace
-
-void init_context_ops(FfContext& ctx) {
-  verbs_context& v = ctx.vctx;
-  ibv_context_ops& ops = v.context.ops;
-
-  // Legacy slots, kept as libibverbs fills them for apps built against 1.1.8.
+// Legacy slots, kept as libibverbs fills them for apps built against 1.1.8.
+void init_legacy_ops(ibv_context_ops& ops) {
   ops._compat_query_device = +[](ibv_context* c, ibv_device_attr* a) { return ibv_query_device(c, a); };
   ops._compat_query_port = +[](ibv_context* c, uint8_t p, _compat_ibv_port_attr* a) {
     return ffv_query_port(c, p, reinterpret_cast<ibv_port_attr*>(a),
@@ -74,8 +69,10 @@ void init_context_ops(FfContext& ctx) {
   unsupported(ops._compat_attach_mcast);
   unsupported(ops._compat_detach_mcast);
   unsupported(ops._compat_async_event);
+}
 
-  // Extended ops, in verbs_context order (newest first).
+// Extended ops, in verbs_context order (newest first).
+void init_extended_ops(verbs_context& v) {
   v.query_port = ffv_query_port;
   unsupported(v.advise_mr);
   unsupported(v.alloc_null_mr);
@@ -114,8 +111,15 @@ void init_context_ops(FfContext& ctx) {
   unsupported(v.create_srq_ex);
   unsupported(v.open_xrcd);
   unsupported(v.close_xrcd);
-  v.sz = sizeof(verbs_context);
-  v.context.abi_compat = __VERBS_ABI_IS_EXTENDED;
+}
+
+}  // namespace
+
+void init_context_ops(FfContext& ctx) {
+  init_legacy_ops(ctx.vctx.context.ops);
+  init_extended_ops(ctx.vctx);
+  ctx.vctx.sz = sizeof(verbs_context);
+  ctx.vctx.context.abi_compat = __VERBS_ABI_IS_EXTENDED;
 }
 
 }  // namespace ff::verbs

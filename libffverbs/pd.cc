@@ -1,9 +1,10 @@
 // Protection domains.
 #include <cstdlib>
 
-#include "libffverbs/shim.h"
+#include "libffverbs/request.h"
 
 using namespace ff::verbs;
+namespace proto = ff::proto;
 
 extern "C" {
 
@@ -11,10 +12,8 @@ ibv_pd* ibv_alloc_pd(ibv_context* context) {
   FfContext* ctx = to_ff(context);
   if (context_is_stale(*ctx)) return fail_ptr<ibv_pd>(EIO);
   flatbuffers::FlatBufferBuilder fbb;
-  auto r = RouterLink::get().call(fbb, ff::proto::RequestBody::AllocPd,
-                                  ff::proto::CreateAllocPd(fbb, ctx->handle).Union());
-  const auto* reply = r.error == 0 ? r.reply()->body_as_AllocPdReply() : nullptr;
-  if (reply == nullptr) return fail_ptr<ibv_pd>(r.error != 0 ? r.error : EPROTO);
+  auto reply = request<proto::AllocPdReply>(fbb, proto::CreateAllocPd(fbb, ctx->handle));
+  if (!reply) return fail_ptr<ibv_pd>(reply.error);
   auto* pd = static_cast<FfPd*>(std::calloc(1, sizeof(FfPd)));
   if (pd == nullptr) return fail_ptr<ibv_pd>(ENOMEM);
   pd->pd.context = context;
@@ -27,9 +26,8 @@ int ibv_dealloc_pd(ibv_pd* ibpd) {
   FfPd* pd = to_ff(ibpd);
   if (!context_is_stale(*to_ff(ibpd->context))) {
     flatbuffers::FlatBufferBuilder fbb;
-    auto r = RouterLink::get().call(fbb, ff::proto::RequestBody::DeallocPd,
-                                    ff::proto::CreateDeallocPd(fbb, pd->handle).Union());
-    if (r.error == EBUSY || r.error == EINVAL) return r.error;  // the PD stays valid
+    int e = request<void>(fbb, proto::CreateDeallocPd(fbb, pd->handle)).error;
+    if (e == EBUSY || e == EINVAL) return e;  // the PD stays valid
   }
   std::free(pd);
   return 0;

@@ -8,7 +8,7 @@
 #include <cstring>
 #include <new>
 
-#include "libffverbs/shim.h"
+#include "libffverbs/request.h"
 #include "proto/verbs_codec.h"
 
 using namespace ff::verbs;
@@ -231,23 +231,16 @@ ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
     return fail_ptr<ibv_qp>(EOPNOTSUPP);
   flatbuffers::FlatBufferBuilder fbb;
   auto cap = proto::to_wire(attr.cap);
-  auto r = RouterLink::get().call(
-      fbb, proto::RequestBody::CreateQp,
-      proto::CreateCreateQp(fbb, to_ff(attr.pd)->handle, to_ff(attr.send_cq)->handle,
-                            to_ff(attr.recv_cq)->handle, attr.srq != nullptr ? to_ff(attr.srq)->handle : 0,
-                            static_cast<uint8_t>(attr.qp_type),
-                            attr.sq_sig_all != 0, &cap)
-          .Union());
-  const auto* reply = r.error == 0 ? r.reply()->body_as_CreateQpReply() : nullptr;
-  if (reply == nullptr || reply->cap() == nullptr || r.fds.size() != 1) {
-    debug("create_qp failed: %s", r.message.c_str());
-    return fail_ptr<ibv_qp>(r.error != 0 ? r.error : EPROTO);
-  }
+  auto body = proto::CreateCreateQp(fbb, to_ff(attr.pd)->handle, to_ff(attr.send_cq)->handle,
+                                    to_ff(attr.recv_cq)->handle, attr.srq != nullptr ? to_ff(attr.srq)->handle : 0,
+                                    static_cast<uint8_t>(attr.qp_type), attr.sq_sig_all != 0, &cap);
+  auto reply = request<proto::CreateQpReply>(fbb, body, "create_qp failed", 1);
+  if (!reply) return fail_ptr<ibv_qp>(reply.error);
   auto* qp = new (std::nothrow) FfQp();
   if (qp == nullptr) return fail_ptr<ibv_qp>(ENOMEM);
   uint32_t send_cap = reply->send_capacity(), recv_cap = reply->recv_capacity();
   // Two rings in one segment: the send ring first, then the receive ring.
-  std::byte* sq = attach_ring<shm::SendWqe>(r.fds[0].get(), shm::qp_segment_bytes(send_cap, recv_cap),
+  std::byte* sq = attach_ring<shm::SendWqe>(reply.fd(0), shm::qp_segment_bytes(send_cap, recv_cap),
                                             shm::kQpSendRingOffset, send_cap, qp->segment);
   std::byte* rq = qp->segment.base() + shm::qp_recv_ring_offset(send_cap);
   if (sq == nullptr || !shm::ring_matches<shm::RecvWqe>(rq, recv_cap)) {
@@ -407,13 +400,8 @@ int ibv_modify_qp(ibv_qp* ibqp, ibv_qp_attr* attr, int attr_mask) {
   if (context_is_stale(*qp->ctx)) return EIO;
   flatbuffers::FlatBufferBuilder fbb;
   auto wire = proto::to_wire(*attr);
-  auto r = RouterLink::get().call(
-      fbb, proto::RequestBody::ModifyQp,
-      proto::CreateModifyQp(fbb, qp->handle, static_cast<uint32_t>(attr_mask), &wire).Union());
-  if (r.error != 0) {
-    debug("modify_qp: %s", r.message.c_str());
-    return r.error;
-  }
+  auto body = proto::CreateModifyQp(fbb, qp->handle, static_cast<uint32_t>(attr_mask), &wire);
+  if (int e = request<void>(fbb, body, "modify_qp").error; e != 0) return e;
   if ((attr_mask & IBV_QP_STATE) != 0) ibqp->state = attr->qp_state;
   return 0;
 }
@@ -422,10 +410,8 @@ int ibv_query_qp(ibv_qp* ibqp, ibv_qp_attr* attr, int, ibv_qp_init_attr* init_at
   FfQp* qp = to_ff(ibqp);
   if (context_is_stale(*qp->ctx)) return EIO;
   flatbuffers::FlatBufferBuilder fbb;
-  auto r = RouterLink::get().call(fbb, proto::RequestBody::QueryQp,
-                                  proto::CreateQueryQp(fbb, qp->handle).Union());
-  const auto* reply = r.error == 0 ? r.reply()->body_as_QueryQpReply() : nullptr;
-  if (reply == nullptr || reply->attr() == nullptr) return r.error != 0 ? r.error : EPROTO;
+  auto reply = request<proto::QueryQpReply>(fbb, proto::CreateQueryQp(fbb, qp->handle));
+  if (!reply) return reply.error;
   *attr = proto::from_wire(*reply->attr());
   attr->cap = qp->cap;
   ibqp->state = attr->qp_state;
@@ -445,9 +431,8 @@ int ibv_destroy_qp(ibv_qp* ibqp) {
   FfQp* qp = to_ff(ibqp);
   if (!context_is_stale(*qp->ctx)) {
     flatbuffers::FlatBufferBuilder fbb;
-    auto r = RouterLink::get().call(fbb, proto::RequestBody::DestroyQp,
-                                    proto::CreateDestroyQp(fbb, qp->handle).Union());
-    if (r.error == EINVAL) return r.error;
+    int e = request<void>(fbb, proto::CreateDestroyQp(fbb, qp->handle)).error;
+    if (e == EINVAL) return e;
   }
   qp->ctx->untrack(qp->handle);
   // Verbs: destroy waits until every async event about the QP was acknowledged.

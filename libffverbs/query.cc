@@ -2,7 +2,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "libffverbs/shim.h"
+#include "libffverbs/request.h"
 #include "proto/verbs_codec.h"
 
 using namespace ff::verbs;
@@ -13,27 +13,22 @@ enum ibv_gid_type_sysfs { IBV_GID_TYPE_SYSFS_IB_ROCE_V1, IBV_GID_TYPE_SYSFS_ROCE
 
 namespace {
 
-// Runs one query on a live context; 0 or an errno (EIO when the router
-// session behind the context is gone).
-template <typename Build>
-int query(ibv_context* context, proto::RequestBody type, Build build,
-          proto::ControlClient::Result& out) {
+// Runs one query on a live context: the reply, or why there is none (EIO
+// when the router session behind the context is gone).
+template <typename Body, typename Build>
+Answer<Body> query(ibv_context* context, Build build) {
   FfContext* ctx = to_ff(context);
-  if (context_is_stale(*ctx)) return EIO;
+  if (context_is_stale(*ctx)) return {.result = {}, .body = nullptr, .error = EIO};
   flatbuffers::FlatBufferBuilder fbb;
-  auto body = build(fbb, ctx->handle);
-  out = RouterLink::get().call(fbb, type, body.Union());
-  if (out.error != 0) debug("query failed: %s", out.message.c_str());
-  return out.error;
+  auto reply = request<Body>(fbb, build(fbb, ctx->handle));
+  if (reply.result.error != 0) debug("query failed: %s", reply.result.message.c_str());
+  return reply;
 }
 
 int query_device_ex_full(ibv_context* context, ibv_device_attr_ex& attr) {
-  proto::ControlClient::Result r;
-  int e = query(context, proto::RequestBody::QueryDevice,
-                [](auto& fbb, uint32_t h) { return proto::CreateQueryDevice(fbb, h); }, r);
-  if (e != 0) return e;
-  const auto* reply = r.reply()->body_as_QueryDeviceReply();
-  if (reply == nullptr || reply->attr() == nullptr) return EPROTO;
+  auto reply = query<proto::QueryDeviceReply>(
+      context, [](auto& fbb, uint32_t h) { return proto::CreateQueryDevice(fbb, h); });
+  if (!reply) return reply.error;
   attr = {};
   proto::from_wire_ex(*reply->attr(), attr);
   attr.orig_attr.node_guid = htobe64(attr.orig_attr.node_guid);
@@ -45,24 +40,18 @@ int query_device_ex_full(ibv_context* context, ibv_device_attr_ex& attr) {
 }
 
 int query_port_full(ibv_context* context, uint8_t port_num, ibv_port_attr& attr) {
-  proto::ControlClient::Result r;
-  int e = query(context, proto::RequestBody::QueryPort,
-                [port_num](auto& fbb, uint32_t h) { return proto::CreateQueryPort(fbb, h, port_num); }, r);
-  if (e != 0) return e;
-  const auto* reply = r.reply()->body_as_QueryPortReply();
-  if (reply == nullptr || reply->attr() == nullptr) return EPROTO;
+  auto reply = query<proto::QueryPortReply>(
+      context, [port_num](auto& fbb, uint32_t h) { return proto::CreateQueryPort(fbb, h, port_num); });
+  if (!reply) return reply.error;
   attr = {};
   proto::from_wire(*reply->attr(), attr);
   return 0;
 }
 
 int query_gid_full(ibv_context* context, uint8_t port_num, int index, ibv_gid& gid, uint8_t& type) {
-  proto::ControlClient::Result r;
-  int e = query(context, proto::RequestBody::QueryGid,
-                [&](auto& fbb, uint32_t h) { return proto::CreateQueryGid(fbb, h, port_num, index); }, r);
-  if (e != 0) return e;
-  const auto* reply = r.reply()->body_as_QueryGidReply();
-  if (reply == nullptr || reply->gid() == nullptr) return EPROTO;
+  auto reply = query<proto::QueryGidReply>(
+      context, [&](auto& fbb, uint32_t h) { return proto::CreateQueryGid(fbb, h, port_num, index); });
+  if (!reply) return reply.error;
   std::memcpy(gid.raw, reply->gid()->raw()->data(), sizeof gid.raw);
   type = reply->gid_type();
   return 0;
@@ -157,11 +146,9 @@ ssize_t _ibv_query_gid_table(ibv_context* context, ibv_gid_entry* entries, size_
 }
 
 int ibv_query_pkey(ibv_context* context, uint8_t port_num, int index, __be16* pkey) {
-  proto::ControlClient::Result r;
-  int e = query(context, proto::RequestBody::QueryPkey,
-                [&](auto& fbb, uint32_t h) { return proto::CreateQueryPkey(fbb, h, port_num, index); }, r);
-  const auto* reply = e == 0 ? r.reply()->body_as_QueryPkeyReply() : nullptr;
-  if (reply == nullptr) return -1;  // verbs: -1 on failure
+  auto reply = query<proto::QueryPkeyReply>(
+      context, [&](auto& fbb, uint32_t h) { return proto::CreateQueryPkey(fbb, h, port_num, index); });
+  if (!reply) return -1;  // verbs: -1 on failure
   *pkey = htobe16(reply->pkey());
   return 0;
 }

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "libffverbs/request.h"
+#include "libffverbs/shared_memory.h"
 #include "libffverbs/shim.h"
 
 namespace ff::verbs {
@@ -83,16 +85,14 @@ int RouterLink::ensure_connected() {
   if (n < 0) exe[0] = '\0';
   auto hello = proto::CreateHello(fbb, static_cast<uint32_t>(proto::ProtocolVersion::Current),
                                   fbb.CreateString(exe));
-  auto r = client_.call(fbb, proto::RequestBody::Hello, hello.Union());
-  if (r.error != 0) {
-    debug("the router at %s refused this process: %s", path.c_str(), r.message.c_str());
+  // Not through call(): that takes mu_ when the connection drops.
+  auto reply =
+      answer<proto::HelloReply>(client_.call(fbb, proto::RequestBody::Hello, hello.Union()), nullptr);
+  if (!reply) {
+    if (reply.result.error != 0)
+      debug("the router at %s refused this process: %s", path.c_str(), reply.result.message.c_str());
     client_.disconnect();
-    return r.error;
-  }
-  const auto* reply = r.reply()->body_as_HelloReply();
-  if (reply == nullptr) {
-    client_.disconnect();
-    return EPROTO;
+    return reply.error;
   }
   virtual_ip_ = reply->virtual_ipv4();
   ++epoch_;

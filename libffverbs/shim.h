@@ -187,17 +187,6 @@ int ffv_post_srq_recv(ibv_srq* srq, ibv_recv_wr* wr, ibv_recv_wr** bad_wr);
 // Builds a receive descriptor; 0 or EINVAL (too many SGEs).
 int build_recv(const ibv_recv_wr& wr, uint32_t max_sge, shm::RecvWqe& r);
 
-// Shares the pages of [addr, addr + length) with the router (mr.cc).
-// 0 or an errno; every successful acquire is paired with a release.
-int acquire_shared_pages(uint64_t addr, uint64_t length, uint64_t& page_start, uint64_t& page_end);
-void release_shared_pages(uint64_t page_start, uint64_t page_end);
-// fork() handlers for shared memory (mr.cc): the child gets private copies
-// of registered pages and arenas; the forking thread's registered stack
-// pages are private while fork() runs.
-void shared_memory_before_fork();
-void shared_memory_after_fork_parent();
-void shared_memory_after_fork_child();
-
 // Maps a ring segment the router sent and checks it: the segment's header,
 // its size (at least `bytes`), and the ring of T at `ring_offset` holding
 // `capacity` slots. The ring's start, or nullptr (the reason logged).
@@ -235,6 +224,7 @@ class RouterLink {
   void on_fork_child();
 
   // Performs a call (with `fds` attached); on transport failure bumps the epoch.
+  // Verbs use request() (request.h), which also checks the reply.
   proto::ControlClient::Result call(flatbuffers::FlatBufferBuilder& fbb, proto::RequestBody type,
                                     flatbuffers::Offset<void> body, std::span<const int> fds = {});
 

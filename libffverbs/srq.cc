@@ -2,7 +2,7 @@
 // every QP attached to it.
 #include <new>
 
-#include "libffverbs/shim.h"
+#include "libffverbs/request.h"
 
 using namespace ff::verbs;
 namespace shm = ff::shm;
@@ -35,19 +35,14 @@ ibv_srq* ibv_create_srq(ibv_pd* pd, ibv_srq_init_attr* init) {
   FfContext* ctx = to_ff(pd->context);
   if (context_is_stale(*ctx)) return fail_ptr<ibv_srq>(EIO);
   flatbuffers::FlatBufferBuilder fbb;
-  auto r = RouterLink::get().call(fbb, proto::RequestBody::CreateSrq,
-                                  proto::CreateCreateSrq(fbb, to_ff(pd)->handle, init->attr.max_wr,
-                                                         init->attr.max_sge, init->attr.srq_limit)
-                                      .Union());
-  const auto* reply = r.error == 0 ? r.reply()->body_as_CreateSrqReply() : nullptr;
-  if (reply == nullptr || r.fds.size() != 1) {
-    debug("create_srq failed: %s", r.message.c_str());
-    return fail_ptr<ibv_srq>(r.error != 0 ? r.error : EPROTO);
-  }
+  auto body =
+      proto::CreateCreateSrq(fbb, to_ff(pd)->handle, init->attr.max_wr, init->attr.max_sge, init->attr.srq_limit);
+  auto reply = request<proto::CreateSrqReply>(fbb, body, "create_srq failed", 1);
+  if (!reply) return fail_ptr<ibv_srq>(reply.error);
   auto* srq = new (std::nothrow) FfSrq();
   if (srq == nullptr) return fail_ptr<ibv_srq>(ENOMEM);
   uint32_t cap = reply->capacity();
-  std::byte* ring = attach_ring<shm::RecvWqe>(r.fds[0].get(), shm::srq_segment_bytes(cap), shm::kSrqRingOffset,
+  std::byte* ring = attach_ring<shm::RecvWqe>(reply.fd(0), shm::srq_segment_bytes(cap), shm::kSrqRingOffset,
                                               cap, srq->segment);
   if (ring == nullptr) {
     delete srq;
@@ -75,22 +70,16 @@ int ibv_modify_srq(ibv_srq* ibsrq, ibv_srq_attr* attr, int mask) {
   FfSrq* srq = to_ff(ibsrq);
   if (srq->link_epoch != RouterLink::get().epoch()) return EIO;
   flatbuffers::FlatBufferBuilder fbb;
-  auto r = RouterLink::get().call(fbb, proto::RequestBody::ModifySrq,
-                                  proto::CreateModifySrq(fbb, srq->handle, static_cast<uint32_t>(mask),
-                                                         attr->max_wr, attr->srq_limit)
-                                      .Union());
-  if (r.error != 0) debug("modify_srq: %s", r.message.c_str());
-  return r.error;
+  auto body = proto::CreateModifySrq(fbb, srq->handle, static_cast<uint32_t>(mask), attr->max_wr, attr->srq_limit);
+  return request<void>(fbb, body, "modify_srq").error;
 }
 
 int ibv_query_srq(ibv_srq* ibsrq, ibv_srq_attr* attr) {
   FfSrq* srq = to_ff(ibsrq);
   if (srq->link_epoch != RouterLink::get().epoch()) return EIO;
   flatbuffers::FlatBufferBuilder fbb;
-  auto r = RouterLink::get().call(fbb, proto::RequestBody::QuerySrq,
-                                  proto::CreateQuerySrq(fbb, srq->handle).Union());
-  const auto* reply = r.error == 0 ? r.reply()->body_as_QuerySrqReply() : nullptr;
-  if (reply == nullptr) return r.error != 0 ? r.error : EPROTO;
+  auto reply = request<proto::QuerySrqReply>(fbb, proto::CreateQuerySrq(fbb, srq->handle));
+  if (!reply) return reply.error;
   attr->max_wr = reply->max_wr();
   attr->max_sge = reply->max_sge();
   attr->srq_limit = reply->srq_limit();
@@ -101,9 +90,8 @@ int ibv_destroy_srq(ibv_srq* ibsrq) {
   FfSrq* srq = to_ff(ibsrq);
   if (srq->link_epoch == RouterLink::get().epoch()) {
     flatbuffers::FlatBufferBuilder fbb;
-    auto r = RouterLink::get().call(fbb, proto::RequestBody::DestroySrq,
-                                    proto::CreateDestroySrq(fbb, srq->handle).Union());
-    if (r.error == EBUSY || r.error == EINVAL) return r.error;  // QPs still use it
+    int e = request<void>(fbb, proto::CreateDestroySrq(fbb, srq->handle)).error;
+    if (e == EBUSY || e == EINVAL) return e;  // QPs still use it
   }
   to_ff(ibsrq->context)->untrack(srq->handle);
   pthread_mutex_lock(&ibsrq->mutex);

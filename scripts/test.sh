@@ -5,11 +5,25 @@
 # ASan+UBSan (router and libffverbs sanitized); the ring and poller tests (and
 # the conformance suite against the router) under TSan; and each libFuzzer
 # target for 20 s; then, in one qemu boot of Debian's kernel with SoftRoCE,
-# the verbs fabric on a real kernel RDMA device. Needs root (the end-to-end
-# tests create namespaces).
+# the verbs fabric on a real kernel RDMA device; last, that no test left a
+# namespace, process or temporary file behind (scripts/check-leftovers.sh).
+# Needs root (the end-to-end tests create namespaces). How to run one tier or
+# one test: tests/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+# What exists before the run is not blamed on it, nor what another run on this
+# machine owns (FF_TEST_RUN tags this run's processes). Should a step fail,
+# the leftovers are listed too, for information.
+leftovers=$(mktemp /tmp/ffleftovers.XXXXXX)
+export FF_TEST_RUN="$$.${leftovers##*.}"
+on_exit() {
+  local rc=$?
+  [ $rc -eq 0 ] || scripts/check-leftovers.sh --since "$leftovers" || true
+  rm -f "$leftovers"
+}
+trap on_exit EXIT
+scripts/install-deps.sh  # (first: the check needs ip and ps)
+scripts/check-leftovers.sh --snapshot "$leftovers"
 
 jobs=$(nproc)
 echo "== build: Release"
@@ -46,3 +60,5 @@ echo "== tests: a real kernel RDMA device (rxe0, Debian's kernel under qemu): th
 # One boot: programs through the router on the verbs fabric, the conformance
 # suite three ways, tenant isolation on the device (tests/hw/guest/).
 tests/hw/vm.sh --timeout 1800 -- tests/hw/guest/run_all.sh
+echo "== no test left a namespace, process or temporary file behind"
+scripts/check-leftovers.sh --since "$leftovers"

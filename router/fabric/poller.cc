@@ -81,6 +81,7 @@ void Poller::unwatch(int fd) {
 }
 
 void Poller::loop() {
+  running_.store(std::this_thread::get_id(), std::memory_order_release);
   uint64_t idle_since = 0;
   uint64_t idle_spins = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
@@ -102,6 +103,7 @@ void Poller::loop() {
     idle_since = 0;
   }
   drain_commands();
+  running_.store(std::thread::id(), std::memory_order_release);
 }
 
 void Poller::sleep_until_work() {

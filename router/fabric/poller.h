@@ -59,6 +59,13 @@ class Poller {
   void want_writable(int fd, bool on);
 
   uint64_t sleeps() const { return sleeps_.load(std::memory_order_relaxed); }
+  // Whether the caller may touch the poller's state: it is the poller
+  // thread, or no poller thread runs (run_sync then runs inline). For
+  // assertions.
+  bool owns_state() const {
+    std::thread::id id = running_.load(std::memory_order_acquire);
+    return id == std::thread::id() || id == std::this_thread::get_id();
+  }
 
   static uint64_t now_ns() {
     return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -84,6 +91,7 @@ class Poller {
   std::unordered_set<int> other_fds_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> sleeps_{0};
+  std::atomic<std::thread::id> running_{};  // the poller thread's id while loop() runs
   std::thread thread_;
 };
 

@@ -12,20 +12,43 @@ FF_BUILD=${FF_BUILD:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../build" && pwd)}
 FFROUTER=${FFROUTER:-$FF_BUILD/bin/ffrouter}  # overridable: a sanitizer build of the router
 FFCTL=$FF_BUILD/bin/ffctl
 LIBFFVERBS=${LIBFFVERBS:-$FF_BUILD/lib/libffverbs.so}  # overridable: "libasan.so <sanitized libffverbs.so>"
-FF_WORK=$(mktemp -d /tmp/ffe2e.XXXXXX)
+FF_WORK=$(mktemp -d "/tmp/ffe2e.$$.XXXXXX")  # named after this script, as its namespaces
 FF_RUN=$FF_WORK/run
 FF_NETNS=()
 FF_PIDS=()
 FF_ROUTER_PID=
 
+# ff_cleanup: what a test made goes away: its processes, its namespaces (those
+# in FF_NETNS, and any other named after this script's pid, in case a helper
+# ran in a $(...) subshell whose FF_NETNS+= was lost) with whatever still runs
+# in them, and $FF_WORK. scripts/check-leftovers.sh checks that nothing stays.
 ff_cleanup() {
   set +e
+  local p ns netns
   for p in "${FF_PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  for p in "${FF_PIDS[@]}"; do wait "$p" 2>/dev/null; done  # (quietly: no "Killed" notice)
   if [ -n "$FF_ROUTER_PID" ]; then kill "$FF_ROUTER_PID" 2>/dev/null; wait "$FF_ROUTER_PID" 2>/dev/null; fi
-  for n in "${FF_NETNS[@]}"; do ip netns del "$n" 2>/dev/null; done
+  netns=$({
+    printf '%s\n' "${FF_NETNS[@]}"
+    ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^ff(c|h)-.+-$$\$|^ff(sw|ov)-$$\$"
+  } | sort -u | grep .)
+  # A namespace lives on, nameless, while a process is in it: kill those first.
+  for _ in $(seq 50); do
+    p=$(for ns in $netns; do ip netns pids "$ns" 2>/dev/null; done)
+    [ -n "$p" ] || break
+    # shellcheck disable=SC2086  # one pid per word
+    kill -9 $p 2>/dev/null
+    sleep 0.1
+  done
+  for ns in $netns; do ip netns del "$ns" 2>/dev/null; done
   rm -rf "$FF_WORK"
 }
 trap ff_cleanup EXIT
+# SIGTERM/SIGINT/SIGHUP (ctest, ^C) end the test through its EXIT trap too;
+# only SIGKILL skips the cleanup.
+trap 'exit 143' TERM
+trap 'exit 130' INT
+trap 'exit 129' HUP
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "PASS: $*"; }

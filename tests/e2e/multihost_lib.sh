@@ -125,8 +125,9 @@ mh_pair() {
   ff_pair_in "$FF_WORK/$shost" "$srv" "$FF_WORK/$chost" "$cli" "$@"
 }
 
-# mh_etcd: starts etcd on its own host (10.99.0.100) and prints the
-# --directory value for it.
+# mh_etcd: starts etcd on its own host (10.99.0.100) and sets FF_ETCD to the
+# --directory value for it. Call it as is, not in $(...): from a subshell the
+# host namespace and the etcd process would not be recorded for the cleanup.
 mh_etcd() {
   mh_host etcd 10.99.0.100
   ip netns exec "ffh-etcd-$$" etcd --name ffe2e --data-dir "$FF_WORK/etcd" \
@@ -136,7 +137,7 @@ mh_etcd() {
   FF_PIDS+=($!)
   for _ in $(seq 200); do
     ip netns exec "ffh-etcd-$$" etcdctl --endpoints http://10.99.0.100:2379 endpoint health >/dev/null 2>&1 &&
-      { echo "etcd:http://10.99.0.100:2379"; return 0; }
+      { FF_ETCD="etcd:http://10.99.0.100:2379"; return 0; }
     sleep 0.1
   done
   cat "$FF_WORK/etcd.log" >&2

@@ -10,7 +10,8 @@ mh_host beta 10.99.0.2
 mh_container a 10.50.1.1
 mh_container b 10.50.2.1
 if [ "${FF_DIRECTORY:-file}" = etcd ]; then
-  dir=$(mh_etcd)
+  mh_etcd
+  dir=$FF_ETCD
 else
   dir=$(mh_static_directory alpha:default:10.50.1.0/24 beta:default:10.50.2.0/24)
 fi

@@ -15,12 +15,15 @@ QueueCore::~QueueCore() { poller_.stop(); }
 // --- registries ---------------------------------------------------------------
 
 void QueueCore::link_qp(Qp& qp) {
+  assert_poller();
+  assert(!qp.linked && find_qp(qp.qpn) == nullptr && "a QP number is linked once");
   qps_.push_back(&qp);
   qps_by_num_[qp.qpn] = &qp;
   qp.linked = true;
 }
 
 void QueueCore::unlink_qp(Qp& qp) {
+  assert_poller();
   if (!qp.linked) return;
   on_unlink(qp);
   qp.linked = false;
@@ -35,22 +38,27 @@ void QueueCore::unlink_qp(Qp& qp) {
 }
 
 void QueueCore::link_mr(Mr& mr) {
+  assert_poller();
+  assert(!mr.linked && find_mr(mr.lkey_value) == nullptr && "a key is linked once");
   mrs_[mr.lkey_value] = &mr;
   mr.linked = true;
 }
 
 void QueueCore::unlink_mr(Mr& mr) {
+  assert_poller();
   if (!mr.linked) return;
   mrs_.erase(mr.lkey_value);
   mr.linked = false;
 }
 
 void QueueCore::link_ah(Ah& ah) {
+  assert_poller();
   ahs_[ah.ident] = &ah;
   ah.linked = true;
 }
 
 void QueueCore::unlink_ah(Ah& ah) {
+  assert_poller();
   if (!ah.linked) return;
   ahs_.erase(ah.ident);
   ah.linked = false;
@@ -61,6 +69,7 @@ void QueueCore::unlink_srq(Srq& srq) { srqs_.erase(std::remove(srqs_.begin(), sr
 // --- queues -------------------------------------------------------------------
 
 bool QueueCore::complete(VirtualCq& cq, const shm::Cqe& c) {
+  assert_poller();
   if (c.status != IBV_WC_SUCCESS) error_completions_.fetch_add(1, std::memory_order_relaxed);
   return cq.add(c);
 }
@@ -76,6 +85,7 @@ void QueueCore::set_error(Qp& qp, bool fatal) {
 }
 
 void QueueCore::enter_error(Qp& qp, bool fatal) {
+  assert_poller();
   if (qp.state == IBV_QPS_ERR) return;
   qp.state = IBV_QPS_ERR;
   if (fatal) qp.ctx.async.raise(IBV_EVENT_QP_FATAL, qp.tag);
@@ -85,6 +95,7 @@ void QueueCore::enter_error(Qp& qp, bool fatal) {
 }
 
 bool QueueCore::flush(Qp& q, bool sends, bool receives) {
+  assert_poller();
   int n = 0;
   shm::SendWqe w;
   while (sends && n < kBatch && q.sq.sc_try_pop(w)) {
@@ -99,8 +110,9 @@ bool QueueCore::flush(Qp& q, bool sends, bool receives) {
   return n > 0;
 }
 
-void QueueCore::check_srq_limit(Srq& srq, uint32_t elsewhere) {
-  if (srq.limit != 0 && srq.ring.size_guess() + elsewhere < srq.limit) {
+void QueueCore::check_srq_limit(Srq& srq) {
+  assert_poller();
+  if (srq.limit != 0 && srq.ring.size_guess() + srq_held_elsewhere(srq) < srq.limit) {
     srq.limit = 0;
     srq.ctx.async.raise(IBV_EVENT_SRQ_LIMIT_REACHED, srq.tag);
   }
@@ -129,6 +141,7 @@ Status QueueCore::check_modify(const Qp& qp, const ibv_qp_attr& attr, int mask, 
 }
 
 void QueueCore::apply_modify(Qp& qp, const ibv_qp_attr& attr, int mask) {
+  assert_poller();
   ibv_qp_state next = next_state(qp.state, attr, mask);
   apply_qp_attr(qp.attr, attr, mask);
   if (next == IBV_QPS_RESET) {

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <atomic>
+#include <cassert>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -75,8 +76,8 @@ class QueueCore : public PollerHooks {
   // `sends`, receives (of a QP's own queue) when `receives`. True when any.
   bool flush(Qp& qp, bool sends, bool receives);
   // Fires the SRQ limit event once the SRQ holds fewer WQEs than its armed
-  // limit (and disarms it); `elsewhere` WQEs are held outside its ring.
-  void check_srq_limit(Srq& srq, uint32_t elsewhere = 0);
+  // limit (and disarms it).
+  void check_srq_limit(Srq& srq);
   // A producer index that runs past a ring is the client's doing: its QP
   // fails (QP_FATAL), nobody else notices. True when it did.
   bool fail_if_corrupt(Qp& qp);
@@ -105,11 +106,15 @@ class QueueCore : public PollerHooks {
   void start() { poller_.start(); }
   void stop() { poller_.stop(); }
   Poller& poller() { return poller_; }
+  // Data-path invariant (debug builds): the caller is the poller thread.
+  void assert_poller() const { assert(poller_.owns_state() && "poller state touched off the poller thread"); }
 
   // Hooks where a fabric differs (poller thread).
   virtual void on_error(Qp&) {}        // before set_error's state change
   virtual void on_reset(Qp&) {}        // a modify to RESET
   virtual void on_unlink(Qp&) {}       // before it leaves the registry
+  // Receive WQEs of `srq` the fabric holds outside its ring (the device's).
+  virtual uint32_t srq_held_elsewhere(const Srq&) const { return 0; }
   // Whether `other`'s destination QP number names a QP of this router.
   virtual bool connects_here(const Qp&) const { return true; }
 

@@ -30,7 +30,7 @@ Result<std::unique_ptr<FabricMr>> QueueFabric::reg_mr(FabricPd& pd,
   if (Status st = check_mr_request(access, length, iova, limits_.attr.orig_attr.max_mr_size); !st) return st.error();
   auto pieces = split_over_segments(segments, addr, length);
   if (!pieces) return pieces.error();
-  return make_mr(static_cast<Pd&>(pd), *pieces, segments, addr, length, iova, access);
+  return make_mr(MrRequest{static_cast<Pd&>(pd), *pieces, segments, addr, length, iova, access});
 }
 
 Result<std::unique_ptr<FabricChannel>> QueueFabric::create_channel() {
@@ -75,8 +75,9 @@ Result<std::unique_ptr<FabricQp>> QueueFabric::create_qp(FabricContext& ctx, Fab
   try {
     auto rings = shm::Mapping::create("ffr-qp", shm::SegmentKind::kRing,
                                       shm::qp_segment_bytes(shape.send_cap, shape.recv_cap));
-    return make_qp(static_cast<Context&>(ctx), static_cast<Pd&>(pd), static_cast<VirtualCq&>(send_cq),
-                   static_cast<VirtualCq&>(recv_cq), static_cast<Srq*>(srq), shape, std::move(rings), tag);
+    QpRequest r{static_cast<Context&>(ctx), static_cast<Pd&>(pd), static_cast<VirtualCq&>(send_cq),
+                static_cast<VirtualCq&>(recv_cq), static_cast<Srq*>(srq), shape, tag};
+    return make_qp(r, std::move(rings));
   } catch (const std::system_error& e) {
     return out_of_memory(e);
   }
@@ -91,7 +92,7 @@ Result<std::unique_ptr<FabricSrq>> QueueFabric::create_srq(FabricContext& ctx, F
   if (srq_limit > cap) return Error{EINVAL, "srq_limit exceeds max_wr"};
   try {
     auto ring = shm::Mapping::create("ffr-srq", shm::SegmentKind::kRing, shm::srq_segment_bytes(cap));
-    return make_srq(static_cast<Context&>(ctx), static_cast<Pd&>(pd), cap, srq_limit, std::move(ring), tag);
+    return make_srq(SrqRequest{static_cast<Context&>(ctx), static_cast<Pd&>(pd), cap, srq_limit, tag}, std::move(ring));
   } catch (const std::system_error& e) {
     return out_of_memory(e);
   }
@@ -129,7 +130,7 @@ Result<std::unique_ptr<FabricAh>> QueueFabric::create_ah(FabricPd& pd, const ibv
                            "IPv4-mapped dgid (::ffff:a.b.c.d)"};
   }
   if (attr.grh.sgid_index != 0) return Error{EINVAL, "grh.sgid_index must be 0 (the port has one GID)"};
-  return make_ah(static_cast<Pd&>(pd), attr, ip, next_ah_id_++);
+  return make_ah(AhRequest{static_cast<Pd&>(pd), attr, ip, next_ah_id_++});
 }
 
 ibv_qp_attr QueueFabric::query_qp(FabricQp& fqp) {

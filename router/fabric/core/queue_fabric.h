@@ -23,6 +23,38 @@ struct QpShape {
   uint32_t recv_cap;
 };
 
+// What the concrete fabric is asked to build, once the request passed the
+// checks.
+struct MrRequest {
+  Pd& pd;
+  std::span<const SegmentPiece> pieces;  // of `segments`, in address order
+  std::span<const std::shared_ptr<FabricSegment>> segments;
+  uint64_t addr, length, iova;
+  unsigned access;
+};
+struct QpRequest {
+  Context& ctx;
+  Pd& pd;
+  VirtualCq& send_cq;
+  VirtualCq& recv_cq;
+  Srq* srq;
+  QpShape shape;
+  uint32_t tag;
+};
+struct SrqRequest {
+  Context& ctx;
+  Pd& pd;
+  uint32_t capacity;  // ring slots, a power of two
+  uint32_t srq_limit;
+  uint32_t tag;
+};
+struct AhRequest {
+  Pd& pd;
+  const ibv_ah_attr& attr;
+  std::optional<uint32_t> virtual_ip;  // the IPv4 of a global address's dgid (nullopt: LID addressing)
+  uint32_t id;
+};
+
 class QueueFabric : public Fabric {
  public:
   const FabricDeviceLimits& device_limits() const override { return limits_; }
@@ -51,20 +83,11 @@ class QueueFabric : public Fabric {
   virtual QueueCore& core() = 0;
   const QueueCore& core() const { return const_cast<QueueFabric*>(this)->core(); }
 
-  // What the concrete fabric builds, once the request passed the checks.
-  // A memory registration over `pieces` (of `segments`, in address order).
-  virtual Result<std::unique_ptr<FabricMr>> make_mr(Pd& pd, std::span<const SegmentPiece> pieces,
-                                                    std::span<const std::shared_ptr<FabricSegment>> segments,
-                                                    uint64_t addr, uint64_t length, uint64_t iova,
-                                                    unsigned access) = 0;
-  virtual Result<std::unique_ptr<FabricQp>> make_qp(Context& ctx, Pd& pd, VirtualCq& send_cq, VirtualCq& recv_cq,
-                                                    Srq* srq, const QpShape& shape, shm::Mapping rings,
-                                                    uint32_t tag) = 0;
-  virtual Result<std::unique_ptr<FabricSrq>> make_srq(Context& ctx, Pd& pd, uint32_t capacity, uint32_t srq_limit,
-                                                      shm::Mapping ring, uint32_t tag) = 0;
-  // `virtual_ip`: the IPv4 of a global address's dgid (nullopt: LID addressing).
-  virtual Result<std::unique_ptr<FabricAh>> make_ah(Pd& pd, const ibv_ah_attr& attr,
-                                                    std::optional<uint32_t> virtual_ip, uint32_t id) = 0;
+  // What the concrete fabric builds (and links into its engine).
+  virtual Result<std::unique_ptr<FabricMr>> make_mr(const MrRequest& r) = 0;
+  virtual Result<std::unique_ptr<FabricQp>> make_qp(const QpRequest& r, shm::Mapping rings) = 0;
+  virtual Result<std::unique_ptr<FabricSrq>> make_srq(const SrqRequest& r, shm::Mapping ring) = 0;
+  virtual Result<std::unique_ptr<FabricAh>> make_ah(const AhRequest& r) = 0;
 
   FabricDeviceLimits limits_;
 

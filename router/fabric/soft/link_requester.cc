@@ -18,6 +18,7 @@
 //   * a lost connection fails every QP routed through that peer (links.cc).
 // UC and UD complete at the requester once sent.
 #include <algorithm>
+#include <cassert>
 
 #include "router/fabric/soft/engine.h"
 #include "router/fabric/soft/link_protocol.h"
@@ -212,6 +213,7 @@ void Engine::on_answer(Link& link, const Header& h, std::span<const std::byte> p
 }
 
 void Engine::complete_remote_head(Qp& q, const SendWqe& w, ibv_wc_status status, uint64_t bytes) {
+  assert(q.route != nullptr && q.sq.size_guess() > 0 && "completes the head of a routed QP");
   q.sq.sc_release(1);
   ++q.remote_req.head_seq;
   q.remote_req.read_got = 0;

@@ -65,48 +65,41 @@ Result<std::unique_ptr<FabricPd>> SoftFabric::alloc_pd(const Owner& owner) {
   return std::unique_ptr<FabricPd>(std::make_unique<soft::Pd>(owner));
 }
 
-Result<std::unique_ptr<FabricMr>> SoftFabric::make_mr(core::Pd& pd, std::span<const SegmentPiece> pieces,
-                                                     std::span<const std::shared_ptr<FabricSegment>> segments,
-                                                     uint64_t addr, uint64_t length, uint64_t iova,
-                                                     unsigned access) {
+Result<std::unique_ptr<FabricMr>> SoftFabric::make_mr(const core::MrRequest& r) {
   auto mr = std::make_unique<soft::Mr>(engine_);
-  mr->pd = &pd;
-  mr->iova = iova;
-  mr->length = length;
-  mr->access = access;
-  for (const SegmentPiece& p : pieces) mr->extents.push_back({p.app_addr - addr, p.length, p.router_addr()});
-  mr->segments.assign(segments.begin(), segments.end());
+  mr->pd = &r.pd;
+  mr->iova = r.iova;
+  mr->length = r.length;
+  mr->access = r.access;
+  for (const SegmentPiece& p : r.pieces) mr->extents.push_back({p.app_addr - r.addr, p.length, p.router_addr()});
+  mr->segments.assign(r.segments.begin(), r.segments.end());
   mr->lkey_value = mr->rkey_value = next_key();
   engine_.run_sync([&] { engine_.link_mr(*mr); });
   return std::unique_ptr<FabricMr>(std::move(mr));
 }
 
-Result<std::unique_ptr<FabricQp>> SoftFabric::make_qp(core::Context& ctx, core::Pd& pd, VirtualCq& send_cq,
-                                                     VirtualCq& recv_cq, core::Srq* srq, const core::QpShape& shape,
-                                                     shm::Mapping rings, uint32_t tag) {
-  auto qp = std::make_unique<Qp>(ctx, std::move(rings), pd, send_cq, recv_cq, srq, shape.init, shape.send_cap,
-                                 shape.recv_cap, tag);
+Result<std::unique_ptr<FabricQp>> SoftFabric::make_qp(const core::QpRequest& r, shm::Mapping rings) {
+  auto qp = std::make_unique<Qp>(r.ctx, std::move(rings), r.pd, r.send_cq, r.recv_cq, r.srq, r.shape.init,
+                                 r.shape.send_cap, r.shape.recv_cap, r.tag);
   qp->qpn = next_qpn();
   engine_.run_sync([&] { engine_.link_qp(*qp); });
   return std::unique_ptr<FabricQp>(std::move(qp));
 }
 
-Result<std::unique_ptr<FabricSrq>> SoftFabric::make_srq(core::Context& ctx, core::Pd& pd, uint32_t capacity,
-                                                       uint32_t srq_limit, shm::Mapping ring, uint32_t tag) {
-  auto srq = std::make_unique<soft::Srq>(ctx, std::move(ring), pd, capacity, shm::kMaxSge, srq_limit, tag);
+Result<std::unique_ptr<FabricSrq>> SoftFabric::make_srq(const core::SrqRequest& r, shm::Mapping ring) {
+  auto srq = std::make_unique<soft::Srq>(r.ctx, std::move(ring), r.pd, r.capacity, shm::kMaxSge, r.srq_limit, r.tag);
   engine_.run_sync([&] { engine_.link_srq(*srq); });
   return std::unique_ptr<FabricSrq>(std::move(srq));
 }
 
-Result<std::unique_ptr<FabricAh>> SoftFabric::make_ah(core::Pd& pd, const ibv_ah_attr& attr,
-                                                     std::optional<uint32_t> virtual_ip, uint32_t id) {
+Result<std::unique_ptr<FabricAh>> SoftFabric::make_ah(const core::AhRequest& r) {
   soft::Peer* route = nullptr;
-  if (virtual_ip && routes_ != nullptr) {
-    auto located = routes_->locate(pd.owner.tenant, *virtual_ip);
+  if (r.virtual_ip && routes_ != nullptr) {
+    auto located = routes_->locate(r.pd.owner.tenant, *r.virtual_ip);
     if (!located) return Error{EINVAL, located.error().message};
     route = *located;
   }
-  auto ah = std::make_unique<soft::Ah>(engine_, pd, attr, virtual_ip, id, route);
+  auto ah = std::make_unique<soft::Ah>(engine_, r.pd, r.attr, r.virtual_ip, r.id, route);
   engine_.run_sync([&] { engine_.link_ah(*ah); });
   return std::unique_ptr<FabricAh>(std::move(ah));
 }

@@ -37,16 +37,10 @@ class SoftFabric final : public core::QueueFabric {
 
  protected:
   core::QueueCore& core() override { return engine_; }
-  Result<std::unique_ptr<FabricMr>> make_mr(core::Pd& pd, std::span<const SegmentPiece> pieces,
-                                            std::span<const std::shared_ptr<FabricSegment>> segments, uint64_t addr,
-                                            uint64_t length, uint64_t iova, unsigned access) override;
-  Result<std::unique_ptr<FabricQp>> make_qp(core::Context& ctx, core::Pd& pd, VirtualCq& send_cq,
-                                            VirtualCq& recv_cq, core::Srq* srq, const core::QpShape& shape,
-                                            shm::Mapping rings, uint32_t tag) override;
-  Result<std::unique_ptr<FabricSrq>> make_srq(core::Context& ctx, core::Pd& pd, uint32_t capacity,
-                                              uint32_t srq_limit, shm::Mapping ring, uint32_t tag) override;
-  Result<std::unique_ptr<FabricAh>> make_ah(core::Pd& pd, const ibv_ah_attr& attr, std::optional<uint32_t> virtual_ip,
-                                            uint32_t id) override;
+  Result<std::unique_ptr<FabricMr>> make_mr(const core::MrRequest& r) override;
+  Result<std::unique_ptr<FabricQp>> make_qp(const core::QpRequest& r, shm::Mapping rings) override;
+  Result<std::unique_ptr<FabricSrq>> make_srq(const core::SrqRequest& r, shm::Mapping ring) override;
+  Result<std::unique_ptr<FabricAh>> make_ah(const core::AhRequest& r) override;
 
  private:
   uint32_t next_qpn();

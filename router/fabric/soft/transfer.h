@@ -1,5 +1,5 @@
 // What both halves of the soft transport share, whether the responder is on
-// this router (transport.cc) or on another one (remote.cc): SGE resolution
+// this router (requester.cc) or on another one (link_*.cc): SGE resolution
 // against a session's MRs, walking byte ranges made of pieces, the timers of
 // the InfiniBand spec, and the RoCE v2 GRH a UD receiver finds.
 #pragma once

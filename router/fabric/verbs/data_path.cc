@@ -326,7 +326,7 @@ bool Engine::poll_receives(Qp& q) {
     if (d.status != IBV_WC_SUCCESS) enter_error(q);
     complete_for(q, q.recv_cq, c);
   }
-  if (n > 0 && q.srq != nullptr) check_srq_limit(*q.srq, q.device_srq()->posted.used());
+  if (n > 0 && q.srq != nullptr) check_srq_limit(*q.srq);
   return n > 0;
 }
 

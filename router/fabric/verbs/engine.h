@@ -49,6 +49,7 @@ class Engine final : public core::QueueCore {
   void on_error(core::Qp& qp) override;   // the device's QP to ERR: it flushes what it holds
   void on_reset(core::Qp& qp) override;   // what the device held is gone without completions
   void on_unlink(core::Qp& qp) override;  // drains its shadow CQs
+  uint32_t srq_held_elsewhere(const core::Srq& srq) const override { return static_cast<const Srq&>(srq).posted.used(); }
 
   // data_path.cc
   ibv_wc_status check_send(const Qp& qp, const shm::SendWqe& w, const Ah*& ah) const;

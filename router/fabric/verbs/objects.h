@@ -12,6 +12,7 @@
 
 #include <infiniband/verbs.h>
 
+#include <cassert>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -37,11 +38,15 @@ class SlotTable {
   }
   bool has_free() const { return !free_.empty(); }
   uint32_t acquire() {
+    assert(!free_.empty() && "acquire only after has_free()");
     uint32_t i = free_.back();
     free_.pop_back();
     return i;
   }
-  void release(uint32_t i) { free_.push_back(i); }
+  void release(uint32_t i) {
+    assert(i < entries_.size() && free_.size() < entries_.size() && "a slot is released once");
+    free_.push_back(i);
+  }
   bool valid(uint64_t i) const { return i < entries_.size(); }
   Entry& operator[](uint64_t i) { return entries_[i]; }
   uint32_t used() const { return static_cast<uint32_t>(entries_.size() - free_.size()); }

@@ -108,21 +108,18 @@ Status VerbsFabric::compose(verbs::Mr& mr, std::span<const SegmentPiece> pieces,
   return {};
 }
 
-Result<std::unique_ptr<FabricMr>> VerbsFabric::make_mr(core::Pd& pd, std::span<const SegmentPiece> pieces,
-                                                      std::span<const std::shared_ptr<FabricSegment>> segments,
-                                                      uint64_t addr, uint64_t length, uint64_t iova,
-                                                      unsigned access) {
+Result<std::unique_ptr<FabricMr>> VerbsFabric::make_mr(const core::MrRequest& r) {
   auto mr = std::make_unique<verbs::Mr>(*engine_);
-  mr->pd = &pd;
-  mr->iova = iova;
-  mr->length = length;
-  mr->access = access;
-  mr->segments.assign(segments.begin(), segments.end());
-  mr->router_at_iova = pieces.front().router_addr();
-  if (pieces.size() > 1) {
-    if (Status st = compose(*mr, pieces, addr, length); !st) return st.error();
+  mr->pd = &r.pd;
+  mr->iova = r.iova;
+  mr->length = r.length;
+  mr->access = r.access;
+  mr->segments.assign(r.segments.begin(), r.segments.end());
+  mr->router_at_iova = r.pieces.front().router_addr();
+  if (r.pieces.size() > 1) {
+    if (Status st = compose(*mr, r.pieces, r.addr, r.length); !st) return st.error();
   }
-  mr->mr = ibv_reg_mr_iova2(static_cast<verbs::Pd&>(pd).pd, mr->router_at_iova, length, iova, access);
+  mr->mr = ibv_reg_mr_iova2(static_cast<verbs::Pd&>(r.pd).pd, mr->router_at_iova, r.length, r.iova, r.access);
   if (mr->mr == nullptr) return device_error(device_->name + " refused the registration");
   mr->lkey_value = mr->mr->lkey;
   mr->rkey_value = mr->mr->rkey;
@@ -130,12 +127,12 @@ Result<std::unique_ptr<FabricMr>> VerbsFabric::make_mr(core::Pd& pd, std::span<c
   return std::unique_ptr<FabricMr>(std::move(mr));
 }
 
-Result<std::unique_ptr<FabricQp>> VerbsFabric::make_qp(core::Context& ctx, core::Pd& pd, VirtualCq& send_cq,
-                                                      VirtualCq& recv_cq, core::Srq* csrq, const core::QpShape& shape,
-                                                      shm::Mapping rings, uint32_t tag) {
-  auto* srq = static_cast<verbs::Srq*>(csrq);
-  auto qp = std::make_unique<verbs::Qp>(ctx, std::move(rings), static_cast<verbs::Pd&>(pd), send_cq, recv_cq, srq,
-                                        shape.init, shape.send_cap, shape.recv_cap, tag);
+Result<std::unique_ptr<FabricQp>> VerbsFabric::make_qp(const core::QpRequest& r, shm::Mapping rings) {
+  auto* srq = static_cast<verbs::Srq*>(r.srq);
+  auto& pd = static_cast<verbs::Pd&>(r.pd);
+  const core::QpShape& shape = r.shape;
+  auto qp = std::make_unique<verbs::Qp>(r.ctx, std::move(rings), pd, r.send_cq, r.recv_cq, srq, shape.init,
+                                        shape.send_cap, shape.recv_cap, r.tag);
   // The shadow CQs hold every completion the QP can have outstanding.
   int recv_cqe = static_cast<int>(srq != nullptr ? srq->cap : shape.recv_cap);
   qp->device_send_cq = ibv_create_cq(device_->ctx, static_cast<int>(shape.send_cap), qp.get(), device_->channel, 0);
@@ -151,33 +148,32 @@ Result<std::unique_ptr<FabricQp>> VerbsFabric::make_qp(core::Context& ctx, core:
   ia.cap = ibv_qp_cap{shape.send_cap, srq != nullptr ? 0 : shape.recv_cap, cap.max_send_sge,
                       srq != nullptr ? 0 : cap.max_recv_sge, cap.max_inline_data};
   ia.qp_type = shape.init.type;
-  qp->qp = ibv_create_qp(static_cast<verbs::Pd&>(pd).pd, &ia);
+  qp->qp = ibv_create_qp(pd.pd, &ia);
   if (qp->qp == nullptr) return device_error(device_->name + " refused the QP");
   qp->qpn = qp->qp->qp_num;
   engine_->run_sync([&] { engine_->link_qp(*qp); });
   return std::unique_ptr<FabricQp>(std::move(qp));
 }
 
-Result<std::unique_ptr<FabricSrq>> VerbsFabric::make_srq(core::Context& ctx, core::Pd& pd, uint32_t capacity,
-                                                        uint32_t srq_limit, shm::Mapping ring, uint32_t tag) {
+Result<std::unique_ptr<FabricSrq>> VerbsFabric::make_srq(const core::SrqRequest& r, shm::Mapping ring) {
+  auto& pd = static_cast<verbs::Pd&>(r.pd);
   auto max_sge = static_cast<uint32_t>(limits_.attr.orig_attr.max_srq_sge);
   ibv_srq_init_attr ia{};
-  ia.attr.max_wr = capacity;
+  ia.attr.max_wr = r.capacity;
   ia.attr.max_sge = max_sge;
-  ibv_srq* s = ibv_create_srq(static_cast<verbs::Pd&>(pd).pd, &ia);
+  ibv_srq* s = ibv_create_srq(pd.pd, &ia);
   if (s == nullptr) return device_error(device_->name + " refused the SRQ");
-  auto srq = std::make_unique<verbs::Srq>(ctx, std::move(ring), static_cast<verbs::Pd&>(pd), s, capacity, max_sge,
-                                          srq_limit, tag);
+  auto srq = std::make_unique<verbs::Srq>(r.ctx, std::move(ring), pd, s, r.capacity, max_sge, r.srq_limit, r.tag);
   engine_->run_sync([&] { engine_->link_srq(*srq); });
   return std::unique_ptr<FabricSrq>(std::move(srq));
 }
 
-Result<std::unique_ptr<FabricAh>> VerbsFabric::make_ah(core::Pd& pd, const ibv_ah_attr& attr,
-                                                      std::optional<uint32_t> virtual_ip, uint32_t id) {
-  ibv_ah_attr dev = verbs::device_address(*device_, attr);
-  ibv_ah* ah = ibv_create_ah(static_cast<verbs::Pd&>(pd).pd, &dev);
+Result<std::unique_ptr<FabricAh>> VerbsFabric::make_ah(const core::AhRequest& r) {
+  auto& pd = static_cast<verbs::Pd&>(r.pd);
+  ibv_ah_attr dev = verbs::device_address(*device_, r.attr);
+  ibv_ah* ah = ibv_create_ah(pd.pd, &dev);
   if (ah == nullptr) return device_error(device_->name + " refused the address handle");
-  auto out = std::make_unique<verbs::Ah>(*engine_, static_cast<verbs::Pd&>(pd), attr, virtual_ip, id, ah);
+  auto out = std::make_unique<verbs::Ah>(*engine_, pd, r.attr, r.virtual_ip, r.id, ah);
   engine_->run_sync([&] { engine_->link_ah(*out); });
   return std::unique_ptr<FabricAh>(std::move(out));
 }

@@ -1,0 +1,277 @@
+// Page sharing: app pages become shared memfd-backed pages at registration
+// and private again when their last registration goes (see shared_memory.h).
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <new>
+
+#include "libffverbs/request.h"
+#include "libffverbs/shared_memory.h"
+#include "shm/arena.h"
+
+namespace shm = ff::shm;
+namespace proto = ff::proto;
+
+namespace ff::verbs {
+
+namespace {
+
+// Copies whole pages of our own memory. A page holds whatever else the app
+// keeps there (other heap chunks, stack frames), so this deliberately reads
+// and writes memory the app's allocator or a sanitizer considers off-limits;
+// process_vm_readv does it in the kernel (and fails on unmapped pages
+// instead of faulting). The raw system call: sanitizers intercept the libc
+// wrapper and would report the deliberate reads.
+bool copy_pages(void* dst, const void* src, size_t len) {
+  iovec local{dst, len};
+  iovec remote{const_cast<void*>(src), len};
+  return ::syscall(SYS_process_vm_readv, ::getpid(), &local, 1UL, &remote, 1UL, 0UL) ==
+         static_cast<long>(len);
+}
+
+// Runs fn(arg) on a freshly mapped stack and returns its result. The
+// caller's stack is saved by swapcontext before fn starts and not written
+// again until fn returns, so fn may copy and remap the caller's own stack
+// pages. fn must not write the caller's memory before its remap is done.
+int run_on_private_stack(int (*fn)(void*), void* arg) {
+  constexpr size_t kStack = 256 << 10;
+  void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) return errno;
+  struct Call {
+    int (*fn)(void*);
+    void* arg;
+    int result;
+  };
+  // Lives on the private stack: written after fn returns without touching the caller's pages.
+  auto* call = new (stack) Call{fn, arg, 0};
+  ucontext_t caller{}, worker{};
+  if (::getcontext(&worker) != 0) {
+    ::munmap(stack, kStack);
+    return errno;
+  }
+  worker.uc_stack.ss_sp = static_cast<char*>(stack) + 64;
+  worker.uc_stack.ss_size = kStack - 64;
+  worker.uc_link = &caller;
+  auto p = reinterpret_cast<uint64_t>(call);
+  ::makecontext(&worker, reinterpret_cast<void (*)()>(+[](unsigned hi, unsigned lo) {
+                  auto* c = reinterpret_cast<Call*>((uint64_t{hi} << 32) | lo);
+                  c->result = c->fn(c->arg);
+                }),
+                2, static_cast<unsigned>(p >> 32), static_cast<unsigned>(p & 0xffffffffu));
+  int rc = ::swapcontext(&caller, &worker);
+  int result = call->result;
+  ::munmap(stack, kStack);
+  return rc != 0 ? errno : result;
+}
+
+}  // namespace
+
+// Turns [start, end) (a MAP_SHARED memfd mapping) into private anonymous
+// memory with the same bytes, on the private stack (the range may hold the
+// caller's own stack).
+int privatize(uint64_t start, uint64_t end) {
+  struct Range {
+    uint64_t start, end;
+  } r{start, end};
+  return run_on_private_stack(
+      [](void* arg) -> int {
+        const Range rr = *static_cast<const Range*>(arg);
+        size_t len = rr.end - rr.start;
+        void* tmp = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (tmp == MAP_FAILED) return errno;
+        if (!copy_pages(tmp, reinterpret_cast<void*>(rr.start), len)) {
+          ::munmap(tmp, len);
+          return EFAULT;
+        }
+        void* p = ::mmap(reinterpret_cast<void*>(rr.start), len, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        int e = p == MAP_FAILED ? errno : 0;
+        if (p != MAP_FAILED) copy_pages(p, tmp, len);
+        ::munmap(tmp, len);
+        return e;
+      },
+      &r);
+}
+
+// True when [start, end) is still exactly one mapping of `fd`: the app may
+// have unmapped (and reused) a buffer while it was registered, and such
+// memory is not ours to touch any more.
+bool still_mapped_from(uint64_t start, uint64_t end, int fd) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/map_files/%lx-%lx", static_cast<unsigned long>(start),
+                static_cast<unsigned long>(end));
+  struct stat mapped {}, ours {};
+  return ::stat(path, &mapped) == 0 && ::fstat(fd, &ours) == 0 && mapped.st_ino == ours.st_ino &&
+         mapped.st_dev == ours.st_dev;
+}
+
+// The reverse: writes the bytes of private [start, end) into `fd` at
+// `offset` and maps the memfd back over the range.
+int reshare(uint64_t start, uint64_t end, int fd, uint64_t offset) {
+  struct Job {
+    uint64_t start, end;
+    int fd;
+    uint64_t offset;
+  } j{start, end, fd, offset};
+  return run_on_private_stack(
+      [](void* arg) -> int {
+        const Job jj = *static_cast<const Job*>(arg);
+        size_t len = jj.end - jj.start;
+        void* view = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, jj.fd, static_cast<off_t>(jj.offset));
+        if (view == MAP_FAILED) return errno;
+        copy_pages(view, reinterpret_cast<void*>(jj.start), len);
+        ::munmap(view, len);
+        void* p = ::mmap(reinterpret_cast<void*>(jj.start), len, PROT_READ | PROT_WRITE,
+                         MAP_SHARED | MAP_FIXED, jj.fd, static_cast<off_t>(jj.offset));
+        return p == MAP_FAILED ? errno : 0;
+      },
+      &j);
+}
+
+SharedPages& SharedPages::get() {
+  static SharedPages* p = new SharedPages();  // never destroyed (see RouterLink)
+  return *p;
+}
+
+int SharedPages::acquire(uint64_t start, uint64_t end) {
+  std::lock_guard lock(mu_);
+  // Fill the gaps between existing regions with new ones.
+  uint64_t at = start;
+  auto it = regions_.upper_bound(start);
+  if (it != regions_.begin() && std::prev(it)->second.end > start) --it;
+  while (at < end) {
+    if (it != regions_.end() && it->first <= at) {
+      at = it->second.end;
+      ++it;
+      continue;
+    }
+    uint64_t gap_end = it != regions_.end() ? std::min(end, it->first) : end;
+    if (int e = create(at, gap_end); e != 0) return e;
+    at = gap_end;
+    it = regions_.upper_bound(at);
+  }
+  // Make sure the router knows every region (again, after a reconnect) and take references.
+  for (auto r = find(start); r != regions_.end() && r->first < end; ++r) {
+    if (int e = ensure_registered(r->first, r->second); e != 0) return e;
+  }
+  for (auto r = find(start); r != regions_.end() && r->first < end; ++r) ++r->second.refs;
+  return 0;
+}
+
+void SharedPages::release(uint64_t start, uint64_t end) {
+  std::lock_guard lock(mu_);
+  for (auto r = find(start); r != regions_.end() && r->first < end;) {
+    Region& reg = r->second;
+    if (reg.refs > 0) --reg.refs;
+    if (reg.refs == 0 && !reg.pinned) {
+      // The router forgets the segment, and the pages become ordinary
+      // private memory again (with their bytes): nothing stays shared
+      // past the last registration, so a later fork() copies them as usual.
+      if (reg.epoch == RouterLink::get().epoch()) {
+        flatbuffers::FlatBufferBuilder fbb;
+        request<void>(fbb, proto::CreateReleaseSegment(fbb, reg.segment));
+      }
+      if (still_mapped_from(r->first, reg.end, reg.fd.get())) privatize(r->first, reg.end);
+      r = regions_.erase(r);
+    } else {
+      ++r;
+    }
+  }
+}
+
+int SharedPages::add_pinned(uint64_t start, uint64_t end, int fd) {
+  std::lock_guard lock(mu_);
+  Region reg;
+  reg.end = end;
+  reg.fd.reset(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  reg.pinned = true;
+  reg.refs = 1;
+  auto [it, ok] = regions_.emplace(start, std::move(reg));
+  return ensure_registered(it->first, it->second);
+}
+
+std::map<uint64_t, SharedPages::Region>::iterator SharedPages::find(uint64_t start) {
+  auto it = regions_.upper_bound(start);
+  if (it != regions_.begin() && std::prev(it)->second.end > start) --it;
+  return it;
+}
+
+// Copies [start, end) into a new sealed memfd and maps it in place.
+int SharedPages::create(uint64_t start, uint64_t end) {
+  size_t len = end - start;
+  ff::UniqueFd fd(::memfd_create("ffv-mr", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd) return errno;
+  if (::ftruncate(fd.get(), static_cast<off_t>(len)) != 0) return errno;
+  if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) return errno;
+  if (int e = copy_and_remap(start, len, fd.get()); e != 0) return e;
+  Region reg;
+  reg.end = end;
+  reg.fd = std::move(fd);
+  regions_.emplace(start, std::move(reg));
+  return 0;
+}
+
+// Between copying the pages and mapping the copy over them, nothing may
+// write to them, or the write is lost. The calling thread's own stack may
+// be on those pages (a registered stack buffer), and every call it makes
+// writes there; so the copy and the remap run on a separate stack
+// (run_on_private_stack) while the caller's frames stay untouched.
+int SharedPages::copy_and_remap(uint64_t start, size_t len, int fd) {
+  struct Job {
+    uint64_t start;
+    size_t len;
+    int fd;
+  } job{start, len, fd};
+  int e = run_on_private_stack(
+      [](void* arg) -> int {
+        const Job j = *static_cast<const Job*>(arg);  // only reads before the remap
+        void* copy = ::mmap(nullptr, j.len, PROT_READ | PROT_WRITE, MAP_SHARED, j.fd, 0);
+        if (copy == MAP_FAILED) return errno;
+        int result = 0;
+        if (!copy_pages(copy, reinterpret_cast<void*>(j.start), j.len)) result = EFAULT;
+        else if (::mmap(reinterpret_cast<void*>(j.start), j.len, PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_FIXED, j.fd, 0) == MAP_FAILED)
+          result = errno;
+        ::munmap(copy, j.len);
+        return result;
+      },
+      &job);
+  if (e == EFAULT)
+    debug("reg_mr: pages %#lx-%#lx are not all mapped", static_cast<unsigned long>(start),
+          static_cast<unsigned long>(start + len));
+  return e;
+}
+
+int SharedPages::ensure_registered(uint64_t start, Region& reg) {
+  uint64_t epoch = RouterLink::get().epoch();
+  if (reg.segment != 0 && reg.epoch == epoch) return 0;
+  flatbuffers::FlatBufferBuilder fbb;
+  int fd = reg.fd.get();
+  auto reply = request<proto::RegisterSegmentReply>(fbb, proto::CreateRegisterSegment(fbb, start, reg.end - start),
+                                                    "register segment failed", 0, {&fd, 1});
+  if (!reply) return reply.error;
+  reg.segment = reply->segment();
+  reg.epoch = epoch;
+  return 0;
+}
+
+int acquire_shared_pages(uint64_t addr, uint64_t length, uint64_t& page_start, uint64_t& page_end) {
+  if (addr + length < addr) return EINVAL;
+  page_start = addr & ~(shm::kPageSize - 1);
+  page_end = shm::round_up(addr + length, shm::kPageSize);
+  if (int e = RouterLink::get().ensure_connected(); e != 0) return e;
+  return SharedPages::get().acquire(page_start, page_end);
+}
+
+void release_shared_pages(uint64_t page_start, uint64_t page_end) {
+  SharedPages::get().release(page_start, page_end);
+}
+
+}  // namespace ff::verbs

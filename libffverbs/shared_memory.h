@@ -1,0 +1,100 @@
+// libffverbs internals: memory the router shares with the app.
+//
+// The router must reach every byte an RDMA operation touches. Ordinary app
+// memory is made shared page by page (page_sharing.cc): the pages covering a
+// registration are copied into a sealed memfd, the memfd is mapped over the
+// very same addresses (MAP_FIXED|MAP_SHARED), and the memfd goes to the
+// router as a segment. Whole pages are copied, so data sharing a page with
+// the buffer survives; a page is shared once, however many registrations
+// cover it (regions are reference-counted), and becomes private memory again
+// when its last registration goes. ibv_malloc memory (arena.cc) lives in a
+// shared arena from the start and is registered with no copy at all. At
+// fork() (fork.cc) the child gets private copies of all of it.
+//
+// Caveats (README): a thread writing the pages of a buffer *while* it is
+// being registered for the first time can lose that write; registering
+// memory the app itself mapped MAP_SHARED gives the app a private copy.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "libffverbs/shim.h"
+
+namespace ff::verbs {
+
+// Shares the pages of [addr, addr + length) with the router.
+// 0 or an errno; every successful acquire is paired with a release.
+int acquire_shared_pages(uint64_t addr, uint64_t length, uint64_t& page_start, uint64_t& page_end);
+void release_shared_pages(uint64_t page_start, uint64_t page_end);
+
+// Page remapping (page_sharing.cc). Each runs on a private stack, so the
+// range may hold the caller's own stack. 0 or an errno.
+// Turns [start, end) (a MAP_SHARED memfd mapping) into private anonymous
+// memory with the same bytes.
+int privatize(uint64_t start, uint64_t end);
+// The reverse: writes the bytes of private [start, end) into `fd` at
+// `offset` and maps the memfd back over the range.
+int reshare(uint64_t start, uint64_t end, int fd, uint64_t offset);
+// True when [start, end) is still exactly one mapping of `fd`.
+bool still_mapped_from(uint64_t start, uint64_t end, int fd);
+
+// Process-wide table of shared page ranges: page_sharing.cc, and its fork()
+// handlers in fork.cc. Thread-safe.
+class SharedPages {
+ public:
+  static SharedPages& get();
+
+  // Shares the page-aligned [start, end) and takes a reference on every
+  // region covering it. 0 or an errno.
+  int acquire(uint64_t start, uint64_t end);
+  // Drops those references; a region left without any becomes private.
+  void release(uint64_t start, uint64_t end);
+  // Adds an already shared range (an arena) that is never released.
+  int add_pinned(uint64_t start, uint64_t end, int fd);
+
+  // pthread_atfork handlers (fork.cc).
+  void before_fork();
+  void after_fork_parent();
+  void after_fork_child();
+
+ private:
+  struct Region {
+    uint64_t end;
+    ff::UniqueFd fd;
+    uint32_t segment = 0;  // router handle, valid for `epoch`
+    uint64_t epoch = 0;
+    uint32_t refs = 0;
+    bool pinned = false;  // arenas: never released
+  };
+  struct StackPages {
+    uint64_t start, end, region;
+  };
+
+  SharedPages() = default;
+  std::map<uint64_t, Region>::iterator find(uint64_t start);
+  int create(uint64_t start, uint64_t end);
+  static int copy_and_remap(uint64_t start, size_t len, int fd);
+  int ensure_registered(uint64_t start, Region& reg);
+
+  std::mutex mu_;
+  std::map<uint64_t, Region> regions_;   // by start; disjoint, page-aligned
+  std::vector<StackPages> stack_pages_;  // privatized for the fork in progress
+};
+
+// fork() child: the ibv_malloc arenas' pages are private copies now; buffers
+// the child already holds stay usable as memory, and new ibv_malloc calls get
+// a fresh arena (arena.cc).
+void forget_arenas_after_fork();
+
+// pthread_atfork handlers for shared memory (fork.cc): the child gets
+// private copies of registered pages and arenas; the forking thread's
+// registered stack pages are private while fork() runs.
+void shared_memory_before_fork();
+void shared_memory_after_fork_parent();
+void shared_memory_after_fork_child();
+
+}  // namespace ff::verbs

@@ -1,0 +1,103 @@
+// Events: completion channels (blocking, non-blocking, poll(), solicited
+// only) and a CQ overrun reported as an asynchronous error.
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include "fixture.h"
+
+namespace conformance {
+namespace {
+
+// --- completion channels ----------------------------------------------------
+
+TEST_F(Verbs, CompletionChannelBlockingNonblockingPollAndSolicited) {
+  ibv_comp_channel* ch = ibv_create_comp_channel(ctx);
+  ASSERT_NE(ch, nullptr);
+  EXPECT_EQ(fcntl(ch->fd, F_GETFL) & O_NONBLOCK, 0) << "channel fds start out blocking";
+  ibv_cq* rcq = cq(64, ch);
+  ibv_cq* scq = cq();
+  ibv_qp* a = qp(scq, scq);
+  ibv_qp* b = qp(rcq, rcq);
+  connect(a, b);
+  Pages buf(1);
+  ibv_mr* m = mr(buf.base, buf.size);
+  for (uint64_t i = 0; i < 4; ++i)
+    ASSERT_EQ(post_recv(b, i, {{reinterpret_cast<uint64_t>(buf.base + 1024 * i), 64, m->lkey}}), 0);
+  ibv_sge s{reinterpret_cast<uint64_t>(buf.base), 8, m->lkey};
+
+  // Blocking: a thread waits in ibv_get_cq_event until a completion arrives.
+  ASSERT_EQ(ibv_req_notify_cq(rcq, 0), 0);
+  std::atomic<bool> woke{false};
+  std::thread waiter([&] {
+    ibv_cq* got = nullptr;
+    void* cq_ctx = nullptr;
+    if (ibv_get_cq_event(ch, &got, &cq_ctx) == 0 && got == rcq) woke = true;
+  });
+  usleep(50 * 1000);
+  EXPECT_FALSE(woke);
+  ibv_send_wr w = wr(IBV_WR_SEND, 1, &s, 1, 0);
+  ASSERT_EQ(post(a, w), 0);
+  waiter.join();
+  EXPECT_TRUE(woke);
+  ibv_ack_cq_events(rcq, 1);
+  EXPECT_EQ(poll1(rcq).wr_id, 0u);
+
+  // Non-blocking and poll(): nothing pending gives EAGAIN, then the fd turns readable.
+  ASSERT_EQ(fcntl(ch->fd, F_SETFL, fcntl(ch->fd, F_GETFL) | O_NONBLOCK), 0);
+  ibv_cq* got = nullptr;
+  void* cq_ctx = nullptr;
+  errno = 0;
+  EXPECT_EQ(ibv_get_cq_event(ch, &got, &cq_ctx), -1);
+  EXPECT_EQ(errno, EAGAIN);
+  ASSERT_EQ(ibv_req_notify_cq(rcq, 0), 0);
+  ASSERT_EQ(post(a, w), 0);
+  pollfd pf{ch->fd, POLLIN, 0};
+  ASSERT_EQ(poll(&pf, 1, 5000), 1);
+  ASSERT_EQ(ibv_get_cq_event(ch, &got, &cq_ctx), 0);
+  EXPECT_EQ(got, rcq);
+  ibv_ack_cq_events(rcq, 1);
+  EXPECT_EQ(poll1(rcq).wr_id, 1u);
+
+  // Solicited-only: an unsolicited completion raises no event, a solicited one does.
+  ASSERT_EQ(ibv_req_notify_cq(rcq, 1), 0);
+  ASSERT_EQ(post(a, w), 0);
+  EXPECT_EQ(poll1(rcq).wr_id, 2u);
+  EXPECT_EQ(poll(&pf, 1, 100), 0);
+  w.send_flags = IBV_SEND_SOLICITED;
+  ASSERT_EQ(post(a, w), 0);
+  ASSERT_EQ(poll(&pf, 1, 5000), 1);
+  ASSERT_EQ(ibv_get_cq_event(ch, &got, &cq_ctx), 0);
+  ibv_ack_cq_events(rcq, 1);
+  EXPECT_EQ(poll1(rcq).wr_id, 3u);
+
+  // Not armed: no event.
+  EXPECT_EQ(ibv_destroy_comp_channel(ch), EBUSY);  // a CQ still uses it
+}
+
+TEST_F(Verbs, CompletionQueueOverrunIsAnAsyncError) {
+  Pages buf(1);
+  ibv_mr* m = mr(buf.base, buf.size);
+  ibv_cq* tiny = ibv_create_cq(ctx, 1, nullptr, nullptr, 0);
+  ASSERT_NE(tiny, nullptr);
+  ibv_cq* other = cq();
+  ibv_qp* a = qp(tiny, tiny);
+  ibv_qp* b = qp(other, other);
+  connect(a, b);
+  ibv_sge s{reinterpret_cast<uint64_t>(buf.base), 8, m->lkey};
+  for (int i = 0; i < tiny->cqe + 4; ++i) {
+    ibv_send_wr w = wr(IBV_WR_RDMA_WRITE, static_cast<uint64_t>(i), &s, 1);
+    w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(buf.base + 64);
+    w.wr.rdma.rkey = m->rkey;
+    ASSERT_EQ(post(a, w), 0);
+  }
+  ibv_async_event ev{};
+  ASSERT_TRUE(await_async(ctx, IBV_EVENT_CQ_ERR, ev, 5000));
+  EXPECT_EQ(ev.element.cq, tiny);
+}
+
+}  // namespace
+}  // namespace conformance

@@ -1,0 +1,147 @@
+// Memory: registration rules and dead keys, unaligned MRs that share pages
+// with other data, ibv_malloc (libffverbs' own API), fork.
+#include <dlfcn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "fixture.h"
+
+namespace conformance {
+namespace {
+
+TEST_F(Verbs, RegistrationRulesAndDeregisteredKeysStopWorking) {
+  Pages buf(1);
+  errno = 0;
+  EXPECT_EQ(ibv_reg_mr(pd, buf.base, buf.size, static_cast<unsigned>(IBV_ACCESS_REMOTE_WRITE)), nullptr);  // needs LOCAL_WRITE
+  EXPECT_EQ(errno, EINVAL);
+  ibv_mr* m = mr(buf.base, buf.size);
+  ibv_mr* other = mr(buf.base, buf.size);  // the same range, twice
+  EXPECT_NE(m->lkey, other->lkey);
+  Pair p = pair();
+  uint32_t stale = m->rkey;
+  dereg(m);
+  ibv_sge s{reinterpret_cast<uint64_t>(buf.base), 8, other->lkey};
+  ibv_send_wr w = wr(IBV_WR_RDMA_WRITE, 1, &s, 1);
+  w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(buf.base + 64);
+  w.wr.rdma.rkey = other->rkey;  // the second registration still works
+  ASSERT_EQ(post(p.a, w), 0);
+  EXPECT_EQ(poll1(p.scq).status, IBV_WC_SUCCESS);
+  w.wr.rdma.rkey = stale;
+  ASSERT_EQ(post(p.a, w), 0);
+  EXPECT_EQ(poll1(p.scq).status, IBV_WC_REM_ACCESS_ERR);
+}
+
+// --- memory: unaligned MRs keep their page neighbours; ibv_malloc ----------
+
+TEST_F(Verbs, UnalignedMrKeepsItsPageNeighboursIntact) {
+  Pages page(3);
+  // Neighbours on the same pages as the buffer, before and after it.
+  uint8_t* before = page.base + 10;
+  uint8_t* buffer = page.base + 1000;
+  uint8_t* after = page.base + 1000 + 7000;
+  fill(before, 900, 21);
+  fill(after, 3000, 22);
+  std::vector<uint8_t> before_copy(before, before + 900), after_copy(after, after + 3000);
+  ibv_mr* m = mr(buffer, 7000);
+  EXPECT_EQ(0, std::memcmp(before, before_copy.data(), 900)) << "registration lost neighbouring data";
+  EXPECT_EQ(0, std::memcmp(after, after_copy.data(), 3000)) << "registration lost neighbouring data";
+  // Overlapping registrations: the tail of one and the start of the next page.
+  ibv_mr* overlap = mr(buffer + 5000, 4000);
+  Pages src(2);
+  fill(src.base, 7000, 23);
+  ibv_mr* sm = mr(src.base, src.size);
+  Pair p = pair();
+  ibv_sge s{reinterpret_cast<uint64_t>(src.base), 7000, sm->lkey};
+  ibv_send_wr w = wr(IBV_WR_RDMA_WRITE, 1, &s, 1);
+  w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(buffer);
+  w.wr.rdma.rkey = m->rkey;
+  ASSERT_EQ(post(p.a, w), 0);
+  ASSERT_EQ(poll1(p.scq).status, IBV_WC_SUCCESS);
+  EXPECT_EQ(0, std::memcmp(buffer, src.base, 7000));
+  EXPECT_EQ(0, std::memcmp(before, before_copy.data(), 900));
+  EXPECT_EQ(0, std::memcmp(after, after_copy.data(), 3000));
+  // The app keeps writing its neighbours; the remote side sees its buffer.
+  std::memset(after, 0x5c, 100);
+  buffer[0] = 0x77;
+  ibv_sge back{reinterpret_cast<uint64_t>(src.base + 4096), 16, sm->lkey};
+  w = wr(IBV_WR_RDMA_READ, 2, &back, 1);
+  w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(buffer);
+  w.wr.rdma.rkey = m->rkey;
+  ASSERT_EQ(post(p.a, w), 0);
+  ASSERT_EQ(poll1(p.scq).status, IBV_WC_SUCCESS);
+  EXPECT_EQ(src.base[4096], 0x77);
+  dereg(overlap);
+  dereg(m);
+  EXPECT_EQ(after[0], 0x5c);  // deregistration loses nothing either
+  EXPECT_EQ(buffer[0], 0x77);
+}
+
+TEST_F(Verbs, IbvMallocBuffersNeedNoCopy) {
+  using MallocFn = void* (*)(size_t);
+  using FreeFn = void (*)(void*);
+  auto ff_malloc = reinterpret_cast<MallocFn>(dlsym(RTLD_DEFAULT, "ibv_malloc"));
+  auto ff_free = reinterpret_cast<FreeFn>(dlsym(RTLD_DEFAULT, "ibv_free"));
+  if (ff_malloc == nullptr) {
+    ASSERT_FALSE(expect_shim()) << "libffverbs should provide ibv_malloc";
+    GTEST_SKIP() << "ibv_malloc is libffverbs' own API; not on a plain device";
+  }
+  auto* a = static_cast<uint8_t*>(ff_malloc(64 << 10));
+  auto* b = static_cast<uint8_t*>(ff_malloc(100));
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a) % 4096, 0u);
+  fill(a, 64 << 10, 31);
+  ibv_mr* am = mr(a, 64 << 10);
+  ibv_mr* bm = mr(b, 100);
+  Pair p = pair();
+  ibv_sge s{reinterpret_cast<uint64_t>(a + 5), 90, am->lkey};
+  ibv_send_wr w = wr(IBV_WR_RDMA_WRITE, 1, &s, 1);
+  w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(b);
+  w.wr.rdma.rkey = bm->rkey;
+  ASSERT_EQ(post(p.a, w), 0);
+  ASSERT_EQ(poll1(p.scq).status, IBV_WC_SUCCESS);
+  EXPECT_EQ(0, std::memcmp(b, a + 5, 90));
+  dereg(am);
+  dereg(bm);
+  ff_free(a);
+  ff_free(b);
+}
+
+TEST_F(Verbs, ForkGivesTheChildAPrivateCopyOfRegisteredMemory) {
+  Pages buf(2);
+  std::strcpy(reinterpret_cast<char*>(buf.base), "parent data");
+  char on_stack[32] = "stack data";  // registered while fork() runs
+  ibv_mr* m = mr(buf.base, buf.size);
+  ibv_mr* sm = mr(on_stack, sizeof on_stack);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    bool same = std::strcmp(reinterpret_cast<char*>(buf.base), "parent data") == 0 &&
+                std::strcmp(on_stack, "stack data") == 0;
+    std::strcpy(reinterpret_cast<char*>(buf.base), "child wrote");  // its own copy
+    _exit(same ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "child killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the child did not see the parent's bytes";
+  EXPECT_STREQ(reinterpret_cast<char*>(buf.base), "parent data");
+  EXPECT_STREQ(on_stack, "stack data");
+  // The registrations still work in the parent.
+  Pair p = pair();
+  ibv_sge s{reinterpret_cast<uint64_t>(on_stack), 11, sm->lkey};
+  ibv_send_wr w = wr(IBV_WR_RDMA_WRITE, 1, &s, 1);
+  w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(buf.base + 4096);
+  w.wr.rdma.rkey = m->rkey;
+  ASSERT_EQ(post(p.a, w), 0);
+  ASSERT_EQ(poll1(p.scq).status, IBV_WC_SUCCESS);
+  EXPECT_STREQ(reinterpret_cast<char*>(buf.base + 4096), "stack data");
+  dereg(sm);
+}
+
+}  // namespace
+}  // namespace conformance

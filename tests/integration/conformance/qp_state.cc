@@ -1,0 +1,79 @@
+// QP states and object lifetimes: ibv_modify_qp follows the state table, a QP
+// connected to itself loops back, objects in use cannot be destroyed.
+#include <cstring>
+
+#include "fixture.h"
+
+namespace conformance {
+namespace {
+
+TEST_F(Verbs, ModifyQpFollowsTheStateTable) {
+  ibv_cq* c = cq();
+  ibv_qp* q = qp(c, c);
+  ibv_qp_attr a{};
+  a.qp_state = IBV_QPS_RTS;  // RESET -> RTS does not exist
+  EXPECT_EQ(ibv_modify_qp(q, &a, IBV_QP_STATE), EINVAL);
+  a.qp_state = IBV_QPS_INIT;  // INIT needs port, pkey index and access flags
+  EXPECT_EQ(ibv_modify_qp(q, &a, IBV_QP_STATE), EINVAL);
+  a.port_num = 2;  // no such port
+  EXPECT_EQ(ibv_modify_qp(q, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS), EINVAL);
+  ASSERT_EQ(to_init(q), 0);
+  EXPECT_EQ(state_of(q), IBV_QPS_INIT);
+  a = {};
+  a.qp_state = IBV_QPS_RTR;  // RTR without its required attributes
+  EXPECT_EQ(ibv_modify_qp(q, &a, IBV_QP_STATE | IBV_QP_PATH_MTU), EINVAL);
+  ASSERT_EQ(to_rtr(q, q->qp_num), 0);
+  ASSERT_EQ(to_rts(q), 0);
+  ibv_qp_attr got{};
+  ibv_qp_init_attr init{};
+  ASSERT_EQ(ibv_query_qp(q, &got, IBV_QP_STATE | IBV_QP_DEST_QPN | IBV_QP_RNR_RETRY, &init), 0);
+  EXPECT_EQ(got.qp_state, IBV_QPS_RTS);
+  EXPECT_EQ(got.dest_qp_num, q->qp_num);
+  EXPECT_EQ(got.rnr_retry, 7);
+  EXPECT_EQ(got.max_dest_rd_atomic, 16);
+  a = {};
+  a.qp_state = IBV_QPS_ERR;
+  ASSERT_EQ(ibv_modify_qp(q, &a, IBV_QP_STATE), 0);
+  a.qp_state = IBV_QPS_RESET;
+  ASSERT_EQ(ibv_modify_qp(q, &a, IBV_QP_STATE), 0);
+  EXPECT_EQ(state_of(q), IBV_QPS_RESET);
+}
+
+TEST_F(Verbs, QpToSelfLoopsBack) {
+  Pages buf(1);
+  ibv_mr* m = mr(buf.base, buf.size);
+  fill(buf.base, 100, 2);
+  ibv_cq* c = cq();
+  ibv_qp* q = qp(c, c);
+  ASSERT_EQ(to_init(q), 0);
+  ASSERT_EQ(to_rtr(q, q->qp_num), 0);
+  ASSERT_EQ(to_rts(q), 0);
+  ASSERT_EQ(post_recv(q, 1, {{reinterpret_cast<uint64_t>(buf.base + 2048), 100, m->lkey}}), 0);
+  ibv_sge s{reinterpret_cast<uint64_t>(buf.base), 100, m->lkey};
+  ibv_send_wr w = wr(IBV_WR_SEND, 2, &s, 1);
+  ASSERT_EQ(post(q, w), 0);
+  ibv_wc c1 = poll1(c), c2 = poll1(c);
+  EXPECT_EQ(c1.status, IBV_WC_SUCCESS);
+  EXPECT_EQ(c2.status, IBV_WC_SUCCESS);
+  EXPECT_EQ(0, std::memcmp(buf.base, buf.base + 2048, 100));
+}
+
+TEST_F(Verbs, DestroyingObjectsInUseIsBusy) {
+  Pages buf(1);
+  ibv_pd* other = ibv_alloc_pd(ctx);
+  ASSERT_NE(other, nullptr);
+  ibv_mr* m = ibv_reg_mr(other, buf.base, buf.size, IBV_ACCESS_LOCAL_WRITE);
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(ibv_dealloc_pd(other), EBUSY);
+  ASSERT_EQ(ibv_dereg_mr(m), 0);
+  EXPECT_EQ(ibv_dealloc_pd(other), 0);
+  ibv_cq* c = ibv_create_cq(ctx, 8, nullptr, nullptr, 0);
+  ASSERT_NE(c, nullptr);
+  ibv_qp* q = qp(c, c);
+  EXPECT_EQ(ibv_destroy_cq(c), EBUSY);
+  ASSERT_EQ(destroy(q), 0);
+  EXPECT_EQ(ibv_destroy_cq(c), 0);
+}
+
+}  // namespace
+}  // namespace conformance

@@ -1,0 +1,382 @@
+// The soft fabric's verbs rules as pure functions over objects: the
+// Responder (what a receiving QP does with WRITE, READ, atomics, SEND and
+// datagrams) and the requester rules (local SGEs, retries), each error
+// status the conformance suite checks, with no socket, no client process
+// and no router process: a SoftFabric in this process, memory from a memfd,
+// and the rules called on the fabric's poller thread (Engine::run_sync).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "router/fabric/soft/requester.h"
+#include "router/fabric/soft/responder.h"
+#include "router/fabric/soft/soft_fabric.h"
+#include "shm/descriptors.h"
+#include "shm/ring.h"
+
+namespace ff::router::soft {
+namespace {
+
+constexpr uint64_t kBase = 0x10000000;  // where the client's memory "is"
+constexpr uint64_t kSize = 64 * 1024;
+constexpr uint32_t kBlueIp = 0x0a000001, kRedIp = 0x0a000002;
+constexpr unsigned kAllRemote = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC;
+
+template <typename R>
+auto take(R r) {
+  EXPECT_TRUE(r.ok()) << r.error().message;
+  return std::move(*r);
+}
+
+ibv_gid gid_of(uint32_t ip) {
+  ibv_gid g{};
+  g.raw[10] = g.raw[11] = 0xff;
+  for (int i = 0; i < 4; ++i) g.raw[12 + i] = static_cast<uint8_t>(ip >> (24 - 8 * i));
+  return g;
+}
+
+// One tenant's client as the fabric sees it: a context, a PD, a CQ, memory
+// registered twice (all rights; local read only) and QPs.
+struct Client {
+  Client(SoftFabric& f, std::string tenant, uint32_t ip) : fabric(f) {
+    ctx = take(f.open_context());
+    pd = take(f.alloc_pd(Owner{std::move(tenant), 1, ip}));
+    cq = take(f.create_cq(*ctx, 256, nullptr, 1));
+    cq_view = shm::Mapping::attach(cq->segment_fd(), shm::SegmentKind::kRing);
+    completions = shm::RingConsumer<shm::Cqe>(cq_view.base() + shm::kCqRingOffset, cq->capacity());
+    segment = take(f.map_segment(UniqueFd(::dup(memory.fd())), kBase, kSize));
+    std::shared_ptr<FabricSegment> segs[] = {segment};
+    mr = take(f.reg_mr(*pd, segs, kBase, kSize / 2, kBase, IBV_ACCESS_LOCAL_WRITE | kAllRemote));
+    read_only = take(f.reg_mr(*pd, segs, kBase + kSize / 2, kSize / 2, kBase + kSize / 2, 0));
+  }
+
+  Qp& make_qp(ibv_qp_type type) {
+    QpInit init;
+    init.type = type;
+    init.cap = {16, 16, 4, 4, 0};
+    qps.push_back(take(fabric.create_qp(*ctx, *pd, *cq, *cq, nullptr, init, 7)));
+    auto& q = *qps.back();
+    views.push_back(shm::Mapping::attach(q.segment_fd(), shm::SegmentKind::kRing));
+    receives.emplace_back(views.back().base() + shm::qp_recv_ring_offset(q.send_capacity()), q.recv_capacity());
+    return static_cast<Qp&>(q);
+  }
+
+  // Posts a receive of [addr, addr + len) under `lkey` to QP number i.
+  void post_receive(size_t i, uint64_t wr_id, uint64_t addr, uint32_t len, uint32_t lkey) {
+    shm::RecvWqe r{};
+    r.wr_id = wr_id;
+    r.num_sge = 1;
+    r.sge[0] = {addr, len, lkey};
+    ASSERT_TRUE(receives[i].sp_try_push(r));
+  }
+
+  std::byte* at(uint64_t addr) { return memory.base() + (addr - kBase); }
+
+  SoftFabric& fabric;
+  shm::Mapping memory = shm::Mapping::create("responder-test", shm::SegmentKind::kArena, kSize);
+  std::unique_ptr<FabricContext> ctx;
+  std::unique_ptr<FabricPd> pd;
+  std::unique_ptr<FabricCq> cq;
+  shm::Mapping cq_view;
+  shm::RingConsumer<shm::Cqe> completions;
+  std::shared_ptr<FabricSegment> segment;
+  std::unique_ptr<FabricMr> mr, read_only;
+  std::vector<std::unique_ptr<FabricQp>> qps;
+  std::vector<shm::Mapping> views;
+  std::vector<shm::RingProducer<shm::RecvWqe>> receives;  // the app's side of each QP's receive ring
+};
+
+class ResponderTest : public ::testing::Test {
+ protected:
+  // Moves QP q to RTR (and RTS) connected to QP `dest` at `dest_ip`.
+  void connect(Qp& q, uint32_t dest, uint32_t dest_ip, unsigned access, uint8_t retries = 0) {
+    ibv_qp_attr a{};
+    a.qp_state = IBV_QPS_INIT;
+    a.port_num = 1;
+    a.qp_access_flags = access;
+    a.qkey = 0x1234;
+    int init_mask = IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT;
+    init_mask |= q.init.type == IBV_QPT_UD ? IBV_QP_QKEY : IBV_QP_ACCESS_FLAGS;
+    ASSERT_TRUE(fabric.modify_qp(q, a, init_mask));
+    a = {};
+    a.qp_state = IBV_QPS_RTR;
+    int mask = IBV_QP_STATE;
+    if (q.init.type != IBV_QPT_UD) {
+      a.path_mtu = IBV_MTU_4096;
+      a.dest_qp_num = dest;
+      a.min_rnr_timer = 12;
+      a.ah_attr.port_num = 1;
+      a.ah_attr.is_global = 1;
+      a.ah_attr.grh.dgid = gid_of(dest_ip);
+      mask |= IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN;
+      if (q.init.type == IBV_QPT_RC) mask |= IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER;
+    }
+    ASSERT_TRUE(fabric.modify_qp(q, a, mask));
+    a = {};
+    a.qp_state = IBV_QPS_RTS;
+    a.retry_cnt = retries;
+    a.rnr_retry = retries;
+    mask = IBV_QP_STATE | IBV_QP_SQ_PSN;
+    if (q.init.type == IBV_QPT_RC) mask |= IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_MAX_QP_RD_ATOMIC;
+    ASSERT_TRUE(fabric.modify_qp(q, a, mask));
+  }
+
+  // Runs `fn` with the responder on the poller thread.
+  template <typename Fn>
+  void rules(Fn fn) {
+    fabric.engine().run_sync([&] { fn(fabric.engine().responder()); });
+  }
+
+  Origin from(const Qp& q, const Qp& to) {
+    return Origin{q.qpn, to.qpn, q.init.type, nullptr, &q.pd.owner.tenant};
+  }
+
+  SoftFabric fabric{FabricConfig{}};
+  Client blue{fabric, "blue", kBlueIp};
+  Client red{fabric, "red", kRedIp};
+};
+
+TEST_F(ResponderTest, OnlyTheConnectedReadyQpOfTheSameTenantAnswers) {
+  Qp& a = blue.make_qp(IBV_QPT_RC);
+  Qp& b = blue.make_qp(IBV_QPT_RC);
+  Qp& intruder = red.make_qp(IBV_QPT_RC);
+  rules([&](Responder& r) { EXPECT_EQ(r.connected(from(a, b)), nullptr) << "b is in RESET"; });
+  connect(a, b.qpn, kBlueIp, kAllRemote);
+  connect(b, a.qpn, kBlueIp, kAllRemote);
+  // No connection crosses tenants: RTR toward another tenant's QP is refused.
+  ibv_qp_attr init{};
+  init.qp_state = IBV_QPS_INIT;
+  init.port_num = 1;
+  ASSERT_TRUE(fabric.modify_qp(intruder, init, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS));
+  ibv_qp_attr rtr{};
+  rtr.qp_state = IBV_QPS_RTR;
+  rtr.path_mtu = IBV_MTU_1024;
+  rtr.dest_qp_num = b.qpn;
+  rtr.ah_attr.port_num = 1;
+  Status refused = fabric.modify_qp(intruder, rtr,
+                                    IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                                        IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
+  EXPECT_EQ(refused.error().code, EINVAL);
+  rules([&](Responder& r) {
+    EXPECT_EQ(r.connected(from(a, b)), &b);
+    EXPECT_EQ(r.connected(from(b, a)), &a);
+    EXPECT_EQ(r.connected(from(intruder, b)), nullptr) << "another tenant, another source QP, not ready";
+    Origin forged = from(a, b);
+    forged.type = IBV_QPT_UC;
+    EXPECT_EQ(r.connected(forged), nullptr) << "another QP type";
+    forged = from(a, b);
+    forged.tenant = &intruder.pd.owner.tenant;
+    EXPECT_EQ(r.connected(forged), nullptr) << "the right QP numbers from another tenant";
+    Peer elsewhere("elsewhere");
+    forged = from(a, b);
+    forged.via = &elsewhere;
+    EXPECT_EQ(r.connected(forged), nullptr) << "b is connected on this router, not through a peer";
+  });
+}
+
+TEST_F(ResponderTest, WriteAndReadNeedTheQpsAccessThenAValidKeyRangeAndRight) {
+  Qp& a = blue.make_qp(IBV_QPT_RC);
+  Qp& b = blue.make_qp(IBV_QPT_RC);
+  Qp& closed = blue.make_qp(IBV_QPT_RC);
+  connect(a, b.qpn, kBlueIp, 0);
+  connect(b, a.qpn, kBlueIp, kAllRemote);
+  connect(closed, a.qpn, kBlueIp, IBV_ACCESS_LOCAL_WRITE);
+  Qp& foreign = red.make_qp(IBV_QPT_RC);
+  (void)foreign;
+  const uint32_t key = blue.mr->rkey(), ro = blue.read_only->rkey(), other = red.mr->rkey();
+  rules([&](Responder& r) {
+    const Mr* mr = nullptr;
+    EXPECT_TRUE(r.check_write(b, key, kBase, 100, mr));
+    EXPECT_NE(mr, nullptr);
+    EXPECT_EQ(r.check_write(closed, key, kBase, 100, mr).status, IBV_WC_REM_INV_REQ_ERR);
+    EXPECT_EQ(r.check_read(closed, key, kBase, 100, mr).status, IBV_WC_REM_INV_REQ_ERR);
+    for (auto [k, addr, len] : {std::tuple{key ^ 0x100u, kBase, 100ul}, {key, kBase + kSize / 2 - 8, 100ul},
+                                {key, kBase - 8, 16ul}, {ro, kBase + kSize / 2, 100ul}, {other, kBase, 100ul}}) {
+      Verdict w = r.check_write(b, k, addr, len, mr);
+      EXPECT_EQ(w.refusal, Refusal::kFailed);
+      EXPECT_EQ(w.status, IBV_WC_REM_ACCESS_ERR) << "write key " << k << " at " << addr;
+      EXPECT_EQ(r.check_read(b, k, addr, len, mr).status, IBV_WC_REM_ACCESS_ERR) << "read key " << k;
+    }
+    EXPECT_TRUE(r.check_write(b, key ^ 0x100u, kBase, 0, mr)) << "zero bytes touch no memory: no key checked";
+    EXPECT_EQ(mr, nullptr);
+  });
+}
+
+TEST_F(ResponderTest, AtomicsAreAlignedEnabledKeyedAndExecuted) {
+  Qp& a = blue.make_qp(IBV_QPT_RC);
+  Qp& b = blue.make_qp(IBV_QPT_RC);
+  Qp& no_atomics = blue.make_qp(IBV_QPT_RC);
+  connect(a, b.qpn, kBlueIp, 0);
+  connect(b, a.qpn, kBlueIp, kAllRemote);
+  connect(no_atomics, a.qpn, kBlueIp, IBV_ACCESS_REMOTE_READ);
+  const uint32_t key = blue.mr->rkey();
+  uint64_t word = 40;
+  std::memcpy(blue.at(kBase + 64), &word, 8);
+  rules([&](Responder& r) {
+    uint64_t old = 0;
+    EXPECT_EQ(r.atomic(b, IBV_WR_ATOMIC_FETCH_AND_ADD, key, kBase + 60, 2, 0, old).status, IBV_WC_REM_INV_REQ_ERR);
+    EXPECT_EQ(r.atomic(no_atomics, IBV_WR_ATOMIC_FETCH_AND_ADD, key, kBase + 64, 2, 0, old).status,
+              IBV_WC_REM_INV_REQ_ERR);
+    EXPECT_EQ(r.atomic(b, IBV_WR_ATOMIC_FETCH_AND_ADD, key ^ 0x100u, kBase + 64, 2, 0, old).status,
+              IBV_WC_REM_ACCESS_ERR);
+    EXPECT_EQ(r.atomic(b, IBV_WR_ATOMIC_FETCH_AND_ADD, blue.read_only->rkey(), kBase + kSize / 2, 2, 0, old).status,
+              IBV_WC_REM_ACCESS_ERR);
+    ASSERT_TRUE(r.atomic(b, IBV_WR_ATOMIC_FETCH_AND_ADD, key, kBase + 64, 2, 0, old));
+    EXPECT_EQ(old, 40u);
+    ASSERT_TRUE(r.atomic(b, IBV_WR_ATOMIC_CMP_AND_SWP, key, kBase + 64, 42, 7, old));
+    EXPECT_EQ(old, 42u);
+    ASSERT_TRUE(r.atomic(b, IBV_WR_ATOMIC_CMP_AND_SWP, key, kBase + 64, 42, 9, old));
+    EXPECT_EQ(old, 7u) << "compare failed: nothing swapped";
+  });
+  std::memcpy(&word, blue.at(kBase + 64), 8);
+  EXPECT_EQ(word, 7u);
+}
+
+TEST_F(ResponderTest, ReceivesRnrWhenNoneAndFailBothSidesWhenTooShortOrBad) {
+  Qp& a = blue.make_qp(IBV_QPT_RC);
+  Qp& b = blue.make_qp(IBV_QPT_RC);
+  Qp& c = blue.make_qp(IBV_QPT_RC);
+  connect(a, b.qpn, kBlueIp, 0);
+  connect(b, a.qpn, kBlueIp, kAllRemote);
+  connect(c, a.qpn, kBlueIp, kAllRemote);
+  Arrival arrival{a.qpn, IBV_WR_SEND, 0, false};
+  rules([&](Responder& r) {
+    shm::RecvWqe got;
+    Sges dst;
+    Verdict v = r.take_receive(b, 100, arrival, got, dst);
+    EXPECT_EQ(v.refusal, Refusal::kRnr);
+    EXPECT_EQ(v.rnr_timer, 12) << "the responder's min_rnr_timer";
+  });
+  blue.post_receive(1, 11, kBase, 64, blue.mr->lkey());   // b: too short for 100 bytes
+  blue.post_receive(2, 12, kBase, 64, 0xbad00);           // c: no such lkey
+  rules([&](Responder& r) {
+    shm::RecvWqe got;
+    Sges dst;
+    Verdict v = r.take_receive(b, 100, arrival, got, dst);
+    EXPECT_EQ(v.status, IBV_WC_REM_INV_REQ_ERR) << "what the requester sees";
+    EXPECT_EQ(b.state, IBV_QPS_ERR);
+    v = r.take_receive(c, 10, arrival, got, dst);
+    EXPECT_EQ(v.status, IBV_WC_REM_OP_ERR);
+    EXPECT_EQ(c.state, IBV_QPS_ERR);
+  });
+  shm::Cqe first{}, second{};
+  ASSERT_TRUE(blue.completions.sc_try_pop(first));
+  ASSERT_TRUE(blue.completions.sc_try_pop(second));
+  EXPECT_EQ(first.wr_id, 11u);
+  EXPECT_EQ(first.status, IBV_WC_LOC_LEN_ERR) << "the responder's own completion";
+  EXPECT_EQ(second.wr_id, 12u);
+  EXPECT_EQ(second.status, IBV_WC_LOC_PROT_ERR);
+}
+
+TEST_F(ResponderTest, ARequesterRetriesWhatItMayThenFails) {
+  Qp& a = blue.make_qp(IBV_QPT_RC);
+  Qp& forever = blue.make_qp(IBV_QPT_RC);
+  connect(a, 0x999, kBlueIp, 0, /*retries=*/1);
+  connect(forever, 0x999, kBlueIp, 0, /*retries=*/7);
+  rules([&](Responder&) {
+    Verdict rnr{Refusal::kRnr, IBV_WC_SUCCESS, 1};
+    EXPECT_EQ(retry_or_fail(a, rnr, 0), IBV_WC_SUCCESS) << "one RNR retry";
+    EXPECT_GT(a.wait_until_ns, 0u);
+    EXPECT_EQ(retry_or_fail(a, rnr, 0), IBV_WC_RNR_RETRY_EXC_ERR);
+    for (int i = 0; i < 100; ++i) EXPECT_EQ(retry_or_fail(forever, rnr, 0), IBV_WC_SUCCESS) << "rnr_retry 7: forever";
+    EXPECT_EQ(retry_or_fail(a, Verdict::not_ready(), 0), IBV_WC_SUCCESS) << "one transport retry";
+    EXPECT_EQ(retry_or_fail(a, Verdict::not_ready(), 0), IBV_WC_RETRY_EXC_ERR);
+    forever.peer_gone = true;
+    EXPECT_EQ(retry_or_fail(forever, Verdict::not_ready(), 0), IBV_WC_RETRY_EXC_ERR) << "the peer was destroyed";
+    EXPECT_EQ(retry_or_fail(a, Verdict::failed(IBV_WC_REM_ACCESS_ERR), 0), IBV_WC_REM_ACCESS_ERR);
+  });
+}
+
+TEST_F(ResponderTest, TheLocalSideOfARequestIsCheckedFirst) {
+  Qp& rc = blue.make_qp(IBV_QPT_RC);
+  Qp& uc = blue.make_qp(IBV_QPT_UC);
+  const uint32_t lkey = blue.mr->lkey(), ro = blue.read_only->lkey();
+  auto wqe = [](uint32_t op, std::initializer_list<shm::WireSge> sges) {
+    shm::SendWqe w{};
+    w.opcode = static_cast<uint8_t>(op);
+    for (const auto& s : sges) w.payload.sge[w.num_sge++] = s;
+    return w;
+  };
+  rules([&](Responder&) {
+    const Engine& e = fabric.engine();
+    Sges s;
+    EXPECT_EQ(resolve_request(e, rc, wqe(IBV_WR_SEND, {{kBase, 64, lkey}}), s), IBV_WC_SUCCESS);
+    EXPECT_EQ(s.total, 64u);
+    EXPECT_EQ(resolve_request(e, rc, wqe(IBV_WR_SEND, {{kBase, 64, lkey ^ 0x100u}}), s), IBV_WC_LOC_PROT_ERR);
+    EXPECT_EQ(resolve_request(e, rc, wqe(IBV_WR_SEND, {{kBase + kSize / 2 - 8, 64, lkey}}), s), IBV_WC_LOC_PROT_ERR)
+        << "SGE outside its MR";
+    EXPECT_EQ(resolve_request(e, rc, wqe(IBV_WR_SEND, {{kBase, 64, red.mr->lkey()}}), s), IBV_WC_LOC_PROT_ERR)
+        << "another PD's MR";
+    EXPECT_EQ(resolve_request(e, rc, wqe(IBV_WR_RDMA_READ, {{kBase + kSize / 2, 64, ro}}), s), IBV_WC_LOC_PROT_ERR)
+        << "a READ lands in memory without LOCAL_WRITE";
+    EXPECT_EQ(resolve_request(e, rc, wqe(IBV_WR_ATOMIC_FETCH_AND_ADD, {{kBase, 16, lkey}}), s), IBV_WC_LOC_LEN_ERR);
+    EXPECT_EQ(resolve_request(e, rc, wqe(IBV_WR_ATOMIC_FETCH_AND_ADD, {{kBase, 4, lkey}, {kBase + 8, 4, lkey}}), s),
+              IBV_WC_LOC_LEN_ERR);
+    EXPECT_EQ(resolve_request(e, uc, wqe(IBV_WR_RDMA_READ, {{kBase, 64, lkey}}), s), IBV_WC_LOC_QP_OP_ERR);
+    shm::SendWqe inline_read = wqe(IBV_WR_RDMA_READ, {});
+    inline_read.send_flags = IBV_SEND_INLINE;
+    EXPECT_EQ(resolve_request(e, rc, inline_read, s), IBV_WC_LOC_QP_OP_ERR);
+  });
+}
+
+TEST_F(ResponderTest, DatagramsReachOnlyAMatchingQpAndLandBehindAGrh) {
+  Qp& sender = blue.make_qp(IBV_QPT_UD);
+  Qp& receiver = blue.make_qp(IBV_QPT_UD);
+  Qp& other_tenant = red.make_qp(IBV_QPT_UD);
+  connect(sender, 0, 0, 0);
+  connect(receiver, 0, 0, 0);
+  connect(other_tenant, 0, 0, 0);
+  blue.post_receive(1, 21, kBase + 1024, 40 + 16, blue.mr->lkey());
+  red.post_receive(0, 22, kBase, 40 + 16, red.mr->lkey());
+  std::byte payload[16];
+  std::memset(payload, 0x5a, sizeof payload);
+  Arrival arrival{sender.qpn, IBV_WR_SEND, 0, false};
+  DatagramHeader g{kBlueIp, 0, 0, 64};
+  rules([&](Responder& r) {
+    auto deliver = [&](uint32_t qpn, uint32_t qkey, std::optional<uint32_t> ip) {
+      Origin o{sender.qpn, qpn, IBV_QPT_UD, nullptr, &sender.pd.owner.tenant};
+      Pieces from(payload, sizeof payload);
+      return r.deliver_datagram(o, qkey, ip, g, from, sizeof payload, arrival);
+    };
+    EXPECT_FALSE(deliver(receiver.qpn, 0x4321, std::nullopt)) << "wrong Q_Key";
+    EXPECT_FALSE(deliver(other_tenant.qpn, 0x1234, std::nullopt)) << "another tenant";
+    EXPECT_FALSE(deliver(receiver.qpn, 0x1234, kRedIp)) << "not at the address named";
+    EXPECT_FALSE(deliver(0xabcdef, 0x1234, std::nullopt)) << "no such QP";
+    EXPECT_TRUE(deliver(receiver.qpn, 0x1234, kBlueIp));
+    EXPECT_FALSE(deliver(receiver.qpn, 0x1234, kBlueIp)) << "no receive left: dropped";
+  });
+  shm::Cqe c{};
+  ASSERT_TRUE(blue.completions.sc_try_pop(c));
+  EXPECT_EQ(c.wr_id, 21u);
+  EXPECT_EQ(c.status, IBV_WC_SUCCESS);
+  EXPECT_EQ(c.byte_len, 40u + 16u);
+  EXPECT_NE(c.wc_flags & IBV_WC_GRH, 0u);
+  EXPECT_EQ(c.src_qp, sender.qpn);
+  EXPECT_EQ(std::memcmp(blue.at(kBase + 1024 + 40), payload, sizeof payload), 0);
+  uint8_t src[4];
+  std::memcpy(src, blue.at(kBase + 1024 + 32), 4);  // the IPv4 header's source address
+  EXPECT_EQ(src[0], 10);
+  EXPECT_EQ(src[3], 1);
+  EXPECT_FALSE(red.completions.sc_try_pop(c)) << "nothing reached the other tenant";
+}
+
+TEST_F(ResponderTest, AQpInErrorFlushesWhatItHolds) {
+  Qp& a = blue.make_qp(IBV_QPT_RC);
+  connect(a, 0x999, kBlueIp, 0);
+  blue.post_receive(0, 31, kBase, 64, blue.mr->lkey());
+  blue.post_receive(0, 32, kBase, 64, blue.mr->lkey());
+  fabric.engine().run_sync([&] { fabric.engine().set_error(a); });
+  shm::Cqe c{};
+  for (uint64_t want : {31u, 32u}) {
+    for (int spins = 0; spins < 100000 && !blue.completions.sc_try_pop(c); ++spins) ::usleep(10);
+    EXPECT_EQ(c.wr_id, want);
+    EXPECT_EQ(c.status, IBV_WC_WR_FLUSH_ERR);
+    EXPECT_EQ(c.opcode, IBV_WC_RECV);
+  }
+}
+
+}  // namespace
+}  // namespace ff::router::soft
