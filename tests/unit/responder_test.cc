@@ -293,6 +293,7 @@ TEST_F(ResponderTest, ARequesterRetriesWhatItMayThenFails) {
 TEST_F(ResponderTest, TheLocalSideOfARequestIsCheckedFirst) {
   Qp& rc = blue.make_qp(IBV_QPT_RC);
   Qp& uc = blue.make_qp(IBV_QPT_UC);
+  Qp& ud = blue.make_qp(IBV_QPT_UD);
   const uint32_t lkey = blue.mr->lkey(), ro = blue.read_only->lkey();
   auto wqe = [](uint32_t op, std::initializer_list<shm::WireSge> sges) {
     shm::SendWqe w{};
@@ -316,6 +317,9 @@ TEST_F(ResponderTest, TheLocalSideOfARequestIsCheckedFirst) {
     EXPECT_EQ(resolve_request(e, rc, wqe(IBV_WR_ATOMIC_FETCH_AND_ADD, {{kBase, 4, lkey}, {kBase + 8, 4, lkey}}), s),
               IBV_WC_LOC_LEN_ERR);
     EXPECT_EQ(resolve_request(e, uc, wqe(IBV_WR_RDMA_READ, {{kBase, 64, lkey}}), s), IBV_WC_LOC_QP_OP_ERR);
+    EXPECT_EQ(resolve_request(e, ud, wqe(IBV_WR_SEND, {{kBase, 4096, lkey}}), s), IBV_WC_SUCCESS);
+    EXPECT_EQ(resolve_request(e, ud, wqe(IBV_WR_SEND, {{kBase, 4097, lkey}}), s), IBV_WC_LOC_LEN_ERR)
+        << "a datagram is one packet of the port MTU";
     shm::SendWqe inline_read = wqe(IBV_WR_RDMA_READ, {});
     inline_read.send_flags = IBV_SEND_INLINE;
     EXPECT_EQ(resolve_request(e, rc, inline_read, s), IBV_WC_LOC_QP_OP_ERR);

@@ -16,7 +16,11 @@ using shm::SendWqe;
 
 ibv_wc_status resolve_request(const Engine& e, const Qp& q, const SendWqe& w, Sges& s) {
   if (!shm::opcode_allowed(q.init.type, w.opcode)) return IBV_WC_LOC_QP_OP_ERR;
-  if (!answered_with_data(w.opcode)) return gather(e, q, w, s);
+  if (!answered_with_data(w.opcode)) {
+    ibv_wc_status st = gather(e, q, w, s);
+    if (st == IBV_WC_SUCCESS && q.init.type == IBV_QPT_UD && s.total > kUdMtu) return IBV_WC_LOC_LEN_ERR;  // one packet
+    return st;
+  }
   ibv_wc_status st = local_destination(e, q, w, s);
   if (st == IBV_WC_SUCCESS && is_atomic(w.opcode) && (s.total != 8 || w.num_sge != 1)) return IBV_WC_LOC_LEN_ERR;
   return st;
@@ -177,7 +181,6 @@ class Executor {
   // A UD send: to (AH, remote QPN, Q_Key). Whatever does not match is
   // dropped; the requester always completes.
   Outcome send_datagram(const SendWqe& w, const Sges& src) {
-    if (src.total > kUdMtu) return fail(w, IBV_WC_LOC_LEN_ERR);
     const Ah* ah = e_.find_ah(w.ah);
     if (ah == nullptr || &ah->pd != &q_.pd) return fail(w, IBV_WC_LOC_QP_OP_ERR);
     uint32_t qkey = datagram_qkey(q_, w);

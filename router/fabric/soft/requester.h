@@ -34,7 +34,8 @@ inline bool answered_with_data(uint32_t op) { return op == IBV_WR_RDMA_READ || i
 // The local side of a work request: its source (SEND, WRITE: inline data or
 // SGEs) or its destination (READ, atomics: SGEs with LOCAL_WRITE, one
 // 8-byte SGE for an atomic), resolved into `s`. IBV_WC_LOC_QP_OP_ERR for an
-// opcode the QP type does not carry.
+// opcode the QP type does not carry, IBV_WC_LOC_LEN_ERR for a UD datagram
+// larger than the port MTU.
 ibv_wc_status resolve_request(const Engine& e, const Qp& q, const shm::SendWqe& w, Sges& s);
 
 // The head WQE starts afresh: its retry counters are full again.
