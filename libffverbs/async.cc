@@ -1,7 +1,7 @@
 // Asynchronous events. The router writes them into a ring in shared memory
-// and wakes context->async_fd, a real eventfd that starts out blocking and
-// honours O_NONBLOCK once the app sets it; the fd stays readable exactly
-// while events are pending. The router going away is IBV_EVENT_DEVICE_FATAL.
+// and wakes context->async_fd, the read end of a pipe (one byte per event)
+// that starts out blocking and honours O_NONBLOCK once the app sets it; the
+// fd is readable while events are pending. The router going away is IBV_EVENT_DEVICE_FATAL.
 #include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
@@ -71,18 +71,7 @@ bool take_event(FfContext& ctx, ibv_async_event* event) {
         break;
       }
     }
-    // Keep the fd readable exactly while events remain.
-    pollfd pf{ctx.async_fd, POLLIN, 0};
-    uint64_t count;
-    if (::poll(&pf, 1, 0) == 1) {
-      ssize_t n = ::read(ctx.async_fd, &count, sizeof count);
-      (void)n;
-    }
-    if (!ctx.async_events.empty_guess()) {
-      uint64_t one = 1;
-      ssize_t n = ::write(ctx.async_fd, &one, sizeof one);
-      (void)n;
-    }
+    consume_wakeup(ctx.async_fd);  // the fd stays readable while events remain
     return true;
   }
   return false;
@@ -94,24 +83,13 @@ extern "C" {
 
 int ibv_get_async_event(ibv_context* context, ibv_async_event* event) {
   FfContext* ctx = to_ff(context);
+  bool stale = false, hung_up = false;
   for (;;) {
     if (take_event(*ctx, event)) return 0;
     if (take_fatal(*ctx)) return deliver_fatal(event);
-    int flags = ::fcntl(ctx->async_fd, F_GETFL);
-    uint64_t count;
-    if (flags >= 0 && (flags & O_NONBLOCK) != 0) {
-      if (::read(ctx->async_fd, &count, sizeof count) < 0) return -1;  // EAGAIN: nothing pending
-      continue;
-    }
-    pollfd fds[2] = {{ctx->async_fd, POLLIN, 0}, {-1, POLLRDHUP, 0}};
-    if (!ctx->fatal_reported) fds[1].fd = RouterLink::get().client().fd();
-    if (::poll(fds, 2, -1) < 0 && errno != EINTR) return -1;
-    if ((fds[1].revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0 && !ctx->fatal_reported.exchange(true))
-      return deliver_fatal(event);
-    if ((fds[0].revents & POLLIN) != 0) {
-      ssize_t n = ::read(ctx->async_fd, &count, sizeof count);
-      (void)n;  // a wakeup only: the events are in the ring
-    }
+    int router_fd = ctx->fatal_reported ? -1 : RouterLink::get().client().fd();
+    if (!wait_for_wakeup(ctx->async_fd, router_fd, stale, hung_up)) return -1;
+    if (hung_up && !ctx->fatal_reported.exchange(true)) return deliver_fatal(event);
   }
 }
 
@@ -140,3 +118,32 @@ void ibv_ack_async_event(ibv_async_event* event) {
 }
 
 }  // extern "C"
+
+namespace ff::verbs {
+
+void consume_wakeup(int fd) {
+  // Callers hold the ring's lock: no other thread of ours reads between
+  // the poll and the read.
+  pollfd pf{fd, POLLIN, 0};
+  char byte;
+  if (::poll(&pf, 1, 0) == 1) {
+    ssize_t n = ::read(fd, &byte, 1);
+    (void)n;
+  }
+}
+
+bool wait_for_wakeup(int fd, int router_fd, bool& stale, bool& hung_up) {
+  char byte;
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0 && (flags & O_NONBLOCK) != 0) return ::read(fd, &byte, 1) == 1;  // EAGAIN: nothing pending
+  // Readable last time and the ring still empty: that byte's event went
+  // with an earlier byte. Drop it, or this would spin.
+  if (stale) consume_wakeup(fd);
+  pollfd fds[2] = {{fd, POLLIN, 0}, {router_fd, POLLRDHUP, 0}};
+  if (::poll(fds, 2, -1) < 0 && errno != EINTR) return false;
+  hung_up = (fds[1].revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+  stale = (fds[0].revents & POLLIN) != 0;
+  return true;
+}
+
+}  // namespace ff::verbs

@@ -262,10 +262,11 @@ int ibv_destroy_comp_channel(ibv_comp_channel* channel) {
 
 // Blocks on channel->fd (or fails with EAGAIN when the app made it
 // non-blocking) until a CQ of this channel fired. Events travel in a ring;
-// the eventfd only wakes, and is kept readable exactly while events remain,
-// so that poll()/epoll users see each one once.
+// channel->fd (a pipe with one byte per event) only wakes, and is readable
+// while events remain, so that poll()/epoll users see each one.
 int ibv_get_cq_event(ibv_comp_channel* channel, ibv_cq** cq_out, void** cq_context) {
   FfChannel* ch = to_ff(channel);
+  bool stale = false, hung_up = false;
   for (;;) {
     {
       std::lock_guard lock(ch->mu);
@@ -274,18 +275,7 @@ int ibv_get_cq_event(ibv_comp_channel* channel, ibv_cq** cq_out, void** cq_conte
         auto it = ch->cqs.find(ev.cq);
         if (it == ch->cqs.end()) continue;  // the CQ was destroyed meanwhile
         FfCq* cq = it->second;
-        // channel->fd must be readable exactly while events are pending:
-        // drain its counter (without blocking), then re-arm it if the
-        // router added an event meanwhile or more were queued.
-        pollfd pf{channel->fd, POLLIN, 0};
-        uint64_t count;
-        if (::poll(&pf, 1, 0) == 1 && ::read(channel->fd, &count, sizeof count) < 0 && errno != EAGAIN)
-          return -1;
-        if (!ch->events.empty_guess()) {
-          uint64_t one = 1;
-          ssize_t n = ::write(channel->fd, &one, sizeof one);
-          (void)n;
-        }
+        consume_wakeup(channel->fd);  // channel->fd stays readable while events remain
         pthread_mutex_lock(&cq->cq.mutex);
         ++cq->events_delivered;
         pthread_mutex_unlock(&cq->cq.mutex);
@@ -298,21 +288,12 @@ int ibv_get_cq_event(ibv_comp_channel* channel, ibv_cq** cq_out, void** cq_conte
       errno = EIO;  // the router is gone: no event will ever come
       return -1;
     }
-    uint64_t count;
-    int flags = ::fcntl(channel->fd, F_GETFL);
-    if (flags >= 0 && (flags & O_NONBLOCK) != 0) {
-      if (::read(channel->fd, &count, sizeof count) < 0) return -1;  // EAGAIN: nothing pending
-      continue;
-    }
-    // Wait for the eventfd, or for the router connection to drop.
-    pollfd fds[2] = {{channel->fd, POLLIN, 0}, {RouterLink::get().client().fd(), POLLRDHUP, 0}};
-    if (::poll(fds, 2, -1) < 0 && errno != EINTR) return -1;
-    if ((fds[1].revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
+    // Wait for channel->fd, or for the router connection to drop.
+    if (!wait_for_wakeup(channel->fd, RouterLink::get().client().fd(), stale, hung_up)) return -1;
+    if (hung_up) {
       errno = EIO;
       return -1;
     }
-    if ((fds[0].revents & POLLIN) != 0 && ::read(channel->fd, &count, sizeof count) < 0 && errno != EAGAIN)
-      return -1;
   }
 }
 

@@ -97,6 +97,8 @@ ibv_context* ibv_open_device(ibv_device* device) {
   ctx->link_epoch = link.epoch();
   ctx->async_fd = reply.release_fd(0);
   ctx->doorbell_fd = reply.release_fd(1);
+  // Our own end of the doorbell pipe: a post never blocks on it.
+  ::fcntl(ctx->doorbell_fd, F_SETFL, ::fcntl(ctx->doorbell_fd, F_GETFL) | O_NONBLOCK);
   ibv_context& c = ctx->vctx.context;
   c.device = device;
   c.cmd_fd = -1;

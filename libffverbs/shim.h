@@ -46,8 +46,8 @@ struct FfContext {
   verbs_context vctx{};  // must stay the first member (see to_ff)
   uint32_t handle = 0;       // the router's handle for this context
   uint64_t link_epoch = 0;   // RouterLink epoch this context was opened under
-  int async_fd = -1;         // eventfd from the router (also context.async_fd)
-  int doorbell_fd = -1;      // wakes the router's poller (see RingProducer::consumer_needs_wakeup)
+  int async_fd = -1;         // read end of the router's async-event pipe (also context.async_fd)
+  int doorbell_fd = -1;      // write end of the pipe that wakes the router's poller (see RingProducer::consumer_needs_wakeup)
   std::atomic<bool> fatal_reported{false};  // IBV_EVENT_DEVICE_FATAL is delivered once
   // Async events: a ring the router writes; they name objects by handle.
   shm::Mapping async_segment;
@@ -136,11 +136,23 @@ struct FfQp {
 template <typename Ring>
 void wake_router_if_asked(Ring& ring, const FfContext& ctx) {
   if (ring.consumer_needs_wakeup()) {
-    uint64_t one = 1;
-    ssize_t n = ::write(ctx.doorbell_fd, &one, sizeof one);
-    (void)n;  // a full eventfd is already awake
+    const char one = 1;
+    ssize_t n = ::write(ctx.doorbell_fd, &one, 1);
+    (void)n;  // EAGAIN: the pipe is full, the router is certain to wake
   }
 }
+
+// context->async_fd and channel->fd are the read ends of pipes the router
+// writes one byte into per event it queues: the fd is readable while events
+// are pending. Taking an event consumes its byte (never blocking: the byte
+// may not have come yet, or another thread may have taken it).
+void consume_wakeup(int fd);
+// A verbs wait on such an fd (ibv_get_cq_event, ibv_get_async_event) once the
+// ring had nothing: on an O_NONBLOCK fd, false with errno EAGAIN when no byte
+// is there (a byte without an event is dropped: its event went with an
+// earlier byte); on a blocking fd, waits until it is readable or `router_fd`
+// hangs up (`hung_up` then). True: look at the ring again.
+bool wait_for_wakeup(int fd, int router_fd, bool& stale, bool& hung_up);
 
 struct FfSrq {
   ibv_srq srq;  // first: apps hold &srq

@@ -64,10 +64,15 @@ int send_frame(int sock, std::span<const uint8_t> payload, std::span<const int> 
 }
 
 FrameReader::Io FrameReader::read_some(int sock, bool dontwait) {
-  if (buf_.size() - start_ == 0) {
-    buf_.clear();
+  // Consumed frames go: what stays is at most the start of one frame, so a
+  // peer that always leaves half a frame unread holds one frame of memory,
+  // not everything it ever sent.
+  if (start_ > 0) {
+    buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(start_));
     start_ = 0;
   }
+  constexpr size_t kKeep = sizeof(FrameHeader) + kMaxPayload + 16384;
+  if (buf_.capacity() > 2 * kKeep) buf_.shrink_to_fit();
   size_t old = buf_.size();
   buf_.resize(old + 16384);
   iovec iov{buf_.data() + old, 16384};

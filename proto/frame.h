@@ -56,6 +56,8 @@ class FrameReader {
 
   const std::string& error() const { return error_; }
   int last_errno() const { return errno_; }
+  // Bytes of memory the reader holds (for tests: at most about one frame).
+  size_t held_bytes() const { return buf_.capacity(); }
 
  private:
   std::vector<uint8_t> buf_;

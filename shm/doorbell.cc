@@ -1,5 +1,6 @@
 #include "shm/doorbell.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -52,6 +53,36 @@ bool Doorbell::wait(std::chrono::milliseconds timeout) const {
   } while (r < 0 && errno == EINTR);
   if (r <= 0) return false;
   return drain();
+}
+
+PipeDoorbell::PipeDoorbell(Keep keep, uint32_t bytes) {
+  int ends[2];
+  if (::pipe2(ends, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe for doorbell");
+  kept_ = keep == Keep::kReadEnd ? ends[0] : ends[1];
+  peer_ = keep == Keep::kReadEnd ? ends[1] : ends[0];
+  ::fcntl(kept_, F_SETFL, ::fcntl(kept_, F_GETFL) | O_NONBLOCK);  // our description only
+  ::fcntl(kept_, F_SETPIPE_SZ, static_cast<int>(bytes));  // best effort: the default (16 pages) works too
+}
+
+PipeDoorbell::~PipeDoorbell() {
+  if (kept_ >= 0) ::close(kept_);
+  if (peer_ >= 0) ::close(peer_);
+}
+
+int PipeDoorbell::release_peer_end() { return std::exchange(peer_, -1); }
+
+void PipeDoorbell::ring() const {
+  const char one = 1;
+  // EAGAIN: the pipe is full, the waiter is certain to wake.
+  [[maybe_unused]] ssize_t r = ::write(kept_, &one, 1);
+}
+
+bool PipeDoorbell::drain() const {
+  char sink[256];
+  bool any = false;
+  ssize_t r;
+  while ((r = ::read(kept_, sink, sizeof sink)) > 0) any = true;
+  return any;
 }
 
 }  // namespace ff::shm

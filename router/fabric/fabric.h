@@ -57,13 +57,15 @@ struct Owner {
 };
 
 // A context: the doorbell the client rings to wake the fabric's poller, and
-// the asynchronous events (a ring in shared memory plus the eventfd the app
-// sees as context->async_fd).
+// the asynchronous events (a ring in shared memory plus the fd the app sees as
+// context->async_fd). The client's ends of the doorbell and of the async fd
+// are pipe ends of its own: nothing it does to them can block the router.
 class FabricContext {
  public:
   virtual ~FabricContext() = default;
-  virtual int doorbell_fd() const = 0;
-  virtual int async_event_fd() const = 0;
+  // The client's end of each (once; an invalid fd after).
+  virtual UniqueFd take_client_doorbell() = 0;
+  virtual UniqueFd take_client_async_fd() = 0;
   virtual int async_segment_fd() const = 0;
 };
 
@@ -87,11 +89,13 @@ class FabricMr {
   virtual uint32_t rkey() const = 0;
 };
 
-// A completion channel: an eventfd plus a ring of "CQ x fired" events.
+// A completion channel: an fd the app waits on plus a ring of "CQ x fired"
+// events.
 class FabricChannel {
  public:
   virtual ~FabricChannel() = default;
-  virtual int event_fd() const = 0;
+  // The client's end of the channel's fd (once; an invalid fd after).
+  virtual UniqueFd take_client_event_fd() = 0;
   virtual int segment_fd() const = 0;
   virtual uint32_t capacity() const = 0;
 };

@@ -27,7 +27,7 @@ Result<std::shared_ptr<FabricSegment>> map_client_segment(UniqueFd fd, uint64_t 
   }
 }
 
-Status check_mr_request(unsigned access, uint64_t length, uint64_t iova, uint64_t max_mr_size) {
+Status check_mr_request(unsigned access, uint64_t addr, uint64_t length, uint64_t iova, uint64_t max_mr_size) {
   constexpr unsigned kKnown = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
                               IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC |
                               IBV_ACCESS_MW_BIND | IBV_ACCESS_RELAXED_ORDERING |
@@ -38,6 +38,10 @@ Status check_mr_request(unsigned access, uint64_t length, uint64_t iova, uint64_
       (access & IBV_ACCESS_LOCAL_WRITE) == 0)
     return Error{EINVAL, "remote write or atomic access needs IBV_ACCESS_LOCAL_WRITE"};
   if (length == 0 || length > max_mr_size || iova + length < iova) return Error{EINVAL, "bad MR length"};
+  // A device translates whole pages: the iova keeps the address's offset in
+  // its page (rdma-core's drivers and the kernel refuse anything else).
+  if ((iova ^ addr) & (shm::kPageSize - 1))
+    return Error{EINVAL, "iova must have the same offset within its page as addr"};
   return {};
 }
 

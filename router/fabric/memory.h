@@ -40,8 +40,9 @@ struct SegmentPiece {
   std::byte* router_addr() const { return segment->router_base() + (app_addr - segment->app_base()); }
 };
 
-// Access flags, length and iova of a registration: what verbs refuses.
-Status check_mr_request(unsigned access, uint64_t length, uint64_t iova, uint64_t max_mr_size);
+// Access flags, length and iova of a registration of [addr, addr + length):
+// what verbs refuses.
+Status check_mr_request(unsigned access, uint64_t addr, uint64_t length, uint64_t iova, uint64_t max_mr_size);
 
 // Splits [addr, addr + length) over `segments` (in address order); EFAULT
 // when some byte is in none of them.

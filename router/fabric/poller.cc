@@ -13,7 +13,7 @@ namespace ff::router {
 Poller::Poller(std::chrono::microseconds spin, PollerHooks& hooks) : spin_(spin), hooks_(hooks) {
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1");
-  watch_eventfd(command_bell_.fd());
+  watch_bell(command_bell_.fd());
 }
 
 Poller::~Poller() {
@@ -56,7 +56,7 @@ bool Poller::drain_commands() {
   return any;
 }
 
-void Poller::watch_eventfd(int fd) {
+void Poller::watch_bell(int fd) {
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.fd = fd;
@@ -65,7 +65,7 @@ void Poller::watch_eventfd(int fd) {
 
 void Poller::watch_other(int fd) {
   other_fds_.insert(fd);
-  watch_eventfd(fd);
+  watch_bell(fd);
 }
 
 void Poller::want_writable(int fd, bool on) {
@@ -123,9 +123,9 @@ void Poller::sleep_until_work() {
         hooks_.readable(fd);
         continue;
       }
-      uint64_t v;
-      ssize_t r = ::read(fd, &v, sizeof v);
-      (void)r;  // only the wakeup matters
+      char sink[256];  // only the wakeup matters
+      while (::read(fd, sink, sizeof sink) > 0) {
+      }
     }
   }
   hooks_.cancel_sleep();

@@ -50,9 +50,10 @@ class Poller {
   // Runs `fn` on the poller thread and waits for it. Control thread only.
   void run_sync(const std::function<void()>& fn);
 
-  // Poller thread (or inside run_sync). An eventfd is drained on wakeup;
+  // Poller thread (or inside run_sync). A bell (an eventfd, or the read end
+  // of a pipe, nonblocking) only wakes the poller and is drained on wakeup;
   // any other fd is handed to PollerHooks::readable.
-  void watch_eventfd(int fd);
+  void watch_bell(int fd);
   void watch_other(int fd);
   void unwatch(int fd);
   // A watched non-eventfd fd also wakes the poller when writable (or not).

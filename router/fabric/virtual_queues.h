@@ -21,14 +21,16 @@ class AsyncEvents {
  public:
   // Creates the segment; throws std::system_error.
   AsyncEvents();
-  int event_fd() const { return bell_.fd(); }
+  UniqueFd take_client_event_fd() { return UniqueFd(bell_.release_peer_end()); }
   int segment_fd() const { return mapping_.fd(); }
   // Queues an event and wakes the app. Poller thread.
   void raise(ibv_event_type type, uint32_t handle);
 
  private:
   shm::Mapping mapping_;
-  shm::Doorbell bell_{shm::Doorbell::Mode::kBlocking};
+  // The app's end is context->async_fd: one byte per event, room for two
+  // rings' worth (a byte may outlive its event).
+  shm::PipeDoorbell bell_{shm::PipeDoorbell::Keep::kWriteEnd, 2 * shm::kAsyncRingCapacity};
   shm::RingProducer<shm::AsyncEvent> ring_;  // poller thread
 };
 
@@ -37,14 +39,15 @@ class VirtualChannel final : public FabricChannel {
  public:
   static constexpr uint32_t kCapacity = 4096;
   VirtualChannel();  // throws std::system_error
-  int event_fd() const override { return bell_.fd(); }
+  UniqueFd take_client_event_fd() override { return UniqueFd(bell_.release_peer_end()); }
   int segment_fd() const override { return mapping_.fd(); }
   uint32_t capacity() const override { return kCapacity; }
   void fire(uint32_t cq_tag);  // poller thread
 
  private:
   shm::Mapping mapping_;
-  shm::Doorbell bell_{shm::Doorbell::Mode::kBlocking};
+  // The app's end is channel->fd: one byte per event, room for two rings' worth.
+  shm::PipeDoorbell bell_{shm::PipeDoorbell::Keep::kWriteEnd, 2 * kCapacity};
   shm::RingProducer<shm::ChannelEvent> events_;  // poller thread
 };
 

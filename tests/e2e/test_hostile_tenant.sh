@@ -25,7 +25,7 @@ FF_HOSTILE_SOCKET=$FF_RUN/tenants/blue/ffrouter.sock FF_OTHER_SOCKET=$FF_RUN/ten
 rc=0
 wait "$honest_client" || rc=$?
 wait "$honest" || rc=$?
-[ $rc -eq 0 ] || { tail -5 "$FF_WORK/client.log" "$FF_WORK/server.log"; fail "the honest tenant failed (rc $rc)"; }
+[ $rc -eq 0 ] || { tail -n 5 "$FF_WORK/client.log" "$FF_WORK/server.log"; fail "the honest tenant failed (rc $rc)"; }
 grep -q "200000 iters" "$FF_WORK/client.log" || fail "the honest tenant did not finish"
 pass "the honest tenant moved 200000 x 4 KiB with every buffer checked ($(grep 'iters in' "$FF_WORK/client.log"))"
 st=$(ff_status)

@@ -27,7 +27,7 @@ c2=$!
 rc=0
 for p in $r1 $r2 $c1 $c2; do wait "$p" || rc=$?; done
 if [ $rc -ne 0 ]; then
-  for f in r1 r2 s1 s2; do echo "--- $f"; tail -5 "$FF_WORK/$f.log"; done
+  for f in r1 r2 s1 s2; do echo "--- $f"; tail -n 5 "$FF_WORK/$f.log"; done
   fail "a transfer failed (rc $rc)"
 fi
 mh_ctl gamma peers

@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -44,7 +45,7 @@ struct Raw {
   proto::ControlClient c;
   uint32_t ctx = 0, pd = 0;
   shm::Mapping async_ring;
-  UniqueFd doorbell;
+  UniqueFd async_fd, doorbell;
 
   explicit Raw(const std::string& path = env("FF_HOSTILE_SOCKET")) {
     EXPECT_EQ(c.connect(path), 0) << path;
@@ -62,6 +63,7 @@ struct Raw {
     ASSERT_EQ(r.error, 0);
     ASSERT_EQ(r.fds.size(), 3u);
     ctx = r.reply()->body_as_OpenDeviceReply()->context();
+    async_fd = std::move(r.fds[0]);
     doorbell = std::move(r.fds[1]);
     async_ring = shm::Mapping::attach(r.fds[2].get(), shm::SegmentKind::kRing);
     flatbuffers::FlatBufferBuilder f2;
@@ -74,10 +76,10 @@ struct Raw {
     shm::Mapping seg;
     shm::RingConsumer<shm::Cqe> ring;
   };
-  Cq cq() {
+  Cq cq(uint32_t channel = 0) {
     Cq out;
     flatbuffers::FlatBufferBuilder fbb;
-    auto r = call(fbb, RequestBody::CreateCq, proto::CreateCreateCq(fbb, ctx, 64, 0, 0).Union());
+    auto r = call(fbb, RequestBody::CreateCq, proto::CreateCreateCq(fbb, ctx, 64, channel, 0).Union());
     EXPECT_EQ(r.error, 0);
     if (r.error != 0) return out;
     out.handle = r.reply()->body_as_CreateCqReply()->cq();
@@ -283,6 +285,55 @@ TEST(Hostile, UnmappingAndClosingRegisteredMemoryLeavesTheRouterItsOwnMapping) {
   // No receive was posted: RNR, then an error completion (rnr_retry 1); the
   // point is that reading the vanished memory did not hurt the router.
   EXPECT_EQ(c.status, static_cast<uint32_t>(IBV_WC_RNR_RETRY_EXC_ERR));
+  expect_router_serves();
+}
+
+// The fds the router shares with a client are pipe ends of the client's own
+// (docs/SECURITY.md): the client cannot write into the ends it waits on, nor
+// read the doorbell it rings, and a client that never reads its completion
+// channel only fills a pipe: the router's writes stop at EAGAIN, and it goes
+// on serving (an eventfd here once let a client block the router's poller).
+TEST(Hostile, SharedFdsCannotBlockTheRouter) {
+  Raw r;
+  r.open();
+  const uint64_t almost_full = 0xfffffffffffffffe;
+  errno = 0;
+  EXPECT_LT(::write(r.async_fd.get(), &almost_full, 8), 0);
+  EXPECT_EQ(errno, EBADF) << "async_fd is the read end";
+  char sink[8];
+  errno = 0;
+  EXPECT_LT(::read(r.doorbell.get(), sink, 8), 0);
+  EXPECT_EQ(errno, EBADF) << "the doorbell is the write end";
+  flatbuffers::FlatBufferBuilder fbb;
+  auto ch = r.call(fbb, RequestBody::CreateCompChannel, proto::CreateCreateCompChannel(fbb, r.ctx).Union());
+  ASSERT_EQ(ch.error, 0) << ch.message;
+  UniqueFd channel_fd = std::move(ch.fds[0]);
+  errno = 0;
+  EXPECT_LT(::write(channel_fd.get(), &almost_full, 8), 0);
+  EXPECT_EQ(errno, EBADF) << "channel->fd is the read end";
+  Raw::Cq cq = r.cq(ch.reply()->body_as_CreateCompChannelReply()->channel());
+  auto* control = reinterpret_cast<shm::CqControl*>(cq.seg.base() + shm::kCqControlOffset);
+  Raw::Qp qp = r.loop_qp(cq);
+  // More armed completions than the channel's pipe holds bytes, never read.
+  shm::SendWqe w{};
+  w.opcode = IBV_WR_RDMA_WRITE;  // zero bytes: no memory needed
+  w.send_flags = IBV_SEND_SIGNALED;
+  for (int i = 0; i < 9000; ++i) {
+    control->arm.store(shm::kArmNext, std::memory_order_relaxed);
+    w.wr_id = static_cast<uint64_t>(i);
+    ASSERT_TRUE(qp.sq.sp_try_push(w));
+    r.ring();
+    shm::Cqe c{};
+    bool got = false;
+    for (int spin = 0; spin < 200000 && !(got = cq.ring.sc_try_pop(c)); ++spin)
+      if (spin > 1000) usleep(10);
+    ASSERT_TRUE(got) << "completion " << i << " never came: the router is stuck";
+    ASSERT_EQ(c.status, 0u);
+  }
+  int pending = 0;
+  ASSERT_EQ(::ioctl(channel_fd.get(), FIONREAD, &pending), 0);
+  EXPECT_EQ(pending, 8192) << "the pipe (two rings' worth of events) filled, and the router stopped at EAGAIN";
+  EXPECT_EQ(r.state(qp.handle), IBV_QPS_RTS);
   expect_router_serves();
 }
 

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <vector>
 
 #include "proto/frame.h"
@@ -75,6 +76,31 @@ TEST(Frame, SenderRefusesOversize) {
   Pair p;
   std::vector<uint8_t> big(kMaxPayload + 1);
   EXPECT_EQ(send_frame(p.a, big, {}), EMSGSIZE);
+}
+
+// A peer that always leaves half a frame unread: the reader holds about one
+// frame, however much went through (it once kept every byte ever read).
+TEST(Frame, AlwaysHalfAFrameBehindHoldsOneFrameOfMemory) {
+  Pair p;
+  std::vector<uint8_t> payload(1000, 9);
+  FrameHeader h{static_cast<uint32_t>(payload.size()), 0, 0};
+  std::vector<uint8_t> frame(sizeof h + payload.size());
+  std::memcpy(frame.data(), &h, sizeof h);
+  std::memcpy(frame.data() + sizeof h, payload.data(), payload.size());
+  FrameReader r;
+  size_t frames = 0;
+  ASSERT_EQ(::write(p.a, frame.data(), frame.size() / 2), static_cast<ssize_t>(frame.size() / 2));
+  for (int round = 0; round < 20000; ++round) {  // 20 MB through the reader
+    // The rest of the pending frame, then half of the next one.
+    ASSERT_EQ(::write(p.a, frame.data() + frame.size() / 2, frame.size() - frame.size() / 2),
+              static_cast<ssize_t>(frame.size() - frame.size() / 2));
+    ASSERT_EQ(::write(p.a, frame.data(), frame.size() / 2), static_cast<ssize_t>(frame.size() / 2));
+    ASSERT_EQ(r.read_some(p.b, false), FrameReader::Io::kProgress);
+    while (auto f = r.next()) ++frames;
+    ASSERT_TRUE(r.error().empty()) << r.error();
+  }
+  EXPECT_GE(frames, 19000u);
+  EXPECT_LT(r.held_bytes(), 2 * (sizeof h + kMaxPayload + 16384)) << "the reader kept what it had consumed";
 }
 
 }  // namespace

@@ -367,6 +367,17 @@ TEST_F(ResponderTest, DatagramsReachOnlyAMatchingQpAndLandBehindAGrh) {
   EXPECT_FALSE(red.completions.sc_try_pop(c)) << "nothing reached the other tenant";
 }
 
+// A device translates whole pages: an iova with another offset in its page
+// than the address is EINVAL (as on rxe), never a misaligned router address.
+TEST_F(ResponderTest, ARegistrationKeepsTheAddressesOffsetInItsPage) {
+  std::shared_ptr<FabricSegment> segs[] = {blue.segment};
+  auto shifted = fabric.reg_mr(*blue.pd, segs, kBase + 8, 4096, 0x7000000 + 4, IBV_ACCESS_LOCAL_WRITE);
+  ASSERT_FALSE(shifted);
+  EXPECT_EQ(shifted.error().code, EINVAL);
+  auto kept = fabric.reg_mr(*blue.pd, segs, kBase + 8, 4096, 0x7000000 + 8, IBV_ACCESS_LOCAL_WRITE);
+  EXPECT_TRUE(kept) << kept.error().message;
+}
+
 TEST_F(ResponderTest, AQpInErrorFlushesWhatItHolds) {
   Qp& a = blue.make_qp(IBV_QPT_RC);
   connect(a, 0x999, kBlueIp, 0);

@@ -2,8 +2,8 @@
 
 namespace ff::router {
 
-// A completion channel. The reply carries two fds: the eventfd the app
-// polls (channel->fd) and the segment holding the ring of CQ events.
+// A completion channel. The reply carries two fds: the read end of the pipe
+// the app polls (channel->fd) and the segment holding the ring of CQ events.
 Status handle_create_comp_channel(Session& s, const proto::Request& req,
                                          std::vector<UniqueFd>&, ReplyWriter& w) {
   uint32_t ctx = req.body_as_CreateCompChannel()->context();
@@ -11,7 +11,7 @@ Status handle_create_comp_channel(Session& s, const proto::Request& req,
   auto made = s.fabric().create_channel();
   if (!made) return made.error();
   auto ch = std::move(*made);
-  UniqueFd event_fd = dup_for_reply(ch->event_fd());
+  UniqueFd event_fd = ch->take_client_event_fd();
   UniqueFd segment = dup_for_reply(ch->segment_fd());
   if (!event_fd || !segment) return Error{EMFILE, "cannot duplicate the channel's fds"};
   uint32_t capacity = ch->capacity();

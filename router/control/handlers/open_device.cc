@@ -2,9 +2,10 @@
 
 namespace ff::router {
 
-// Creates a context. The reply carries three fds: the context's async-event
-// eventfd (the app's context->async_fd), the doorbell that wakes the
-// fabric's poller, and the segment holding the ring of async events.
+// Creates a context. The reply carries three fds: the read end of the
+// context's async-event pipe (the app's context->async_fd), the write end of
+// the doorbell pipe that wakes the fabric's poller, and the segment holding
+// the ring of async events.
 Status handle_open_device(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
                                  ReplyWriter& w) {
   if (req.body_as_OpenDevice()->device_index() != 0)
@@ -16,8 +17,8 @@ Status handle_open_device(Session& s, const proto::Request& req, std::vector<Uni
   if (!charge_segment(s, fabric_ctx->async_segment_fd(), charge)) return quota_exceeded(s);
   auto ctx = std::make_unique<ContextObject>(std::move(fabric_ctx));
   ctx->charge = std::move(charge);
-  UniqueFd async_fd = dup_for_reply(ctx->fabric->async_event_fd());
-  UniqueFd doorbell = dup_for_reply(ctx->fabric->doorbell_fd());
+  UniqueFd async_fd = ctx->fabric->take_client_async_fd();
+  UniqueFd doorbell = ctx->fabric->take_client_doorbell();
   UniqueFd async_segment = dup_for_reply(ctx->fabric->async_segment_fd());
   if (!async_fd || !doorbell || !async_segment)
     return Error{EMFILE, "cannot duplicate the context's fds"};

@@ -32,11 +32,12 @@ class QueueCore;
 struct Context final : FabricContext {
   explicit Context(QueueCore& c);  // throws std::system_error
   ~Context() override;
-  int doorbell_fd() const override { return doorbell.fd(); }
-  int async_event_fd() const override { return async.event_fd(); }
+  UniqueFd take_client_doorbell() override { return UniqueFd(doorbell.release_peer_end()); }
+  UniqueFd take_client_async_fd() override { return async.take_client_event_fd(); }
   int async_segment_fd() const override { return async.segment_fd(); }
   QueueCore& core;
-  shm::Doorbell doorbell;
+  // The client rings, the poller wakes (a full pipe is rung already).
+  shm::PipeDoorbell doorbell{shm::PipeDoorbell::Keep::kReadEnd, 4096};
   AsyncEvents async;  // poller
 };
 

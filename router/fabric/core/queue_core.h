@@ -40,7 +40,7 @@ class QueueCore : public PollerHooks {
 
   // Runs `fn` on the poller thread and waits for it. Control thread only.
   void run_sync(const std::function<void()>& fn) { poller_.run_sync(fn); }
-  void watch_doorbell(int fd) { poller_.watch_eventfd(fd); }
+  void watch_doorbell(int fd) { poller_.watch_bell(fd); }
   void unwatch_doorbell(int fd) { poller_.unwatch(fd); }
 
   // --- registries (poller, or inside run_sync) ---

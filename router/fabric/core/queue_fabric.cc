@@ -27,7 +27,7 @@ Result<std::shared_ptr<FabricSegment>> QueueFabric::map_segment(UniqueFd fd, uin
 Result<std::unique_ptr<FabricMr>> QueueFabric::reg_mr(FabricPd& pd,
                                                       std::span<const std::shared_ptr<FabricSegment>> segments,
                                                       uint64_t addr, uint64_t length, uint64_t iova, unsigned access) {
-  if (Status st = check_mr_request(access, length, iova, limits_.attr.orig_attr.max_mr_size); !st) return st.error();
+  if (Status st = check_mr_request(access, addr, length, iova, limits_.attr.orig_attr.max_mr_size); !st) return st.error();
   auto pieces = split_over_segments(segments, addr, length);
   if (!pieces) return pieces.error();
   return make_mr(MrRequest{static_cast<Pd&>(pd), *pieces, segments, addr, length, iova, access});

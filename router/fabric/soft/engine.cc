@@ -28,12 +28,14 @@ bool Engine::service(Qp& q, uint64_t now) {
 
 bool Engine::prepare_to_sleep(uint64_t now, uint64_t& deadline) {
   // Arm every send ring's wakeup request, then re-check (Dekker, see
-  // shm/ring.h). A QP waiting on a timer wakes us through the deadline.
+  // shm/ring.h); a QP in ERR also its receive ring, whose posts must flush.
+  // A QP waiting on a timer wakes us through the deadline.
   bool may_sleep = true;
   for (core::Qp* c : qps()) {
     auto& q = static_cast<Qp&>(*c);
     if (q.wait_until_ns > now) deadline = std::min(deadline, q.wait_until_ns);
     if (!q.sq.prepare_to_sleep()) may_sleep = false;
+    if (q.state == IBV_QPS_ERR && q.srq == nullptr && !q.rq.prepare_to_sleep()) may_sleep = false;
   }
   // A link whose socket was full wakes us once it takes bytes again.
   for (auto& l : links_) {
@@ -47,7 +49,10 @@ bool Engine::prepare_to_sleep(uint64_t now, uint64_t& deadline) {
 }
 
 void Engine::cancel_sleep() {
-  for (core::Qp* q : qps()) q->sq.cancel_sleep();
+  for (core::Qp* q : qps()) {
+    q->sq.cancel_sleep();
+    if (q->srq == nullptr) q->rq.cancel_sleep();
+  }
 }
 
 void Engine::on_reset(core::Qp& c) {

@@ -108,10 +108,34 @@ std::byte* Pieces::next(uint64_t max, uint64_t& got) {
   return p;
 }
 
+namespace {
+
+// The last bytes of a message land last: programs (eager-RDMA protocols)
+// poll the end of a WRITE's target and must never see it before the rest.
+// memcpy may store in any order (tail first, or non-temporal stores), so the
+// final kOrderedTail bytes are stored after a full fence, in ascending 8-byte
+// steps; x86 keeps ordinary stores in program order.
+constexpr uint64_t kOrderedTail = 64;
+
+void copy_ascending(std::byte* d, const std::byte* s, uint64_t n) {
+  uint64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::memcpy(d + i, s + i, 8);
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // the compiler keeps the order
+  }
+  for (; i < n; ++i) {
+    d[i] = s[i];
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  }
+}
+
+}  // namespace
+
 void copy(Pieces& dst, Pieces& src, uint64_t len) {
   uint64_t left = len;
   std::byte* d = nullptr;
   uint64_t dlen = 0;
+  bool fenced = false;
   while (left > 0) {
     uint64_t slen;
     std::byte* s = src.next(left, slen);
@@ -123,7 +147,17 @@ void copy(Pieces& dst, Pieces& src, uint64_t len) {
         if (d == nullptr || dlen == 0) return;
       }
       uint64_t n = std::min(slen, dlen);
-      std::memcpy(d, s, n);
+      // Bytes of this step that are among the message's last kOrderedTail.
+      uint64_t after = left + slen - n;  // bytes of the message after this step
+      uint64_t tail = after >= kOrderedTail ? 0 : std::min(n, kOrderedTail - after);
+      std::memcpy(d, s, n - tail);
+      if (tail > 0) {
+        if (!fenced && len > kOrderedTail) {  // bytes before the tail were stored
+          std::atomic_thread_fence(std::memory_order_seq_cst);  // orders non-temporal stores too
+          fenced = true;
+        }
+        copy_ascending(d + (n - tail), s + (n - tail), tail);
+      }
       d += n;
       s += n;
       dlen -= n;

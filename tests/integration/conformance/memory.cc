@@ -35,6 +35,18 @@ TEST_F(Verbs, RegistrationRulesAndDeregisteredKeysStopWorking) {
   EXPECT_EQ(poll1(p.scq).status, IBV_WC_REM_ACCESS_ERR);
 }
 
+// ibv_reg_mr_iova: the iova keeps the address's offset in its page (the
+// kernel's uverbs refuses anything else, whatever the device).
+TEST_F(Verbs, IovaWithAnotherOffsetInItsPageIsInvalid) {
+  Pages buf(2);
+  errno = 0;
+  EXPECT_EQ(ibv_reg_mr_iova(pd, buf.base + 8, 4096, 0x70000000 + 4, IBV_ACCESS_LOCAL_WRITE), nullptr);
+  EXPECT_EQ(errno, EINVAL);
+  ibv_mr* m = ibv_reg_mr_iova(pd, buf.base + 8, 4096, 0x70000000 + 8, IBV_ACCESS_LOCAL_WRITE);
+  ASSERT_NE(m, nullptr) << std::strerror(errno);
+  EXPECT_EQ(ibv_dereg_mr(m), 0);
+}
+
 // --- memory: unaligned MRs keep their page neighbours; ibv_malloc ----------
 
 TEST_F(Verbs, UnalignedMrKeepsItsPageNeighboursIntact) {

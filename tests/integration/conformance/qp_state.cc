@@ -1,6 +1,8 @@
 // QP states and object lifetimes: ibv_modify_qp follows the state table, a QP
 // connected to itself loops back, objects in use cannot be destroyed.
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "fixture.h"
 
@@ -73,6 +75,31 @@ TEST_F(Verbs, DestroyingObjectsInUseIsBusy) {
   EXPECT_EQ(ibv_destroy_cq(c), EBUSY);
   ASSERT_EQ(destroy(q), 0);
   EXPECT_EQ(ibv_destroy_cq(c), 0);
+}
+
+// The drain pattern: move a QP to ERR, post a marker, wait for its flush.
+// Work posted to a QP in ERR completes with IBV_WC_WR_FLUSH_ERR (IB spec
+// 10.3.1; mlx5 does so), also once the router has gone idle meanwhile.
+TEST_F(Verbs, WorkPostedInErrorIsFlushed) {
+  Pages buf(1);
+  ibv_mr* m = mr(buf.base, buf.size);
+  Pair p = pair();
+  ibv_qp_attr a{};
+  a.qp_state = IBV_QPS_ERR;
+  ASSERT_EQ(ibv_modify_qp(p.b, &a, IBV_QP_STATE), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // nothing to do: the router's poller sleeps
+  ibv_sge s{reinterpret_cast<uint64_t>(buf.base), 64, m->lkey};
+  ASSERT_EQ(post_recv(p.b, 77, {s}), 0);
+  ibv_wc wc = poll1(p.rcq);
+  EXPECT_EQ(wc.wr_id, 77u);
+  EXPECT_EQ(wc.status, IBV_WC_WR_FLUSH_ERR);
+  EXPECT_EQ(wc.opcode, IBV_WC_RECV);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ibv_send_wr w = wr(IBV_WR_SEND, 78, &s, 1);
+  ASSERT_EQ(post(p.b, w), 0);
+  wc = poll1(p.rcq);  // b's send and receive CQ
+  EXPECT_EQ(wc.wr_id, 78u);
+  EXPECT_EQ(wc.status, IBV_WC_WR_FLUSH_ERR);
 }
 
 }  // namespace
