@@ -7,7 +7,10 @@
 // Thread contract: created on the control (Asio) thread; once linked into
 // the QueueCore, everything marked "poller" is touched only by the poller
 // thread, and the control thread reaches it only through
-// QueueCore::run_sync. Objects unlink themselves in their destructors.
+// QueueCore::run_sync. Objects unlink themselves in their destructors; a
+// fabric's class deriving from one of these unlinks in its own destructor
+// (its members are gone before the base's destructor runs, and the poller
+// may be using them until the object is unlinked).
 #pragma once
 
 #include <infiniband/verbs.h>

@@ -80,8 +80,18 @@ std::byte* Mr::translate(uint64_t addr, uint64_t len, uint64_t& contiguous) cons
   return nullptr;
 }
 
+// Each object leaves the engine before its own members go: the poller may
+// be looking at them until then.
 Qp::~Qp() {
   ctx.core.run_sync([this] { ctx.core.unlink_qp(*this); });
+}
+
+Mr::~Mr() {
+  core.run_sync([this] { core.unlink_mr(*this); });
+}
+
+Ah::~Ah() {
+  core.run_sync([this] { core.unlink_ah(*this); });
 }
 
 }  // namespace ff::router::soft

@@ -31,6 +31,7 @@ struct Extent {
 // lkey and rkey are one key.
 struct Mr final : core::Mr {
   using core::Mr::Mr;
+  ~Mr() override;  // unlinks before its extents go
   // The router address of [addr, addr + len) if it lies inside one extent;
   // otherwise nullptr and `contiguous` tells how much of it does.
   std::byte* translate(uint64_t addr, uint64_t len, uint64_t& contiguous) const;
@@ -40,6 +41,7 @@ struct Mr final : core::Mr {
 struct Ah final : core::Ah {
   Ah(core::QueueCore& c, const Pd& p, const ibv_ah_attr& a, std::optional<uint32_t> ip, uint32_t id, Peer* r)
       : core::Ah(c, p, a, ip, id), route(r) {}
+  ~Ah() override;  // unlinks before its own state goes
   Peer* const route;  // the router serving virtual_ip; nullptr: this one
 };
 
