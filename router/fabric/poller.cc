@@ -106,17 +106,31 @@ void Poller::loop() {
   running_.store(std::thread::id(), std::memory_order_release);
 }
 
+// Sleeps in epoll until a watched fd or the deadline (ns, steady clock). A
+// deadline closer than the cost of a sleep is spun for instead; any other
+// is slept for precisely (epoll_pwait2), so a QP that retries every few
+// microseconds for ever does not keep a core busy.
+int Poller::wait_for_events(epoll_event* events, int max, uint64_t now, uint64_t deadline) {
+  if (deadline == UINT64_MAX) return ::epoll_wait(epoll_fd_, events, max, -1);
+  uint64_t ns = deadline - std::min(deadline, now);
+  timespec t{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  int n = ::epoll_pwait2(epoll_fd_, events, max, &t, nullptr);
+  if (n < 0 && errno == ENOSYS)  // kernels before 5.11: millisecond resolution, rounded up
+    n = ::epoll_wait(epoll_fd_, events, max, static_cast<int>((ns + 999'999) / 1'000'000));
+  return n;
+}
+
 void Poller::sleep_until_work() {
+  constexpr uint64_t kSpinBelowNs = 20'000;  // about the cost of a sleep and a wakeup
   uint64_t now = now_ns();
   uint64_t deadline = UINT64_MAX;
   bool may_sleep = hooks_.prepare_to_sleep(now, deadline);
-  if (may_sleep && deadline != UINT64_MAX && deadline - std::min(deadline, now) < 1'000'000)
-    may_sleep = false;  // < 1 ms away: keep spinning
+  if (may_sleep && deadline != UINT64_MAX && deadline - std::min(deadline, now) < kSpinBelowNs)
+    may_sleep = false;  // about to be due: keep spinning
   if (may_sleep) {
-    int timeout_ms = deadline == UINT64_MAX ? -1 : static_cast<int>((deadline - now) / 1'000'000);
     epoll_event events[16];
     sleeps_.fetch_add(1, std::memory_order_relaxed);
-    int n = ::epoll_wait(epoll_fd_, events, 16, timeout_ms);
+    int n = wait_for_events(events, 16, now, deadline);
     for (int i = 0; i < n; ++i) {
       int fd = events[i].data.fd;
       if (other_fds_.count(fd) != 0) {

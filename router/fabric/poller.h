@@ -18,6 +18,8 @@
 
 #include "shm/doorbell.h"
 
+struct epoll_event;
+
 namespace ff::router {
 
 class PollerHooks {
@@ -83,6 +85,7 @@ class Poller {
   void loop();
   bool drain_commands();
   void sleep_until_work();
+  int wait_for_events(::epoll_event* events, int max, uint64_t now, uint64_t deadline);
 
   std::chrono::nanoseconds spin_;
   PollerHooks& hooks_;

@@ -7,8 +7,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "router/fabric/soft/requester.h"
@@ -43,6 +46,7 @@ ibv_gid gid_of(uint32_t ip) {
 struct Client {
   Client(SoftFabric& f, std::string tenant, uint32_t ip) : fabric(f) {
     ctx = take(f.open_context());
+    doorbell = ctx->take_client_doorbell();
     pd = take(f.alloc_pd(Owner{std::move(tenant), 1, ip}));
     cq = take(f.create_cq(*ctx, 256, nullptr, 1));
     cq_view = shm::Mapping::attach(cq->segment_fd(), shm::SegmentKind::kRing);
@@ -61,6 +65,7 @@ struct Client {
     auto& q = *qps.back();
     views.push_back(shm::Mapping::attach(q.segment_fd(), shm::SegmentKind::kRing));
     receives.emplace_back(views.back().base() + shm::qp_recv_ring_offset(q.send_capacity()), q.recv_capacity());
+    sends.emplace_back(views.back().base() + shm::kQpSendRingOffset, q.send_capacity());
     return static_cast<Qp&>(q);
   }
 
@@ -71,6 +76,30 @@ struct Client {
     r.num_sge = 1;
     r.sge[0] = {addr, len, lkey};
     ASSERT_TRUE(receives[i].sp_try_push(r));
+    if (receives[i].consumer_needs_wakeup()) wake();
+  }
+
+  // Posts a signaled SEND of [addr, addr + len) to QP number i, as the shim does.
+  void post_send(size_t i, uint64_t wr_id, uint64_t addr, uint32_t len) {
+    shm::SendWqe w{};
+    w.wr_id = wr_id;
+    w.opcode = IBV_WR_SEND;
+    w.send_flags = IBV_SEND_SIGNALED;
+    w.num_sge = 1;
+    w.payload.sge[0] = {addr, len, mr->lkey()};
+    ASSERT_TRUE(sends[i].sp_try_push(w));
+    if (sends[i].consumer_needs_wakeup()) wake();
+  }
+  void wake() {
+    const char one = 1;
+    ASSERT_EQ(::write(doorbell.get(), &one, 1), 1);
+  }
+  bool await_completion(shm::Cqe& c) {
+    for (int i = 0; i < 100000; ++i) {
+      if (completions.sc_try_pop(c)) return true;
+      ::usleep(10);
+    }
+    return false;
   }
 
   std::byte* at(uint64_t addr) { return memory.base() + (addr - kBase); }
@@ -78,6 +107,7 @@ struct Client {
   SoftFabric& fabric;
   shm::Mapping memory = shm::Mapping::create("responder-test", shm::SegmentKind::kArena, kSize);
   std::unique_ptr<FabricContext> ctx;
+  UniqueFd doorbell;  // the client's end
   std::unique_ptr<FabricPd> pd;
   std::unique_ptr<FabricCq> cq;
   shm::Mapping cq_view;
@@ -87,6 +117,7 @@ struct Client {
   std::vector<std::unique_ptr<FabricQp>> qps;
   std::vector<shm::Mapping> views;
   std::vector<shm::RingProducer<shm::RecvWqe>> receives;  // the app's side of each QP's receive ring
+  std::vector<shm::RingProducer<shm::SendWqe>> sends;     // ... and send ring
 };
 
 class ResponderTest : public ::testing::Test {
@@ -107,7 +138,7 @@ class ResponderTest : public ::testing::Test {
     if (q.init.type != IBV_QPT_UD) {
       a.path_mtu = IBV_MTU_4096;
       a.dest_qp_num = dest;
-      a.min_rnr_timer = 12;
+      a.min_rnr_timer = min_rnr_timer;
       a.ah_attr.port_num = 1;
       a.ah_attr.is_global = 1;
       a.ah_attr.grh.dgid = gid_of(dest_ip);
@@ -134,6 +165,7 @@ class ResponderTest : public ::testing::Test {
     return Origin{q.qpn, to.qpn, q.init.type, nullptr, &q.pd.owner.tenant};
   }
 
+  uint8_t min_rnr_timer = 12;  // 0.64 ms
   SoftFabric fabric{FabricConfig{}};
   Client blue{fabric, "blue", kBlueIp};
   Client red{fabric, "red", kRedIp};
@@ -378,6 +410,40 @@ TEST_F(ResponderTest, ARegistrationKeepsTheAddressesOffsetInItsPage) {
   EXPECT_TRUE(kept) << kept.error().message;
 }
 
+double cpu_seconds() {
+  timespec t{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9;
+}
+
+// A requester with rnr_retry 7 retries for ever toward a responder that
+// posts no receive: the router's poller must not spin for it (it once kept
+// a core busy for as long as the QP waited). The receive, once posted, ends
+// the wait at once.
+TEST_F(ResponderTest, AnEndlessRnrWaitCostsNoCoreAndEndsWithTheReceive) {
+  min_rnr_timer = 1;  // 10 us
+  Qp& a = blue.make_qp(IBV_QPT_RC);
+  Qp& b = blue.make_qp(IBV_QPT_RC);
+  connect(a, b.qpn, kBlueIp, 0, /*retries=*/7);
+  connect(b, a.qpn, kBlueIp, 0, 7);
+  blue.post_send(0, 41, kBase, 64);
+  ::usleep(100000);  // into the RNR loop
+  double before = cpu_seconds();
+  ::usleep(1000000);
+  double used = cpu_seconds() - before;
+  std::printf("router CPU during 1 s of an endless RNR wait: %.3f s\n", used);
+  EXPECT_LT(used, 0.25) << "the poller spun for an RNR wait";
+  shm::Cqe c{};
+  EXPECT_FALSE(blue.completions.sc_try_pop(c)) << "the SEND must still wait";
+  blue.post_receive(1, 42, kBase + 4096, 64, blue.mr->lkey());
+  std::set<uint64_t> done;
+  for (int i = 0; i < 2 && blue.await_completion(c); ++i) {
+    EXPECT_EQ(c.status, IBV_WC_SUCCESS);
+    done.insert(c.wr_id);
+  }
+  EXPECT_EQ(done, (std::set<uint64_t>{41, 42}));
+}
+
 TEST_F(ResponderTest, AQpInErrorFlushesWhatItHolds) {
   Qp& a = blue.make_qp(IBV_QPT_RC);
   connect(a, 0x999, kBlueIp, 0);
@@ -386,7 +452,7 @@ TEST_F(ResponderTest, AQpInErrorFlushesWhatItHolds) {
   fabric.engine().run_sync([&] { fabric.engine().set_error(a); });
   shm::Cqe c{};
   for (uint64_t want : {31u, 32u}) {
-    for (int spins = 0; spins < 100000 && !blue.completions.sc_try_pop(c); ++spins) ::usleep(10);
+    ASSERT_TRUE(blue.await_completion(c));
     EXPECT_EQ(c.wr_id, want);
     EXPECT_EQ(c.status, IBV_WC_WR_FLUSH_ERR);
     EXPECT_EQ(c.opcode, IBV_WC_RECV);

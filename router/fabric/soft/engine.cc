@@ -17,10 +17,21 @@ bool Engine::work(uint64_t now) {
   return busy;
 }
 
+// The local responder a QP waits on for a receive (RNR), if any.
+Qp* Engine::rnr_responder(const Qp& q) const {
+  return q.rnr_waiting && q.route == nullptr ? find_qp(q.attr.dest_qp_num) : nullptr;
+}
+
 bool Engine::service(Qp& q, uint64_t now) {
   if (q.state == IBV_QPS_ERR) return flush(q, /*sends=*/true, /*receives=*/true);
-  if (q.state != IBV_QPS_RTS || q.wait_until_ns > now) return false;
+  if (q.state != IBV_QPS_RTS) return false;
+  if (q.wait_until_ns > now) {
+    // An RNR wait ends early once the responder has a receive.
+    Qp* t = rnr_responder(q);
+    if (t == nullptr || t->receives().size_guess() == 0) return false;
+  }
   q.wait_until_ns = 0;
+  q.rnr_waiting = false;
   bool busy = q.route != nullptr ? service_remote(q, now) : service_local(q, now);
   busy |= fail_if_corrupt(q);
   return busy;
@@ -33,9 +44,15 @@ bool Engine::prepare_to_sleep(uint64_t now, uint64_t& deadline) {
   bool may_sleep = true;
   for (core::Qp* c : qps()) {
     auto& q = static_cast<Qp&>(*c);
-    if (q.wait_until_ns > now) deadline = std::min(deadline, q.wait_until_ns);
-    if (!q.sq.prepare_to_sleep()) may_sleep = false;
+    if (q.wait_until_ns > now) {
+      // Its head waits on a timer: what is queued behind it is no work now.
+      deadline = std::min(deadline, q.wait_until_ns);
+    } else if (!q.sq.prepare_to_sleep()) {
+      may_sleep = false;
+    }
     if (q.state == IBV_QPS_ERR && q.srq == nullptr && !q.rq.prepare_to_sleep()) may_sleep = false;
+    // A receive posted where an RNR wait is waiting wakes us.
+    if (Qp* t = rnr_responder(q); t != nullptr && !t->receives().prepare_to_sleep()) may_sleep = false;
   }
   // A link whose socket was full wakes us once it takes bytes again.
   for (auto& l : links_) {
@@ -53,11 +70,14 @@ void Engine::cancel_sleep() {
     q->sq.cancel_sleep();
     if (q->srq == nullptr) q->rq.cancel_sleep();
   }
+  for (core::Srq* s : srqs()) s->ring.cancel_sleep();
 }
 
 void Engine::on_reset(core::Qp& c) {
   auto& q = static_cast<Qp&>(c);
   q.wait_until_ns = 0;
+  q.rnr_waiting = false;
+  q.rnr_backoff = 0;
   q.route = nullptr;
   q.remote_ip = 0;
   // Sequence numbers go on: answers to a former life stay stale.

@@ -65,6 +65,7 @@ class Engine final : public core::QueueCore {
   void on_reset(core::Qp& qp) override;
   bool connects_here(const core::Qp& qp) const override { return static_cast<const Qp&>(qp).route == nullptr; }
 
+  Qp* rnr_responder(const Qp& q) const;
   // One QP's send queue: true when it did any work.
   bool service(Qp& qp, uint64_t now);
   bool service_local(Qp& qp, uint64_t now);   // requester.cc

@@ -76,6 +76,8 @@ struct Qp final : core::Qp {
   uint8_t rnr_left = 0;        // RNR retries left for the head WQE
   uint8_t retry_left = 0;      // transport retries left for the head WQE
   uint64_t wait_until_ns = 0;  // head WQE waits (RNR or no answer) until then
+  bool rnr_waiting = false;    // ... for a receive at its responder (RNR)
+  uint8_t rnr_backoff = 0;     // RNR retries of the head WQE so far (their wait grows)
   // The connected QP is on another router (set at RTR; RC and UC).
   Peer* route = nullptr;
   uint32_t remote_ip = 0;  // its virtual IP (the dgid's)

@@ -6,6 +6,8 @@
 // the port MTU and land behind a 40-byte GRH (RoCE v2 over IPv4).
 #include "router/fabric/soft/requester.h"
 
+#include <algorithm>
+
 #include "router/fabric/soft/engine.h"
 
 namespace ff::router::soft {
@@ -30,13 +32,19 @@ ibv_wc_status retry_or_fail(Qp& q, const Verdict& v, uint64_t now) {
   switch (v.refusal) {
     case Refusal::kNone:
       return IBV_WC_SUCCESS;
-    case Refusal::kRnr:
+    case Refusal::kRnr: {
       if (q.attr.rnr_retry != 7) {  // 7: forever
         if (q.rnr_left == 0) return IBV_WC_RNR_RETRY_EXC_ERR;
         --q.rnr_left;
       }
-      q.wait_until_ns = now + rnr_delay_ns(v.rnr_timer);
+      constexpr uint64_t kMaxBackoffNs = 8'000'000;
+      uint64_t delay = rnr_delay_ns(v.rnr_timer);
+      uint64_t grown = delay << std::min<uint8_t>(q.rnr_backoff, 20);
+      q.wait_until_ns = now + std::max(delay, std::min(grown, kMaxBackoffNs));
+      q.rnr_backoff = static_cast<uint8_t>(std::min(q.rnr_backoff + 1, 20));
+      q.rnr_waiting = true;
       return IBV_WC_SUCCESS;
+    }
     case Refusal::kNotReady:
       if (q.peer_gone || q.retry_left == 0) return IBV_WC_RETRY_EXC_ERR;
       --q.retry_left;

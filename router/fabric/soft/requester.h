@@ -42,11 +42,17 @@ ibv_wc_status resolve_request(const Engine& e, const Qp& q, const shm::SendWqe& 
 inline void reset_retries(Qp& q) {
   q.rnr_left = q.attr.rnr_retry;
   q.retry_left = q.attr.retry_cnt;
+  q.rnr_backoff = 0;
+  q.rnr_waiting = false;
 }
 
 // What an RC requester does with its refused or unanswered head WQE: wait
 // and retry it (q.wait_until_ns set; IBV_WC_SUCCESS returned), or fail it
-// with the status returned.
+// with the status returned. RNR waits at least the responder's
+// min_rnr_timer, doubling with each retry of the same WQE up to 8 ms (the
+// timer is a minimum): a peer that never posts a receive costs the router
+// ~100 wakeups a second, not a core; a receive posted meanwhile at a
+// responder on this router ends the wait at once (Engine::service).
 ibv_wc_status retry_or_fail(Qp& q, const Verdict& v, uint64_t now);
 
 // The success completion of a send work request.
