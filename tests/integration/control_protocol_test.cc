@@ -271,12 +271,13 @@ class Limits : public ControlPlane {
     o.max_shm_mb_per_tenant = 2;
     start(o);
   }
-  static proto::ControlClient::Result register_segment(proto::ControlClient& c, size_t bytes) {
+  static proto::ControlClient::Result register_segment(proto::ControlClient& c, size_t bytes,
+                                                       uint64_t base = 0x10000000) {
     shm::Mapping m = shm::Mapping::create("t", shm::SegmentKind::kRing, bytes);
     flatbuffers::FlatBufferBuilder fbb;
     int fd = m.fd();
-    return c.call(fbb, RequestBody::RegisterSegment,
-                  proto::CreateRegisterSegment(fbb, 0x10000000, m.size()).Union(), {&fd, 1});
+    return c.call(fbb, RequestBody::RegisterSegment, proto::CreateRegisterSegment(fbb, base, m.size()).Union(),
+                  {&fd, 1});
   }
   // Limit refusals counted for tenant `t` (ffctl's limit_refusals).
   uint64_t refusals(const char* t) {
@@ -324,6 +325,34 @@ TEST_F(Limits, SharedMemoryPerTenantIsCapped) {
   ASSERT_EQ(hello(red).error, 0);
   EXPECT_EQ(register_segment(red, 1 << 20).error, 0);
   EXPECT_EQ(refusals("red"), 0u);
+}
+
+// Memory stays charged while anything maps it: releasing a segment that an
+// MR still uses returns nothing to the quota until the MR goes.
+TEST_F(Limits, ASegmentStaysChargedWhileAnMrUsesIt) {
+  proto::ControlClient c;
+  ASSERT_EQ(c.connect(tenant_path("blue")), 0);
+  ASSERT_EQ(hello(c).error, 0);
+  auto seg = register_segment(c, 1 << 20);
+  ASSERT_EQ(seg.error, 0) << seg.message;
+  uint32_t segment = seg.reply()->body_as_RegisterSegmentReply()->segment();
+  uint32_t ctx = open_context(c);
+  auto pd = alloc_pd(c, ctx);
+  ASSERT_EQ(pd.error, 0);
+  flatbuffers::FlatBufferBuilder fbb;
+  auto mr = c.call(fbb, RequestBody::RegMr,
+                   proto::CreateRegMr(fbb, pd.reply()->body_as_AllocPdReply()->pd(), 0x10000000, 1 << 20, 0x10000000,
+                                      IBV_ACCESS_LOCAL_WRITE)
+                       .Union());
+  ASSERT_EQ(mr.error, 0) << mr.message;
+  flatbuffers::FlatBufferBuilder f2;
+  ASSERT_EQ(c.call(f2, RequestBody::ReleaseSegment, proto::CreateReleaseSegment(f2, segment).Union()).error, 0);
+  EXPECT_EQ(register_segment(c, 1 << 20, 0x20000000).error, ENOMEM) << "the released segment is still mapped";
+  flatbuffers::FlatBufferBuilder f3;
+  ASSERT_EQ(c.call(f3, RequestBody::DeregMr, proto::CreateDeregMr(f3, mr.reply()->body_as_RegMrReply()->mr()).Union())
+                .error,
+            0);
+  EXPECT_EQ(register_segment(c, 1 << 20, 0x20000000).error, 0) << "its last user gone, the charge came back";
 }
 
 TEST_F(Limits, ConnectionsBeyondTheLimitAreRefused) {

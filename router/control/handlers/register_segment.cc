@@ -23,16 +23,20 @@ Status handle_register_segment(Session& s, const proto::Request& req,
   policy::Charge charge(&quota, len);
   auto made = s.fabric().map_segment(std::move(fds.at(0)), base, len);
   if (!made) return made.error();
-  auto seg = std::move(*made);
-  auto object = std::make_unique<SegmentObject>(std::move(seg));
-  object->charge = std::move(charge);
+  // The charge goes with the mapping, not with the handle: MRs over the
+  // segment keep it mapped (and charged) after a ReleaseSegment.
+  std::shared_ptr<FabricSegment> mapped = std::move(*made);
+  FabricSegment* raw = mapped.get();
+  std::shared_ptr<FabricSegment> charged(raw, [mapped = std::move(mapped), c = std::move(charge)](FabricSegment*) {});
+  auto object = std::make_unique<SegmentObject>(std::move(charged));
   uint32_t handle = s.objects().add(std::move(object));
   index[base] = handle;
   w.set_body(proto::CreateRegisterSegmentReply(w.fbb(), handle));
   return Status{};
 }
 
-// Forgets a segment; MRs still on it keep the memory mapped until they go.
+// Forgets a segment; MRs still on it keep the memory mapped (and charged to
+// the tenant) until they go.
 Status handle_release_segment(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
                                      ReplyWriter&) {
   uint32_t handle = req.body_as_ReleaseSegment()->segment();
