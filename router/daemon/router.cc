@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <cerrno>
 #include <csignal>
@@ -124,26 +125,42 @@ void Router::accept_next(Listener& l) {
   l.acceptor.async_accept([this, &l](const boost::system::error_code& ec,
                                      boost::asio::local::stream_protocol::socket sock) {
     if (stopping_) return;
-    if (ec) {
-      // EMFILE and friends: keep serving the clients we have, retry later.
-      spdlog::warn("accept on {} failed: {}", l.path, ec.message());
-    } else if (l.role == SessionRole::kTenant && (sessions_.size() >= options_.max_sessions ||
-                                                  tenant_sessions(*l.tenant) >= options_.max_sessions_per_tenant)) {
-      // Refused before any work is done for it: the peer sees the connection close.
-      ++sessions_refused_;
-      quota(*l.tenant).count_refusal();
-      if (sessions_refused_ == 1 || sessions_refused_ % 1000 == 0)
-        spdlog::warn("refusing connections on {}: --max-sessions {} or --max-sessions-per-tenant {} reached "
-                     "({} refused so far)",
-                     l.path, options_.max_sessions, options_.max_sessions_per_tenant, sessions_refused_);
-    } else {
-      uint64_t id = next_session_id_++;
-      auto s = std::make_shared<Session>(*this, l.role, l.tenant, std::move(sock), id);
-      sessions_.emplace(id, s);
-      s->start();
-    }
+    if (ec) return accept_failed(l, ec);
+    l.backoff = std::chrono::milliseconds(0);
+    admit(l, std::move(sock));
     accept_next(l);
   });
+}
+
+// EMFILE and friends: keep serving the clients we have, and try again later
+// (at once, the same error would come back and spin the control thread).
+void Router::accept_failed(Listener& l, const boost::system::error_code& ec) {
+  if (++l.failures == 1 || l.failures % 100 == 0)
+    spdlog::warn("accept on {} failed: {} ({} times so far; retrying with backoff)", l.path, ec.message(),
+                 l.failures);
+  l.backoff = std::clamp(l.backoff * 2, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
+  l.retry.expires_after(l.backoff);
+  l.retry.async_wait([this, &l](const boost::system::error_code& wait_ec) {
+    if (!wait_ec && !stopping_) accept_next(l);
+  });
+}
+
+void Router::admit(Listener& l, boost::asio::local::stream_protocol::socket sock) {
+  if (l.role == SessionRole::kTenant && (sessions_.size() >= options_.max_sessions ||
+                                         tenant_sessions(*l.tenant) >= options_.max_sessions_per_tenant)) {
+    // Refused before any work is done for it: the peer sees the connection close.
+    ++sessions_refused_;
+    quota(*l.tenant).count_refusal();
+    if (sessions_refused_ == 1 || sessions_refused_ % 1000 == 0)
+      spdlog::warn("refusing connections on {}: --max-sessions {} or --max-sessions-per-tenant {} reached "
+                   "({} refused so far)",
+                   l.path, options_.max_sessions, options_.max_sessions_per_tenant, sessions_refused_);
+    return;
+  }
+  uint64_t id = next_session_id_++;
+  auto s = std::make_shared<Session>(*this, l.role, l.tenant, std::move(sock), id);
+  sessions_.emplace(id, s);
+  s->start();
 }
 
 void Router::run() {
@@ -159,7 +176,10 @@ void Router::stop() {
     stopping_ = true;
     boost::system::error_code ignored;
     signals_.cancel(ignored);
-    for (auto& l : listeners_) l->acceptor.close(ignored);
+    for (auto& l : listeners_) {
+      l->acceptor.close(ignored);
+      l->retry.cancel();
+    }
     if (cluster_) cluster_->shutdown();
     for (auto& s : sessions()) s->close("router shutting down");
   });

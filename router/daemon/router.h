@@ -10,6 +10,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <string>
@@ -59,15 +61,22 @@ class Router final : public ControlServices {
  private:
   struct Listener {
     Listener(boost::asio::io_context& io, SessionRole r, const policy::TenantSpec* t, std::string p)
-        : role(r), tenant(t), path(std::move(p)), acceptor(io) {}
+        : role(r), tenant(t), path(std::move(p)), acceptor(io), retry(io) {}
     SessionRole role;
     const policy::TenantSpec* tenant;
     std::string path;
     boost::asio::local::stream_protocol::acceptor acceptor;
+    // accept() failing (EMFILE: out of descriptors) waits before the next
+    // try, doubling up to 1 s, instead of failing in a loop.
+    boost::asio::steady_timer retry;
+    std::chrono::milliseconds backoff{0};
+    uint64_t failures = 0;
   };
   void bind(Listener& l, unsigned mode);
   void join_cluster();
   void accept_next(Listener& l);
+  void accept_failed(Listener& l, const boost::system::error_code& ec);
+  void admit(Listener& l, boost::asio::local::stream_protocol::socket sock);
 
   RouterOptions options_;
   ControlLimits limits_;
