@@ -1,6 +1,8 @@
 #include "router/daemon/router.h"
 
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -28,14 +30,6 @@ void make_dir(const fs::path& dir) {
   ::chmod(dir.c_str(), 0755);
 }
 
-// True when something accepts connections on `path` right now.
-bool socket_is_live(const std::string& path) {
-  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
-  return ::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-}
 
 }  // namespace
 
@@ -47,6 +41,7 @@ Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
       fabric_(std::move(fabric)),
       signals_(io_, SIGINT, SIGTERM) {
   make_dir(options_.run_dir);
+  lock_run_dir();
   listeners_.push_back(
       std::make_unique<Listener>(io_, SessionRole::kAdmin, nullptr, admin_socket_path()));
   for (const auto& t : tenants_) {
@@ -102,15 +97,31 @@ std::string Router::admin_socket_path() const {
   return (fs::path(options_.run_dir) / "admin.sock").string();
 }
 
+// One router per run directory: the lock (in the run directory itself, which
+// no container sees) says whether another one serves it. Sockets are not
+// proof: a tenant's socket directory is visible inside its containers.
+void Router::lock_run_dir() {
+  std::string path = (fs::path(options_.run_dir) / "ffrouter.lock").string();
+  run_dir_lock_ = UniqueFd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!run_dir_lock_) throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+  if (::flock(run_dir_lock_.get(), LOCK_EX | LOCK_NB) != 0)
+    throw std::runtime_error("another ffrouter is already serving " + options_.run_dir + " (it holds " + path +
+                             "); stop it or choose another --run-dir");
+}
+
 void Router::bind(Listener& l, unsigned mode) {
   if (l.path.size() >= sizeof(sockaddr_un::sun_path))
     throw std::runtime_error("socket path too long (max 107 bytes): " + l.path +
                              "; choose a shorter --run-dir");
-  if (fs::exists(l.path)) {
-    if (socket_is_live(l.path))
-      throw std::runtime_error("another ffrouter is already serving " + l.path +
-                               "; stop it or choose another --run-dir");
-    ::unlink(l.path.c_str());
+  // With the run directory locked, whatever is at a socket's path is stale,
+  // or was put there by someone else (a container's root can replace files
+  // in a tenant directory mounted read-write): it goes, never followed.
+  std::error_code ec;
+  // (Not even connected to: a listener that never accepts could hold us.)
+  if (fs::symlink_status(l.path, ec).type() != fs::file_type::not_found) {
+    spdlog::info("{}: replacing what was there (a previous router's socket, or anything else)", l.path);
+    fs::remove_all(l.path, ec);
+    if (ec) throw std::runtime_error("cannot remove " + l.path + ": " + ec.message());
   }
   boost::asio::local::stream_protocol::endpoint ep(l.path);
   l.acceptor.open(ep.protocol());

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "policy/quota.h"
+#include "proto/fd.h"
 #include "policy/tenant.h"
 #include "router/control/services.h"
 #include "router/control/session.h"
@@ -72,6 +73,7 @@ class Router final : public ControlServices {
     std::chrono::milliseconds backoff{0};
     uint64_t failures = 0;
   };
+  void lock_run_dir();
   void bind(Listener& l, unsigned mode);
   void join_cluster();
   void accept_next(Listener& l);
@@ -79,6 +81,7 @@ class Router final : public ControlServices {
   void admit(Listener& l, boost::asio::local::stream_protocol::socket sock);
 
   RouterOptions options_;
+  UniqueFd run_dir_lock_;  // held while this router serves the run directory
   ControlLimits limits_;
   std::vector<policy::TenantSpec> tenants_;
   std::unique_ptr<Fabric> fabric_;

@@ -86,7 +86,10 @@ ff_in_container() {
       mount --make-rprivate /
       mount -t tmpfs ffrun /run
       mkdir -p /run/ffrouter
+      # Read-only: connecting to a socket needs no write access, and the
+      # container cannot replace the router'"'"'s socket (docs/SECURITY.md).
       mount --bind "$FF_TENANT_DIR" /run/ffrouter
+      mount -o remount,bind,ro /run/ffrouter
       mount -t tmpfs ffhide "$FF_HIDE"
       # UCX only uses a verbs device whose /dev/infiniband/<dev_name> is a
       # character device; runtimes pass /dev/null under that name.
