@@ -206,7 +206,7 @@ int wr_complete(ibv_qp_ex* q) {
   FfQp* qp = to_ff(q);
   int e = qp->pending_error;
   if (e == 0 && q->qp_base.state < IBV_QPS_RTS && q->qp_base.state != IBV_QPS_ERR) e = EINVAL;
-  if (e == 0 && !qp->sq.sp_push_bulk(qp->pending)) e = ENOMEM;
+  if (e == 0 && (!qp->send_room(qp->pending.size()) || !qp->sq.sp_push_bulk(qp->pending))) e = ENOMEM;
   if (e == 0) wake_router_if_asked(qp->sq, *qp->ctx);
   qp->pending.clear();
   qp->send_mu.unlock();
@@ -269,6 +269,12 @@ ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
   q.handle = qp->handle;
   q.qp_num = reply->qp_num();
   q.state = IBV_QPS_RESET;
+  {
+    FfCq* scq = to_ff(attr.send_cq);
+    scq->lock.lock();
+    scq->senders[q.qp_num] = qp;
+    scq->lock.unlock();
+  }
   q.qp_type = attr.qp_type;
   pthread_mutex_init(&q.mutex, nullptr);
   pthread_cond_init(&q.cond, nullptr);
@@ -323,7 +329,7 @@ int ffv_post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad_wr) {
   for (; wr != nullptr; wr = wr->next) {
     shm::SendWqe w;
     e = build_send(*qp, *wr, w);
-    if (e == 0 && !qp->sq.sp_try_push(w)) e = ENOMEM;
+    if (e == 0 && (!qp->send_room(1) || !qp->sq.sp_try_push(w))) e = ENOMEM;
     if (e != 0) break;
   }
   wake_router_if_asked(qp->sq, *qp->ctx);
@@ -403,6 +409,10 @@ int ibv_modify_qp(ibv_qp* ibqp, ibv_qp_attr* attr, int attr_mask) {
   auto body = proto::CreateModifyQp(fbb, qp->handle, static_cast<uint32_t>(attr_mask), &wire);
   if (int e = request<void>(fbb, body, "modify_qp").error; e != 0) return e;
   if ((attr_mask & IBV_QP_STATE) != 0) ibqp->state = attr->qp_state;
+  if ((attr_mask & IBV_QP_STATE) != 0 && attr->qp_state == IBV_QPS_RESET) {
+    std::lock_guard lock(qp->send_mu);  // reset dropped every WR: no slot is taken
+    qp->sends_retired.store(qp->sq.produced(), std::memory_order_release);
+  }
   return 0;
 }
 
@@ -435,6 +445,10 @@ int ibv_destroy_qp(ibv_qp* ibqp) {
     if (e == EINVAL) return e;
   }
   qp->ctx->untrack(qp->handle);
+  FfCq* scq = to_ff(ibqp->send_cq);
+  scq->lock.lock();
+  scq->senders.erase(ibqp->qp_num);
+  scq->lock.unlock();
   // Verbs: destroy waits until every async event about the QP was acknowledged.
   pthread_mutex_lock(&ibqp->mutex);
   while (ibqp->events_completed != qp->async_delivered) pthread_cond_wait(&ibqp->cond, &ibqp->mutex);

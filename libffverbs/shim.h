@@ -12,6 +12,7 @@
 
 #include <infiniband/verbs.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstddef>
@@ -89,6 +90,7 @@ class SpinLock {
 };
 
 struct FfCq;
+struct FfQp;
 
 struct FfChannel {
   ibv_comp_channel channel;  // first: apps hold &channel
@@ -113,7 +115,12 @@ struct FfCq {
   uint32_t idle_yields = 0;       // yields since the router's liveness was checked
   shm::Cqe current{};             // the entry ibv_start_poll/ibv_next_poll is on
   uint32_t async_delivered = 0;   // async events handed out; destroy waits for their acks
+  std::map<uint32_t, FfQp*> senders;  // QPs whose send CQ this is, by QP number (under `lock`)
 };
+
+// A polled completion: a send completion frees its WRs' send-queue slots.
+// Under the CQ's lock.
+void retire_sends(FfCq& cq, const shm::Cqe& c);
 
 struct FfQp {
   ibv_qp_ex qpx;  // first: apps hold &qpx.qp_base (and ibv_qp_to_qp_ex gives &qpx)
@@ -125,6 +132,16 @@ struct FfQp {
   std::mutex recv_mu;
   shm::RingProducer<shm::SendWqe> sq;
   shm::RingProducer<shm::RecvWqe> rq;
+  // Send WRs whose completion the app has polled (or that a reset dropped):
+  // a send-queue slot is free once the completion of its WR (or of a later
+  // one) has been polled, as on mlx5; until then ibv_post_send says ENOMEM.
+  std::atomic<uint64_t> sends_retired{0};
+  // Whether `n` more send WRs fit. Under send_mu.
+  bool send_room(size_t n) {
+    uint64_t posted = sq.produced();
+    uint64_t outstanding = posted - std::min(sends_retired.load(std::memory_order_acquire), posted);
+    return outstanding + n <= cap.max_send_wr;
+  }
   // The ibv_wr_* builder (between wr_start and wr_complete, under send_mu).
   std::vector<shm::SendWqe> pending;
   int pending_error = 0;

@@ -99,9 +99,15 @@ struct Cqe {
   uint8_t sl;
   uint8_t dlid_path_bits;
   uint8_t solicited;  // drives solicited-only notification
-  uint8_t reserved[5];
+  uint8_t reserved0;
+  // A send completion: how many send WRs of its QP it retires (itself and
+  // the unsignaled ones before it). Their slots in the send queue are free
+  // once the app polled it, as on mlx5: ibv_post_send says ENOMEM before.
+  uint32_t sends_retired;
+  uint8_t reserved[4];
 };
 static_assert(sizeof(Cqe) == 56, "descriptor layout is ABI");
+static_assert(offsetof(Cqe, sends_retired) == 48, "descriptor layout is ABI");
 
 // Written by the app (arm), read and cleared by the router when it adds a
 // completion; `error` written by the router when the CQ overran.

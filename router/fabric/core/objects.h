@@ -139,6 +139,7 @@ struct Qp : FabricQp {
   ibv_qp_state state = IBV_QPS_RESET;
   ibv_qp_attr attr{};      // as last modified (the state is kept in `state`)
   bool peer_gone = false;  // the connected QP was destroyed
+  uint64_t sq_retired = 0;  // send WRs (by ring index) covered by send completions written
 };
 
 // Whether a QP in `state` answers requests.

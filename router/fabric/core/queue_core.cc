@@ -78,6 +78,13 @@ void QueueCore::complete_for(Qp& owner, VirtualCq& cq, const shm::Cqe& c) {
   if (!complete(cq, c)) set_error(owner, /*fatal=*/true);
 }
 
+void QueueCore::complete_send(Qp& q, shm::Cqe c, uint64_t wr_index) {
+  assert(wr_index >= q.sq_retired && "send completions come in send queue order");
+  c.sends_retired = static_cast<uint32_t>(wr_index + 1 - q.sq_retired);
+  q.sq_retired = wr_index + 1;
+  complete_for(q, q.send_cq, c);
+}
+
 void QueueCore::set_error(Qp& qp, bool fatal) {
   if (qp.state == IBV_QPS_ERR) return;
   on_error(qp);
@@ -98,8 +105,10 @@ bool QueueCore::flush(Qp& q, bool sends, bool receives) {
   assert_poller();
   int n = 0;
   shm::SendWqe w;
-  while (sends && n < kBatch && q.sq.sc_try_pop(w)) {
-    complete_for(q, q.send_cq, send_completion(w.wr_id, IBV_WC_WR_FLUSH_ERR, w.opcode, q.qpn));
+  while (sends && n < kBatch) {
+    uint64_t index = q.sq.consumed();
+    if (!q.sq.sc_try_pop(w)) break;
+    complete_send(q, send_completion(w.wr_id, IBV_WC_WR_FLUSH_ERR, w.opcode, q.qpn), index);
     ++n;
   }
   shm::RecvWqe r;
@@ -148,6 +157,7 @@ void QueueCore::apply_modify(Qp& qp, const ibv_qp_attr& attr, int mask) {
     // Reset empties both queues without completions (and recovers rings a
     // client had corrupted).
     qp.sq.sc_reset_to_producer();
+    qp.sq_retired = qp.sq.consumed();  // the app forgets them too (ibv_modify_qp to RESET)
     if (qp.srq == nullptr) qp.rq.sc_reset_to_producer();
     qp.attr = ibv_qp_attr{};
     qp.peer_gone = false;

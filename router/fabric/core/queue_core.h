@@ -65,6 +65,9 @@ class QueueCore : public PollerHooks {
   // The same for a completion of `owner`'s: an overrun CQ puts it in ERR
   // (fatal: the app learns it from IBV_EVENT_QP_FATAL, not a completion).
   void complete_for(Qp& owner, VirtualCq& cq, const shm::Cqe& c);
+  // The completion of the send WR at ring index `wr_index` (and of the
+  // unsignaled ones before it, which it retires for the app's send queue).
+  void complete_send(Qp& qp, shm::Cqe c, uint64_t wr_index);
   // Moves a QP to ERR (its queues then flush) after the fabric's
   // on_error() hook. `fatal`: the error cannot be reported in a completion
   // (a corrupt ring, an overrun CQ), so the context gets IBV_EVENT_QP_FATAL.

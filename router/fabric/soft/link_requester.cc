@@ -214,17 +214,18 @@ void Engine::on_answer(Link& link, const Header& h, std::span<const std::byte> p
 
 void Engine::complete_remote_head(Qp& q, const SendWqe& w, ibv_wc_status status, uint64_t bytes) {
   assert(q.route != nullptr && q.sq.size_guess() > 0 && "completes the head of a routed QP");
+  uint64_t index = q.sq.consumed();
   q.sq.sc_release(1);
   ++q.remote_req.head_seq;
   q.remote_req.read_got = 0;
   reset_retries(q);
   if (status != IBV_WC_SUCCESS) {
-    complete(q.send_cq, send_completion(w.wr_id, status, w.opcode, q.qpn));
+    complete_send(q, send_completion(w.wr_id, status, w.opcode, q.qpn), index);
     set_error(q);
     return;
   }
   count(1, bytes);
-  if (q.signals(w)) complete_for(q, q.send_cq, send_success(q, w, bytes));
+  if (q.signals(w)) complete_send(q, send_success(q, w, bytes), index);
 }
 
 Datagram Engine::send_remote_datagram(Qp& q, const Ah& ah, const SendWqe& w, const Sges& src, uint32_t qkey,

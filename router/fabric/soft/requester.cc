@@ -225,8 +225,9 @@ bool Engine::service_local(Qp& q, uint64_t now) {
     Executor x(*this, q, now);
     Outcome o = x.run(w);
     if (o == Outcome::kWait) break;
+    uint64_t index = q.sq.consumed();
     q.sq.sc_release(1);
-    if (x.has_completion) complete_for(q, q.send_cq, x.completion);
+    if (x.has_completion) complete_send(q, x.completion, index);
     ++n;
     if (o == Outcome::kFatal) break;
   }

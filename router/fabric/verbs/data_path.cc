@@ -144,10 +144,11 @@ void Engine::build_send(Qp& q, const SendWqe& w, const Ah* ah, ibv_send_wr& wr, 
 bool Engine::fail_head(Qp& q, ibv_wc_status status) {
   if (q.sends.used() > 0) return false;
   SendWqe w;
+  uint64_t index = q.sq.consumed();
   if (!q.sq.sc_try_pop(w)) return false;
   Cqe c = send_completion(w.wr_id, status, w.opcode, q.qpn);
   set_error(q);
-  complete_for(q, q.send_cq, c);
+  complete_send(q, c, index);
   return true;
 }
 
@@ -169,7 +170,8 @@ bool Engine::post_sends(Qp& q) {
     }
     build_send(q, w, ah, wrs[n], sges[n], bytes);
     slots[n] = q.sends.acquire();
-    q.sends[slots[n]] = SendSlot{w.wr_id, w.opcode, (w.send_flags & IBV_SEND_SIGNALED) != 0};
+    q.sends[slots[n]] = SendSlot{w.wr_id, q.sq.consumed() + static_cast<uint64_t>(n), w.opcode,
+                                 (w.send_flags & IBV_SEND_SIGNALED) != 0};
     wrs[n].wr_id = slots[n];
     if (n > 0) wrs[n - 1].next = &wrs[n];
     ++n;
@@ -203,8 +205,9 @@ bool Engine::fail_toward_gone_peer(Qp& q) {
   if (q.init.type == IBV_QPT_RC) return fail_head(q, IBV_WC_RETRY_EXC_ERR);
   if (q.sends.used() > 0) return false;  // what the device holds completes first
   SendWqe w;
+  uint64_t index = q.sq.consumed();
   if (!q.sq.sc_try_pop(w)) return false;
-  if (q.signals(w)) complete_for(q, q.send_cq, send_completion(w.wr_id, IBV_WC_SUCCESS, w.opcode, q.qpn));
+  if (q.signals(w)) complete_send(q, send_completion(w.wr_id, IBV_WC_SUCCESS, w.opcode, q.qpn), index);
   return true;
 }
 
@@ -288,7 +291,7 @@ bool Engine::poll_sends(Qp& q) {
     c.vendor_err = wc[i].vendor_err;
     c.byte_len = wc[i].byte_len;
     c.qp_num = q.qpn;
-    complete_for(q, q.send_cq, c);
+    complete_send(q, c, s.index);
   }
   return n > 0;
 }

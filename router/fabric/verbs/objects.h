@@ -105,6 +105,7 @@ struct Ah final : core::Ah {
 // What the completion of a send needs.
 struct SendSlot {
   uint64_t wr_id;
+  uint64_t index;  // in the send ring
   uint32_t opcode;
   bool signaled;
 };

@@ -23,6 +23,7 @@ declare -A rxe_direct=(
   [Verbs.PeerKilledMidTransferFailsOutstandingAndNewWork]="the forked child's own verbs setup fails (EINVAL) under plain libibverbs"
   [Verbs.BadPostSendArgumentsReturnErrnoAndBadWr]="not run: a garbage opcode oopses rxe 6.1 (req_next_wqe)"
   [Verbs.WorkPostedInErrorIsFlushed]="a receive posted to a QP in ERR never completes"
+  [Verbs.AFullSendQueueIsEnomemUntilCompletionsArePolled]="frees a send queue slot when the WR executes, not when its completion is polled"
 )
 # Through the router on rxe0: the device's own completion statuses pass
 # through; the router cannot know the cause better than the device.

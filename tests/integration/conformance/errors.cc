@@ -2,7 +2,9 @@
 // peer earns (LOC_PROT_ERR, REM_ACCESS_ERR, REM_INV_REQ_ERR, RNR_RETRY_EXC_ERR,
 // LOC_LEN_ERR, RETRY_EXC_ERR), the flush that follows, and the errno and
 // bad_wr of a post that is refused.
+#include <chrono>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "fixture.h"
@@ -204,6 +206,46 @@ TEST_F(Verbs, BadPostSendArgumentsReturnErrnoAndBadWr) {
   ibv_recv_wr* rbad = nullptr;
   EXPECT_EQ(ibv_post_recv(q, &rw, &rbad), EINVAL);
   EXPECT_EQ(rbad, &rw);
+}
+
+// A send queue slot is free once the completion of its WR has been polled
+// (mlx5; rxe frees it early): a full send queue says ENOMEM, with bad_wr at
+// the first WR that did not fit, and a CQ as deep as the send queue never
+// overruns.
+TEST_F(Verbs, AFullSendQueueIsEnomemUntilCompletionsArePolled) {
+  Pages buf(1);
+  ibv_mr* m = mr(buf.base, buf.size);
+  ibv_cq* scq = ibv_create_cq(ctx, 4, nullptr, nullptr, 0);
+  ASSERT_NE(scq, nullptr);
+  ibv_cq* rcq = cq();
+  ibv_qp* a = qp(scq, scq, false, 4);
+  ibv_qp* b = qp(rcq, rcq);
+  connect(a, b);
+  ibv_qp_attr attr{};
+  ibv_qp_init_attr init{};
+  ASSERT_EQ(ibv_query_qp(a, &attr, IBV_QP_CAP, &init), 0);
+  const uint32_t depth = init.cap.max_send_wr;
+  ASSERT_GE(depth, 4u);
+  ibv_sge s{reinterpret_cast<uint64_t>(buf.base), 8, m->lkey};
+  for (uint32_t i = 0; i < depth; ++i) {
+    ibv_send_wr w = wr(IBV_WR_RDMA_WRITE, i, &s, 1);
+    w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(buf.base + 64);
+    w.wr.rdma.rkey = m->rkey;
+    ASSERT_EQ(post(a, w), 0) << "WR " << i << " of " << depth;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // all executed, none polled
+  ibv_send_wr extra = wr(IBV_WR_RDMA_WRITE, 99, &s, 1);
+  extra.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(buf.base + 64);
+  extra.wr.rdma.rkey = m->rkey;
+  ibv_send_wr* bad = nullptr;
+  EXPECT_EQ(ibv_post_send(a, &extra, &bad), ENOMEM);
+  EXPECT_EQ(bad, &extra);
+  EXPECT_EQ(poll1(scq).wr_id, 0u);  // one polled: one slot
+  EXPECT_EQ(post(a, extra), 0);
+  for (uint32_t i = 1; i < depth; ++i) EXPECT_EQ(poll1(scq).wr_id, i);
+  EXPECT_EQ(poll1(scq).wr_id, 99u);
+  EXPECT_EQ(destroy(a), 0);
+  EXPECT_EQ(ibv_destroy_cq(scq), 0);
 }
 
 }  // namespace
