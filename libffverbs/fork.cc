@@ -35,28 +35,40 @@ int madvise_range(void* base, size_t size, int advice) {
 // pages, ibv_malloc arenas, rings) becomes private memory holding the same
 // bytes, as fork() promises. Without this the child would share those
 // pages with the parent, its stack and heap included.
+// Whether a line of /proc/self/maps is one of our memfds: ffv-mr are
+// registered pages; ffr-* arenas and the router's rings (a child polling an
+// inherited CQ must not take the parent's completions).
+bool ours(const char* line) {
+  return std::strstr(line, "/memfd:ffv-mr") != nullptr || std::strstr(line, "/memfd:ffr-") != nullptr;
+}
+
 void privatize_shared_pages_in_child() {
   int fd = ::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;
-  static char maps[1 << 20];  // the child is single-threaded here
-  size_t used = 0;
-  ssize_t n;
-  while (used < sizeof maps - 1 && (n = ::read(fd, maps + used, sizeof maps - 1 - used)) > 0)
-    used += static_cast<size_t>(n);
-  ::close(fd);
-  maps[used] = '\0';
-  for (char* line = maps; line != nullptr && *line != '\0';) {
-    char* next = std::strchr(line, '\n');
-    if (next != nullptr) *next++ = '\0';
-    // ffv-mr: registered pages; ffr-*: arenas and the router's rings (a
-    // child polling an inherited CQ must not take the parent's completions).
-    if (std::strstr(line, "/memfd:ffv-mr") != nullptr || std::strstr(line, "/memfd:ffr-") != nullptr) {
-      uint64_t start = std::strtoull(line, nullptr, 16);
-      uint64_t end = std::strtoull(std::strchr(line, '-') + 1, nullptr, 16);
-      ff::verbs::privatize(start, end);
+  // Line by line through a window (the child is single-threaded here, and
+  // allocates nothing): however many mappings there are, none is missed.
+  // Privatizing one keeps its range, so reading on resumes after it.
+  static char window[1 << 16];
+  size_t have = 0;
+  for (;;) {
+    ssize_t n = ::read(fd, window + have, sizeof window - 1 - have);
+    if (n <= 0) break;
+    have += static_cast<size_t>(n);
+    window[have] = '\0';
+    char* line = window;
+    for (char* nl; (nl = std::strchr(line, '\n')) != nullptr; line = nl + 1) {
+      *nl = '\0';
+      if (ours(line)) {
+        uint64_t start = std::strtoull(line, nullptr, 16);
+        uint64_t end = std::strtoull(std::strchr(line, '-') + 1, nullptr, 16);
+        ff::verbs::privatize(start, end);
+      }
     }
-    line = next;
+    have = static_cast<size_t>(window + have - line);  // a partial line moves to the front
+    std::memmove(window, line, have);
+    if (have == sizeof window - 1) have = 0;  // a line longer than the window: not one of ours
   }
+  ::close(fd);
 }
 
 }  // namespace

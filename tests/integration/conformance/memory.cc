@@ -1,6 +1,7 @@
 // Memory: registration rules and dead keys, unaligned MRs that share pages
 // with other data, ibv_malloc (libffverbs' own API), fork.
 #include <dlfcn.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -121,6 +122,32 @@ TEST_F(Verbs, IbvMallocBuffersNeedNoCopy) {
   dereg(bm);
   ff_free(a);
   ff_free(b);
+}
+
+// Past a megabyte of /proc/self/maps too: 25000 small mappings before the
+// registered pages in address order (new mappings go below older ones).
+TEST_F(Verbs, ForkGivesTheChildAPrivateCopyOfRegisteredMemoryPastManyMappings) {
+  Pages buf(1);
+  std::strcpy(reinterpret_cast<char*>(buf.base), "parent data");
+  ibv_mr* m = mr(buf.base, buf.size);
+  ASSERT_NE(m, nullptr);
+  std::vector<void*> filler;
+  for (int i = 0; i < 25000; ++i) {  // alternate protections: no two merge
+    void* p = mmap(nullptr, 4096, i % 2 == 0 ? PROT_READ : PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(p, MAP_FAILED);
+    filler.push_back(p);
+  }
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::strcpy(reinterpret_cast<char*>(buf.base), "child wrote");  // its own copy
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_STREQ(reinterpret_cast<char*>(buf.base), "parent data") << "the child wrote into the parent's pages";
+  for (void* p : filler) munmap(p, 4096);
 }
 
 TEST_F(Verbs, ForkGivesTheChildAPrivateCopyOfRegisteredMemory) {
