@@ -216,16 +216,18 @@ int ibv_destroy_cq(ibv_cq* ibcq) {
     if (e == EBUSY || e == EINVAL) return e;  // QPs still use it
   }
   to_ff(ibcq->context)->untrack(cq->handle);
+  // First out of the channel (ibv_get_cq_event hands out events under the
+  // channel's lock), so that no event is handed out after the wait below.
+  if (cq->channel != nullptr) {
+    std::lock_guard lock(cq->channel->mu);
+    cq->channel->cqs.erase(cq->handle);
+  }
   // Verbs: destroy waits until every event handed out was acknowledged.
   pthread_mutex_lock(&ibcq->mutex);
   while (ibcq->comp_events_completed != cq->events_delivered ||
          ibcq->async_events_completed != cq->async_delivered)
     pthread_cond_wait(&ibcq->cond, &ibcq->mutex);
   pthread_mutex_unlock(&ibcq->mutex);
-  if (cq->channel != nullptr) {
-    std::lock_guard lock(cq->channel->mu);
-    cq->channel->cqs.erase(cq->handle);
-  }
   pthread_mutex_destroy(&ibcq->mutex);
   pthread_cond_destroy(&ibcq->cond);
   delete cq;
@@ -283,10 +285,10 @@ int ibv_get_cq_event(ibv_comp_channel* channel, ibv_cq** cq_out, void** cq_conte
       std::lock_guard lock(ch->mu);
       shm::ChannelEvent ev;
       while (ch->events.sc_try_pop(ev)) {
+        consume_wakeup(channel->fd);  // its byte: channel->fd stays readable while events remain
         auto it = ch->cqs.find(ev.cq);
         if (it == ch->cqs.end()) continue;  // the CQ was destroyed meanwhile
         FfCq* cq = it->second;
-        consume_wakeup(channel->fd);  // channel->fd stays readable while events remain
         pthread_mutex_lock(&cq->cq.mutex);
         ++cq->events_delivered;
         pthread_mutex_unlock(&cq->cq.mutex);
