@@ -444,6 +444,47 @@ TEST_F(ResponderTest, AnEndlessRnrWaitCostsNoCoreAndEndsWithTheReceive) {
   EXPECT_EQ(done, (std::set<uint64_t>{41, 42}));
 }
 
+// A long message moves in pieces, one per poller pass: a small WRITE posted
+// right behind a 64 MiB one on another QP completes first (a 1 GiB WRITE
+// once held the poller, and every other tenant, for one whole memcpy).
+TEST_F(ResponderTest, ALongMessageDoesNotHoldTheOthersBack) {
+  constexpr uint64_t kBig = 64u << 20, kBigBase = 0x40000000;
+  shm::Mapping big = shm::Mapping::create("responder-big", shm::SegmentKind::kArena, 2 * kBig);
+  std::shared_ptr<FabricSegment> seg = take(fabric.map_segment(UniqueFd(::dup(big.fd())), kBigBase, 2 * kBig));
+  std::shared_ptr<FabricSegment> segs[] = {seg};
+  auto big_mr = take(fabric.reg_mr(*blue.pd, segs, kBigBase, 2 * kBig, kBigBase, IBV_ACCESS_LOCAL_WRITE | kAllRemote));
+  Qp& a = blue.make_qp(IBV_QPT_RC);
+  Qp& b = blue.make_qp(IBV_QPT_RC);
+  Qp& c = blue.make_qp(IBV_QPT_RC);
+  Qp& d = blue.make_qp(IBV_QPT_RC);
+  connect(a, b.qpn, kBlueIp, kAllRemote);
+  connect(b, a.qpn, kBlueIp, kAllRemote);
+  connect(c, d.qpn, kBlueIp, kAllRemote);
+  connect(d, c.qpn, kBlueIp, kAllRemote);
+  std::memset(big.base(), 0x6b, kBig);
+  auto write = [&](size_t i, uint64_t wr_id, uint64_t from, uint32_t len, uint32_t lkey, uint64_t to, uint32_t rkey) {
+    shm::SendWqe w{};
+    w.wr_id = wr_id;
+    w.opcode = IBV_WR_RDMA_WRITE;
+    w.send_flags = IBV_SEND_SIGNALED;
+    w.num_sge = 1;
+    w.payload.sge[0] = {from, len, lkey};
+    w.remote_addr = to;
+    w.rkey = rkey;
+    ASSERT_TRUE(blue.sends[i].sp_try_push(w));
+    blue.wake();
+  };
+  write(0, 1, kBigBase, static_cast<uint32_t>(kBig), big_mr->lkey(), kBigBase + kBig, big_mr->rkey());
+  write(2, 2, kBase, 64, blue.mr->lkey(), kBase + 4096, blue.mr->rkey());
+  shm::Cqe first{}, second{};
+  ASSERT_TRUE(blue.await_completion(first));
+  ASSERT_TRUE(blue.await_completion(second));
+  EXPECT_EQ(first.wr_id, 2u) << "the small WRITE waited for the whole large one";
+  EXPECT_EQ(second.wr_id, 1u);
+  EXPECT_EQ(second.status, IBV_WC_SUCCESS);
+  EXPECT_EQ(std::memcmp(big.base(), big.base() + kBig, kBig), 0) << "the large WRITE's bytes";
+}
+
 TEST_F(ResponderTest, AQpInErrorFlushesWhatItHolds) {
   Qp& a = blue.make_qp(IBV_QPT_RC);
   connect(a, 0x999, kBlueIp, 0);

@@ -77,6 +77,11 @@ struct Qp final : core::Qp {
   uint8_t retry_left = 0;      // transport retries left for the head WQE
   uint64_t wait_until_ns = 0;  // head WQE waits (RNR or no answer) until then
   bool rnr_waiting = false;    // ... for a receive at its responder (RNR)
+  // A long message toward a QP of this router moves in pieces, one per
+  // poller pass: the bytes of the head WQE moved so far, and the receive it
+  // took (SEND, WRITE_WITH_IMM).
+  uint64_t head_moved = 0;
+  shm::RecvWqe head_recv{};
   uint8_t rnr_backoff = 0;     // RNR retries of the head WQE so far (their wait grows)
   // The connected QP is on another router (set at RTR; RC and UC).
   Peer* route = nullptr;

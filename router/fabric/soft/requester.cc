@@ -2,11 +2,15 @@
 // time, head first, in order. Every descriptor is a copy taken out of shared
 // memory (RingConsumer::sc_peek) and validated against the posting
 // session's own MRs before a byte moves; the responder's side of each
-// operation is the Responder's (responder.h). UD datagrams are limited to
-// the port MTU and land behind a 40-byte GRH (RoCE v2 over IPv4).
+// operation is the Responder's (responder.h). A message longer than kPiece
+// moves one piece per poller pass, so that a 1 GiB WRITE does not hold the
+// poller while every other QP waits; each piece is checked again (an MR may
+// go meanwhile). UD datagrams are limited to the port MTU and land behind a
+// 40-byte GRH (RoCE v2 over IPv4).
 #include "router/fabric/soft/requester.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include "router/fabric/soft/engine.h"
 
@@ -64,7 +68,9 @@ Cqe send_success(const Qp& q, const SendWqe& w, uint64_t bytes) {
 
 namespace {
 
-enum class Outcome { kDone, kWait, kFatal };
+enum class Outcome { kDone, kPartial, kWait, kFatal };
+
+constexpr uint64_t kPiece = 256 * 1024;
 
 // Executes the head WQE of one QP whose responder is on this router. The
 // requester's completion is left in `completion` for the caller, which
@@ -100,9 +106,10 @@ class Executor {
  private:
   bool reliable() const { return q_.init.type == IBV_QPT_RC; }
 
-  // The responder did not execute it: RC waits to retry or fails; UC and UD
-  // lost the message, which completes.
+  // The responder did not execute it: RC waits to retry (from its first
+  // byte) or fails; UC and UD lost the message, which completes.
   Outcome refused(const SendWqe& w, const Verdict& v, uint64_t bytes) {
+    q_.head_moved = 0;
     if (!reliable()) return done(w, bytes);
     ibv_wc_status st = retry_or_fail(q_, v, now_);
     return st == IBV_WC_SUCCESS ? Outcome::kWait : fail(w, st);
@@ -136,42 +143,74 @@ class Executor {
     return Arrival{q_.qpn, w.opcode, w.imm_data, (w.send_flags & IBV_SEND_SOLICITED) != 0};
   }
 
+  enum Side : unsigned { kFromStart = 1, kToStart = 2 };  // which side starts at the message's first byte
+
+  // Moves the next piece of the head WQE; `to` and `from` are at the
+  // message's start where `starts` says so (they skip what moved already),
+  // else at the piece. True once every byte moved.
+  bool next_piece(Pieces& to, Pieces& from, uint64_t total, unsigned starts = kFromStart | kToStart) {
+    uint64_t n = std::min(kPiece, total - q_.head_moved);
+    if ((starts & kToStart) != 0) to.skip(q_.head_moved);
+    if ((starts & kFromStart) != 0) from.skip(q_.head_moved);
+    // The earlier pieces' stores (non-temporal ones too) before the last
+    // bytes (copy() orders the tail within one call).
+    if (q_.head_moved > 0 && q_.head_moved + n == total) std::atomic_thread_fence(std::memory_order_seq_cst);
+    copy(to, from, n);
+    q_.head_moved += n;
+    return q_.head_moved == total;
+  }
+
+  // The receive a message consumes: taken at its first piece, resolved again
+  // at the next ones (its MRs may have gone meanwhile).
+  Verdict receive_for(const SendWqe& w, Qp& t, uint64_t need, Sges& dst) {
+    if (q_.head_moved == 0) return r_.take_receive(t, need, arrival(w), q_.head_recv, dst);
+    return r_.resolve_receive(t, q_.head_recv, arrival(w), dst);
+  }
+
   Outcome send(const SendWqe& w, Qp& t, const Sges& src) {
-    RecvWqe r;
     Sges dst;
-    if (Verdict v = r_.take_receive(t, src.total, arrival(w), r, dst); !v) return refused(w, v, src.total);
+    if (Verdict v = receive_for(w, t, src.total, dst); !v) return refused(w, v, src.total);
     Pieces from = source_of(src);
     Pieces to(dst);
-    copy(to, from, src.total);
-    r_.complete_receive(t, r, arrival(w), IBV_WC_RECV, src.total, IBV_WC_SUCCESS);
+    if (!next_piece(to, from, src.total)) return Outcome::kPartial;
+    r_.complete_receive(t, q_.head_recv, arrival(w), IBV_WC_RECV, src.total, IBV_WC_SUCCESS);
     return moved(w, src.total);
   }
 
   Outcome write(const SendWqe& w, Qp& t, const Sges& src) {
     const Mr* mr = nullptr;
-    if (Verdict v = r_.check_write(t, w.rkey, w.remote_addr, src.total, mr); !v) return refused(w, v, src.total);
+    // The whole range at the first piece (nothing moves into a bad one), the
+    // piece's at the next ones.
+    uint64_t at = w.remote_addr + q_.head_moved;
+    uint64_t len = q_.head_moved == 0 ? src.total : std::min(kPiece, src.total - q_.head_moved);
     const bool with_imm = w.opcode == IBV_WR_RDMA_WRITE_WITH_IMM;
-    RecvWqe r;
+    if (Verdict v = r_.check_write(t, w.rkey, at, len, mr); !v) {
+      if (with_imm && q_.head_moved > 0)  // the receive it took completes in error
+        r_.complete_receive(t, q_.head_recv, arrival(w), IBV_WC_RECV_RDMA_WITH_IMM, 0, v.status);
+      return refused(w, v, src.total);
+    }
     Sges ignored;
-    if (with_imm) {
-      if (Verdict v = r_.take_receive(t, 0, arrival(w), r, ignored); !v) return refused(w, v, src.total);
+    if (with_imm && q_.head_moved == 0) {
+      if (Verdict v = r_.take_receive(t, 0, arrival(w), q_.head_recv, ignored); !v) return refused(w, v, src.total);
     }
     if (mr != nullptr) {
       Pieces from = source_of(src);
-      Pieces to(*mr, w.remote_addr, src.total);
-      copy(to, from, src.total);
+      Pieces to(*mr, at, src.total - q_.head_moved);
+      if (!next_piece(to, from, src.total, kFromStart)) return Outcome::kPartial;
     }
-    if (with_imm) r_.complete_receive(t, r, arrival(w), IBV_WC_RECV_RDMA_WITH_IMM, src.total, IBV_WC_SUCCESS);
+    if (with_imm) r_.complete_receive(t, q_.head_recv, arrival(w), IBV_WC_RECV_RDMA_WITH_IMM, src.total, IBV_WC_SUCCESS);
     return moved(w, src.total);
   }
 
   Outcome read(const SendWqe& w, Qp& t, const Sges& dst) {
     const Mr* mr = nullptr;
-    if (Verdict v = r_.check_read(t, w.rkey, w.remote_addr, dst.total, mr); !v) return refused(w, v, dst.total);
+    uint64_t at = w.remote_addr + q_.head_moved;
+    uint64_t len = q_.head_moved == 0 ? dst.total : std::min(kPiece, dst.total - q_.head_moved);
+    if (Verdict v = r_.check_read(t, w.rkey, at, len, mr); !v) return refused(w, v, dst.total);
     if (mr != nullptr) {
-      Pieces from(*mr, w.remote_addr, dst.total);
+      Pieces from(*mr, at, dst.total - q_.head_moved);
       Pieces to(dst);
-      copy(to, from, dst.total);
+      if (!next_piece(to, from, dst.total, kToStart)) return Outcome::kPartial;
     }
     return moved(w, dst.total);
   }
@@ -224,6 +263,7 @@ bool Engine::service_local(Qp& q, uint64_t now) {
   while (n < core::kBatch && q.sq.sc_peek(0, w)) {
     Executor x(*this, q, now);
     Outcome o = x.run(w);
+    if (o == Outcome::kPartial) return true;  // the next piece in the next pass: other QPs go first
     if (o == Outcome::kWait) break;
     uint64_t index = q.sq.consumed();
     q.sq.sc_release(1);

@@ -38,8 +38,10 @@ inline bool answered_with_data(uint32_t op) { return op == IBV_WR_RDMA_READ || i
 // larger than the port MTU.
 ibv_wc_status resolve_request(const Engine& e, const Qp& q, const shm::SendWqe& w, Sges& s);
 
-// The head WQE starts afresh: its retry counters are full again.
+// The head WQE starts afresh: its retry counters are full again, nothing of
+// it has moved.
 inline void reset_retries(Qp& q) {
+  q.head_moved = 0;
   q.rnr_left = q.attr.rnr_retry;
   q.retry_left = q.attr.retry_cnt;
   q.rnr_backoff = 0;
