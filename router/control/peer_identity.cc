@@ -12,7 +12,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <thread>
 
 #include "proto/fd.h"
@@ -55,8 +54,14 @@ PeerIdentity identify_peer(int sock) {
   id.uid = cred.uid;
   id.gid = cred.gid;
   const std::string proc = "/proc/" + std::to_string(cred.pid);
-  std::ifstream comm(proc + "/comm");
-  std::getline(comm, id.program);
+  // The program's name (without iostreams: nothing here may throw or
+  // misbehave when the router is out of descriptors).
+  if (UniqueFd comm(::open((proc + "/comm").c_str(), O_RDONLY | O_CLOEXEC)); comm) {
+    char name[64];
+    ssize_t n = ::read(comm.get(), name, sizeof name);
+    if (n > 0) id.program.assign(name, static_cast<size_t>(n));
+    while (!id.program.empty() && id.program.back() == '\n') id.program.pop_back();
+  }
 
   UniqueFd ns(::open((proc + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
   if (!ns) {

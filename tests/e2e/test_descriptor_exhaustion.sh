@@ -9,7 +9,9 @@ prlimit --nofile=96:96 "$FFROUTER" --run-dir "$FF_RUN" >"$FF_WORK/router.log" 2>
 FF_ROUTER_PID=$!
 "$FFCTL" --run-dir "$FF_RUN" --wait 10 status >/dev/null || { cat "$FF_WORK/router.log"; fail "router did not start"; }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$FF_ROUTER_PID/stat"; }
+cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$FF_ROUTER_PID/stat" 2>/dev/null || { tail -n 30 "$FF_WORK/router.log"; fail "the router died"; }
+}
 # 200 connections held open for 3 s: more than the router has descriptors.
 python3 - "$FF_RUN/tenants/default/ffrouter.sock" >"$FF_WORK/flood.log" 2>&1 <<'PY' &
 import socket, sys, time
