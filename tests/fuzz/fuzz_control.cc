@@ -11,6 +11,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 
@@ -41,7 +42,14 @@ struct World {
 };
 
 World& world() {
-  static World* w = new World();  // lives for the whole fuzzing run
+  // Lives for the whole fuzzing run (libFuzzer ends it with exit()); its run
+  // directory goes then.
+  static World* w = [] {
+    auto* made = new World();
+    static std::string dir = made->dir;
+    std::atexit([] { std::filesystem::remove_all(dir); });
+    return made;
+  }();
   return *w;
 }
 
