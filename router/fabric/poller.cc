@@ -68,9 +68,9 @@ void Poller::watch_other(int fd) {
   watch_bell(fd);
 }
 
-void Poller::want_writable(int fd, bool on) {
+void Poller::set_interest(int fd, bool readable, bool writable) {
   epoll_event ev{};
-  ev.events = EPOLLIN | (on ? EPOLLOUT : 0u);
+  ev.events = (readable ? EPOLLIN : 0u) | (writable ? EPOLLOUT : 0u);
   ev.data.fd = fd;
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev);
 }

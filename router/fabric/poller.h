@@ -58,8 +58,9 @@ class Poller {
   void watch_bell(int fd);
   void watch_other(int fd);
   void unwatch(int fd);
-  // A watched non-eventfd fd also wakes the poller when writable (or not).
-  void want_writable(int fd, bool on);
+  // What wakes the poller about a watched non-bell fd: readable (the
+  // default), writable, both or neither.
+  void set_interest(int fd, bool readable, bool writable);
 
   uint64_t sleeps() const { return sleeps_.load(std::memory_order_relaxed); }
   // Whether the caller may touch the poller's state: it is the poller

@@ -54,13 +54,16 @@ bool Engine::prepare_to_sleep(uint64_t now, uint64_t& deadline) {
     // A receive posted where an RNR wait is waiting wakes us.
     if (Qp* t = rnr_responder(q); t != nullptr && !t->receives().prepare_to_sleep()) may_sleep = false;
   }
-  // A link whose socket was full wakes us once it takes bytes again.
+  // A link whose socket was full wakes us once it takes bytes again; a
+  // paused one (link.h) is not read until then.
   for (auto& l : links_) {
-    bool want = l->tx_pending();
-    if (want != l->wants_writable) {
-      poller().want_writable(l->fd.get(), want);
-      l->wants_writable = want;
+    bool writable = l->tx_pending(), readable = !l->paused();
+    if (writable != l->wants_writable || readable != l->wants_readable) {
+      poller().set_interest(l->fd.get(), readable, writable);
+      l->wants_writable = writable;
+      l->wants_readable = readable;
     }
+    if (readable && l->frame_ready()) may_sleep = false;
   }
   return may_sleep;
 }

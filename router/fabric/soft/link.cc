@@ -48,6 +48,15 @@ bool Link::flush() {
   return true;
 }
 
+bool Link::frame_ready() const {
+  wire::Header h;
+  std::span<const std::byte> payload;
+  size_t used = 0;
+  const char* why = nullptr;
+  return wire::decode(std::span<const std::byte>(rx_.data() + rx_head_, rx_tail_ - rx_head_), h, payload, used, why) !=
+         wire::Decode::kNeedMore;
+}
+
 bool Link::fill() {
   if (rx_head_ == rx_tail_) rx_head_ = rx_tail_ = 0;
   if (rx_.size() - rx_tail_ < sizeof(wire::Header) + wire::kMaxChunk) {  // make room for a whole frame

@@ -9,6 +9,16 @@
 // soon as the kernel has it. The sockets are nonblocking, so the poller still
 // never blocks; a full socket leaves bytes in the transmit buffer, and the
 // QPs feeding it stop at the high-water mark (kTxHighWater) until it drains.
+//
+// Both buffers are bounded whatever the peer does. The receive buffer is a
+// fixed kRxBuffer. Each request frame gets at most one answer frame, so an
+// inbound link (requests in, answers out) stops taking requests while its
+// answers are above the high-water mark: a peer that asks for 2 GiB of READ
+// data and never reads the answers holds at most kTxHighWater plus one frame
+// of this router's memory, and TCP carries the backpressure to it. An
+// outbound link always takes its answers (they free the requesters' window
+// and produce nothing on the link), so two routers that both stop reading
+// cannot wait on each other.
 #pragma once
 
 #include <atomic>
@@ -56,8 +66,14 @@ struct Link {
   bool dead = false;
   std::string why_dead;
   bool wants_writable = false;  // EPOLLOUT armed for the poller's sleep
+  bool wants_readable = true;   // EPOLLIN armed (off while requests are paused)
 
   bool room() const { return tx_.size() - tx_head_ < kTxHighWater; }
+  // An inbound link whose answers are backed up takes no more requests.
+  bool paused() const { return !outbound && !room(); }
+  // A whole frame waits in the receive buffer: work, even if the socket has
+  // nothing new to wake the poller with.
+  bool frame_ready() const;
   bool tx_pending() const { return tx_head_ < tx_.size(); }
   // Appends a frame and returns where its payload goes (header.payload bytes).
   std::byte* put(const wire::Header& h);
@@ -78,10 +94,10 @@ struct Link {
 
 template <class OnFrame>
 bool Link::receive(OnFrame&& on_frame) {
-  for (int reads = 0; reads < 4; ++reads) {
+  for (int reads = 0; reads < 4 && !paused(); ++reads) {
     size_t before = rx_tail_;
     if (!fill()) return false;
-    for (;;) {
+    while (!paused()) {
       wire::Header h;
       std::span<const std::byte> payload;
       size_t used = 0;

@@ -1,0 +1,134 @@
+// The soft fabric's links to other routers, driven from the far end of a
+// socketpair as a peer router would (or a hostile one): what the poller
+// keeps of a peer's requests and of its own answers stays bounded whatever
+// the peer does, and nothing is lost when the peer comes back to reading.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "router/fabric/soft/engine.h"
+#include "router/fabric/soft/link.h"
+#include "soft_fabric_fixture.h"
+
+namespace ff::router::soft {
+namespace {
+
+using namespace fixture;
+
+constexpr uint32_t kPeerIp = 0x0a0000fe, kPeerQpn = 0x100;
+
+// Every address that is not blue's is on the one peer.
+struct OnePeer : SoftRoutes {
+  Peer peer{"peer"};
+  Result<Peer*> locate(std::string_view, uint32_t vip) override { return vip == kBlueIp ? nullptr : &peer; }
+};
+
+class LinkTest : public SoftFabricTest {
+ protected:
+  LinkTest() { fabric.set_routes(&routes); }
+
+  // A QP of blue's connected to the peer's QP, and the peer's inbound link
+  // (its requests, our answers); returns the peer's end of the socket.
+  UniqueFd connect_peer(Qp*& q) {
+    q = &blue.make_qp(IBV_QPT_RC);
+    connect(*q, kPeerQpn, kPeerIp, kAllRemote);
+    int sv[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    Engine& e = fabric.engine();
+    e.run_sync([&] { e.attach_link(std::make_unique<Link>(routes.peer, UniqueFd(sv[0]), false), 1); });
+    return UniqueFd(sv[1]);
+  }
+
+  wire::Header read_request(const Qp& q, uint32_t seq, uint64_t len) {
+    wire::Header h{};
+    h.type = static_cast<uint8_t>(wire::Type::kRequest);
+    h.opcode = IBV_WR_RDMA_READ;
+    h.qp_type = IBV_QPT_RC;
+    h.tenant = wire::tenant_id("blue");
+    h.src_qpn = kPeerQpn;
+    h.dst_qpn = q.qpn;
+    h.seq = seq;
+    h.src_ip = kPeerIp;
+    h.dst_ip = kBlueIp;
+    h.rkey = blue.mr->rkey();
+    h.total = len;
+    h.remote_addr = kBase;
+    return h;
+  }
+
+  OnePeer routes;
+};
+
+// Reads what is there (nonblocking) and counts the whole READ answers.
+struct AnswerReader {
+  std::vector<std::byte> buf;
+  size_t answers = 0;
+  uint32_t next_seq = 0;
+  bool in_order = true;
+  void read(int fd) {
+    std::byte chunk[1 << 16];
+    ssize_t n;
+    while ((n = ::recv(fd, chunk, sizeof chunk, MSG_DONTWAIT)) > 0) buf.insert(buf.end(), chunk, chunk + n);
+    size_t at = 0;
+    wire::Header h;
+    while (buf.size() - at >= sizeof h) {
+      std::memcpy(&h, buf.data() + at, sizeof h);
+      if (buf.size() - at < sizeof h + h.payload) break;
+      at += sizeof h + h.payload;
+      if (h.type != static_cast<uint8_t>(wire::Type::kReadResponse)) continue;
+      in_order &= h.seq == next_seq++;
+      ++answers;
+    }
+    buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(at));
+  }
+};
+
+// A peer that asks for far more READ data than it reads back holds at most
+// the link's high-water mark of this router's memory (plus a frame and what
+// the socket holds); once it reads, every answer comes, in order.
+TEST_F(LinkTest, ReadAnswersAPeerDoesNotTakeStayBoundedAndAllArriveLater) {
+  Qp* q = nullptr;
+  UniqueFd peer = connect_peer(q);
+  constexpr uint32_t kRequests = 4000;
+  constexpr uint64_t kLen = kSize / 2;  // 32 KiB each: 125 MiB of answers in all
+  std::vector<wire::Header> requests;
+  for (uint32_t i = 0; i < kRequests; ++i) requests.push_back(read_request(*q, i, kLen));
+  const auto* bytes = reinterpret_cast<const char*>(requests.data());
+  size_t total = requests.size() * sizeof(wire::Header), sent = 0;
+  auto sendable = [&] {
+    ssize_t n;
+    while (sent < total && (n = ::send(peer.get(), bytes + sent, total - sent, MSG_DONTWAIT | MSG_NOSIGNAL)) > 0)
+      sent += static_cast<size_t>(n);
+  };
+  sendable();
+  // Give the poller time to take all it will.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  sendable();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  uint64_t queued = routes.peer.bytes_sent.load();
+  int socket_holds = 0;
+  socklen_t len = sizeof socket_holds;
+  ::getsockopt(peer.get(), SOL_SOCKET, SO_RCVBUF, &socket_holds, &len);
+  EXPECT_LT(queued, Link::kTxHighWater + sizeof(wire::Header) + wire::kMaxChunk + 2u * static_cast<unsigned>(socket_holds) + (1u << 20))
+      << "answers queued for a peer that reads none";
+  EXPECT_TRUE(routes.peer.in_up.load()) << "the link stays up: backpressure, not a failure";
+
+  AnswerReader reader;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (reader.answers < kRequests && std::chrono::steady_clock::now() < deadline) {
+    sendable();
+    reader.read(peer.get());
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(sent, total);
+  EXPECT_EQ(reader.answers, kRequests);
+  EXPECT_TRUE(reader.in_order);
+}
+
+}  // namespace
+}  // namespace ff::router::soft
