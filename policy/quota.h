@@ -7,22 +7,33 @@
 
 namespace ff::policy {
 
-// Bytes of shared memory a tenant holds in the router (registered
-// segments and every ring the router allocates for it), and how often a
-// limit refused it something.
+// One resource a tenant holds in the router, against its limit, and how
+// often the limit refused it something. The router keeps two per tenant:
+// bytes of shared memory (registered segments and every ring the router
+// allocates for it) and handles (file descriptors plus memory mappings,
+// which run out for the whole process: RLIMIT_NOFILE, vm.max_map_count).
 class TenantQuota {
  public:
   explicit TenantQuota(uint64_t limit_bytes = 0) : limit_(limit_bytes) {}
 
-  // Takes `bytes` if the total stays within the limit (0: no limit).
-  [[nodiscard]] bool try_take(uint64_t bytes) {
+  // Whether `bytes` more fit within the limit (0: no limit); a refusal is
+  // counted when not.
+  [[nodiscard]] bool fits(uint64_t bytes) {
     if (limit_ != 0 && (bytes > limit_ || used_ > limit_ - bytes)) {
       ++refusals_;
       return false;
     }
+    return true;
+  }
+  // Takes `bytes` if they fit.
+  [[nodiscard]] bool try_take(uint64_t bytes) {
+    if (!fits(bytes)) return false;
     used_ += bytes;
     return true;
   }
+  // Takes `bytes` that fits() allowed earlier (between the check and the
+  // object being made, nothing else ran).
+  void take(uint64_t bytes) { used_ += bytes; }
   void give_back(uint64_t bytes) { used_ -= bytes < used_ ? bytes : used_; }
   void count_refusal() { ++refusals_; }
 

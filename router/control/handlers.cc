@@ -17,34 +17,36 @@ struct DispatchTables {
   DispatchTables() {
     using B = proto::RequestBody;
     auto on = [this](B b, Handler h, size_t fds = 0) { tenant[static_cast<size_t>(b)] = {h, fds, false}; };
-    auto creating = [this](B b, Handler h, size_t fds = 0) { tenant[static_cast<size_t>(b)] = {h, fds, true}; };
+    auto creating = [this](B b, Handler h, ObjectKind kind, size_t fds = 0) {
+      tenant[static_cast<size_t>(b)] = {h, fds, true, kind};
+    };
     on(B::Hello, handle_hello);
     on(B::ListDevices, handle_list_devices);
-    creating(B::OpenDevice, handle_open_device);
+    creating(B::OpenDevice, handle_open_device, ObjectKind::kContext);
     on(B::CloseDevice, handle_close_device);
     on(B::QueryDevice, handle_query_device);
     on(B::QueryPort, handle_query_port);
     on(B::QueryGid, handle_query_gid);
     on(B::QueryPkey, handle_query_pkey);
-    creating(B::AllocPd, handle_alloc_pd);
+    creating(B::AllocPd, handle_alloc_pd, ObjectKind::kPd);
     on(B::DeallocPd, handle_dealloc_pd);
-    creating(B::RegisterSegment, handle_register_segment, 1);
+    creating(B::RegisterSegment, handle_register_segment, ObjectKind::kSegment, 1);
     on(B::ReleaseSegment, handle_release_segment);
-    creating(B::RegMr, handle_reg_mr);
+    creating(B::RegMr, handle_reg_mr, ObjectKind::kMr);
     on(B::DeregMr, handle_dereg_mr);
-    creating(B::CreateCompChannel, handle_create_comp_channel);
+    creating(B::CreateCompChannel, handle_create_comp_channel, ObjectKind::kChannel);
     on(B::DestroyCompChannel, handle_destroy_comp_channel);
-    creating(B::CreateCq, handle_create_cq);
+    creating(B::CreateCq, handle_create_cq, ObjectKind::kCq);
     on(B::DestroyCq, handle_destroy_cq);
-    creating(B::CreateQp, handle_create_qp);
+    creating(B::CreateQp, handle_create_qp, ObjectKind::kQp);
     on(B::ModifyQp, handle_modify_qp);
     on(B::QueryQp, handle_query_qp);
     on(B::DestroyQp, handle_destroy_qp);
-    creating(B::CreateSrq, handle_create_srq);
+    creating(B::CreateSrq, handle_create_srq, ObjectKind::kSrq);
     on(B::ModifySrq, handle_modify_srq);
     on(B::QuerySrq, handle_query_srq);
     on(B::DestroySrq, handle_destroy_srq);
-    creating(B::CreateAh, handle_create_ah);
+    creating(B::CreateAh, handle_create_ah, ObjectKind::kAh);
     on(B::DestroyAh, handle_destroy_ah);
     admin[static_cast<size_t>(B::AdminStatus)] = {handle_admin_status, 0};
   }

@@ -50,6 +50,7 @@ struct HandlerEntry {
   Handler handler = nullptr;
   size_t fds = 0;         // descriptors the request carries
   bool creates = false;   // adds an object: subject to --max-objects-per-session
+  ObjectKind kind = ObjectKind::kCount;  // ... of this kind, charged router_handles(kind)
 };
 
 // The handler for a request body type on a session of `role`; its handler

@@ -32,9 +32,29 @@ const char* kind_name(ObjectKind kind) {
   return "?";
 }
 
+uint32_t router_handles(ObjectKind kind) {
+  switch (kind) {
+    case ObjectKind::kContext:
+      return 4;  // the doorbell pipe's read end, the async pipe's write end, the async ring's memfd and mapping
+    case ObjectKind::kChannel:
+      return 3;  // the pipe's write end, its ring's memfd and mapping
+    case ObjectKind::kSegment:  // the client's memfd, kept, and its mapping
+    case ObjectKind::kCq:       // the ring's memfd and mapping
+    case ObjectKind::kQp:
+    case ObjectKind::kSrq:
+      return 2;
+    default:  // PDs, MRs, AHs: memory only
+      return 0;
+  }
+}
+
 uint32_t ObjectTable::add(std::unique_ptr<Object> object, std::initializer_list<uint32_t> parents) {
   uint32_t handle = next_handle_++;
   object->handle = handle;
+  if (uint32_t n = router_handles(object->kind); handles_ != nullptr && n != 0 && object->kind != ObjectKind::kSegment) {
+    handles_->take(n);
+    object->handles = policy::Charge(handles_, n);
+  }
   for (uint32_t p : parents) {
     if (p == 0) continue;
     ++objects_.at(p)->children;

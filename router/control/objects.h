@@ -17,6 +17,12 @@ namespace ff::router {
 enum class ObjectKind : uint8_t { kContext, kPd, kSegment, kMr, kChannel, kCq, kQp, kSrq, kAh, kCount };
 const char* kind_name(ObjectKind kind);
 
+// File descriptors plus memory mappings the router holds for one object of
+// `kind`, at most, on either fabric: what it charges to the tenant's handle
+// quota (--max-handles-per-tenant). tests/tools/ffv_hostile.cc measures the
+// router's /proc against this table.
+uint32_t router_handles(ObjectKind kind);
+
 struct Object {
   explicit Object(ObjectKind k) : kind(k) {}
   virtual ~Object() = default;
@@ -25,7 +31,8 @@ struct Object {
 
   const ObjectKind kind;
   uint32_t handle = 0;
-  policy::Charge charge;  // shared memory it holds against its tenant's quota
+  policy::Charge charge;   // shared memory it holds against its tenant's quota
+  policy::Charge handles;  // fds and mappings, router_handles(kind)
   std::vector<uint32_t> parents;  // objects this one uses (a QP: its PD and CQs)
   uint32_t children = 0;          // live objects naming this one as a parent
 };
@@ -54,10 +61,12 @@ using AhObject = FabricObject<ObjectKind::kAh, FabricAh>;
 // Owned by one Session; used only from the Asio thread.
 class ObjectTable {
  public:
+  explicit ObjectTable(policy::TenantQuota* handles = nullptr) : handles_(handles) {}
   ~ObjectTable() { clear(); }
 
-  // Takes ownership, links it under `parents` (which must exist) and returns
-  // its handle.
+  // Takes ownership, charges its router_handles() (the caller checked they
+  // fit; a segment's travel with its mapping instead, register_segment.cc),
+  // links it under `parents` (which must exist) and returns its handle.
   uint32_t add(std::unique_ptr<Object> object, std::initializer_list<uint32_t> parents = {});
 
   // The object if `handle` names one of `kind` in this table, else nullptr.
@@ -87,6 +96,7 @@ class ObjectTable {
   std::map<uint32_t, std::unique_ptr<Object>> objects_;
   std::array<uint32_t, static_cast<size_t>(ObjectKind::kCount)> counts_{};
   uint32_t next_handle_ = 1;
+  policy::TenantQuota* handles_;
 };
 
 }  // namespace ff::router

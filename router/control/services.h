@@ -32,6 +32,8 @@ class ControlServices {
   virtual const ControlLimits& limits() const = 0;
   // The shared-memory quota of a tenant (its objects are charged to it).
   virtual policy::TenantQuota& quota(const policy::TenantSpec& tenant) = 0;
+  // File descriptors and mappings the router holds for the tenant's objects.
+  virtual policy::TenantQuota& handles(const policy::TenantSpec& tenant) = 0;
   // A tenant's client said Hello: its virtual IP is this router's now.
   virtual void session_greeted(const Session& s) = 0;
   // Session::close() is done with the session.

@@ -19,7 +19,8 @@ constexpr size_t kMaxQueuedReplyBytes = 4 << 20;
 
 Session::Session(ControlServices& services, SessionRole role, const policy::TenantSpec* tenant, Socket socket,
                  uint64_t id)
-    : services_(services), role_(role), tenant_(tenant), socket_(std::move(socket)), id_(id) {
+    : services_(services), role_(role), tenant_(tenant), socket_(std::move(socket)), id_(id),
+      objects_(tenant != nullptr ? &services.handles(*tenant) : nullptr) {
   socket_.non_blocking(true);
   peer_ = identify_peer(socket_.native_handle());
 }
@@ -129,6 +130,12 @@ Status Session::dispatch(proto::Frame& frame, const proto::Request& req, ReplyWr
     services_.quota(*tenant_).count_refusal();
     return Error{ENOMEM, "this client holds " + std::to_string(objects_.size()) +
                              " objects, the limit (--max-objects-per-session)"};
+  }
+  if (entry.creates && !services_.handles(*tenant_).fits(router_handles(entry.kind))) {
+    const policy::TenantQuota& h = services_.handles(*tenant_);
+    return Error{ENOMEM, "tenant '" + tenant_->name + "' makes the router hold " + std::to_string(h.used()) +
+                             " file descriptors and mappings; the limit is " + std::to_string(h.limit()) +
+                             " (--max-handles-per-tenant): destroy objects, or raise the limit"};
   }
   return entry.handler(*this, req, frame.fds, w);
 }

@@ -58,6 +58,11 @@ const std::vector<Knob>& knobs() {
       {"--max-shm-mb-per-tenant", "FFR_MAX_SHM_MB_PER_TENANT",
        "MiB of shared memory one tenant may hold in the router: registered memory plus rings (0: no limit)",
        nullptr, &RouterOptions::max_shm_mb_per_tenant},
+      {"--max-handles-per-tenant", "FFR_MAX_HANDLES_PER_TENANT",
+       "file descriptors plus memory mappings the router may hold for one tenant's objects (0: an equal "
+       "share, among the configured tenants, of the smaller of RLIMIT_NOFILE and vm.max_map_count, less a "
+       "reserve)",
+       nullptr, &RouterOptions::max_handles_per_tenant},
       {"--socket-mode", "FFR_SOCKET_MODE", "permission bits of the tenant sockets (octal, e.g. 0660)",
        nullptr, &RouterOptions::socket_mode},
   };

@@ -34,6 +34,7 @@ struct RouterOptions {
   uint32_t max_sessions_per_tenant = 256;     // so that one tenant cannot take them all
   uint32_t max_objects_per_session = 16384;   // contexts, PDs, MRs, CQs, QPs, ... of one client
   uint32_t max_shm_mb_per_tenant = 8192;      // registered memory plus rings, MiB (0: no limit)
+  uint32_t max_handles_per_tenant = 0;        // fds plus mappings (0: an equal share of the process's)
 };
 
 struct Knob {

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -14,6 +15,7 @@
 #include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 
 #include "proto/fd.h"
@@ -31,6 +33,25 @@ void make_dir(const fs::path& dir) {
 }
 
 
+// The handles (fds plus mappings) one tenant's objects may make the router
+// hold: `configured`, or an equal share of what the process has (the smaller
+// of its descriptor limit and the kernel's mapping limit), less a reserve
+// for sessions, peer links and the router's own files, so that no tenant
+// can take them all.
+uint64_t handles_per_tenant(uint32_t configured, size_t tenants) {
+  if (configured != 0) return configured;
+  rlimit nofile{};
+  uint64_t total = ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 ? nofile.rlim_cur : 1024;
+  std::ifstream max_map_count("/proc/sys/vm/max_map_count");
+  uint64_t maps = 0;
+  if (max_map_count >> maps && maps < total) total = maps;
+  uint64_t reserve = std::min<uint64_t>(1024, total / 4);
+  uint64_t each = (total - reserve) / std::max<size_t>(tenants, 1);
+  spdlog::info("each tenant may make the router hold {} file descriptors and mappings "
+               "(--max-handles-per-tenant)", each);
+  return std::max<uint64_t>(each, 1);
+}
+
 }  // namespace
 
 Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
@@ -44,8 +65,10 @@ Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
   lock_run_dir();
   listeners_.push_back(
       std::make_unique<Listener>(io_, SessionRole::kAdmin, nullptr, admin_socket_path()));
+  const uint64_t handles_each = handles_per_tenant(options_.max_handles_per_tenant, tenants_.size());
   for (const auto& t : tenants_) {
     quotas_.emplace(t.name, policy::TenantQuota(uint64_t{options_.max_shm_mb_per_tenant} << 20));
+    handle_quotas_.emplace(t.name, policy::TenantQuota(handles_each));
     make_dir(fs::path(options_.run_dir) / "tenants" / t.name);
     listeners_.push_back(
         std::make_unique<Listener>(io_, SessionRole::kTenant, &t, tenant_socket_path(t)));

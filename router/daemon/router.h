@@ -48,6 +48,7 @@ class Router final : public ControlServices {
   Fabric& fabric() override { return *fabric_; }
   const ControlLimits& limits() const override { return limits_; }
   policy::TenantQuota& quota(const policy::TenantSpec& t) override { return quotas_.at(t.name); }
+  policy::TenantQuota& handles(const policy::TenantSpec& t) override { return handle_quotas_.at(t.name); }
   void session_greeted(const Session& s) override;
   void session_closed(uint64_t session_id) override;
   std::vector<std::shared_ptr<Session>> sessions() const override;  // oldest first
@@ -90,6 +91,7 @@ class Router final : public ControlServices {
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::map<uint64_t, std::shared_ptr<Session>> sessions_;
   std::map<std::string, policy::TenantQuota> quotas_;
+  std::map<std::string, policy::TenantQuota> handle_quotas_;
   uint64_t next_session_id_ = 1;
   uint64_t sessions_refused_ = 0;
   bool stopping_ = false;

@@ -16,10 +16,12 @@ int print_status(const ff::proto::StatusReply& s) {
   std::printf("router: %s  fabric: %s\n", s.router_version()->c_str(), s.fabric()->c_str());
   size_t total_clients = 0, total_objects = 0;
   for (const auto* t : *s.tenants()) {
-    std::printf("tenant %s  socket %s  clients %u  shm_mib=%llu/%llu  limit_refusals=%llu\n",
+    std::printf("tenant %s  socket %s  clients %u  shm_mib=%llu/%llu  handles=%llu/%llu  limit_refusals=%llu\n",
                 t->name()->c_str(), t->socket_path()->c_str(), t->clients()->size(),
                 static_cast<unsigned long long>(t->shm_bytes() >> 20),
                 static_cast<unsigned long long>(t->shm_limit() >> 20),
+                static_cast<unsigned long long>(t->handles()),
+                static_cast<unsigned long long>(t->handles_limit()),
                 static_cast<unsigned long long>(t->limit_refusals()));
     for (const auto* c : *t->clients()) {
       ++total_clients;

@@ -9,7 +9,7 @@ tenants:
   - name: blue
   - name: red
 YAML
-ff_start_router --config "$FF_WORK/config.yaml"
+ff_start_router --config "$FF_WORK/config.yaml" --max-handles-per-tenant 2000
 ff_container_pair a 10.39.0.1 b 10.39.0.2
 
 # The honest tenant: rc_pingpong with --chk validates every received buffer.
@@ -20,7 +20,7 @@ ff_in_container b red timeout 120 ibv_rc_pingpong -c -n 200000 -s 4096 10.39.0.1
 honest_client=$!
 
 FF_HOSTILE_SOCKET=$FF_RUN/tenants/blue/ffrouter.sock FF_OTHER_SOCKET=$FF_RUN/tenants/red/ffrouter.sock \
-  FF_ADMIN_SOCKET=$FF_RUN/admin.sock timeout 120 "$FF_BUILD/bin/ffv_hostile" || fail "hostile cases"
+  FF_ADMIN_SOCKET=$FF_RUN/admin.sock FF_ROUTER_PID=$FF_ROUTER_PID timeout 120 "$FF_BUILD/bin/ffv_hostile" || fail "hostile cases"
 
 rc=0
 wait "$honest_client" || rc=$?

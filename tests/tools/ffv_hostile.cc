@@ -21,6 +21,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <thread>
 #include <vector>
@@ -425,6 +427,78 @@ TEST(Hostile, FloodingRequestsWithoutReadingRepliesOnlyStallsItself) {
   EXPECT_GT(sent, 0u);
   expect_router_serves();  // everyone else is served meanwhile
   ::close(s);
+}
+
+// The router's handles (fds plus memfd mappings, from its /proc) and what the
+// admin status charges tenant `name` for.
+struct Handles {
+  long router = 0;
+  uint64_t charged = 0, limit = 0;
+};
+Handles handles(const std::string& name) {
+  Handles h;
+  std::string pid = env("FF_ROUTER_PID");
+  for (const auto& e : std::filesystem::directory_iterator("/proc/" + pid + "/fd")) ++h.router, (void)e;
+  std::ifstream maps("/proc/" + pid + "/maps");
+  for (std::string line; std::getline(maps, line);)  // shared memory; not the allocator's own mappings
+    if (line.find("/memfd:") != std::string::npos) ++h.router;
+  proto::ControlClient admin;
+  EXPECT_EQ(admin.connect(env("FF_ADMIN_SOCKET")), 0);
+  flatbuffers::FlatBufferBuilder fbb;
+  auto r = admin.call(fbb, RequestBody::AdminStatus, proto::CreateAdminStatus(fbb).Union());
+  EXPECT_EQ(r.error, 0);
+  for (const auto* t : *r.reply()->body_as_StatusReply()->tenants())
+    if (t->name()->str() == name) h.charged = t->handles(), h.limit = t->handles_limit();
+  return h;
+}
+
+// Every fd and mapping a tenant's objects make the router hold is charged
+// to it (the table is an upper bound of what /proc shows), a tenant that
+// wants more than its share gets ENOMEM naming the knob, the other tenant
+// is still served, and closing the session gives everything back.
+TEST(Hostile, FdsAndMappingsAreCountedPerTenantAndCapped) {
+  Handles before = handles("blue");
+  ASSERT_GT(before.limit, 0u) << "run the router with --max-handles-per-tenant";
+  {
+    Raw r;
+    r.open();
+    std::vector<Raw::Cq> cqs;
+    for (int i = 0; i < 20; ++i) cqs.push_back(r.cq());
+    std::vector<Raw::Qp> qps;
+    for (int i = 0; i < 20; ++i) qps.push_back(r.loop_qp(cqs[0]));
+    for (int i = 0; i < 10; ++i) {
+      flatbuffers::FlatBufferBuilder fbb;
+      EXPECT_EQ(r.call(fbb, RequestBody::CreateCompChannel, proto::CreateCreateCompChannel(fbb, r.ctx).Union()).error, 0);
+    }
+    Handles made = handles("blue");
+    long router_grew = made.router - before.router;
+    long charged = static_cast<long>(made.charged - before.charged);
+    std::printf("20 CQs, 20 QPs, 10 channels, a context: the router grew %ld fds+mappings, %ld charged\n",
+                router_grew, charged);
+    // +1: this client's own socket (sessions are capped by --max-sessions-per-tenant); +1: the
+    // admin connection of the last measurement, which the router may not have closed yet.
+    EXPECT_LE(router_grew, charged + 2) << "objects hold handles router_handles() does not count";
+    EXPECT_GE(router_grew, charged * 9 / 10) << "router_handles() overcharges";
+    // Now more than the share: CQs until refused.
+    int refused = 0;
+    std::string why;
+    for (uint64_t i = 0; i < made.limit && refused == 0; ++i) {
+      flatbuffers::FlatBufferBuilder fbb;
+      auto res = r.call(fbb, RequestBody::CreateCq, proto::CreateCreateCq(fbb, r.ctx, 4, 0, 0).Union());
+      if (res.error != 0) refused = res.error, why = res.message;
+    }
+    EXPECT_EQ(refused, ENOMEM);
+    EXPECT_NE(why.find("--max-handles-per-tenant"), std::string::npos) << why;
+    EXPECT_LE(handles("blue").charged, made.limit);
+    Raw other(env("FF_OTHER_SOCKET"));  // the other tenant still gets its objects
+    other.open();
+    EXPECT_NE(other.cq().handle, 0u);
+  }
+  // The sessions closed: everything given back (the router closes them as it reads the EOF).
+  Handles after;
+  for (int i = 0; i < 100 && (after = handles("blue")).charged > before.charged; ++i) usleep(20000);
+  EXPECT_EQ(after.charged, before.charged);
+  expect_router_serves();
 }
 
 TEST(Hostile, ThousandsOfConnectionsAreCappedPerTenant) {

@@ -24,10 +24,11 @@ Status handle_admin_status(Session& s, const proto::Request&, std::vector<Unique
                                                   fbb.CreateVector(counts)));
     }
     const policy::TenantQuota& q = r.quota(t);
+    const policy::TenantQuota& h = r.handles(t);
     tenants.push_back(proto::CreateTenantStatus(fbb, fbb.CreateString(t.name),
                                                 fbb.CreateString(r.tenant_socket_path(t)),
                                                 fbb.CreateVector(clients), q.used(), q.limit(),
-                                                q.refusals()));
+                                                q.refusals() + h.refusals(), h.used(), h.limit()));
   }
   FabricCounters fc = r.fabric().counters();
   std::vector<flatbuffers::Offset<proto::Counter>> counters;

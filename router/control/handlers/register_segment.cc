@@ -21,13 +21,17 @@ Status handle_register_segment(Session& s, const proto::Request& req,
   policy::TenantQuota& quota = s.services().quota(*s.tenant());
   if (!quota.try_take(len)) return quota_exceeded(s);
   policy::Charge charge(&quota, len);
+  policy::TenantQuota& handles = s.services().handles(*s.tenant());
+  handles.take(router_handles(ObjectKind::kSegment));  // Session::dispatch checked they fit
+  policy::Charge handle_charge(&handles, router_handles(ObjectKind::kSegment));
   auto made = s.fabric().map_segment(std::move(fds.at(0)), base, len);
   if (!made) return made.error();
-  // The charge goes with the mapping, not with the handle: MRs over the
+  // The charges go with the mapping, not with the handle: MRs over the
   // segment keep it mapped (and charged) after a ReleaseSegment.
   std::shared_ptr<FabricSegment> mapped = std::move(*made);
   FabricSegment* raw = mapped.get();
-  std::shared_ptr<FabricSegment> charged(raw, [mapped = std::move(mapped), c = std::move(charge)](FabricSegment*) {});
+  std::shared_ptr<FabricSegment> charged(
+      raw, [mapped = std::move(mapped), c = std::move(charge), h = std::move(handle_charge)](FabricSegment*) {});
   auto object = std::make_unique<SegmentObject>(std::move(charged));
   uint32_t handle = s.objects().add(std::move(object));
   index[base] = handle;
