@@ -62,6 +62,55 @@ ff_start_router() {
 
 ff_status() { "$FFCTL" --run-dir "$FF_RUN" status; }
 
+# ff_watch_status: asks the router for its status every 0.2 s in the
+# background, keeping the slowest answer (ms) and any failure;
+# ff_check_status_watch LIMIT_MS stops it and fails the test if an answer
+# took longer or never came. The router must answer its operator whatever a
+# tenant does.
+ff_watch_status() {
+  (
+    max=0 n=0
+    while :; do
+      start=$(date +%s%N)
+      timeout 5 "$FFCTL" --run-dir "$FF_RUN" status >/dev/null 2>&1 || echo "status failed at $(date +%T.%N)" >>"$FF_WORK/status.failures"
+      ms=$((($(date +%s%N) - start) / 1000000))
+      [ "$ms" -le "$max" ] || max=$ms
+      n=$((n + 1))
+      echo "$n $max" >"$FF_WORK/status.watch.tmp" && mv "$FF_WORK/status.watch.tmp" "$FF_WORK/status.watch"
+      sleep 0.2
+    done
+  ) &
+  FF_STATUS_WATCH=$!
+  FF_PIDS+=("$FF_STATUS_WATCH")
+}
+ff_check_status_watch() {
+  kill "$FF_STATUS_WATCH" 2>/dev/null
+  wait "$FF_STATUS_WATCH" 2>/dev/null || true
+  local n max
+  read -r n max <"$FF_WORK/status.watch" || fail "the status watch recorded nothing"
+  echo "ffctl status answered $n times, the slowest in $max ms"
+  [ ! -s "$FF_WORK/status.failures" ] || { cat "$FF_WORK/status.failures"; fail "ffctl status failed"; }
+  [ "$max" -le "$1" ] || fail "ffctl status took $max ms (limit $1 ms)"
+}
+
+# ff_router_report MAX_RSS_MB MAX_FDS: the router's peak and current memory,
+# its descriptors and the CPU it used; fails when the peak RSS or the open
+# descriptors pass the bounds, or when the router, idle now, still uses CPU.
+ff_router_report() {
+  local st=/proc/$FF_ROUTER_PID hwm rss fds t0 t1
+  [ -d "$st" ] || fail "the router died"
+  hwm=$(awk '/VmHWM/ {print int($2 / 1024)}' "$st/status")
+  rss=$(awk '/VmRSS/ {print int($2 / 1024)}' "$st/status")
+  fds=$(ls "$st/fd" | wc -l)
+  t0=$(awk '{print $14 + $15}' "$st/stat")
+  sleep 1
+  t1=$(awk '{print $14 + $15}' "$st/stat")
+  echo "router: peak RSS $hwm MiB, RSS now $rss MiB, $fds fds, CPU $((t0 / $(getconf CLK_TCK))) s in all and $((t1 - t0)) ticks in the last idle second"
+  [ "$hwm" -le "$1" ] || fail "the router's peak RSS $hwm MiB passed $1 MiB"
+  [ "$fds" -le "$2" ] || fail "the router holds $fds fds (bound $2)"
+  [ $((t1 - t0)) -le $(($(getconf CLK_TCK) / 5)) ] || fail "the router, idle, used $((t1 - t0)) ticks in a second"
+}
+
 # ff_container NAME IPV4: a network namespace with one interface holding IPV4/24.
 ff_container() {
   local ns="ffc-$1-$$"

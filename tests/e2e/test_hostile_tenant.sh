@@ -11,6 +11,7 @@ tenants:
 YAML
 ff_start_router --config "$FF_WORK/config.yaml" --max-handles-per-tenant 2000
 ff_container_pair a 10.39.0.1 b 10.39.0.2
+ff_watch_status
 
 # The honest tenant: rc_pingpong with --chk validates every received buffer.
 ff_in_container a red timeout 120 ibv_rc_pingpong -c -n 200000 -s 4096 >"$FF_WORK/server.log" 2>&1 &
@@ -33,4 +34,8 @@ echo "$st" | grep -E "tenant|counters"
 grep -q "tenant blue .*limit_refusals=[1-9]" <<<"$st" || fail "no limit refusals counted for the hostile tenant"
 kill -0 "$FF_ROUTER_PID" || fail "the router died"
 pass "the router survived and counted the hostile tenant's refusals"
-echo "2 passed, 0 failed"
+ff_check_status_watch 1000
+pass "ffctl status answered within 1 s throughout"
+ff_router_report 256 64
+pass "the router's memory, descriptors and CPU stayed bounded"
+echo "4 passed, 0 failed"
