@@ -44,10 +44,11 @@ class LinkTest : public SoftFabricTest {
     return UniqueFd(sv[1]);
   }
 
-  wire::Header read_request(const Qp& q, uint32_t seq, uint64_t len) {
+  wire::Header read_request(const Qp& q, uint32_t seq, uint64_t len) { return request(q, IBV_WR_RDMA_READ, seq, len); }
+  wire::Header request(const Qp& q, uint8_t opcode, uint32_t seq, uint64_t len) {
     wire::Header h{};
     h.type = static_cast<uint8_t>(wire::Type::kRequest);
-    h.opcode = IBV_WR_RDMA_READ;
+    h.opcode = opcode;
     h.qp_type = IBV_QPT_RC;
     h.tenant = wire::tenant_id("blue");
     h.src_qpn = kPeerQpn;
@@ -128,6 +129,28 @@ TEST_F(LinkTest, ReadAnswersAPeerDoesNotTakeStayBoundedAndAllArriveLater) {
   EXPECT_EQ(sent, total);
   EXPECT_EQ(reader.answers, kRequests);
   EXPECT_TRUE(reader.in_order);
+}
+
+// The link drops in the middle of a SEND: the receive the message took
+// completes flushed (with the rest of the QP's receives), never lost.
+TEST_F(LinkTest, AReceiveHeldByAMessageCutOffByALostLinkFlushes) {
+  Qp* q = nullptr;
+  UniqueFd peer = connect_peer(q);
+  blue.post_receive(0, 41, kBase, 4096, blue.mr->lkey());
+  blue.post_receive(0, 42, kBase, 4096, blue.mr->lkey());
+  wire::Header first = request(*q, IBV_WR_SEND, 0, 4000);
+  first.payload = 1000;  // the first of the message's chunks, and then nothing
+  std::vector<std::byte> frame(sizeof first + first.payload);
+  std::memcpy(frame.data(), &first, sizeof first);
+  ASSERT_EQ(::send(peer.get(), frame.data(), frame.size(), MSG_NOSIGNAL), static_cast<ssize_t>(frame.size()));
+  peer.reset();  // the peer router is gone
+  shm::Cqe c{};
+  ASSERT_TRUE(blue.await_completion(c)) << "the held receive was lost";
+  EXPECT_EQ(c.wr_id, 41u);
+  EXPECT_EQ(c.status, IBV_WC_WR_FLUSH_ERR);
+  ASSERT_TRUE(blue.await_completion(c));
+  EXPECT_EQ(c.wr_id, 42u);
+  EXPECT_EQ(c.status, IBV_WC_WR_FLUSH_ERR);
 }
 
 }  // namespace

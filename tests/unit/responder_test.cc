@@ -132,21 +132,19 @@ TEST_F(ResponderTest, ReceivesRnrWhenNoneAndFailBothSidesWhenTooShortOrBad) {
   connect(c, a.qpn, kBlueIp, kAllRemote);
   Arrival arrival{a.qpn, IBV_WR_SEND, 0, false};
   rules([&](Responder& r) {
-    shm::RecvWqe got;
     Sges dst;
-    Verdict v = r.take_receive(b, 100, arrival, got, dst);
+    Verdict v = r.take_receive(b, 100, arrival, dst);
     EXPECT_EQ(v.refusal, Refusal::kRnr);
     EXPECT_EQ(v.rnr_timer, 12) << "the responder's min_rnr_timer";
   });
   blue.post_receive(1, 11, kBase, 64, blue.mr->lkey());   // b: too short for 100 bytes
   blue.post_receive(2, 12, kBase, 64, 0xbad00);           // c: no such lkey
   rules([&](Responder& r) {
-    shm::RecvWqe got;
     Sges dst;
-    Verdict v = r.take_receive(b, 100, arrival, got, dst);
+    Verdict v = r.take_receive(b, 100, arrival, dst);
     EXPECT_EQ(v.status, IBV_WC_REM_INV_REQ_ERR) << "what the requester sees";
     EXPECT_EQ(b.state, IBV_QPS_ERR);
-    v = r.take_receive(c, 10, arrival, got, dst);
+    v = r.take_receive(c, 10, arrival, dst);
     EXPECT_EQ(v.status, IBV_WC_REM_OP_ERR);
     EXPECT_EQ(c.state, IBV_QPS_ERR);
   });
@@ -157,6 +155,35 @@ TEST_F(ResponderTest, ReceivesRnrWhenNoneAndFailBothSidesWhenTooShortOrBad) {
   EXPECT_EQ(first.status, IBV_WC_LOC_LEN_ERR) << "the responder's own completion";
   EXPECT_EQ(second.wr_id, 12u);
   EXPECT_EQ(second.status, IBV_WC_LOC_PROT_ERR);
+}
+
+// A receive a message took stays the QP's until the message completes: a
+// message that never finished leaves it for the next one, and if the QP
+// fails first, it completes flushed, ahead of the receives still queued.
+TEST_F(ResponderTest, AReceiveAMessageTookIsNeverLost) {
+  Qp& a = blue.make_qp(IBV_QPT_RC);
+  Qp& b = blue.make_qp(IBV_QPT_RC);
+  connect(a, b.qpn, kBlueIp, 0);
+  connect(b, a.qpn, kBlueIp, kAllRemote);
+  blue.post_receive(1, 31, kBase, 64, blue.mr->lkey());
+  blue.post_receive(1, 32, kBase, 64, blue.mr->lkey());
+  Arrival arrival{a.qpn, IBV_WR_SEND, 0, false};
+  rules([&](Responder& r) {
+    Sges dst;
+    ASSERT_TRUE(r.take_receive(b, 50, arrival, dst));
+    ASSERT_TRUE(r.take_receive(b, 40, arrival, dst)) << "the message before never finished";
+    EXPECT_EQ(b.held_recv->wr_id, 31u) << "its receive is taken again, not the next one";
+  });
+  ibv_qp_attr err{};
+  err.qp_state = IBV_QPS_ERR;
+  ASSERT_TRUE(fabric.modify_qp(b, err, IBV_QP_STATE));
+  shm::Cqe c{};
+  ASSERT_TRUE(blue.await_completion(c));
+  EXPECT_EQ(c.wr_id, 31u);
+  EXPECT_EQ(c.status, IBV_WC_WR_FLUSH_ERR);
+  ASSERT_TRUE(blue.await_completion(c));
+  EXPECT_EQ(c.wr_id, 32u);
+  EXPECT_EQ(c.status, IBV_WC_WR_FLUSH_ERR);
 }
 
 TEST_F(ResponderTest, ARequesterRetriesWhatItMayThenFails) {

@@ -164,7 +164,7 @@ void QueueCore::apply_modify(Qp& qp, const ibv_qp_attr& attr, int mask) {
     on_reset(qp);
   }
   if (next == IBV_QPS_ERR) {
-    enter_error(qp);
+    set_error(qp);  // with the fabric's on_error(), as for an error it found itself
     return;
   }
   qp.state = next;

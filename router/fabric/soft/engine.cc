@@ -76,8 +76,11 @@ void Engine::cancel_sleep() {
   for (core::Srq* s : srqs()) s->ring.cancel_sleep();
 }
 
+void Engine::on_error(core::Qp& c) { responder_.flush_held_receive(static_cast<Qp&>(c)); }
+
 void Engine::on_reset(core::Qp& c) {
   auto& q = static_cast<Qp&>(c);
+  q.held_recv.reset();  // RESET empties the queues without completions
   q.wait_until_ns = 0;
   q.rnr_waiting = false;
   q.rnr_backoff = 0;

@@ -62,6 +62,7 @@ class Engine final : public core::QueueCore {
   bool work(uint64_t now) override;
   bool prepare_to_sleep(uint64_t now, uint64_t& deadline) override;
   void cancel_sleep() override;
+  void on_error(core::Qp& qp) override;  // a receive held by a message flushes
   void on_reset(core::Qp& qp) override;
   bool connects_here(const core::Qp& qp) const override { return static_cast<const Qp&>(qp).route == nullptr; }
 

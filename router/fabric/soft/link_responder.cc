@@ -108,10 +108,8 @@ class LinkResponse {
       if (Verdict v = r_.check_write(t_, h_.rkey, h_.remote_addr, h_.total, mr); !v) return refuse(v);
     }
     if (consumes && first) {
-      RecvWqe r;
       Sges ignored;
-      if (Verdict v = r_.take_receive(t_, send ? h_.total : 0, arrival_of(h_), r, ignored); !v) return refuse(v);
-      rs_.recv = r;
+      if (Verdict v = r_.take_receive(t_, send ? h_.total : 0, arrival_of(h_), ignored); !v) return refuse(v);
       rs_.receiving = true;
       rs_.seq = h_.seq;
     } else if (consumes && (!rs_.receiving || rs_.seq != h_.seq)) {
@@ -121,7 +119,7 @@ class LinkResponse {
     if (h_.offset + h_.payload != h_.total) return;  // more chunks to come
     if (consumes) {
       rs_.receiving = false;
-      r_.complete_receive(t_, rs_.recv, arrival_of(h_), send ? IBV_WC_RECV : IBV_WC_RECV_RDMA_WITH_IMM, h_.total,
+      r_.complete_receive(t_, arrival_of(h_), send ? IBV_WC_RECV : IBV_WC_RECV_RDMA_WITH_IMM, h_.total,
                           IBV_WC_SUCCESS);
     }
     e_.count(1, h_.total);
@@ -146,7 +144,7 @@ class LinkResponse {
  private:
   bool land_send(std::span<const std::byte> payload) {
     Sges dst;
-    if (Verdict v = r_.resolve_receive(t_, rs_.recv, arrival_of(h_), dst); !v) {
+    if (Verdict v = r_.resolve_receive(t_, arrival_of(h_), dst); !v) {
       refuse(v);
       return false;
     }
@@ -162,7 +160,7 @@ class LinkResponse {
     const Mr* mr = nullptr;
     if (Verdict v = r_.check_write(t_, h_.rkey, h_.remote_addr + h_.offset, h_.payload, mr); !v) {
       if (rs_.receiving)
-        r_.complete_receive(t_, rs_.recv, arrival_of(h_), IBV_WC_RECV_RDMA_WITH_IMM, 0, v.status);
+        r_.complete_receive(t_, arrival_of(h_), IBV_WC_RECV_RDMA_WITH_IMM, 0, v.status);
       refuse(v);
       return false;
     }

@@ -5,6 +5,7 @@
 // Engine::run_sync.
 #pragma once
 
+#include <optional>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -60,9 +61,8 @@ struct RemoteRequester {
 // A QP's responder state for requests from another router: the message
 // being received in chunks, and the NAK it waits to see retried.
 struct RemoteResponder {
-  bool receiving = false;  // a chunked SEND/WRITE_WITH_IMM holds `recv`
+  bool receiving = false;  // a chunked SEND/WRITE_WITH_IMM holds the QP's held_recv
   uint32_t seq = 0;        // of the message in progress
-  shm::RecvWqe recv{};     // taken at its first chunk
   bool nak_pending = false;
   uint32_t nak_seq = 0;    // drop requests until this one comes again
   bool discard = false;    // UC: drop the rest of message `seq`
@@ -78,10 +78,13 @@ struct Qp final : core::Qp {
   uint64_t wait_until_ns = 0;  // head WQE waits (RNR or no answer) until then
   bool rnr_waiting = false;    // ... for a receive at its responder (RNR)
   // A long message toward a QP of this router moves in pieces, one per
-  // poller pass: the bytes of the head WQE moved so far, and the receive it
-  // took (SEND, WRITE_WITH_IMM).
+  // poller pass: the bytes of the head WQE moved so far (the receive it
+  // took is the responder's held_recv).
   uint64_t head_moved = 0;
-  shm::RecvWqe head_recv{};
+  // As responder: the receive a message took at its first piece or chunk,
+  // until it completes; if this QP fails first, it completes flushed
+  // (Responder::take_receive).
+  std::optional<shm::RecvWqe> held_recv;
   uint8_t rnr_backoff = 0;     // RNR retries of the head WQE so far (their wait grows)
   // The connected QP is on another router (set at RTR; RC and UC).
   Peer* route = nullptr;

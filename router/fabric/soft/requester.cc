@@ -163,8 +163,8 @@ class Executor {
   // The receive a message consumes: taken at its first piece, resolved again
   // at the next ones (its MRs may have gone meanwhile).
   Verdict receive_for(const SendWqe& w, Qp& t, uint64_t need, Sges& dst) {
-    if (q_.head_moved == 0) return r_.take_receive(t, need, arrival(w), q_.head_recv, dst);
-    return r_.resolve_receive(t, q_.head_recv, arrival(w), dst);
+    if (q_.head_moved == 0) return r_.take_receive(t, need, arrival(w), dst);
+    return r_.resolve_receive(t, arrival(w), dst);
   }
 
   Outcome send(const SendWqe& w, Qp& t, const Sges& src) {
@@ -173,7 +173,7 @@ class Executor {
     Pieces from = source_of(src);
     Pieces to(dst);
     if (!next_piece(to, from, src.total)) return Outcome::kPartial;
-    r_.complete_receive(t, q_.head_recv, arrival(w), IBV_WC_RECV, src.total, IBV_WC_SUCCESS);
+    r_.complete_receive(t, arrival(w), IBV_WC_RECV, src.total, IBV_WC_SUCCESS);
     return moved(w, src.total);
   }
 
@@ -186,19 +186,19 @@ class Executor {
     const bool with_imm = w.opcode == IBV_WR_RDMA_WRITE_WITH_IMM;
     if (Verdict v = r_.check_write(t, w.rkey, at, len, mr); !v) {
       if (with_imm && q_.head_moved > 0)  // the receive it took completes in error
-        r_.complete_receive(t, q_.head_recv, arrival(w), IBV_WC_RECV_RDMA_WITH_IMM, 0, v.status);
+        r_.complete_receive(t, arrival(w), IBV_WC_RECV_RDMA_WITH_IMM, 0, v.status);
       return refused(w, v, src.total);
     }
     Sges ignored;
     if (with_imm && q_.head_moved == 0) {
-      if (Verdict v = r_.take_receive(t, 0, arrival(w), q_.head_recv, ignored); !v) return refused(w, v, src.total);
+      if (Verdict v = r_.take_receive(t, 0, arrival(w), ignored); !v) return refused(w, v, src.total);
     }
     if (mr != nullptr) {
       Pieces from = source_of(src);
       Pieces to(*mr, at, src.total - q_.head_moved);
       if (!next_piece(to, from, src.total, kFromStart)) return Outcome::kPartial;
     }
-    if (with_imm) r_.complete_receive(t, q_.head_recv, arrival(w), IBV_WC_RECV_RDMA_WITH_IMM, src.total, IBV_WC_SUCCESS);
+    if (with_imm) r_.complete_receive(t, arrival(w), IBV_WC_RECV_RDMA_WITH_IMM, src.total, IBV_WC_SUCCESS);
     return moved(w, src.total);
   }
 

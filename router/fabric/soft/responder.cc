@@ -56,38 +56,46 @@ Verdict Responder::atomic(const Qp& t, uint32_t wr_opcode, uint32_t rkey, uint64
   return Verdict::ok();
 }
 
-Verdict Responder::take_receive(Qp& t, uint64_t len, const Arrival& a, RecvWqe& r, Sges& dst) {
-  auto& queue = t.receives();
-  if (!queue.sc_peek(0, r)) {
-    if (!queue.corrupt()) return Verdict{Refusal::kRnr, IBV_WC_SUCCESS, t.attr.min_rnr_timer};
-    e_.set_error(t);
-    return Verdict::not_ready();
+Verdict Responder::take_receive(Qp& t, uint64_t len, const Arrival& a, Sges& dst) {
+  if (!t.held_recv) {
+    auto& queue = t.receives();
+    shm::RecvWqe r;
+    if (!queue.sc_peek(0, r)) {
+      if (!queue.corrupt()) return Verdict{Refusal::kRnr, IBV_WC_SUCCESS, t.attr.min_rnr_timer};
+      e_.set_error(t);
+      return Verdict::not_ready();
+    }
+    queue.sc_release(1);
+    t.held_recv = r;
+    if (t.srq != nullptr) e_.check_srq_limit(*t.srq);
   }
+  const RecvWqe& r = *t.held_recv;
   uint64_t need = t.init.type == IBV_QPT_UD ? len + kGrhBytes : len;
   ibv_wc_status st = resolve_local(e_, t.receive_pd(), r.sge, r.num_sge, IBV_ACCESS_LOCAL_WRITE, dst);
   if (st == IBV_WC_SUCCESS && dst.total < need) st = IBV_WC_LOC_LEN_ERR;
-  queue.sc_release(1);
-  if (t.srq != nullptr) e_.check_srq_limit(*t.srq);
   if (st == IBV_WC_SUCCESS) return Verdict::ok();
   // The responder's own fault; an RC requester learns only that the remote
   // side failed.
-  complete_receive(t, r, a, IBV_WC_RECV, 0, st);
+  complete_receive(t, a, IBV_WC_RECV, 0, st);
   e_.set_error(t);
   return Verdict::failed(st == IBV_WC_LOC_LEN_ERR ? IBV_WC_REM_INV_REQ_ERR : IBV_WC_REM_OP_ERR);
 }
 
-Verdict Responder::resolve_receive(Qp& t, const RecvWqe& r, const Arrival& a, Sges& dst) {
+Verdict Responder::resolve_receive(Qp& t, const Arrival& a, Sges& dst) {
+  if (!t.held_recv) return Verdict::not_ready();
+  const RecvWqe& r = *t.held_recv;
   if (resolve_local(e_, t.receive_pd(), r.sge, r.num_sge, IBV_ACCESS_LOCAL_WRITE, dst) == IBV_WC_SUCCESS)
     return Verdict::ok();
-  complete_receive(t, r, a, IBV_WC_RECV, 0, IBV_WC_LOC_PROT_ERR);
+  complete_receive(t, a, IBV_WC_RECV, 0, IBV_WC_LOC_PROT_ERR);
   e_.set_error(t);
   return Verdict::failed(IBV_WC_REM_OP_ERR);
 }
 
-void Responder::complete_receive(Qp& t, const RecvWqe& r, const Arrival& a, ibv_wc_opcode op, uint64_t bytes,
-                                 ibv_wc_status status) {
+void Responder::complete_receive(Qp& t, const Arrival& a, ibv_wc_opcode op, uint64_t bytes, ibv_wc_status status) {
+  if (!t.held_recv) return;
   Cqe c{};
-  c.wr_id = r.wr_id;
+  c.wr_id = t.held_recv->wr_id;
+  t.held_recv.reset();
   c.status = status;
   c.opcode = op;
   c.byte_len = static_cast<uint32_t>(bytes);
@@ -108,22 +116,25 @@ void Responder::complete_receive(Qp& t, const RecvWqe& r, const Arrival& a, ibv_
   e_.complete_for(t, t.recv_cq, c);
 }
 
+void Responder::flush_held_receive(Qp& t) {
+  complete_receive(t, Arrival{t.attr.dest_qp_num, IBV_WR_SEND, 0, false}, IBV_WC_RECV, 0, IBV_WC_WR_FLUSH_ERR);
+}
+
 bool Responder::deliver_datagram(const Origin& o, uint32_t qkey, std::optional<uint32_t> dst_ip,
                                  const DatagramHeader& g, Pieces& payload, uint64_t len, const Arrival& a) {
   Qp* t = e_.find_qp(o.dst_qpn);
   if (t == nullptr || t->init.type != IBV_QPT_UD || !core::answers(t->state) || t->attr.qkey != qkey ||
       !same_tenant(*t, o) || (dst_ip && t->pd.owner.virtual_ip != *dst_ip))
     return false;
-  RecvWqe r;
   Sges dst;
-  if (!take_receive(*t, len, a, r, dst)) return false;
+  if (!take_receive(*t, len, a, dst)) return false;
   std::byte grh[kGrhBytes];
   write_roce_grh(grh, g.src_ip, t->pd.owner.virtual_ip, g.traffic_class, g.hop_limit, len);
   Pieces to(dst);
   Pieces header(grh, kGrhBytes);
   copy(to, header, kGrhBytes);
   copy(to, payload, len);
-  complete_receive(*t, r, a, IBV_WC_RECV, len, IBV_WC_SUCCESS);
+  complete_receive(*t, a, IBV_WC_RECV, len, IBV_WC_SUCCESS);
   return true;
 }
 

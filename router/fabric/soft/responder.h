@@ -91,19 +91,23 @@ class Responder {
                  uint64_t swap, uint64_t& old) const;
 
   // Takes t's next receive for a message of `len` bytes (UD: behind the
-  // GRH): `r` and `dst` are then ready, and the receive's slot is free. No
-  // receive: RNR. A corrupt receive queue: t goes to ERR, not ready. A
-  // receive that cannot hold the message (or whose SGEs are bad) completes
-  // in error at the responder, t goes to ERR, and the requester fails with
-  // REM_INV_REQ_ERR (too short) or REM_OP_ERR.
-  Verdict take_receive(Qp& t, uint64_t len, const Arrival& a, shm::RecvWqe& r, Sges& dst);
-  // Resolves a taken receive's SGEs again (a message in chunks: its MRs may
+  // GRH) and holds it in t.held_recv until complete_receive(): `dst` is then
+  // ready, and the receive's slot is free. A receive t holds already (a
+  // message that never finished) is taken again first, as a device keeps
+  // its receive WQE at the head. No receive: RNR. A corrupt receive queue:
+  // t goes to ERR, not ready. A receive that cannot hold the message (or
+  // whose SGEs are bad) completes in error at the responder, t goes to ERR,
+  // and the requester fails with REM_INV_REQ_ERR (too short) or REM_OP_ERR.
+  Verdict take_receive(Qp& t, uint64_t len, const Arrival& a, Sges& dst);
+  // Resolves the held receive's SGEs again (a message in chunks: its MRs may
   // have gone meanwhile). On failure the receive completes with
-  // LOC_PROT_ERR, t goes to ERR, and the requester fails with REM_OP_ERR.
-  Verdict resolve_receive(Qp& t, const shm::RecvWqe& r, const Arrival& a, Sges& dst);
-  // The receive's completion at the responder.
-  void complete_receive(Qp& t, const shm::RecvWqe& r, const Arrival& a, ibv_wc_opcode op, uint64_t bytes,
-                        ibv_wc_status status);
+  // LOC_PROT_ERR, t goes to ERR, and the requester fails with REM_OP_ERR;
+  // none held any more (t failed meanwhile): not ready.
+  Verdict resolve_receive(Qp& t, const Arrival& a, Sges& dst);
+  // The held receive's completion at the responder.
+  void complete_receive(Qp& t, const Arrival& a, ibv_wc_opcode op, uint64_t bytes, ibv_wc_status status);
+  // t fails: the receive a message held completes flushed, never lost.
+  void flush_held_receive(Qp& t);
 
   // UD: delivers `len` bytes of `payload` from `o` with Q_Key `qkey` to QP
   // o.dst_qpn behind a RoCE v2 GRH, and completes its receive. Datagrams
