@@ -2,6 +2,8 @@
 # Two tenants on one router: one registers memory for remote writes and
 # publishes its address and rkey; the other, holding both, writes there
 # through its own QP and gets IBV_WC_REM_ACCESS_ERR; the memory is intact.
+# Then a QP connected ahead of time to the QP number the device hands out
+# next (another tenant's, once created) never reaches it.
 # FF_ROUTER_ARGS selects the fabric (tests/hw runs this on the verbs fabric).
 source "$(dirname "$0")/lib.sh"
 cat >"$FF_WORK/config.yaml" <<YAML
@@ -25,4 +27,26 @@ exec 7>&-
 wait "$serve" || { cat "$FF_WORK/serve.log"; fail "the blue tenant's memory changed"; }
 cat "$FF_WORK/serve.log"
 pass "a WRITE with another tenant's valid rkey fails with IBV_WC_REM_ACCESS_ERR"
-echo "1 passed, 0 failed"
+
+rm -f "$FF_WORK/qpn"
+mkfifo "$FF_WORK/go" "$FF_WORK/done"
+ff_in_container a blue "$FF_BUILD/bin/ffv_isolation" preconnect "$FF_WORK/qpn" <"$FF_WORK/go" >"$FF_WORK/pre.log" 2>&1 &
+pre=$!
+exec 8>"$FF_WORK/go"
+for _ in $(seq 200); do [ -s "$FF_WORK/qpn" ] && break; sleep 0.05; done
+[ -s "$FF_WORK/qpn" ] || { cat "$FF_WORK/pre.log"; fail "blue did not connect its QP"; }
+ff_in_container b red "$FF_BUILD/bin/ffv_isolation" victim "$FF_WORK/qpn" <"$FF_WORK/done" >"$FF_WORK/victim.log" 2>&1 &
+victim=$!
+exec 9>"$FF_WORK/done"
+for _ in $(seq 200); do grep -q ready "$FF_WORK/victim.log" && break; kill -0 $victim 2>/dev/null || break; sleep 0.05; done
+grep -q ready "$FF_WORK/victim.log" || { cat "$FF_WORK/victim.log"; fail "red did not get the predicted QP number"; }
+echo go >&8
+rc=0
+wait "$pre" || rc=$?
+exec 9>&-
+wait "$victim" || rc=$((rc + 10 * $?))
+cat "$FF_WORK/pre.log" "$FF_WORK/victim.log"
+[ $rc -eq 0 ] || fail "a QP connected ahead of time reached another tenant's QP (rc $rc)"
+exec 8>&-
+pass "a QP connected to a number not yet handed out never reaches the other tenant's QP that gets it"
+echo "2 passed, 0 failed"

@@ -8,6 +8,17 @@
  *                              its own MR must succeed (the path works), a
  *                              WRITE to ADDR with RKEY must fail with
  *                              IBV_WC_REM_ACCESS_ERR.
+ *   ffv_isolation preconnect FILE
+ *                              connects an RC QP to the QP number the device
+ *                              will hand out next (predicted: its own + 1),
+ *                              writes that number to FILE, and once stdin
+ *                              gives a line (the other tenant's QP now has
+ *                              it), SENDs there: the SEND must not arrive
+ *                              (IBV_WC_RETRY_EXC_ERR, as toward no QP).
+ *   ffv_isolation victim FILE  creates QPs until one has the number in FILE,
+ *                              posts a receive on it, connects it to itself,
+ *                              says "ready" on stdout, and after EOF on stdin
+ *                              checks that nothing arrived.
  * Exit 0 when the probe saw what isolation requires.
  */
 #include <infiniband/verbs.h>
@@ -64,47 +75,8 @@ static int serve(const char* file) {
   return 0;
 }
 
-static enum ibv_wc_status write_and_wait(struct ibv_qp* qp, struct ibv_cq* cq, struct ibv_mr* local,
-                                         uint64_t addr, uint32_t rkey) {
-  struct ibv_sge sge = {(uintptr_t)local->addr, 64, local->lkey};
-  struct ibv_send_wr wr = {0}, *bad = NULL;
-  wr.wr_id = 1;
-  wr.sg_list = &sge;
-  wr.num_sge = 1;
-  wr.opcode = IBV_WR_RDMA_WRITE;
-  wr.send_flags = IBV_SEND_SIGNALED;
-  wr.wr.rdma.remote_addr = addr;
-  wr.wr.rdma.rkey = rkey;
-  if (ibv_post_send(qp, &wr, &bad) != 0) die("ibv_post_send");
-  struct ibv_wc wc;
-  time_t deadline = time(NULL) + 30;
-  for (;;) {
-    int n = ibv_poll_cq(cq, 1, &wc);
-    if (n < 0) die("ibv_poll_cq");
-    if (n == 1) return wc.status;
-    if (time(NULL) > deadline) {
-      fprintf(stderr, "attack: no completion within 30 s\n");
-      exit(2);
-    }
-  }
-}
-
-static int attack(uint64_t addr, uint32_t rkey) {
-  struct ibv_context* ctx = open_first();
-  struct ibv_pd* pd = ibv_alloc_pd(ctx);
-  struct ibv_cq* cq = ibv_create_cq(ctx, 16, NULL, NULL, 0);
-  char* buf = aligned_alloc(SIZE, SIZE);
-  if (pd == NULL || cq == NULL || buf == NULL) die("alloc");
-  memset(buf, 'B', SIZE);
-  struct ibv_mr* mr = ibv_reg_mr(pd, buf, SIZE, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
-  if (mr == NULL) die("ibv_reg_mr");
-  struct ibv_qp_init_attr ia = {0};
-  ia.send_cq = ia.recv_cq = cq;
-  ia.qp_type = IBV_QPT_RC;
-  ia.cap.max_send_wr = ia.cap.max_recv_wr = 4;
-  ia.cap.max_send_sge = ia.cap.max_recv_sge = 1;
-  struct ibv_qp* qp = ibv_create_qp(pd, &ia);
-  if (qp == NULL) die("ibv_create_qp");
+// INIT, RTR toward QP `dest` on this device (PSN 0), RTS.
+static void connect_rc(struct ibv_context* ctx, struct ibv_qp* qp, uint32_t dest) {
   union ibv_gid gid;
   if (ibv_query_gid(ctx, 1, 0, &gid) != 0) die("ibv_query_gid");
   struct ibv_qp_attr a = {0};
@@ -115,7 +87,7 @@ static int attack(uint64_t addr, uint32_t rkey) {
   memset(&a, 0, sizeof a);
   a.qp_state = IBV_QPS_RTR;
   a.path_mtu = IBV_MTU_1024;
-  a.dest_qp_num = qp->qp_num;
+  a.dest_qp_num = dest;
   a.max_dest_rd_atomic = 1;
   a.min_rnr_timer = 12;
   a.ah_attr.is_global = 1;
@@ -134,21 +106,138 @@ static int attack(uint64_t addr, uint32_t rkey) {
   if (ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN |
                                 IBV_QP_MAX_QP_RD_ATOMIC))
     die("RTS");
-  enum ibv_wc_status own = write_and_wait(qp, cq, mr, (uintptr_t)buf + 2048, mr->rkey);
+}
+
+static enum ibv_wc_status post_and_wait(struct ibv_qp* qp, struct ibv_cq* cq, struct ibv_mr* local,
+                                        enum ibv_wr_opcode opcode, uint64_t addr, uint32_t rkey) {
+  struct ibv_sge sge = {(uintptr_t)local->addr, 64, local->lkey};
+  struct ibv_send_wr wr = {0}, *bad = NULL;
+  wr.wr_id = 1;
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  wr.opcode = opcode;
+  wr.send_flags = IBV_SEND_SIGNALED;
+  wr.wr.rdma.remote_addr = addr;
+  wr.wr.rdma.rkey = rkey;
+  if (ibv_post_send(qp, &wr, &bad) != 0) die("ibv_post_send");
+  struct ibv_wc wc;
+  time_t deadline = time(NULL) + 30;
+  for (;;) {
+    int n = ibv_poll_cq(cq, 1, &wc);
+    if (n < 0) die("ibv_poll_cq");
+    if (n == 1) return wc.status;
+    if (time(NULL) > deadline) {
+      fprintf(stderr, "attack: no completion within 30 s\n");
+      exit(2);
+    }
+  }
+}
+
+// A context, PD, CQ, a registered buffer and an RC QP.
+struct node {
+  struct ibv_context* ctx;
+  struct ibv_pd* pd;
+  struct ibv_cq* cq;
+  char* buf;
+  struct ibv_mr* mr;
+  struct ibv_qp* qp;
+};
+
+static struct ibv_qp* make_qp(struct node* n) {
+  struct ibv_qp_init_attr ia = {0};
+  ia.send_cq = ia.recv_cq = n->cq;
+  ia.qp_type = IBV_QPT_RC;
+  ia.cap.max_send_wr = ia.cap.max_recv_wr = 4;
+  ia.cap.max_send_sge = ia.cap.max_recv_sge = 1;
+  struct ibv_qp* qp = ibv_create_qp(n->pd, &ia);
+  if (qp == NULL) die("ibv_create_qp");
+  return qp;
+}
+
+static struct node make_node(char fill) {
+  struct node n;
+  n.ctx = open_first();
+  n.pd = ibv_alloc_pd(n.ctx);
+  n.cq = ibv_create_cq(n.ctx, 16, NULL, NULL, 0);
+  n.buf = aligned_alloc(SIZE, SIZE);
+  if (n.pd == NULL || n.cq == NULL || n.buf == NULL) die("alloc");
+  memset(n.buf, fill, SIZE);
+  n.mr = ibv_reg_mr(n.pd, n.buf, SIZE, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+  if (n.mr == NULL) die("ibv_reg_mr");
+  n.qp = make_qp(&n);
+  return n;
+}
+
+static int attack(uint64_t addr, uint32_t rkey) {
+  struct node n = make_node('B');
+  connect_rc(n.ctx, n.qp, n.qp->qp_num);
+  enum ibv_wc_status own = post_and_wait(n.qp, n.cq, n.mr, IBV_WR_RDMA_WRITE, (uintptr_t)n.buf + 2048, n.mr->rkey);
   if (own != IBV_WC_SUCCESS) {
     fprintf(stderr, "attack: a WRITE to its own memory failed: %s\n", ibv_wc_status_str(own));
     return 2;
   }
-  enum ibv_wc_status other = write_and_wait(qp, cq, mr, addr, rkey);
+  enum ibv_wc_status other = post_and_wait(n.qp, n.cq, n.mr, IBV_WR_RDMA_WRITE, addr, rkey);
   printf("attack: WRITE with the other tenant's rkey %#x at %#llx: %s\n", rkey, (unsigned long long)addr,
          ibv_wc_status_str(other));
   return other == IBV_WC_REM_ACCESS_ERR ? 0 : 1;
 }
 
+static int preconnect(const char* file) {
+  struct node n = make_node('P');
+  uint32_t target = n.qp->qp_num + 1;
+  connect_rc(n.ctx, n.qp, target);  // no such QP yet: the device must never connect it to another tenant's
+  FILE* f = fopen(file, "w");
+  if (f == NULL) die(file);
+  fprintf(f, "%u\n", target);
+  fclose(f);
+  char line[16];
+  if (fgets(line, sizeof line, stdin) == NULL) die("preconnect: no go");
+  enum ibv_wc_status st = post_and_wait(n.qp, n.cq, n.mr, IBV_WR_SEND, 0, 0);
+  printf("preconnect: SEND to QP %#x, connected before the other tenant created it: %s\n", target,
+         ibv_wc_status_str(st));
+  return st == IBV_WC_RETRY_EXC_ERR ? 0 : 1;
+}
+
+static int victim(const char* file) {
+  FILE* f = fopen(file, "r");
+  unsigned target = 0;
+  if (f == NULL || fscanf(f, "%u", &target) != 1) die(file);
+  fclose(f);
+  struct node n = make_node('V');
+  for (int i = 0; i < 64 && n.qp->qp_num < target; ++i) n.qp = make_qp(&n);  // the earlier ones stay
+  if (n.qp->qp_num != target) {
+    fprintf(stderr, "victim: the device handed out QP %#x, not the predicted %#x: nothing tested\n", n.qp->qp_num,
+            target);
+    return 2;
+  }
+  connect_rc(n.ctx, n.qp, n.qp->qp_num);
+  struct ibv_sge sge = {(uintptr_t)n.buf, SIZE, n.mr->lkey};
+  struct ibv_recv_wr rr = {0}, *bad = NULL;
+  rr.sg_list = &sge;
+  rr.num_sge = 1;
+  if (ibv_post_recv(n.qp, &rr, &bad) != 0) die("ibv_post_recv");
+  printf("ready\n");
+  fflush(stdout);
+  char c;
+  while (read(0, &c, 1) > 0) {
+  }
+  struct ibv_wc wc;
+  int got = ibv_poll_cq(n.cq, 1, &wc);
+  if (got != 0) {
+    fprintf(stderr, "victim: QP %#x received another tenant's message (status %s)\n", target,
+            ibv_wc_status_str(wc.status));
+    return 1;
+  }
+  fprintf(stderr, "victim: nothing arrived at QP %#x\n", target);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc == 3 && strcmp(argv[1], "serve") == 0) return serve(argv[2]);
+  if (argc == 3 && strcmp(argv[1], "preconnect") == 0) return preconnect(argv[2]);
+  if (argc == 3 && strcmp(argv[1], "victim") == 0) return victim(argv[2]);
   if (argc == 4 && strcmp(argv[1], "attack") == 0)
     return attack(strtoull(argv[2], NULL, 0), (uint32_t)strtoul(argv[3], NULL, 0));
-  fprintf(stderr, "usage: ffv_isolation serve FILE | attack ADDR RKEY\n");
+  fprintf(stderr, "usage: ffv_isolation serve FILE | attack ADDR RKEY | preconnect FILE | victim FILE\n");
   return 2;
 }

@@ -12,16 +12,23 @@ namespace ff::router::verbs {
 Status Engine::modify_qp(Qp& q, const ibv_qp_attr& attr, int mask) {
   if ((mask & IBV_QP_AV) != 0 && attr.ah_attr.is_global != 0 && !policy::ipv4_of_gid(attr.ah_attr.grh.dgid.raw))
     return Error{EINVAL, "ah_attr.grh.dgid must be an IPv4-mapped GID (::ffff:a.b.c.d) of a virtual IP"};
-  // The device never sees a connection across tenants.
+  // The device never sees a connection across tenants: a destination QP of
+  // another tenant is refused; one that does not exist (yet) is not given
+  // to the device at all, since the device would hand its number out to
+  // whoever creates a QP next: the device connects to the sink QP instead,
+  // and the router fails the QP's sends as toward no QP (peer_gone).
   if (Status st = check_modify(q, attr, mask, /*dest_local=*/true); !st) return st;
+  const bool dest_missing = (mask & IBV_QP_DEST_QPN) != 0 && find_qp(attr.dest_qp_num) == nullptr;
   ibv_qp_attr dev = attr;
   if ((mask & IBV_QP_PORT) != 0) dev.port_num = device_.port;
   if ((mask & IBV_QP_AV) != 0) dev.ah_attr = device_address(device_, attr.ah_attr);
+  if (dest_missing) dev.dest_qp_num = device_.sink_qp->qp_num;
   if (ibv_modify_qp(q.qp, &dev, mask) != 0) {
     int e = errno != 0 ? errno : EINVAL;
     return Error{e, "the device (" + device_.name + ") refused the change: " + std::strerror(e)};
   }
   apply_modify(q, attr, mask);
+  if (dest_missing) q.peer_gone = true;
   return {};
 }
 
