@@ -34,8 +34,9 @@ class ControlServices {
   virtual policy::TenantQuota& quota(const policy::TenantSpec& tenant) = 0;
   // File descriptors and mappings the router holds for the tenant's objects.
   virtual policy::TenantQuota& handles(const policy::TenantSpec& tenant) = 0;
-  // A tenant's client said Hello: its virtual IP is this router's now.
-  virtual void session_greeted(const Session& s) = 0;
+  // A tenant's client said Hello: its virtual IP is this router's now (the
+  // reply may be held until the directory has it: Session::hold).
+  virtual void session_greeted(Session& s) = 0;
   // Session::close() is done with the session.
   virtual void session_closed(uint64_t session_id) = 0;
 

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/socket_base.hpp>
 #include <cerrno>
 #include <cstring>
@@ -54,7 +55,7 @@ void Session::close(const std::string& why) {
 }
 
 void Session::arm_read() {
-  if (closed_ || reading_ || writing_) return;  // no new requests while replies are stuck
+  if (closed_ || reading_ || writing_ || holds_ > 0) return;  // no new requests while replies are stuck or held
   reading_ = true;
   socket_.async_wait(boost::asio::socket_base::wait_read,
                      [self = shared_from_this()](const boost::system::error_code& ec) {
@@ -72,10 +73,7 @@ void Session::on_readable(const boost::system::error_code& ec) {
   auto self = shared_from_this();  // handlers may close us
   for (int rounds = 0; rounds < 64; ++rounds) {
     auto io = reader_.read_some(socket_.native_handle(), true);
-    while (auto frame = reader_.next()) {
-      handle_frame(*frame);
-      if (closed_) return;
-    }
+    if (!handle_buffered()) return;
     if (!reader_.error().empty()) {
       close("protocol error: " + reader_.error());
       return;
@@ -90,6 +88,33 @@ void Session::on_readable(const boost::system::error_code& ec) {
     }
     if (io == proto::FrameReader::Io::kWouldBlock || writing_) break;
   }
+  arm_read();
+}
+
+bool Session::handle_buffered() {
+  while (holds_ == 0) {
+    auto frame = reader_.next();
+    if (!frame) return !closed_;
+    handle_frame(*frame);
+    if (closed_) return false;
+  }
+  return false;
+}
+
+std::function<void()> Session::hold() {
+  ++holds_;
+  return [weak = weak_from_this(), executor = socket_.get_executor()] {
+    boost::asio::post(executor, [weak] {
+      if (auto s = weak.lock()) s->release_hold();
+    });
+  };
+}
+
+void Session::release_hold() {
+  if (--holds_ > 0 || closed_) return;
+  auto self = shared_from_this();
+  flush();
+  if (!handle_buffered()) return;
   arm_read();
 }
 
@@ -170,7 +195,7 @@ void Session::queue(ReplyWriter& w, uint64_t request_id, const Status& status) {
 }
 
 void Session::flush() {
-  while (!closed_ && !out_.empty()) {
+  while (!closed_ && holds_ == 0 && !out_.empty()) {
     Outgoing& o = out_.front();
     iovec iov{o.bytes.data() + o.sent, o.bytes.size() - o.sent};
     msghdr msg{};

@@ -8,6 +8,7 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -73,6 +74,13 @@ class Session : public std::enable_shared_from_this<Session> {
   // The owner identity fabric objects of this session carry.
   Owner owner() const;
 
+  // Holds this session's replies, and its further requests, until the
+  // returned function is called (from any thread, once): how a handler waits
+  // on something slow, e.g. the etcd directory, without blocking the control
+  // thread and every other client with it. One client holds nothing more
+  // meanwhile: its requests stay in its socket.
+  std::function<void()> hold();
+
   // Set by the Hello handler.
   bool greeted() const { return virtual_ip_.has_value(); }
   void set_virtual_ip(uint32_t ip) { virtual_ip_ = ip; }
@@ -81,6 +89,8 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   void arm_read();
   void on_readable(const boost::system::error_code& ec);
+  bool handle_buffered();  // false once closed or held
+  void release_hold();
   Status dispatch(proto::Frame& frame, const proto::Request& req, ReplyWriter& w);
   void queue(ReplyWriter& w, uint64_t request_id, const Status& status);
   void flush();
@@ -106,6 +116,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool reading_ = false;
   bool writing_ = false;
   bool closed_ = false;
+  int holds_ = 0;
 };
 
 }  // namespace ff::router

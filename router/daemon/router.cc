@@ -102,8 +102,8 @@ void Router::join_cluster() {
   cluster_ = std::move(*cluster);
 }
 
-void Router::session_greeted(const Session& s) {
-  if (directory_ && s.tenant() != nullptr) directory_->publish(s.tenant()->name, s.virtual_ip());
+void Router::session_greeted(Session& s) {
+  if (directory_ && s.tenant() != nullptr) directory_->publish(s.tenant()->name, s.virtual_ip(), s.hold());
 }
 
 Router::~Router() {

@@ -49,7 +49,7 @@ class Router final : public ControlServices {
   const ControlLimits& limits() const override { return limits_; }
   policy::TenantQuota& quota(const policy::TenantSpec& t) override { return quotas_.at(t.name); }
   policy::TenantQuota& handles(const policy::TenantSpec& t) override { return handle_quotas_.at(t.name); }
-  void session_greeted(const Session& s) override;
+  void session_greeted(Session& s) override;
   void session_closed(uint64_t session_id) override;
   std::vector<std::shared_ptr<Session>> sessions() const override;  // oldest first
   const std::vector<policy::TenantSpec>& tenants() const override { return tenants_; }

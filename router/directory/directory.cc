@@ -32,13 +32,28 @@ std::vector<DirectoryEntry> Directory::entries() const {
   return entries_;
 }
 
-void Directory::publish(std::string_view tenant, uint32_t vip) {
-  bool first;
+void Directory::publish(std::string_view tenant, uint32_t vip, std::function<void()> done) {
+  auto key = std::make_pair(std::string(tenant), vip);
   {
     std::lock_guard lock(mu_);
-    first = ++local_[{std::string(tenant), vip}] == 1;
+    bool first = ++local_[key] == 1;
+    auto landing = landing_.find(key);
+    if (!first && landing == landing_.end()) {
+      done();  // in the directory already
+      return;
+    }
+    landing_[key].push_back(std::move(done));
+    if (!first) return;  // it lands with the first client's
   }
-  if (first) published(std::string(tenant), vip, true);
+  published(key.first, vip, true, [this, key] {
+    std::vector<std::function<void()>> waiting;
+    {
+      std::lock_guard lock(mu_);
+      waiting = std::move(landing_[key]);
+      landing_.erase(key);
+    }
+    for (auto& w : waiting) w();
+  });
 }
 
 void Directory::withdraw(std::string_view tenant, uint32_t vip) {
@@ -52,7 +67,7 @@ void Directory::withdraw(std::string_view tenant, uint32_t vip) {
       last = true;
     }
   }
-  if (last) published(std::string(tenant), vip, false);
+  if (last) published(std::string(tenant), vip, false, [] {});
 }
 
 void Directory::replace_view(std::map<std::string, std::string> routers, std::vector<DirectoryEntry> entries) {

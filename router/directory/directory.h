@@ -73,7 +73,10 @@ class Directory {
 
   // A client of this router has `vip` (counted: several processes of one
   // container share it). The backend learns of the first and the last.
-  void publish(std::string_view tenant, uint32_t vip);
+  // `done` runs (on the backend's thread, or at once) when the address is
+  // in the directory, or the backend gave up for now and retries later:
+  // the client's Hello is answered then, so that its peers' routers find it.
+  void publish(std::string_view tenant, uint32_t vip, std::function<void()> done = [] {});
   void withdraw(std::string_view tenant, uint32_t vip);
 
   // Called (from the backend's thread) after the routers changed.
@@ -83,8 +86,12 @@ class Directory {
   }
 
  protected:
-  // The backend's hooks for this router's own addresses.
-  virtual void published(const std::string& /*tenant*/, uint32_t /*vip*/, bool /*present*/) {}
+  // The backend's hooks for this router's own addresses; a new one calls
+  // `landed` once it is written (or failed for now), from any thread.
+  virtual void published(const std::string& /*tenant*/, uint32_t /*vip*/, bool /*present*/,
+                         std::function<void()> landed) {
+    landed();
+  }
   void replace_view(std::map<std::string, std::string> routers, std::vector<DirectoryEntry> entries);
 
  private:
@@ -93,6 +100,8 @@ class Directory {
   std::map<std::string, std::string> routers_;  // name -> address
   std::vector<DirectoryEntry> entries_;
   std::map<std::pair<std::string, uint32_t>, int> local_;
+  // Publications under way: who waits for each.
+  std::map<std::pair<std::string, uint32_t>, std::vector<std::function<void()>>> landing_;
   std::function<void()> routers_changed_;
 };
 

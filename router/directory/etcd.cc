@@ -6,7 +6,8 @@
 // router that dies stops renewing: its keys vanish within the TTL, and the
 // others stop routing to it. Spoken: etcd v3's JSON gateway (HTTP/1.1, keys
 // and values base64), with Boost.Beast, on two threads of its own (renewals
-// and writes; the watch stream), so the router's threads never wait on etcd.
+// and writes; the watch stream), so the router's threads do not wait on etcd
+// (but for refresh(): bounded, rate-limited, skipped while etcd fails).
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -33,6 +34,9 @@ using nlohmann::json;
 
 constexpr int kLeaseTtl = 5;
 constexpr auto kRenewEvery = std::chrono::seconds(1);
+constexpr timeval kCallWait{2, 0};         // per socket step, on the directory's own threads
+constexpr timeval kRefreshWait{0, 200000};  // per socket step, on the control thread
+constexpr auto kRefreshEvery = std::chrono::milliseconds(100);
 constexpr char kPrefix[] = "/ffrouter/";
 constexpr char kPrefixEnd[] = "/ffrouter0";  // '/' + 1: the end of the prefix range
 constexpr char kRouters[] = "/ffrouter/routers/";
@@ -131,32 +135,32 @@ class EtcdDirectory final : public Directory {
 
   std::string describe() const override { return "etcd " + url_; }
 
+  // A lookup missed, on the control thread: the one etcd call a router
+  // thread makes, so it is bounded (kRefreshWait per step), at most one per
+  // kRefreshEvery whatever the clients ask, and skipped while etcd is
+  // failing (the watch and the renewals go on on their own threads).
   void refresh() override {
+    auto now = std::chrono::steady_clock::now();
+    if (failing_.load() || now - last_refresh_ < kRefreshEvery) return;
+    last_refresh_ = now;
     try {
-      reload();
+      reload(kRefreshWait);
     } catch (const EtcdError& e) {
+      failing_ = true;  // until the renewer reaches etcd again
       spdlog::warn("etcd: {}", e.what());
     }
   }
 
  protected:
-  // A new address is written before the client's Hello is answered: once a
-  // program can name its GID to a peer, the peer's router can find it.
-  // Withdrawals (and writes that failed) go through the renewal thread.
-  void published(const std::string& tenant, uint32_t vip, bool present) override {
-    if (present) {
-      try {
-        put(vip_key(tenant, vip), self());
-        std::lock_guard lock(ops_mu_);
-        published_[{tenant, vip}] = 1;
-        return;
-      } catch (const EtcdError& e) {
-        spdlog::warn("etcd: {} (retrying)", e.what());
-      }
-    }
+  // Writes go through the renewal thread, never the caller's (the control
+  // thread must not wait on etcd). A new address is written before the
+  // client's Hello is answered (`landed`: Session::hold), so that once a
+  // program can name its GID to a peer, the peer's router can find it; a
+  // write that fails is answered anyway and retried.
+  void published(const std::string& tenant, uint32_t vip, bool present, std::function<void()> landed) override {
     {
       std::lock_guard lock(ops_mu_);
-      ops_.push_back({tenant, vip, present});
+      ops_.push_back({tenant, vip, present, std::move(landed)});
     }
     ops_cv_.notify_all();
   }
@@ -166,13 +170,13 @@ class EtcdDirectory final : public Directory {
     std::string tenant;
     uint32_t vip;
     bool present;
+    std::function<void()> landed;  // called once, after the first attempt
   };
 
   // Bounded waits (Linux applies the send timeout to connect too): a hung
   // etcd must not hang whoever asked.
-  static void open(tcp::socket& s, bool bounded_reads) {
+  static void open(tcp::socket& s, bool bounded_reads, timeval limit = kCallWait) {
     s.open(tcp::v4());
-    timeval limit{2, 0};
     ::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
     if (bounded_reads) ::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
   }
@@ -188,11 +192,11 @@ class EtcdDirectory final : public Directory {
 
   // One request on a fresh connection: etcd is near, and this keeps no
   // state to get wrong after etcd restarts.
-  json call(const std::string& target, const json& body) {
+  json call(const std::string& target, const json& body, timeval limit = kCallWait) {
     try {
       asio::io_context io;
       tcp::socket s(io);
-      open(s, /*bounded_reads=*/true);
+      open(s, /*bounded_reads=*/true, limit);
       s.connect(endpoint_);
       http::write(s, request(target, body));
       boost::beast::flat_buffer buf;
@@ -230,8 +234,8 @@ class EtcdDirectory final : public Directory {
     for (const auto& [tenant, vip] : mine) put(vip_key(tenant, vip), self());
   }
 
-  void reload() {
-    json r = call("/v3/kv/range", json{{"key", base64(kPrefix)}, {"range_end", base64(kPrefixEnd)}});
+  void reload(timeval limit = kCallWait) {
+    json r = call("/v3/kv/range", json{{"key", base64(kPrefix)}, {"range_end", base64(kPrefixEnd)}}, limit);
     DirectoryView view;
     if (r.contains("kvs")) {
       for (const auto& kv : r["kvs"]) {
@@ -271,11 +275,12 @@ class EtcdDirectory final : public Directory {
       auto due = std::chrono::steady_clock::now() >= next_renewal_;
       lock.unlock();
       try {
-        for (const auto& op : ops) {
+        for (auto& op : ops) {
           if (op.present)
             put(vip_key(op.tenant, op.vip), self());
           else
             call("/v3/kv/deleterange", json{{"key", base64(vip_key(op.tenant, op.vip))}});
+          if (op.landed) std::exchange(op.landed, nullptr)();
         }
         if (due) {
           json r = call("/v3/lease/keepalive", json{{"ID", lease_}});
@@ -294,9 +299,11 @@ class EtcdDirectory final : public Directory {
         if (!failing_) spdlog::warn("etcd: {} (retrying every second)", e.what());
         failing_ = true;
         next_renewal_ = std::chrono::steady_clock::now() + kRenewEvery;
-        // Ops that failed go again.
+        // Ops that failed go again; their clients are answered now.
+        for (auto& op : ops)
+          if (op.landed) std::exchange(op.landed, nullptr)();
         std::lock_guard relock(ops_mu_);
-        for (const auto& op : ops) ops_.push_front(op);
+        for (auto it = ops.rbegin(); it != ops.rend(); ++it) ops_.push_front(std::move(*it));
       }
       lock.lock();
       if (!ops_.empty()) ops_cv_.wait_for(lock, kRenewEvery);  // do not spin on a dead etcd
@@ -355,7 +362,8 @@ class EtcdDirectory final : public Directory {
   std::deque<Op> ops_;
   std::map<std::pair<std::string, uint32_t>, int> published_;  // what we registered (renewer's)
   bool stop_ = false;
-  bool failing_ = false;
+  std::atomic<bool> failing_{false};  // the renewer's view of etcd
+  std::chrono::steady_clock::time_point last_refresh_{};  // control thread's
   std::chrono::steady_clock::time_point next_renewal_{};
   std::atomic<int> watch_fd_{-1};
   std::thread renewer_;

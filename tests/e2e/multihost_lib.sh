@@ -126,7 +126,7 @@ mh_pair() {
 }
 
 # mh_etcd: starts etcd on its own host (10.99.0.100) and sets FF_ETCD to the
-# --directory value for it. Call it as is, not in $(...): from a subshell the
+# --directory value for it (FF_ETCD_PID: its pid). Call it as is, not in $(...): from a subshell the
 # host namespace and the etcd process would not be recorded for the cleanup.
 mh_etcd() {
   mh_host etcd 10.99.0.100
@@ -134,6 +134,7 @@ mh_etcd() {
     --listen-client-urls http://10.99.0.100:2379 --advertise-client-urls http://10.99.0.100:2379 \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
     --initial-cluster ffe2e=http://127.0.0.1:2380 >"$FF_WORK/etcd.log" 2>&1 &
+  FF_ETCD_PID=$!
   FF_PIDS+=($!)
   for _ in $(seq 200); do
     ip netns exec "ffh-etcd-$$" etcdctl --endpoints http://10.99.0.100:2379 endpoint health >/dev/null 2>&1 &&

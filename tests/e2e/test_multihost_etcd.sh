@@ -33,6 +33,22 @@ mh_ctl alpha peers | grep -q 'entry tenant=default addresses=10.50.2.1/32 router
   { mh_ctl alpha peers; fail "alpha does not see beta's client in the directory"; }
 pass "a client on beta is in alpha's view of the directory"
 
+# etcd hangs (SIGSTOP: it still accepts connections, and answers nothing).
+# A new client's Hello waits until its address is written or the write
+# failed, but the router goes on answering everyone else meanwhile: it never
+# waits on etcd itself.
+kill -STOP "$FF_ETCD_PID"
+FF_RUN=$FF_WORK/alpha ff_watch_status
+start=$SECONDS
+mh_in alpha a default ibv_devinfo >"$FF_WORK/devinfo.log" 2>&1 &
+devinfo=$!
+sleep 3
+kill -CONT "$FF_ETCD_PID"
+wait "$devinfo" || { cat "$FF_WORK/devinfo.log"; fail "a client's Hello failed while etcd hung"; }
+echo "a client that said Hello while etcd hung was answered after $((SECONDS - start)) s"
+ff_check_status_watch 1000
+pass "with etcd hung, the router kept answering ffctl status within 1 s"
+
 # beta's router dies: its lease runs out (TTL 5 s), and alpha's view loses
 # beta and its addresses.
 kill -9 "${FF_HOST_ROUTER[beta]}"

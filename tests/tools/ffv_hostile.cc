@@ -22,7 +22,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
+#include <map>
 #include <random>
 #include <thread>
 #include <vector>
@@ -429,26 +431,38 @@ TEST(Hostile, FloodingRequestsWithoutReadingRepliesOnlyStallsItself) {
   ::close(s);
 }
 
-// The router's handles (fds plus memfd mappings, from its /proc) and what the
-// admin status charges tenant `name` for.
+// The router's handles as its /proc shows them (fds but sockets, which
+// sessions hold and --max-sessions-per-tenant caps; memfd mappings), and
+// what the admin status charges: tenant `name`, and all tenants together
+// (the honest tenant may be making objects meanwhile).
 struct Handles {
   long router = 0;
-  uint64_t charged = 0, limit = 0;
+  uint64_t charged = 0, limit = 0, charged_all = 0;
+  std::map<std::string, int> kinds;
 };
 Handles handles(const std::string& name) {
   Handles h;
   std::string pid = env("FF_ROUTER_PID");
-  for (const auto& e : std::filesystem::directory_iterator("/proc/" + pid + "/fd")) ++h.router, (void)e;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/" + pid + "/fd")) {
+    std::error_code ec;
+    auto target = std::filesystem::read_symlink(e.path(), ec).string();
+    if (!ec && target.rfind("socket:", 0) != 0) {
+      ++h.router;
+      h.kinds[target.substr(0, std::min<size_t>(target.find(':') == std::string::npos ? 8 : target.find(':'), 12))]++;
+    }
+  }
   std::ifstream maps("/proc/" + pid + "/maps");
   for (std::string line; std::getline(maps, line);)  // shared memory; not the allocator's own mappings
-    if (line.find("/memfd:") != std::string::npos) ++h.router;
+    if (line.find("/memfd:") != std::string::npos) ++h.router, h.kinds["map"]++;
   proto::ControlClient admin;
   EXPECT_EQ(admin.connect(env("FF_ADMIN_SOCKET")), 0);
   flatbuffers::FlatBufferBuilder fbb;
   auto r = admin.call(fbb, RequestBody::AdminStatus, proto::CreateAdminStatus(fbb).Union());
   EXPECT_EQ(r.error, 0);
-  for (const auto* t : *r.reply()->body_as_StatusReply()->tenants())
+  for (const auto* t : *r.reply()->body_as_StatusReply()->tenants()) {
+    h.charged_all += t->handles();
     if (t->name()->str() == name) h.charged = t->handles(), h.limit = t->handles_limit();
+  }
   return h;
 }
 
@@ -461,24 +475,40 @@ TEST(Hostile, FdsAndMappingsAreCountedPerTenantAndCapped) {
   ASSERT_GT(before.limit, 0u) << "run the router with --max-handles-per-tenant";
   {
     Raw r;
-    r.open();
+    // Each kind of object, measured on its own: what the router's /proc grew
+    // by against what the tenants were charged.
+    Handles last = before;
+    auto step = [&](const char* what, const std::function<void()>& make) {
+      make();
+      flatbuffers::FlatBufferBuilder fbb;  // one more round trip: the last reply's fds are gone
+      EXPECT_EQ(r.call(fbb, RequestBody::ListDevices, proto::CreateListDevices(fbb).Union()).error, 0);
+      Handles now = handles("blue");
+      long grew = now.router - last.router;
+      long charged = static_cast<long>(now.charged_all - last.charged_all);
+      std::printf("%s: the router grew %ld fds+mappings, %ld charged\n", what, grew, charged);
+      for (auto& [k, n] : now.kinds)
+        if (n != last.kinds[k]) std::printf("  %s %d -> %d\n", k.c_str(), last.kinds[k], n);
+      EXPECT_LE(grew, charged) << what << ": objects hold handles router_handles() does not count";
+      EXPECT_GE(grew, charged * 9 / 10) << what << ": router_handles() overcharges";
+      last = now;
+    };
+    step("a context and a PD", [&] { r.open(); });
     std::vector<Raw::Cq> cqs;
-    for (int i = 0; i < 20; ++i) cqs.push_back(r.cq());
+    step("20 CQs", [&] {
+      for (int i = 0; i < 20; ++i) cqs.push_back(r.cq());
+    });
     std::vector<Raw::Qp> qps;
-    for (int i = 0; i < 20; ++i) qps.push_back(r.loop_qp(cqs[0]));
-    for (int i = 0; i < 10; ++i) {
-      flatbuffers::FlatBufferBuilder fbb;
-      EXPECT_EQ(r.call(fbb, RequestBody::CreateCompChannel, proto::CreateCreateCompChannel(fbb, r.ctx).Union()).error, 0);
-    }
-    Handles made = handles("blue");
-    long router_grew = made.router - before.router;
-    long charged = static_cast<long>(made.charged - before.charged);
-    std::printf("20 CQs, 20 QPs, 10 channels, a context: the router grew %ld fds+mappings, %ld charged\n",
-                router_grew, charged);
-    // +1: this client's own socket (sessions are capped by --max-sessions-per-tenant); +1: the
-    // admin connection of the last measurement, which the router may not have closed yet.
-    EXPECT_LE(router_grew, charged + 2) << "objects hold handles router_handles() does not count";
-    EXPECT_GE(router_grew, charged * 9 / 10) << "router_handles() overcharges";
+    step("20 QPs", [&] {
+      for (int i = 0; i < 20; ++i) qps.push_back(r.loop_qp(cqs[0]));
+    });
+    step("10 completion channels", [&] {
+      for (int i = 0; i < 10; ++i) {
+        flatbuffers::FlatBufferBuilder fbb;
+        EXPECT_EQ(r.call(fbb, RequestBody::CreateCompChannel, proto::CreateCreateCompChannel(fbb, r.ctx).Union()).error,
+                  0);
+      }
+    });
+    Handles made = last;
     // Now more than the share: CQs until refused.
     int refused = 0;
     std::string why;
