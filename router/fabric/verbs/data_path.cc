@@ -63,11 +63,12 @@ bool Engine::work(uint64_t now) {
     // only those go out in this pass. A receive an app posted before a send
     // (in any process, the send's QP or another) is then on the device
     // before the send is, as if both had gone to hardware directly.
-    q.sends_visible = q.state == IBV_QPS_RTS ? static_cast<uint32_t>(q.sq.size_guess()) : 0;
+    q.sends_visible = q.state == IBV_QPS_RTS && !q.device_changing ? static_cast<uint32_t>(q.sq.size_guess()) : 0;
   }
   for (core::Srq* s : srqs()) busy |= post_srq_receives(static_cast<Srq&>(*s));
   for (core::Qp* c : qps())
-    if (c->srq == nullptr && c->state != IBV_QPS_RESET && c->state != IBV_QPS_ERR)
+    if (c->srq == nullptr && c->state != IBV_QPS_RESET && c->state != IBV_QPS_ERR &&
+        !static_cast<Qp*>(c)->device_changing)
       busy |= post_receives(static_cast<Qp&>(*c));
   for (core::Qp* c : qps())
     if (static_cast<Qp*>(c)->sends_visible > 0 && c->state == IBV_QPS_RTS) busy |= post_sends(static_cast<Qp&>(*c));
@@ -397,8 +398,9 @@ bool Engine::prepare_to_sleep(uint64_t, uint64_t&) {
     if (!s->ring.prepare_to_sleep()) may_sleep = false;
   for (core::Qp* c : qps()) {
     auto& q = static_cast<Qp&>(*c);
-    bool sends_move = q.state == IBV_QPS_RTS || q.state == IBV_QPS_ERR;
-    bool receives_move = q.srq == nullptr && q.state != IBV_QPS_RESET;
+    // A QP the control thread is modifying waits for end_modify (run_sync wakes us).
+    bool sends_move = (q.state == IBV_QPS_RTS || q.state == IBV_QPS_ERR) && !q.device_changing;
+    bool receives_move = q.srq == nullptr && q.state != IBV_QPS_RESET && !q.device_changing;
     if (sends_move && !q.sq.prepare_to_sleep()) may_sleep = false;
     if (receives_move && !q.rq.prepare_to_sleep()) may_sleep = false;
     // Arm, then poll once more: a completion that came in between is seen

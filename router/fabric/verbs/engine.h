@@ -35,9 +35,13 @@ class Engine final : public core::QueueCore {
   const Mr* find_mr(uint32_t lkey) const { return static_cast<const Mr*>(QueueCore::find_mr(lkey)); }
   const Ah* find_ah(uint32_t id) const { return static_cast<const Ah*>(QueueCore::find_ah(id)); }
 
-  // ibv_modify_qp: the core's checks, the device's modify, the core's
-  // bookkeeping (poller, or inside run_sync).
-  Status modify_qp(Qp& qp, const ibv_qp_attr& attr, int mask);
+  // ibv_modify_qp in three steps, so that the device's modify (a firmware
+  // command on real hardware) never runs on the poller: the core's checks
+  // and the device's attributes (poller: run_sync), the device's modify
+  // (control thread, modify_device), the core's bookkeeping (poller).
+  Status begin_modify(Qp& qp, const ibv_qp_attr& attr, int mask, DeviceModify& out);
+  Status modify_device(Qp& qp, const DeviceModify& change, int mask) const;
+  Status end_modify(Qp& qp, const ibv_qp_attr& attr, int mask, const DeviceModify& change, Status device);
 
  private:
   // PollerHooks (data_path.cc)

@@ -48,17 +48,15 @@ Ah::~Ah() {
   ibv_destroy_ah(ah);
 }
 
+// The device's objects go on the control thread (firmware commands on real
+// hardware), once the poller no longer knows the QP.
 Qp::~Qp() {
-  ctx.core.run_sync([&] {
-    if (qp != nullptr) {
-      ctx.core.unlink_qp(*this);
-      ibv_destroy_qp(qp);
-    }
-    // The poller acknowledges every CQ event as it reads it, so nothing
-    // blocks these.
-    if (device_send_cq != nullptr) ibv_destroy_cq(device_send_cq);
-    if (device_recv_cq != nullptr) ibv_destroy_cq(device_recv_cq);
-  });
+  if (qp != nullptr) ctx.core.run_sync([&] { ctx.core.unlink_qp(*this); });
+  if (qp != nullptr) ibv_destroy_qp(qp);
+  // The poller acknowledges every CQ event as it reads it, so nothing
+  // blocks these.
+  if (device_send_cq != nullptr) ibv_destroy_cq(device_send_cq);
+  if (device_recv_cq != nullptr) ibv_destroy_cq(device_recv_cq);
 }
 
 }  // namespace ff::router::verbs

@@ -131,6 +131,19 @@ struct Qp final : core::Qp {
   SlotTable<shm::RecvWqe> receives;  // on the device (own receive queue only)
   uint32_t sends_visible = 0;        // published before this pass looked at receives
   std::deque<bool> solicited;        // RC: IBV_SEND_SOLICITED of each posted message that consumes a receive
+  // The control thread is changing the device QP's state (ibv_modify_qp
+  // takes a firmware command, not the poller's time): nothing is posted to
+  // it meanwhile.
+  bool device_changing = false;
+  bool device_in_error = false;  // moved to ERR already: on_error need not
+};
+
+// A modify the control thread carries out on the device between
+// Engine::begin_modify and Engine::end_modify.
+struct DeviceModify {
+  ibv_qp_attr attr{};
+  ibv_qp_state from = IBV_QPS_RESET;  // the QP's state when it was checked
+  bool dest_missing = false;
 };
 
 }  // namespace ff::router::verbs

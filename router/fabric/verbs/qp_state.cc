@@ -3,13 +3,14 @@
 // core's hooks for ERR and RESET, and the device's asynchronous events.
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "policy/tenant.h"
 #include "router/fabric/verbs/engine.h"
 
 namespace ff::router::verbs {
 
-Status Engine::modify_qp(Qp& q, const ibv_qp_attr& attr, int mask) {
+Status Engine::begin_modify(Qp& q, const ibv_qp_attr& attr, int mask, DeviceModify& out) {
   if ((mask & IBV_QP_AV) != 0 && attr.ah_attr.is_global != 0 && !policy::ipv4_of_gid(attr.ah_attr.grh.dgid.raw))
     return Error{EINVAL, "ah_attr.grh.dgid must be an IPv4-mapped GID (::ffff:a.b.c.d) of a virtual IP"};
   // The device never sees a connection across tenants: a destination QP of
@@ -18,17 +19,31 @@ Status Engine::modify_qp(Qp& q, const ibv_qp_attr& attr, int mask) {
   // whoever creates a QP next: the device connects to the sink QP instead,
   // and the router fails the QP's sends as toward no QP (peer_gone).
   if (Status st = check_modify(q, attr, mask, /*dest_local=*/true); !st) return st;
-  const bool dest_missing = (mask & IBV_QP_DEST_QPN) != 0 && find_qp(attr.dest_qp_num) == nullptr;
-  ibv_qp_attr dev = attr;
-  if ((mask & IBV_QP_PORT) != 0) dev.port_num = device_.port;
-  if ((mask & IBV_QP_AV) != 0) dev.ah_attr = device_address(device_, attr.ah_attr);
-  if (dest_missing) dev.dest_qp_num = device_.sink_qp->qp_num;
-  if (ibv_modify_qp(q.qp, &dev, mask) != 0) {
-    int e = errno != 0 ? errno : EINVAL;
-    return Error{e, "the device (" + device_.name + ") refused the change: " + std::strerror(e)};
-  }
+  out.dest_missing = (mask & IBV_QP_DEST_QPN) != 0 && find_qp(attr.dest_qp_num) == nullptr;
+  out.attr = attr;
+  if ((mask & IBV_QP_PORT) != 0) out.attr.port_num = device_.port;
+  if ((mask & IBV_QP_AV) != 0) out.attr.ah_attr = device_address(device_, attr.ah_attr);
+  if (out.dest_missing) out.attr.dest_qp_num = device_.sink_qp->qp_num;
+  out.from = q.state;
+  q.device_changing = true;
+  return {};
+}
+
+Status Engine::modify_device(Qp& q, const DeviceModify& change, int mask) const {
+  ibv_qp_attr dev = change.attr;
+  if (ibv_modify_qp(q.qp, &dev, mask) == 0) return {};
+  int e = errno != 0 ? errno : EINVAL;
+  return Error{e, "the device (" + device_.name + ") refused the change: " + std::strerror(e)};
+}
+
+Status Engine::end_modify(Qp& q, const ibv_qp_attr& attr, int mask, const DeviceModify& change, Status device) {
+  q.device_changing = false;
+  if (!device) return device;
+  // The device reported an error for the QP meanwhile: it stays in ERR.
+  if (q.state != change.from) return Error{EINVAL, "the QP went to the error state while it was being modified"};
+  if ((mask & IBV_QP_STATE) != 0) q.device_in_error = attr.qp_state == IBV_QPS_ERR;
   apply_modify(q, attr, mask);
-  if (dest_missing) q.peer_gone = true;
+  if (change.dest_missing) q.peer_gone = true;
   return {};
 }
 
@@ -53,9 +68,11 @@ ibv_ah_attr device_address(const Device& d, const ibv_ah_attr& virt) {
 }
 
 void Engine::on_error(core::Qp& c) {
+  auto& q = static_cast<Qp&>(c);
+  if (std::exchange(q.device_in_error, true)) return;  // an ibv_modify_qp to ERR did it
   ibv_qp_attr a{};
   a.qp_state = IBV_QPS_ERR;
-  ibv_modify_qp(static_cast<Qp&>(c).qp, &a, IBV_QP_STATE);  // the device flushes what it holds
+  ibv_modify_qp(q.qp, &a, IBV_QP_STATE);  // the device flushes what it holds
 }
 
 void Engine::on_reset(core::Qp& c) {

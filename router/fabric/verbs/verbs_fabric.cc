@@ -179,8 +179,13 @@ Result<std::unique_ptr<FabricAh>> VerbsFabric::make_ah(const core::AhRequest& r)
 }
 
 Status VerbsFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask) {
+  auto& q = static_cast<verbs::Qp&>(fqp);
+  verbs::DeviceModify change;
   Status st;
-  engine_->run_sync([&] { st = engine_->modify_qp(static_cast<verbs::Qp&>(fqp), attr, mask); });
+  engine_->run_sync([&] { st = engine_->begin_modify(q, attr, mask, change); });
+  if (!st) return st;
+  Status device = engine_->modify_device(q, change, mask);  // here, not on the poller
+  engine_->run_sync([&] { st = engine_->end_modify(q, attr, mask, change, device); });
   return st;
 }
 

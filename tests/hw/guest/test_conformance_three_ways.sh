@@ -42,7 +42,7 @@ run_case() {
   esac >"$FF_WORK/case.log" 2>&1
 }
 
-declare -A result
+declare -A result took
 ff_container c1 10.44.0.2
 for how in direct verbs soft; do
   if [ "$how" != direct ]; then
@@ -53,10 +53,14 @@ for how in direct verbs soft; do
       result[$how,$c]=skip
       continue
     fi
+    t0=$(date +%s%N)
     if run_case "$how" "$c"; then result[$how,$c]=pass; else
       result[$how,$c]=fail
       grep -E "Failure|Expected|Which is|actual" "$FF_WORK/case.log" | head -6 | sed "s/^/    [$how] /" >>"$FF_WORK/details"
     fi
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    took[$how]=$((${took[$how]:-0} + ms))
+    [ "$ms" -lt 10000 ] || echo "$how $c took $ms ms" >>"$FF_WORK/slow"
   done
   if [ "$how" != direct ]; then
     kill "$FF_ROUTER_PID"
@@ -80,6 +84,8 @@ for c in $cases; do
   [ "$d" = pass ] && [ -n "${rxe_direct[$c]:-}" ] && echo "  (listed as an rxe departure but passes now: update the list)"
 done
 [ -f "$FF_WORK/details" ] && { echo "--- failures"; cat "$FF_WORK/details"; }
+echo "time: direct $((took[direct] / 1000)) s, verbs fabric $((took[verbs] / 1000)) s, soft fabric $((took[soft] / 1000)) s"
+[ -f "$FF_WORK/slow" ] && cat "$FF_WORK/slow"
 [ $bad -eq 0 ] || fail "the three runs disagree beyond rxe's listed departures"
 pass "conformance: $(wc -w <<<"$cases") cases agree three ways (direct on rxe, verbs fabric, soft fabric)"
 echo "1 passed, 0 failed"
