@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "libffverbs/proc_maps.h"
 #include "libffverbs/shared_memory.h"
 #include "libffverbs/shim.h"
 
@@ -31,44 +32,26 @@ int madvise_range(void* base, size_t size, int advice) {
   return 0;
 }
 
+// Whether a mapping is one of our memfds: ffv-mr are registered pages;
+// ffr-* arenas and the router's rings (a child polling an inherited CQ must
+// not take the parent's completions).
+bool ours(const ff::verbs::MapsLine& m) {
+  return std::strncmp(m.path, "/memfd:ffv-mr", 13) == 0 || std::strncmp(m.path, "/memfd:ffr-", 11) == 0;
+}
+
 // In a fork child: every mapping backed by one of our memfds (registered
 // pages, ibv_malloc arenas, rings) becomes private memory holding the same
 // bytes, as fork() promises. Without this the child would share those
-// pages with the parent, its stack and heap included.
-// Whether a line of /proc/self/maps is one of our memfds: ffv-mr are
-// registered pages; ffr-* arenas and the router's rings (a child polling an
-// inherited CQ must not take the parent's completions).
-bool ours(const char* line) {
-  return std::strstr(line, "/memfd:ffv-mr") != nullptr || std::strstr(line, "/memfd:ffr-") != nullptr;
-}
-
+// pages with the parent, its stack and heap included. The child is
+// single-threaded here, and allocates nothing. Privatizing a mapping keeps
+// its range, so reading the maps on resumes after it.
 void privatize_shared_pages_in_child() {
-  int fd = ::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  // Line by line through a window (the child is single-threaded here, and
-  // allocates nothing): however many mappings there are, none is missed.
-  // Privatizing one keeps its range, so reading on resumes after it.
-  static char window[1 << 16];
-  size_t have = 0;
-  for (;;) {
-    ssize_t n = ::read(fd, window + have, sizeof window - 1 - have);
-    if (n <= 0) break;
-    have += static_cast<size_t>(n);
-    window[have] = '\0';
-    char* line = window;
-    for (char* nl; (nl = std::strchr(line, '\n')) != nullptr; line = nl + 1) {
-      *nl = '\0';
-      if (ours(line)) {
-        uint64_t start = std::strtoull(line, nullptr, 16);
-        uint64_t end = std::strtoull(std::strchr(line, '-') + 1, nullptr, 16);
-        ff::verbs::privatize(start, end);
-      }
-    }
-    have = static_cast<size_t>(window + have - line);  // a partial line moves to the front
-    std::memmove(window, line, have);
-    if (have == sizeof window - 1) have = 0;  // a line longer than the window: not one of ours
-  }
-  ::close(fd);
+  ff::verbs::for_each_mapping(
+      [](const ff::verbs::MapsLine& m, void*) {
+        if (ours(m)) ff::verbs::privatize(m.start, m.end);
+        return true;
+      },
+      nullptr);
 }
 
 }  // namespace

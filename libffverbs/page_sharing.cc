@@ -10,8 +10,10 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <new>
 
+#include "libffverbs/proc_maps.h"
 #include "libffverbs/request.h"
 #include "libffverbs/shared_memory.h"
 #include "shm/arena.h"
@@ -203,8 +205,46 @@ std::map<uint64_t, SharedPages::Region>::iterator SharedPages::find(uint64_t sta
   return it;
 }
 
+namespace {
+
+// Memory that copying into a memfd would break rather than share: the
+// app's own MAP_SHARED mappings (the copy would leave their other mappings
+// behind: another process, or the same file mapped elsewhere, would no
+// longer see what RDMA writes) and huge pages (4 KiB pages cannot be mapped
+// over part of a huge page). 0, or EINVAL after saying why on stderr.
+int refuse_unshareable(uint64_t start, uint64_t end) {
+  struct Scan {
+    uint64_t start, end;
+    char why[160];
+  } scan{start, end, {}};
+  for_each_mapping(
+      [](const MapsLine& m, void* arg) {
+        auto& s = *static_cast<Scan*>(arg);
+        if (m.end <= s.start) return true;
+        if (m.start >= s.end) return false;
+        const char* what = std::strstr(m.path, "anon_hugepage") != nullptr || std::strstr(m.path, "/hugepages") != nullptr
+                               ? "huge pages"
+                           : m.shared() ? "MAP_SHARED memory"
+                                        : nullptr;
+        if (what != nullptr)
+          std::snprintf(s.why, sizeof s.why, "%#lx-%#lx is %s (%s)", static_cast<unsigned long>(m.start),
+                        static_cast<unsigned long>(m.end), what, *m.path != '\0' ? m.path : "anonymous");
+        return what == nullptr;
+      },
+      &scan);
+  if (scan.why[0] == '\0') return 0;
+  std::fprintf(stderr,
+               "libffverbs[%d]: ibv_reg_mr: EINVAL: %s; ffrouter cannot share it with the router without "
+               "breaking it: register memory from ibv_malloc, or private memory\n",
+               static_cast<int>(::getpid()), scan.why);
+  return EINVAL;
+}
+
+}  // namespace
+
 // Copies [start, end) into a new sealed memfd and maps it in place.
 int SharedPages::create(uint64_t start, uint64_t end) {
+  if (int e = refuse_unshareable(start, end); e != 0) return e;
   size_t len = end - start;
   ff::UniqueFd fd(::memfd_create("ffv-mr", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd) return errno;

@@ -12,8 +12,9 @@
 // fork() (fork.cc) the child gets private copies of all of it.
 //
 // Caveats (README): a thread writing the pages of a buffer *while* it is
-// being registered for the first time can lose that write; registering
-// memory the app itself mapped MAP_SHARED gives the app a private copy.
+// being registered for the first time can lose that write; memory the app
+// itself mapped MAP_SHARED, and huge pages, are refused (EINVAL) rather than
+// copied away from their other users.
 #pragma once
 
 #include <cstddef>

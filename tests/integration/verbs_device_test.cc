@@ -3,6 +3,7 @@
 // (tests/e2e/test_verbs_device.sh), and would run unchanged on a real device.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <infiniband/verbs.h>
 #include <poll.h>
 #include <sys/wait.h>
@@ -167,6 +168,40 @@ TEST_F(Device, StackBuffersCanBeRegistered) {
   EXPECT_EQ(before, 'b');
   EXPECT_EQ(after, 'a');
   EXPECT_EQ(ibv_dereg_mr(mr), 0);
+  EXPECT_EQ(ibv_dealloc_pd(pd), 0);
+}
+
+// Memory the shim cannot share with the router without breaking it is
+// refused with EINVAL (and a line on stderr saying why), never silently
+// decoupled: the app's own MAP_SHARED mappings (a copy would leave their
+// other mappings behind) and huge pages. Private memory next to them is fine.
+TEST_F(Device, SharedMappingsAndHugePagesAreRefusedNotDecoupled) {
+  ibv_pd* pd = ibv_alloc_pd(ctx);
+  ASSERT_NE(pd, nullptr);
+  const size_t page = 4096;
+  auto* shared = static_cast<char*>(mmap(nullptr, 4 * page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(shared, MAP_FAILED);
+  errno = 0;
+  EXPECT_EQ(ibv_reg_mr(pd, shared + 100, 2 * page, IBV_ACCESS_LOCAL_WRITE), nullptr);
+  EXPECT_EQ(errno, EINVAL);
+  shared[0] = 'x';  // still the app's own mapping, unchanged
+  EXPECT_EQ(shared[0], 'x');
+  munmap(shared, 4 * page);
+  const size_t huge = 2u << 20;
+  void* big = mmap(nullptr, huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+  if (big != MAP_FAILED) {  // only where huge pages are reserved (vm.nr_hugepages)
+    errno = 0;
+    EXPECT_EQ(ibv_reg_mr(pd, static_cast<char*>(big) + page, page, IBV_ACCESS_LOCAL_WRITE), nullptr);
+    EXPECT_EQ(errno, EINVAL);
+    munmap(big, huge);
+  }
+  auto* own = static_cast<char*>(mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ibv_mr* mr = ibv_reg_mr(pd, own, page, IBV_ACCESS_LOCAL_WRITE);
+  EXPECT_NE(mr, nullptr) << std::strerror(errno);
+  if (mr != nullptr) {
+    EXPECT_EQ(ibv_dereg_mr(mr), 0);
+  }
+  munmap(own, page);
   EXPECT_EQ(ibv_dealloc_pd(pd), 0);
 }
 
