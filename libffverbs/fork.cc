@@ -91,7 +91,7 @@ void SharedPages::before_fork() {
 void SharedPages::after_fork_parent() {
   for (const auto& p : stack_pages_) {
     auto it = regions_.find(p.region);
-    if (it != regions_.end()) reshare(p.start, p.end, it->second.fd.get(), p.start - p.region);
+    if (it != regions_.end()) reshare(p.start, p.end, it->second.fd(), it->second.offset + (p.start - p.region));
   }
   stack_pages_.clear();
   mu_.unlock();
@@ -102,6 +102,7 @@ void SharedPages::after_fork_parent() {
 void SharedPages::after_fork_child() {
   stack_pages_.clear();
   regions_.clear();
+  pool_.reset();  // the parent's file: the child's registrations get their own
   mu_.unlock();
   privatize_shared_pages_in_child();
 }

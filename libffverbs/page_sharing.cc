@@ -102,16 +102,34 @@ int privatize(uint64_t start, uint64_t end) {
       &r);
 }
 
-// True when [start, end) is still exactly one mapping of `fd`: the app may
-// have unmapped (and reused) a buffer while it was registered, and such
-// memory is not ours to touch any more.
-bool still_mapped_from(uint64_t start, uint64_t end, int fd) {
+// True when [start, end) is still mapped from `fd` at `offset` (inside one
+// mapping: the kernel merges neighbouring regions of the same file): the
+// app may have unmapped (and reused) a buffer while it was registered, and
+// such memory is not ours to touch any more.
+bool still_mapped_from(uint64_t start, uint64_t end, int fd, uint64_t offset) {
+  struct stat ours {}, mapped {};
+  if (::fstat(fd, &ours) != 0) return false;
+  // The common case without reading the maps: [start, end) is one mapping
+  // of the file (only the shim maps it, and its regions never overlap, so
+  // the offset is the region's).
   char path[64];
   std::snprintf(path, sizeof path, "/proc/self/map_files/%lx-%lx", static_cast<unsigned long>(start),
                 static_cast<unsigned long>(end));
-  struct stat mapped {}, ours {};
-  return ::stat(path, &mapped) == 0 && ::fstat(fd, &ours) == 0 && mapped.st_ino == ours.st_ino &&
-         mapped.st_dev == ours.st_dev;
+  if (::stat(path, &mapped) == 0 && mapped.st_ino == ours.st_ino && mapped.st_dev == ours.st_dev) return true;
+  struct Want {
+    uint64_t start, end, offset, inode;
+    bool found;
+  } want{start, end, offset, ours.st_ino, false};
+  for_each_mapping(
+      [](const MapsLine& m, void* arg) {
+        auto& w = *static_cast<Want*>(arg);
+        if (m.end <= w.start) return true;
+        w.found = m.start <= w.start && w.end <= m.end && m.inode == w.inode && m.shared() &&
+                  m.offset + (w.start - m.start) == w.offset;
+        return false;
+      },
+      &want);
+  return want.found;
 }
 
 // The reverse: writes the bytes of private [start, end) into `fd` at
@@ -180,7 +198,11 @@ void SharedPages::release(uint64_t start, uint64_t end) {
         flatbuffers::FlatBufferBuilder fbb;
         request<void>(fbb, proto::CreateReleaseSegment(fbb, reg.segment));
       }
-      if (still_mapped_from(r->first, reg.end, reg.fd.get())) privatize(r->first, reg.end);
+      bool mapped = still_mapped_from(r->first, reg.end, reg.fd(), reg.offset);
+      bool kept = mapped && privatize(r->first, reg.end) == 0;
+      if (!mapped || kept)  // the file's pages go back to the system
+        ::fallocate(reg.fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(reg.offset),
+                    static_cast<off_t>(reg.end - r->first));
       r = regions_.erase(r);
     } else {
       ++r;
@@ -192,7 +214,7 @@ int SharedPages::add_pinned(uint64_t start, uint64_t end, int fd) {
   std::lock_guard lock(mu_);
   Region reg;
   reg.end = end;
-  reg.fd.reset(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  reg.file = std::make_shared<ff::UniqueFd>(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
   reg.pinned = true;
   reg.refs = 1;
   auto [it, ok] = regions_.emplace(start, std::move(reg));
@@ -246,14 +268,22 @@ int refuse_unshareable(uint64_t start, uint64_t end) {
 int SharedPages::create(uint64_t start, uint64_t end) {
   if (int e = refuse_unshareable(start, end); e != 0) return e;
   size_t len = end - start;
-  ff::UniqueFd fd(::memfd_create("ffv-mr", MFD_CLOEXEC | MFD_ALLOW_SEALING));
-  if (!fd) return errno;
-  if (::ftruncate(fd.get(), static_cast<off_t>(len)) != 0) return errno;
-  if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) return errno;
-  if (int e = copy_and_remap(start, len, fd.get()); e != 0) return e;
+  if (!pool_ || pool_next_ + len > kPoolSpan) {
+    ff::UniqueFd fd(::memfd_create("ffv-mr", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    if (!fd) return errno;
+    // It grows as regions come, and never shrinks under the router.
+    if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK) != 0) return errno;
+    pool_ = std::make_shared<ff::UniqueFd>(std::move(fd));
+    pool_next_ = 0;
+  }
+  uint64_t offset = pool_next_;
+  if (::ftruncate(pool_->get(), static_cast<off_t>(offset + len)) != 0) return errno;
+  pool_next_ += len;  // offsets are never reused: a hole punched stays a hole
+  if (int e = copy_and_remap(start, len, pool_->get(), offset); e != 0) return e;
   Region reg;
   reg.end = end;
-  reg.fd = std::move(fd);
+  reg.file = pool_;
+  reg.offset = offset;
   regions_.emplace(start, std::move(reg));
   return 0;
 }
@@ -263,21 +293,22 @@ int SharedPages::create(uint64_t start, uint64_t end) {
 // be on those pages (a registered stack buffer), and every call it makes
 // writes there; so the copy and the remap run on a separate stack
 // (run_on_private_stack) while the caller's frames stay untouched.
-int SharedPages::copy_and_remap(uint64_t start, size_t len, int fd) {
+int SharedPages::copy_and_remap(uint64_t start, size_t len, int fd, uint64_t offset) {
   struct Job {
     uint64_t start;
     size_t len;
     int fd;
-  } job{start, len, fd};
+    uint64_t offset;
+  } job{start, len, fd, offset};
   int e = run_on_private_stack(
       [](void* arg) -> int {
         const Job j = *static_cast<const Job*>(arg);  // only reads before the remap
-        void* copy = ::mmap(nullptr, j.len, PROT_READ | PROT_WRITE, MAP_SHARED, j.fd, 0);
+        void* copy = ::mmap(nullptr, j.len, PROT_READ | PROT_WRITE, MAP_SHARED, j.fd, static_cast<off_t>(j.offset));
         if (copy == MAP_FAILED) return errno;
         int result = 0;
         if (!copy_pages(copy, reinterpret_cast<void*>(j.start), j.len)) result = EFAULT;
         else if (::mmap(reinterpret_cast<void*>(j.start), j.len, PROT_READ | PROT_WRITE,
-                        MAP_SHARED | MAP_FIXED, j.fd, 0) == MAP_FAILED)
+                        MAP_SHARED | MAP_FIXED, j.fd, static_cast<off_t>(j.offset)) == MAP_FAILED)
           result = errno;
         ::munmap(copy, j.len);
         return result;
@@ -293,8 +324,8 @@ int SharedPages::ensure_registered(uint64_t start, Region& reg) {
   uint64_t epoch = RouterLink::get().epoch();
   if (reg.segment != 0 && reg.epoch == epoch) return 0;
   flatbuffers::FlatBufferBuilder fbb;
-  int fd = reg.fd.get();
-  auto reply = request<proto::RegisterSegmentReply>(fbb, proto::CreateRegisterSegment(fbb, start, reg.end - start),
+  int fd = reg.fd();
+  auto reply = request<proto::RegisterSegmentReply>(fbb, proto::CreateRegisterSegment(fbb, start, reg.end - start, reg.offset),
                                                     "register segment failed", 0, {&fd, 1});
   if (!reply) return reply.error;
   reg.segment = reply->segment();

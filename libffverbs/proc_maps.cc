@@ -19,10 +19,9 @@ bool parse(char* text, MapsLine& out) {
   out.perms = p + 1;
   p[5] = '\0';
   char* rest = p + 6;
-  for (int field = 0; field < 3 && rest != nullptr; ++field) {  // offset, dev, inode
-    rest = std::strchr(rest, ' ');
-    if (rest != nullptr) ++rest;
-  }
+  out.offset = std::strtoull(rest, &rest, 16);
+  rest = std::strchr(rest + 1, ' ');  // past the device
+  out.inode = rest != nullptr ? std::strtoull(rest, &rest, 10) : 0;
   if (rest == nullptr) rest = p + 5;  // "" (the NUL written above)
   while (*rest == ' ') ++rest;
   out.path = rest;

@@ -7,6 +7,8 @@ namespace ff::verbs {
 
 struct MapsLine {
   uint64_t start, end;
+  uint64_t offset;    // in the file, of `start`
+  uint64_t inode;
   const char* perms;  // "rw-s": the 4th letter says shared (s) or private (p)
   const char* path;   // "" for anonymous memory
   bool shared() const { return perms[3] == 's'; }

@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -40,8 +41,8 @@ int privatize(uint64_t start, uint64_t end);
 // The reverse: writes the bytes of private [start, end) into `fd` at
 // `offset` and maps the memfd back over the range.
 int reshare(uint64_t start, uint64_t end, int fd, uint64_t offset);
-// True when [start, end) is still exactly one mapping of `fd`.
-bool still_mapped_from(uint64_t start, uint64_t end, int fd);
+// True when [start, end) is still mapped from `fd` at `offset`.
+bool still_mapped_from(uint64_t start, uint64_t end, int fd, uint64_t offset);
 
 // Process-wide table of shared page ranges: page_sharing.cc, and its fork()
 // handlers in fork.cc. Thread-safe.
@@ -63,9 +64,17 @@ class SharedPages {
   void after_fork_child();
 
  private:
+  // Regions live at increasing offsets of one growing memfd (a new one
+  // after kPoolSpan bytes), so the app holds a few fds however many
+  // registrations it makes; a region's pages are punched out of the file
+  // when it goes.
+  static constexpr uint64_t kPoolSpan = uint64_t{1} << 40;
+  using File = std::shared_ptr<ff::UniqueFd>;
   struct Region {
     uint64_t end;
-    ff::UniqueFd fd;
+    File file;            // the memfd (shared with the pool and other regions)
+    uint64_t offset = 0;  // of the region's first page in it
+    int fd() const { return file->get(); }
     uint32_t segment = 0;  // router handle, valid for `epoch`
     uint64_t epoch = 0;
     uint32_t refs = 0;
@@ -78,11 +87,13 @@ class SharedPages {
   SharedPages() = default;
   std::map<uint64_t, Region>::iterator find(uint64_t start);
   int create(uint64_t start, uint64_t end);
-  static int copy_and_remap(uint64_t start, size_t len, int fd);
+  static int copy_and_remap(uint64_t start, size_t len, int fd, uint64_t offset);
   int ensure_registered(uint64_t start, Region& reg);
 
   std::mutex mu_;
   std::map<uint64_t, Region> regions_;   // by start; disjoint, page-aligned
+  File pool_;                            // where the next region goes
+  uint64_t pool_next_ = 0;               // ... at this offset
   std::vector<StackPages> stack_pages_;  // privatized for the fork in progress
 };
 

@@ -17,8 +17,8 @@ namespace {
   throw std::system_error(errno, std::generic_category(), what);
 }
 
-std::byte* map_shared(int fd, size_t size) {
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+std::byte* map_shared(int fd, size_t size, uint64_t offset = 0) {
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(offset));
   if (p == MAP_FAILED) throw_errno("mmap of shared segment");
   return static_cast<std::byte*>(p);
 }
@@ -107,11 +107,11 @@ Mapping Mapping::attach(int fd, SegmentKind kind) {
   return m;
 }
 
-Mapping Mapping::map_raw(int fd, size_t size) {
+Mapping Mapping::map_raw(int fd, size_t size, uint64_t offset) {
   int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (own < 0) throw_errno("dup of received memory fd");
   Mapping m(own, nullptr, 0);
-  m.base_ = map_shared(own, size);
+  m.base_ = map_shared(own, size, offset);
   m.size_ = size;
   return m;
 }

@@ -56,9 +56,9 @@ class Mapping {
   // describe a segment of `kind` of exactly the fd's size.
   static Mapping attach(int fd, SegmentKind kind);
 
-  // Maps an fd with no header at all (memory registrations). The fd is
-  // duplicated.
-  static Mapping map_raw(int fd, size_t size);
+  // Maps [offset, offset + size) of an fd with no header at all (memory
+  // registrations). The fd is duplicated.
+  static Mapping map_raw(int fd, size_t size, uint64_t offset = 0);
 
   std::byte* base() const { return base_; }
   size_t size() const { return size_; }

@@ -186,8 +186,10 @@ class Fabric {
 
   virtual Result<std::unique_ptr<FabricContext>> open_context() = 0;
   virtual Result<std::unique_ptr<FabricPd>> alloc_pd(const Owner& owner) = 0;
-  // Maps a sealed memfd standing for [app_base, app_base + length).
-  virtual Result<std::shared_ptr<FabricSegment>> map_segment(UniqueFd fd, uint64_t app_base, uint64_t length) = 0;
+  // Maps [offset, offset + length) of a memfd sealed against shrinking, the
+  // client's pages [app_base, app_base + length).
+  virtual Result<std::shared_ptr<FabricSegment>> map_segment(UniqueFd fd, uint64_t app_base, uint64_t length,
+                                                             uint64_t offset) = 0;
   // `segments` cover [addr, addr + length) in address order.
   virtual Result<std::unique_ptr<FabricMr>> reg_mr(FabricPd& pd,
                                                    std::span<const std::shared_ptr<FabricSegment>> segments,

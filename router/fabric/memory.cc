@@ -10,18 +10,21 @@
 
 namespace ff::router {
 
-Result<std::shared_ptr<FabricSegment>> map_client_segment(UniqueFd fd, uint64_t app_base, uint64_t length) {
+Result<std::shared_ptr<FabricSegment>> map_client_segment(UniqueFd fd, uint64_t app_base, uint64_t length,
+                                                          uint64_t offset) {
   if (app_base % shm::kPageSize != 0 || length == 0 || length % shm::kPageSize != 0 ||
-      app_base + length < app_base)
+      app_base + length < app_base || offset % shm::kPageSize != 0 || offset + length < offset)
     return Error{EINVAL, "segment must be whole pages"};
+  // The memfd may hold other segments too (the shim keeps one file for
+  // many); sealed against shrinking, what it holds now stays mapped.
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != length)
-    return Error{EINVAL, "segment fd is not a memfd of the announced length"};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) < offset + length)
+    return Error{EINVAL, "segment fd is not a memfd holding the announced range"};
   int seals = ::fcntl(fd.get(), F_GET_SEALS);
   if (seals < 0 || (seals & F_SEAL_SHRINK) == 0)
     return Error{EINVAL, "segment memfd is not sealed against shrinking"};
   try {
-    return std::make_shared<MappedSegment>(shm::Mapping::map_raw(fd.get(), length), app_base);
+    return std::make_shared<MappedSegment>(shm::Mapping::map_raw(fd.get(), length, offset), app_base);
   } catch (const std::system_error& e) {
     return Error{ENOMEM, e.what()};
   }

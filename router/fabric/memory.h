@@ -30,7 +30,8 @@ class MappedSegment final : public FabricSegment {
 
 // Validates and maps a client's memfd: whole pages, the announced length,
 // sealed against shrinking (a shrunk file would SIGBUS the router).
-Result<std::shared_ptr<FabricSegment>> map_client_segment(UniqueFd fd, uint64_t app_base, uint64_t length);
+Result<std::shared_ptr<FabricSegment>> map_client_segment(UniqueFd fd, uint64_t app_base, uint64_t length,
+                                                          uint64_t offset = 0);
 
 // A piece of a registration inside one segment.
 struct SegmentPiece {

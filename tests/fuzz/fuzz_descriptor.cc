@@ -38,7 +38,7 @@ struct World {
   shm::Mapping cq_segment;
   shm::RingConsumer<shm::Cqe> completions;
   World() {
-    segment = take(fabric.map_segment(UniqueFd(::dup(memory.fd())), 0x100000, memory.size()));
+    segment = take(fabric.map_segment(UniqueFd(::dup(memory.fd())), 0x100000, memory.size(), 0));
     std::shared_ptr<router::FabricSegment> segs[] = {segment};
     mr = take(fabric.reg_mr(*pd, segs, 0x100000, memory.size(), 0x100000,
                        IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ |

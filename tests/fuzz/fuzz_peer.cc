@@ -56,7 +56,7 @@ struct World {
     ctx = take(fabric.open_context());
     pd = take(fabric.alloc_pd({"fuzz", 1, kLocalIp}));
     cq = take(fabric.create_cq(*ctx, 4096, nullptr, 1));
-    segment = take(fabric.map_segment(UniqueFd(::dup(memory.fd())), 0x100000, memory.size()));
+    segment = take(fabric.map_segment(UniqueFd(::dup(memory.fd())), 0x100000, memory.size(), 0));
     std::shared_ptr<router::FabricSegment> segs[] = {segment};
     mr = take(fabric.reg_mr(*pd, segs, 0x100000, memory.size(), 0x100000,
                        IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ |

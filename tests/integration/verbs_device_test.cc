@@ -3,6 +3,8 @@
 // (tests/e2e/test_verbs_device.sh), and would run unchanged on a real device.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <cstdio>
+#include <sys/resource.h>
 #include <sys/mman.h>
 #include <infiniband/verbs.h>
 #include <poll.h>
@@ -203,6 +205,43 @@ TEST_F(Device, SharedMappingsAndHugePagesAreRefusedNotDecoupled) {
   }
   munmap(own, page);
   EXPECT_EQ(ibv_dealloc_pd(pd), 0);
+}
+
+// Each registration of separate memory is a region of its own, but they
+// share the shim's memfd: a thousand of them fit in a descriptor limit of
+// 128 (one fd each exhausted `ulimit -n 1024` at 1000).
+TEST_F(Device, ThousandsOfRegistrationsHoldFewDescriptors) {
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+  rlimit tight = old;
+  tight.rlim_cur = 128;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &tight), 0);
+  ibv_pd* pd = ibv_alloc_pd(ctx);
+  ASSERT_NE(pd, nullptr);
+  const size_t page = 4096, n = 1000;
+  // Every other page: no two registrations share or touch a page.
+  auto* pages = static_cast<char*>(mmap(nullptr, 2 * n * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(pages, MAP_FAILED);
+  std::vector<ibv_mr*> mrs;
+  for (size_t i = 0; i < n; ++i) {
+    char* p = pages + 2 * i * page;
+    std::snprintf(p, 32, "page %zu", i);
+    ibv_mr* mr = ibv_reg_mr(pd, p, page, IBV_ACCESS_LOCAL_WRITE);
+    if (mr == nullptr) {
+      ADD_FAILURE() << "registration " << i << ": " << std::strerror(errno);
+      break;
+    }
+    mrs.push_back(mr);
+  }
+  for (ibv_mr* mr : mrs) EXPECT_EQ(ibv_dereg_mr(mr), 0);
+  char expect[32];
+  for (size_t i = 0; i < mrs.size(); ++i) {
+    std::snprintf(expect, sizeof expect, "page %zu", i);
+    EXPECT_STREQ(pages + 2 * i * page, expect) << "registering and deregistering kept the bytes";
+  }
+  munmap(pages, 2 * n * page);
+  EXPECT_EQ(ibv_dealloc_pd(pd), 0);
+  setrlimit(RLIMIT_NOFILE, &old);
 }
 
 TEST_F(Device, AsyncFdIsPollableAndHonoursNonblocking) {

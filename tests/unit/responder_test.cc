@@ -333,7 +333,7 @@ TEST_F(ResponderTest, AnEndlessRnrWaitCostsNoCoreAndEndsWithTheReceive) {
 TEST_F(ResponderTest, ALongMessageDoesNotHoldTheOthersBack) {
   constexpr uint64_t kBig = 64u << 20, kBigBase = 0x40000000;
   shm::Mapping big = shm::Mapping::create("responder-big", shm::SegmentKind::kArena, 2 * kBig);
-  std::shared_ptr<FabricSegment> seg = take(fabric.map_segment(UniqueFd(::dup(big.fd())), kBigBase, 2 * kBig));
+  std::shared_ptr<FabricSegment> seg = take(fabric.map_segment(UniqueFd(::dup(big.fd())), kBigBase, 2 * kBig, 0));
   std::shared_ptr<FabricSegment> segs[] = {seg};
   auto big_mr = take(fabric.reg_mr(*blue.pd, segs, kBigBase, 2 * kBig, kBigBase, IBV_ACCESS_LOCAL_WRITE | kAllRemote));
   Qp& a = blue.make_qp(IBV_QPT_RC);

@@ -48,7 +48,7 @@ struct Client {
     cq = take(f.create_cq(*ctx, 256, nullptr, 1));
     cq_view = shm::Mapping::attach(cq->segment_fd(), shm::SegmentKind::kRing);
     completions = shm::RingConsumer<shm::Cqe>(cq_view.base() + shm::kCqRingOffset, cq->capacity());
-    segment = take(f.map_segment(UniqueFd(::dup(memory.fd())), kBase, kSize));
+    segment = take(f.map_segment(UniqueFd(::dup(memory.fd())), kBase, kSize, 0));
     std::shared_ptr<FabricSegment> segs[] = {segment};
     mr = take(f.reg_mr(*pd, segs, kBase, kSize / 2, kBase, IBV_ACCESS_LOCAL_WRITE | kAllRemote));
     read_only = take(f.reg_mr(*pd, segs, kBase + kSize / 2, kSize / 2, kBase + kSize / 2, 0));

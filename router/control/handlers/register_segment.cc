@@ -24,7 +24,7 @@ Status handle_register_segment(Session& s, const proto::Request& req,
   policy::TenantQuota& handles = s.services().handles(*s.tenant());
   handles.take(router_handles(ObjectKind::kSegment));  // Session::dispatch checked they fit
   policy::Charge handle_charge(&handles, router_handles(ObjectKind::kSegment));
-  auto made = s.fabric().map_segment(std::move(fds.at(0)), base, len);
+  auto made = s.fabric().map_segment(std::move(fds.at(0)), base, len, r->offset());
   if (!made) return made.error();
   // The charges go with the mapping, not with the handle: MRs over the
   // segment keep it mapped (and charged) after a ReleaseSegment.

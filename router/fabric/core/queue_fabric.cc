@@ -20,8 +20,9 @@ Result<std::unique_ptr<FabricContext>> QueueFabric::open_context() {
   }
 }
 
-Result<std::shared_ptr<FabricSegment>> QueueFabric::map_segment(UniqueFd fd, uint64_t app_base, uint64_t length) {
-  return map_client_segment(std::move(fd), app_base, length);
+Result<std::shared_ptr<FabricSegment>> QueueFabric::map_segment(UniqueFd fd, uint64_t app_base, uint64_t length,
+                                                               uint64_t offset) {
+  return map_client_segment(std::move(fd), app_base, length, offset);
 }
 
 Result<std::unique_ptr<FabricMr>> QueueFabric::reg_mr(FabricPd& pd,

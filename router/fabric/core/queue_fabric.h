@@ -61,7 +61,8 @@ class QueueFabric : public Fabric {
   FabricCounters counters() const override { return core().counters(); }
 
   Result<std::unique_ptr<FabricContext>> open_context() override;
-  Result<std::shared_ptr<FabricSegment>> map_segment(UniqueFd fd, uint64_t app_base, uint64_t length) override;
+  Result<std::shared_ptr<FabricSegment>> map_segment(UniqueFd fd, uint64_t app_base, uint64_t length,
+                                                     uint64_t offset) override;
   Result<std::unique_ptr<FabricMr>> reg_mr(FabricPd& pd, std::span<const std::shared_ptr<FabricSegment>> segments,
                                            uint64_t addr, uint64_t length, uint64_t iova, unsigned access) override;
   Result<std::unique_ptr<FabricChannel>> create_channel() override;
