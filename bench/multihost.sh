@@ -5,7 +5,8 @@
 #   * ib_write_bw 64 KiB and ib_send_lat 2 B through both routers;
 #   * a plain TCP stream (64 KiB writes) and a TCP request/response (2 B)
 #     with tcp_probe, straight over the containers' own network.
-# Prints a markdown table with the ratios.
+# Prints a markdown table with the ratios. FF_LINK_SECURITY=psk (or cert):
+# the routers' links over TLS 1.3 (tests/e2e/multihost_lib.sh).
 #   bench/multihost.sh [iterations (default 5000)]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -43,6 +43,17 @@ const std::vector<Knob>& knobs() {
       {"--listen", "FFR_LISTEN",
        "HOST:PORT where peer routers connect (empty: this router's address in the directory file)",
        &RouterOptions::listen},
+      {"--link-psk", "FFR_LINK_PSK",
+       "FILE holding the key every router of the cluster shares (mode 0600; make it with `openssl rand -hex 32`): "
+       "links to other routers use TLS 1.3 and refuse whoever lacks the key (empty: see --link-cert)",
+       &RouterOptions::link_psk},
+      {"--link-cert", "FFR_LINK_CERT",
+       "FILE (PEM, mode 0600) with this router's certificate, for its --router-name, and private key: links "
+       "use TLS 1.3, both ends verify the other's certificate against --link-ca and its name (empty: see "
+       "--link-psk; neither: links in the clear)",
+       &RouterOptions::link_cert},
+      {"--link-ca", "FFR_LINK_CA", "FILE (PEM): the CA that signs every router's --link-cert",
+       &RouterOptions::link_ca},
       {"--log-level", "FFR_LOG_LEVEL", "trace, debug, info, warn, error", &RouterOptions::log_level},
       {"--poll-spin-us", "FFR_POLL_SPIN_US",
        "microseconds the poller keeps spinning without work before it sleeps (0: sleep at once)",
@@ -68,6 +79,24 @@ const std::vector<Knob>& knobs() {
   };
   return table;
 }
+
+namespace {
+
+// The --link-* knobs together (the files themselves are checked when the
+// router joins its cluster).
+void check_link_security(const RouterOptions& o) {
+  if (!o.link_psk.empty() && !o.link_cert.empty())
+    throw CLI::ValidationError("--link-psk", "exclusive with --link-cert: secure the links one way");
+  if (o.link_cert.empty() != o.link_ca.empty())
+    throw CLI::ValidationError(o.link_cert.empty() ? "--link-ca" : "--link-cert",
+                               "--link-cert and --link-ca go together (this router's certificate, and the CA "
+                               "that signs every router's)");
+  if ((!o.link_psk.empty() || !o.link_cert.empty()) && o.directory.empty())
+    throw CLI::ValidationError(o.link_psk.empty() ? "--link-cert" : "--link-psk",
+                               "secures links to other routers: it needs --directory");
+}
+
+}  // namespace
 
 RouterOptions parse_options(int argc, char** argv) {
   RouterOptions o;
@@ -112,6 +141,7 @@ RouterOptions parse_options(int argc, char** argv) {
       throw CLI::ValidationError("--router-name", "1-63 characters");
     if (!o.directory.empty() && o.directory.rfind("file:", 0) != 0 && o.directory.rfind("etcd:", 0) != 0)
       throw CLI::ValidationError("--directory", "'" + o.directory + "': expected file:PATH or etcd:http://HOST:PORT");
+    check_link_security(o);
     if (o.device_name.empty() || o.device_name.size() >= 64 ||
         o.device_name.find('/') != std::string::npos)
       throw CLI::ValidationError("--device-name", "1-63 characters, no '/'");
@@ -144,5 +174,7 @@ FabricConfig fabric_config(const RouterOptions& o) {
   c.gid_index = o.gid_index_value;
   return c;
 }
+
+LinkSecurity link_security(const RouterOptions& o) { return {o.link_psk, o.link_cert, o.link_ca}; }
 
 }  // namespace ff::router

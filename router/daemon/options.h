@@ -26,6 +26,11 @@ struct RouterOptions {
   std::string directory;    // file:PATH or etcd:http://HOST:PORT (empty: this host alone)
   std::string router_name;  // empty: the host name
   std::string listen;       // HOST:PORT (empty: this router's address in the directory file)
+  // How links to the other routers are secured (TLS 1.3): a pre-shared key,
+  // or a certificate and the CA; none: in the clear.
+  std::string link_psk;   // FILE
+  std::string link_cert;  // FILE
+  std::string link_ca;    // FILE
   uint32_t socket_mode = 0666;  // tenant sockets; the tenant directory mount is the boundary
   uint32_t poll_spin_us = 100;  // the poller spins this long without work before it sleeps
   // Limits (hostile or runaway tenants): exceeding one gives that client
@@ -50,6 +55,7 @@ const std::vector<Knob>& knobs();
 
 // What the fabric is configured with, from the knobs.
 FabricConfig fabric_config(const RouterOptions& options);
+LinkSecurity link_security(const RouterOptions& options);
 
 // Parses argv (and the knobs' environment variables; flags win). Exits the
 // process with a usage message on --help or a bad value.

@@ -97,8 +97,8 @@ void Router::join_cluster() {
                              ": add it there, or pass --router-name (its name) and --listen HOST:PORT");
     listen = *own;
   }
-  auto cluster = fabric_->join_cluster(io_, *directory_, listen);
-  if (!cluster) throw FabricStartError("--directory: " + cluster.error().message);
+  auto cluster = fabric_->join_cluster(io_, *directory_, listen, link_security(options_));
+  if (!cluster) throw FabricStartError(cluster.error().message);
   cluster_ = std::move(*cluster);
 }
 

@@ -164,6 +164,14 @@ struct PeerStatus {
   std::string last_error;
 };
 
+// How the links to the other routers are secured (the --link-* knobs; the
+// files are read and checked when the router joins). All empty: in the clear.
+struct LinkSecurity {
+  std::string psk_file;   // a pre-shared key every router of the cluster holds
+  std::string cert_file;  // this router's certificate, chain and private key (PEM)
+  std::string ca_file;    // the CA that signs every router's certificate (PEM)
+};
+
 // This router's membership in a cluster of routers (links to its peers),
 // owned by the daemon. Destroying it leaves the cluster.
 class FabricCluster {
@@ -214,10 +222,11 @@ class Fabric {
   virtual ibv_qp_attr query_qp(FabricQp& qp) = 0;
 
   // Joins the routers `directory` lists, listening for them on `listen`
-  // (HOST:PORT). Before clients connect. A fabric that serves one host
-  // says so (EOPNOTSUPP).
+  // (HOST:PORT), its links secured as `security` says. Before clients
+  // connect. A fabric that serves one host says so (EOPNOTSUPP).
   virtual Result<std::unique_ptr<FabricCluster>> join_cluster(boost::asio::io_context& io, Directory& directory,
-                                                              const std::string& listen) = 0;
+                                                              const std::string& listen,
+                                                              const LinkSecurity& security) = 0;
 };
 
 }  // namespace ff::router

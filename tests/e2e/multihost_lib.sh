@@ -79,14 +79,59 @@ mh_static_directory() {
   echo "file:$f"
 }
 
+# Link security (docs/SECURITY.md) for the routers mh_router starts:
+# FF_LINK_SECURITY=psk (one key for all, $FF_WORK/link.key), cert (a CA,
+# $FF_WORK/ca.pem, and a certificate per router for its name,
+# $FF_WORK/HOST.pem), or unset/none: links in the clear.
+FF_LINK_SECURITY=${FF_LINK_SECURITY:-none}
+
+# mh_psk FILE: a fresh pre-shared key, mode 0600.
+mh_psk() { (umask 077; openssl rand -hex 32 >"$1"); }
+
+# mh_ca PREFIX: a CA, PREFIX.pem and PREFIX.key.
+mh_ca() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$1.key" -out "$1.pem" \
+    -subj "/CN=ffrouter test CA $$" -days 2 2>/dev/null
+}
+
+# mh_cert NAME CA_PREFIX OUT: OUT (mode 0600) holds a certificate for router
+# NAME that the CA signed, and its private key.
+mh_cert() {
+  local name=$1 ca=$2 out=$3
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$out.key" -out "$out.csr" \
+    -subj "/CN=$name" 2>/dev/null
+  openssl x509 -req -in "$out.csr" -CA "$ca.pem" -CAkey "$ca.key" -CAcreateserial -days 2 -out "$out.crt" \
+    -extfile <(echo "subjectAltName=DNS:$name") 2>/dev/null
+  (umask 077; cat "$out.crt" "$out.key" >"$out")
+  rm -f "$out.csr" "$out.crt" "$out.key"
+}
+
+# mh_link_args HOST: the --link-* arguments of HOST's router (making the key
+# or certificates on first use).
+mh_link_args() {
+  case $FF_LINK_SECURITY in
+    psk)
+      [ -f "$FF_WORK/link.key" ] || mh_psk "$FF_WORK/link.key"
+      echo "--link-psk $FF_WORK/link.key" ;;
+    cert)
+      [ -f "$FF_WORK/ca.pem" ] || mh_ca "$FF_WORK/ca"
+      [ -f "$FF_WORK/$1.pem" ] || mh_cert "$1" "$FF_WORK/ca" "$FF_WORK/$1.pem"
+      echo "--link-cert $FF_WORK/$1.pem --link-ca $FF_WORK/ca.pem" ;;
+    none) ;;
+    *) fail "FF_LINK_SECURITY=$FF_LINK_SECURITY: expected psk, cert or none" ;;
+  esac
+}
+
 # mh_router HOST DIRECTORY [ffrouter args...]: starts HOST's router in its
-# namespace and waits until it answers.
+# namespace (with FF_LINK_SECURITY's arguments) and waits until it answers.
 mh_router() {
-  local host=$1 directory=$2
+  local host=$1 directory=$2 link
   shift 2
   mkdir -p "$FF_WORK/$host"
+  link=$(mh_link_args "$host")
+  # shellcheck disable=SC2086  # $link: separate words, paths without spaces
   ip netns exec "ffh-$host-$$" "$FFROUTER" --run-dir "$FF_WORK/$host" --router-name "$host" \
-    --listen "${FF_HOST_IP[$host]}:$FF_PORT" --directory "$directory" "$@" >>"$FF_WORK/router-$host.log" 2>&1 &
+    --listen "${FF_HOST_IP[$host]}:$FF_PORT" --directory "$directory" $link "$@" >>"$FF_WORK/router-$host.log" 2>&1 &
   FF_HOST_ROUTER[$host]=$!
   "$FFCTL" --run-dir "$FF_WORK/$host" --wait 10 status >/dev/null || { cat "$FF_WORK/router-$host.log"; fail "router $host did not start"; }
 }

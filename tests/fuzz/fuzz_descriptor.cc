@@ -10,17 +10,13 @@
 #include <cstring>
 #include <thread>
 
+#include "fabric_setup.h"
 #include "router/fabric/soft/soft_fabric.h"
 #include "shm/descriptors.h"
 
 namespace {
 
-// The value of a fabric call that must succeed here.
-template <typename R>
-auto take(R r) {
-  if (!r) __builtin_trap();
-  return std::move(*r);
-}
+using fuzz_setup::take;
 
 using namespace ff;
 
@@ -38,11 +34,7 @@ struct World {
   shm::Mapping cq_segment;
   shm::RingConsumer<shm::Cqe> completions;
   World() {
-    segment = take(fabric.map_segment(UniqueFd(::dup(memory.fd())), 0x100000, memory.size(), 0));
-    std::shared_ptr<router::FabricSegment> segs[] = {segment};
-    mr = take(fabric.reg_mr(*pd, segs, 0x100000, memory.size(), 0x100000,
-                       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ |
-                           IBV_ACCESS_REMOTE_ATOMIC));
+    mr = fuzz_setup::register_all(fabric, *pd, memory, segment);
     router::QpInit init;
     init.cap = {64, 64, 16, 16, 0};
     qp = take(fabric.create_qp(*ctx, *pd, *cq, *cq, nullptr, init, 2));

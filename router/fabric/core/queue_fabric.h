@@ -78,7 +78,7 @@ class QueueFabric : public Fabric {
   Result<std::unique_ptr<FabricAh>> create_ah(FabricPd& pd, const ibv_ah_attr& attr) override;
   ibv_qp_attr query_qp(FabricQp& qp) override;
   Result<std::unique_ptr<FabricCluster>> join_cluster(boost::asio::io_context& io, Directory& directory,
-                                                      const std::string& listen) override;
+                                                      const std::string& listen, const LinkSecurity& security) override;
 
  protected:
   virtual QueueCore& core() = 0;

@@ -8,9 +8,13 @@
 
 namespace ff::router::soft {
 
-Link::Link(Peer& p, UniqueFd socket, bool outbound_link)
-    : peer(p), fd(std::move(socket)), outbound(outbound_link), rx_(kRxBuffer) {
+Link::Link(Peer& p, UniqueFd socket, bool outbound_link, Ssl tls)
+    : peer(p), fd(std::move(socket)), outbound(outbound_link), tls_(std::move(tls)), rx_(kRxBuffer) {
   tx_.reserve(kTxHighWater + 2 * (sizeof(wire::Header) + wire::kMaxChunk));
+  if (tls_ && !tls_buffer_writes(tls_.get())) {
+    dead = true;  // out of memory: the link goes, as a broken one would
+    why_dead = "cannot buffer TLS records (out of memory)";
+  }
 }
 
 std::byte* Link::put(const wire::Header& h) {
@@ -28,16 +32,13 @@ std::byte* Link::put(const wire::Header& h) {
 
 bool Link::flush() {
   while (tx_head_ < tx_.size()) {
-    ssize_t n = ::send(fd.get(), tx_.data() + tx_head_, tx_.size() - tx_head_, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      tx_head_ += static_cast<size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    why_dead = std::string("send: ") + std::strerror(errno);
-    return false;
+    ssize_t n = write_some(tx_.data() + tx_head_, tx_.size() - tx_head_);
+    if (n < 0) return false;
+    if (n == 0) break;
+    tx_head_ += static_cast<size_t>(n);
   }
+  // TLS collects records and sends them together (tls_buffer_writes).
+  if (tls_ && tls_flush(tls_.get(), why_dead) < 0) return false;
   if (tx_head_ == tx_.size()) {
     tx_.clear();
     tx_head_ = 0;
@@ -49,6 +50,7 @@ bool Link::flush() {
 }
 
 bool Link::frame_ready() const {
+  if (tls_ && tls_has_pending(tls_.get())) return true;
   wire::Header h;
   std::span<const std::byte> payload;
   size_t used = 0;
@@ -64,20 +66,43 @@ bool Link::fill() {
     rx_tail_ -= rx_head_;
     rx_head_ = 0;
   }
+  // TLS hands out a record per read and keeps the rest, which epoll does
+  // not see: read on until it would block (or the buffer is full, and the
+  // frames in it keep the poller busy).
+  do {
+    ssize_t n = read_some(rx_.data() + rx_tail_, rx_.size() - rx_tail_);
+    if (n < 0) return false;
+    if (n == 0) return true;
+    rx_tail_ += static_cast<size_t>(n);
+  } while (tls_ && rx_tail_ < rx_.size());
+  return true;
+}
+
+ssize_t Link::read_some(std::byte* to, size_t n) {
+  if (tls_) return tls_read(tls_.get(), to, n, why_dead);
   for (;;) {
-    ssize_t n = ::recv(fd.get(), rx_.data() + rx_tail_, rx_.size() - rx_tail_, MSG_DONTWAIT);
-    if (n > 0) {
-      rx_tail_ += static_cast<size_t>(n);
-      return true;
-    }
-    if (n == 0) {
+    ssize_t got = ::recv(fd.get(), to, n, MSG_DONTWAIT);
+    if (got > 0) return got;
+    if (got == 0) {
       why_dead = "the peer closed the connection";
-      return false;
+      return -1;
     }
     if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
     why_dead = std::string("recv: ") + std::strerror(errno);
-    return false;
+    return -1;
+  }
+}
+
+ssize_t Link::write_some(const std::byte* from, size_t n) {
+  if (tls_) return tls_write(tls_.get(), from, n, why_dead);
+  for (;;) {
+    ssize_t sent = ::send(fd.get(), from, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent > 0) return sent;
+    if (sent < 0 && errno == EINTR) continue;
+    if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    why_dead = std::string("send: ") + std::strerror(errno);
+    return -1;
   }
 }
 

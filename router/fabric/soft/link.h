@@ -19,6 +19,10 @@
 // outbound link always takes its answers (they free the requesters' window
 // and produce nothing on the link), so two routers that both stop reading
 // cannot wait on each other.
+//
+// With link security (tls.h) the connection carries TLS and the Link owns
+// its session: the same nonblocking reads and writes go through it
+// (read_some/write_some), and nothing else here knows the difference.
 #pragma once
 
 #include <atomic>
@@ -29,6 +33,7 @@
 #include <vector>
 
 #include "proto/fd.h"
+#include "router/fabric/soft/tls.h"
 #include "router/fabric/soft/wire.h"
 
 namespace ff::router::soft {
@@ -59,7 +64,8 @@ struct Link {
   static constexpr size_t kTxHighWater = 4u << 20;  // stop producing above this
   static constexpr size_t kRxBuffer = 1u << 20;
 
-  Link(Peer& p, UniqueFd socket, bool outbound_link);
+  // `tls`: the connection's TLS session (null: in the clear).
+  Link(Peer& p, UniqueFd socket, bool outbound_link, Ssl tls = nullptr);
   Peer& peer;
   UniqueFd fd;
   const bool outbound;
@@ -71,10 +77,11 @@ struct Link {
   bool room() const { return tx_.size() - tx_head_ < kTxHighWater; }
   // An inbound link whose answers are backed up takes no more requests.
   bool paused() const { return !outbound && !room(); }
-  // A whole frame waits in the receive buffer: work, even if the socket has
-  // nothing new to wake the poller with.
+  // A whole frame waits in the receive buffer, or decrypted bytes in the
+  // TLS session: work, even if the socket has nothing new to wake the
+  // poller with.
   bool frame_ready() const;
-  bool tx_pending() const { return tx_head_ < tx_.size(); }
+  bool tx_pending() const { return tx_head_ < tx_.size() || (tls_ && tls_unsent(tls_.get()) > 0); }
   // Appends a frame and returns where its payload goes (header.payload bytes).
   std::byte* put(const wire::Header& h);
   // Writes what the socket takes. False when the connection failed.
@@ -85,7 +92,14 @@ struct Link {
   bool receive(OnFrame&& on_frame);
 
  private:
-  bool fill();  // one nonblocking read; false on EOF or error
+  // Reads what is there (TLS: until it would block, since TLS may hold
+  // bytes epoll cannot see); false on EOF or error.
+  bool fill();
+  // One nonblocking read or write, in the clear or through TLS: bytes moved,
+  // 0 when it would block, -1 when the connection failed (why_dead says why).
+  ssize_t read_some(std::byte* to, size_t n);
+  ssize_t write_some(const std::byte* from, size_t n);
+  Ssl tls_;
   std::vector<std::byte> tx_;
   size_t tx_head_ = 0;
   std::vector<std::byte> rx_;

@@ -19,8 +19,13 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 using boost::system::error_code;
 
-constexpr auto kHandshakeTimeout = std::chrono::seconds(3);
+constexpr auto kHandshakeTimeout = std::chrono::milliseconds(3000);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
+// Connections being set up at once: more (a flood) are closed at once, so
+// strangers cannot make the router hold memory or descriptors for them.
+constexpr size_t kMaxHandshakes = 64;
+// Refusals logged one by one; after that every 1000th.
+constexpr uint64_t kRefusalsLogged = 100;
 
 tcp::endpoint to_asio(const Endpoint& e) { return {asio::ip::address_v4(e.ip), e.port}; }
 
@@ -39,9 +44,11 @@ void tune(int fd) {
 
 }  // namespace
 
-Peers::Peers(asio::io_context& io, SoftFabric& fabric, Directory& directory, const std::string& listen)
+Peers::Peers(asio::io_context& io, SoftFabric& fabric, Directory& directory, const std::string& listen,
+             const LinkSecurity& security)
     : io_(io), fabric_(fabric), engine_(fabric.engine()), directory_(directory), acceptor_(io),
-      incarnation_(std::random_device{}() | (uint64_t{std::random_device{}()} << 32) | 1) {
+      incarnation_(std::random_device{}() | (uint64_t{std::random_device{}()} << 32) | 1),
+      tls_(LinkTls::open(security, directory.self())) {
   auto ep = parse_endpoint(listen);
   if (!ep) throw std::runtime_error("--listen '" + listen + "' is not HOST:PORT (an IPv4 address and a port)");
   error_code ec;
@@ -63,7 +70,12 @@ Peers::Peers(asio::io_context& io, SoftFabric& fabric, Directory& directory, con
   });
   directory_.on_routers_changed([this] { asio::post(io_, [this] { refresh(); }); });
   fabric_.set_routes(this);
-  spdlog::info("peers: listening on {}, directory {}", listen, directory_.describe());
+  spdlog::info("peers: listening on {}, directory {}, links {}", listen, directory_.describe(),
+               tls_ ? tls_->describe() : "in the clear");
+  if (!tls_)
+    spdlog::warn("peers: links to other routers are neither authenticated nor encrypted (no --link-psk or "
+                 "--link-cert): any host that reaches {} can pose as a router of the directory",
+                 listen);
   accept_next();
   refresh();
 }
@@ -80,16 +92,16 @@ void Peers::shutdown() {
   error_code ignored;
   acceptor_.close(ignored);
   for (auto& [name, s] : states_) s->retry.cancel();
-  for (auto& [socket, timer] : handshakes_) {
-    if (auto t = timer.lock()) t->cancel();
-    if (auto k = socket.lock()) k->close(ignored);
-  }
+  for (auto& weak : handshakes_)
+    if (auto h = weak.lock()) h->close();
   handshakes_.clear();
 }
 
-void Peers::track(const std::shared_ptr<Socket>& s, const std::shared_ptr<asio::steady_timer>& t) {
-  std::erase_if(handshakes_, [](const auto& h) { return h.first.expired(); });
-  handshakes_.emplace_back(s, t);
+std::shared_ptr<Handshake> Peers::handshake(Socket socket) {
+  auto h = Handshake::start(std::move(socket), tls_.get(), kHandshakeTimeout);
+  std::erase_if(handshakes_, [](const auto& weak) { return weak.expired(); });
+  handshakes_.push_back(h);
+  return h;
 }
 
 Peers::State& Peers::state(const std::string& name) {
@@ -125,6 +137,7 @@ void Peers::refresh() {
 
 void Peers::connect_later(State& s, std::string why) {
   s.connecting = false;
+  if (why != s.last_error && !stopping_) spdlog::warn("peer {}: cannot connect: {}", s.peer.name, why);
   s.last_error = std::move(why);
   if (stopping_) return;
   s.retry.expires_after(s.backoff);
@@ -141,36 +154,44 @@ void Peers::connect(State& s) {
   auto ep = parse_endpoint(*address);
   if (!ep) return connect_later(s, "bad address " + *address);
   s.connecting = true;
-  auto socket = std::make_shared<Socket>(io_);
-  auto timer = std::make_shared<asio::steady_timer>(io_, kHandshakeTimeout);
-  timer->async_wait([socket](error_code ec) {
-    if (!ec) socket->close();
+  auto h = handshake(Socket(io_));
+  h->socket().async_connect(to_asio(*ep), [this, &s, h, address = *address](error_code ec) {
+    if (ec) {
+      h->close();
+      return connect_later(s, "connect to " + address + ": " + ec.message());
+    }
+    h->secure(/*server=*/false, s.peer.name, [this, &s, h, address](const std::string& why) {
+      if (why.empty()) return greet(s, h, address);
+      h->close();
+      connect_later(s, "TLS with " + address + ": " + why + " (" + tls_->hint() + ")");
+    });
   });
-  track(socket, timer);
-  auto fail = [this, &s, timer](const std::string& why) {
-    timer->cancel();
+}
+
+// Outbound, connected (and secured): the Hellos, then the link.
+void Peers::greet(State& s, const std::shared_ptr<Handshake>& h, const std::string& address) {
+  auto fail = [this, &s, h](const std::string& why) {
+    h->close();
     connect_later(s, why);
   };
-  socket->async_connect(to_asio(*ep), [this, &s, socket, timer, fail, address](error_code ec) {
-    if (ec) return fail("connect to " + *address + ": " + ec.message());
-    auto mine = std::make_shared<wire::Hello>(wire::make_hello(directory_.self(), incarnation_));
-    asio::async_write(*socket, asio::buffer(mine.get(), sizeof *mine),
-                      [this, &s, socket, timer, fail, mine, address](error_code wrote, size_t) {
-      if (wrote) return fail("hello to " + *address + ": " + wrote.message());
-      auto theirs = std::make_shared<wire::Hello>();
-      asio::async_read(*socket, asio::buffer(theirs.get(), sizeof *theirs),
-                       [this, &s, socket, timer, fail, theirs, address](error_code read, size_t) {
-        if (read) return fail("hello from " + *address + ": " + read.message());
-        if (auto why = wire::check_hello(*theirs); !why.empty()) return fail(*address + ": " + why);
-        if (s.peer.name != theirs->name)
-          return fail(*address + " is router '" + std::string(theirs->name) + "', the directory says '" +
-                      s.peer.name + "'");
-        timer->cancel();
-        s.connecting = false;
-        s.backoff = std::chrono::milliseconds(50);
-        s.last_error.clear();
-        attach(s.peer, *socket, /*outbound=*/true, theirs->incarnation);
-      });
+  auto mine = wire::make_hello(directory_.self(), incarnation_);
+  h->send_hello(mine, [this, &s, h, fail, address](const std::string& wrote) {
+    if (!wrote.empty()) return fail("hello to " + address + ": " + wrote);
+    h->read_hello([this, &s, h, fail, address](const std::string& read) {
+      if (!read.empty())
+        return fail("hello from " + address + ": " + read +
+                    (h->secured() ? ""
+                                  : " (if that router secures its links, this one must too: --link-psk or "
+                                    "--link-cert)"));
+      const wire::Hello& theirs = h->theirs();
+      if (auto why = wire::check_hello(theirs); !why.empty()) return fail(address + ": " + why);
+      if (s.peer.name != theirs.name)
+        return fail(address + " is router '" + std::string(theirs.name) + "', the directory says '" +
+                    s.peer.name + "'");
+      s.connecting = false;
+      s.backoff = std::chrono::milliseconds(50);
+      s.last_error.clear();
+      attach(s.peer, *h, /*outbound=*/true, theirs.incarnation);
     });
   });
 }
@@ -178,50 +199,71 @@ void Peers::connect(State& s) {
 void Peers::accept_next() {
   acceptor_.async_accept([this](error_code ec, Socket socket) {
     if (ec == asio::error::operation_aborted || stopping_) return;
-    if (!ec) serve(std::make_shared<Socket>(std::move(socket)));
+    std::erase_if(handshakes_, [](const auto& weak) { return weak.expired(); });
+    if (!ec && handshakes_.size() < kMaxHandshakes) {
+      serve(handshake(std::move(socket)));
+    } else if (!ec) {
+      auto h = Handshake::start(std::move(socket), nullptr, kHandshakeTimeout);
+      refuse(*h, "", std::to_string(kMaxHandshakes) + " connections are being set up already");
+    }
     accept_next();
   });
 }
 
-void Peers::serve(std::shared_ptr<Socket> socket) {
-  auto timer = std::make_shared<asio::steady_timer>(io_, kHandshakeTimeout);
-  timer->async_wait([socket](error_code ec) {
-    if (!ec) socket->close();
-  });
-  track(socket, timer);
-  auto theirs = std::make_shared<wire::Hello>();
-  asio::async_read(*socket, asio::buffer(theirs.get(), sizeof *theirs), [this, socket, timer, theirs](error_code ec, size_t) {
-    if (ec) return;
-    error_code ignored;
-    auto from = socket->remote_endpoint(ignored).address().to_string();
-    if (auto why = wire::check_hello(*theirs); !why.empty()) {
-      spdlog::warn("peers: refused a connection from {}: {}", from, why);
-      timer->cancel();
-      return;
-    }
-    std::string name = theirs->name;
-    if (name == directory_.self() || !directory_.address_of(name)) {
-      spdlog::warn("peers: refused a connection from {} calling itself '{}': not a router of the directory", from,
-                   name);
-      timer->cancel();
-      return;
-    }
-    auto mine = std::make_shared<wire::Hello>(wire::make_hello(directory_.self(), incarnation_));
-    asio::async_write(*socket, asio::buffer(mine.get(), sizeof *mine),
-                      [this, socket, timer, theirs, mine, name](error_code wrote, size_t) {
-      timer->cancel();
-      if (wrote) return;
-      attach(state(name).peer, *socket, /*outbound=*/false, theirs->incarnation);
+// Inbound: with link security, a plaintext Hello is refused by name before
+// TLS would refuse it as noise; then TLS, then the Hellos.
+void Peers::serve(const std::shared_ptr<Handshake>& h) {
+  h->remote();  // while the socket is open, for the log
+  if (!tls_) return welcome(h);
+  h->sniff([this, h](const std::string& error, std::optional<std::string> plaintext) {
+    if (!error.empty()) return refuse(*h, "", error, /*quiet=*/true);
+    if (plaintext)
+      return refuse(*h, *plaintext,
+                    std::string("it sent a plaintext Hello, and this router's links use ") + tls_->describe() + ": " +
+                        tls_->hint());
+    h->secure(/*server=*/true, {}, [this, h](const std::string& why) {
+      if (!why.empty()) return refuse(*h, h->claimed(), "TLS handshake failed: " + why + " (" + tls_->hint() + ")");
+      welcome(h);
     });
   });
 }
 
-void Peers::attach(Peer& peer, Socket& socket, bool outbound, uint64_t incarnation) {
-  int fd = socket.release();
-  tune(fd);
-  auto link = std::make_unique<Link>(peer, UniqueFd(fd), outbound);
+void Peers::welcome(const std::shared_ptr<Handshake>& h) {
+  h->read_hello([this, h](const std::string& error) {
+    if (!error.empty()) return refuse(*h, h->claimed(), "no Hello: " + error, /*quiet=*/!h->secured());
+    const wire::Hello& theirs = h->theirs();
+    if (auto why = wire::check_hello(theirs); !why.empty()) return refuse(*h, h->claimed(), why);
+    std::string name = theirs.name;
+    if (name == directory_.self() || !directory_.address_of(name))
+      return refuse(*h, "", "it calls itself '" + name + "': not a router of the directory");
+    if (auto why = h->check_name(name); !why.empty()) return refuse(*h, name, why);
+    h->send_hello(wire::make_hello(directory_.self(), incarnation_), [this, h, name](const std::string& wrote) {
+      if (!wrote.empty()) return refuse(*h, name, "hello to it: " + wrote, /*quiet=*/true);
+      attach(state(name).peer, *h, /*outbound=*/false, h->theirs().incarnation);
+    });
+  });
+}
+
+void Peers::refuse(Handshake& h, const std::string& claimed, const std::string& why, bool quiet) {
+  const std::string& from = h.remote();  // before the socket closes
+  h.close();
+  // A router of the directory it claimed to be: its failures count it.
+  bool member = !claimed.empty() && claimed != directory_.self() && directory_.address_of(claimed);
+  if (member) state(claimed).peer.failures.fetch_add(1, std::memory_order_relaxed);
+  std::string who = claimed.empty() ? "" : " claiming to be '" + claimed + "'";
+  if (quiet) return spdlog::debug("peers: closed a connection from {}{}: {}", from, who, why);
+  if (++refused_ > kRefusalsLogged && refused_ % 1000 != 0) return;
+  spdlog::warn("peers: refused a connection from {}{}: {}{}", from, who, why,
+               refused_ == kRefusalsLogged ? " (from now on, every 1000th refusal is logged)" : "");
+}
+
+void Peers::attach(Peer& peer, Handshake& h, bool outbound, uint64_t incarnation) {
+  auto [fd, tls] = h.release();
+  tune(fd.get());
+  auto link = std::make_unique<Link>(peer, std::move(fd), outbound, std::move(tls));
   engine_.run_sync([&] { engine_.attach_link(std::move(link), incarnation); });
-  spdlog::info("peer {}: {} connection up", peer.name, outbound ? "outbound" : "inbound");
+  spdlog::info("peer {}: {} connection up ({})", peer.name, outbound ? "outbound" : "inbound",
+               tls_ ? tls_->describe() : "in the clear");
 }
 
 std::vector<PeerStatus> Peers::peers() const {

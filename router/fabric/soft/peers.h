@@ -1,8 +1,11 @@
 // Peers: this router's connections to the other routers of the cluster, on
 // the Asio (control) thread. It listens for peers, connects to every router
 // the directory lists (and reconnects, with backoff, when a connection is
-// lost or refused), exchanges Hellos, and hands each established connection
-// to the engine's poller, which owns it from then on (link.h).
+// lost or refused), secures each connection (TLS, when configured: tls.h)
+// and exchanges Hellos (handshake.h), and hands each established connection
+// to the engine's poller, which owns it from then on (link.h). Whoever
+// fails to prove it belongs is refused with a log line that names its
+// address and why, counted in the failures of the router it claimed to be.
 //
 // It is the soft fabric's FabricCluster (the daemon owns it) and its
 // SoftRoutes: where a tenant's virtual IP is.
@@ -20,16 +23,19 @@
 
 #include "router/directory/directory.h"
 #include "router/directory/endpoint.h"
+#include "router/fabric/soft/handshake.h"
 #include "router/fabric/soft/soft_fabric.h"
+#include "router/fabric/soft/tls.h"
 
 namespace ff::router::soft {
 
 class Peers final : public FabricCluster, public SoftRoutes {
  public:
-  // Binds the listener (throws std::runtime_error with what to fix), routes
-  // the fabric's traffic through this cluster and starts connecting to the
-  // directory's routers.
-  Peers(boost::asio::io_context& io, SoftFabric& fabric, Directory& directory, const std::string& listen);
+  // Reads the link security's files and binds the listener (throws
+  // std::runtime_error with what to fix), routes the fabric's traffic
+  // through this cluster and starts connecting to the directory's routers.
+  Peers(boost::asio::io_context& io, SoftFabric& fabric, Directory& directory, const std::string& listen,
+        const LinkSecurity& security);
   ~Peers() override;
 
   void shutdown() override;
@@ -50,10 +56,16 @@ class Peers final : public FabricCluster, public SoftRoutes {
   State& state(const std::string& name);
   void refresh();  // connect to every router of the directory we are not connected to
   void connect(State& s);
+  void greet(State& s, const std::shared_ptr<Handshake>& h, const std::string& address);
   void connect_later(State& s, std::string why);
   void accept_next();
-  void serve(std::shared_ptr<Socket> socket);
-  void attach(Peer& peer, Socket& socket, bool outbound, uint64_t incarnation);
+  void serve(const std::shared_ptr<Handshake>& h);
+  void welcome(const std::shared_ptr<Handshake>& h);
+  // Closes a connection that did not prove itself; `claimed` is the router
+  // it claimed to be ("" if none).
+  void refuse(Handshake& h, const std::string& claimed, const std::string& why, bool quiet = false);
+  void attach(Peer& peer, Handshake& h, bool outbound, uint64_t incarnation);
+  std::shared_ptr<Handshake> handshake(Socket socket);
 
   boost::asio::io_context& io_;
   SoftFabric& fabric_;
@@ -61,10 +73,11 @@ class Peers final : public FabricCluster, public SoftRoutes {
   Directory& directory_;
   boost::asio::ip::tcp::acceptor acceptor_;
   const uint64_t incarnation_;
+  const std::unique_ptr<LinkTls> tls_;  // null: links in the clear
   std::map<std::string, std::unique_ptr<State>> states_;
-  // Handshakes under way, closed by shutdown().
-  std::vector<std::pair<std::weak_ptr<Socket>, std::weak_ptr<boost::asio::steady_timer>>> handshakes_;
-  void track(const std::shared_ptr<Socket>& s, const std::shared_ptr<boost::asio::steady_timer>& t);
+  // Handshakes under way (closed by shutdown()), at most kMaxHandshakes.
+  std::vector<std::weak_ptr<Handshake>> handshakes_;
+  uint64_t refused_ = 0;  // connections refused, for the log's rate limit
   bool stopping_ = false;
 };
 

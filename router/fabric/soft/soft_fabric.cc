@@ -134,9 +134,10 @@ Status SoftFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask) {
 }
 
 Result<std::unique_ptr<FabricCluster>> SoftFabric::join_cluster(boost::asio::io_context& io, Directory& directory,
-                                                                const std::string& listen) {
+                                                                const std::string& listen,
+                                                                const LinkSecurity& security) {
   try {
-    return std::unique_ptr<FabricCluster>(std::make_unique<soft::Peers>(io, *this, directory, listen));
+    return std::unique_ptr<FabricCluster>(std::make_unique<soft::Peers>(io, *this, directory, listen, security));
   } catch (const std::runtime_error& e) {
     return Error{EADDRNOTAVAIL, e.what()};
   }

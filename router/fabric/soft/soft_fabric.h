@@ -29,7 +29,7 @@ class SoftFabric final : public core::QueueFabric {
   Result<std::unique_ptr<FabricPd>> alloc_pd(const Owner& owner) override;
   Status modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask) override;
   Result<std::unique_ptr<FabricCluster>> join_cluster(boost::asio::io_context& io, Directory& directory,
-                                                      const std::string& listen) override;
+                                                      const std::string& listen, const LinkSecurity& security) override;
 
   // Multi-host: set before clients connect (by Peers, or a test's routes).
   void set_routes(SoftRoutes* routes) { routes_ = routes; }

@@ -16,6 +16,11 @@ Hello make_hello(std::string_view name, uint64_t incarnation) {
 }
 
 std::string check_hello(const Hello& h) {
+  // A TLS record (a ClientHello): the peer secures its links, this router not.
+  const auto* first = reinterpret_cast<const unsigned char*>(&h);
+  if (first[0] == 0x16 && first[1] == 0x03)
+    return "the peer speaks TLS: it secures its links and this router does not (give every router the same "
+           "--link-psk or --link-cert)";
   if (h.magic != kMagic) return "not an ffrouter peer (bad magic)";
   if (h.byte_order != 0x0102) return "peer has another byte order";
   if (h.version != kVersion)
