@@ -124,7 +124,8 @@ round() {
     "$FF_WORK/router-alpha.log" || fail "$FF_LINK_SECURITY: no log line refusing the plaintext impostor"
   grep "refused a connection from 10.99.0.3" "$FF_WORK/router-alpha.log" | sed 's/^/  alpha: /'
   pass "$FF_LINK_SECURITY: every impostor refused, logged with its address and why; no QP failed"
-  for ns in "ffc-a-$$" "ffc-b-$$"; do ip netns pids "$ns" | xargs -r kill; done
+  # (a program may end between the listing and the kill)
+  for ns in "ffc-a-$$" "ffc-b-$$"; do ip netns pids "$ns" | xargs -r kill 2>/dev/null || true; done
   wait "$spid" "$cpid" 2>/dev/null || true
   stop_routers
   : >"$FF_WORK/router-alpha.log"
