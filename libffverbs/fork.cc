@@ -81,6 +81,7 @@ void SharedPages::before_fork() {
     pthread_attr_destroy(&attr);
   }
   for (auto& [start, reg] : regions_) {
+    if (reg.apps_own) continue;  // the app's MAP_SHARED memory: shared with the child, as fork() does
     uint64_t a = std::max(start, lo), b = std::min(reg.end, hi);
     if (a >= b) continue;
     if (privatize(a, b) == 0) stack_pages_.push_back({a, b, start});

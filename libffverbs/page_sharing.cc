@@ -1,6 +1,10 @@
 // Page sharing: app pages become shared memfd-backed pages at registration
 // and private again when their last registration goes (see shared_memory.h).
+#include <dirent.h>
 #include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -73,34 +77,134 @@ int run_on_private_stack(int (*fn)(void*), void* arg) {
   return rc != 0 ? errno : result;
 }
 
-}  // namespace
+// Holds other threads' writes to [start, start + len) while the pages move
+// (userfaultfd write protection): a thread that writes there sleeps in its
+// page fault until the hold ends, then retries the write on whatever is
+// mapped there by then, so no write lands on the old pages after they were
+// copied. Kernel faults (a read(2) into the pages) wait too where the app
+// may ask for that (CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1);
+// otherwise such a system call fails with EFAULT instead of writing pages
+// already copied. Where userfaultfd is unavailable (a seccomp filter, an
+// old kernel) or the memory is of a kind it cannot protect, the move goes
+// on unprotected, as before.
+//
+// One userfaultfd serves the process (closing one walks every mapping of
+// the process: per move, that made thousands of registrations quadratic);
+// a fork child opens its own, since the inherited one protects the
+// parent's pages. Moves are serialized by their callers (SharedPages::mu_).
+//
+// Used on the private stack (run_on_private_stack): while the hold lasts
+// the calling thread must not write to the range itself, or it would wait
+// for itself; errno (thread-local storage, which for a thread's stack lies
+// at its top) is the one write it cannot avoid, so a range holding it is
+// not held.
+class HeldWrites {
+ public:
+  HeldWrites(uint64_t start, uint64_t len) : range_{start, len} {
+    auto errno_at = reinterpret_cast<uint64_t>(&errno);
+    if (errno_at + sizeof(int) > start && errno_at < start + len) return;
+    int fd = userfaultfd();
+    if (fd < 0) return;
+    // Write protection covers present pages: make the untouched ones
+    // present (the shared zero page, for anonymous memory).
+    ::madvise(reinterpret_cast<void*>(start), len, MADV_POPULATE_READ);
+    uffdio_register reg{};
+    reg.range = range_;
+    reg.mode = UFFDIO_REGISTER_MODE_WP;
+    if (::ioctl(fd, UFFDIO_REGISTER, &reg) != 0) return;
+    fd_ = fd;
+    uffdio_writeprotect wp{};
+    wp.range = range_;
+    wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
+    if ((reg.ioctls & (uint64_t{1} << _UFFDIO_WRITEPROTECT)) != 0) ::ioctl(fd, UFFDIO_WRITEPROTECT, &wp);
+  }
+  HeldWrites(const HeldWrites&) = delete;
+  HeldWrites& operator=(const HeldWrites&) = delete;
+  // Ends the hold: after a move the range is new, unprotected memory and
+  // the held writers only need waking; after a failed one the old pages
+  // lose their protection first.
+  ~HeldWrites() {
+    if (fd_ < 0) return;
+    uffdio_writeprotect wp{};
+    wp.range = range_;
+    ::ioctl(fd_, UFFDIO_WRITEPROTECT, &wp);  // fails harmlessly on moved pages
+    ::ioctl(fd_, UFFDIO_UNREGISTER, &range_);
+    ::ioctl(fd_, UFFDIO_WAKE, &range_);
+  }
 
-// Turns [start, end) (a MAP_SHARED memfd mapping) into private anonymous
-// memory with the same bytes, on the private stack (the range may hold the
-// caller's own stack).
-int privatize(uint64_t start, uint64_t end) {
-  struct Range {
+ private:
+  // The process's userfaultfd, or -1 where it cannot have one.
+  static int userfaultfd() {
+    static int fd = -1;
+    static pid_t owner = 0;
+    pid_t self = ::getpid();
+    if (owner == self) return fd;
+    if (fd >= 0) ::close(fd);  // the parent's, inherited
+    owner = self;
+    fd = -1;
+    // Kernel faults held too where allowed; user faults only otherwise.
+    for (int flags : {0, UFFD_USER_MODE_ONLY}) {
+      fd = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | flags));
+      if (fd >= 0) break;
+    }
+    uffdio_api api{};
+    api.api = UFFD_API;
+    if (fd >= 0 && (::ioctl(fd, UFFDIO_API, &api) != 0 || (api.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP) == 0)) {
+      ::close(fd);
+      fd = -1;
+    }
+    return fd;
+  }
+
+  uffdio_range range_;
+  int fd_ = -1;  // while holding
+};
+
+// Replaces the pages of [start, end) with the same bytes in new memory: the
+// memfd `fd` at `offset` (MAP_SHARED), or private anonymous memory when fd
+// is -1. The bytes are copied into the new memory first, and mremap then
+// puts it in place in one step, so no thread ever sees the range empty;
+// writes by other threads are held meanwhile (HeldWrites). mremap is the
+// raw system call: memory hooks in the app may not pass MREMAP_FIXED's
+// fifth argument on (UCX 1.13's ucm, which patches every library's mremap,
+// takes four, and ucx_perftest's buffers went elsewhere: tests/e2e/test_ucx.sh). Runs on a
+// private stack: the range may hold the caller's own stack.
+int move_pages(uint64_t start, uint64_t end, int fd, uint64_t offset) {
+  struct Job {
     uint64_t start, end;
-  } r{start, end};
+    int fd;
+    uint64_t offset;
+  } job{start, end, fd, offset};
   return run_on_private_stack(
       [](void* arg) -> int {
-        const Range rr = *static_cast<const Range*>(arg);
-        size_t len = rr.end - rr.start;
-        void* tmp = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (tmp == MAP_FAILED) return errno;
-        if (!copy_pages(tmp, reinterpret_cast<void*>(rr.start), len)) {
-          ::munmap(tmp, len);
-          return EFAULT;
+        const Job j = *static_cast<const Job*>(arg);  // only reads before the move
+        size_t len = j.end - j.start;
+        void* dst = j.fd >= 0 ? ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, j.fd, static_cast<off_t>(j.offset))
+                              : ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (dst == MAP_FAILED) return errno;
+        // No signal handler may run on this thread and write the range.
+        sigset_t all, old;
+        ::sigfillset(&all);
+        ::pthread_sigmask(SIG_SETMASK, &all, &old);
+        int result = 0;
+        {
+          HeldWrites held(j.start, len);
+          if (!copy_pages(dst, reinterpret_cast<void*>(j.start), len)) result = EFAULT;
+          else if (::syscall(SYS_mremap, dst, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, j.start) == -1)
+            result = errno;
         }
-        void* p = ::mmap(reinterpret_cast<void*>(rr.start), len, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-        int e = p == MAP_FAILED ? errno : 0;
-        if (p != MAP_FAILED) copy_pages(p, tmp, len);
-        ::munmap(tmp, len);
-        return e;
+        ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+        if (result != 0) ::munmap(dst, len);
+        return result;
       },
-      &r);
+      &job);
 }
+
+}  // namespace
+
+int privatize(uint64_t start, uint64_t end) { return move_pages(start, end, -1, 0); }
+
+int reshare(uint64_t start, uint64_t end, int fd, uint64_t offset) { return move_pages(start, end, fd, offset); }
 
 // True when [start, end) is still mapped from `fd` at `offset` (inside one
 // mapping: the kernel merges neighbouring regions of the same file): the
@@ -120,39 +224,16 @@ bool still_mapped_from(uint64_t start, uint64_t end, int fd, uint64_t offset) {
     uint64_t start, end, offset, inode;
     bool found;
   } want{start, end, offset, ours.st_ino, false};
-  for_each_mapping(
+  for_each_mapping_in(
+      start, end,
       [](const MapsLine& m, void* arg) {
         auto& w = *static_cast<Want*>(arg);
-        if (m.end <= w.start) return true;
         w.found = m.start <= w.start && w.end <= m.end && m.inode == w.inode && m.shared() &&
                   m.offset + (w.start - m.start) == w.offset;
         return false;
       },
       &want);
   return want.found;
-}
-
-// The reverse: writes the bytes of private [start, end) into `fd` at
-// `offset` and maps the memfd back over the range.
-int reshare(uint64_t start, uint64_t end, int fd, uint64_t offset) {
-  struct Job {
-    uint64_t start, end;
-    int fd;
-    uint64_t offset;
-  } j{start, end, fd, offset};
-  return run_on_private_stack(
-      [](void* arg) -> int {
-        const Job jj = *static_cast<const Job*>(arg);
-        size_t len = jj.end - jj.start;
-        void* view = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, jj.fd, static_cast<off_t>(jj.offset));
-        if (view == MAP_FAILED) return errno;
-        copy_pages(view, reinterpret_cast<void*>(jj.start), len);
-        ::munmap(view, len);
-        void* p = ::mmap(reinterpret_cast<void*>(jj.start), len, PROT_READ | PROT_WRITE,
-                         MAP_SHARED | MAP_FIXED, jj.fd, static_cast<off_t>(jj.offset));
-        return p == MAP_FAILED ? errno : 0;
-      },
-      &j);
 }
 
 SharedPages& SharedPages::get() {
@@ -198,6 +279,10 @@ void SharedPages::release(uint64_t start, uint64_t end) {
         flatbuffers::FlatBufferBuilder fbb;
         request<void>(fbb, proto::CreateReleaseSegment(fbb, reg.segment));
       }
+      if (reg.apps_own) {  // the app's own file: its mapping stays as it is
+        r = regions_.erase(r);
+        continue;
+      }
       bool mapped = still_mapped_from(r->first, reg.end, reg.fd(), reg.offset);
       bool kept = mapped && privatize(r->first, reg.end) == 0;
       if (!mapped || kept)  // the file's pages go back to the system
@@ -229,44 +314,111 @@ std::map<uint64_t, SharedPages::Region>::iterator SharedPages::find(uint64_t sta
 
 namespace {
 
-// Memory that copying into a memfd would break rather than share: the
-// app's own MAP_SHARED mappings (the copy would leave their other mappings
-// behind: another process, or the same file mapped elsewhere, would no
-// longer see what RDMA writes) and huge pages (4 KiB pages cannot be mapped
-// over part of a huge page). 0, or EINVAL after saying why on stderr.
-int refuse_unshareable(uint64_t start, uint64_t end) {
+// The fd of a memfd this process holds open that is mapped as `path`
+// (inode `inode`), duplicated; invalid when there is none.
+ff::UniqueFd find_open_memfd(const char* path, uint64_t inode) {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return {};
+  ff::UniqueFd found;
+  while (const dirent* e = ::readdir(dir)) {
+    int fd = std::atoi(e->d_name);
+    if (e->d_name[0] == '.' || fd == ::dirfd(dir)) continue;
+    struct stat st {};
+    char link[64], target[512];
+    std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = ::readlink(link, target, sizeof target - 1);
+    if (n <= 0 || ::fstat(fd, &st) != 0 || st.st_ino != inode) continue;
+    target[n] = '\0';
+    if (std::strcmp(target, path) != 0) continue;
+    found = ff::UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+    break;
+  }
+  ::closedir(dir);
+  return found;
+}
+
+}  // namespace
+
+// What [start, end) is. Private memory (the common case) is copied into
+// the shim's memfd pool. The app's own MAP_SHARED mapping of a memfd is
+// shared in place, so its other mappings (in this process or another) keep
+// seeing what RDMA writes: the router maps the same file, once it cannot
+// shrink under it (F_SEAL_SHRINK; a file shrunk under the router would
+// fault it). Everything else is refused, with EINVAL and a line saying why:
+// other MAP_SHARED memory (a copy would silently leave its other mappings
+// behind, and a file the app can shrink cannot be mapped by the router) and
+// huge pages (4 KiB pages cannot be mapped over part of a huge page).
+int SharedPages::examine(uint64_t start, uint64_t end, AppFile& shared) {
   struct Scan {
     uint64_t start, end;
-    char why[160];
-  } scan{start, end, {}};
-  for_each_mapping(
+    MapsLine first;  // the first mapping, when it is MAP_SHARED
+    char path[256];
+    int mappings = 0;
+    char why[512];
+  } scan{start, end, {}, {}, 0, {}};
+  for_each_mapping_in(
+      start, end,
       [](const MapsLine& m, void* arg) {
         auto& s = *static_cast<Scan*>(arg);
-        if (m.end <= s.start) return true;
-        if (m.start >= s.end) return false;
-        const char* what = std::strstr(m.path, "anon_hugepage") != nullptr || std::strstr(m.path, "/hugepages") != nullptr
-                               ? "huge pages"
-                           : m.shared() ? "MAP_SHARED memory"
-                                        : nullptr;
+        if (++s.mappings == 1 && m.shared() && !m.huge_pages()) {
+          s.first = m;
+          std::snprintf(s.path, sizeof s.path, "%s", m.path);
+          return true;
+        }
+        const char* what = m.huge_pages()                        ? "huge pages"
+                           : m.shared() || s.first.perms != nullptr ? "MAP_SHARED memory next to other mappings"
+                                                                    : nullptr;
         if (what != nullptr)
           std::snprintf(s.why, sizeof s.why, "%#lx-%#lx is %s (%s)", static_cast<unsigned long>(m.start),
                         static_cast<unsigned long>(m.end), what, *m.path != '\0' ? m.path : "anonymous");
         return what == nullptr;
       },
       &scan);
+  if (scan.why[0] == '\0' && scan.first.perms != nullptr) {
+    const MapsLine& m = scan.first;
+    if (m.start > start || m.end < end) {
+      std::snprintf(scan.why, sizeof scan.why, "%#lx-%#lx spans MAP_SHARED memory (%s) and other mappings",
+                    static_cast<unsigned long>(start), static_cast<unsigned long>(end), scan.path);
+    } else {
+      ff::UniqueFd fd = std::strncmp(scan.path, "/memfd:", 7) == 0 ? find_open_memfd(scan.path, m.inode) : ff::UniqueFd{};
+      int seals = fd ? ::fcntl(fd.get(), F_GET_SEALS) : -1;
+      if (seals >= 0 && (seals & F_SEAL_SHRINK) == 0 && ::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK) == 0)
+        seals |= F_SEAL_SHRINK;
+      if (seals >= 0 && (seals & F_SEAL_SHRINK) != 0) {
+        shared.file = std::make_shared<ff::UniqueFd>(std::move(fd));
+        shared.offset = m.offset + (start - m.start);
+        return 0;
+      }
+      std::snprintf(scan.why, sizeof scan.why,
+                    "%#lx-%#lx is MAP_SHARED memory (%s) that is not a memfd held open and sealable against "
+                    "shrinking (memfd_create with MFD_ALLOW_SEALING)",
+                    static_cast<unsigned long>(m.start), static_cast<unsigned long>(m.end),
+                    *scan.path != '\0' ? scan.path : "anonymous");
+    }
+  }
   if (scan.why[0] == '\0') return 0;
   std::fprintf(stderr,
                "libffverbs[%d]: ibv_reg_mr: EINVAL: %s; ffrouter cannot share it with the router without "
-               "breaking it: register memory from ibv_malloc, or private memory\n",
+               "breaking it: register private memory, memory from ibv_malloc, or a MAP_SHARED mapping of a "
+               "sealable memfd the process keeps open\n",
                static_cast<int>(::getpid()), scan.why);
   return EINVAL;
 }
 
-}  // namespace
-
-// Copies [start, end) into a new sealed memfd and maps it in place.
+// Makes [start, end) a region: copied into the memfd pool and mapped back
+// in place, or shared as it is (examine).
 int SharedPages::create(uint64_t start, uint64_t end) {
-  if (int e = refuse_unshareable(start, end); e != 0) return e;
+  AppFile app;
+  if (int e = examine(start, end, app); e != 0) return e;
+  Region reg;
+  reg.end = end;
+  if (app.file) {
+    reg.file = std::move(app.file);
+    reg.offset = app.offset;
+    reg.apps_own = true;
+    regions_.emplace(start, std::move(reg));
+    return 0;
+  }
   size_t len = end - start;
   if (!pool_ || pool_next_ + len > kPoolSpan) {
     ff::UniqueFd fd(::memfd_create("ffv-mr", MFD_CLOEXEC | MFD_ALLOW_SEALING));
@@ -279,45 +431,16 @@ int SharedPages::create(uint64_t start, uint64_t end) {
   uint64_t offset = pool_next_;
   if (::ftruncate(pool_->get(), static_cast<off_t>(offset + len)) != 0) return errno;
   pool_next_ += len;  // offsets are never reused: a hole punched stays a hole
-  if (int e = copy_and_remap(start, len, pool_->get(), offset); e != 0) return e;
-  Region reg;
-  reg.end = end;
+  if (int e = reshare(start, end, pool_->get(), offset); e != 0) {
+    if (e == EFAULT)
+      debug("reg_mr: pages %#lx-%#lx are not all mapped", static_cast<unsigned long>(start),
+            static_cast<unsigned long>(end));
+    return e;
+  }
   reg.file = pool_;
   reg.offset = offset;
   regions_.emplace(start, std::move(reg));
   return 0;
-}
-
-// Between copying the pages and mapping the copy over them, nothing may
-// write to them, or the write is lost. The calling thread's own stack may
-// be on those pages (a registered stack buffer), and every call it makes
-// writes there; so the copy and the remap run on a separate stack
-// (run_on_private_stack) while the caller's frames stay untouched.
-int SharedPages::copy_and_remap(uint64_t start, size_t len, int fd, uint64_t offset) {
-  struct Job {
-    uint64_t start;
-    size_t len;
-    int fd;
-    uint64_t offset;
-  } job{start, len, fd, offset};
-  int e = run_on_private_stack(
-      [](void* arg) -> int {
-        const Job j = *static_cast<const Job*>(arg);  // only reads before the remap
-        void* copy = ::mmap(nullptr, j.len, PROT_READ | PROT_WRITE, MAP_SHARED, j.fd, static_cast<off_t>(j.offset));
-        if (copy == MAP_FAILED) return errno;
-        int result = 0;
-        if (!copy_pages(copy, reinterpret_cast<void*>(j.start), j.len)) result = EFAULT;
-        else if (::mmap(reinterpret_cast<void*>(j.start), j.len, PROT_READ | PROT_WRITE,
-                        MAP_SHARED | MAP_FIXED, j.fd, static_cast<off_t>(j.offset)) == MAP_FAILED)
-          result = errno;
-        ::munmap(copy, j.len);
-        return result;
-      },
-      &job);
-  if (e == EFAULT)
-    debug("reg_mr: pages %#lx-%#lx are not all mapped", static_cast<unsigned long>(start),
-          static_cast<unsigned long>(start + len));
-  return e;
 }
 
 int SharedPages::ensure_registered(uint64_t start, Region& reg) {

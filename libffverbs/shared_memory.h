@@ -11,8 +11,10 @@
 // shared arena from the start and is registered with no copy at all. At
 // fork() (fork.cc) the child gets private copies of all of it.
 //
-// Caveats (README): a thread writing the pages of a buffer *while* it is
-// being registered for the first time can lose that write; memory the app
+// Other threads may keep writing to the pages while they move: their
+// writes wait in a userfaultfd write-protection fault until the new pages
+// are in place (page_sharing.cc, HeldWrites). Caveats (README): where
+// userfaultfd is unavailable those writes can be lost; memory the app
 // itself mapped MAP_SHARED, and huge pages, are refused (EINVAL) rather than
 // copied away from their other users.
 #pragma once
@@ -34,7 +36,8 @@ int acquire_shared_pages(uint64_t addr, uint64_t length, uint64_t& page_start, u
 void release_shared_pages(uint64_t page_start, uint64_t page_end);
 
 // Page remapping (page_sharing.cc). Each runs on a private stack, so the
-// range may hold the caller's own stack. 0 or an errno.
+// range may hold the caller's own stack, and holds other threads' writes to
+// the range while it runs (userfaultfd), so none is lost. 0 or an errno.
 // Turns [start, end) (a MAP_SHARED memfd mapping) into private anonymous
 // memory with the same bytes.
 int privatize(uint64_t start, uint64_t end);
@@ -78,7 +81,12 @@ class SharedPages {
     uint32_t segment = 0;  // router handle, valid for `epoch`
     uint64_t epoch = 0;
     uint32_t refs = 0;
-    bool pinned = false;  // arenas: never released
+    bool pinned = false;    // arenas: never released
+    bool apps_own = false;  // the app's MAP_SHARED memfd, shared in place: never moved
+  };
+  struct AppFile {
+    File file;
+    uint64_t offset = 0;
   };
   struct StackPages {
     uint64_t start, end, region;
@@ -87,7 +95,7 @@ class SharedPages {
   SharedPages() = default;
   std::map<uint64_t, Region>::iterator find(uint64_t start);
   int create(uint64_t start, uint64_t end);
-  static int copy_and_remap(uint64_t start, size_t len, int fd, uint64_t offset);
+  static int examine(uint64_t start, uint64_t end, AppFile& shared);
   int ensure_registered(uint64_t start, Region& reg);
 
   std::mutex mu_;

@@ -175,8 +175,9 @@ TEST_F(Device, StackBuffersCanBeRegistered) {
 
 // Memory the shim cannot share with the router without breaking it is
 // refused with EINVAL (and a line on stderr saying why), never silently
-// decoupled: the app's own MAP_SHARED mappings (a copy would leave their
-// other mappings behind) and huge pages. Private memory next to them is fine.
+// decoupled: the app's own MAP_SHARED mappings of anything but a memfd it
+// can seal (a copy would leave their other mappings behind) and huge pages.
+// Private memory next to them is fine.
 TEST_F(Device, SharedMappingsAndHugePagesAreRefusedNotDecoupled) {
   ibv_pd* pd = ibv_alloc_pd(ctx);
   ASSERT_NE(pd, nullptr);
@@ -189,6 +190,34 @@ TEST_F(Device, SharedMappingsAndHugePagesAreRefusedNotDecoupled) {
   shared[0] = 'x';  // still the app's own mapping, unchanged
   EXPECT_EQ(shared[0], 'x');
   munmap(shared, 4 * page);
+  // A memfd is shared in place when libffverbs can seal it against
+  // shrinking (the router maps it): not without MFD_ALLOW_SEALING, nor once
+  // the app closed its fd; with both, it is, and the seal stays.
+  for (unsigned flags : {0u, unsigned{MFD_ALLOW_SEALING}}) {
+    int fd = memfd_create("device-test", MFD_CLOEXEC | flags);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(ftruncate(fd, 2 * page), 0);
+    void* map = mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ASSERT_NE(map, MAP_FAILED);
+    errno = 0;
+    ibv_mr* mr = ibv_reg_mr(pd, map, 2 * page, IBV_ACCESS_LOCAL_WRITE);
+    if (flags == 0) {
+      EXPECT_EQ(mr, nullptr);
+      EXPECT_EQ(errno, EINVAL);
+    } else {
+      ASSERT_NE(mr, nullptr) << std::strerror(errno);
+      EXPECT_NE(fcntl(fd, F_GET_SEALS) & F_SEAL_SHRINK, 0);
+      EXPECT_NE(ftruncate(fd, page), 0) << "shrunk under the router";
+      EXPECT_EQ(ibv_dereg_mr(mr), 0);
+      close(fd);  // now nothing can seal it any more
+      fd = -1;
+      errno = 0;
+      EXPECT_EQ(ibv_reg_mr(pd, static_cast<char*>(map) + page, page, IBV_ACCESS_LOCAL_WRITE), nullptr);
+      EXPECT_EQ(errno, EINVAL);
+    }
+    munmap(map, 2 * page);
+    if (fd >= 0) close(fd);
+  }
   const size_t huge = 2u << 20;
   void* big = mmap(nullptr, huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
   if (big != MAP_FAILED) {  // only where huge pages are reserved (vm.nr_hugepages)
@@ -242,6 +271,51 @@ TEST_F(Device, ThousandsOfRegistrationsHoldFewDescriptors) {
   munmap(pages, 2 * n * page);
   EXPECT_EQ(ibv_dealloc_pd(pd), 0);
   setrlimit(RLIMIT_NOFILE, &old);
+}
+
+// Registration moves the pages under the app's feet (copied into shared
+// memory and mapped back in place; private again at deregistration). A
+// thread that keeps writing to those pages meanwhile must never lose a
+// write: it stores a counter and checks, before each store, that it reads
+// back what it stored last.
+TEST_F(Device, WritesByOtherThreadsDuringRegistrationAreNeverLost) {
+  ibv_pd* pd = ibv_alloc_pd(ctx);
+  ASSERT_NE(pd, nullptr);
+  const size_t page = 4096, pages = 16;
+  auto* buf = static_cast<char*>(mmap(nullptr, pages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(buf, MAP_FAILED);
+  std::memset(buf, 1, pages * page);
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> lost{0}, stores{0};
+  // One counter per page, so a store lands in every page of the region.
+  std::thread writer([&] {
+    auto* counters = reinterpret_cast<volatile uint64_t*>(buf);
+    uint64_t last = 0;
+    for (size_t i = 0; i < pages; ++i) counters[i * page / 8] = 0;
+    while (!stop.load(std::memory_order_relaxed)) {
+      ++last;
+      for (size_t i = 0; i < pages; ++i) {
+        if (counters[i * page / 8] != last - 1) lost.fetch_add(1, std::memory_order_relaxed);
+        counters[i * page / 8] = last;
+      }
+      stores.fetch_add(1, std::memory_order_relaxed);
+    }
+  });
+  while (stores.load() == 0) std::this_thread::yield();
+  int rounds = 0;
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+       std::chrono::steady_clock::now() < until && lost.load() == 0; ++rounds) {
+    ibv_mr* mr = ibv_reg_mr(pd, buf, pages * page, IBV_ACCESS_LOCAL_WRITE);
+    ASSERT_NE(mr, nullptr) << std::strerror(errno);
+    ASSERT_EQ(ibv_dereg_mr(mr), 0);
+  }
+  stop = true;
+  writer.join();
+  EXPECT_EQ(lost.load(), 0u) << "writes lost in " << rounds << " registrations (" << stores.load() << " passes)";
+  std::printf("%d registrations, %lu passes over %zu pages by the writer\n", rounds,
+              static_cast<unsigned long>(stores.load()), pages);
+  munmap(buf, pages * page);
+  EXPECT_EQ(ibv_dealloc_pd(pd), 0);
 }
 
 TEST_F(Device, AsyncFdIsPollableAndHonoursNonblocking) {

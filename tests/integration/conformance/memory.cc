@@ -182,5 +182,47 @@ TEST_F(Verbs, ForkGivesTheChildAPrivateCopyOfRegisteredMemory) {
   dereg(sm);
 }
 
+// The app's MAP_SHARED mapping of a memfd stays shared with its other
+// mappings once registered: what RDMA writes into one mapping shows in the
+// other, and what the app stores through the other is what RDMA reads from
+// the first. (libffverbs maps the same memfd in the router, sealed against
+// shrinking; MAP_SHARED memory it cannot share that way it refuses:
+// verbs_device_test.)
+TEST_F(Verbs, RegisteredSharedMemfdStaysSharedWithItsOtherMappings) {
+  int fd = memfd_create("conformance", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  ASSERT_GE(fd, 0);
+  const size_t len = 2 * 4096;
+  ASSERT_EQ(ftruncate(fd, static_cast<off_t>(len)), 0);
+  auto* one = static_cast<uint8_t*>(mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  auto* other = static_cast<uint8_t*>(mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ASSERT_NE(one, MAP_FAILED);
+  ASSERT_NE(other, MAP_FAILED);
+  ibv_mr* m = mr(one, len);
+  Pages src(2);
+  fill(src.base, len, 31);
+  ibv_mr* sm = mr(src.base, src.size);
+  Pair p = pair();
+  ibv_sge s{reinterpret_cast<uint64_t>(src.base), static_cast<uint32_t>(len), sm->lkey};
+  ibv_send_wr w = wr(IBV_WR_RDMA_WRITE, 1, &s, 1);
+  w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(one);
+  w.wr.rdma.rkey = m->rkey;
+  ASSERT_EQ(post(p.a, w), 0);
+  ASSERT_EQ(poll1(p.scq).status, IBV_WC_SUCCESS);
+  EXPECT_EQ(0, std::memcmp(other, src.base, len)) << "the other mapping did not see the RDMA WRITE";
+  fill(other, len, 32);
+  s = {reinterpret_cast<uint64_t>(one), static_cast<uint32_t>(len), m->lkey};
+  w = wr(IBV_WR_RDMA_WRITE, 2, &s, 1);
+  w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(src.base);
+  w.wr.rdma.rkey = sm->rkey;
+  ASSERT_EQ(post(p.a, w), 0);
+  ASSERT_EQ(poll1(p.scq).status, IBV_WC_SUCCESS);
+  EXPECT_EQ(0, std::memcmp(src.base, other, len)) << "RDMA did not read what the app stored through the other mapping";
+  dereg(m);
+  dereg(sm);
+  munmap(one, len);
+  munmap(other, len);
+  close(fd);
+}
+
 }  // namespace
 }  // namespace conformance
