@@ -48,6 +48,21 @@ struct DispatchTables {
     on(B::DestroySrq, handle_destroy_srq);
     creating(B::CreateAh, handle_create_ah, ObjectKind::kAh);
     on(B::DestroyAh, handle_destroy_ah);
+    creating(B::CmCreateChannel, handle_cm_create_channel, ObjectKind::kCmChannel);
+    on(B::CmDestroyChannel, handle_cm_destroy_channel);
+    on(B::CmGetEvent, handle_cm_get_event);
+    creating(B::CmCreateId, handle_cm_create_id, ObjectKind::kCmId);
+    on(B::CmDestroyId, handle_cm_destroy_id);
+    on(B::CmMigrateId, handle_cm_migrate_id);
+    on(B::CmBindAddr, handle_cm_bind_addr);
+    on(B::CmListen, handle_cm_listen);
+    on(B::CmResolveAddr, handle_cm_resolve_addr);
+    on(B::CmResolveRoute, handle_cm_resolve_route);
+    on(B::CmConnect, handle_cm_connect);
+    on(B::CmAccept, handle_cm_accept);
+    on(B::CmReject, handle_cm_reject);
+    on(B::CmEstablish, handle_cm_establish);
+    on(B::CmDisconnect, handle_cm_disconnect);
     admin[static_cast<size_t>(B::AdminStatus)] = {handle_admin_status, 0};
   }
 };

@@ -45,6 +45,21 @@ FF_HANDLER(handle_query_srq);
 FF_HANDLER(handle_destroy_srq);
 FF_HANDLER(handle_create_ah);
 FF_HANDLER(handle_destroy_ah);
+FF_HANDLER(handle_cm_create_channel);
+FF_HANDLER(handle_cm_destroy_channel);
+FF_HANDLER(handle_cm_get_event);
+FF_HANDLER(handle_cm_create_id);
+FF_HANDLER(handle_cm_destroy_id);
+FF_HANDLER(handle_cm_migrate_id);
+FF_HANDLER(handle_cm_bind_addr);
+FF_HANDLER(handle_cm_listen);
+FF_HANDLER(handle_cm_resolve_addr);
+FF_HANDLER(handle_cm_resolve_route);
+FF_HANDLER(handle_cm_connect);
+FF_HANDLER(handle_cm_accept);
+FF_HANDLER(handle_cm_reject);
+FF_HANDLER(handle_cm_establish);
+FF_HANDLER(handle_cm_disconnect);
 
 struct HandlerEntry {
   Handler handler = nullptr;

@@ -26,6 +26,10 @@ const char* kind_name(ObjectKind kind) {
       return "srqs";
     case ObjectKind::kAh:
       return "ahs";
+    case ObjectKind::kCmChannel:
+      return "cm_channels";
+    case ObjectKind::kCmId:
+      return "cm_ids";
     case ObjectKind::kCount:
       break;
   }
@@ -38,12 +42,14 @@ uint32_t router_handles(ObjectKind kind) {
       return 4;  // the doorbell pipe's read end, the async pipe's write end, the async ring's memfd and mapping
     case ObjectKind::kChannel:
       return 3;  // the pipe's write end, its ring's memfd and mapping
+    case ObjectKind::kCmChannel:
+      return 1;  // the pipe's write end
     case ObjectKind::kSegment:  // the client's memfd, kept, and its mapping
     case ObjectKind::kCq:       // the ring's memfd and mapping
     case ObjectKind::kQp:
     case ObjectKind::kSrq:
       return 2;
-    default:  // PDs, MRs, AHs: memory only
+    default:  // PDs, MRs, AHs, rdma_cm ids: memory only
       return 0;
   }
 }
@@ -72,6 +78,9 @@ void ObjectTable::erase(std::map<uint32_t, std::unique_ptr<Object>>::iterator it
     if (p != objects_.end()) --p->second->children;
   }
   --counts_[static_cast<size_t>(o.kind)];
+  // Out of the table before it goes: destroying one object may remove
+  // others (an rdma_cm listener takes its unread requests' ids with it).
+  std::unique_ptr<Object> doomed = std::move(it->second);
   objects_.erase(it);
 }
 

@@ -9,12 +9,13 @@
 #include <vector>
 
 #include "policy/quota.h"
+#include "router/cm/connection_manager.h"
 #include "router/fabric/fabric.h"
 #include "shm/doorbell.h"
 
 namespace ff::router {
 
-enum class ObjectKind : uint8_t { kContext, kPd, kSegment, kMr, kChannel, kCq, kQp, kSrq, kAh, kCount };
+enum class ObjectKind : uint8_t { kContext, kPd, kSegment, kMr, kChannel, kCq, kQp, kSrq, kAh, kCmChannel, kCmId, kCount };
 const char* kind_name(ObjectKind kind);
 
 // File descriptors plus memory mappings the router holds for one object of
@@ -57,6 +58,19 @@ using CqObject = FabricObject<ObjectKind::kCq, FabricCq>;
 using QpObject = FabricObject<ObjectKind::kQp, FabricQp>;
 using SrqObject = FabricObject<ObjectKind::kSrq, FabricSrq>;
 using AhObject = FabricObject<ObjectKind::kAh, FabricAh>;
+
+// rdma_cm: an event channel, and an id (whose destruction the connection
+// manager must see: its port, its events and its peer).
+struct CmChannelObject final : Object {
+  explicit CmChannelObject(std::shared_ptr<cm::Channel> c) : Object(ObjectKind::kCmChannel), channel(std::move(c)) {}
+  std::shared_ptr<cm::Channel> channel;
+};
+struct CmIdObject final : Object {
+  CmIdObject(cm::ConnectionManager& m, std::shared_ptr<cm::Id> i) : Object(ObjectKind::kCmId), manager(m), id(std::move(i)) {}
+  ~CmIdObject() override { manager.destroy(*id); }
+  cm::ConnectionManager& manager;
+  std::shared_ptr<cm::Id> id;
+};
 
 // Owned by one Session; used only from the Asio thread.
 class ObjectTable {

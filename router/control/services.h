@@ -12,6 +12,7 @@
 
 #include "policy/quota.h"
 #include "policy/tenant.h"
+#include "router/cm/connection_manager.h"
 #include "router/fabric/fabric.h"
 
 namespace ff::router {
@@ -45,6 +46,10 @@ class ControlServices {
   virtual const std::vector<policy::TenantSpec>& tenants() const = 0;
   virtual std::string tenant_socket_path(const policy::TenantSpec& tenant) const = 0;
   virtual uint64_t sessions_refused() const = 0;
+  // rdma_cm's ports, listeners and connections (router/cm/).
+  virtual cm::ConnectionManager& connection_manager() = 0;
+  // Whether a client of `tenant` with virtual IP `vip` is connected here.
+  virtual bool serves(const std::string& tenant, uint32_t vip) const = 0;
   // Multi-host: null when this router serves its host alone.
   virtual const Directory* directory() const = 0;
   virtual const FabricCluster* cluster() const = 0;

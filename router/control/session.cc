@@ -245,3 +245,17 @@ void Session::flush() {
 }
 
 }  // namespace ff::router
+
+namespace ff::router {
+
+std::optional<uint32_t> Session::adopt(std::shared_ptr<cm::Id> id) {
+  if (closed_ || objects_.size() >= services_.limits().max_objects_per_session) return std::nullopt;
+  auto& manager = services_.connection_manager();
+  uint32_t handle = objects_.add(std::make_unique<CmIdObject>(manager, id));
+  manager.set_handle(*id, handle);
+  return handle;
+}
+
+void Session::drop(uint32_t handle) { objects_.remove(handle, ObjectKind::kCmId); }
+
+}  // namespace ff::router

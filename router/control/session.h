@@ -45,7 +45,7 @@ class ReplyWriter {
 
 enum class SessionRole { kTenant, kAdmin };
 
-class Session : public std::enable_shared_from_this<Session> {
+class Session : public std::enable_shared_from_this<Session>, public cm::IdOwner {
  public:
   using Socket = boost::asio::local::stream_protocol::socket;
 
@@ -80,6 +80,11 @@ class Session : public std::enable_shared_from_this<Session> {
   // thread and every other client with it. One client holds nothing more
   // meanwhile: its requests stay in its socket.
   std::function<void()> hold();
+
+  // cm::IdOwner: an id for a connection request to one of this session's
+  // listeners (counted as any object), and its removal.
+  std::optional<uint32_t> adopt(std::shared_ptr<cm::Id> id) override;
+  void drop(uint32_t handle) override;
 
   // Set by the Hello handler.
   bool greeted() const { return virtual_ip_.has_value(); }

@@ -226,6 +226,13 @@ std::vector<std::shared_ptr<Session>> Router::sessions() const {
   return out;
 }
 
+bool Router::serves(const std::string& tenant, uint32_t vip) const {
+  return std::any_of(sessions_.begin(), sessions_.end(), [&](const auto& entry) {
+    const Session& s = *entry.second;
+    return s.greeted() && s.tenant() != nullptr && s.tenant()->name == tenant && s.virtual_ip() == vip;
+  });
+}
+
 void Router::session_closed(uint64_t session_id) {
   auto it = sessions_.find(session_id);
   if (it == sessions_.end()) return;

@@ -57,6 +57,8 @@ class Router final : public ControlServices {
   uint64_t sessions_refused() const override { return sessions_refused_; }
   const Directory* directory() const override { return directory_.get(); }
   const FabricCluster* cluster() const override { return cluster_.get(); }
+  cm::ConnectionManager& connection_manager() override { return connection_manager_; }
+  bool serves(const std::string& tenant, uint32_t vip) const override;
 
   size_t tenant_sessions(const policy::TenantSpec& t) const;
 
@@ -89,6 +91,7 @@ class Router final : public ControlServices {
   boost::asio::io_context io_;
   boost::asio::signal_set signals_;
   std::vector<std::unique_ptr<Listener>> listeners_;
+  cm::ConnectionManager connection_manager_;  // before sessions_: their ids go first
   std::map<uint64_t, std::shared_ptr<Session>> sessions_;
   std::map<std::string, policy::TenantQuota> quotas_;
   std::map<std::string, policy::TenantQuota> handle_quotas_;

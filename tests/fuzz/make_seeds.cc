@@ -61,14 +61,36 @@ int main(int argc, char** argv) {
       {"destroy_qp", RequestBody::DestroyQp, [](auto& f) { return CreateDestroyQp(f, 4).Union(); }},
       {"close_device", RequestBody::CloseDevice, [](auto& f) { return CreateCloseDevice(f, 1).Union(); }},
   };
+  auto write = [&](const std::string& name, const std::vector<uint8_t>& input) {
+    FILE* f = std::fopen((dir + "/" + name).c_str(), "wb");
+    if (f == nullptr) return false;
+    std::fwrite(input.data(), 1, input.size(), f);
+    std::fclose(f);
+    return true;
+  };
   for (const Tail& tail : tails) {
     std::vector<uint8_t> input = base;
     append(input, tail.type, tail.body);
-    const std::string name = tail.name;
-    FILE* f = std::fopen((dir + "/" + name).c_str(), "wb");
-    if (f == nullptr) return 1;
-    std::fwrite(input.data(), 1, input.size(), f);
-    std::fclose(f);
+    if (!write(tail.name, input)) return 1;
   }
-  return 0;
+  // rdma_cm: a listener (6) and a client id (7) on channel 5 through the
+  // whole handshake with the session's own address (the passive id is 8).
+  std::vector<uint8_t> cm = base;
+  CmAddr own(0x0a000001, 7000);
+  CmConnParam param(1, 1, 0, 7, 7, 0, 1);
+  append(cm, RequestBody::CmCreateChannel, [](auto& f) { return CreateCmCreateChannel(f).Union(); });
+  append(cm, RequestBody::CmCreateId, [](auto& f) { return CreateCmCreateId(f, 5, 0x0106, 2).Union(); });
+  append(cm, RequestBody::CmBindAddr, [&](auto& f) { return CreateCmBindAddr(f, 6, &own).Union(); });
+  append(cm, RequestBody::CmListen, [](auto& f) { return CreateCmListen(f, 6, 4).Union(); });
+  append(cm, RequestBody::CmCreateId, [](auto& f) { return CreateCmCreateId(f, 5, 0x0106, 2).Union(); });
+  append(cm, RequestBody::CmResolveAddr, [&](auto& f) { return CreateCmResolveAddr(f, 7, false, nullptr, &own).Union(); });
+  append(cm, RequestBody::CmResolveRoute, [](auto& f) { return CreateCmResolveRoute(f, 7).Union(); });
+  append(cm, RequestBody::CmConnect, [&](auto& f) { return CreateCmConnect(f, 7, &param).Union(); });
+  for (int i = 0; i < 3; ++i)
+    append(cm, RequestBody::CmGetEvent, [](auto& f) { return CreateCmGetEvent(f, 5).Union(); });
+  append(cm, RequestBody::CmAccept, [&](auto& f) { return CreateCmAccept(f, 8, &param).Union(); });
+  append(cm, RequestBody::CmEstablish, [](auto& f) { return CreateCmEstablish(f, 7).Union(); });
+  append(cm, RequestBody::CmDisconnect, [](auto& f) { return CreateCmDisconnect(f, 7).Union(); });
+  append(cm, RequestBody::CmDestroyId, [](auto& f) { return CreateCmDestroyId(f, 6).Union(); });
+  return write("rdma_cm", cm) ? 0 : 1;
 }

@@ -1,0 +1,79 @@
+#!/bin/bash
+# rdma_cm on virtual IPs, one router: the conformance cases
+# (tests/integration/rdma_cm_test.cc, 1000 connect/disconnect cycles among
+# them), then unmodified librdmacm programs between two containers (rping
+# with its own data check, ucmatose with several connections,
+# rdma_server/rdma_client, perftest -R), then two tenants that share an
+# address and a port: neither reaches the other's listener. Afterwards the
+# router holds no object.
+source "$(dirname "$0")/lib.sh"
+cat >"$FF_WORK/config.yaml" <<YAML
+tenants:
+  - name: blue
+  - name: red
+YAML
+ff_start_router --config "$FF_WORK/config.yaml"
+ff_container_pair a 10.36.0.1 b 10.36.0.2
+
+ff_in_container a blue env FF_CM_ADDR=10.36.0.1 FF_CM_CYCLES=1000 timeout 120 "$FF_BUILD/bin/rdma_cm_test" ||
+  fail "rdma_cm conformance"
+pass "rdma_cm conformance (1000 connect/disconnect cycles)"
+
+# cm_pair NAME SERVER_CMD -- CLIENT_CMD: the server in a, the client in b.
+# An rdma_cm server opens no TCP port to wait for: the client is retried
+# while its server still runs (its address resolves once the server opened
+# the device, and it is refused until it listens), for up to 10 s.
+cm_pair() {
+  local name=$1 server=() client=()
+  shift
+  while [ "$1" != "--" ]; do server+=("$1"); shift; done
+  shift
+  client=("$@")
+  ff_in_container a blue timeout 60 "${server[@]}" >"$FF_WORK/server.log" 2>&1 &
+  local spid=$! rc=1
+  for _ in $(seq 100); do
+    ff_in_container b blue timeout 60 "${client[@]}" >"$FF_WORK/client.log" 2>&1 && { rc=0; break; }
+    kill -0 "$spid" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ $rc -eq 0 ] || { tail -5 "$FF_WORK/client.log"; tail -5 "$FF_WORK/server.log"; fail "$name: client"; }
+  wait "$spid" || { tail -5 "$FF_WORK/server.log"; fail "$name: server"; }
+}
+
+before=$(ff_bytes)
+cm_pair "rping" rping -s -a 10.36.0.1 -C 100 -v -- rping -c -a 10.36.0.1 -C 100 -v -V
+grep -q "rdma-ping-99" "$FF_WORK/client.log" || fail "rping: no 100th ping"
+[ "$(ff_bytes)" -gt "$before" ] || fail "rping did not go through the router"
+pass "rping -C 100, verified by rping (-V)"
+
+cm_pair "ucmatose" ucmatose -c 4 -C 50 -- ucmatose -s 10.36.0.1 -c 4 -C 50
+pass "ucmatose: 4 connections, 50 messages each"
+
+cm_pair "rdma_server/rdma_client" rdma_server -s 10.36.0.1 -- rdma_client -s 10.36.0.1
+pass "rdma_server / rdma_client (rdma_getaddrinfo, rdma_create_ep, rdma_get_request)"
+
+for t in "ib_send_bw" "ib_write_bw" "ib_read_bw" "ib_send_lat" "ib_write_lat" "ib_write_bw -q 4"; do
+  # shellcheck disable=SC2086
+  cm_pair "$t -R" $t -R -n 500 -- $t -R -n 500 10.36.0.1
+  grep -qE '^ +[0-9]+ +[0-9]+' "$FF_WORK/client.log" || fail "$t -R printed no result"
+  pass "$t -R"
+done
+
+# Red has a container with blue's address: dialing it reaches red's own
+# (absent) listener, never blue's; and red cannot dial blue's other address.
+ff_container c 10.36.0.1
+ff_in_container a blue timeout 20 rping -s -a 10.36.0.1 -C 1 >"$FF_WORK/blue.log" 2>&1 &
+blue=$!
+for _ in $(seq 100); do ff_status | grep "program=rping" | grep -q "cm_ids=1" && break; sleep 0.05; done
+out=$(ff_in_container c red timeout 10 rping -c -a 10.36.0.1 -C 1 2>&1) && fail "red connected to blue's listener: $out"
+grep -q "REJECTED" <<<"$out" || fail "red's connect to its own address: expected REJECTED, got: $out"
+out=$(ff_in_container c red timeout 10 rping -c -a 10.36.0.2 -C 1 2>&1) && fail "red reached blue's address: $out"
+grep -qE "ADDR_ERROR|resolve|error" <<<"$out" || fail "red's connect to blue's address: expected an address error, got: $out"
+# Blue's listener was there all along: blue's own client gets through.
+ff_in_container b blue timeout 10 rping -c -a 10.36.0.1 -C 1 >"$FF_WORK/client.log" 2>&1 || fail "blue's own client: $(tail -3 "$FF_WORK/client.log")"
+wait "$blue" || fail "blue's rping server: $(tail -3 "$FF_WORK/blue.log")"
+pass "a tenant never reaches another tenant's listener, on the same address and port or another"
+
+for _ in $(seq 100); do ff_status | grep -q 'total clients=0 objects=0' && break; sleep 0.05; done
+ff_status | grep -q 'total clients=0 objects=0' || { ff_status; fail "objects left behind"; }
+echo "13 passed, 0 failed"
