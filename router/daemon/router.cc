@@ -61,6 +61,10 @@ Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
       tenants_(std::move(tenants)),
       fabric_(std::move(fabric)),
       signals_(io_, SIGINT, SIGTERM) {
+  // The router writes into pipes whose read ends its clients hold (event
+  // channels, async fds); a client that closed its end must cost the router
+  // an EPIPE, not its life (ffv_hostile: ClosingTheEndsItWaitsOn...).
+  std::signal(SIGPIPE, SIG_IGN);
   make_dir(options_.run_dir);
   lock_run_dir();
   listeners_.push_back(

@@ -12,12 +12,14 @@ tenants:
   - name: blue
   - name: red
 YAML
-ff_start_router --config "$FF_WORK/config.yaml"
+# FF_ROUTER_ARGS selects the fabric (tests/hw runs this on the verbs fabric).
+# shellcheck disable=SC2086
+ff_start_router --config "$FF_WORK/config.yaml" ${FF_ROUTER_ARGS:-}
 ff_container_pair a 10.36.0.1 b 10.36.0.2
 
-ff_in_container a blue env FF_CM_ADDR=10.36.0.1 FF_CM_CYCLES=1000 timeout 120 "$FF_BUILD/bin/rdma_cm_test" ||
+ff_in_container a blue env FF_CM_ADDR=10.36.0.1 FF_CM_CYCLES="${FF_CM_CYCLES:-1000}" timeout 600 "$FF_BUILD/bin/rdma_cm_test" ||
   fail "rdma_cm conformance"
-pass "rdma_cm conformance (1000 connect/disconnect cycles)"
+pass "rdma_cm conformance (${FF_CM_CYCLES:-1000} connect/disconnect cycles)"
 
 # cm_pair NAME SERVER_CMD -- CLIENT_CMD: the server in a, the client in b.
 # An rdma_cm server opens no TCP port to wait for: the client is retried

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <rdma/rdma_cma.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/ioctl.h>
@@ -338,6 +339,47 @@ TEST(Hostile, SharedFdsCannotBlockTheRouter) {
   ASSERT_EQ(::ioctl(channel_fd.get(), FIONREAD, &pending), 0);
   EXPECT_EQ(pending, 8192) << "the pipe (two rings' worth of events) filled, and the router stopped at EAGAIN";
   EXPECT_EQ(r.state(qp.handle), IBV_QPS_RTS);
+  expect_router_serves();
+}
+
+// A client that closes the read ends it was given (a completion channel's,
+// an rdma_cm channel's) makes the router's next write there hit a pipe with
+// no reader: EPIPE for the router, never SIGPIPE (which would kill it).
+TEST(Hostile, ClosingTheEndsItWaitsOnDoesNotKillTheRouter) {
+  Raw r;
+  r.open();
+  flatbuffers::FlatBufferBuilder fbb;
+  auto ch = r.call(fbb, RequestBody::CreateCompChannel, proto::CreateCreateCompChannel(fbb, r.ctx).Union());
+  ASSERT_EQ(ch.error, 0) << ch.message;
+  ch.fds.clear();  // closes the read end
+  Raw::Cq cq = r.cq(ch.reply()->body_as_CreateCompChannelReply()->channel());
+  auto* control = reinterpret_cast<shm::CqControl*>(cq.seg.base() + shm::kCqControlOffset);
+  Raw::Qp qp = r.loop_qp(cq);
+  shm::SendWqe w{};
+  w.opcode = IBV_WR_RDMA_WRITE;
+  w.send_flags = IBV_SEND_SIGNALED;
+  control->arm.store(shm::kArmNext, std::memory_order_relaxed);
+  ASSERT_TRUE(qp.sq.sp_try_push(w));
+  r.ring();
+  shm::Cqe c{};
+  bool got = false;
+  for (int spin = 0; spin < 200000 && !(got = cq.ring.sc_try_pop(c)); ++spin)
+    if (spin > 1000) usleep(10);
+  ASSERT_TRUE(got) << "the armed completion never came";
+  fbb.Clear();
+  auto cm = r.call(fbb, RequestBody::CmCreateChannel, proto::CreateCmCreateChannel(fbb).Union());
+  ASSERT_EQ(cm.error, 0) << cm.message;
+  uint32_t cm_channel = cm.reply()->body_as_CmCreateChannelReply()->channel();
+  cm.fds.clear();
+  fbb.Clear();
+  auto id = r.call(fbb, RequestBody::CmCreateId, proto::CreateCmCreateId(fbb, cm_channel, RDMA_PS_TCP, IBV_QPT_RC).Union());
+  ASSERT_EQ(id.error, 0) << id.message;
+  fbb.Clear();
+  proto::CmAddr nowhere(0xc0000201, 9);
+  auto resolve = r.call(fbb, RequestBody::CmResolveAddr,
+                        proto::CreateCmResolveAddr(fbb, id.reply()->body_as_CmCreateIdReply()->id(), false, nullptr,
+                                                   &nowhere).Union());
+  EXPECT_EQ(resolve.error, 0) << resolve.message;  // its ADDR_ERROR goes to the closed channel
   expect_router_serves();
 }
 

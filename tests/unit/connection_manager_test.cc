@@ -1,0 +1,180 @@
+// router/cm/connection_manager: the rdma_cm rules that need no client to
+// show (backlog, listeners that go with requests unread, owners out of
+// room, tenants, the disconnect exchange). Through a client:
+// tests/integration/rdma_cm_test.cc.
+#include "router/cm/connection_manager.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+
+namespace ff::router::cm {
+namespace {
+
+constexpr uint32_t kVip = 0x0a000001;
+
+// A session, as far as the connection manager sees one.
+struct Owner : IdOwner {
+  explicit Owner(ConnectionManager& m, std::string t, size_t max_ids = 1000) : manager(m), tenant(std::move(t)), room(max_ids) {
+    auto made = Channel::create();
+    channel = made->first;
+    read_end = std::move(made->second);  // the client's end: a write with no reader is SIGPIPE
+  }
+  ~Owner() override {
+    while (!ids.empty()) drop(ids.rbegin()->first);
+  }
+  std::optional<uint32_t> adopt(std::shared_ptr<Id> id) override {
+    if (ids.size() >= room) return std::nullopt;
+    uint32_t h = next++;
+    ids[h] = id;
+    manager.set_handle(*id, h);
+    return h;
+  }
+  void drop(uint32_t handle) override {
+    auto it = ids.find(handle);
+    if (it == ids.end()) return;
+    auto id = it->second;
+    ids.erase(it);
+    manager.destroy(*id);
+  }
+  Id& make() {
+    auto id = manager.create_id(tenant, kVip, *this, channel, RDMA_PS_TCP, 2);
+    adopt(id);
+    return *id;
+  }
+  // The next event's type (and status), or -1 when none is queued.
+  int next_event(int* status = nullptr, uint32_t* id = nullptr) {
+    auto e = manager.take_event(*channel);
+    if (!e) return -1;
+    if (status != nullptr) *status = e->status;
+    if (id != nullptr) *id = e->id;
+    return e->type;
+  }
+  ConnectionManager& manager;
+  std::string tenant;
+  size_t room;
+  std::shared_ptr<Channel> channel;
+  UniqueFd read_end;
+  std::map<uint32_t, std::shared_ptr<Id>> ids;
+  uint32_t next = 1;
+};
+
+struct ConnectionManagerTest : ::testing::Test {
+  ConnectionManager manager;
+  Owner server{manager, "blue"};
+  Owner client{manager, "blue"};
+  Id* listener = nullptr;
+
+  void SetUp() override {
+    listener = &server.make();
+    ASSERT_TRUE(manager.bind(*listener, {0, 7000}));
+  }
+  // A client id resolved to port 7000 and sending its REQ.
+  Id& requester() {
+    Id& id = client.make();
+    EXPECT_TRUE(manager.resolve_addr(id, std::nullopt, {kVip, 7000}, true));
+    EXPECT_EQ(client.next_event(), RDMA_CM_EVENT_ADDR_RESOLVED);
+    EXPECT_TRUE(manager.resolve_route(id));
+    EXPECT_EQ(client.next_event(), RDMA_CM_EVENT_ROUTE_RESOLVED);
+    EXPECT_TRUE(manager.connect(id, ConnParam{}, {}));
+    return id;
+  }
+};
+
+TEST_F(ConnectionManagerTest, RequestsPastTheBacklogWaitForRoom) {
+  ASSERT_TRUE(manager.listen(*listener, 2));
+  for (int i = 0; i < 3; ++i) requester();
+  // Two requests queued; the third waits until one is read.
+  EXPECT_EQ(server.ids.size(), 3u);  // the listener and two new ids
+  EXPECT_EQ(server.next_event(), RDMA_CM_EVENT_CONNECT_REQUEST);
+  EXPECT_EQ(server.ids.size(), 4u) << "reading a request made room for the waiting one";
+  EXPECT_EQ(server.next_event(), RDMA_CM_EVENT_CONNECT_REQUEST);
+  EXPECT_EQ(server.next_event(), RDMA_CM_EVENT_CONNECT_REQUEST);
+  EXPECT_EQ(server.next_event(), -1);
+}
+
+TEST_F(ConnectionManagerTest, AListenerTakesItsUnreadRequestsAlong) {
+  ASSERT_TRUE(manager.listen(*listener, 1));
+  requester();  // queued, unread
+  requester();  // waiting for room
+  uint32_t listen_handle = listener->handle();
+  server.drop(listen_handle);
+  EXPECT_EQ(server.ids.size(), 0u) << "the unread request's id went with its listener";
+  int status[2] = {};
+  int types[2] = {client.next_event(&status[0]), client.next_event(&status[1])};
+  std::sort(std::begin(status), std::end(status));
+  EXPECT_EQ(types[0], RDMA_CM_EVENT_REJECTED);
+  EXPECT_EQ(types[1], RDMA_CM_EVENT_REJECTED);
+  EXPECT_EQ(status[0], kRejectInvalidServiceId) << "the waiting one retries and finds no listener";
+  EXPECT_EQ(status[1], kRejectConsumer) << "the unread one's id was destroyed";
+  EXPECT_EQ(server.next_event(), -1) << "its queued request went too";
+}
+
+TEST_F(ConnectionManagerTest, AListenerWhoseSessionIsFullRejects) {
+  Owner full(manager, "blue", 1);
+  Id& l = full.make();
+  ASSERT_TRUE(manager.bind(l, {0, 7001}));
+  ASSERT_TRUE(manager.listen(l, 8));
+  Id& id = client.make();
+  ASSERT_TRUE(manager.resolve_addr(id, std::nullopt, {kVip, 7001}, true));
+  ASSERT_TRUE(manager.resolve_route(id));
+  ASSERT_TRUE(manager.connect(id, ConnParam{}, {}));
+  client.next_event();
+  client.next_event();
+  int status = 0;
+  EXPECT_EQ(client.next_event(&status), RDMA_CM_EVENT_REJECTED);
+  EXPECT_EQ(status, kRejectConsumer);
+  EXPECT_EQ(full.ids.size(), 1u);
+}
+
+TEST_F(ConnectionManagerTest, TenantsHaveTheirOwnPortsAndListeners) {
+  ASSERT_TRUE(manager.listen(*listener, 8));
+  Owner red(manager, "red");
+  Id& red_listener = red.make();
+  EXPECT_TRUE(manager.bind(red_listener, {kVip, 7000})) << "same address and port, another tenant";
+  Id& id = red.make();
+  ASSERT_TRUE(manager.resolve_addr(id, std::nullopt, {kVip, 7000}, true));
+  ASSERT_TRUE(manager.resolve_route(id));
+  ASSERT_TRUE(manager.connect(id, ConnParam{}, {}));
+  red.next_event();
+  red.next_event();
+  int status = 0;
+  EXPECT_EQ(red.next_event(&status), RDMA_CM_EVENT_REJECTED);
+  EXPECT_EQ(status, kRejectInvalidServiceId) << "red's port 7000 is bound, not listening; blue's is not red's";
+  EXPECT_EQ(server.next_event(), -1);
+  Id& again = server.make();
+  EXPECT_EQ(manager.bind(again, {kVip, 7000}).error().code, EADDRNOTAVAIL) << "a wildcard holds it";
+}
+
+TEST_F(ConnectionManagerTest, DisconnectIsAnsweredBeforeTheInitiatorHearsIt) {
+  ASSERT_TRUE(manager.listen(*listener, 8));
+  Id& active = requester();
+  uint32_t passive_handle = 0;
+  ASSERT_EQ(server.next_event(nullptr, &passive_handle), RDMA_CM_EVENT_CONNECT_REQUEST);
+  Id& passive = *server.ids.at(passive_handle);
+  ASSERT_TRUE(manager.accept(passive, ConnParam{}, {}));
+  ASSERT_EQ(client.next_event(), RDMA_CM_EVENT_CONNECT_RESPONSE);
+  ASSERT_TRUE(manager.establish(active));
+  ASSERT_EQ(server.next_event(), RDMA_CM_EVENT_ESTABLISHED);
+  ASSERT_TRUE(manager.disconnect(active));
+  EXPECT_EQ(server.next_event(), RDMA_CM_EVENT_DISCONNECTED);
+  EXPECT_EQ(client.next_event(), -1) << "the DREQ is not answered yet";
+  ASSERT_TRUE(manager.disconnect(passive));
+  EXPECT_EQ(client.next_event(), RDMA_CM_EVENT_DISCONNECTED);
+  EXPECT_EQ(server.next_event(), -1);
+  EXPECT_TRUE(manager.disconnect(active)) << "again: 0, as the kernel says";
+  EXPECT_EQ(client.next_event(), -1);
+}
+
+TEST_F(ConnectionManagerTest, PrivateDataLongerThanTheFieldIsRefused) {
+  ASSERT_TRUE(manager.listen(*listener, 8));
+  Id& id = client.make();
+  ASSERT_TRUE(manager.resolve_addr(id, std::nullopt, {kVip, 7000}, true));
+  ASSERT_TRUE(manager.resolve_route(id));
+  EXPECT_EQ(manager.connect(id, ConnParam{}, std::vector<uint8_t>(57)).error().code, EINVAL);
+  EXPECT_TRUE(manager.connect(id, ConnParam{}, std::vector<uint8_t>(56)));
+}
+
+}  // namespace
+}  // namespace ff::router::cm
