@@ -233,7 +233,8 @@ FfCmEvent* make_event(const proto::CmEventReply& r) {
   ev->event.event = type;
   ev->event.status = r.status();
   ev->counted = listener != nullptr ? listener : id;
-  if (const auto* p = r.param()) {
+  bool datagram = id->id.ps == RDMA_PS_UDP || id->id.ps == RDMA_PS_IPOIB;
+  if (const auto* p = r.param(); p != nullptr && !datagram) {
     rdma_conn_param& c = ev->event.param.conn;
     c.responder_resources = p->responder_resources();
     c.initiator_depth = p->initiator_depth();
@@ -246,8 +247,21 @@ FfCmEvent* make_event(const proto::CmEventReply& r) {
   if (const auto* data = r.private_data(); data != nullptr && data->size() != 0) {
     size_t n = std::min<size_t>(data->size(), sizeof ev->private_data);
     std::memcpy(ev->private_data, data->data(), n);
+    // conn and ud start alike: the private data and its length
     ev->event.param.conn.private_data = ev->private_data;
     ev->event.param.conn.private_data_len = static_cast<uint8_t>(n);
+  }
+  if (datagram && type == RDMA_CM_EVENT_ESTABLISHED) {
+    // The SIDR reply: where the peer's QP is and how to address it.
+    rdma_ud_param& ud = ev->event.param.ud;
+    ud.qp_num = r.remote_qp_num();
+    ud.qkey = RDMA_UDP_QKEY;
+    ud.ah_attr.is_global = 1;
+    ud.ah_attr.grh.dgid = id->id.route.addr.addr.ibaddr.dgid;
+    ud.ah_attr.grh.sgid_index = 0;
+    ud.ah_attr.grh.hop_limit = 64;
+    ud.ah_attr.grh.traffic_class = id->tos;
+    ud.ah_attr.port_num = id->id.port_num != 0 ? id->id.port_num : 1;
   }
   switch (type) {
     case RDMA_CM_EVENT_ADDR_RESOLVED:

@@ -171,7 +171,8 @@ int rdma_accept(rdma_cm_id* cm_id, rdma_conn_param* param) {
   id->initiator_depth = depth == RDMA_MAX_INIT_DEPTH ? std::min(id->remote.initiator_depth, dev_id) : depth;
   id->retry_count = id->remote.retry_count;
   id->rnr_retry_count = param != nullptr ? std::min<uint8_t>(param->rnr_retry_count, 7) : 7;
-  if (cm_id->qp != nullptr) {
+  bool datagram = cm_id->qp_type == IBV_QPT_UD;
+  if (cm_id->qp != nullptr && !datagram) {
     // librdmacm's overrides: RTR and RTS with what this side accepts.
     id->remote.responder_resources = id->responder_resources;
     id->remote.initiator_depth = id->initiator_depth;
@@ -191,7 +192,7 @@ int rdma_accept(rdma_cm_id* cm_id, rdma_conn_param* param) {
     if (cm_id->qp != nullptr) ibv_modify_qp(cm_id->qp, &err, IBV_QP_STATE);
     return fail(reply.error);
   }
-  return id->sync ? wait_sync(*id) : 0;
+  return id->sync && !datagram ? wait_sync(*id) : 0;  // UD: the SIDR reply is all
 }
 
 int rdma_reject(rdma_cm_id* cm_id, const void* private_data, uint8_t private_data_len) {

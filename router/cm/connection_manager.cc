@@ -177,8 +177,6 @@ Status ConnectionManager::listen(Id& id, int backlog) {
     if (auto s = bind(id, {}); !s) return s;
   }
   if (id.state_ != Id::State::kBound) return Error{EINVAL, "only a bound id that is not connected may listen"};
-  if (id.port_space_ != RDMA_PS_TCP && id.port_space_ != RDMA_PS_IB)
-    return Error{EOPNOTSUPP, "listening is served for RDMA_PS_TCP and RDMA_PS_IB ids"};
   id.backlog_ = backlog > 0 && backlog < kMaxBacklog ? backlog : kMaxBacklog;
   id.state_ = Id::State::kListening;
   return Status{};
@@ -217,16 +215,15 @@ std::shared_ptr<Id> ConnectionManager::listener_at(const Id& from, Endpoint dst)
 
 Status ConnectionManager::connect(Id& id, const ConnParam& param, const std::vector<uint8_t>& private_data) {
   if (id.state_ != Id::State::kRouteResolved) return Error{EINVAL, "resolve the route first"};
-  if (id.port_space_ != RDMA_PS_TCP && id.port_space_ != RDMA_PS_IB)
-    return Error{EOPNOTSUPP, "connections are served for RDMA_PS_TCP and RDMA_PS_IB ids"};
-  if (private_data.size() > kReqPrivateData) return Error{EINVAL, "private data longer than 56 bytes"};
+  if (private_data.size() > id.handshake().request)
+    return Error{EINVAL, "private data longer than the request carries (" + std::to_string(id.handshake().request) + " bytes)"};
   id.qp_num_ = param.qp_num;
   id.param_ = param;
   id.private_data_ = private_data;
   id.state_ = Id::State::kConnecting;
   auto listener = listener_at(id, id.dst_);
   if (!listener) {
-    reject_requester(id, kRejectInvalidServiceId);
+    refuse_requester(id, id.handshake().no_listener);
     return Status{};
   }
   if (listener->pending_ >= listener->backlog_) {
@@ -237,11 +234,11 @@ Status ConnectionManager::connect(Id& id, const ConnParam& param, const std::vec
   return Status{};
 }
 
-void ConnectionManager::reject_requester(Id& active, int status, const std::vector<uint8_t>& private_data) {
+void ConnectionManager::refuse_requester(Id& active, int status, const std::vector<uint8_t>& private_data) {
   active.state_ = Id::State::kRejected;
   active.peer_.reset();
-  Event e = event_for(active, RDMA_CM_EVENT_REJECTED, status);
-  e.private_data = padded(private_data, kRejPrivateData);
+  Event e = event_for(active, active.handshake().refused, status);
+  e.private_data = padded(private_data, active.handshake().reject);
   post(active, std::move(e));
 }
 
@@ -251,7 +248,7 @@ void ConnectionManager::request(Id& active, Id& listener) {
                            listener.port_space_, active.qp_type_);
   std::optional<uint32_t> handle = listener.owner_->adopt(passive);
   if (!handle) {  // the listener's session holds all the objects it may
-    reject_requester(active, kRejectConsumer);
+    refuse_requester(active, active.handshake().rejected);
     return;
   }
   passive->handle_ = *handle;
@@ -265,7 +262,7 @@ void ConnectionManager::request(Id& active, Id& listener) {
   Event e = event_for(*passive, RDMA_CM_EVENT_CONNECT_REQUEST);
   e.listen_id = listener.handle_;
   e.param = as_seen_by_peer(active.param_);
-  e.private_data = padded(active.private_data_, kReqPrivateData);
+  e.private_data = padded(active.private_data_, active.handshake().request);
   e.remote_qp_num = active.qp_num_;
   e.remote_psn = active.psn_;
   e.about = passive;
@@ -296,9 +293,25 @@ void ConnectionManager::end_pending(Id& passive) {
 
 Status ConnectionManager::accept(Id& id, const ConnParam& param, const std::vector<uint8_t>& private_data) {
   if (id.state_ != Id::State::kRequestReceived) return Error{EINVAL, "the id has no connection request to accept"};
-  if (private_data.size() > kRepPrivateData) return Error{EINVAL, "private data longer than 196 bytes"};
+  if (private_data.size() > id.handshake().reply)
+    return Error{EINVAL, "private data longer than the reply carries (" + std::to_string(id.handshake().reply) + " bytes)"};
   id.qp_num_ = param.qp_num;
   auto peer = id.peer_.lock();
+  if (id.datagram()) {
+    // The SIDR REP: the requester has the QP number and Q_Key it sends to;
+    // the passive side gets no event, and neither side is connected.
+    id.state_ = Id::State::kConnected;
+    id.peer_.reset();
+    if (peer && peer->state_ == Id::State::kConnecting) {
+      peer->state_ = Id::State::kConnected;
+      peer->peer_.reset();
+      Event e = event_for(*peer, RDMA_CM_EVENT_ESTABLISHED);
+      e.private_data = padded(private_data, id.handshake().reply);
+      e.remote_qp_num = param.qp_num;
+      post(*peer, std::move(e));
+    }
+    return Status{};
+  }
   if (!peer || peer->state_ != Id::State::kConnecting) {
     // The requester went away: its REP would go unanswered.
     id.state_ = Id::State::kDisconnected;
@@ -309,7 +322,7 @@ Status ConnectionManager::accept(Id& id, const ConnParam& param, const std::vect
   peer->state_ = Id::State::kResponded;
   Event e = event_for(*peer, RDMA_CM_EVENT_CONNECT_RESPONSE);
   e.param = as_seen_by_peer(param);
-  e.private_data = padded(private_data, kRepPrivateData);
+  e.private_data = padded(private_data, id.handshake().reply);
   e.remote_qp_num = param.qp_num;
   e.remote_psn = id.psn_;
   post(*peer, std::move(e));
@@ -317,7 +330,7 @@ Status ConnectionManager::accept(Id& id, const ConnParam& param, const std::vect
 }
 
 Status ConnectionManager::establish(Id& id) {
-  if (id.state_ != Id::State::kResponded) return Error{EINVAL, "the id has no connection response to establish"};
+  if (id.state_ != Id::State::kResponded || id.datagram()) return Error{EINVAL, "the id has no connection response to establish"};
   id.state_ = Id::State::kConnected;
   auto peer = id.peer_.lock();
   if (peer && peer->state_ == Id::State::kAccepted) {
@@ -329,10 +342,11 @@ Status ConnectionManager::establish(Id& id) {
 
 Status ConnectionManager::reject(Id& id, const std::vector<uint8_t>& private_data) {
   if (id.state_ != Id::State::kRequestReceived) return Error{EINVAL, "the id has no connection request to reject"};
-  if (private_data.size() > kRejPrivateData) return Error{EINVAL, "private data longer than 148 bytes"};
+  if (private_data.size() > id.handshake().reject)
+    return Error{EINVAL, "private data longer than the reject carries (" + std::to_string(id.handshake().reject) + " bytes)"};
   id.state_ = Id::State::kRejected;
   if (auto peer = id.peer_.lock(); peer && peer->state_ == Id::State::kConnecting)
-    reject_requester(*peer, kRejectConsumer, private_data);
+    refuse_requester(*peer, id.handshake().rejected, private_data);
   id.peer_.reset();
   return Status{};
 }
@@ -341,6 +355,7 @@ Status ConnectionManager::reject(Id& id, const std::vector<uint8_t>& private_dat
 // gets DISCONNECTED at once, the side that asked when the peer answers
 // (with its own rdma_disconnect, or by destroying its id).
 Status ConnectionManager::disconnect(Id& id) {
+  if (id.datagram()) return Error{EINVAL, "a UD id has no connection"};
   auto peer = id.peer_.lock();
   switch (id.state_) {
     case Id::State::kAccepted:
@@ -393,13 +408,14 @@ void ConnectionManager::lose_peer(Id& id) {
       peer->peer_.reset();
       break;
     case Id::State::kConnecting:  // its request's passive id went before answering
-      reject_requester(*peer, kRejectConsumer);
+      refuse_requester(*peer, peer->handshake().rejected);
       break;
     case Id::State::kRequestReceived: {  // its requester went
       peer->peer_.reset();
+      if (peer->datagram()) break;  // a SIDR REQ has nothing to take back
       peer->state_ = Id::State::kRejected;
       Event e = event_for(*peer, RDMA_CM_EVENT_REJECTED, kRejectTimeout);
-      e.private_data = padded({}, kRejPrivateData);
+      e.private_data = padded({}, peer->handshake().reject);
       post(*peer, std::move(e));
       break;
     }
@@ -421,7 +437,7 @@ void ConnectionManager::destroy(Id& id) {
     auto waiting = std::move(id.waiting_);
     for (auto& w : waiting) {
       if (auto active = w.lock(); active && active->state_ == Id::State::kConnecting && !active->peer_.lock())
-        reject_requester(*active, kRejectInvalidServiceId);
+        refuse_requester(*active, active->handshake().no_listener);
     }
     // Requests the app has not read go with their listener (their
     // requesters are rejected as each goes).

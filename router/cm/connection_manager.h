@@ -47,15 +47,20 @@ struct ConnParam {
   uint32_t qp_num = 0;
 };
 
-// The largest private data each message carries on RoCE (the CM message's
-// field less rdma_cm's own header), and what every event reports: the
-// whole field, zero-padded, as the kernel's rdma_cm does.
-inline constexpr size_t kReqPrivateData = 56, kRepPrivateData = 196, kRejPrivateData = 148;
-
-// IB CM reject reasons that reach apps as RDMA_CM_EVENT_REJECTED's status.
-inline constexpr int kRejectTimeout = 4;           // the requester went away
-inline constexpr int kRejectInvalidServiceId = 8;  // nobody listens there
-inline constexpr int kRejectConsumer = 28;         // rdma_reject, or the passive id went away
+// What a port space's handshake is made of on RoCE: RC's REQ, REP and REJ
+// (RDMA_PS_TCP, RDMA_PS_IB), or UD's SIDR REQ and REP (RDMA_PS_UDP,
+// RDMA_PS_IPOIB). The private data sizes are each message's field less
+// rdma_cm's own header, and what every event reports: the whole field,
+// zero-padded, as the kernel's rdma_cm does. A refused requester gets
+// `refused` with the status the CM message carries.
+struct Handshake {
+  size_t request, reply, reject;  // private data field sizes
+  rdma_cm_event_type refused;
+  int no_listener, rejected;  // statuses: nobody listens there; rdma_reject (or the passive id went)
+};
+inline constexpr Handshake kConnectedHandshake{56, 196, 148, RDMA_CM_EVENT_REJECTED, 8, 28};
+inline constexpr Handshake kDatagramHandshake{180, 136, 136, RDMA_CM_EVENT_UNREACHABLE, 1, 2};
+inline constexpr int kRejectTimeout = 4;  // IB CM: the requester went away
 
 class Id;
 
@@ -127,6 +132,8 @@ class Id : public std::enable_shared_from_this<Id> {
     kConnected, kDisconnected, kRejected,
   };
   State state() const { return state_; }
+  bool datagram() const { return port_space_ == RDMA_PS_UDP || port_space_ == RDMA_PS_IPOIB; }
+  const Handshake& handshake() const { return datagram() ? kDatagramHandshake : kConnectedHandshake; }
   const Endpoint& src() const { return src_; }
   const Endpoint& dst() const { return dst_; }
   uint32_t handle() const { return handle_; }
@@ -198,7 +205,7 @@ class ConnectionManager {
   std::shared_ptr<Id> listener_at(const Id& from, Endpoint dst) const;
   void request(Id& active, Id& listener);
   void end_pending(Id& passive);
-  void reject_requester(Id& active, int status, const std::vector<uint8_t>& private_data = {});
+  void refuse_requester(Id& active, int status, const std::vector<uint8_t>& private_data = {});
   void answer_disconnect(Id& waiting);
   void lose_peer(Id& id);
 

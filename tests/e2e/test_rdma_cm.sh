@@ -2,8 +2,8 @@
 # rdma_cm on virtual IPs, one router: the conformance cases
 # (tests/integration/rdma_cm_test.cc, 1000 connect/disconnect cycles among
 # them), then unmodified librdmacm programs between two containers (rping
-# with its own data check, ucmatose with several connections,
-# rdma_server/rdma_client, perftest -R), then two tenants that share an
+# with its own data check, ucmatose with several connections, udaddy,
+# rdma_server/rdma_client, perftest -R incl. UD), then two tenants that share an
 # address and a port: neither reaches the other's listener. Afterwards the
 # router holds no object.
 source "$(dirname "$0")/lib.sh"
@@ -51,10 +51,13 @@ pass "rping -C 100, verified by rping (-V)"
 cm_pair "ucmatose" ucmatose -c 4 -C 50 -- ucmatose -s 10.36.0.1 -c 4 -C 50
 pass "ucmatose: 4 connections, 50 messages each"
 
+cm_pair "udaddy" udaddy -c 4 -C 20 -- udaddy -s 10.36.0.1 -c 4 -C 20
+pass "udaddy: 4 UD endpoints (RDMA_PS_UDP), 20 datagrams each"
+
 cm_pair "rdma_server/rdma_client" rdma_server -s 10.36.0.1 -- rdma_client -s 10.36.0.1
 pass "rdma_server / rdma_client (rdma_getaddrinfo, rdma_create_ep, rdma_get_request)"
 
-for t in "ib_send_bw" "ib_write_bw" "ib_read_bw" "ib_send_lat" "ib_write_lat" "ib_write_bw -q 4"; do
+for t in "ib_send_bw" "ib_write_bw" "ib_read_bw" "ib_send_lat" "ib_write_lat" "ib_write_bw -q 4" "ib_send_bw -c UD"; do
   # shellcheck disable=SC2086
   cm_pair "$t -R" $t -R -n 500 -- $t -R -n 500 10.36.0.1
   grep -qE '^ +[0-9]+ +[0-9]+' "$FF_WORK/client.log" || fail "$t -R printed no result"
@@ -78,4 +81,4 @@ pass "a tenant never reaches another tenant's listener, on the same address and 
 
 for _ in $(seq 100); do ff_status | grep -q 'total clients=0 objects=0' && break; sleep 0.05; done
 ff_status | grep -q 'total clients=0 objects=0' || { ff_status; fail "objects left behind"; }
-echo "13 passed, 0 failed"
+echo "15 passed, 0 failed"

@@ -285,6 +285,86 @@ TEST_F(Cm, ANonBlockingChannelSaysEagainAndPollsReady) {
   EXPECT_STREQ(rdma_event_str(RDMA_CM_EVENT_TIMEWAIT_EXIT), "RDMA_CM_EVENT_TIMEWAIT_EXIT");
 }
 
+// RDMA_PS_UDP: SIDR. The requester's ESTABLISHED carries what it needs to
+// address the passive QP (ah_attr, qp_num, qkey) and the reply's private
+// data (136 bytes); the passive side gets no ESTABLISHED; nobody listening
+// is UNREACHABLE with status 1.
+TEST_F(Cm, DatagramIdsLearnTheirPeerFromTheSidrReply) {
+  rdma_cm_id* ud_listener = nullptr;
+  ASSERT_EQ(rdma_create_id(server_ch, &ud_listener, nullptr, RDMA_PS_UDP), 0);
+  sockaddr_in a = address(0);
+  ASSERT_EQ(rdma_bind_addr(ud_listener, sa(a)), 0);
+  ASSERT_EQ(rdma_listen(ud_listener, 4), 0);
+  uint16_t ud_port = ntohs(rdma_get_src_port(ud_listener));
+  auto ud_client = [&](uint16_t to) {
+    rdma_cm_id* id = nullptr;
+    EXPECT_EQ(rdma_create_id(client_ch, &id, nullptr, RDMA_PS_UDP), 0);
+    sockaddr_in dst = address(to);
+    EXPECT_EQ(rdma_resolve_addr(id, nullptr, sa(dst), kTimeoutMs), 0);
+    ack(expect(client_ch, RDMA_CM_EVENT_ADDR_RESOLVED));
+    EXPECT_EQ(rdma_resolve_route(id, kTimeoutMs), 0);
+    ack(expect(client_ch, RDMA_CM_EVENT_ROUTE_RESOLVED));
+    ibv_qp_init_attr attr = qp_attr();
+    attr.qp_type = IBV_QPT_UD;
+    EXPECT_EQ(rdma_create_qp(id, nullptr, &attr), 0) << std::strerror(errno);
+    rdma_conn_param param{};
+    EXPECT_EQ(rdma_connect(id, &param), 0) << std::strerror(errno);
+    return id;
+  };
+  rdma_cm_id* lonely = ud_client(static_cast<uint16_t>(ud_port + 1 == 0 ? 1 : ud_port + 1));
+  rdma_cm_event* e = expect(client_ch, RDMA_CM_EVENT_UNREACHABLE);
+  if (e != nullptr) {
+    EXPECT_EQ(e->status, 1) << "IB_SIDR_UNSUPPORTED";
+  }
+  ack(e);
+  destroy(lonely);
+  rdma_cm_id* client = ud_client(ud_port);
+  e = expect(server_ch, RDMA_CM_EVENT_CONNECT_REQUEST);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->param.ud.private_data_len, 180);
+  rdma_cm_id* server = e->id;
+  ack(e);
+  ibv_qp_init_attr attr = qp_attr();
+  attr.qp_type = IBV_QPT_UD;
+  ASSERT_EQ(rdma_create_qp(server, nullptr, &attr), 0) << std::strerror(errno);
+  const char hi[] = "ud reply";
+  rdma_conn_param answer{};
+  answer.private_data = hi;
+  answer.private_data_len = sizeof hi;
+  ASSERT_EQ(rdma_accept(server, &answer), 0) << std::strerror(errno);
+  e = expect(client_ch, RDMA_CM_EVENT_ESTABLISHED);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->param.ud.private_data_len, 136);
+  EXPECT_STREQ(static_cast<const char*>(e->param.ud.private_data), hi);
+  EXPECT_EQ(e->param.ud.qp_num, server->qp->qp_num);
+  EXPECT_EQ(e->param.ud.qkey, RDMA_UDP_QKEY);
+  // A datagram to the address the event gave.
+  ibv_ah* ah = ibv_create_ah(client->pd, &e->param.ud.ah_attr);
+  ASSERT_NE(ah, nullptr) << std::strerror(errno);
+  uint32_t qpn = e->param.ud.qp_num, qkey = e->param.ud.qkey;
+  ack(e);
+  char in[64 + 40] = {}, out[64] = "a datagram";
+  ibv_mr* rmr = rdma_reg_msgs(server, in, sizeof in);
+  ibv_mr* smr = rdma_reg_msgs(client, out, sizeof out);
+  ASSERT_EQ(rdma_post_recv(server, nullptr, in, sizeof in, rmr), 0);
+  ASSERT_EQ(rdma_post_ud_send(client, nullptr, out, sizeof out, smr, IBV_SEND_SIGNALED, ah, qpn), 0);
+  (void)qkey;
+  ibv_wc wc{};
+  ASSERT_EQ(rdma_get_send_comp(client, &wc), 1);
+  EXPECT_EQ(wc.status, IBV_WC_SUCCESS);
+  ASSERT_EQ(rdma_get_recv_comp(server, &wc), 1);
+  EXPECT_EQ(wc.status, IBV_WC_SUCCESS);
+  EXPECT_STREQ(in + 40, out) << "after the 40-byte GRH";
+  rdma_dereg_mr(rmr);
+  rdma_dereg_mr(smr);
+  ibv_destroy_ah(ah);
+  pollfd p{server_ch->fd, POLLIN, 0};
+  EXPECT_EQ(poll(&p, 1, 100), 0) << "no ESTABLISHED on the passive side";
+  destroy(client);
+  destroy(server);
+  EXPECT_EQ(rdma_destroy_id(ud_listener), 0);
+}
+
 TEST_F(Cm, ManyConnectDisconnectCyclesLeaveNothing) {
   int cycles = std::getenv("FF_CM_CYCLES") != nullptr ? std::atoi(std::getenv("FF_CM_CYCLES")) : 100;
   for (int i = 0; i < cycles && !HasFailure(); ++i) {

@@ -106,8 +106,8 @@ TEST_F(ConnectionManagerTest, AListenerTakesItsUnreadRequestsAlong) {
   std::sort(std::begin(status), std::end(status));
   EXPECT_EQ(types[0], RDMA_CM_EVENT_REJECTED);
   EXPECT_EQ(types[1], RDMA_CM_EVENT_REJECTED);
-  EXPECT_EQ(status[0], kRejectInvalidServiceId) << "the waiting one retries and finds no listener";
-  EXPECT_EQ(status[1], kRejectConsumer) << "the unread one's id was destroyed";
+  EXPECT_EQ(status[0], kConnectedHandshake.no_listener) << "the waiting one retries and finds no listener";
+  EXPECT_EQ(status[1], kConnectedHandshake.rejected) << "the unread one's id was destroyed";
   EXPECT_EQ(server.next_event(), -1) << "its queued request went too";
 }
 
@@ -124,7 +124,7 @@ TEST_F(ConnectionManagerTest, AListenerWhoseSessionIsFullRejects) {
   client.next_event();
   int status = 0;
   EXPECT_EQ(client.next_event(&status), RDMA_CM_EVENT_REJECTED);
-  EXPECT_EQ(status, kRejectConsumer);
+  EXPECT_EQ(status, kConnectedHandshake.rejected);
   EXPECT_EQ(full.ids.size(), 1u);
 }
 
@@ -141,7 +141,7 @@ TEST_F(ConnectionManagerTest, TenantsHaveTheirOwnPortsAndListeners) {
   red.next_event();
   int status = 0;
   EXPECT_EQ(red.next_event(&status), RDMA_CM_EVENT_REJECTED);
-  EXPECT_EQ(status, kRejectInvalidServiceId) << "red's port 7000 is bound, not listening; blue's is not red's";
+  EXPECT_EQ(status, kConnectedHandshake.no_listener) << "red's port 7000 is bound, not listening; blue's is not red's";
   EXPECT_EQ(server.next_event(), -1);
   Id& again = server.make();
   EXPECT_EQ(manager.bind(again, {kVip, 7000}).error().code, EADDRNOTAVAIL) << "a wildcard holds it";
@@ -174,6 +174,49 @@ TEST_F(ConnectionManagerTest, PrivateDataLongerThanTheFieldIsRefused) {
   ASSERT_TRUE(manager.resolve_route(id));
   EXPECT_EQ(manager.connect(id, ConnParam{}, std::vector<uint8_t>(57)).error().code, EINVAL);
   EXPECT_TRUE(manager.connect(id, ConnParam{}, std::vector<uint8_t>(56)));
+}
+
+// UD ids (RDMA_PS_UDP) go through SIDR: the requester gets ESTABLISHED with
+// the passive QP's number, or UNREACHABLE (1: nobody listens, 2: rejected);
+// the passive side gets no ESTABLISHED and neither can disconnect.
+TEST_F(ConnectionManagerTest, DatagramIdsResolveTheirPeerWithSidr) {
+  Owner ud_server(manager, "blue"), ud_client(manager, "blue");
+  auto make = [&](Owner& o) -> Id& {
+    auto id = manager.create_id("blue", kVip, o, o.channel, RDMA_PS_UDP, 4);
+    o.adopt(id);
+    return *id;
+  };
+  Id& l = make(ud_server);
+  ASSERT_TRUE(manager.bind(l, {0, 7000}));
+  ASSERT_TRUE(manager.listen(l, 8));
+  auto requester_to = [&](uint16_t port) -> Id& {
+    Id& id = make(ud_client);
+    EXPECT_TRUE(manager.resolve_addr(id, std::nullopt, {kVip, port}, true));
+    EXPECT_TRUE(manager.resolve_route(id));
+    ud_client.next_event();
+    ud_client.next_event();
+    EXPECT_EQ(manager.connect(id, ConnParam{}, std::vector<uint8_t>(181)).error().code, EINVAL);
+    EXPECT_TRUE(manager.connect(id, ConnParam{0, 0, 0, 0, 0, 0, 77}, std::vector<uint8_t>(180)));
+    return id;
+  };
+  Id& nobody = requester_to(7009);
+  int status = 0;
+  EXPECT_EQ(ud_client.next_event(&status), RDMA_CM_EVENT_UNREACHABLE);
+  EXPECT_EQ(status, 1);
+  Id& active = requester_to(7000);
+  uint32_t passive_handle = 0;
+  ASSERT_EQ(ud_server.next_event(nullptr, &passive_handle), RDMA_CM_EVENT_CONNECT_REQUEST);
+  Id& passive = *ud_server.ids.at(passive_handle);
+  ASSERT_TRUE(manager.accept(passive, ConnParam{0, 0, 0, 0, 0, 0, 99}, {}));
+  EXPECT_EQ(ud_client.next_event(&status), RDMA_CM_EVENT_ESTABLISHED);
+  EXPECT_EQ(ud_server.next_event(), -1) << "no ESTABLISHED on the passive side";
+  EXPECT_EQ(manager.disconnect(active).error().code, EINVAL);
+  requester_to(7000);
+  ASSERT_EQ(ud_server.next_event(nullptr, &passive_handle), RDMA_CM_EVENT_CONNECT_REQUEST);
+  ASSERT_TRUE(manager.reject(*ud_server.ids.at(passive_handle), {}));
+  EXPECT_EQ(ud_client.next_event(&status), RDMA_CM_EVENT_UNREACHABLE);
+  EXPECT_EQ(status, 2);
+  (void)nobody;
 }
 
 }  // namespace
