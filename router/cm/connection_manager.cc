@@ -129,8 +129,10 @@ Status ConnectionManager::take_port(Id& id, Endpoint addr) {
   // A container has one address, its virtual IP: 0.0.0.0 is that address.
   bool wildcard = addr.ip == 0;
   if (wildcard) addr.ip = id.vip_;
+  // ENODEV, as the kernel's rdma_cm says on 6.1 for an address no RDMA
+  // device has (measured on rxe: tests/hw/guest/test_rdma_cm_direct.sh).
   if (addr.ip != id.vip_)
-    return Error{EADDRNOTAVAIL, "that address is not the container's: bind its own virtual IP, or 0.0.0.0"};
+    return Error{ENODEV, "that address is not the container's: bind its own virtual IP, or 0.0.0.0"};
   std::shared_ptr<Id> holder;
   auto free_at = [&](uint16_t port) {
     auto it = ports_.find({id.tenant_, addr.ip, id.port_space_, port});

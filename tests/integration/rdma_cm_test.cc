@@ -252,7 +252,7 @@ TEST_F(Cm, BindRules) {
   sockaddr_in elsewhere = address(0, "192.0.2.77");  // TEST-NET-1: nobody's
   errno = 0;
   EXPECT_EQ(rdma_bind_addr(a, sa(elsewhere)), -1);
-  EXPECT_EQ(errno, EADDRNOTAVAIL);
+  EXPECT_EQ(errno, ENODEV) << "no RDMA device has that address (the kernel's rdma_cm on 6.1)";
   sockaddr_in ephemeral = address(0);
   EXPECT_EQ(rdma_bind_addr(b, sa(ephemeral)), 0);
   EXPECT_NE(rdma_get_src_port(b), 0);
