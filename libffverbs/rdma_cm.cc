@@ -483,7 +483,7 @@ int rdma_listen(rdma_cm_id* cm_id, int backlog) {
   return 0;
 }
 
-int rdma_resolve_addr(rdma_cm_id* cm_id, sockaddr* src, sockaddr* dst, int /*timeout_ms*/) {
+int rdma_resolve_addr(rdma_cm_id* cm_id, sockaddr* src, sockaddr* dst, int timeout_ms) {
   if (dst == nullptr || dst->sa_family != AF_INET) return fail(dst != nullptr && dst->sa_family == AF_INET6 ? EAFNOSUPPORT : EINVAL);
   if (src != nullptr && src->sa_family != AF_INET) return fail(EINVAL);
   FfCmId* id = to_ff(cm_id);
@@ -495,7 +495,7 @@ int rdma_resolve_addr(rdma_cm_id* cm_id, sockaddr* src, sockaddr* dst, int /*tim
   }
   flatbuffers::FlatBufferBuilder fbb;
   auto reply = request<proto::CmAddrReply>(
-      fbb, proto::CreateCmResolveAddr(fbb, id->handle, src != nullptr, &from, &to), "rdma_resolve_addr");
+      fbb, proto::CreateCmResolveAddr(fbb, id->handle, src != nullptr, &from, &to, timeout_ms), "rdma_resolve_addr");
   if (!reply) return fail(reply.error);
   address_call_done(*id, reply.body);
   return id->sync ? wait_sync(*id) : 0;

@@ -66,9 +66,21 @@ int offered(uint8_t value, uint8_t device_max, uint8_t& out) {
   return 0;
 }
 
-proto::CmConnParam wire_param(const FfCmId& id, uint32_t qp_num, uint8_t srq, uint8_t flow_control) {
-  return proto::CmConnParam(id.responder_resources, id.initiator_depth, flow_control, id.retry_count,
-                            id.rnr_retry_count, srq, qp_num);
+// Sends this side's half of the handshake (CmConnect or CmAccept, made by
+// `make`): its QP, the resources it settled on, its private data.
+template <typename Make>
+int send_half(FfCmId& id, const rdma_conn_param* param, const char* what, Make make) {
+  const rdma_cm_id& cm_id = id.id;
+  uint32_t qp_num = cm_id.qp != nullptr ? cm_id.qp->qp_num : param->qp_num;
+  uint8_t srq = cm_id.srq != nullptr || (param != nullptr && param->srq != 0) ? 1 : 0;
+  proto::CmConnParam wire(id.responder_resources, id.initiator_depth, param != nullptr ? param->flow_control : 0,
+                          id.retry_count, id.rnr_retry_count, srq, qp_num);
+  flatbuffers::FlatBufferBuilder fbb;
+  auto data = param != nullptr && param->private_data_len != 0
+                  ? fbb.CreateVector(static_cast<const uint8_t*>(param->private_data), param->private_data_len)
+                  : 0;
+  auto reply = request<void>(fbb, make(fbb, id.handle, &wire, data), what);
+  return reply ? 0 : fail(reply.error);
 }
 
 }  // namespace
@@ -147,15 +159,7 @@ int rdma_connect(rdma_cm_id* cm_id, rdma_conn_param* param) {
     id->retry_count = std::min<uint8_t>(param->retry_count, 7);
     id->rnr_retry_count = std::min<uint8_t>(param->rnr_retry_count, 7);
   }
-  uint32_t qp_num = cm_id->qp != nullptr ? cm_id->qp->qp_num : param->qp_num;
-  uint8_t srq = cm_id->srq != nullptr || (param != nullptr && param->srq != 0) ? 1 : 0;
-  auto wire = wire_param(*id, qp_num, srq, param != nullptr ? param->flow_control : 0);
-  flatbuffers::FlatBufferBuilder fbb;
-  auto data = param != nullptr && param->private_data_len != 0
-                  ? fbb.CreateVector(static_cast<const uint8_t*>(param->private_data), param->private_data_len)
-                  : 0;
-  auto reply = request<void>(fbb, proto::CreateCmConnect(fbb, id->handle, &wire, data), "rdma_connect");
-  if (!reply) return fail(reply.error);
+  if (send_half(*id, param, "rdma_connect", proto::CreateCmConnect) != 0) return -1;
   return id->sync ? wait_sync(*id) : 0;
 }
 
@@ -178,19 +182,12 @@ int rdma_accept(rdma_cm_id* cm_id, rdma_conn_param* param) {
     id->remote.initiator_depth = id->initiator_depth;
     if (move_qp_to_rts(*id) != 0) return -1;
   }
-  uint32_t qp_num = cm_id->qp != nullptr ? cm_id->qp->qp_num : param->qp_num;
-  uint8_t srq = cm_id->srq != nullptr || (param != nullptr && param->srq != 0) ? 1 : 0;
-  auto wire = wire_param(*id, qp_num, srq, param != nullptr ? param->flow_control : 0);
-  flatbuffers::FlatBufferBuilder fbb;
-  auto data = param != nullptr && param->private_data_len != 0
-                  ? fbb.CreateVector(static_cast<const uint8_t*>(param->private_data), param->private_data_len)
-                  : 0;
-  auto reply = request<void>(fbb, proto::CreateCmAccept(fbb, id->handle, &wire, data), "rdma_accept");
-  if (!reply) {
+  if (send_half(*id, param, "rdma_accept", proto::CreateCmAccept) != 0) {
+    int e = errno;
     ibv_qp_attr err{};
     err.qp_state = IBV_QPS_ERR;
     if (cm_id->qp != nullptr) ibv_modify_qp(cm_id->qp, &err, IBV_QP_STATE);
-    return fail(reply.error);
+    return fail(e);
   }
   return id->sync && !datagram ? wait_sync(*id) : 0;  // UD: the SIDR reply is all
 }

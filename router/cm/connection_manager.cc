@@ -184,7 +184,7 @@ Status ConnectionManager::listen(Id& id, int backlog) {
   return Status{};
 }
 
-Status ConnectionManager::resolve_addr(Id& id, std::optional<Endpoint> src, Endpoint dst, bool served) {
+Status ConnectionManager::resolve_addr(Id& id, std::optional<Endpoint> src, Endpoint dst, std::optional<bool> served) {
   if (id.state_ == Id::State::kIdle) {
     if (auto s = bind(id, src.value_or(Endpoint{})); !s) return s;
   } else if (src && src->ip != 0 && src->ip != id.src_.ip) {
@@ -192,13 +192,20 @@ Status ConnectionManager::resolve_addr(Id& id, std::optional<Endpoint> src, Endp
   }
   if (id.state_ != Id::State::kBound) return Error{EINVAL, "the id is not idle or bound"};
   id.dst_ = dst;
-  if (!served) {
+  id.state_ = Id::State::kAddrQuery;
+  if (served) address_answer(id, *served);
+  return Status{};
+}
+
+void ConnectionManager::address_answer(Id& id, bool found) {
+  if (id.state_ != Id::State::kAddrQuery) return;  // destroyed, or answered
+  if (!found) {
+    id.state_ = Id::State::kBound;
     post(id, event_for(id, RDMA_CM_EVENT_ADDR_ERROR, -ETIMEDOUT));  // as an address no one answers ARP for
-    return Status{};
+    return;
   }
   id.state_ = Id::State::kAddrResolved;
   post(id, event_for(id, RDMA_CM_EVENT_ADDR_RESOLVED));
-  return Status{};
 }
 
 Status ConnectionManager::resolve_route(Id& id) {

@@ -124,7 +124,7 @@ class IdOwner {
 class Id : public std::enable_shared_from_this<Id> {
  public:
   enum class State {
-    kIdle, kBound, kListening, kAddrResolved, kRouteResolved,
+    kIdle, kBound, kListening, kAddrQuery, kAddrResolved, kRouteResolved,
     kConnecting,       // active: REQ sent
     kRequestReceived,  // passive: the app has CONNECT_REQUEST
     kAccepted,         // passive: REP sent, waiting for the RTU
@@ -184,8 +184,12 @@ class ConnectionManager {
 
   Status bind(Id& id, Endpoint addr);
   Status listen(Id& id, int backlog);
-  // `served` says whether a client of the tenant has that virtual IP here.
-  Status resolve_addr(Id& id, std::optional<Endpoint> src, Endpoint dst, bool served);
+  // `served` says whether a client of the tenant has that virtual IP here;
+  // nullopt: not yet known (the caller answers with address_answer, as ARP
+  // would: within the app's timeout).
+  Status resolve_addr(Id& id, std::optional<Endpoint> src, Endpoint dst, std::optional<bool> served);
+  // ADDR_RESOLVED or (not found) ADDR_ERROR for an id still resolving.
+  void address_answer(Id& id, bool found);
   Status resolve_route(Id& id);
   Status connect(Id& id, const ConnParam& param, const std::vector<uint8_t>& private_data);
   Status accept(Id& id, const ConnParam& param, const std::vector<uint8_t>& private_data);

@@ -61,6 +61,8 @@ class Session : public std::enable_shared_from_this<Session>, public cm::IdOwner
   void handle_frame(proto::Frame& frame);
 
   ControlServices& services() { return services_; }
+  // The Asio thread's executor, for a handler's timers.
+  boost::asio::any_io_executor executor() { return socket_.get_executor(); }
   Fabric& fabric() { return services_.fabric(); }
   SessionRole role() const { return role_; }
   const policy::TenantSpec* tenant() const { return tenant_; }

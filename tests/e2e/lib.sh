@@ -53,6 +53,13 @@ trap 'exit 129' HUP
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "PASS: $*"; }
 
+# ff_tenants_config NAME...: writes a router config with these tenants (no
+# network restriction) to $FF_WORK/config.yaml and prints its path.
+ff_tenants_config() {
+  { echo "tenants:"; for t in "$@"; do echo "  - name: $t"; done; } >"$FF_WORK/config.yaml"
+  echo "$FF_WORK/config.yaml"
+}
+
 # ff_start_router [ffrouter args...]: starts a router on $FF_RUN and waits until it answers.
 ff_start_router() {
   "$FFROUTER" --run-dir "$FF_RUN" "$@" >"$FF_WORK/router.log" 2>&1 &

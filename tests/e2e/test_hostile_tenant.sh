@@ -4,12 +4,7 @@
 # containers. The router answers every abuse as documented, keeps serving,
 # and the honest tenant's data arrives intact.
 source "$(dirname "$0")/lib.sh"
-cat >"$FF_WORK/config.yaml" <<YAML
-tenants:
-  - name: blue
-  - name: red
-YAML
-ff_start_router --config "$FF_WORK/config.yaml" --max-handles-per-tenant 2000
+ff_start_router --config "$(ff_tenants_config blue red)" --max-handles-per-tenant 2000
 ff_container_pair a 10.39.0.1 b 10.39.0.2
 ff_watch_status
 

@@ -7,14 +7,9 @@
 # address and a port: neither reaches the other's listener. Afterwards the
 # router holds no object.
 source "$(dirname "$0")/lib.sh"
-cat >"$FF_WORK/config.yaml" <<YAML
-tenants:
-  - name: blue
-  - name: red
-YAML
 # FF_ROUTER_ARGS selects the fabric (tests/hw runs this on the verbs fabric).
 # shellcheck disable=SC2086
-ff_start_router --config "$FF_WORK/config.yaml" ${FF_ROUTER_ARGS:-}
+ff_start_router --config "$(ff_tenants_config blue red)" ${FF_ROUTER_ARGS:-}
 ff_container_pair a 10.36.0.1 b 10.36.0.2
 
 ff_in_container a blue env FF_CM_ADDR=10.36.0.1 FF_CM_CYCLES="${FF_CM_CYCLES:-1000}" timeout 600 "$FF_BUILD/bin/rdma_cm_test" ||

@@ -6,13 +6,8 @@
 # next (another tenant's, once created) never reaches it.
 # FF_ROUTER_ARGS selects the fabric (tests/hw runs this on the verbs fabric).
 source "$(dirname "$0")/lib.sh"
-cat >"$FF_WORK/config.yaml" <<YAML
-tenants:
-  - name: blue
-  - name: red
-YAML
 # shellcheck disable=SC2086
-ff_start_router --config "$FF_WORK/config.yaml" ${FF_ROUTER_ARGS:-}
+ff_start_router --config "$(ff_tenants_config blue red)" ${FF_ROUTER_ARGS:-}
 ff_container a 10.41.0.1
 ff_container b 10.41.0.2
 mkfifo "$FF_WORK/hold"

@@ -89,6 +89,17 @@ struct Cm : ::testing::Test {
     EXPECT_EQ(rdma_create_qp(id, nullptr, &attr), 0) << std::strerror(errno);
     return id;
   }
+  // A conn param carrying `data` (a string).
+  static rdma_conn_param with_data(const char* data, uint8_t responder_resources, uint8_t initiator_depth) {
+    rdma_conn_param p{};
+    p.private_data = data;
+    p.private_data_len = static_cast<uint8_t>(std::strlen(data) + 1);
+    p.responder_resources = responder_resources;
+    p.initiator_depth = initiator_depth;
+    p.retry_count = 7;
+    p.rnr_retry_count = 7;
+    return p;
+  }
   static ibv_qp_init_attr qp_attr() {
     ibv_qp_init_attr attr{};
     attr.qp_type = IBV_QPT_RC;
@@ -110,13 +121,7 @@ struct Cm : ::testing::Test {
     Connection c;
     c.client = resolved_client();
     const char req[] = "hello from the client";
-    rdma_conn_param param{};
-    param.private_data = req;
-    param.private_data_len = sizeof req;
-    param.responder_resources = 1;
-    param.initiator_depth = 2;
-    param.retry_count = 7;
-    param.rnr_retry_count = 7;
+    rdma_conn_param param = with_data(req, 1, 2);
     EXPECT_EQ(rdma_connect(c.client, &param), 0) << std::strerror(errno);
     rdma_cm_event* e = expect(server_ch, RDMA_CM_EVENT_CONNECT_REQUEST);
     if (e == nullptr) return c;
@@ -132,12 +137,7 @@ struct Cm : ::testing::Test {
     ibv_qp_init_attr attr = qp_attr();
     EXPECT_EQ(rdma_create_qp(c.server, nullptr, &attr), 0) << std::strerror(errno);
     const char rep[] = "welcome";
-    rdma_conn_param answer{};
-    answer.private_data = rep;
-    answer.private_data_len = sizeof rep;
-    answer.responder_resources = 1;
-    answer.initiator_depth = 1;
-    answer.rnr_retry_count = 7;
+    rdma_conn_param answer = with_data(rep, 1, 1);
     EXPECT_EQ(rdma_accept(c.server, &answer), 0) << std::strerror(errno);
     e = expect(client_ch, RDMA_CM_EVENT_ESTABLISHED);
     if (e != nullptr) {
@@ -240,6 +240,23 @@ TEST_F(Cm, APeerThatGoesAwayIsDisconnected) {
   destroy(c.client);
 }
 
+// An address in the subnet that nobody answers for: ADDR_ERROR with
+// -ETIMEDOUT once the app's timeout has passed, not a hang.
+TEST_F(Cm, AnAddressNobodyHasIsAnAddressErrorInBoundedTime) {
+  sockaddr_in nobody = address(0);
+  nobody.sin_addr.s_addr = htonl((ntohl(nobody.sin_addr.s_addr) & 0xffffff00u) | 0xfeu);  // .254 of its /24
+  nobody.sin_port = htons(port);
+  rdma_cm_id* id = nullptr;
+  ASSERT_EQ(rdma_create_id(client_ch, &id, nullptr, RDMA_PS_TCP), 0);
+  ASSERT_EQ(rdma_resolve_addr(id, nullptr, sa(nobody), 500), 0) << std::strerror(errno);
+  rdma_cm_event* e = expect(client_ch, RDMA_CM_EVENT_ADDR_ERROR);
+  if (e != nullptr) {
+    EXPECT_EQ(e->status, -ETIMEDOUT);
+  }
+  ack(e);
+  EXPECT_EQ(rdma_destroy_id(id), 0);
+}
+
 TEST_F(Cm, BindRules) {
   rdma_cm_id* a = nullptr;
   rdma_cm_id* b = nullptr;
@@ -328,9 +345,7 @@ TEST_F(Cm, DatagramIdsLearnTheirPeerFromTheSidrReply) {
   attr.qp_type = IBV_QPT_UD;
   ASSERT_EQ(rdma_create_qp(server, nullptr, &attr), 0) << std::strerror(errno);
   const char hi[] = "ud reply";
-  rdma_conn_param answer{};
-  answer.private_data = hi;
-  answer.private_data_len = sizeof hi;
+  rdma_conn_param answer = with_data(hi, 0, 0);
   ASSERT_EQ(rdma_accept(server, &answer), 0) << std::strerror(errno);
   e = expect(client_ch, RDMA_CM_EVENT_ESTABLISHED);
   ASSERT_NE(e, nullptr);

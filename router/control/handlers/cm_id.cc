@@ -1,6 +1,10 @@
 #include "router/control/cm_wire.h"
 #include "router/control/handlers.h"
 
+#include <algorithm>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+
 namespace ff::router {
 
 // rdma_create_id: port spaces TCP and IB (connected, RC) are served;
@@ -60,8 +64,31 @@ Status handle_cm_listen(Session& s, const proto::Request& req, std::vector<Uniqu
   return with_addresses(s.services().connection_manager().listen(*id->id, r->backlog()), *id->id, w);
 }
 
-// The address resolves when a client of the tenant has it on this router;
-// otherwise ADDR_ERROR, as an address no one answers for.
+namespace {
+
+// Asks every 20 ms, until `deadline`, whether a client of the tenant has
+// the address now (the program there may not have opened the device yet),
+// as ARP would go on asking within the app's timeout.
+void await_address(std::weak_ptr<Session> session, std::weak_ptr<cm::Id> id, uint32_t ip,
+                   std::chrono::steady_clock::time_point deadline, std::shared_ptr<boost::asio::steady_timer> timer) {
+  timer->expires_after(std::chrono::milliseconds(20));
+  timer->async_wait([=](const boost::system::error_code& ec) {
+    auto s = session.lock();
+    auto i = id.lock();
+    if (ec || !s || !i || i->state() != cm::Id::State::kAddrQuery) return;
+    bool found = s->services().serves(s->tenant()->name, ip);
+    if (found || std::chrono::steady_clock::now() >= deadline)
+      s->services().connection_manager().address_answer(*i, found);
+    else
+      await_address(session, id, ip, deadline, timer);
+  });
+}
+
+}  // namespace
+
+// The address resolves when a client of the tenant has it on this router
+// (at once, or within the app's timeout); otherwise ADDR_ERROR, as an
+// address no one answers for.
 Status handle_cm_resolve_addr(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter& w) {
   const auto* r = req.body_as_CmResolveAddr();
   auto* id = find_cm_id(s, r->id());
@@ -70,7 +97,14 @@ Status handle_cm_resolve_addr(Session& s, const proto::Request& req, std::vector
   std::optional<cm::Endpoint> src;
   if (r->has_src()) src = from_wire(r->src());
   bool served = dst.ip == s.virtual_ip() || s.services().serves(s.tenant()->name, dst.ip);
-  return with_addresses(s.services().connection_manager().resolve_addr(*id->id, src, dst, served), *id->id, w);
+  auto& manager = s.services().connection_manager();
+  Status done = manager.resolve_addr(*id->id, src, dst, served ? std::optional<bool>(true) : std::nullopt);
+  if (done && !served) {
+    auto wait = std::chrono::milliseconds(std::clamp(r->timeout_ms(), 0, 60000));
+    await_address(s.weak_from_this(), id->id, dst.ip, std::chrono::steady_clock::now() + wait,
+                  std::make_shared<boost::asio::steady_timer>(s.executor()));
+  }
+  return with_addresses(std::move(done), *id->id, w);
 }
 
 Status handle_cm_resolve_route(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter&) {
