@@ -116,6 +116,15 @@ struct Cm : ::testing::Test {
     rdma_cm_id* client = nullptr;
     rdma_cm_id* server = nullptr;
   };
+  // Both disconnect (each gets DISCONNECTED once) and go.
+  void disconnect_both(Connection& c) {
+    EXPECT_EQ(rdma_disconnect(c.client), 0);
+    ack(expect(server_ch, RDMA_CM_EVENT_DISCONNECTED));
+    EXPECT_EQ(rdma_disconnect(c.server), 0);
+    ack(expect(client_ch, RDMA_CM_EVENT_DISCONNECTED));
+    destroy(c.client);
+    destroy(c.server);
+  }
   // Client and server through the handshake, with private data both ways.
   Connection connect() {
     Connection c;
@@ -181,13 +190,7 @@ TEST_F(Cm, HandshakeCarriesPrivateDataAndConnectsTheQps) {
   EXPECT_STREQ(in, out);
   rdma_dereg_mr(rmr);
   rdma_dereg_mr(smr);
-  // Both disconnect: each gets DISCONNECTED once.
-  EXPECT_EQ(rdma_disconnect(c.client), 0);
-  ack(expect(server_ch, RDMA_CM_EVENT_DISCONNECTED));
-  EXPECT_EQ(rdma_disconnect(c.server), 0);
-  ack(expect(client_ch, RDMA_CM_EVENT_DISCONNECTED));
-  destroy(c.client);
-  destroy(c.server);
+  disconnect_both(c);
 }
 
 TEST_F(Cm, RejectWithAndWithoutPrivateData) {
@@ -385,12 +388,7 @@ TEST_F(Cm, ManyConnectDisconnectCyclesLeaveNothing) {
   for (int i = 0; i < cycles && !HasFailure(); ++i) {
     Connection c = connect();
     if (c.server == nullptr) break;
-    EXPECT_EQ(rdma_disconnect(c.client), 0);
-    ack(expect(server_ch, RDMA_CM_EVENT_DISCONNECTED));
-    EXPECT_EQ(rdma_disconnect(c.server), 0);
-    ack(expect(client_ch, RDMA_CM_EVENT_DISCONNECTED));
-    destroy(c.client);
-    destroy(c.server);
+    disconnect_both(c);
   }
 }
 

@@ -293,6 +293,23 @@ TEST(Hostile, UnmappingAndClosingRegisteredMemoryLeavesTheRouterItsOwnMapping) {
   expect_router_serves();
 }
 
+// Arms the CQ (its channel gets an event), posts a zero-byte signaled RDMA
+// WRITE on `qp` and waits for its completion: false when none came.
+bool armed_completion(Raw& r, Raw::Cq& cq, Raw::Qp& qp, shm::Cqe& out) {
+  auto* control = reinterpret_cast<shm::CqControl*>(cq.seg.base() + shm::kCqControlOffset);
+  control->arm.store(shm::kArmNext, std::memory_order_relaxed);
+  shm::SendWqe w{};
+  w.opcode = IBV_WR_RDMA_WRITE;  // zero bytes: no memory needed
+  w.send_flags = IBV_SEND_SIGNALED;
+  if (!qp.sq.sp_try_push(w)) return false;
+  r.ring();
+  for (int spin = 0; spin < 200000; ++spin) {
+    if (cq.ring.sc_try_pop(out)) return true;
+    if (spin > 1000) usleep(10);
+  }
+  return false;
+}
+
 // The fds the router shares with a client are pipe ends of the client's own
 // (docs/SECURITY.md): the client cannot write into the ends it waits on, nor
 // read the doorbell it rings, and a client that never reads its completion
@@ -317,22 +334,11 @@ TEST(Hostile, SharedFdsCannotBlockTheRouter) {
   EXPECT_LT(::write(channel_fd.get(), &almost_full, 8), 0);
   EXPECT_EQ(errno, EBADF) << "channel->fd is the read end";
   Raw::Cq cq = r.cq(ch.reply()->body_as_CreateCompChannelReply()->channel());
-  auto* control = reinterpret_cast<shm::CqControl*>(cq.seg.base() + shm::kCqControlOffset);
   Raw::Qp qp = r.loop_qp(cq);
   // More armed completions than the channel's pipe holds bytes, never read.
-  shm::SendWqe w{};
-  w.opcode = IBV_WR_RDMA_WRITE;  // zero bytes: no memory needed
-  w.send_flags = IBV_SEND_SIGNALED;
   for (int i = 0; i < 9000; ++i) {
-    control->arm.store(shm::kArmNext, std::memory_order_relaxed);
-    w.wr_id = static_cast<uint64_t>(i);
-    ASSERT_TRUE(qp.sq.sp_try_push(w));
-    r.ring();
     shm::Cqe c{};
-    bool got = false;
-    for (int spin = 0; spin < 200000 && !(got = cq.ring.sc_try_pop(c)); ++spin)
-      if (spin > 1000) usleep(10);
-    ASSERT_TRUE(got) << "completion " << i << " never came: the router is stuck";
+    ASSERT_TRUE(armed_completion(r, cq, qp, c)) << "completion " << i << " never came: the router is stuck";
     ASSERT_EQ(c.status, 0u);
   }
   int pending = 0;
@@ -353,19 +359,9 @@ TEST(Hostile, ClosingTheEndsItWaitsOnDoesNotKillTheRouter) {
   ASSERT_EQ(ch.error, 0) << ch.message;
   ch.fds.clear();  // closes the read end
   Raw::Cq cq = r.cq(ch.reply()->body_as_CreateCompChannelReply()->channel());
-  auto* control = reinterpret_cast<shm::CqControl*>(cq.seg.base() + shm::kCqControlOffset);
   Raw::Qp qp = r.loop_qp(cq);
-  shm::SendWqe w{};
-  w.opcode = IBV_WR_RDMA_WRITE;
-  w.send_flags = IBV_SEND_SIGNALED;
-  control->arm.store(shm::kArmNext, std::memory_order_relaxed);
-  ASSERT_TRUE(qp.sq.sp_try_push(w));
-  r.ring();
   shm::Cqe c{};
-  bool got = false;
-  for (int spin = 0; spin < 200000 && !(got = cq.ring.sc_try_pop(c)); ++spin)
-    if (spin > 1000) usleep(10);
-  ASSERT_TRUE(got) << "the armed completion never came";
+  ASSERT_TRUE(armed_completion(r, cq, qp, c)) << "the armed completion never came";
   fbb.Clear();
   auto cm = r.call(fbb, RequestBody::CmCreateChannel, proto::CreateCmCreateChannel(fbb).Union());
   ASSERT_EQ(cm.error, 0) << cm.message;
