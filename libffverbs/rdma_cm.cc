@@ -291,6 +291,31 @@ FfCmEvent* make_event(const proto::CmEventReply& r) {
   return ev;
 }
 
+// The router went away: like a removed device, every id of the channel
+// gets one DEVICE_REMOVAL; after that the channel says ENODEV.
+FfCmEvent* removal_event(FfCmChannel& ch) {
+  FfCmId* id = nullptr;
+  {
+    auto& t = id_table();
+    std::lock_guard lock(t.mu);
+    for (auto& [handle, candidate] : t.ids) {
+      if (candidate->channel == &ch && !candidate->removal_reported) {
+        id = candidate;
+        id->removal_reported = true;
+        break;
+      }
+    }
+  }
+  if (id == nullptr) return nullptr;
+  auto* ev = new (std::nothrow) FfCmEvent();
+  if (ev == nullptr) return nullptr;
+  ev->event.id = &id->id;
+  ev->event.event = RDMA_CM_EVENT_DEVICE_REMOVAL;
+  ev->counted = id;
+  count_reported(*id);
+  return ev;
+}
+
 // Waits for the channel's byte (the fd honours O_NONBLOCK) and asks the
 // router for the event it stands for.
 int next_event(FfCmChannel& ch, rdma_cm_event** out) {
@@ -300,7 +325,12 @@ int next_event(FfCmChannel& ch, rdma_cm_event** out) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return -1;  // EAGAIN on a non-blocking channel
     if (n == 0) {
-      if (RouterLink::get().router_gone()) return fail(ENODEV);
+      if (RouterLink::get().router_gone()) {
+        FfCmEvent* ev = removal_event(ch);
+        if (ev == nullptr) return fail(ENODEV);
+        *out = &ev->event;
+        return 0;
+      }
       // The app destroyed the channel under this thread (rping does, with
       // its event thread still waiting): with the kernel's rdma_cm that
       // thread waits for ever, so it does here (pause is a cancellation point).

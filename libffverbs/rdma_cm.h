@@ -40,6 +40,7 @@ struct FfCmId {
   uint32_t handle = 0;
   FfCmChannel* channel = nullptr;
   bool sync = false;  // made with no channel: calls wait for their event
+  bool removal_reported = false;  // DEVICE_REMOVAL was delivered (the router went away)
   uint32_t local_psn = 0;
   Remote remote;
   // What this side asks for (rdma_connect / rdma_accept), after librdmacm's

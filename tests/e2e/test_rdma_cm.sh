@@ -5,7 +5,7 @@
 # with its own data check, ucmatose with several connections, udaddy,
 # rdma_server/rdma_client, perftest -R incl. UD), then two tenants that share an
 # address and a port: neither reaches the other's listener. Afterwards the
-# router holds no object.
+# router holds no object; killed, its listeners get DEVICE_REMOVAL.
 source "$(dirname "$0")/lib.sh"
 # FF_ROUTER_ARGS selects the fabric (tests/hw runs this on the verbs fabric).
 # shellcheck disable=SC2086
@@ -62,6 +62,24 @@ for t in "ib_send_bw" "ib_write_bw" "ib_read_bw" "ib_send_lat" "ib_write_lat" "i
   pass "$t -R"
 done
 
+# A peer killed while connected: the other side gets DISCONNECTED (its QP
+# flushed) and goes on, no hang.
+ff_in_container a blue timeout 30 rping -s -a 10.36.0.1 -v >"$FF_WORK/server.log" 2>&1 &
+srv=$!
+for _ in $(seq 100); do ff_status | grep "program=rping" | grep -q "cm_ids=1" && break; sleep 0.05; done
+ff_in_container b blue timeout 30 rping -c -a 10.36.0.1 -C 100000000 >"$FF_WORK/client.log" 2>&1 &
+cli=$!
+for _ in $(seq 200); do grep -q "rdma-ping-10:" "$FF_WORK/server.log" && break; sleep 0.05; done
+grep -q "rdma-ping-10:" "$FF_WORK/server.log" || fail "rping never got going"
+victim=$(ff_status | grep "program=rping vip=10.36.0.2" | sed -n 's/.* pid=\([0-9]*\).*/\1/p' | head -1)
+[ -n "$victim" ] || fail "the rping client is not among the router's clients"
+kill -9 "$victim"
+wait "$cli" 2>/dev/null || true
+wait "$srv" 2>/dev/null; rc=$?
+[ $rc -ne 124 ] || fail "rping's server hung after its client was killed"
+grep -q "DISCONNECT EVENT" "$FF_WORK/server.log" || fail "no DISCONNECTED for the killed client's peer"
+pass "a peer killed mid-transfer: the other side gets DISCONNECTED and does not hang"
+
 # Red has a container with blue's address: dialing it reaches red's own
 # (absent) listener, never blue's; and red cannot dial blue's other address.
 ff_container c 10.36.0.1
@@ -79,4 +97,14 @@ pass "a tenant never reaches another tenant's listener, on the same address and 
 
 for _ in $(seq 100); do ff_status | grep -q 'total clients=0 objects=0' && break; sleep 0.05; done
 ff_status | grep -q 'total clients=0 objects=0' || { ff_status; fail "objects left behind"; }
-echo "15 passed, 0 failed"
+
+# The router goes away under a waiting server: DEVICE_REMOVAL, not a hang.
+ff_in_container a blue timeout 20 rping -s -a 10.36.0.1 >"$FF_WORK/removal.log" 2>&1 &
+waiting=$!
+for _ in $(seq 100); do ff_status | grep "program=rping" | grep -q "cm_ids=1" && break; sleep 0.05; done
+kill -9 "$FF_ROUTER_PID"
+FF_ROUTER_PID=
+wait "$waiting" && fail "rping went on without its router"
+grep -q "device removal" "$FF_WORK/removal.log" || fail "no DEVICE_REMOVAL: $(cat "$FF_WORK/removal.log")"
+pass "a listener whose router goes away gets DEVICE_REMOVAL"
+echo "17 passed, 0 failed"
