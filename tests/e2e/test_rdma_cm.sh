@@ -66,7 +66,7 @@ done
 # flushed) and goes on, no hang.
 ff_in_container a blue timeout 30 rping -s -a 10.36.0.1 -v >"$FF_WORK/server.log" 2>&1 &
 srv=$!
-for _ in $(seq 100); do ff_status | grep "program=rping" | grep -q "cm_ids=1" && break; sleep 0.05; done
+for _ in $(seq 400); do ff_status | grep "program=rping" | grep -q "cm_ids=1" && break; sleep 0.05; done
 ff_in_container b blue timeout 30 rping -c -a 10.36.0.1 -C 100000000 >"$FF_WORK/client.log" 2>&1 &
 cli=$!
 for _ in $(seq 200); do grep -q "rdma-ping-10:" "$FF_WORK/server.log" && break; sleep 0.05; done
@@ -85,7 +85,7 @@ pass "a peer killed mid-transfer: the other side gets DISCONNECTED and does not 
 ff_container c 10.36.0.1
 ff_in_container a blue timeout 20 rping -s -a 10.36.0.1 -C 1 >"$FF_WORK/blue.log" 2>&1 &
 blue=$!
-for _ in $(seq 100); do ff_status | grep "program=rping" | grep -q "cm_ids=1" && break; sleep 0.05; done
+for _ in $(seq 400); do ff_status | grep "program=rping" | grep -q "cm_ids=1" && break; sleep 0.05; done
 out=$(ff_in_container c red timeout 10 rping -c -a 10.36.0.1 -C 1 2>&1) && fail "red connected to blue's listener: $out"
 grep -q "REJECTED" <<<"$out" || fail "red's connect to its own address: expected REJECTED, got: $out"
 out=$(ff_in_container c red timeout 10 rping -c -a 10.36.0.2 -C 1 2>&1) && fail "red reached blue's address: $out"
@@ -101,7 +101,9 @@ ff_status | grep -q 'total clients=0 objects=0' || { ff_status; fail "objects le
 # The router goes away under a waiting server: DEVICE_REMOVAL, not a hang.
 ff_in_container a blue timeout 20 rping -s -a 10.36.0.1 >"$FF_WORK/removal.log" 2>&1 &
 waiting=$!
-for _ in $(seq 100); do ff_status | grep "program=rping" | grep -q "cm_ids=1" && break; sleep 0.05; done
+for _ in $(seq 400); do ff_status | grep "program=rping" | grep -q "cm_ids=1" && break; sleep 0.05; done
+ff_status | grep "program=rping" | grep -q "cm_ids=1" || fail "rping -s never listened: $(cat "$FF_WORK/removal.log")"
+sleep 0.5  # from its id to rdma_listen is a few requests more
 kill -9 "$FF_ROUTER_PID"
 FF_ROUTER_PID=
 wait "$waiting" && fail "rping went on without its router"
