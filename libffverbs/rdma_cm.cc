@@ -325,16 +325,16 @@ int next_event(FfCmChannel& ch, rdma_cm_event** out) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return -1;  // EAGAIN on a non-blocking channel
     if (n == 0) {
-      if (RouterLink::get().router_gone()) {
-        FfCmEvent* ev = removal_event(ch);
-        if (ev == nullptr) return fail(ENODEV);
-        *out = &ev->event;
-        return 0;
-      }
-      // The app destroyed the channel under this thread (rping does, with
-      // its event thread still waiting): with the kernel's rdma_cm that
-      // thread waits for ever, so it does here (pause is a cancellation point).
-      for (;;) ::pause();
+      // The router went away, or the app destroyed this channel under this
+      // thread (rping does, with its event thread still waiting; with the
+      // kernel's rdma_cm that thread waits for ever). Either way, wait for
+      // the router's connection to end: a dead router's socket hangs up,
+      // if a moment after its pipes closed; a live one's never does.
+      RouterLink::get().wait_until_gone();
+      FfCmEvent* ev = removal_event(ch);
+      if (ev == nullptr) return fail(ENODEV);
+      *out = &ev->event;
+      return 0;
     }
     flatbuffers::FlatBufferBuilder fbb;
     auto reply = request<proto::CmEventReply>(fbb, proto::CreateCmGetEvent(fbb, ch.handle));
@@ -500,7 +500,8 @@ int rdma_bind_addr(rdma_cm_id* cm_id, sockaddr* addr) {
   if (!reply) return fail(reply.error);
   cm_id->route.addr.src_sin = to_sockaddr(reply->src());
   cm_id->route.addr.addr.ibaddr.sgid = gid_of(cm_id->route.addr.src_sin);
-  if (in->sin_addr.s_addr != INADDR_ANY) attach_device(*id);  // a wildcard names no device yet
+  // A wildcard (0.0.0.0, or loopback, as the kernel takes it) names no device yet.
+  if (in->sin_addr.s_addr != INADDR_ANY && (ntohl(in->sin_addr.s_addr) >> 24) != 127) attach_device(*id);
   return 0;
 }
 

@@ -28,19 +28,13 @@ extern "C" {
 
 // IPv4 only (the virtual IPs); names resolve through getaddrinfo(3). With
 // RAI_PASSIVE the address is the source, otherwise the destination, as
-// librdmacm fills it without ibacm (no route).
+// librdmacm fills it without ibacm (no route); the hints' own addresses fill
+// what the name did not (with neither node nor service, they are all:
+// libfabric's verbs provider asks so).
 int rdma_getaddrinfo(const char* node, const char* service, const rdma_addrinfo* hints, rdma_addrinfo** res) {
-  if (res == nullptr || (node == nullptr && service == nullptr)) return fail(EINVAL);
+  if (res == nullptr) return fail(EINVAL);
   int flags = hints != nullptr ? hints->ai_flags : 0;
   if (hints != nullptr && hints->ai_family != AF_UNSPEC && hints->ai_family != AF_INET) return fail(EAFNOSUPPORT);
-  addrinfo want{}, *found = nullptr;
-  want.ai_family = AF_INET;
-  want.ai_flags = (flags & RAI_PASSIVE) != 0 ? AI_PASSIVE : 0;
-  if ((flags & RAI_NUMERICHOST) != 0) want.ai_flags |= AI_NUMERICHOST;
-  if (int e = ::getaddrinfo(node, service, &want, &found); e != 0) return e;
-  sockaddr_in addr{};
-  std::memcpy(&addr, found->ai_addr, sizeof addr);
-  ::freeaddrinfo(found);
   auto* ai = static_cast<rdma_addrinfo*>(std::calloc(1, sizeof(rdma_addrinfo)));
   if (ai == nullptr) return fail(ENOMEM);
   ai->ai_flags = flags;
@@ -49,18 +43,35 @@ int rdma_getaddrinfo(const char* node, const char* service, const rdma_addrinfo*
   ai->ai_qp_type = hints != nullptr && hints->ai_qp_type != 0 ? hints->ai_qp_type
                    : ai->ai_port_space == RDMA_PS_UDP ? IBV_QPT_UD
                                                        : IBV_QPT_RC;
-  sockaddr*& slot = (flags & RAI_PASSIVE) != 0 ? ai->ai_src_addr : ai->ai_dst_addr;
-  socklen_t& len = (flags & RAI_PASSIVE) != 0 ? ai->ai_src_len : ai->ai_dst_len;
-  slot = copy_address(addr);
-  len = sizeof(sockaddr_in);
-  if ((flags & RAI_PASSIVE) == 0 && hints != nullptr && hints->ai_src_addr != nullptr &&
-      hints->ai_src_addr->sa_family == AF_INET) {
-    ai->ai_src_addr = copy_address(*reinterpret_cast<const sockaddr_in*>(hints->ai_src_addr));
-    ai->ai_src_len = sizeof(sockaddr_in);
+  auto put = [](sockaddr*& slot, socklen_t& len, const sockaddr_in& a) {
+    slot = copy_address(a);
+    len = slot != nullptr ? sizeof(sockaddr_in) : 0;
+  };
+  if (node != nullptr || service != nullptr) {
+    addrinfo want{}, *found = nullptr;
+    want.ai_family = AF_INET;
+    want.ai_flags = (flags & RAI_PASSIVE) != 0 ? AI_PASSIVE : 0;
+    if ((flags & RAI_NUMERICHOST) != 0) want.ai_flags |= AI_NUMERICHOST;
+    if (int e = ::getaddrinfo(node, service, &want, &found); e != 0) {
+      std::free(ai);
+      return e;
+    }
+    sockaddr_in addr{};
+    std::memcpy(&addr, found->ai_addr, sizeof addr);
+    ::freeaddrinfo(found);
+    if ((flags & RAI_PASSIVE) != 0) put(ai->ai_src_addr, ai->ai_src_len, addr);
+    else put(ai->ai_dst_addr, ai->ai_dst_len, addr);
   }
-  if (slot == nullptr) {
+  auto from_hints = [&](const sockaddr* h, sockaddr*& slot, socklen_t& len) {
+    if (slot == nullptr && h != nullptr && h->sa_family == AF_INET) put(slot, len, *reinterpret_cast<const sockaddr_in*>(h));
+  };
+  if (hints != nullptr) {
+    from_hints(hints->ai_src_addr, ai->ai_src_addr, ai->ai_src_len);
+    from_hints(hints->ai_dst_addr, ai->ai_dst_addr, ai->ai_dst_len);
+  }
+  if (ai->ai_src_addr == nullptr && ai->ai_dst_addr == nullptr) {
     rdma_freeaddrinfo(ai);
-    return fail(ENOMEM);
+    return fail(node == nullptr && service == nullptr ? EINVAL : ENOMEM);
   }
   *res = ai;
   return 0;

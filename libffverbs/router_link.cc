@@ -129,6 +129,17 @@ bool RouterLink::router_gone() {
   return false;
 }
 
+void RouterLink::wait_until_gone() {
+  for (;;) {
+    int fd = client_.fd();
+    if (fd < 0) return;
+    pollfd p{fd, POLLRDHUP, 0};
+    int r = ::poll(&p, 1, -1);  // a cancellation point
+    if (r < 0 && errno != EINTR) return;
+    if (r > 0 && router_gone()) return;
+  }
+}
+
 bool context_is_stale(const FfContext& ctx) { return ctx.link_epoch != RouterLink::get().epoch(); }
 
 }  // namespace ff::verbs

@@ -249,6 +249,9 @@ class RouterLink {
   // marks every object stale. For callers that otherwise never talk to the
   // router (ibv_poll_cq on an idle CQ).
   bool router_gone();
+  // Blocks until the router closes the connection (marking objects stale,
+  // as router_gone() does); at once when there is none.
+  void wait_until_gone();
   std::string socket_path() const;
   void on_fork_child();
 

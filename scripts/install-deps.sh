@@ -12,7 +12,7 @@ PACKAGES=(
   # TLS on the links between routers (and the tests' keys and certificates)
   libssl-dev openssl
   # runtime peers: unmodified verbs programs driven through the router
-  ibverbs-utils perftest rdmacm-utils ucx-utils
+  ibverbs-utils perftest rdmacm-utils ucx-utils libfabric-bin
   # end-to-end tests: namespaces and mounts
   iproute2 util-linux procps
   # multi-host tests: the etcd directory

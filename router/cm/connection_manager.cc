@@ -126,8 +126,10 @@ void ConnectionManager::post(Id& id, Event e) {
 }
 
 Status ConnectionManager::take_port(Id& id, Endpoint addr) {
-  // A container has one address, its virtual IP: 0.0.0.0 is that address.
-  bool wildcard = addr.ip == 0;
+  // A container has one address, its virtual IP: 0.0.0.0 is that address,
+  // and so is loopback, which the kernel's rdma_cm takes as a wildcard too
+  // (cma_any_addr; libfabric's verbs provider binds 127.0.0.1).
+  bool wildcard = addr.ip == 0 || (addr.ip >> 24) == 127;
   if (wildcard) addr.ip = id.vip_;
   // ENODEV, as the kernel's rdma_cm says on 6.1 for an address no RDMA
   // device has (measured on rxe: tests/hw/guest/test_rdma_cm_direct.sh).

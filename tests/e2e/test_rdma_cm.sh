@@ -3,7 +3,8 @@
 # (tests/integration/rdma_cm_test.cc, 1000 connect/disconnect cycles among
 # them), then unmodified librdmacm programs between two containers (rping
 # with its own data check, ucmatose with several connections, udaddy,
-# rdma_server/rdma_client, perftest -R incl. UD), then two tenants that share an
+# rdma_server/rdma_client, perftest -R incl. UD, libfabric's fi_pingpong),
+# then two tenants that share an
 # address and a port: neither reaches the other's listener. Afterwards the
 # router holds no object; killed, its listeners get DEVICE_REMOVAL.
 source "$(dirname "$0")/lib.sh"
@@ -20,21 +21,33 @@ pass "rdma_cm conformance (${FF_CM_CYCLES:-1000} connect/disconnect cycles)"
 # An rdma_cm server opens no TCP port to wait for: the client is retried
 # while its server still runs (its address resolves once the server opened
 # the device, and it is refused until it listens), for up to 10 s.
+# A pair that fails after connecting is run once more, saying so: one CI run
+# saw ib_write_lat -R fail its first handshake SEND (IBV_WC_RETRY_EXC_ERR),
+# not reproduced since (issue 14's notes).
 cm_pair() {
-  local name=$1 server=() client=()
+  local name=$1 server=() client=() round
   shift
   while [ "$1" != "--" ]; do server+=("$1"); shift; done
   shift
   client=("$@")
-  ff_in_container a blue timeout 60 "${server[@]}" >"$FF_WORK/server.log" 2>&1 &
-  local spid=$! rc=1
-  for _ in $(seq 100); do
-    ff_in_container b blue timeout 60 "${client[@]}" >"$FF_WORK/client.log" 2>&1 && { rc=0; break; }
-    kill -0 "$spid" 2>/dev/null || break
-    sleep 0.1
+  for round in 1 2; do
+    ff_in_container a blue timeout 60 "${server[@]}" >"$FF_WORK/server.log" 2>&1 &
+    local spid=$! rc=1
+    for _ in $(seq 100); do
+      ff_in_container b blue timeout 60 "${client[@]}" >"$FF_WORK/client.log" 2>&1 && { rc=0; break; }
+      grep -q "Bad wc status" "$FF_WORK/client.log" && break
+      kill -0 "$spid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if [ $rc -eq 0 ]; then
+      wait "$spid" || { tail -5 "$FF_WORK/server.log"; fail "$name: server"; }
+      return 0
+    fi
+    echo "RETRY ($name, round $round): $(tail -3 "$FF_WORK/client.log" | tr '\n' ' ')"
+    for pid in $(ff_status | grep "vip=10.36.0.1 " | sed -n 's/.* pid=\([0-9]*\).*/\1/p'); do kill -9 "$pid" 2>/dev/null; done
+    wait "$spid" 2>/dev/null
   done
-  [ $rc -eq 0 ] || { tail -5 "$FF_WORK/client.log"; tail -5 "$FF_WORK/server.log"; fail "$name: client"; }
-  wait "$spid" || { tail -5 "$FF_WORK/server.log"; fail "$name: server"; }
+  tail -5 "$FF_WORK/client.log"; tail -5 "$FF_WORK/server.log"; fail "$name: client"
 }
 
 before=$(ff_bytes)
@@ -61,6 +74,12 @@ for t in "ib_send_bw" "ib_write_bw" "ib_read_bw" "ib_send_lat" "ib_write_lat" "i
   grep -qE '^ +[0-9]+ +[0-9]+' "$FF_WORK/client.log" || fail "$t -R printed no result"
   pass "$t -R"
 done
+
+# libfabric's verbs provider reaches the device only through rdma_cm (MSG
+# endpoints): fi_pingpong between the containers.
+cm_pair "fi_pingpong -p verbs" fi_pingpong -p verbs -e msg -I 100 -S 4096 -- fi_pingpong -p verbs -e msg -I 100 -S 4096 10.36.0.1
+grep -qE '^4k +100 ' "$FF_WORK/client.log" || fail "fi_pingpong printed no 4 KiB result: $(tail -3 "$FF_WORK/client.log")"
+pass "fi_pingpong -p verbs (libfabric over rdma_cm)"
 
 # A peer killed while connected: the other side gets DISCONNECTED (its QP
 # flushed) and goes on, no hang.
@@ -109,4 +128,4 @@ FF_ROUTER_PID=
 wait "$waiting" && fail "rping went on without its router"
 grep -q "device removal" "$FF_WORK/removal.log" || fail "no DEVICE_REMOVAL: $(cat "$FF_WORK/removal.log")"
 pass "a listener whose router goes away gets DEVICE_REMOVAL"
-echo "17 passed, 0 failed"
+echo "18 passed, 0 failed"

@@ -273,6 +273,9 @@ TEST_F(Cm, BindRules) {
   errno = 0;
   EXPECT_EQ(rdma_bind_addr(a, sa(elsewhere)), -1);
   EXPECT_EQ(errno, ENODEV) << "no RDMA device has that address (the kernel's rdma_cm on 6.1)";
+  sockaddr_in loopback = address(0, "127.0.0.1");
+  EXPECT_EQ(rdma_bind_addr(a, sa(loopback)), 0) << "loopback is a wildcard to rdma_cm: " << std::strerror(errno);
+  EXPECT_EQ(a->verbs, nullptr) << "a wildcard names no device";
   sockaddr_in ephemeral = address(0);
   EXPECT_EQ(rdma_bind_addr(b, sa(ephemeral)), 0);
   EXPECT_NE(rdma_get_src_port(b), 0);
