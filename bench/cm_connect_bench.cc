@@ -5,7 +5,7 @@
 // accept, ESTABLISHED on both sides (and, outside the timing, the
 // disconnect). TcpConnect is connect + accept on a listening socket.
 //
-//   bench/cm_connect.sh
+//   bench/through_router.sh cm_connect_bench
 #include <arpa/inet.h>
 #include <benchmark/benchmark.h>
 #include <poll.h>
@@ -44,7 +44,7 @@ bool step(rdma_event_channel* ch, rdma_cm_event_type want) {
 }
 
 void BM_RdmaCmConnect(benchmark::State& state) {
-  if (std::getenv("FF_CM_ADDR") == nullptr) return state.SkipWithError("set FF_CM_ADDR (bench/cm_connect.sh)");
+  if (std::getenv("FF_CM_ADDR") == nullptr) return state.SkipWithError("set FF_CM_ADDR (bench/through_router.sh cm_connect_bench)");
   rdma_event_channel* server_ch = rdma_create_event_channel();
   rdma_event_channel* client_ch = rdma_create_event_channel();
   rdma_cm_id* listener = nullptr;

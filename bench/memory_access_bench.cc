@@ -10,9 +10,9 @@
 //    fabric registers the router's mapping with the HCA).
 //  * RegisterMr: what registration by copy-and-remap costs the app once
 //    per region (ibv_reg_mr + ibv_dereg_mr of private memory); only through
-//    libffverbs and a router (bench/memory_access.sh runs it so).
+//    libffverbs and a router (bench/through_router.sh runs it so).
 //
-//   bench/memory_access.sh   (or build/bin/memory_access_bench without a router)
+//   bench/through_router.sh memory_access_bench   (or build/bin/memory_access_bench without a router)
 #include <benchmark/benchmark.h>
 #include <infiniband/verbs.h>
 #include <sys/mman.h>
@@ -98,10 +98,10 @@ void BM_ProcessVmWritev(benchmark::State& state) { process_vm(state, true); }
 
 void BM_RegisterMr(benchmark::State& state) {
   int count = 0;
-  ibv_device** list = ::getenv("FFV_SOCKET") != nullptr ? ibv_get_device_list(&count) : nullptr;
+  ibv_device** list = ibv_get_device_list(&count);
   if (count == 0) {
     if (list != nullptr) ibv_free_device_list(list);
-    return state.SkipWithError("no device: run through libffverbs and a router (bench/memory_access.sh)");
+    return state.SkipWithError("no device: run through libffverbs and a router (bench/through_router.sh memory_access_bench)");
   }
   ibv_context* ctx = ibv_open_device(list[0]);
   ibv_pd* pd = ctx != nullptr ? ibv_alloc_pd(ctx) : nullptr;
