@@ -64,6 +64,12 @@ CmDevice& device() {
   return *d;
 }
 
+}  // namespace
+
+ibv_context* cm_device_context() { return device().open() ? device().verbs : nullptr; }
+
+namespace {
+
 // Ids by router handle: events name them so.
 struct IdTable {
   std::mutex mu;

@@ -64,6 +64,9 @@ inline int fail(int e) {
   return -1;
 }
 
+// The device every id is given once an address names it (opened on first
+// use), or nullptr when the router lists none.
+ibv_context* cm_device_context();
 // The QP attributes rdma_init_qp_attr gives for attr.qp_state (rdma_cm.cc).
 int init_qp_attr(FfCmId& id, ibv_qp_attr& attr, int& mask);
 // Moves the id's QP through INIT (again, with the connection's access flags),

@@ -231,15 +231,7 @@ int rdma_set_option(rdma_cm_id* cm_id, int level, int optname, void* optval, siz
 ibv_context** rdma_get_devices(int* num_devices) {
   auto** list = static_cast<ibv_context**>(std::calloc(2, sizeof(ibv_context*)));
   if (list == nullptr) return ff::verbs::fail_ptr<ibv_context*>(ENOMEM);
-  rdma_cm_id* probe = nullptr;
-  // The device every id uses: the one an id gets once it has an address.
-  if (rdma_create_id(nullptr, &probe, nullptr, RDMA_PS_TCP) == 0) {
-    sockaddr_in any{};
-    any.sin_family = AF_INET;
-    any.sin_addr.s_addr = htonl(ff::verbs::RouterLink::get().virtual_ip());
-    if (rdma_bind_addr(probe, reinterpret_cast<sockaddr*>(&any)) == 0) list[0] = probe->verbs;
-    rdma_destroy_id(probe);
-  }
+  list[0] = cm_device_context();
   if (num_devices != nullptr) *num_devices = list[0] != nullptr ? 1 : 0;
   if (list[0] == nullptr) {
     std::free(list);

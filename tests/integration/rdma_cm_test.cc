@@ -306,6 +306,13 @@ TEST_F(Cm, ANonBlockingChannelSaysEagainAndPollsReady) {
   EXPECT_EQ(poll(&p, 1, 0), 0) << "readable with no event left";
   EXPECT_EQ(rdma_destroy_id(id), 0);
   EXPECT_STREQ(rdma_event_str(RDMA_CM_EVENT_TIMEWAIT_EXIT), "RDMA_CM_EVENT_TIMEWAIT_EXIT");
+  int n = 0;
+  ibv_context** devices = rdma_get_devices(&n);
+  ASSERT_NE(devices, nullptr) << std::strerror(errno);
+  EXPECT_GE(n, 1);
+  EXPECT_NE(devices[0], nullptr);
+  EXPECT_EQ(devices[n], nullptr) << "NULL-terminated";
+  rdma_free_devices(devices);
 }
 
 // RDMA_PS_UDP: SIDR. The requester's ESTABLISHED carries what it needs to
