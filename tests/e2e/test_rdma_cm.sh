@@ -45,7 +45,7 @@ cm_pair() {
     fi
     echo "RETRY ($name, round $round): $(tail -3 "$FF_WORK/client.log" | tr '\n' ' ')"
     for pid in $(ff_status | grep "vip=10.36.0.1 " | sed -n 's/.* pid=\([0-9]*\).*/\1/p'); do kill -9 "$pid" 2>/dev/null; done
-    wait "$spid" 2>/dev/null
+    wait "$spid" 2>/dev/null || true
   done
   tail -5 "$FF_WORK/client.log"; tail -5 "$FF_WORK/server.log"; fail "$name: client"
 }
@@ -90,11 +90,12 @@ ff_in_container b blue timeout 30 rping -c -a 10.36.0.1 -C 100000000 >"$FF_WORK/
 cli=$!
 for _ in $(seq 200); do grep -q "rdma-ping-10:" "$FF_WORK/server.log" && break; sleep 0.05; done
 grep -q "rdma-ping-10:" "$FF_WORK/server.log" || fail "rping never got going"
-victim=$(ff_status | grep "program=rping vip=10.36.0.2" | sed -n 's/.* pid=\([0-9]*\).*/\1/p' | head -1)
+victim=$(ff_status | grep "program=rping vip=10.36.0.2" | sed -n 's/.* pid=\([0-9]*\).*/\1/p' | head -1 || true)
 [ -n "$victim" ] || fail "the rping client is not among the router's clients"
 kill -9 "$victim"
 wait "$cli" 2>/dev/null || true
-wait "$srv" 2>/dev/null; rc=$?
+rc=0
+wait "$srv" 2>/dev/null || rc=$?  # rping's server may say its client went wrong: only a hang fails
 [ $rc -ne 124 ] || fail "rping's server hung after its client was killed"
 grep -q "DISCONNECT EVENT" "$FF_WORK/server.log" || fail "no DISCONNECTED for the killed client's peer"
 pass "a peer killed mid-transfer: the other side gets DISCONNECTED and does not hang"
