@@ -111,6 +111,17 @@ int ObjectTable::remove_tree(uint32_t handle, ObjectKind kind) {
 }
 
 void ObjectTable::clear() {
+  // rdma_cm ids go first, so their peers hear the DREQ (DISCONNECTED, a
+  // clean end) before this side's QPs vanish and fail the peers' transfers:
+  // the kernel closes a dying process's rdma_cm file, opened before its
+  // verbs file, first. A listener's going may take other ids with it.
+  std::vector<uint32_t> cm_ids;
+  for (const auto& [handle, object] : objects_) {
+    if (object->kind == ObjectKind::kCmId) cm_ids.push_back(handle);
+  }
+  for (uint32_t handle : cm_ids) {
+    if (auto it = objects_.find(handle); it != objects_.end()) erase(it);
+  }
   while (!objects_.empty()) erase(std::prev(objects_.end()));
 }
 

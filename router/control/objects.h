@@ -96,7 +96,8 @@ class ObjectTable {
   int remove(uint32_t handle, ObjectKind kind);
   // Destroys an object and everything created under it, children first.
   int remove_tree(uint32_t handle, ObjectKind kind);
-  // Destroys everything, newest first (children are always newer).
+  // Destroys everything: rdma_cm ids first, then newest first (children
+  // are always newer).
   void clear();
 
   size_t size() const { return objects_.size(); }
