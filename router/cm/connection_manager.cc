@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cerrno>
 
+#include <spdlog/spdlog.h>
+
 namespace ff::router::cm {
 
 namespace {
@@ -105,6 +107,8 @@ std::shared_ptr<Id> ConnectionManager::create_id(const std::string& tenant, uint
   id->port_space_ = port_space;
   id->qp_type_ = qp_type;
   id->psn_ = static_cast<uint32_t>(random_() & 0xffffff);
+  id->token_ = next_token_++;
+  ids_[id->token_] = id;
   return id;
 }
 
@@ -217,12 +221,15 @@ Status ConnectionManager::resolve_route(Id& id) {
   return Status{};
 }
 
-std::shared_ptr<Id> ConnectionManager::listener_at(const Id& from, Endpoint dst) const {
+std::shared_ptr<Id> ConnectionManager::listener_at(const std::string& tenant, uint16_t port_space,
+                                                   Endpoint dst) const {
   // A wildcard listener is in the table under its client's own address.
-  auto it = ports_.find({from.tenant_, dst.ip, from.port_space_, dst.port});
+  auto it = ports_.find({tenant, dst.ip, port_space, dst.port});
   auto id = it == ports_.end() ? nullptr : it->second.lock();
   return id && id->state_ == Id::State::kListening ? id : nullptr;
 }
+
+// --- the handshake, as each side starts it ------------------------------------
 
 Status ConnectionManager::connect(Id& id, const ConnParam& param, const std::vector<uint8_t>& private_data) {
   if (id.state_ != Id::State::kRouteResolved) return Error{EINVAL, "resolve the route first"};
@@ -230,54 +237,395 @@ Status ConnectionManager::connect(Id& id, const ConnParam& param, const std::vec
     return Error{EINVAL, "private data longer than the request carries (" + std::to_string(id.handshake().request) + " bytes)"};
   id.qp_num_ = param.qp_num;
   id.param_ = param;
-  id.private_data_ = private_data;
   id.state_ = Id::State::kConnecting;
-  auto listener = listener_at(id, id.dst_);
-  if (!listener) {
-    refuse_requester(id, id.handshake().no_listener);
-    return Status{};
-  }
-  if (listener->pending_ >= listener->backlog_) {
-    listener->waiting_.push_back(id.weak_from_this());  // its REQ is retried when there is room
-    return Status{};
-  }
-  request(id, *listener);
+  std::optional<std::string> router = routes_ ? routes_->router_for(id.tenant_, id.dst_.ip) : std::nullopt;
+  id.far_router_ = router.value_or("");  // nobody's: this router's listeners, where none listens
+  id.far_ = 0;
+  id.requested_ = true;
+  Message m = message(id, MessageType::kRequest);
+  m.src = id.src_;
+  m.dst = id.dst_;
+  m.param = param;
+  m.private_data = private_data;
+  send(id.far_router_, std::move(m));
   return Status{};
+}
+
+Status ConnectionManager::accept(Id& id, const ConnParam& param, const std::vector<uint8_t>& private_data) {
+  if (id.state_ != Id::State::kRequestReceived) return Error{EINVAL, "the id has no connection request to accept"};
+  if (private_data.size() > id.handshake().reply)
+    return Error{EINVAL, "private data longer than the reply carries (" + std::to_string(id.handshake().reply) + " bytes)"};
+  id.qp_num_ = param.qp_num;
+  Message m = message(id, MessageType::kReply);
+  m.param = param;
+  m.private_data = private_data;
+  std::string router = id.far_router_;
+  if (id.datagram()) {
+    // The SIDR REP: the requester has the QP number and Q_Key it sends to;
+    // the passive side gets no event, and neither side is connected.
+    id.state_ = Id::State::kConnected;
+    forget_far(id);
+  } else {
+    id.state_ = Id::State::kAccepted;
+  }
+  send(router, std::move(m));
+  return Status{};
+}
+
+Status ConnectionManager::establish(Id& id) {
+  if (id.state_ != Id::State::kResponded || id.datagram()) return Error{EINVAL, "the id has no connection response to establish"};
+  id.state_ = Id::State::kConnected;
+  if (id.far_ != 0) send(id.far_router_, message(id, MessageType::kReadyToUse));
+  return Status{};
+}
+
+Status ConnectionManager::reject(Id& id, const std::vector<uint8_t>& private_data) {
+  if (id.state_ != Id::State::kRequestReceived) return Error{EINVAL, "the id has no connection request to reject"};
+  if (private_data.size() > id.handshake().reject)
+    return Error{EINVAL, "private data longer than the reject carries (" + std::to_string(id.handshake().reject) + " bytes)"};
+  id.state_ = Id::State::kRejected;
+  Message m = message(id, MessageType::kReject);
+  m.status = id.handshake().rejected;
+  m.private_data = private_data;
+  std::string router = id.far_router_;
+  forget_far(id);
+  send(router, std::move(m));
+  return Status{};
+}
+
+// rdma_disconnect sends a DREQ, or the DREP to a DREQ received: the peer
+// gets DISCONNECTED at once, the side that asked when the peer answers
+// (with its own rdma_disconnect, or by destroying its id).
+Status ConnectionManager::disconnect(Id& id) {
+  if (id.datagram()) return Error{EINVAL, "a UD id has no connection"};
+  switch (id.state_) {
+    case Id::State::kAccepted:
+    case Id::State::kResponded:
+    case Id::State::kConnected:
+      id.state_ = Id::State::kDisconnected;
+      if (id.far_ == 0) {  // its peer is gone already
+        post(id, event_for(id, RDMA_CM_EVENT_DISCONNECTED));
+        return Status{};
+      }
+      id.disconnecting_ = true;
+      send(id.far_router_, message(id, MessageType::kDisconnectRequest));
+      return Status{};
+    case Id::State::kDisconnected:
+      if (id.far_ != 0 && !id.disconnecting_) {
+        std::string router = id.far_router_;
+        Message drep = message(id, MessageType::kDisconnectReply);
+        forget_far(id);
+        send(router, std::move(drep));
+      }
+      return Status{};
+    case Id::State::kConnecting:
+    case Id::State::kRequestReceived:
+    case Id::State::kRejected:
+      return Status{};  // the kernel's DREQ and DREP both fail there, and it says 0
+    default:
+      return Error{EINVAL, "the id never connected"};
+  }
 }
 
 void ConnectionManager::refuse_requester(Id& active, int status, const std::vector<uint8_t>& private_data) {
   active.state_ = Id::State::kRejected;
-  active.peer_.reset();
+  forget_far(active);
   Event e = event_for(active, active.handshake().refused, status);
   e.private_data = padded(private_data, active.handshake().reject);
   post(active, std::move(e));
 }
 
-// Delivers the request of `active` to a new id beside `listener`.
-void ConnectionManager::request(Id& active, Id& listener) {
+// Its REQ got no answer (dropped, or the far router went): the kernel's CM
+// gives up retrying with UNREACHABLE and -ETIMEDOUT.
+void ConnectionManager::unreachable(Id& active) {
+  active.state_ = Id::State::kRejected;
+  forget_far(active);
+  post(active, event_for(active, RDMA_CM_EVENT_UNREACHABLE, -ETIMEDOUT));
+}
+
+// The DREP: `waiting` sent a DREQ and now has its DISCONNECTED.
+void ConnectionManager::answer_disconnect(Id& waiting) {
+  waiting.disconnecting_ = false;
+  forget_far(waiting);
+  post(waiting, event_for(waiting, RDMA_CM_EVENT_DISCONNECTED));
+}
+
+void ConnectionManager::forget_far(Id& id) {
+  // A passive id's requester indexes it until it answers.
+  if (auto it = requests_.find({id.far_router_, id.far_}); it != requests_.end() && it->second.lock().get() == &id)
+    requests_.erase(it);
+  id.far_ = 0;
+  id.requested_ = false;
+}
+
+// `id` goes away: its far end learns it as from a destroyed kernel id.
+void ConnectionManager::leave(Id& id) {
+  bool knows_far = id.far_ != 0 || id.requested_;
+  if (!knows_far) return;
+  std::string router = id.far_router_;
+  Message m;
+  switch (id.state_) {
+    case Id::State::kConnecting:  // a REJ for the request it gave up on
+      m = message(id, MessageType::kReject);
+      m.status = kRejectTimeout;
+      m.dst = id.dst_;
+      break;
+    case Id::State::kRequestReceived:  // a REJ for the request it never answered
+      m = message(id, MessageType::kReject);
+      m.status = id.handshake().rejected;
+      break;
+    case Id::State::kAccepted:
+    case Id::State::kResponded:
+    case Id::State::kConnected:
+      m = message(id, MessageType::kDisconnectRequest);
+      break;
+    case Id::State::kDisconnected:  // the DREP its peer may wait for
+      if (id.disconnecting_) {
+        forget_far(id);
+        return;
+      }
+      m = message(id, MessageType::kDisconnectReply);
+      break;
+    default:
+      forget_far(id);
+      return;
+  }
+  forget_far(id);
+  send(router, std::move(m));
+}
+
+// --- messages -------------------------------------------------------------------
+
+Message ConnectionManager::message(const Id& id, MessageType type) const {
+  Message m;
+  m.type = type;
+  m.tenant = id.tenant_;
+  m.from = id.token_;
+  m.to = id.far_;
+  m.port_space = id.port_space_;
+  m.qp_type = id.qp_type_;
+  m.psn = id.psn_;
+  return m;
+}
+
+void ConnectionManager::send(const std::string& router, Message m) {
+  if (router.empty() || routes_ == nullptr) return deliver("", m);
+  routes_->send(router, encode(m));
+}
+
+void ConnectionManager::receive(const std::string& router, std::span<const std::byte> bytes) {
+  std::string why;
+  auto m = decode(bytes, why);
+  if (!m || router.empty()) {
+    ++messages_refused_;
+    spdlog::warn("rdma_cm: dropped a message from router {}: {}", router, m ? "no router name" : why);
+    return;
+  }
+  deliver(router, *m);
+}
+
+void ConnectionManager::deliver(const std::string& router, const Message& m) {
+  switch (m.type) {
+    case MessageType::kRequest: return on_request(router, m);
+    case MessageType::kReply: return on_reply(router, m);
+    case MessageType::kReadyToUse: return on_ready_to_use(router, m);
+    case MessageType::kReject: return on_reject(router, m);
+    case MessageType::kDisconnectRequest: return on_disconnect_request(router, m);
+    case MessageType::kDisconnectReply: return on_disconnect_reply(router, m);
+  }
+}
+
+std::shared_ptr<Id> ConnectionManager::addressee(const std::string& router, const Message& m) const {
+  auto it = ids_.find(m.to);
+  auto id = it == ids_.end() ? nullptr : it->second.lock();
+  // Only the id's own far end may speak for its connection.
+  if (!id || id->tenant_ != m.tenant || id->far_router_ != router || (id->far_ != 0 && id->far_ != m.from))
+    return nullptr;
+  return id;
+}
+
+void ConnectionManager::on_request(const std::string& router, const Message& m) {
+  auto listener = listener_at(m.tenant, m.port_space, m.dst);
+  const Handshake& h = m.port_space == RDMA_PS_UDP || m.port_space == RDMA_PS_IPOIB ? kDatagramHandshake
+                                                                                       : kConnectedHandshake;
+  Message answer;
+  answer.tenant = m.tenant;
+  answer.to = m.from;
+  answer.port_space = m.port_space;
+  answer.type = MessageType::kReject;
+  if (!listener) {
+    answer.status = h.no_listener;
+    return send(router, std::move(answer));
+  }
+  if (listener->pending_ >= listener->backlog_) {
+    if (listener->waiting_.size() >= kMaxWaiting) {
+      answer.unreachable = true;  // dropped: the requester's CM gives up
+      return send(router, std::move(answer));
+    }
+    listener->waiting_.push_back({router, m});  // its REQ is retried when there is room
+    return;
+  }
+  request(*listener, router, m);
+}
+
+// Delivers request `m` to a new id beside `listener`.
+void ConnectionManager::request(Id& listener, const std::string& router, const Message& m) {
   auto passive = create_id(listener.tenant_, listener.vip_, *listener.owner_, listener.channel_.lock(),
-                           listener.port_space_, active.qp_type_);
+                           listener.port_space_, m.qp_type);
   std::optional<uint32_t> handle = listener.owner_->adopt(passive);
   if (!handle) {  // the listener's session holds all the objects it may
-    refuse_requester(active, active.handshake().rejected);
-    return;
+    Message no = message(*passive, MessageType::kReject);
+    no.to = m.from;
+    no.from = 0;
+    no.status = passive->handshake().rejected;
+    ids_.erase(passive->token_);
+    return send(router, std::move(no));
   }
   passive->handle_ = *handle;
   passive->state_ = Id::State::kRequestReceived;
-  passive->src_ = {active.dst_.ip, listener.src_.port};
-  passive->dst_ = active.src_;
-  passive->peer_ = active.weak_from_this();
+  passive->src_ = {m.dst.ip, listener.src_.port};
+  passive->dst_ = m.src;
+  passive->far_router_ = router;
+  passive->far_ = m.from;
   passive->listener_ = listener.weak_from_this();
-  active.peer_ = passive;
+  requests_[{router, m.from}] = passive;
   ++listener.pending_;
   Event e = event_for(*passive, RDMA_CM_EVENT_CONNECT_REQUEST);
   e.listen_id = listener.handle_;
-  e.param = as_seen_by_peer(active.param_);
-  e.private_data = padded(active.private_data_, active.handshake().request);
-  e.remote_qp_num = active.qp_num_;
-  e.remote_psn = active.psn_;
+  e.param = as_seen_by_peer(m.param);
+  e.private_data = padded(m.private_data, passive->handshake().request);
+  e.remote_qp_num = m.param.qp_num;
+  e.remote_psn = m.psn;
   e.about = passive;
   post(*passive, std::move(e));
+}
+
+void ConnectionManager::on_reply(const std::string& router, const Message& m) {
+  auto active = addressee(router, m);
+  if (!active || active->state_ != Id::State::kConnecting) return;  // it gave up: its REJ is on the way
+  if (active->datagram()) {
+    active->state_ = Id::State::kConnected;
+    forget_far(*active);
+    Event e = event_for(*active, RDMA_CM_EVENT_ESTABLISHED);
+    e.private_data = padded(m.private_data, active->handshake().reply);
+    e.remote_qp_num = m.param.qp_num;
+    return post(*active, std::move(e));
+  }
+  active->far_ = m.from;
+  active->state_ = Id::State::kResponded;
+  Event e = event_for(*active, RDMA_CM_EVENT_CONNECT_RESPONSE);
+  e.param = as_seen_by_peer(m.param);
+  e.private_data = padded(m.private_data, active->handshake().reply);
+  e.remote_qp_num = m.param.qp_num;
+  e.remote_psn = m.psn;
+  post(*active, std::move(e));
+}
+
+void ConnectionManager::on_ready_to_use(const std::string& router, const Message& m) {
+  auto passive = addressee(router, m);
+  if (!passive || passive->state_ != Id::State::kAccepted) return;
+  requests_.erase({router, m.from});
+  passive->state_ = Id::State::kConnected;
+  post(*passive, event_for(*passive, RDMA_CM_EVENT_ESTABLISHED));
+}
+
+void ConnectionManager::on_reject(const std::string& router, const Message& m) {
+  if (m.to == 0) {
+    // A requester gave up: its request waiting for room goes, or the
+    // passive id it made learns it.
+    if (auto listener = listener_at(m.tenant, m.port_space, m.dst)) {
+      std::erase_if(listener->waiting_, [&](const Id::Waiting& w) { return w.router == router && w.request.from == m.from; });
+    }
+    auto it = requests_.find({router, m.from});
+    auto passive = it == requests_.end() ? nullptr : it->second.lock();
+    if (!passive || passive->tenant_ != m.tenant) return;
+    forget_far(*passive);
+    if (passive->datagram()) return;  // a SIDR REQ has nothing to take back
+    if (passive->state_ != Id::State::kRequestReceived && passive->state_ != Id::State::kAccepted) return;
+    passive->state_ = Id::State::kRejected;
+    Event e = event_for(*passive, RDMA_CM_EVENT_REJECTED, m.status);
+    e.private_data = padded(m.private_data, passive->handshake().reject);
+    return post(*passive, std::move(e));
+  }
+  auto active = addressee(router, m);
+  if (!active || active->state_ != Id::State::kConnecting) return;
+  if (m.unreachable) return unreachable(*active);
+  refuse_requester(*active, m.status, m.private_data);
+}
+
+void ConnectionManager::on_disconnect_request(const std::string& router, const Message& m) {
+  auto id = addressee(router, m);
+  if (id && connected_or_connecting(id->state_)) {
+    id->state_ = Id::State::kDisconnected;
+    post(*id, event_for(*id, RDMA_CM_EVENT_DISCONNECTED));
+    return;
+  }
+  // Not (or no longer) connected to it: the DREP at once.
+  Message drep;
+  drep.type = MessageType::kDisconnectReply;
+  drep.tenant = m.tenant;
+  drep.from = m.to;  // the id it thinks it talks to, gone
+  drep.to = m.from;
+  drep.port_space = m.port_space;
+  if (id) {
+    drep = message(*id, MessageType::kDisconnectReply);
+    drep.to = m.from;
+    if (!id->disconnecting_) forget_far(*id);
+  }
+  send(router, std::move(drep));
+}
+
+void ConnectionManager::on_disconnect_reply(const std::string& router, const Message& m) {
+  auto id = addressee(router, m);
+  if (!id) return;
+  if (id->disconnecting_)
+    answer_disconnect(*id);
+  else if (id->state_ == Id::State::kDisconnected)
+    forget_far(*id);
+}
+
+void ConnectionManager::router_lost(const std::string& router) {
+  if (router.empty()) return;
+  std::vector<std::shared_ptr<Id>> affected;
+  for (const auto& [token, weak] : ids_) {
+    auto id = weak.lock();
+    if (!id) continue;
+    if (id->far_router_ == router && (id->far_ != 0 || id->requested_)) affected.push_back(id);
+    if (id->state_ == Id::State::kListening)
+      std::erase_if(id->waiting_, [&](const Id::Waiting& w) { return w.router == router; });
+  }
+  for (auto& id : affected) {
+    switch (id->state_) {
+      case Id::State::kConnecting:
+        unreachable(*id);
+        break;
+      case Id::State::kRequestReceived:
+      case Id::State::kAccepted: {
+        forget_far(*id);
+        if (id->datagram()) break;
+        id->state_ = Id::State::kRejected;
+        Event e = event_for(*id, RDMA_CM_EVENT_REJECTED, kRejectTimeout);
+        e.private_data = padded({}, id->handshake().reject);
+        post(*id, std::move(e));
+        break;
+      }
+      case Id::State::kResponded:
+      case Id::State::kConnected:
+        forget_far(*id);
+        id->state_ = Id::State::kDisconnected;
+        post(*id, event_for(*id, RDMA_CM_EVENT_DISCONNECTED));
+        break;
+      case Id::State::kDisconnected:
+        if (id->disconnecting_)
+          answer_disconnect(*id);  // its DREQ timed out
+        else
+          forget_far(*id);
+        break;
+      default:
+        forget_far(*id);
+    }
+  }
+  std::erase_if(requests_, [&](const auto& entry) { return entry.first.first == router; });
 }
 
 std::optional<Event> ConnectionManager::take_event(Channel& channel) {
@@ -296,142 +644,9 @@ void ConnectionManager::end_pending(Id& passive) {
   if (!listener) return;
   --listener->pending_;
   while (!listener->waiting_.empty() && listener->pending_ < listener->backlog_) {
-    auto active = listener->waiting_.front().lock();
+    Id::Waiting next = std::move(listener->waiting_.front());
     listener->waiting_.pop_front();
-    if (active && active->state_ == Id::State::kConnecting && !active->peer_.lock()) request(*active, *listener);
-  }
-}
-
-Status ConnectionManager::accept(Id& id, const ConnParam& param, const std::vector<uint8_t>& private_data) {
-  if (id.state_ != Id::State::kRequestReceived) return Error{EINVAL, "the id has no connection request to accept"};
-  if (private_data.size() > id.handshake().reply)
-    return Error{EINVAL, "private data longer than the reply carries (" + std::to_string(id.handshake().reply) + " bytes)"};
-  id.qp_num_ = param.qp_num;
-  auto peer = id.peer_.lock();
-  if (id.datagram()) {
-    // The SIDR REP: the requester has the QP number and Q_Key it sends to;
-    // the passive side gets no event, and neither side is connected.
-    id.state_ = Id::State::kConnected;
-    id.peer_.reset();
-    if (peer && peer->state_ == Id::State::kConnecting) {
-      peer->state_ = Id::State::kConnected;
-      peer->peer_.reset();
-      Event e = event_for(*peer, RDMA_CM_EVENT_ESTABLISHED);
-      e.private_data = padded(private_data, id.handshake().reply);
-      e.remote_qp_num = param.qp_num;
-      post(*peer, std::move(e));
-    }
-    return Status{};
-  }
-  if (!peer || peer->state_ != Id::State::kConnecting) {
-    // The requester went away: its REP would go unanswered.
-    id.state_ = Id::State::kDisconnected;
-    post(id, event_for(id, RDMA_CM_EVENT_CONNECT_ERROR, -ETIMEDOUT));
-    return Status{};
-  }
-  id.state_ = Id::State::kAccepted;
-  peer->state_ = Id::State::kResponded;
-  Event e = event_for(*peer, RDMA_CM_EVENT_CONNECT_RESPONSE);
-  e.param = as_seen_by_peer(param);
-  e.private_data = padded(private_data, id.handshake().reply);
-  e.remote_qp_num = param.qp_num;
-  e.remote_psn = id.psn_;
-  post(*peer, std::move(e));
-  return Status{};
-}
-
-Status ConnectionManager::establish(Id& id) {
-  if (id.state_ != Id::State::kResponded || id.datagram()) return Error{EINVAL, "the id has no connection response to establish"};
-  id.state_ = Id::State::kConnected;
-  auto peer = id.peer_.lock();
-  if (peer && peer->state_ == Id::State::kAccepted) {
-    peer->state_ = Id::State::kConnected;
-    post(*peer, event_for(*peer, RDMA_CM_EVENT_ESTABLISHED));
-  }
-  return Status{};
-}
-
-Status ConnectionManager::reject(Id& id, const std::vector<uint8_t>& private_data) {
-  if (id.state_ != Id::State::kRequestReceived) return Error{EINVAL, "the id has no connection request to reject"};
-  if (private_data.size() > id.handshake().reject)
-    return Error{EINVAL, "private data longer than the reject carries (" + std::to_string(id.handshake().reject) + " bytes)"};
-  id.state_ = Id::State::kRejected;
-  if (auto peer = id.peer_.lock(); peer && peer->state_ == Id::State::kConnecting)
-    refuse_requester(*peer, id.handshake().rejected, private_data);
-  id.peer_.reset();
-  return Status{};
-}
-
-// rdma_disconnect sends a DREQ, or the DREP to a DREQ received: the peer
-// gets DISCONNECTED at once, the side that asked when the peer answers
-// (with its own rdma_disconnect, or by destroying its id).
-Status ConnectionManager::disconnect(Id& id) {
-  if (id.datagram()) return Error{EINVAL, "a UD id has no connection"};
-  auto peer = id.peer_.lock();
-  switch (id.state_) {
-    case Id::State::kAccepted:
-    case Id::State::kResponded:
-    case Id::State::kConnected:
-      id.state_ = Id::State::kDisconnected;
-      if (peer && connected_or_connecting(peer->state_)) {
-        id.disconnecting_ = true;
-        peer->state_ = Id::State::kDisconnected;
-        post(*peer, event_for(*peer, RDMA_CM_EVENT_DISCONNECTED));
-      } else {
-        post(id, event_for(id, RDMA_CM_EVENT_DISCONNECTED));
-      }
-      return Status{};
-    case Id::State::kDisconnected:
-      if (peer && peer->disconnecting_) answer_disconnect(*peer);
-      return Status{};
-    case Id::State::kConnecting:
-    case Id::State::kRequestReceived:
-    case Id::State::kRejected:
-      return Status{};  // the kernel's DREQ and DREP both fail there, and it says 0
-    default:
-      return Error{EINVAL, "the id never connected"};
-  }
-}
-
-// The DREP: `waiting` sent a DREQ and now has its DISCONNECTED.
-void ConnectionManager::answer_disconnect(Id& waiting) {
-  waiting.disconnecting_ = false;
-  if (auto peer = waiting.peer_.lock()) peer->peer_.reset();
-  waiting.peer_.reset();
-  post(waiting, event_for(waiting, RDMA_CM_EVENT_DISCONNECTED));
-}
-
-// `id` goes away: its peer learns it as from a destroyed kernel id.
-void ConnectionManager::lose_peer(Id& id) {
-  auto peer = id.peer_.lock();
-  id.peer_.reset();
-  if (!peer) return;
-  switch (peer->state_) {
-    case Id::State::kAccepted:
-    case Id::State::kResponded:
-    case Id::State::kConnected:  // a DREQ
-      peer->peer_.reset();
-      peer->state_ = Id::State::kDisconnected;
-      post(*peer, event_for(*peer, RDMA_CM_EVENT_DISCONNECTED));
-      break;
-    case Id::State::kDisconnected:  // the DREP it waits for
-      if (peer->disconnecting_) answer_disconnect(*peer);
-      peer->peer_.reset();
-      break;
-    case Id::State::kConnecting:  // its request's passive id went before answering
-      refuse_requester(*peer, peer->handshake().rejected);
-      break;
-    case Id::State::kRequestReceived: {  // its requester went
-      peer->peer_.reset();
-      if (peer->datagram()) break;  // a SIDR REQ has nothing to take back
-      peer->state_ = Id::State::kRejected;
-      Event e = event_for(*peer, RDMA_CM_EVENT_REJECTED, kRejectTimeout);
-      e.private_data = padded({}, peer->handshake().reject);
-      post(*peer, std::move(e));
-      break;
-    }
-    default:
-      peer->peer_.reset();
+    request(*listener, next.router, next.request);
   }
 }
 
@@ -447,8 +662,13 @@ void ConnectionManager::destroy(Id& id) {
     // Requests that waited for room retry and find no one listening.
     auto waiting = std::move(id.waiting_);
     for (auto& w : waiting) {
-      if (auto active = w.lock(); active && active->state_ == Id::State::kConnecting && !active->peer_.lock())
-        refuse_requester(*active, active->handshake().no_listener);
+      Message no;
+      no.type = MessageType::kReject;
+      no.tenant = id.tenant_;
+      no.to = w.request.from;
+      no.port_space = id.port_space_;
+      no.status = id.handshake().no_listener;
+      send(w.router, std::move(no));
     }
     // Requests the app has not read go with their listener (their
     // requesters are rejected as each goes).
@@ -460,7 +680,8 @@ void ConnectionManager::destroy(Id& id) {
   }
   if (auto ch = id.channel_.lock()) ch->forget(id.handle_);
   end_pending(id);
-  lose_peer(id);
+  leave(id);
+  ids_.erase(id.token_);
   id.state_ = Id::State::kIdle;
 }
 

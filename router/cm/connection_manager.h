@@ -3,15 +3,22 @@
 //
 // A client's ids and event channels are objects of its session; this is
 // where they meet: ports bound per tenant and address, listeners, the
-// connection handshake (REQ, REP, RTU, REJ, DREQ) between two ids, and the
-// events each id's channel queues. One tenant never sees another's ports or
-// listeners: every table is keyed by tenant.
+// connection handshake (REQ, REP, RTU, REJ, DREQ, DREP) between two ids, and
+// the events each id's channel queues. One tenant never sees another's ports
+// or listeners: every table is keyed by tenant.
+//
+// The two ids of a connection talk only in CM messages (message.h), as two
+// kernels' CMs do: an id knows its far end as a router and a token there.
+// When both ids are on this router the message is handled at once; when
+// the far end is on another router (Routes: the directory and the
+// router-to-router link) it goes there and comes back as receive().
 //
 // Bounds: an id queues a few events per state it passes through, and ids
 // are objects their session is charged for (--max-objects-per-session);
 // a listener holds at most `backlog` requests not yet accepted or rejected,
-// and a connect beyond that is rejected. So a client cannot grow the router
-// by not reading its events.
+// and at most kMaxWaiting more waiting for room (past that a request is
+// dropped: its requester gets UNREACHABLE). So neither a client that does
+// not read its events nor a peer router that floods requests grows it.
 //
 // Thread contract: the Asio thread (the control plane's), like sessions.
 #pragma once
@@ -19,33 +26,23 @@
 #include <rdma/rdma_cma.h>
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
 #include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "router/common/result.h"
 #include "proto/fd.h"
+#include "router/cm/message.h"
 
 namespace ff::router::cm {
-
-struct Endpoint {
-  uint32_t ip = 0;  // host order
-  uint16_t port = 0;
-  bool operator==(const Endpoint&) const = default;
-};
-
-// struct rdma_conn_param without the private data.
-struct ConnParam {
-  uint8_t responder_resources = 0, initiator_depth = 0, flow_control = 0, retry_count = 0,
-          rnr_retry_count = 0, srq = 0;
-  uint32_t qp_num = 0;
-};
 
 // What a port space's handshake is made of on RoCE: RC's REQ, REP and REJ
 // (RDMA_PS_TCP, RDMA_PS_IB), or UD's SIDR REQ and REP (RDMA_PS_UDP,
@@ -63,6 +60,20 @@ inline constexpr Handshake kDatagramHandshake{180, 136, 136, RDMA_CM_EVENT_UNREA
 inline constexpr int kRejectTimeout = 4;  // IB CM: the requester went away
 
 class Id;
+
+// Where the ids' far ends are: the router serving a virtual IP, and the way
+// to the other routers' connection managers. Without one (a single router)
+// every address is this router's.
+class Routes {
+ public:
+  virtual ~Routes() = default;
+  // The router whose client has `vip` in `tenant`: "" for this router,
+  // nullopt when none does.
+  virtual std::optional<std::string> router_for(const std::string& tenant, uint32_t vip) = 0;
+  // Sends `message` to the connection manager of `router`. It arrives
+  // there (receive()), or the router is reported lost (router_lost()).
+  virtual void send(const std::string& router, std::vector<std::byte> message) = 0;
+};
 
 struct Event {
   uint32_t id = 0;         // handle of the id in the owning session
@@ -154,14 +165,23 @@ class Id : public std::enable_shared_from_this<Id> {
   uint32_t psn_ = 0;       // its QP's starting send PSN
   uint32_t qp_num_ = 0;    // its QP (from connect or accept)
   ConnParam param_;        // what it connected or accepted with
-  std::vector<uint8_t> private_data_;
-  std::weak_ptr<Id> peer_;  // the other end of a connection
+  uint64_t token_ = 0;     // its name in CM messages
+  // The other end of its connection: an id `far_` on router `far_router_`
+  // ("" this one). An active id knows the router from its REQ on and the
+  // id from the REP; 0 when there is none (any more).
+  std::string far_router_;
+  uint64_t far_ = 0;
+  bool requested_ = false;  // an active id sent its REQ to far_router_
   // Listeners: CONNECT_REQUESTs queued and not yet read by the app, at most
   // backlog_; requests past that wait (the kernel drops them and the
   // requester's CM retries until there is room).
+  struct Waiting {
+    std::string router;
+    Message request;
+  };
   int backlog_ = 0;
   int pending_ = 0;
-  std::deque<std::weak_ptr<Id>> waiting_;
+  std::deque<Waiting> waiting_;
   std::weak_ptr<Id> listener_;  // a passive id: the listener it came through, until its request is read
   bool disconnecting_ = false;  // sent a DREQ: DISCONNECTED comes with the peer's DREP
 };
@@ -197,8 +217,20 @@ class ConnectionManager {
   Status establish(Id& id);
   Status disconnect(Id& id);
 
+  // Multi-host: where other routers' ids are (null: this router alone).
+  // Cleared before the routes go.
+  void set_routes(Routes* routes) { routes_ = routes; }
+  // A message from the connection manager of `router`; garbage is dropped
+  // with a log line.
+  void receive(const std::string& router, std::span<const std::byte> message);
+  // `router` went away or restarted: every connection with it ends as when
+  // its messages stop coming (UNREACHABLE, REJECTED, DISCONNECTED).
+  void router_lost(const std::string& router);
+
   // Ports an id of `tenant` holds, for tests and ffctl.
   size_t ports_in_use() const { return ports_.size(); }
+  // Messages from other routers dropped as garbage.
+  uint64_t messages_refused() const { return messages_refused_; }
 
  private:
   using PortKey = std::tuple<std::string, uint32_t, uint16_t, uint16_t>;  // tenant, ip, port space, port
@@ -206,14 +238,38 @@ class ConnectionManager {
   void release_port(Id& id);
   void post(Id& id, Event e);
   Event event_for(const Id& id, rdma_cm_event_type type, int status = 0) const;
-  std::shared_ptr<Id> listener_at(const Id& from, Endpoint dst) const;
-  void request(Id& active, Id& listener);
+  std::shared_ptr<Id> listener_at(const std::string& tenant, uint16_t port_space, Endpoint dst) const;
   void end_pending(Id& passive);
   void refuse_requester(Id& active, int status, const std::vector<uint8_t>& private_data = {});
+  void unreachable(Id& active);
   void answer_disconnect(Id& waiting);
-  void lose_peer(Id& id);
+  void leave(Id& id);
+  void forget_far(Id& id);
 
+  // Messages: a new one from `id` to its far end, sending one, and what
+  // each does where it arrives (`router`: where it came from).
+  Message message(const Id& id, MessageType type) const;
+  void send(const std::string& router, Message m);
+  void deliver(const std::string& router, const Message& m);
+  // The id `m` is for, if it is that router's id's far end.
+  std::shared_ptr<Id> addressee(const std::string& router, const Message& m) const;
+  void on_request(const std::string& router, const Message& m);
+  void request(Id& listener, const std::string& router, const Message& m);
+  void on_reply(const std::string& router, const Message& m);
+  void on_ready_to_use(const std::string& router, const Message& m);
+  void on_reject(const std::string& router, const Message& m);
+  void on_disconnect_request(const std::string& router, const Message& m);
+  void on_disconnect_reply(const std::string& router, const Message& m);
+
+  static constexpr size_t kMaxWaiting = 1024;  // requests waiting for a full listener's room
   std::map<PortKey, std::weak_ptr<Id>> ports_;
+  std::map<uint64_t, std::weak_ptr<Id>> ids_;  // by token
+  // Passive ids by their requester (router, token), until they answer it:
+  // a requester that gives up names only itself.
+  std::map<std::pair<std::string, uint64_t>, std::weak_ptr<Id>> requests_;
+  uint64_t next_token_ = 1;
+  Routes* routes_ = nullptr;
+  uint64_t messages_refused_ = 0;
   std::mt19937 random_;
 };
 
