@@ -143,6 +143,10 @@ class Id : public std::enable_shared_from_this<Id> {
     kConnected, kDisconnected, kRejected,
   };
   State state() const { return state_; }
+  // Accepted, responded or connected: a DREQ ends its connection.
+  bool holds_connection() const {
+    return state_ == State::kAccepted || state_ == State::kResponded || state_ == State::kConnected;
+  }
   bool datagram() const { return port_space_ == RDMA_PS_UDP || port_space_ == RDMA_PS_IPOIB; }
   const Handshake& handshake() const { return datagram() ? kDatagramHandshake : kConnectedHandshake; }
   const Endpoint& src() const { return src_; }

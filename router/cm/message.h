@@ -9,6 +9,7 @@
 // decode() trusts nothing: a peer router's bytes are checked field by field.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -58,6 +59,23 @@ struct Message {
 
 inline constexpr size_t kMaxTenantName = 63;
 inline constexpr size_t kMaxPrivateData = 196;  // the longest field: RC's REP
+
+// The peer's parameters as an event reports them: what the peer offers to
+// answer is what this side may ask for, and the other way round.
+inline ConnParam as_seen_by_peer(const ConnParam& p) {
+  ConnParam seen = p;
+  seen.responder_resources = p.initiator_depth;
+  seen.initiator_depth = p.responder_resources;
+  return seen;
+}
+
+// Private data as every event reports it: the message's whole field,
+// zero-padded, as the kernel's rdma_cm does.
+inline std::vector<uint8_t> padded(const std::vector<uint8_t>& data, size_t field) {
+  std::vector<uint8_t> out(field, 0);
+  std::copy_n(data.begin(), std::min(data.size(), field), out.begin());
+  return out;
+}
 
 std::vector<std::byte> encode(const Message& m);
 // The message, or nullopt with `why` set.

@@ -105,6 +105,12 @@ class ObjectTable {
   // handle while they are built, e.g. a CQ's channel event tag).
   uint32_t next_handle() const { return next_handle_; }
   uint32_t count(ObjectKind kind) const { return counts_[static_cast<size_t>(kind)]; }
+  // Calls f(const T&) for each object of `kind`, oldest first.
+  template <typename T, typename F>
+  void for_each(ObjectKind kind, F&& f) const {
+    for (const auto& [handle, object] : objects_)
+      if (object->kind == kind) f(static_cast<const T&>(*object));
+  }
 
  private:
   void erase(std::map<uint32_t, std::unique_ptr<Object>>::iterator it);

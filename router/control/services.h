@@ -48,8 +48,9 @@ class ControlServices {
   virtual uint64_t sessions_refused() const = 0;
   // rdma_cm's ports, listeners and connections (router/cm/).
   virtual cm::ConnectionManager& connection_manager() = 0;
-  // Whether a client of `tenant` with virtual IP `vip` is connected here.
-  virtual bool serves(const std::string& tenant, uint32_t vip) const = 0;
+  // Whether a client of `tenant` has virtual IP `vip`, on this router or
+  // (multi-host) on one the directory lists.
+  virtual bool reachable(const std::string& tenant, uint32_t vip) = 0;
   // Multi-host: null when this router serves its host alone.
   virtual const Directory* directory() const = 0;
   virtual const FabricCluster* cluster() const = 0;

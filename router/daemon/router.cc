@@ -79,6 +79,7 @@ Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
   }
   for (auto& l : listeners_) bind(*l, l->role == SessionRole::kAdmin ? 0600 : options_.socket_mode);
   if (!options_.directory.empty()) join_cluster();
+  connection_manager_.set_routes(this);
   signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
     if (!ec) {
       spdlog::info("signal {}: shutting down", sig);
@@ -104,6 +105,11 @@ void Router::join_cluster() {
   auto cluster = fabric_->join_cluster(io_, *directory_, listen, link_security(options_));
   if (!cluster) throw FabricStartError(cluster.error().message);
   cluster_ = std::move(*cluster);
+  cluster_->on_messages(
+      [this](const std::string& router, std::span<const std::byte> message) {
+        connection_manager_.receive(router, message);
+      },
+      [this](const std::string& router) { connection_manager_.router_lost(router); });
 }
 
 void Router::session_greeted(Session& s) {
@@ -111,6 +117,8 @@ void Router::session_greeted(Session& s) {
 }
 
 Router::~Router() {
+  connection_manager_.set_routes(nullptr);
+  if (cluster_) cluster_->on_messages(nullptr, nullptr);
   cluster_.reset();
   directory_.reset();
   for (auto& l : listeners_) ::unlink(l->path.c_str());
@@ -230,11 +238,26 @@ std::vector<std::shared_ptr<Session>> Router::sessions() const {
   return out;
 }
 
-bool Router::serves(const std::string& tenant, uint32_t vip) const {
+bool Router::serves_here(const std::string& tenant, uint32_t vip) const {
   return std::any_of(sessions_.begin(), sessions_.end(), [&](const auto& entry) {
     const Session& s = *entry.second;
     return s.greeted() && s.tenant() != nullptr && s.tenant()->name == tenant && s.virtual_ip() == vip;
   });
+}
+
+bool Router::reachable(const std::string& tenant, uint32_t vip) { return router_for(tenant, vip).has_value(); }
+
+std::optional<std::string> Router::router_for(const std::string& tenant, uint32_t vip) {
+  if (serves_here(tenant, vip)) return std::string();
+  if (!directory_) return std::nullopt;
+  auto router = directory_->router_for(tenant, vip);
+  if (router && *router == directory_->self()) return std::string();
+  return router;
+}
+
+void Router::send(const std::string& router, std::vector<std::byte> message) {
+  if (cluster_) return cluster_->send_message(router, std::move(message));
+  boost::asio::post(io_, [this, router] { connection_manager_.router_lost(router); });
 }
 
 void Router::session_closed(uint64_t session_id) {

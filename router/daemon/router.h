@@ -28,7 +28,7 @@
 
 namespace ff::router {
 
-class Router final : public ControlServices {
+class Router final : public ControlServices, private cm::Routes {
  public:
   // Creates the run directory layout and binds every socket. Throws
   // std::runtime_error with what to fix (permissions, another router running).
@@ -58,7 +58,7 @@ class Router final : public ControlServices {
   const Directory* directory() const override { return directory_.get(); }
   const FabricCluster* cluster() const override { return cluster_.get(); }
   cm::ConnectionManager& connection_manager() override { return connection_manager_; }
-  bool serves(const std::string& tenant, uint32_t vip) const override;
+  bool reachable(const std::string& tenant, uint32_t vip) override;
 
   size_t tenant_sessions(const policy::TenantSpec& t) const;
 
@@ -79,6 +79,11 @@ class Router final : public ControlServices {
   void lock_run_dir();
   void bind(Listener& l, unsigned mode);
   void join_cluster();
+  // Whether a greeted client of `tenant` has `vip` here.
+  bool serves_here(const std::string& tenant, uint32_t vip) const;
+  // cm::Routes: rdma_cm's messages to other routers go through the cluster.
+  std::optional<std::string> router_for(const std::string& tenant, uint32_t vip) override;
+  void send(const std::string& router, std::vector<std::byte> message) override;
   void accept_next(Listener& l);
   void accept_failed(Listener& l, const boost::system::error_code& ec);
   void admit(Listener& l, boost::asio::local::stream_protocol::socket sock);

@@ -12,7 +12,9 @@
 
 #include <infiniband/verbs.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <stdexcept>
@@ -180,7 +182,21 @@ class FabricCluster {
   // Stops listening, connecting and reconnecting (the router is stopping).
   virtual void shutdown() = 0;
   virtual std::vector<PeerStatus> peers() const = 0;
+
+  // Messages between the routers' control planes (rdma_cm's handshakes),
+  // on the Asio thread: each message sent reaches `router`'s handler, in
+  // order, or `router` is reported lost (its links went down, it restarted,
+  // or it could not be reached), so that nothing waits for an answer that
+  // cannot come.
+  using MessageHandler = std::function<void(const std::string& router, std::span<const std::byte> message)>;
+  using LostHandler = std::function<void(const std::string& router)>;
+  // Set both before sending; null handlers detach (before the daemon's
+  // receivers go).
+  virtual void on_messages(MessageHandler message, LostHandler lost) = 0;
+  // At most kMaxClusterMessage bytes.
+  virtual void send_message(const std::string& router, std::vector<std::byte> message) = 0;
 };
+inline constexpr size_t kMaxClusterMessage = 16 * 1024;
 
 class Fabric {
  public:

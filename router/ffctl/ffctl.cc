@@ -31,7 +31,7 @@ int print_status(const ff::proto::StatusReply& s) {
         std::printf(" %s=%u", o->kind()->c_str(), o->count());
         total_objects += o->count();
       }
-      std::printf("\n");
+      std::printf(" cm_listeners=%u\n", c->cm_listeners());
     }
   }
   std::printf("total clients=%zu objects=%zu\n", total_clients, total_objects);

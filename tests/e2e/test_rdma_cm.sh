@@ -18,37 +18,7 @@ ff_in_container a blue env FF_CM_ADDR=10.36.0.1 FF_CM_CYCLES="${FF_CM_CYCLES:-10
 pass "rdma_cm conformance (${FF_CM_CYCLES:-1000} connect/disconnect cycles)"
 
 # cm_pair NAME SERVER_CMD -- CLIENT_CMD: the server in a, the client in b.
-# An rdma_cm server opens no TCP port to wait for: the client is retried
-# while its server still runs (its address resolves once the server opened
-# the device, and it is refused until it listens), for up to 10 s.
-# A pair that fails after connecting is run once more, saying so: one CI run
-# saw ib_write_lat -R fail its first handshake SEND (IBV_WC_RETRY_EXC_ERR),
-# not reproduced since (issue 14's notes).
-cm_pair() {
-  local name=$1 server=() client=() round
-  shift
-  while [ "$1" != "--" ]; do server+=("$1"); shift; done
-  shift
-  client=("$@")
-  for round in 1 2; do
-    ff_in_container a blue timeout 60 "${server[@]}" >"$FF_WORK/server.log" 2>&1 &
-    local spid=$! rc=1
-    for _ in $(seq 100); do
-      ff_in_container b blue timeout 60 "${client[@]}" >"$FF_WORK/client.log" 2>&1 && { rc=0; break; }
-      grep -q "Bad wc status" "$FF_WORK/client.log" && break
-      kill -0 "$spid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if [ $rc -eq 0 ]; then
-      wait "$spid" || { tail -5 "$FF_WORK/server.log"; fail "$name: server"; }
-      return 0
-    fi
-    echo "RETRY ($name, round $round): $(tail -3 "$FF_WORK/client.log" | tr '\n' ' ')"
-    for pid in $(ff_status | grep "vip=10.36.0.1 " | sed -n 's/.* pid=\([0-9]*\).*/\1/p'); do kill -9 "$pid" 2>/dev/null; done
-    wait "$spid" 2>/dev/null || true
-  done
-  tail -5 "$FF_WORK/client.log"; tail -5 "$FF_WORK/server.log"; fail "$name: client"
-}
+cm_pair() { ff_cm_pair_in "$1" "" a 10.36.0.1 "" b blue "${@:2}"; }
 
 before=$(ff_bytes)
 cm_pair "rping" rping -s -a 10.36.0.1 -C 100 -v -- rping -c -a 10.36.0.1 -C 100 -v -V

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <deque>
 #include <map>
 
 namespace ff::router::cm {
@@ -217,6 +218,239 @@ TEST_F(ConnectionManagerTest, DatagramIdsResolveTheirPeerWithSidr) {
   EXPECT_EQ(ud_client.next_event(&status), RDMA_CM_EVENT_UNREACHABLE);
   EXPECT_EQ(status, 2);
   (void)nobody;
+}
+
+// --- two routers ---------------------------------------------------------------
+
+constexpr uint32_t kFarVip = 0x0a000102;
+
+// Two routers' connection managers joined as by a link: each message is
+// encoded, queued and delivered when the test pumps, in order per
+// direction; every address but the router's own is the other's.
+struct Cluster {
+  struct Router : Routes {
+    Router(Cluster& c, std::string n, uint32_t v) : cluster(c), name(std::move(n)), vip(v) { manager.set_routes(this); }
+    std::optional<std::string> router_for(const std::string&, uint32_t ip) override {
+      if (ip == vip) return std::string();
+      return name == "alpha" ? std::string("beta") : std::string("alpha");
+    }
+    void send(const std::string& to, std::vector<std::byte> message) override {
+      cluster.wire.push_back({name, to, std::move(message)});
+    }
+    Cluster& cluster;
+    std::string name;
+    uint32_t vip;
+    ConnectionManager manager;
+  };
+  struct InFlight {
+    std::string from, to;
+    std::vector<std::byte> bytes;
+  };
+  Router& router(const std::string& name) { return name == "alpha" ? alpha : beta; }
+  // Delivers everything in flight (and what that sends): false if nothing was.
+  bool pump() {
+    bool any = false;
+    while (!wire.empty()) {
+      InFlight m = std::move(wire.front());
+      wire.pop_front();
+      router(m.to).manager.receive(m.from, m.bytes);
+      any = true;
+    }
+    return any;
+  }
+  std::deque<InFlight> wire;
+  Router alpha{*this, "alpha", kVip}, beta{*this, "beta", kFarVip};
+};
+
+struct TwoRoutersTest : ::testing::Test {
+  Cluster cluster;
+  ConnectionManager& a = cluster.alpha.manager;
+  ConnectionManager& b = cluster.beta.manager;
+  Owner server{a, "blue"};
+  Owner client{b, "blue"};
+  Id* listener = nullptr;
+
+  void SetUp() override {
+    listener = &server.make();
+    ASSERT_TRUE(a.bind(*listener, {0, 7000}));
+    ASSERT_TRUE(a.listen(*listener, 8));
+  }
+  Id& requester(std::vector<uint8_t> private_data = {}) {
+    auto made = b.create_id("blue", kFarVip, client, client.channel, RDMA_PS_TCP, 2);
+    client.adopt(made);
+    Id& id = *made;
+    EXPECT_TRUE(b.resolve_addr(id, std::nullopt, {kVip, 7000}, true));
+    EXPECT_TRUE(b.resolve_route(id));
+    EXPECT_EQ(client.next_event(), RDMA_CM_EVENT_ADDR_RESOLVED);
+    EXPECT_EQ(client.next_event(), RDMA_CM_EVENT_ROUTE_RESOLVED);
+    EXPECT_TRUE(b.connect(id, ConnParam{1, 2, 0, 7, 7, 0, 0x123}, private_data));
+    return id;
+  }
+  // The passive id of the next CONNECT_REQUEST (after the wire delivered it).
+  Id& passive() {
+    cluster.pump();
+    uint32_t handle = 0;
+    EXPECT_EQ(server.next_event(nullptr, &handle), RDMA_CM_EVENT_CONNECT_REQUEST);
+    return *server.ids.at(handle);
+  }
+};
+
+TEST_F(TwoRoutersTest, TheHandshakeGoesBetweenRoutersWithItsPrivateData) {
+  Id& active = requester({'h', 'i'});
+  EXPECT_EQ(server.next_event(), -1) << "nothing arrives before the wire carries it";
+  cluster.pump();
+  auto e = a.take_event(*server.channel);
+  ASSERT_TRUE(e);
+  ASSERT_EQ(e->type, RDMA_CM_EVENT_CONNECT_REQUEST);
+  EXPECT_EQ(e->private_data.size(), kConnectedHandshake.request);
+  EXPECT_EQ(e->private_data[0], 'h');
+  EXPECT_EQ(e->remote_qp_num, 0x123u);
+  EXPECT_EQ(e->param.initiator_depth, 1) << "the requester's responder resources, as the passive side sees them";
+  EXPECT_EQ(e->dst, (Endpoint{kFarVip, active.src().port}));
+  Id& pass = *server.ids.at(e->id);
+  ASSERT_TRUE(a.accept(pass, ConnParam{0, 0, 0, 0, 0, 0, 0x456}, {'o', 'k'}));
+  cluster.pump();
+  auto r = b.take_event(*client.channel);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->type, RDMA_CM_EVENT_CONNECT_RESPONSE);
+  EXPECT_EQ(r->remote_qp_num, 0x456u);
+  EXPECT_EQ(r->private_data.size(), kConnectedHandshake.reply);
+  EXPECT_EQ(r->private_data[1], 'k');
+  ASSERT_TRUE(b.establish(active));
+  cluster.pump();
+  EXPECT_EQ(server.next_event(), RDMA_CM_EVENT_ESTABLISHED);
+  // DREQ one way, DREP the other.
+  ASSERT_TRUE(b.disconnect(active));
+  cluster.pump();
+  EXPECT_EQ(server.next_event(), RDMA_CM_EVENT_DISCONNECTED);
+  EXPECT_EQ(client.next_event(), -1);
+  ASSERT_TRUE(a.disconnect(pass));
+  cluster.pump();
+  EXPECT_EQ(client.next_event(), RDMA_CM_EVENT_DISCONNECTED);
+}
+
+TEST_F(TwoRoutersTest, RejectsAndNobodyListeningComeBackAcrossTheLink) {
+  requester();
+  Id& pass = passive();
+  ASSERT_TRUE(a.reject(pass, {'n', 'o'}));
+  cluster.pump();
+  auto e = b.take_event(*client.channel);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->type, RDMA_CM_EVENT_REJECTED);
+  EXPECT_EQ(e->status, kConnectedHandshake.rejected);
+  EXPECT_EQ(e->private_data[0], 'n');
+  auto made = b.create_id("blue", kFarVip, client, client.channel, RDMA_PS_TCP, 2);
+  client.adopt(made);
+  Id& id = *made;
+  ASSERT_TRUE(b.resolve_addr(id, std::nullopt, {kVip, 7999}, true));
+  ASSERT_TRUE(b.resolve_route(id));
+  client.next_event();
+  client.next_event();
+  ASSERT_TRUE(b.connect(id, ConnParam{}, {}));
+  cluster.pump();
+  int status = 0;
+  EXPECT_EQ(client.next_event(&status), RDMA_CM_EVENT_REJECTED);
+  EXPECT_EQ(status, kConnectedHandshake.no_listener);
+}
+
+TEST_F(TwoRoutersTest, AnIdThatGoesAwayIsLearntOnTheOtherRouter) {
+  // A requester destroyed before its request is answered: REJECTED (4).
+  Id& gone = requester();
+  Id& pass = passive();
+  client.drop(gone.handle());
+  cluster.pump();
+  int status = 0;
+  EXPECT_EQ(server.next_event(&status), RDMA_CM_EVENT_REJECTED);
+  EXPECT_EQ(status, kRejectTimeout);
+  EXPECT_EQ(a.accept(pass, ConnParam{}, {}).error().code, EINVAL);
+  // A connected peer destroyed: DISCONNECTED.
+  Id& active = requester();
+  Id& pass2 = passive();
+  ASSERT_TRUE(a.accept(pass2, ConnParam{}, {}));
+  cluster.pump();
+  ASSERT_EQ(client.next_event(), RDMA_CM_EVENT_CONNECT_RESPONSE);
+  ASSERT_TRUE(b.establish(active));
+  cluster.pump();
+  ASSERT_EQ(server.next_event(), RDMA_CM_EVENT_ESTABLISHED);
+  server.drop(pass2.handle());
+  cluster.pump();
+  EXPECT_EQ(client.next_event(), RDMA_CM_EVENT_DISCONNECTED);
+  ASSERT_TRUE(b.disconnect(active)) << "its DREP goes to an id that is gone: dropped";
+  cluster.pump();
+  EXPECT_EQ(client.next_event(), -1);
+}
+
+TEST_F(TwoRoutersTest, ALostRouterEndsEveryConnectionWithIt) {
+  Id& connecting = requester();  // never delivered
+  cluster.wire.clear();
+  Id& active = requester();
+  Id& pass = passive();
+  ASSERT_TRUE(a.accept(pass, ConnParam{}, {}));
+  cluster.pump();
+  ASSERT_EQ(client.next_event(), RDMA_CM_EVENT_CONNECT_RESPONSE);
+  ASSERT_TRUE(b.establish(active));
+  cluster.pump();
+  ASSERT_EQ(server.next_event(), RDMA_CM_EVENT_ESTABLISHED);
+  requester();
+  Id& unanswered = passive();
+  b.router_lost("alpha");
+  a.router_lost("beta");
+  uint32_t id = 0;
+  int status = 0;
+  std::map<uint32_t, std::pair<int, int>> seen;
+  while (true) {
+    int type = client.next_event(&status, &id);
+    if (type < 0) break;
+    seen[id] = {type, status};
+  }
+  EXPECT_EQ(seen[connecting.handle()], (std::pair<int, int>{RDMA_CM_EVENT_UNREACHABLE, -ETIMEDOUT}));
+  EXPECT_EQ(seen[active.handle()].first, RDMA_CM_EVENT_DISCONNECTED);
+  EXPECT_EQ(server.next_event(&status, &id), RDMA_CM_EVENT_DISCONNECTED);
+  EXPECT_EQ(id, pass.handle());
+  EXPECT_EQ(server.next_event(&status, &id), RDMA_CM_EVENT_REJECTED);
+  EXPECT_EQ(id, unanswered.handle());
+  EXPECT_EQ(status, kRejectTimeout);
+  EXPECT_FALSE(cluster.pump()) << "nothing is sent to a lost router";
+}
+
+TEST_F(TwoRoutersTest, ARouterSpeaksOnlyForItsOwnIdsAndGarbageIsDropped) {
+  requester();
+  Id& pass = passive();
+  ASSERT_TRUE(a.accept(pass, ConnParam{}, {}));
+  cluster.pump();
+  ASSERT_EQ(client.next_event(), RDMA_CM_EVENT_CONNECT_RESPONSE);
+  // A third router forges beta's DREQ to the passive id.
+  Message forged;
+  forged.type = MessageType::kDisconnectRequest;
+  forged.tenant = "blue";
+  forged.port_space = RDMA_PS_TCP;
+  for (uint64_t from = 1; from < 64; ++from) {
+    for (uint64_t to = 1; to < 64; ++to) {
+      forged.from = from;
+      forged.to = to;
+      a.receive("gamma", encode(forged));
+    }
+  }
+  EXPECT_EQ(a.messages_refused(), 0u) << "well-formed";
+  EXPECT_EQ(server.next_event(), -1) << "gamma is not the passive id's far end";
+  // Bytes that are not a message, or lie about their length.
+  std::vector<std::byte> bytes = encode(forged);
+  uint64_t refused = a.messages_refused();
+  a.receive("beta", std::span(bytes).first(10));
+  bytes.push_back(std::byte{0});
+  a.receive("beta", bytes);
+  bytes = encode(forged);
+  bytes[0] = std::byte{9};  // version
+  a.receive("beta", bytes);
+  EXPECT_EQ(a.messages_refused(), refused + 3);
+  EXPECT_EQ(server.next_event(), -1);
+  Message long_data = forged;
+  long_data.private_data.assign(kMaxPrivateData, 1);
+  std::string why;
+  auto back = decode(encode(long_data), why);
+  ASSERT_TRUE(back) << why;
+  EXPECT_EQ(back->private_data.size(), kMaxPrivateData);
+  EXPECT_EQ(back->tenant, "blue");
 }
 
 }  // namespace

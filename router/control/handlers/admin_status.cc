@@ -19,9 +19,14 @@ Status handle_admin_status(Session& s, const proto::Request&, std::vector<Unique
         counts.push_back(proto::CreateObjectCount(fbb, fbb.CreateString(kind_name(kind)),
                                                   c->objects().count(kind)));
       }
+      // rdma_cm ids that listen: a server is ready for its clients.
+      uint32_t listening = 0;
+      c->objects().for_each<CmIdObject>(ObjectKind::kCmId, [&](const CmIdObject& o) {
+        if (o.id->state() == cm::Id::State::kListening) ++listening;
+      });
       clients.push_back(proto::CreateClientStatus(fbb, c->id(), c->peer().pid, c->virtual_ip(),
                                                   fbb.CreateString(c->peer().program),
-                                                  fbb.CreateVector(counts)));
+                                                  fbb.CreateVector(counts), listening));
     }
     const policy::TenantQuota& q = r.quota(t);
     const policy::TenantQuota& h = r.handles(t);

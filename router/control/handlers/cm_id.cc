@@ -76,7 +76,7 @@ void await_address(std::weak_ptr<Session> session, std::weak_ptr<cm::Id> id, uin
     auto s = session.lock();
     auto i = id.lock();
     if (ec || !s || !i || i->state() != cm::Id::State::kAddrQuery) return;
-    bool found = s->services().serves(s->tenant()->name, ip);
+    bool found = s->services().reachable(s->tenant()->name, ip);
     if (found || std::chrono::steady_clock::now() >= deadline)
       s->services().connection_manager().address_answer(*i, found);
     else
@@ -86,7 +86,8 @@ void await_address(std::weak_ptr<Session> session, std::weak_ptr<cm::Id> id, uin
 
 }  // namespace
 
-// The address resolves when a client of the tenant has it on this router
+// The address resolves when a client of the tenant has it, on this router
+// or on another the directory lists
 // (at once, or within the app's timeout); otherwise ADDR_ERROR, as an
 // address no one answers for.
 Status handle_cm_resolve_addr(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter& w) {
@@ -96,7 +97,7 @@ Status handle_cm_resolve_addr(Session& s, const proto::Request& req, std::vector
   cm::Endpoint dst = from_wire(r->dst());
   std::optional<cm::Endpoint> src;
   if (r->has_src()) src = from_wire(r->src());
-  bool served = dst.ip == s.virtual_ip() || s.services().serves(s.tenant()->name, dst.ip);
+  bool served = dst.ip == s.virtual_ip() || s.services().reachable(s.tenant()->name, dst.ip);
   auto& manager = s.services().connection_manager();
   Status done = manager.resolve_addr(*id->id, src, dst, served ? std::optional<bool>(true) : std::nullopt);
   if (done && !served) {

@@ -32,6 +32,9 @@ enum class Datagram { kSent, kWait, kDropped };
 
 // Called on the poller when a connection to a peer is lost.
 using LinkDownHandler = std::function<void(Peer& peer, bool outbound, const std::string& why)>;
+// Called on the poller with a control message from a peer; false when it
+// cannot be taken now (the link is then closed as flooding).
+using MessageHandler = std::function<bool(Peer& peer, std::span<const std::byte> message)>;
 
 class Engine final : public core::QueueCore {
  public:
@@ -50,6 +53,10 @@ class Engine final : public core::QueueCore {
   void attach_link(std::unique_ptr<Link> link, uint64_t incarnation);
   // Set once, before any link is attached.
   void set_link_down_handler(LinkDownHandler h) { on_link_down_ = std::move(h); }
+  void set_message_handler(MessageHandler h) { on_message_ = std::move(h); }
+  // Queues a control message on the link to `peer` (inside run_sync); false
+  // when that link is not up.
+  bool send_message(Peer& peer, std::span<const std::byte> message);
   // A UD datagram to a QP behind `ah` on another router (link_requester.cc).
   Datagram send_remote_datagram(Qp& q, const Ah& ah, const shm::SendWqe& w, const Sges& src, uint32_t qkey,
                                 uint64_t now);
@@ -86,6 +93,7 @@ class Engine final : public core::QueueCore {
   Responder responder_{*this};
   std::vector<std::unique_ptr<Link>> links_;
   LinkDownHandler on_link_down_;
+  MessageHandler on_message_;
   uint64_t now_ = 0;  // of the current poller pass
 };
 

@@ -7,21 +7,40 @@
 // (their receives flush).
 #include "router/fabric/soft/engine.h"
 
+#include <cstring>
+
 namespace ff::router::soft {
 
 void Engine::on_frame(Link& link, const wire::Header& h, std::span<const std::byte> payload) {
-  // Requests come in on the links peers opened, answers on ours.
-  bool request = static_cast<wire::Type>(h.type) == wire::Type::kRequest;
+  // Requests (and control messages) come in on the links peers opened,
+  // answers on ours.
+  auto type = static_cast<wire::Type>(h.type);
+  bool request = type == wire::Type::kRequest || type == wire::Type::kMessage;
   if (request == link.outbound) {
     link.dead = true;
     link.why_dead = request ? "protocol error from the peer: a request on an answer link"
                             : "protocol error from the peer: an answer on a request link";
     return;
   }
-  if (request)
+  if (type == wire::Type::kMessage) {
+    if (!on_message_ || !on_message_(link.peer, payload)) {
+      link.dead = true;
+      link.why_dead = "the peer sends control messages faster than this router handles them";
+    }
+  } else if (request) {
     on_request(link, h, payload);
-  else
+  } else {
     on_answer(link, h, payload);
+  }
+}
+
+bool Engine::send_message(Peer& peer, std::span<const std::byte> message) {
+  if (peer.out == nullptr || peer.out->dead || message.size() > wire::kMaxChunk) return false;
+  wire::Header h{};
+  h.type = static_cast<uint8_t>(wire::Type::kMessage);
+  h.payload = static_cast<uint32_t>(message.size());
+  std::memcpy(peer.out->put(h), message.data(), message.size());
+  return true;
 }
 
 void Engine::attach_link(std::unique_ptr<Link> link, uint64_t incarnation) {

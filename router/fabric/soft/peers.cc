@@ -26,6 +26,10 @@ constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
 constexpr size_t kMaxHandshakes = 64;
 // Refusals logged one by one; after that every 1000th.
 constexpr uint64_t kRefusalsLogged = 100;
+// Control messages held for one router while its link comes up, and
+// taken from all links but not yet handled.
+constexpr size_t kMaxUnsentMessages = 4096;
+constexpr size_t kMaxQueuedMessages = 4096;
 
 tcp::endpoint to_asio(const Endpoint& e) { return {asio::ip::address_v4(e.ip), e.port}; }
 
@@ -65,8 +69,21 @@ Peers::Peers(asio::io_context& io, SoftFabric& fabric, Directory& directory, con
       spdlog::warn("peer {}: {} connection lost: {}", peer.name, outbound ? "outbound" : "inbound", why);
       State& s = state(peer.name);
       s.last_error = why;
+      lose(s);  // messages on the lost connection may not have arrived
       if (outbound) connect_later(s, why);
     });
+  });
+  engine_.set_message_handler([this](Peer& peer, std::span<const std::byte> message) {
+    // On the poller: handled on the Asio thread, at most kMaxQueuedMessages behind.
+    if (messages_queued_.fetch_add(1, std::memory_order_relaxed) >= kMaxQueuedMessages) {
+      messages_queued_.fetch_sub(1, std::memory_order_relaxed);
+      return false;
+    }
+    asio::post(io_, [this, &peer, bytes = std::vector<std::byte>(message.begin(), message.end())] {
+      messages_queued_.fetch_sub(1, std::memory_order_relaxed);
+      if (on_message_) on_message_(peer.name, bytes);
+    });
+    return true;
   });
   directory_.on_routers_changed([this] { asio::post(io_, [this] { refresh(); }); });
   fabric_.set_routes(this);
@@ -84,7 +101,49 @@ Peers::~Peers() {
   fabric_.set_routes(nullptr);
   shutdown();
   directory_.on_routers_changed(nullptr);
-  engine_.run_sync([this] { engine_.set_link_down_handler(nullptr); });
+  engine_.run_sync([this] {
+    engine_.set_link_down_handler(nullptr);
+    engine_.set_message_handler(nullptr);
+  });
+}
+
+void Peers::on_messages(MessageHandler message, LostHandler lost) {
+  on_message_ = std::move(message);
+  on_lost_ = std::move(lost);
+}
+
+void Peers::send_message(const std::string& router, std::vector<std::byte> message) {
+  if (stopping_ || router == directory_.self() || !directory_.address_of(router) ||
+      message.size() > kMaxClusterMessage) {
+    spdlog::warn("peers: a control message for router '{}' cannot go ({})", router,
+                 stopping_ ? "stopping" : message.size() > kMaxClusterMessage ? "too long" : "not in the directory");
+    auto lost = on_lost_;
+    if (lost) asio::post(io_, [lost, router] { lost(router); });
+    return;
+  }
+  State& s = state(router);
+  if (s.unsent.empty() && s.peer.out_up.load(std::memory_order_relaxed)) {
+    bool sent = false;
+    engine_.run_sync([&] { sent = engine_.send_message(s.peer, message); });
+    if (sent) return;
+  }
+  if (s.unsent.size() >= kMaxUnsentMessages) {
+    spdlog::warn("peer {}: {} control messages wait for its link already", router, kMaxUnsentMessages);
+    return lose(s);
+  }
+  s.unsent.push_back(std::move(message));
+  connect(s);
+}
+
+void Peers::flush_unsent(State& s) {
+  engine_.run_sync([&] {
+    while (!s.unsent.empty() && engine_.send_message(s.peer, s.unsent.front())) s.unsent.pop_front();
+  });
+}
+
+void Peers::lose(State& s) {
+  s.unsent.clear();
+  if (on_lost_) on_lost_(s.peer.name);
 }
 
 void Peers::shutdown() {
@@ -137,6 +196,7 @@ void Peers::refresh() {
 
 void Peers::connect_later(State& s, std::string why) {
   s.connecting = false;
+  if (!s.unsent.empty()) lose(s);  // messages do not wait through a failed connect
   if (why != s.last_error && !stopping_) spdlog::warn("peer {}: cannot connect: {}", s.peer.name, why);
   s.last_error = std::move(why);
   if (stopping_) return;
@@ -264,6 +324,10 @@ void Peers::attach(Peer& peer, Handshake& h, bool outbound, uint64_t incarnation
   engine_.run_sync([&] { engine_.attach_link(std::move(link), incarnation); });
   spdlog::info("peer {}: {} connection up ({})", peer.name, outbound ? "outbound" : "inbound",
                tls_ ? tls_->describe() : "in the clear");
+  State& s = state(peer.name);
+  if (s.incarnation != 0 && s.incarnation != incarnation) lose(s);  // it restarted: its ids are gone
+  s.incarnation = incarnation;
+  if (outbound) flush_unsent(s);
 }
 
 std::vector<PeerStatus> Peers::peers() const {

@@ -8,13 +8,18 @@
 // address and why, counted in the failures of the router it claimed to be.
 //
 // It is the soft fabric's FabricCluster (the daemon owns it) and its
-// SoftRoutes: where a tenant's virtual IP is.
+// SoftRoutes: where a tenant's virtual IP is. It also carries the control
+// planes' messages (rdma_cm) on the same links: a message for a router whose
+// link is not up waits for it (a bounded number of them), and is reported
+// lost with its router when the link cannot be made.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <atomic>
 #include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <random>
@@ -40,6 +45,8 @@ class Peers final : public FabricCluster, public SoftRoutes {
 
   void shutdown() override;
   std::vector<PeerStatus> peers() const override;
+  void on_messages(MessageHandler message, LostHandler lost) override;
+  void send_message(const std::string& router, std::vector<std::byte> message) override;
   Result<Peer*> locate(std::string_view tenant, uint32_t vip) override;
 
  private:
@@ -50,6 +57,8 @@ class Peers final : public FabricCluster, public SoftRoutes {
     boost::asio::steady_timer retry;
     std::chrono::milliseconds backoff{50};
     std::string last_error;
+    uint64_t incarnation = 0;  // of the peer last attached
+    std::deque<std::vector<std::byte>> unsent;  // messages waiting for the outbound link
   };
   using Socket = boost::asio::ip::tcp::socket;
 
@@ -66,6 +75,9 @@ class Peers final : public FabricCluster, public SoftRoutes {
   void refuse(Handshake& h, const std::string& claimed, const std::string& why, bool quiet = false);
   void attach(Peer& peer, Handshake& h, bool outbound, uint64_t incarnation);
   std::shared_ptr<Handshake> handshake(Socket socket);
+  // The messages to and from `name` are gone: its handler learns it.
+  void lose(State& s);
+  void flush_unsent(State& s);
 
   boost::asio::io_context& io_;
   SoftFabric& fabric_;
@@ -79,6 +91,11 @@ class Peers final : public FabricCluster, public SoftRoutes {
   std::vector<std::weak_ptr<Handshake>> handshakes_;
   uint64_t refused_ = 0;  // connections refused, for the log's rate limit
   bool stopping_ = false;
+  MessageHandler on_message_;
+  LostHandler on_lost_;
+  // Messages the poller took from the links and the Asio thread has not
+  // handled yet: a peer that sends more than kMaxQueuedMessages loses its link.
+  std::atomic<size_t> messages_queued_{0};
 };
 
 }  // namespace ff::router::soft

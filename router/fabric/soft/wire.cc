@@ -91,6 +91,9 @@ Decode decode(std::span<const std::byte> bytes, Header& h, std::span<const std::
     case Type::kAtomicResponse:
       if (h.payload != 8) return why = "atomic response is not 8 bytes", Decode::kBad;
       break;
+    case Type::kMessage:
+      if (h.payload == 0) return why = "empty control message", Decode::kBad;
+      break;
     default:
       return why = "unknown frame type", Decode::kBad;
   }

@@ -46,6 +46,7 @@ enum class Type : uint8_t {
   kNak = 3,             // responder -> requester: `seq` not executed; `opcode` is a NakReason
   kReadResponse = 4,    // data of READ `seq` at `offset`
   kAtomicResponse = 5,  // the 8-byte old value of atomic `seq`
+  kMessage = 6,         // router -> router: a control-plane message (rdma_cm), `payload` bytes; no answer
 };
 
 enum class NakReason : uint8_t {
