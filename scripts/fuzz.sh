@@ -8,10 +8,10 @@ cd "$(dirname "$0")/.."
 seconds=${1:-20}
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DCMAKE_C_COMPILER=clang -DFF_WERROR=OFF -DFF_BUILD_TESTS=OFF -DFF_BUILD_BENCH=OFF -DFF_FUZZ=ON >/dev/null
-cmake --build build-fuzz -j "$(nproc)" --target fuzz_frame fuzz_control fuzz_descriptor fuzz_peer fuzz_peer_tls |
+cmake --build build-fuzz -j "$(nproc)" --target fuzz_frame fuzz_control fuzz_descriptor fuzz_peer fuzz_peer_tls fuzz_cm |
   grep -vE '^\[[0-9]+/[0-9]+\] |^ninja: no work to do|warning:|^ +[0-9]* \||^ +\||^In file included|note:|^[0-9]+ warnings? generated' || true
 mkdir -p build-fuzz/artifacts
-for t in frame control descriptor peer peer_tls; do
+for t in frame control descriptor peer peer_tls cm; do
   work=build-fuzz/corpus-$t
   mkdir -p "$work"
   # peer_tls: the same byte streams as peer, through an authenticated TLS link

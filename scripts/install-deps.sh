@@ -9,6 +9,8 @@ PACKAGES=(
   libibverbs-dev librdmacm-dev libboost-dev libflatbuffers-dev flatbuffers-compiler
   libnuma-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
+  # a test program against UCP (UCX client/server over rdma_cm)
+  libucx-dev
   # TLS on the links between routers (and the tests' keys and certificates)
   libssl-dev openssl
   # runtime peers: unmodified verbs programs driven through the router

@@ -41,6 +41,7 @@ std::shared_ptr<Id> ConnectionManager::addressee(const std::string& router, cons
 }
 
 void ConnectionManager::on_request(const std::string& router, const Message& m) {
+  ++requests_received_;
   auto listener = listener_at(m.tenant, m.port_space, m.dst);
   const Handshake& h = m.port_space == RDMA_PS_UDP || m.port_space == RDMA_PS_IPOIB ? kDatagramHandshake
                                                                                        : kConnectedHandshake;

@@ -233,6 +233,9 @@ class ConnectionManager {
 
   // Ports an id of `tenant` holds, for tests and ffctl.
   size_t ports_in_use() const { return ports_.size(); }
+  // Connection requests that reached a listener's address here (REQ and
+  // SIDR REQ, from this router or another), for ffctl.
+  uint64_t requests() const { return requests_received_; }
   // Messages from other routers dropped as garbage.
   uint64_t messages_refused() const { return messages_refused_; }
 
@@ -274,6 +277,7 @@ class ConnectionManager {
   uint64_t next_token_ = 1;
   Routes* routes_ = nullptr;
   uint64_t messages_refused_ = 0;
+  uint64_t requests_received_ = 0;
   std::mt19937 random_;
 };
 

@@ -273,3 +273,25 @@ ff_cm_pair_in() {
   done
   tail -5 "$FF_WORK/client.log"; tail -5 "$FF_WORK/server.log"; fail "$name: client"
 }
+
+# ucp_sockaddr_pair SRV SRV_IP SRV_RUN CLI CLI_RUN TENANT: tests/tools/ucp_sockaddr's
+# server in container SRV and its client in CLI (empty run directories:
+# $FF_RUN), connecting by socket address through UCX's rdmacm connection
+# manager only; both must exit 0. The client starts once the server listens
+# (cm_listeners).
+ucp_sockaddr_pair() {
+  local srv=$1 ip=$2 srun=${3:-$FF_RUN} cli=$4 crun=${5:-$FF_RUN} tenant=$6
+  local env=(env UCX_SOCKADDR_TLS_PRIORITY=rdmacm UCX_TLS=rc_verbs,ud_verbs UCX_NET_DEVICES=ffvirt0:1)
+  FF_RUN=$srun ff_in_container "$srv" "$tenant" "${env[@]}" timeout 60 "$FF_BUILD/bin/ucp_sockaddr" -l "$ip" 13400 \
+    >"$FF_WORK/server.log" 2>&1 &
+  local spid=$! rc=0
+  for _ in $(seq 200); do
+    FF_RUN=$srun ff_status | grep "vip=$ip " | grep -q "cm_listeners=[1-9]" && break
+    sleep 0.05
+  done
+  FF_RUN=$crun ff_in_container "$cli" "$tenant" "${env[@]}" timeout 60 "$FF_BUILD/bin/ucp_sockaddr" "$ip" 13400 \
+    >"$FF_WORK/client.log" 2>&1 || rc=$?
+  [ $rc -eq 0 ] || { kill "$spid" 2>/dev/null; tail -5 "$FF_WORK/client.log"; fail "ucp_sockaddr client (rc $rc)"; }
+  wait "$spid" || { tail -5 "$FF_WORK/server.log"; fail "ucp_sockaddr server"; }
+  grep -q "every byte checked" "$FF_WORK/client.log" || fail "ucp_sockaddr: $(tail -3 "$FF_WORK/client.log")"
+}

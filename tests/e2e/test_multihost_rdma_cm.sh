@@ -49,6 +49,9 @@ cm_pair "fi_pingpong -p verbs" fi_pingpong -p verbs -e msg -I 100 -S 4096 -- fi_
 grep -qE '^4k +100 ' "$FF_WORK/client.log" || fail "fi_pingpong printed no 4 KiB result: $(tail -3 "$FF_WORK/client.log")"
 ok "fi_pingpong -p verbs"
 
+ucp_sockaddr_pair a 10.50.1.1 "$FF_WORK/alpha" b "$FF_WORK/beta" default
+ok "UCP client/server by socket address over rdmacm"
+
 # Nobody listens on that port of the far host: REJECTED, as a RoCE peer's CM
 # says it (status 8, invalid service id).
 mh_in beta b default timeout 10 rping -c -a 10.50.1.1 -p 9 -C 1 -v >"$FF_WORK/client.log" 2>&1 || true

@@ -1,7 +1,9 @@
 #!/bin/bash
 # UCX (the transport under Open MPI's pml ucx and MPICH ch4:ucx) on the
 # virtual device, between two containers: ucx_info lists rc_verbs and
-# ud_verbs, and ucx_perftest completes tag_lat and put_bw over them.
+# ud_verbs, and ucx_perftest completes tag_lat and put_bw over them; a UCP
+# client/server connects by socket address through UCX's rdmacm connection
+# manager (tests/tools/ucp_sockaddr.c: every byte checked).
 source "$(dirname "$0")/lib.sh"
 ff_start_router
 ff_container_pair a 10.38.0.1 b 10.38.0.2
@@ -33,4 +35,11 @@ ucx "" "-t tag_lat -n 2000"
 ucx "" "-t ucp_put_bw -s 65536 -n 2000"
 ucx "-d ffvirt0:1 -x rc_verbs" "-d ffvirt0:1 -x rc_verbs -t put_bw -s 65536 -D zcopy -n 2000"
 ucx "-d ffvirt0:1 -x ud_verbs" "-d ffvirt0:1 -x ud_verbs -t am_lat -n 2000"
+grep -q "Connection manager: rdmacm" <<<"$out" || fail "ucx_info lists no rdmacm connection manager"
+before=$(ff_status | sed -n 's/.* cm_requests=\([0-9]*\).*/\1/p')
+ucp_sockaddr_pair a 10.38.0.1 "" b "" default
+after=$(ff_status | sed -n 's/.* cm_requests=\([0-9]*\).*/\1/p')
+[ "$after" -gt "$before" ] || fail "the UCP client/server did not connect through rdma_cm"
+pass "UCP client/server by socket address over rdmacm (1000 x 4 KiB each way, bytes checked)"
+n=$((n + 1))
 echo "$n passed, 0 failed"

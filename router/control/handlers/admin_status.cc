@@ -40,7 +40,9 @@ Status handle_admin_status(Session& s, const proto::Request&, std::vector<Unique
   for (auto [name, value] : {std::pair{"work_requests", fc.work_requests}, {"bytes", fc.bytes},
                              {"error_completions", fc.error_completions},
                              {"poller_sleeps", fc.poller_sleeps},
-                             {"sessions_refused", r.sessions_refused()}})
+                             {"sessions_refused", r.sessions_refused()},
+                             {"cm_requests", r.connection_manager().requests()},
+                             {"cm_messages_refused", r.connection_manager().messages_refused()}})
     counters.push_back(proto::CreateCounter(fbb, fbb.CreateString(name), value));
   std::vector<flatbuffers::Offset<proto::PeerStatus>> peers;
   std::vector<flatbuffers::Offset<proto::DirectoryEntryStatus>> entries;
