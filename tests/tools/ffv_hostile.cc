@@ -569,6 +569,80 @@ TEST(Hostile, FdsAndMappingsAreCountedPerTenantAndCapped) {
   expect_router_serves();
 }
 
+// rdma_cm ids and channels are session objects: another session, of this
+// tenant or another, names none of them. A flood of connects to a listener
+// whose app never reads holds at most its backlog of new ids and 1024
+// waiting requests; the rest are dropped (UNREACHABLE), and the listener
+// still works afterwards.
+TEST(Hostile, RdmaCmIdsOfOthersNameNothingAndConnectFloodsAreBounded) {
+  std::vector<UniqueFd> keep;  // channels' read ends
+  auto channel = [&](Raw& r) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto ch = r.call(fbb, RequestBody::CmCreateChannel, proto::CreateCmCreateChannel(fbb).Union());
+    EXPECT_EQ(ch.error, 0) << ch.message;
+    for (auto& fd : ch.fds) keep.push_back(std::move(fd));
+    return ch.error == 0 ? ch.reply()->body_as_CmCreateChannelReply()->channel() : 0u;
+  };
+  auto new_id = [](Raw& r, uint32_t ch) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto id = r.call(fbb, RequestBody::CmCreateId, proto::CreateCmCreateId(fbb, ch, RDMA_PS_TCP, IBV_QPT_RC).Union());
+    EXPECT_EQ(id.error, 0) << id.message;
+    return id.error == 0 ? id.reply()->body_as_CmCreateIdReply()->id() : 0u;
+  };
+  auto events = [](Raw& r, uint32_t ch) {
+    std::map<int, int> seen;
+    for (;;) {
+      flatbuffers::FlatBufferBuilder fbb;
+      auto e = r.call(fbb, RequestBody::CmGetEvent, proto::CreateCmGetEvent(fbb, ch).Union());
+      if (e.error != 0) break;
+      ++seen[e.reply()->body_as_CmEventReply()->event()];
+    }
+    return seen;
+  };
+  Raw a;
+  uint32_t ch_a = channel(a), listener = new_id(a, ch_a);
+  flatbuffers::FlatBufferBuilder fbb;
+  proto::CmAddr any(0, 7100);
+  auto bound = a.call(fbb, RequestBody::CmBindAddr, proto::CreateCmBindAddr(fbb, listener, &any).Union());
+  ASSERT_EQ(bound.error, 0) << bound.message;
+  proto::CmAddr at = *bound.reply()->body_as_CmAddrReply()->src();
+  fbb.Clear();
+  ASSERT_EQ(a.call(fbb, RequestBody::CmListen, proto::CreateCmListen(fbb, listener, 2).Union()).error, 0);
+
+  for (std::string path : {env("FF_HOSTILE_SOCKET"), env("FF_OTHER_SOCKET")}) {
+    Raw b(path);
+    flatbuffers::FlatBufferBuilder f;
+    EXPECT_EQ(b.call(f, RequestBody::CmListen, proto::CreateCmListen(f, listener, 8).Union()).error, EINVAL);
+    f.Clear();
+    EXPECT_EQ(b.call(f, RequestBody::CmDestroyId, proto::CreateCmDestroyId(f, listener).Union()).error, EINVAL);
+    f.Clear();
+    EXPECT_EQ(b.call(f, RequestBody::CmGetEvent, proto::CreateCmGetEvent(f, ch_a).Union()).error, EINVAL);
+    f.Clear();
+    EXPECT_EQ(b.call(f, RequestBody::CmDestroyChannel, proto::CreateCmDestroyChannel(f, ch_a).Union()).error, EINVAL);
+  }
+
+  constexpr int kFlood = 2 + 1024 + 100;
+  Raw c;
+  uint32_t ch_c = channel(c);
+  proto::CmConnParam param(1, 1, 0, 7, 7, 0, 0x42);
+  for (int i = 0; i < kFlood; ++i) {
+    uint32_t id = new_id(c, ch_c);
+    flatbuffers::FlatBufferBuilder f;
+    ASSERT_EQ(c.call(f, RequestBody::CmResolveAddr, proto::CreateCmResolveAddr(f, id, false, nullptr, &at, 1000).Union())
+                  .error, 0);
+    f.Clear();
+    ASSERT_EQ(c.call(f, RequestBody::CmResolveRoute, proto::CreateCmResolveRoute(f, id).Union()).error, 0);
+    f.Clear();
+    ASSERT_EQ(c.call(f, RequestBody::CmConnect, proto::CreateCmConnect(f, id, &param).Union()).error, 0);
+  }
+  auto seen = events(c, ch_c);
+  EXPECT_EQ(seen[RDMA_CM_EVENT_UNREACHABLE], 100) << "past the backlog and 1024 waiting, requests are dropped";
+  EXPECT_EQ(seen[RDMA_CM_EVENT_REJECTED], 0);
+  auto requests = events(a, ch_a);
+  EXPECT_EQ(requests[RDMA_CM_EVENT_CONNECT_REQUEST], 2 + 1024) << "the waiting ones arrive as the app reads";
+  expect_router_serves();
+}
+
 TEST(Hostile, ThousandsOfConnectionsAreCappedPerTenant) {
   rlimit lim{};
   ::getrlimit(RLIMIT_NOFILE, &lim);
