@@ -59,8 +59,7 @@ void ConnectionManager::on_request(const std::string& router, const Message& m) 
       answer.unreachable = true;  // dropped: the requester's CM gives up
       return send(router, std::move(answer));
     }
-    listener->waiting_.push_back({router, m});  // its REQ is retried when there is room
-    return;
+    return wait_for_room(*listener, router, m);
   }
   request(*listener, router, m);
 }
@@ -214,7 +213,7 @@ void ConnectionManager::router_lost(const std::string& router) {
         break;
       case Id::State::kDisconnected:
         if (id->disconnecting_)
-          answer_disconnect(*id);  // its DREQ timed out
+          answer_disconnect(*id, -ETIMEDOUT);  // its DREQ times out
         else
           forget_far(*id);
         break;

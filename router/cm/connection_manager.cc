@@ -287,6 +287,11 @@ Status ConnectionManager::disconnect(Id& id) {
         return Status{};
       }
       id.disconnecting_ = true;
+      if (clock_ != nullptr) {
+        clock_->after(kDisconnectTimeout, [this, weak = id.weak_from_this()] {
+          if (auto waiting = weak.lock(); waiting && waiting->disconnecting_) answer_disconnect(*waiting, -ETIMEDOUT);
+        });
+      }
       send(id.far_router_, message(id, MessageType::kDisconnectRequest));
       return Status{};
     case Id::State::kDisconnected:
@@ -294,6 +299,7 @@ Status ConnectionManager::disconnect(Id& id) {
         std::string router = id.far_router_;
         Message drep = message(id, MessageType::kDisconnectReply);
         forget_far(id);
+        enter_timewait(id);
         send(router, std::move(drep));
       }
       return Status{};
@@ -322,11 +328,47 @@ void ConnectionManager::unreachable(Id& active) {
   post(active, event_for(active, RDMA_CM_EVENT_UNREACHABLE, -ETIMEDOUT));
 }
 
-// The DREP: `waiting` sent a DREQ and now has its DISCONNECTED.
-void ConnectionManager::answer_disconnect(Id& waiting) {
+// The DREP (or, with -ETIMEDOUT, none in time): `waiting` sent a DREQ and
+// now has its DISCONNECTED.
+void ConnectionManager::answer_disconnect(Id& waiting, int status) {
   waiting.disconnecting_ = false;
   forget_far(waiting);
-  post(waiting, event_for(waiting, RDMA_CM_EVENT_DISCONNECTED));
+  post(waiting, event_for(waiting, RDMA_CM_EVENT_DISCONNECTED, status));
+  enter_timewait(waiting);
+}
+
+// Its disconnect exchange is over (it got its DREP, or sent one): the
+// kernel's CM keeps the connection in timewait, then says TIMEWAIT_EXIT.
+void ConnectionManager::enter_timewait(Id& id) {
+  if (id.in_timewait_ || clock_ == nullptr) return;
+  id.in_timewait_ = true;
+  clock_->after(kTimewait, [this, weak = id.weak_from_this()] {
+    if (auto left = weak.lock(); left && left->state_ == Id::State::kDisconnected)
+      post(*left, event_for(*left, RDMA_CM_EVENT_TIMEWAIT_EXIT));
+  });
+}
+
+// A request for a listener with no room waits, as the kernel's requester
+// retries its REQ, until the app reads one, or it times out (UNREACHABLE).
+void ConnectionManager::wait_for_room(Id& listener, const std::string& router, const Message& request) {
+  listener.waiting_.push_back({router, request});
+  if (clock_ == nullptr) return;
+  clock_->after(kRequestTimeout, [this, weak = listener.weak_from_this(), router, from = request.from,
+                                  tenant = request.tenant, ps = request.port_space] {
+    auto l = weak.lock();
+    if (!l) return;
+    auto it = std::find_if(l->waiting_.begin(), l->waiting_.end(),
+                           [&](const Id::Waiting& w) { return w.router == router && w.request.from == from; });
+    if (it == l->waiting_.end()) return;
+    l->waiting_.erase(it);
+    Message dropped;
+    dropped.type = MessageType::kReject;
+    dropped.tenant = tenant;
+    dropped.to = from;
+    dropped.port_space = ps;
+    dropped.unreachable = true;
+    send(router, std::move(dropped));
+  });
 }
 
 void ConnectionManager::forget_far(Id& id) {

@@ -26,9 +26,11 @@
 #include <rdma/rdma_cma.h>
 
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -74,6 +76,24 @@ class Routes {
   // there (receive()), or the router is reported lost (router_lost()).
   virtual void send(const std::string& router, std::vector<std::byte> message) = 0;
 };
+
+// Time for the handshake's timeouts: the Asio thread's timers in the
+// router, a hand-driven clock in tests. Without one nothing times out.
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  // Calls `fire` once, `delay` from now (on the manager's thread).
+  virtual void after(std::chrono::milliseconds delay, std::function<void()> fire) = 0;
+};
+
+// The kernel's CM timeouts on RoCE (av.timeout 19, CM response timeout 20,
+// 15 retries): a DREQ nobody answers gives DISCONNECTED (-ETIMEDOUT), a
+// request that waits for a full listener gives UNREACHABLE (-ETIMEDOUT),
+// and an id leaves timewait (TIMEWAIT_EXIT) this long after its
+// disconnect exchange ended.
+inline constexpr std::chrono::milliseconds kDisconnectTimeout{16 * 6144};
+inline constexpr std::chrono::milliseconds kRequestTimeout{16 * 4096};
+inline constexpr std::chrono::milliseconds kTimewait{2048};
 
 struct Event {
   uint32_t id = 0;         // handle of the id in the owning session
@@ -188,6 +208,7 @@ class Id : public std::enable_shared_from_this<Id> {
   std::deque<Waiting> waiting_;
   std::weak_ptr<Id> listener_;  // a passive id: the listener it came through, until its request is read
   bool disconnecting_ = false;  // sent a DREQ: DISCONNECTED comes with the peer's DREP
+  bool in_timewait_ = false;    // its disconnect exchange ended: TIMEWAIT_EXIT follows
 };
 
 class ConnectionManager {
@@ -224,6 +245,7 @@ class ConnectionManager {
   // Multi-host: where other routers' ids are (null: this router alone).
   // Cleared before the routes go.
   void set_routes(Routes* routes) { routes_ = routes; }
+  void set_clock(Clock* clock) { clock_ = clock; }
   // A message from the connection manager of `router`; garbage is dropped
   // with a log line.
   void receive(const std::string& router, std::span<const std::byte> message);
@@ -249,7 +271,9 @@ class ConnectionManager {
   void end_pending(Id& passive);
   void refuse_requester(Id& active, int status, const std::vector<uint8_t>& private_data = {});
   void unreachable(Id& active);
-  void answer_disconnect(Id& waiting);
+  void answer_disconnect(Id& waiting, int status = 0);
+  void enter_timewait(Id& id);
+  void wait_for_room(Id& listener, const std::string& router, const Message& request);
   void leave(Id& id);
   void forget_far(Id& id);
 
@@ -276,6 +300,7 @@ class ConnectionManager {
   std::map<std::pair<std::string, uint64_t>, std::weak_ptr<Id>> requests_;
   uint64_t next_token_ = 1;
   Routes* routes_ = nullptr;
+  Clock* clock_ = nullptr;
   uint64_t messages_refused_ = 0;
   uint64_t requests_received_ = 0;
   std::mt19937 random_;

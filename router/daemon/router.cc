@@ -80,6 +80,7 @@ Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
   for (auto& l : listeners_) bind(*l, l->role == SessionRole::kAdmin ? 0600 : options_.socket_mode);
   if (!options_.directory.empty()) join_cluster();
   connection_manager_.set_routes(this);
+  connection_manager_.set_clock(this);
   signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
     if (!ec) {
       spdlog::info("signal {}: shutting down", sig);
@@ -118,6 +119,7 @@ void Router::session_greeted(Session& s) {
 
 Router::~Router() {
   connection_manager_.set_routes(nullptr);
+  connection_manager_.set_clock(nullptr);
   if (cluster_) cluster_->on_messages(nullptr, nullptr);
   cluster_.reset();
   directory_.reset();
@@ -258,6 +260,13 @@ std::optional<std::string> Router::router_for(const std::string& tenant, uint32_
 void Router::send(const std::string& router, std::vector<std::byte> message) {
   if (cluster_) return cluster_->send_message(router, std::move(message));
   boost::asio::post(io_, [this, router] { connection_manager_.router_lost(router); });
+}
+
+void Router::after(std::chrono::milliseconds delay, std::function<void()> fire) {
+  auto timer = std::make_shared<boost::asio::steady_timer>(io_, delay);
+  timer->async_wait([timer, fire = std::move(fire)](const boost::system::error_code& ec) {
+    if (!ec) fire();
+  });
 }
 
 void Router::session_closed(uint64_t session_id) {

@@ -28,7 +28,7 @@
 
 namespace ff::router {
 
-class Router final : public ControlServices, private cm::Routes {
+class Router final : public ControlServices, private cm::Routes, private cm::Clock {
  public:
   // Creates the run directory layout and binds every socket. Throws
   // std::runtime_error with what to fix (permissions, another router running).
@@ -84,6 +84,8 @@ class Router final : public ControlServices, private cm::Routes {
   // cm::Routes: rdma_cm's messages to other routers go through the cluster.
   std::optional<std::string> router_for(const std::string& tenant, uint32_t vip) override;
   void send(const std::string& router, std::vector<std::byte> message) override;
+  // cm::Clock: rdma_cm's timeouts on the Asio thread's timers.
+  void after(std::chrono::milliseconds delay, std::function<void()> fire) override;
   void accept_next(Listener& l);
   void accept_failed(Listener& l, const boost::system::error_code& ec);
   void admit(Listener& l, boost::asio::local::stream_protocol::socket sock);

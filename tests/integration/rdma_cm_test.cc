@@ -234,6 +234,22 @@ TEST_F(Cm, ConnectingWhereNobodyListensIsRejected) {
   EXPECT_EQ(rdma_destroy_id(other), 0);
 }
 
+// After the DREQ and DREP, each side whose id is still there leaves
+// timewait (TIMEWAIT_EXIT, about 2 s later on RoCE); an id destroyed first
+// hears nothing more.
+TEST_F(Cm, BothSidesLeaveTimewaitAfterTheDisconnect) {
+  Connection c = connect();
+  ASSERT_NE(c.server, nullptr);
+  EXPECT_EQ(rdma_disconnect(c.client), 0);
+  ack(expect(server_ch, RDMA_CM_EVENT_DISCONNECTED));
+  EXPECT_EQ(rdma_disconnect(c.server), 0);
+  ack(expect(client_ch, RDMA_CM_EVENT_DISCONNECTED));
+  ack(expect(client_ch, RDMA_CM_EVENT_TIMEWAIT_EXIT));
+  ack(expect(server_ch, RDMA_CM_EVENT_TIMEWAIT_EXIT));
+  destroy(c.client);
+  destroy(c.server);
+}
+
 TEST_F(Cm, APeerThatGoesAwayIsDisconnected) {
   Connection c = connect();
   ASSERT_NE(c.server, nullptr);

@@ -220,6 +220,99 @@ TEST_F(ConnectionManagerTest, DatagramIdsResolveTheirPeerWithSidr) {
   (void)nobody;
 }
 
+// --- timeouts -------------------------------------------------------------------
+
+// A clock the test moves by hand.
+struct ManualClock : Clock {
+  void after(std::chrono::milliseconds delay, std::function<void()> fire) override {
+    timers.emplace(now + delay, std::move(fire));
+  }
+  void advance(std::chrono::milliseconds by) {
+    now += by;
+    while (!timers.empty() && timers.begin()->first <= now) {
+      auto fire = std::move(timers.begin()->second);
+      timers.erase(timers.begin());
+      fire();
+    }
+  }
+  std::chrono::milliseconds now{0};
+  std::multimap<std::chrono::milliseconds, std::function<void()>> timers;
+};
+
+struct TimeoutTest : ConnectionManagerTest {
+  ManualClock clock;
+  void SetUp() override {
+    manager.set_clock(&clock);
+    ConnectionManagerTest::SetUp();
+    ASSERT_TRUE(manager.listen(*listener, 1));
+  }
+  // A connected pair: the client's active id and the server's passive id.
+  std::pair<Id*, Id*> connected() {
+    Id& active = requester();
+    uint32_t handle = 0;
+    EXPECT_EQ(server.next_event(nullptr, &handle), RDMA_CM_EVENT_CONNECT_REQUEST);
+    Id& passive = *server.ids.at(handle);
+    EXPECT_TRUE(manager.accept(passive, ConnParam{}, {}));
+    EXPECT_EQ(client.next_event(), RDMA_CM_EVENT_CONNECT_RESPONSE);
+    EXPECT_TRUE(manager.establish(active));
+    EXPECT_EQ(server.next_event(), RDMA_CM_EVENT_ESTABLISHED);
+    return {&active, &passive};
+  }
+};
+
+TEST_F(TimeoutTest, BothSidesLeaveTimewaitAfterTheirExchange) {
+  auto [active, passive] = connected();
+  ASSERT_TRUE(manager.disconnect(*active));
+  ASSERT_EQ(server.next_event(), RDMA_CM_EVENT_DISCONNECTED);
+  clock.advance(kTimewait * 2);
+  EXPECT_EQ(server.next_event(), -1) << "no timewait before its DREP";
+  EXPECT_EQ(client.next_event(), -1);
+  ASSERT_TRUE(manager.disconnect(*passive));  // the DREP
+  EXPECT_EQ(client.next_event(), RDMA_CM_EVENT_DISCONNECTED);
+  clock.advance(kTimewait - std::chrono::milliseconds(1));
+  EXPECT_EQ(client.next_event(), -1);
+  EXPECT_EQ(server.next_event(), -1);
+  clock.advance(std::chrono::milliseconds(1));
+  EXPECT_EQ(client.next_event(), RDMA_CM_EVENT_TIMEWAIT_EXIT);
+  EXPECT_EQ(server.next_event(), RDMA_CM_EVENT_TIMEWAIT_EXIT);
+}
+
+TEST_F(TimeoutTest, ADisconnectNobodyAnswersTimesOut) {
+  auto [active, passive] = connected();
+  ASSERT_TRUE(manager.disconnect(*active));
+  ASSERT_EQ(server.next_event(), RDMA_CM_EVENT_DISCONNECTED);  // and its app never answers
+  clock.advance(kDisconnectTimeout - std::chrono::milliseconds(1));
+  EXPECT_EQ(client.next_event(), -1);
+  clock.advance(std::chrono::milliseconds(1));
+  int status = 0;
+  EXPECT_EQ(client.next_event(&status), RDMA_CM_EVENT_DISCONNECTED);
+  EXPECT_EQ(status, -ETIMEDOUT);
+  clock.advance(kTimewait);
+  EXPECT_EQ(client.next_event(), RDMA_CM_EVENT_TIMEWAIT_EXIT);
+  ASSERT_TRUE(manager.disconnect(*passive)) << "its late DREP goes nowhere";
+  EXPECT_EQ(client.next_event(), -1);
+}
+
+TEST_F(TimeoutTest, ARequestWaitingForRoomGivesUpAndADestroyedIdHearsNothing) {
+  requester();           // queued
+  Id& waits = requester();  // waits: backlog 1
+  clock.advance(kRequestTimeout);
+  uint32_t id = 0;
+  int status = 0, type = 0;
+  while ((type = client.next_event(&status, &id)) != -1 && id != waits.handle()) {}
+  EXPECT_EQ(type, RDMA_CM_EVENT_UNREACHABLE);
+  EXPECT_EQ(status, -ETIMEDOUT);
+  EXPECT_EQ(server.next_event(), RDMA_CM_EVENT_CONNECT_REQUEST);
+  EXPECT_EQ(server.ids.size(), 2u) << "the one that gave up is not delivered";
+  // Timers of ids that are gone fire into nothing.
+  auto [active, passive] = connected();
+  ASSERT_TRUE(manager.disconnect(*active));
+  client.drop(active->handle());
+  clock.advance(kDisconnectTimeout + kTimewait);
+  EXPECT_EQ(client.next_event(), -1);
+  (void)passive;
+}
+
 // --- two routers ---------------------------------------------------------------
 
 constexpr uint32_t kFarVip = 0x0a000102;
