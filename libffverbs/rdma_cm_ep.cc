@@ -10,8 +10,11 @@
 #include <rdma/rdma_verbs.h>
 
 #include "libffverbs/rdma_cm.h"
+#include "libffverbs/request.h"
 #include "libffverbs/shim.h"
 
+namespace proto = ff::proto;
+using namespace ff::verbs;
 using namespace ff::verbs::cm;
 
 namespace {
@@ -205,7 +208,8 @@ __be16 rdma_get_dst_port(rdma_cm_id* id) {
 }
 
 // TOS and the ACK timeout shape the QP's attributes; AFONLY concerns IPv6
-// only. REUSEADDR is not served yet (ENOSYS), nor are IB path records.
+// only; REUSEADDR is the router's (ports are its). IB path records are not
+// served (ENOSYS).
 int rdma_set_option(rdma_cm_id* cm_id, int level, int optname, void* optval, size_t optlen) {
   if (cm_id == nullptr || optval == nullptr) return fail(EINVAL);
   FfCmId* id = to_ff(cm_id);
@@ -221,6 +225,13 @@ int rdma_set_option(rdma_cm_id* cm_id, int level, int optname, void* optval, siz
         if (optlen != sizeof(uint8_t)) return fail(EINVAL);
         id->ack_timeout = *static_cast<uint8_t*>(optval);
         return 0;
+      case RDMA_OPTION_ID_REUSEADDR: {
+        if (optlen != sizeof(int)) return fail(EINVAL);
+        flatbuffers::FlatBufferBuilder fbb;
+        auto reply = request<void>(fbb, proto::CreateCmSetReuseAddr(fbb, id->handle, *static_cast<int*>(optval) != 0),
+                                   "rdma_set_option(REUSEADDR)");
+        return reply ? 0 : fail(reply.error);
+      }
       default:
         break;
     }

@@ -118,37 +118,53 @@ Status ConnectionManager::take_port(Id& id, Endpoint addr) {
   // device has (measured on rxe: tests/hw/guest/test_rdma_cm_direct.sh).
   if (addr.ip != id.vip_)
     return Error{ENODEV, "that address is not the container's: bind its own virtual IP, or 0.0.0.0"};
-  std::shared_ptr<Id> holder;
-  auto free_at = [&](uint16_t port) {
+  auto owners_at = [&](uint16_t port) -> std::vector<std::weak_ptr<Id>>* {
     auto it = ports_.find({id.tenant_, addr.ip, id.port_space_, port});
-    holder = it == ports_.end() ? nullptr : it->second.lock();
-    return holder == nullptr;
+    if (it == ports_.end()) return nullptr;
+    std::erase_if(it->second, [](const auto& w) { return w.expired(); });
+    return it->second.empty() ? nullptr : &it->second;
   };
   if (addr.port == 0) {
-    // The kernel picks at random in the ephemeral range; so do we.
+    // The kernel picks at random in the ephemeral range a port nobody
+    // holds; so do we.
     uint32_t span = kEphemeralLast - kEphemeralFirst + 1;
     auto start = static_cast<uint32_t>(random_() % span);
     for (uint32_t i = 0; i < span && addr.port == 0; ++i) {
       auto port = static_cast<uint16_t>(kEphemeralFirst + (start + i) % span);
-      if (free_at(port)) addr.port = port;
+      if (owners_at(port) == nullptr) addr.port = port;
     }
     if (addr.port == 0) return Error{EADDRNOTAVAIL, "no ephemeral port left for this address"};
-  } else if (!free_at(addr.port)) {
-    // As the kernel says it: EADDRNOTAVAIL when either bind is to the wildcard.
-    if (wildcard || holder->wildcard_) return Error{EADDRNOTAVAIL, "another id is bound to that port"};
-    return Error{EADDRINUSE, "another id is bound to that address and port"};
+  } else if (auto* owners = owners_at(addr.port)) {
+    for (const auto& w : *owners)
+      if (auto s = port_conflict(id, wildcard, *w.lock(), id.reuseaddr_); !s) return s;
   }
   // The id is owned by its session (a shared_ptr there); the table only watches it.
-  ports_[{id.tenant_, addr.ip, id.port_space_, addr.port}] = id.weak_from_this();
+  ports_[{id.tenant_, addr.ip, id.port_space_, addr.port}].push_back(id.weak_from_this());
   id.src_ = addr;
   id.bound_ = true;
   id.wildcard_ = wildcard;
   return Status{};
 }
 
+// As the kernel's cma_check_port: ids that both set REUSEADDR share
+// (unless `reuse` is false: a listen), otherwise EADDRNOTAVAIL when either
+// is bound to the wildcard, EADDRINUSE when both name the address.
+Status ConnectionManager::port_conflict(const Id& id, bool wildcard, const Id& other, bool reuse) const {
+  if (&other == &id || (reuse && other.reuseaddr_)) return Status{};
+  if (wildcard || other.wildcard_) return Error{EADDRNOTAVAIL, "another id is bound to that port"};
+  return Error{EADDRINUSE, "another id is bound to that address and port"};
+}
+
 void ConnectionManager::release_port(Id& id) {
   if (!id.bound_) return;
-  ports_.erase({id.tenant_, id.src_.ip, id.port_space_, id.src_.port});
+  auto it = ports_.find({id.tenant_, id.src_.ip, id.port_space_, id.src_.port});
+  if (it != ports_.end()) {
+    std::erase_if(it->second, [&](const auto& w) {
+      auto held = w.lock();
+      return !held || held.get() == &id;
+    });
+    if (it->second.empty()) ports_.erase(it);
+  }
   id.bound_ = false;
 }
 
@@ -159,11 +175,25 @@ Status ConnectionManager::bind(Id& id, Endpoint addr) {
   return Status{};
 }
 
+Status ConnectionManager::set_reuseaddr(Id& id, bool reuse) {
+  // rdma_set_reuseaddr: on in any state but listening, off only when idle.
+  if ((reuse && id.state_ == Id::State::kListening) || (!reuse && id.state_ != Id::State::kIdle))
+    return Error{EINVAL, reuse ? "the id listens already" : "REUSEADDR is cleared only before binding"};
+  id.reuseaddr_ = reuse;
+  return Status{};
+}
+
 Status ConnectionManager::listen(Id& id, int backlog) {
   if (id.state_ == Id::State::kIdle) {
     if (auto s = bind(id, {}); !s) return s;
   }
   if (id.state_ != Id::State::kBound) return Error{EINVAL, "only a bound id that is not connected may listen"};
+  if (id.reuseaddr_) {  // a port it shares: it listens only if it may have it alone
+    auto it = ports_.find({id.tenant_, id.src_.ip, id.port_space_, id.src_.port});
+    for (const auto& w : it != ports_.end() ? it->second : std::vector<std::weak_ptr<Id>>{})
+      if (auto other = w.lock())
+        if (auto s = port_conflict(id, id.wildcard_, *other, /*reuse=*/false); !s) return s;
+  }
   id.backlog_ = backlog > 0 && backlog < kMaxBacklog ? backlog : kMaxBacklog;
   id.state_ = Id::State::kListening;
   return Status{};
@@ -204,8 +234,10 @@ std::shared_ptr<Id> ConnectionManager::listener_at(const std::string& tenant, ui
                                                    Endpoint dst) const {
   // A wildcard listener is in the table under its client's own address.
   auto it = ports_.find({tenant, dst.ip, port_space, dst.port});
-  auto id = it == ports_.end() ? nullptr : it->second.lock();
-  return id && id->state_ == Id::State::kListening ? id : nullptr;
+  if (it == ports_.end()) return nullptr;
+  for (const auto& w : it->second)
+    if (auto id = w.lock(); id && id->state_ == Id::State::kListening) return id;
+  return nullptr;
 }
 
 // --- the handshake, as each side starts it ------------------------------------

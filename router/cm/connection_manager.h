@@ -185,6 +185,7 @@ class Id : public std::enable_shared_from_this<Id> {
   State state_ = State::kIdle;
   bool bound_ = false;     // holds src_.port in the port table
   bool wildcard_ = false;  // bound to 0.0.0.0 (its client's own address)
+  bool reuseaddr_ = false;  // RDMA_OPTION_ID_REUSEADDR
   Endpoint src_, dst_;
   uint32_t psn_ = 0;       // its QP's starting send PSN
   uint32_t qp_num_ = 0;    // its QP (from connect or accept)
@@ -228,6 +229,10 @@ class ConnectionManager {
   std::optional<Event> take_event(Channel& channel);
 
   Status bind(Id& id, Endpoint addr);
+  // RDMA_OPTION_ID_REUSEADDR: ids that all set it may bind one port (only
+  // one of them may listen). Set in any state but listening; cleared only
+  // before binding.
+  Status set_reuseaddr(Id& id, bool reuse);
   Status listen(Id& id, int backlog);
   // `served` says whether a client of the tenant has that virtual IP here;
   // nullopt: not yet known (the caller answers with address_answer, as ARP
@@ -264,6 +269,8 @@ class ConnectionManager {
  private:
   using PortKey = std::tuple<std::string, uint32_t, uint16_t, uint16_t>;  // tenant, ip, port space, port
   Status take_port(Id& id, Endpoint addr);
+  // Why `id` may not share its port with `other` (0: it may).
+  Status port_conflict(const Id& id, bool wildcard, const Id& other, bool reuse) const;
   void release_port(Id& id);
   void post(Id& id, Event e);
   Event event_for(const Id& id, rdma_cm_event_type type, int status = 0) const;
@@ -293,7 +300,7 @@ class ConnectionManager {
   void on_disconnect_reply(const std::string& router, const Message& m);
 
   static constexpr size_t kMaxWaiting = 1024;  // requests waiting for a full listener's room
-  std::map<PortKey, std::weak_ptr<Id>> ports_;
+  std::map<PortKey, std::vector<std::weak_ptr<Id>>> ports_;  // the ids bound to each
   std::map<uint64_t, std::weak_ptr<Id>> ids_;  // by token
   // Passive ids by their requester (router, token), until they answer it:
   // a requester that gives up names only itself.

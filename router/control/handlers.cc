@@ -56,6 +56,7 @@ struct DispatchTables {
     on(B::CmMigrateId, handle_cm_migrate_id);
     on(B::CmBindAddr, handle_cm_bind_addr);
     on(B::CmListen, handle_cm_listen);
+    on(B::CmSetReuseAddr, handle_cm_set_reuse_addr);
     on(B::CmResolveAddr, handle_cm_resolve_addr);
     on(B::CmResolveRoute, handle_cm_resolve_route);
     on(B::CmConnect, handle_cm_connect);

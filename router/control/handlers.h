@@ -53,6 +53,7 @@ FF_HANDLER(handle_cm_destroy_id);
 FF_HANDLER(handle_cm_migrate_id);
 FF_HANDLER(handle_cm_bind_addr);
 FF_HANDLER(handle_cm_listen);
+FF_HANDLER(handle_cm_set_reuse_addr);
 FF_HANDLER(handle_cm_resolve_addr);
 FF_HANDLER(handle_cm_resolve_route);
 FF_HANDLER(handle_cm_connect);

@@ -239,8 +239,10 @@ ff_pair_in() {
 # ff_cm_pair_in NAME SRV_RUN SRV SRV_IP CLI_RUN CLI TENANT SERVER_CMD... -- CLIENT_CMD...:
 # an rdma_cm pair, the server in container SRV (address SRV_IP) served by the
 # router of run directory SRV_RUN, the client in CLI (empty run directory:
-# $FF_RUN). The client starts once the server's router shows it listening
-# (cm_listeners), and is retried while the server runs, for up to 10 s.
+# $FF_RUN). The client starts once the server listens, on rdma_cm (its
+# router shows cm_listeners) or on TCP (fi_pingpong first waits there for
+# its out-of-band exchange), and is retried while the server runs, for up
+# to 10 s.
 # A pair that fails after connecting is run once more, saying so: one CI run
 # saw ib_write_lat -R fail its first handshake SEND (IBV_WC_RETRY_EXC_ERR),
 # not reproduced since (issue 14's notes).
@@ -255,6 +257,7 @@ ff_cm_pair_in() {
     local spid=$! rc=1
     for _ in $(seq 200); do
       FF_RUN=$srun ff_status | grep "vip=$ip " | grep -q "cm_listeners=[1-9]" && break
+      ip netns exec "ffc-$srv-$$" ss -Hltn | grep -q . && break
       sleep 0.05
     done
     for _ in $(seq 100); do

@@ -14,6 +14,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
+
+#include <unistd.h>
 
 namespace {
 
@@ -234,6 +237,71 @@ TEST_F(Cm, ConnectingWhereNobodyListensIsRejected) {
   EXPECT_EQ(rdma_destroy_id(other), 0);
 }
 
+// Polls `cq` until `n` completions arrived or the timeout passed; returns them.
+std::vector<ibv_wc> completions(ibv_cq* cq, size_t n) {
+  std::vector<ibv_wc> got;
+  for (int waited = 0; got.size() < n && waited < kTimeoutMs; ++waited) {
+    ibv_wc wc[8];
+    int k = ibv_poll_cq(cq, 8, wc);
+    if (k < 0) break;
+    got.insert(got.end(), wc, wc + k);
+    if (k == 0) usleep(1000);
+  }
+  return got;
+}
+
+// Disconnecting with sends outstanding (two received, two waiting for
+// receives that never come): librdmacm moves the QP to ERR, so every send
+// completes, received or flushed, and the peer gets DISCONNECTED.
+TEST_F(Cm, DisconnectWithTrafficInFlightFlushesAndEndsBothSides) {
+  Connection c = connect();
+  ASSERT_NE(c.server, nullptr);
+  static char in[2][65536], out[4][65536];
+  ibv_mr* rmr = rdma_reg_msgs(c.server, in, sizeof in);
+  ibv_mr* smr = rdma_reg_msgs(c.client, out, sizeof out);
+  ASSERT_NE(rmr, nullptr);
+  ASSERT_NE(smr, nullptr);
+  for (auto& b : in) ASSERT_EQ(rdma_post_recv(c.server, nullptr, b, sizeof b, rmr), 0);
+  for (auto& b : out) ASSERT_EQ(rdma_post_send(c.client, nullptr, b, sizeof b, smr, IBV_SEND_SIGNALED), 0);
+  EXPECT_EQ(rdma_disconnect(c.client), 0);
+  std::vector<ibv_wc> sent = completions(c.client->send_cq, 4);
+  ASSERT_EQ(sent.size(), 4u) << "every send completes";
+  size_t flushed = 0;
+  for (const ibv_wc& wc : sent) {
+    EXPECT_TRUE(wc.status == IBV_WC_SUCCESS || wc.status == IBV_WC_WR_FLUSH_ERR) << ibv_wc_status_str(wc.status);
+    flushed += wc.status == IBV_WC_WR_FLUSH_ERR ? 1 : 0;
+  }
+  EXPECT_GE(flushed, 2u) << "two sends had no receive to go to";
+  ack(expect(server_ch, RDMA_CM_EVENT_DISCONNECTED));
+  EXPECT_EQ(rdma_disconnect(c.server), 0);
+  EXPECT_EQ(completions(c.server->recv_cq, 2).size(), 2u) << "the receives completed or flushed";
+  ack(expect(client_ch, RDMA_CM_EVENT_DISCONNECTED));
+  rdma_dereg_mr(rmr);
+  rdma_dereg_mr(smr);
+  destroy(c.client);
+  destroy(c.server);
+}
+
+// A listener destroyed with a request its app never read (the server died
+// mid-handshake): the request's id goes with it, and the requester is
+// REJECTED (28: the consumer's reject, as a destroyed kernel id sends).
+TEST_F(Cm, AListenerGoneMidHandshakeRejectsItsRequester) {
+  rdma_cm_id* client = resolved_client();
+  rdma_conn_param param{};
+  param.retry_count = param.rnr_retry_count = 7;
+  ASSERT_EQ(rdma_connect(client, &param), 0);
+  pollfd p{server_ch->fd, POLLIN, 0};
+  ASSERT_EQ(poll(&p, 1, kTimeoutMs), 1) << "the request arrived (unread)";
+  ASSERT_EQ(rdma_destroy_id(listener), 0);
+  listener = nullptr;
+  rdma_cm_event* e = expect(client_ch, RDMA_CM_EVENT_REJECTED);
+  if (e != nullptr) {
+    EXPECT_EQ(e->status, 28);
+  }
+  ack(e);
+  destroy(client);
+}
+
 // After the DREQ and DREP, each side whose id is still there leaves
 // timewait (TIMEWAIT_EXIT, about 2 s later on RoCE); an id destroyed first
 // hears nothing more.
@@ -300,6 +368,40 @@ TEST_F(Cm, BindRules) {
   EXPECT_EQ(errno, EINVAL);
   EXPECT_EQ(rdma_destroy_id(a), 0);
   EXPECT_EQ(rdma_destroy_id(b), 0);
+}
+
+// RDMA_OPTION_ID_REUSEADDR: ids that all set it share a port, but only
+// one of them may listen there, and one that did not set it is refused.
+TEST_F(Cm, ReuseAddrSharesAPortButNotTheListen) {
+  rdma_cm_id* ids[3] = {};
+  for (auto*& id : ids) ASSERT_EQ(rdma_create_id(server_ch, &id, nullptr, RDMA_PS_TCP), 0);
+  int on = 1, off = 0;
+  ASSERT_EQ(rdma_set_option(ids[0], RDMA_OPTION_ID, RDMA_OPTION_ID_REUSEADDR, &on, sizeof on), 0) << std::strerror(errno);
+  ASSERT_EQ(rdma_set_option(ids[1], RDMA_OPTION_ID, RDMA_OPTION_ID_REUSEADDR, &on, sizeof on), 0);
+  sockaddr_in shared = address(0);
+  ASSERT_EQ(rdma_bind_addr(ids[0], sa(shared)), 0);
+  shared.sin_port = rdma_get_src_port(ids[0]);
+  EXPECT_EQ(rdma_bind_addr(ids[1], sa(shared)), 0) << "both set REUSEADDR: " << std::strerror(errno);
+  errno = 0;
+  EXPECT_EQ(rdma_bind_addr(ids[2], sa(shared)), -1) << "it did not set REUSEADDR";
+  EXPECT_EQ(errno, EADDRINUSE);
+  errno = 0;
+  EXPECT_EQ(rdma_set_option(ids[1], RDMA_OPTION_ID, RDMA_OPTION_ID_REUSEADDR, &off, sizeof off), -1);
+  EXPECT_EQ(errno, EINVAL) << "cleared only before binding";
+  errno = 0;
+  EXPECT_EQ(rdma_listen(ids[0], 4), -1) << "another id holds the port";
+  EXPECT_EQ(errno, EADDRINUSE);
+  EXPECT_EQ(rdma_destroy_id(ids[1]), 0);
+  ids[1] = nullptr;
+  EXPECT_EQ(rdma_listen(ids[0], 4), 0) << "alone on it now: " << std::strerror(errno);
+  errno = 0;
+  EXPECT_EQ(rdma_set_option(ids[0], RDMA_OPTION_ID, RDMA_OPTION_ID_REUSEADDR, &on, sizeof on), -1);
+  EXPECT_EQ(errno, EINVAL) << "not while listening";
+  for (auto* id : ids) {
+    if (id != nullptr) {
+      EXPECT_EQ(rdma_destroy_id(id), 0);
+    }
+  }
 }
 
 TEST_F(Cm, ANonBlockingChannelSaysEagainAndPollsReady) {

@@ -57,6 +57,13 @@ Status handle_cm_bind_addr(Session& s, const proto::Request& req, std::vector<Un
   return with_addresses(s.services().connection_manager().bind(*id->id, from_wire(r->addr())), *id->id, w);
 }
 
+Status handle_cm_set_reuse_addr(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter&) {
+  const auto* r = req.body_as_CmSetReuseAddr();
+  auto* id = find_cm_id(s, r->id());
+  if (id == nullptr) return Error{EINVAL, "no such rdma_cm id"};
+  return s.services().connection_manager().set_reuseaddr(*id->id, r->reuse());
+}
+
 Status handle_cm_listen(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter& w) {
   const auto* r = req.body_as_CmListen();
   auto* id = find_cm_id(s, r->id());
