@@ -4,8 +4,10 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 
 #include <rdma/rdma_verbs.h>
 
@@ -274,5 +276,17 @@ int rdma_notify(rdma_cm_id*, ibv_event_type) { return fail(ENOSYS); }
 int rdma_get_remote_ece(rdma_cm_id*, ibv_ece*) { return fail(EOPNOTSUPP); }
 int rdma_set_local_ece(rdma_cm_id*, ibv_ece*) { return fail(EOPNOTSUPP); }
 int rdma_reject_ece(rdma_cm_id*, const void*, uint8_t) { return fail(EOPNOTSUPP); }
+
+// rsockets live inside librdmacm and reach into its private id structures,
+// which the shim's ids are not (left to librdmacm, rstream crashed): the
+// entry point refuses, so rstream, riostream and librspreload say why.
+int rsocket(int, int, int) {
+  static std::once_flag said;
+  std::call_once(said, [] {
+    std::fprintf(stderr, "libffverbs: rsocket is not served through the router (ENOSYS); connect with "
+                         "rdma_cm or verbs\n");
+  });
+  return fail(ENOSYS);
+}
 
 }  // extern "C"

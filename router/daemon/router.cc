@@ -230,6 +230,7 @@ void Router::stop() {
     }
     if (cluster_) cluster_->shutdown();
     for (auto& s : sessions()) s->close("router shutting down");
+    for (auto& [key, timer] : cm_timers_) timer->cancel();
   });
 }
 
@@ -262,9 +263,14 @@ void Router::send(const std::string& router, std::vector<std::byte> message) {
   boost::asio::post(io_, [this, router] { connection_manager_.router_lost(router); });
 }
 
+// The CM's timers are the router's, so that a stopping router cancels them
+// instead of waiting up to a DREQ timeout to exit.
 void Router::after(std::chrono::milliseconds delay, std::function<void()> fire) {
-  auto timer = std::make_shared<boost::asio::steady_timer>(io_, delay);
-  timer->async_wait([timer, fire = std::move(fire)](const boost::system::error_code& ec) {
+  if (stopping_) return;
+  uint64_t key = next_timer_++;
+  auto& timer = cm_timers_.emplace(key, std::make_unique<boost::asio::steady_timer>(io_, delay)).first->second;
+  timer->async_wait([this, key, fire = std::move(fire)](const boost::system::error_code& ec) {
+    cm_timers_.erase(key);
     if (!ec) fire();
   });
 }

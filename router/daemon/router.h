@@ -102,6 +102,8 @@ class Router final : public ControlServices, private cm::Routes, private cm::Clo
   std::map<uint64_t, std::shared_ptr<Session>> sessions_;
   std::map<std::string, policy::TenantQuota> quotas_;
   std::map<std::string, policy::TenantQuota> handle_quotas_;
+  std::map<uint64_t, std::unique_ptr<boost::asio::steady_timer>> cm_timers_;  // rdma_cm's, pending
+  uint64_t next_timer_ = 1;
   uint64_t next_session_id_ = 1;
   uint64_t sessions_refused_ = 0;
   bool stopping_ = false;

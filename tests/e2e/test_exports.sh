@@ -2,9 +2,9 @@
 # libffverbs exports exactly the public libibverbs API (every default-version
 # symbol of the host's libibverbs, in the same version node) plus
 # ibv_query_gid_type@IBVERBS_PRIVATE_34, librdmacm's rdma_* API (every
-# default-version rdma_* symbol of the host's librdmacm; its rsocket family
-# is not served) and its own ibv_malloc/ibv_free (FFVERBS_1.0), and nothing
-# else.
+# default-version rdma_* symbol of the host's librdmacm; of its rsocket
+# family only rsocket, which refuses with ENOSYS) and its own
+# ibv_malloc/ibv_free (FFVERBS_1.0), and nothing else.
 source "$(dirname "$0")/lib.sh"
 
 host=$(readelf --dyn-syms -W /usr/lib/x86_64-linux-gnu/libibverbs.so.1 |
@@ -13,7 +13,7 @@ host_cm=$(readelf --dyn-syms -W /usr/lib/x86_64-linux-gnu/librdmacm.so.1 |
           awk '$7!="UND" && $8 ~ /^rdma_.*@@RDMACM_1/ {print $8}' | sed 's/@@/@/' | sort)
 ours=$(readelf --dyn-syms -W "$LIBFFVERBS" |
        awk '$7!="UND" && $8 ~ /@@/ && $4=="FUNC" {print $8}' | sed 's/@@/@/' | sort)
-want=$(printf '%s\n%s\nibv_query_gid_type@IBVERBS_PRIVATE_34\nibv_malloc@FFVERBS_1.0\nibv_free@FFVERBS_1.0\n' "$host" "$host_cm" | sort)
+want=$(printf '%s\n%s\nibv_query_gid_type@IBVERBS_PRIVATE_34\nibv_malloc@FFVERBS_1.0\nibv_free@FFVERBS_1.0\nrsocket@RDMACM_1.0\n' "$host" "$host_cm" | sort)
 if [ "$ours" != "$want" ]; then
   diff <(echo "$want") <(echo "$ours") | sed 's/^</missing:/; s/^>/extra:/' | grep -E 'missing|extra'
   fail "libffverbs exports differ from the public libibverbs and librdmacm APIs"

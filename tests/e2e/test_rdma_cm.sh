@@ -51,6 +51,15 @@ cm_pair "fi_pingpong -p verbs" fi_pingpong -p verbs -e msg -I 100 -S 4096 -- fi_
 grep -qE '^4k +100 ' "$FF_WORK/client.log" || fail "fi_pingpong printed no 4 KiB result: $(tail -3 "$FF_WORK/client.log")"
 pass "fi_pingpong -p verbs (libfabric over rdma_cm)"
 
+# rsockets are not served: rstream says so and exits, it does not crash.
+rc=0
+ff_in_container b blue timeout 10 rstream -s 10.36.0.1 -C 1 >"$FF_WORK/client.log" 2>&1 || rc=$?
+# (not 0, not timeout's 124, not 128+signal)
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && { [ $rc -lt 129 ] || [ $rc -gt 159 ]; } ||
+  fail "rstream: exit status $rc (expected a clean failure): $(tail -3 "$FF_WORK/client.log")"
+grep -q "rsocket is not served through the router" "$FF_WORK/client.log" || fail "rstream: no reason given: $(tail -3 "$FF_WORK/client.log")"
+pass "rstream (rsockets) fails cleanly with ENOSYS and says why"
+
 # A peer killed while connected: the other side gets DISCONNECTED (its QP
 # flushed) and goes on, no hang.
 ff_in_container a blue timeout 30 rping -s -a 10.36.0.1 -v >"$FF_WORK/server.log" 2>&1 &
@@ -99,4 +108,4 @@ FF_ROUTER_PID=
 wait "$waiting" && fail "rping went on without its router"
 grep -q "device removal" "$FF_WORK/removal.log" || fail "no DEVICE_REMOVAL: $(cat "$FF_WORK/removal.log")"
 pass "a listener whose router goes away gets DEVICE_REMOVAL"
-echo "18 passed, 0 failed"
+echo "19 passed, 0 failed"

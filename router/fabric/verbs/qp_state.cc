@@ -39,8 +39,12 @@ Status Engine::modify_device(Qp& q, const DeviceModify& change, int mask) const 
 Status Engine::end_modify(Qp& q, const ibv_qp_attr& attr, int mask, const DeviceModify& change, Status device) {
   q.device_changing = false;
   if (!device) return device;
-  // The device reported an error for the QP meanwhile: it stays in ERR.
-  if (q.state != change.from) return Error{EINVAL, "the QP went to the error state while it was being modified"};
+  // The device reported an error for the QP meanwhile: it stays in ERR,
+  // which is no failure when ERR is where it was going (the flushes of a
+  // move to ERR are such reports).
+  bool to_error = (mask & IBV_QP_STATE) != 0 && attr.qp_state == IBV_QPS_ERR;
+  if (q.state != change.from && !(to_error && q.state == IBV_QPS_ERR))
+    return Error{EINVAL, "the QP went to the error state while it was being modified"};
   if ((mask & IBV_QP_STATE) != 0) q.device_in_error = attr.qp_state == IBV_QPS_ERR;
   apply_modify(q, attr, mask);
   if (change.dest_missing) q.peer_gone = true;
