@@ -29,11 +29,8 @@ pass "rping -C 100, verified by rping (-V)"
 cm_pair "ucmatose" ucmatose -c 4 -C 50 -- ucmatose -s 10.36.0.1 -c 4 -C 50
 pass "ucmatose: 4 connections, 50 messages each"
 
-# FF_CM_UD_PROGRAMS=0: not udaddy (it fails on the verbs fabric: README).
-if [ "${FF_CM_UD_PROGRAMS:-1}" = 1 ]; then
-  cm_pair "udaddy" udaddy -c 4 -C 20 -- udaddy -s 10.36.0.1 -c 4 -C 20
-  pass "udaddy: 4 UD endpoints (RDMA_PS_UDP), 20 datagrams each"
-fi
+cm_pair "udaddy" udaddy -c 4 -C 20 -- udaddy -s 10.36.0.1 -c 4 -C 20
+pass "udaddy: 4 UD endpoints (RDMA_PS_UDP), 20 datagrams each"
 
 cm_pair "rdma_server/rdma_client" rdma_server -s 10.36.0.1 -- rdma_client -s 10.36.0.1
 pass "rdma_server / rdma_client (rdma_getaddrinfo, rdma_create_ep, rdma_get_request)"
