@@ -49,6 +49,10 @@ cm_pair "fi_pingpong -p verbs" fi_pingpong -p verbs -e msg -I 100 -S 4096 -- fi_
 grep -qE '^4k +100 ' "$FF_WORK/client.log" || fail "fi_pingpong printed no 4 KiB result: $(tail -3 "$FF_WORK/client.log")"
 ok "fi_pingpong -p verbs"
 
+cm_pair "fi_pingpong -e rdm" fi_pingpong -p "verbs;ofi_rxm" -e rdm -I 100 -S 4096 -- fi_pingpong -p "verbs;ofi_rxm" -e rdm -I 100 -S 4096 10.50.1.1
+grep -qE '^4k +100 ' "$FF_WORK/client.log" || fail "fi_pingpong -e rdm printed no 4 KiB result: $(tail -3 "$FF_WORK/client.log")"
+ok "fi_pingpong -p 'verbs;ofi_rxm' -e rdm"
+
 ucp_sockaddr_pair a 10.50.1.1 "$FF_WORK/alpha" b "$FF_WORK/beta" default
 ok "UCP client/server by socket address over rdmacm"
 
@@ -81,7 +85,8 @@ wait "$cli" 2>/dev/null || true
 rc=0
 wait "$srv" 2>/dev/null || rc=$?
 [ $rc -ne 124 ] || fail "rping's server hung after its far client was killed"
-grep -q "DISCONNECT EVENT" "$FF_WORK/server.log" || fail "no DISCONNECTED for the killed client's far peer: $(tail -3 "$FF_WORK/server.log")"
+grep -q "DISCONNECT EVENT" "$FF_WORK/server.log" ||
+  fail "no DISCONNECTED for the killed client's peer (rping -s exit status $rc; it said: $(grep -v 'ping data' "$FF_WORK/server.log" | tail -5 | tr '\n' ' '))"
 ok "the far peer killed: DISCONNECTED, no hang"
 
 for h in alpha beta; do
