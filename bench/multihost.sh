@@ -16,14 +16,7 @@ iters=${1:-5000}
 source tests/e2e/multihost_lib.sh
 PROBE=$FF_BUILD/bin/tcp_probe
 
-mh_host alpha 10.99.0.1
-mh_host beta 10.99.0.2
-mh_container a 10.50.1.1
-mh_container b 10.50.2.1
-dir=$(mh_static_directory alpha:default:10.50.1.0/24 beta:default:10.50.2.0/24)
-mh_router alpha "$dir"
-mh_router beta "$dir"
-mh_wait_peers alpha 1
+mh_two_hosts
 
 result() { grep -E '^ +[0-9]+ +[0-9]+' "$FF_WORK/client.log" | tail -1; }
 mh_pair alpha a beta b 10.50.1.1 18515 default ib_write_bw -s 65536 -n "$iters"

@@ -45,11 +45,7 @@ void ConnectionManager::on_request(const std::string& router, const Message& m) 
   auto listener = listener_at(m.tenant, m.port_space, m.dst);
   const Handshake& h = m.port_space == RDMA_PS_UDP || m.port_space == RDMA_PS_IPOIB ? kDatagramHandshake
                                                                                        : kConnectedHandshake;
-  Message answer;
-  answer.tenant = m.tenant;
-  answer.to = m.from;
-  answer.port_space = m.port_space;
-  answer.type = MessageType::kReject;
+  Message answer = answer_to(m, MessageType::kReject);
   if (!listener) {
     answer.status = h.no_listener;
     return send(router, std::move(answer));
@@ -70,9 +66,7 @@ void ConnectionManager::request(Id& listener, const std::string& router, const M
                            listener.port_space_, m.qp_type);
   std::optional<uint32_t> handle = listener.owner_->adopt(passive);
   if (!handle) {  // the listener's session holds all the objects it may
-    Message no = message(*passive, MessageType::kReject);
-    no.to = m.from;
-    no.from = 0;
+    Message no = answer_to(m, MessageType::kReject);
     no.status = passive->handshake().rejected;
     ids_.erase(passive->token_);
     return send(router, std::move(no));
@@ -157,18 +151,8 @@ void ConnectionManager::on_disconnect_request(const std::string& router, const M
     return;
   }
   // Not (or no longer) connected to it: the DREP at once.
-  Message drep;
-  drep.type = MessageType::kDisconnectReply;
-  drep.tenant = m.tenant;
-  drep.from = m.to;  // the id it thinks it talks to, gone
-  drep.to = m.from;
-  drep.port_space = m.port_space;
-  if (id) {
-    drep = message(*id, MessageType::kDisconnectReply);
-    drep.to = m.from;
-    if (!id->disconnecting_) forget_far(*id);
-  }
-  send(router, std::move(drep));
+  if (id && !id->disconnecting_) forget_far(*id);
+  send(router, answer_to(m, MessageType::kDisconnectReply));
 }
 
 void ConnectionManager::on_disconnect_reply(const std::string& router, const Message& m) {

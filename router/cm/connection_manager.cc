@@ -385,19 +385,15 @@ void ConnectionManager::enter_timewait(Id& id) {
 void ConnectionManager::wait_for_room(Id& listener, const std::string& router, const Message& request) {
   listener.waiting_.push_back({router, request});
   if (clock_ == nullptr) return;
-  clock_->after(kRequestTimeout, [this, weak = listener.weak_from_this(), router, from = request.from,
-                                  tenant = request.tenant, ps = request.port_space] {
+  clock_->after(kRequestTimeout, [this, weak = listener.weak_from_this(), router, request] {
     auto l = weak.lock();
     if (!l) return;
-    auto it = std::find_if(l->waiting_.begin(), l->waiting_.end(),
-                           [&](const Id::Waiting& w) { return w.router == router && w.request.from == from; });
+    auto it = std::find_if(l->waiting_.begin(), l->waiting_.end(), [&](const Id::Waiting& w) {
+      return w.router == router && w.request.from == request.from;
+    });
     if (it == l->waiting_.end()) return;
     l->waiting_.erase(it);
-    Message dropped;
-    dropped.type = MessageType::kReject;
-    dropped.tenant = tenant;
-    dropped.to = from;
-    dropped.port_space = ps;
+    Message dropped = answer_to(request, MessageType::kReject);
     dropped.unreachable = true;
     send(router, std::move(dropped));
   });
@@ -500,11 +496,7 @@ void ConnectionManager::destroy(Id& id) {
     // Requests that waited for room retry and find no one listening.
     auto waiting = std::move(id.waiting_);
     for (auto& w : waiting) {
-      Message no;
-      no.type = MessageType::kReject;
-      no.tenant = id.tenant_;
-      no.to = w.request.from;
-      no.port_space = id.port_space_;
+      Message no = answer_to(w.request, MessageType::kReject);
       no.status = id.handshake().no_listener;
       send(w.router, std::move(no));
     }

@@ -60,6 +60,18 @@ struct Message {
 inline constexpr size_t kMaxTenantName = 63;
 inline constexpr size_t kMaxPrivateData = 196;  // the longest field: RC's REP
 
+// A message of `type` back to the sender of `m`, from the id `m` was for.
+inline Message answer_to(const Message& m, MessageType type) {
+  Message a;
+  a.type = type;
+  a.tenant = m.tenant;
+  a.from = m.to;
+  a.to = m.from;
+  a.port_space = m.port_space;
+  a.qp_type = m.qp_type;
+  return a;
+}
+
 // The peer's parameters as an event reports them: what the peer offers to
 // answer is what this side may ask for, and the other way round.
 inline ConnParam as_seen_by_peer(const ConnParam& p) {

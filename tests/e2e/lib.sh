@@ -298,3 +298,33 @@ ucp_sockaddr_pair() {
   wait "$spid" || { tail -5 "$FF_WORK/server.log"; fail "ucp_sockaddr server"; }
   grep -q "every byte checked" "$FF_WORK/client.log" || fail "ucp_sockaddr: $(tail -3 "$FF_WORK/client.log")"
 }
+
+# ff_cm_programs PAIR REPORT SERVER_IP: the unmodified rdma_cm programs, each
+# run by `PAIR NAME SERVER_CMD... -- CLIENT_CMD...` (ff_cm_pair_in with its
+# containers) against a server on SERVER_IP, each success told to REPORT:
+# ucmatose (several connections), udaddy (UD, SIDR), rdma_server/rdma_client,
+# perftest -R, libfabric's verbs provider (MSG endpoints, and RDM ones
+# through rxm: what fabtests' fi_rdm_pingpong drives; fabtests is not a
+# Debian 12 package).
+ff_cm_programs() {
+  local pair=$1 report=$2 ip=$3 t
+  "$pair" "ucmatose" ucmatose -c 4 -C 50 -- ucmatose -s "$ip" -c 4 -C 50
+  "$report" "ucmatose: 4 connections, 50 messages each"
+  "$pair" "udaddy" udaddy -c 4 -C 20 -- udaddy -s "$ip" -c 4 -C 20
+  "$report" "udaddy: 4 UD endpoints (RDMA_PS_UDP), 20 datagrams each"
+  "$pair" "rdma_server/rdma_client" rdma_server -s "$ip" -- rdma_client -s "$ip"
+  "$report" "rdma_server / rdma_client (rdma_getaddrinfo, rdma_create_ep, rdma_get_request)"
+  for t in "ib_send_bw" "ib_write_bw" "ib_read_bw" "ib_send_lat" "ib_write_lat" "ib_write_bw -q 4" "ib_send_bw -c UD"; do
+    # shellcheck disable=SC2086
+    "$pair" "$t -R" $t -R -n 500 -- $t -R -n 500 "$ip"
+    grep -qE '^ +[0-9]+ +[0-9]+' "$FF_WORK/client.log" || fail "$t -R printed no result"
+    "$report" "$t -R"
+  done
+  local provider
+  for provider in "verbs -e msg" "verbs;ofi_rxm -e rdm"; do
+    local fi=(fi_pingpong -p "${provider%% *}" -e "${provider##* }" -I 100 -S 4096)
+    "$pair" "fi_pingpong -p $provider" "${fi[@]}" -- "${fi[@]}" "$ip"
+    grep -qE '^4k +100 ' "$FF_WORK/client.log" || fail "fi_pingpong -p $provider printed no 4 KiB result: $(tail -3 "$FF_WORK/client.log")"
+    "$report" "fi_pingpong -p '${provider%% *}' ${provider#* } (libfabric over rdma_cm)"
+  done
+}

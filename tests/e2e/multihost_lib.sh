@@ -170,6 +170,22 @@ mh_pair() {
   ff_pair_in "$FF_WORK/$shost" "$srv" "$FF_WORK/$chost" "$cli" "$@"
 }
 
+# mh_two_hosts: the usual pair: hosts alpha (10.99.0.1) and beta
+# (10.99.0.2) with container a (10.50.1.1, tenant default) served by alpha
+# and b (10.50.2.1) by beta, both routers up and linked both ways.
+mh_two_hosts() {
+  mh_host alpha 10.99.0.1
+  mh_host beta 10.99.0.2
+  mh_container a 10.50.1.1
+  mh_container b 10.50.2.1
+  local dir
+  dir=$(mh_static_directory alpha:default:10.50.1.0/24 beta:default:10.50.2.0/24)
+  mh_router alpha "$dir"
+  mh_router beta "$dir"
+  mh_wait_peers alpha 1
+  mh_wait_peers beta 1
+}
+
 # mh_etcd: starts etcd on its own host (10.99.0.100) and sets FF_ETCD to the
 # --directory value for it (FF_ETCD_PID: its pid). Call it as is, not in $(...): from a subshell the
 # host namespace and the etcd process would not be recorded for the cleanup.

@@ -4,15 +4,7 @@
 # The bytes each router sent to the other are counted (ffctl peers).
 source "$(dirname "$0")/multihost_lib.sh"
 
-mh_host alpha 10.99.0.1
-mh_host beta 10.99.0.2
-mh_container a 10.50.1.1
-mh_container b 10.50.2.1
-dir=$(mh_static_directory alpha:default:10.50.1.0/24 beta:default:10.50.2.0/24)
-mh_router alpha "$dir"
-mh_router beta "$dir"
-mh_wait_peers alpha 1
-mh_wait_peers beta 1
+mh_two_hosts
 
 # A container cannot reach the other host: only the routers can.
 ip netns exec "ffc-a-$$" ping -c1 -W1 10.99.0.2 >/dev/null 2>&1 && fail "container a reaches host beta directly"

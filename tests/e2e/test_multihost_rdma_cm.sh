@@ -8,15 +8,7 @@
 # no hang). Afterwards neither router holds an object.
 source "$(dirname "$0")/multihost_lib.sh"
 
-mh_host alpha 10.99.0.1
-mh_host beta 10.99.0.2
-mh_container a 10.50.1.1
-mh_container b 10.50.2.1
-dir=$(mh_static_directory alpha:default:10.50.1.0/24 beta:default:10.50.2.0/24)
-mh_router alpha "$dir"
-mh_router beta "$dir"
-mh_wait_peers alpha 1
-mh_wait_peers beta 1
+mh_two_hosts
 
 # cm_pair NAME SERVER_CMD -- CLIENT_CMD: the server in a (alpha), the client in b (beta).
 cm_pair() { ff_cm_pair_in "$1" "$FF_WORK/alpha" a 10.50.1.1 "$FF_WORK/beta" b default "${@:2}"; }
@@ -29,29 +21,7 @@ grep -q "rdma-ping-99" "$FF_WORK/client.log" || fail "rping: no 100th ping"
 [ $(( $(mh_bytes alpha) + $(mh_bytes beta) )) -gt "$before" ] || fail "rping did not go between the routers"
 ok "rping -C 100, verified by rping (-V)"
 
-cm_pair "ucmatose" ucmatose -c 4 -C 50 -- ucmatose -s 10.50.1.1 -c 4 -C 50
-ok "ucmatose: 4 connections, 50 messages each"
-
-cm_pair "udaddy" udaddy -c 4 -C 20 -- udaddy -s 10.50.1.1 -c 4 -C 20
-ok "udaddy: 4 UD endpoints (RDMA_PS_UDP, SIDR), 20 datagrams each"
-
-cm_pair "rdma_server/rdma_client" rdma_server -s 10.50.1.1 -- rdma_client -s 10.50.1.1
-ok "rdma_server / rdma_client"
-
-for t in "ib_send_bw" "ib_write_bw -q 4" "ib_read_bw" "ib_send_lat" "ib_send_bw -c UD"; do
-  # shellcheck disable=SC2086
-  cm_pair "$t -R" $t -R -n 500 -- $t -R -n 500 10.50.1.1
-  grep -qE '^ +[0-9]+ +[0-9]+' "$FF_WORK/client.log" || fail "$t -R printed no result"
-  ok "$t -R"
-done
-
-cm_pair "fi_pingpong -p verbs" fi_pingpong -p verbs -e msg -I 100 -S 4096 -- fi_pingpong -p verbs -e msg -I 100 -S 4096 10.50.1.1
-grep -qE '^4k +100 ' "$FF_WORK/client.log" || fail "fi_pingpong printed no 4 KiB result: $(tail -3 "$FF_WORK/client.log")"
-ok "fi_pingpong -p verbs"
-
-cm_pair "fi_pingpong -e rdm" fi_pingpong -p "verbs;ofi_rxm" -e rdm -I 100 -S 4096 -- fi_pingpong -p "verbs;ofi_rxm" -e rdm -I 100 -S 4096 10.50.1.1
-grep -qE '^4k +100 ' "$FF_WORK/client.log" || fail "fi_pingpong -e rdm printed no 4 KiB result: $(tail -3 "$FF_WORK/client.log")"
-ok "fi_pingpong -p 'verbs;ofi_rxm' -e rdm"
+ff_cm_programs cm_pair ok 10.50.1.1
 
 ucp_sockaddr_pair a 10.50.1.1 "$FF_WORK/alpha" b "$FF_WORK/beta" default
 ok "UCP client/server by socket address over rdmacm"

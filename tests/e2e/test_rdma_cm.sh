@@ -26,34 +26,7 @@ grep -q "rdma-ping-99" "$FF_WORK/client.log" || fail "rping: no 100th ping"
 [ "$(ff_bytes)" -gt "$before" ] || fail "rping did not go through the router"
 pass "rping -C 100, verified by rping (-V)"
 
-cm_pair "ucmatose" ucmatose -c 4 -C 50 -- ucmatose -s 10.36.0.1 -c 4 -C 50
-pass "ucmatose: 4 connections, 50 messages each"
-
-cm_pair "udaddy" udaddy -c 4 -C 20 -- udaddy -s 10.36.0.1 -c 4 -C 20
-pass "udaddy: 4 UD endpoints (RDMA_PS_UDP), 20 datagrams each"
-
-cm_pair "rdma_server/rdma_client" rdma_server -s 10.36.0.1 -- rdma_client -s 10.36.0.1
-pass "rdma_server / rdma_client (rdma_getaddrinfo, rdma_create_ep, rdma_get_request)"
-
-for t in "ib_send_bw" "ib_write_bw" "ib_read_bw" "ib_send_lat" "ib_write_lat" "ib_write_bw -q 4" "ib_send_bw -c UD"; do
-  # shellcheck disable=SC2086
-  cm_pair "$t -R" $t -R -n 500 -- $t -R -n 500 10.36.0.1
-  grep -qE '^ +[0-9]+ +[0-9]+' "$FF_WORK/client.log" || fail "$t -R printed no result"
-  pass "$t -R"
-done
-
-# libfabric's verbs provider reaches the device only through rdma_cm (MSG
-# endpoints): fi_pingpong between the containers.
-cm_pair "fi_pingpong -p verbs" fi_pingpong -p verbs -e msg -I 100 -S 4096 -- fi_pingpong -p verbs -e msg -I 100 -S 4096 10.36.0.1
-grep -qE '^4k +100 ' "$FF_WORK/client.log" || fail "fi_pingpong printed no 4 KiB result: $(tail -3 "$FF_WORK/client.log")"
-pass "fi_pingpong -p verbs (libfabric over rdma_cm)"
-
-# RDM endpoints (what fabtests' fi_rdm_pingpong drives; fabtests is not a
-# Debian 12 package): libfabric's rxm over verbs MSG endpoints, connected
-# on demand through rdma_cm.
-cm_pair "fi_pingpong -e rdm" fi_pingpong -p "verbs;ofi_rxm" -e rdm -I 100 -S 4096 -- fi_pingpong -p "verbs;ofi_rxm" -e rdm -I 100 -S 4096 10.36.0.1
-grep -qE '^4k +100 ' "$FF_WORK/client.log" || fail "fi_pingpong -e rdm printed no 4 KiB result: $(tail -3 "$FF_WORK/client.log")"
-pass "fi_pingpong -p 'verbs;ofi_rxm' -e rdm (libfabric RDM over rdma_cm)"
+ff_cm_programs cm_pair pass 10.36.0.1
 
 # rsockets are not served: rstream says so and exits, it does not crash.
 rc=0

@@ -15,6 +15,7 @@
 #include <span>
 
 #include "router/cm/connection_manager.h"
+#include "../unit/cm_owner.h"
 
 namespace {
 
@@ -33,35 +34,7 @@ struct Swallow final : Routes {
   }
 };
 
-struct Session final : IdOwner {
-  explicit Session(ConnectionManager& m) : manager(m) {
-    auto made = Channel::create();
-    channel = made->first;
-    read_end = std::move(made->second);
-  }
-  ~Session() override {
-    while (!ids.empty()) drop(ids.rbegin()->first);
-  }
-  std::optional<uint32_t> adopt(std::shared_ptr<Id> id) override {
-    if (ids.size() >= kMaxIds) return std::nullopt;
-    uint32_t h = next++;
-    ids[h] = id;
-    manager.set_handle(*id, h);
-    return h;
-  }
-  void drop(uint32_t handle) override {
-    auto it = ids.find(handle);
-    if (it == ids.end()) return;
-    auto id = it->second;
-    ids.erase(it);
-    manager.destroy(*id);
-  }
-  ConnectionManager& manager;
-  std::shared_ptr<Channel> channel;
-  ff::UniqueFd read_end;
-  std::map<uint32_t, std::shared_ptr<Id>> ids;
-  uint32_t next = 1;
-};
+using Session = ff::router::cm::test_support::CmOwner;
 
 }  // namespace
 
@@ -70,7 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ConnectionManager manager;
   manager.set_routes(&routes);
   {
-    Session app(manager);
+    Session app(manager, kMaxIds);
     auto listener = manager.create_id("blue", kVip, app, app.channel, RDMA_PS_TCP, IBV_QPT_RC);
     app.adopt(listener);
     (void)manager.bind(*listener, {0, 7000});

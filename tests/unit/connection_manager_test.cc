@@ -3,6 +3,7 @@
 // room, tenants, the disconnect exchange). Through a client:
 // tests/integration/rdma_cm_test.cc.
 #include "router/cm/connection_manager.h"
+#include "cm_owner.h"
 
 #include <gtest/gtest.h>
 
@@ -15,30 +16,10 @@ namespace {
 
 constexpr uint32_t kVip = 0x0a000001;
 
-// A session, as far as the connection manager sees one.
-struct Owner : IdOwner {
-  explicit Owner(ConnectionManager& m, std::string t, size_t max_ids = 1000) : manager(m), tenant(std::move(t)), room(max_ids) {
-    auto made = Channel::create();
-    channel = made->first;
-    read_end = std::move(made->second);  // the client's end: a write with no reader is SIGPIPE
-  }
-  ~Owner() override {
-    while (!ids.empty()) drop(ids.rbegin()->first);
-  }
-  std::optional<uint32_t> adopt(std::shared_ptr<Id> id) override {
-    if (ids.size() >= room) return std::nullopt;
-    uint32_t h = next++;
-    ids[h] = id;
-    manager.set_handle(*id, h);
-    return h;
-  }
-  void drop(uint32_t handle) override {
-    auto it = ids.find(handle);
-    if (it == ids.end()) return;
-    auto id = it->second;
-    ids.erase(it);
-    manager.destroy(*id);
-  }
+// A session with a tenant, making ids and reading events.
+struct Owner : test_support::CmOwner {
+  explicit Owner(ConnectionManager& m, std::string t, size_t max_ids = 1000)
+      : CmOwner(m, max_ids), tenant(std::move(t)) {}
   Id& make() {
     auto id = manager.create_id(tenant, kVip, *this, channel, RDMA_PS_TCP, 2);
     adopt(id);
@@ -52,13 +33,7 @@ struct Owner : IdOwner {
     if (id != nullptr) *id = e->id;
     return e->type;
   }
-  ConnectionManager& manager;
   std::string tenant;
-  size_t room;
-  std::shared_ptr<Channel> channel;
-  UniqueFd read_end;
-  std::map<uint32_t, std::shared_ptr<Id>> ids;
-  uint32_t next = 1;
 };
 
 struct ConnectionManagerTest : ::testing::Test {
