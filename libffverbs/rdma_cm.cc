@@ -325,26 +325,28 @@ FfCmEvent* removal_event(FfCmChannel& ch) {
 // Waits for the channel's byte (the fd honours O_NONBLOCK) and asks the
 // router for the event it stands for.
 int next_event(FfCmChannel& ch, rdma_cm_event** out) {
+  // The router went away, or the app destroyed this channel under this
+  // thread (rping does, with its event thread still waiting; with the
+  // kernel's rdma_cm that thread waits for ever). Either way, wait for the
+  // router's connection to end: a dead router's socket hangs up, if a
+  // moment after its pipes closed; a live one's never does.
+  auto channel_gone = [&ch, out] {
+    RouterLink::get().wait_until_gone();
+    FfCmEvent* ev = removal_event(ch);
+    if (ev == nullptr) return fail(ENODEV);
+    *out = &ev->event;
+    return 0;
+  };
   for (;;) {
     char byte;
     ssize_t n = ::read(ch.channel.fd, &byte, 1);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return -1;  // EAGAIN on a non-blocking channel
-    if (n == 0) {
-      // The router went away, or the app destroyed this channel under this
-      // thread (rping does, with its event thread still waiting; with the
-      // kernel's rdma_cm that thread waits for ever). Either way, wait for
-      // the router's connection to end: a dead router's socket hangs up,
-      // if a moment after its pipes closed; a live one's never does.
-      RouterLink::get().wait_until_gone();
-      FfCmEvent* ev = removal_event(ch);
-      if (ev == nullptr) return fail(ENODEV);
-      *out = &ev->event;
-      return 0;
-    }
+    if (n == 0) return channel_gone();
     flatbuffers::FlatBufferBuilder fbb;
     auto reply = request<proto::CmEventReply>(fbb, proto::CreateCmGetEvent(fbb, ch.handle));
     if (reply.error == EAGAIN) continue;  // its event went with its id
+    if (reply.error == EINVAL) return channel_gone();  // destroyed after its byte was read
     if (!reply) return fail(reply.error);
     if (FfCmEvent* ev = make_event(*reply.body)) {
       *out = &ev->event;
