@@ -256,7 +256,7 @@ int SharedPages::acquire(uint64_t start, uint64_t end) {
     uint64_t gap_end = it != regions_.end() ? std::min(end, it->first) : end;
     if (int e = create(at, gap_end); e != 0) return e;
     at = gap_end;
-    it = regions_.upper_bound(at);
+    it = regions_.lower_bound(at);  // the region that ended the gap, if one did
   }
   // Make sure the router knows every region (again, after a reconnect) and take references.
   for (auto r = find(start); r != regions_.end() && r->first < end; ++r) {

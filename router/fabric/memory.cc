@@ -24,7 +24,7 @@ Result<std::shared_ptr<FabricSegment>> map_client_segment(UniqueFd fd, uint64_t 
   if (seals < 0 || (seals & F_SEAL_SHRINK) == 0)
     return Error{EINVAL, "segment memfd is not sealed against shrinking"};
   try {
-    return std::make_shared<MappedSegment>(shm::Mapping::map_raw(fd.get(), length, offset), app_base);
+    return std::make_shared<MappedSegment>(shm::Mapping::map_raw(fd.get(), length, offset), app_base, offset);
   } catch (const std::system_error& e) {
     return Error{ENOMEM, e.what()};
   }

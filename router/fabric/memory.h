@@ -17,15 +17,20 @@ namespace ff::router {
 // A client segment mapped into the router.
 class MappedSegment final : public FabricSegment {
  public:
-  MappedSegment(shm::Mapping m, uint64_t base) : mapping_(std::move(m)), app_base_(base) {}
+  MappedSegment(shm::Mapping m, uint64_t base, uint64_t file_offset)
+      : mapping_(std::move(m)), app_base_(base), file_offset_(file_offset) {}
   uint64_t app_base() const override { return app_base_; }
   uint64_t length() const override { return mapping_.size(); }
   std::byte* router_base() const { return mapping_.base(); }
   int fd() const { return mapping_.fd(); }
+  // Where the client's page `app_page` lies in fd(): the shim keeps many
+  // segments in one memfd, so a segment rarely starts at offset 0.
+  uint64_t file_offset_of(uint64_t app_page) const { return file_offset_ + (app_page - app_base_); }
 
  private:
   shm::Mapping mapping_;
   uint64_t app_base_;
+  uint64_t file_offset_;  // of app_base_ in fd()
 };
 
 // Validates and maps a client's memfd: whole pages, the announced length,

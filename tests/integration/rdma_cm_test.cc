@@ -11,6 +11,7 @@
 #include <rdma/rdma_verbs.h>
 #include <fcntl.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -500,7 +501,10 @@ TEST_F(Cm, DatagramIdsLearnTheirPeerFromTheSidrReply) {
   EXPECT_EQ(wc.status, IBV_WC_SUCCESS);
   ASSERT_EQ(rdma_get_recv_comp(server, &wc), 1);
   EXPECT_EQ(wc.status, IBV_WC_SUCCESS);
-  EXPECT_STREQ(in + 40, out) << "after the 40-byte GRH";
+  EXPECT_STREQ(in + 40, out) << "after the 40-byte GRH; byte_len " << wc.byte_len << ", wc_flags " << wc.wc_flags
+                              << ", src_qp " << wc.src_qp << ", in at " << static_cast<void*>(in) << ", out at "
+                              << static_cast<void*>(out) << ", GRH bytes set "
+                              << std::count_if(in, in + 40, [](char c) { return c != 0; });
   rdma_dereg_mr(rmr);
   rdma_dereg_mr(smr);
   ibv_destroy_ah(ah);

@@ -101,7 +101,7 @@ Status VerbsFabric::compose(verbs::Mr& mr, std::span<const SegmentPiece> pieces,
     uint64_t to = (p.app_addr + p.length + shm::kPageSize - 1) & ~(shm::kPageSize - 1);
     void* at = mr.composed + (from - first_page);
     if (::mmap(at, to - from, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, p.segment->fd(),
-               static_cast<off_t>(from - p.segment->app_base())) == MAP_FAILED)
+               static_cast<off_t>(p.segment->file_offset_of(from))) == MAP_FAILED)
       return Error{ENOMEM, "cannot map the registration's segments side by side"};
   }
   mr.router_at_iova = mr.composed + (addr - first_page);

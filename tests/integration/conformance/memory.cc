@@ -93,6 +93,46 @@ TEST_F(Verbs, UnalignedMrKeepsItsPageNeighboursIntact) {
   EXPECT_EQ(buffer[0], 0x77);
 }
 
+// A registration over pages that already have registrations of their own
+// (and pages that have none): the shim shares each batch of pages as its
+// own piece of one memfd, so the router puts the MR together from pieces at
+// different offsets of the file. The device must read and write the app's
+// bytes through it (rdma_cm_test's UD case once sent the bytes of another
+// piece when two stack buffers met on a page boundary).
+TEST_F(Verbs, ARegistrationOverPagesRegisteredSeparatelyMovesTheAppsBytes) {
+  Pages page(4);
+  ibv_mr* second = mr(page.base + 2 * 4096 + 8, 64);  // pieces made in the order
+  ibv_mr* first = mr(page.base + 4096 + 8, 64);       // the file's offsets do not follow
+  uint8_t* buffer = page.base + 100;
+  size_t len = 4 * 4096 - 200;
+  fill(buffer, len, 41);
+  ibv_mr* m = mr(buffer, len);
+  Pages other(4);
+  fill(other.base, len, 42);
+  ibv_mr* om = mr(other.base, len);
+  Pair p = pair();
+  // The device reads the app's bytes through the MR...
+  ibv_sge s{reinterpret_cast<uint64_t>(buffer), static_cast<uint32_t>(len), m->lkey};
+  ibv_send_wr w = wr(IBV_WR_RDMA_WRITE, 1, &s, 1);
+  w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(other.base);
+  w.wr.rdma.rkey = om->rkey;
+  ASSERT_EQ(post(p.a, w), 0);
+  ASSERT_EQ(poll1(p.scq).status, IBV_WC_SUCCESS);
+  EXPECT_EQ(0, std::memcmp(other.base, buffer, len)) << "the device read other bytes than the app's";
+  // ... and writes where the app reads.
+  fill(other.base, len, 43);
+  w = wr(IBV_WR_RDMA_READ, 2, &s, 1);
+  w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(other.base);
+  w.wr.rdma.rkey = om->rkey;
+  ASSERT_EQ(post(p.a, w), 0);
+  ASSERT_EQ(poll1(p.scq).status, IBV_WC_SUCCESS);
+  EXPECT_EQ(0, std::memcmp(buffer, other.base, len)) << "the device wrote where the app does not read";
+  dereg(m);
+  dereg(om);
+  dereg(first);
+  dereg(second);
+}
+
 TEST_F(Verbs, IbvMallocBuffersNeedNoCopy) {
   using MallocFn = void* (*)(size_t);
   using FreeFn = void (*)(void*);
