@@ -60,5 +60,7 @@ echo "== tests: a real kernel RDMA device (rxe0, Debian's kernel under qemu): th
 # One boot: programs through the router on the verbs fabric, the conformance
 # suite three ways, tenant isolation on the device (tests/hw/guest/).
 tests/hw/vm.sh --timeout 1800 -- tests/hw/guest/run_all.sh
+echo "== tests: two hosts, each a guest with its own rxe0, on one Ethernet segment"
+tests/hw/vm.sh --timeout 1200 --hosts 2 -- tests/hw/hosts/run_all.sh
 echo "== no test left a namespace, process or temporary file behind"
 scripts/check-leftovers.sh --since "$leftovers"

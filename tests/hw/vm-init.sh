@@ -22,6 +22,8 @@ mount -t sysfs sys /new/sys
 mount -t tmpfs run /new/run
 mkdir -p /new/run/job
 mount -t 9p -o "$o" job /new/run/job
+mkdir -p /new/run/shared
+mount -t 9p -o "$o" shared /new/run/shared
 [ -n "$repo" ] && mount -t 9p -o "$o",cache=mmap repo "/new$repo"
 chroot /new /bin/bash /run/job/guest.sh
 echo $? >/new/run/job/rc

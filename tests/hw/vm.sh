@@ -6,11 +6,19 @@
 # / is the read-only lower layer of an overlay, writes vanish at power-off)
 # and this repository read-write.
 #
-#   tests/hw/vm.sh [--timeout SECONDS] [-e NAME=VALUE]... -- CMD [ARGS...]
+#   tests/hw/vm.sh [--timeout SECONDS] [--hosts 2] [-e NAME=VALUE]... -- CMD [ARGS...]
 #
 # In the guest: rxe0 is ACTIVE on 10.77.0.1, FF_RXE_DEV=rxe0 and
 # FF_RXE_GID_INDEX is the index of its IPv4-mapped GID.
-# Exit status: CMD's; 124 on timeout; 125 when the guest could not be set up.
+#
+# With --hosts 2, two guests boot side by side, each a host with its own
+# kernel and rdma_rxe on its own NIC (virtio-net), the two NICs joined by one
+# Ethernet segment (qemu's UDP socket netdev on the host's loopback): guest
+# N is 10.77.0.N, FF_VM_HOST=N, FF_VM_HOSTS=2, and both run CMD (which
+# branches on FF_VM_HOST). /run/shared is one directory both see (rendezvous
+# files); their consoles are prefixed [h1] and [h2].
+# Exit status: CMD's (the first failing guest's); 124 on timeout; 125 when a
+# guest could not be set up.
 # The image (kernel + initramfs, ~110 MB) is cached in $FF_VM_CACHE
 # (default ~/.cache/ffrouter-vm); the first run builds it (~15 s).
 set -euo pipefail
@@ -18,16 +26,19 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache=${FF_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ffrouter-vm}
 timeout_s=900
+hosts=1
 envs=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --timeout) timeout_s=$2; shift 2 ;;
+    --hosts) hosts=$2; shift 2 ;;
     -e) envs+=("$2"); shift 2 ;;
     --) shift; break ;;
     *) echo "vm.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
-[ $# -gt 0 ] || { echo "usage: vm.sh [--timeout S] [-e NAME=VALUE]... -- CMD [ARGS...]" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: vm.sh [--timeout S] [--hosts 2] [-e NAME=VALUE]... -- CMD [ARGS...]" >&2; exit 2; }
+case $hosts in 1 | 2) ;; *) echo "vm.sh: --hosts is 1 or 2" >&2; exit 2 ;; esac
 
 need=()
 for p in qemu-system-x86 qemu-system-data busybox-static cpio kmod xz-utils; do
@@ -38,7 +49,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # --- the boot image ----------------------------------------------------------
-modules="virtio_pci 9pnet_virtio 9p overlay veth crc32_generic ib_core ib_uverbs rdma_ucm rdma_rxe"
+modules="virtio_pci virtio_net 9pnet_virtio 9p overlay veth crc32_generic ib_core ib_uverbs rdma_ucm rdma_rxe"
 kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 [ -n "$kpkg" ] || { echo "vm.sh: cannot resolve linux-image-amd64 (apt-get update?)" >&2; exit 125; }
 kver=${kpkg#linux-image-}
@@ -78,7 +89,7 @@ fi
 
 # --- the run -------------------------------------------------------------------
 job=$(mktemp -d /tmp/ffvm.XXXXXX)
-trap 'rm -rf "$job"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$job"' EXIT
 {
   echo "#!/bin/bash"
   printf 'export %q\n' "${envs[@]}" 2>/dev/null | grep -v "^export ''$" || true
@@ -88,17 +99,57 @@ trap 'rm -rf "$job"' EXIT
   echo
 } >"$job/cmd.sh"
 cp "$here/vm-guest.sh" "$job/guest.sh"
-mkdir -p "$(dirname "$cache")"
-rc=0
-timeout --foreground -k 5 "$timeout_s" qemu-system-x86_64 \
-  -accel tcg,thread=multi,tb-size=256 -cpu max -smp 2 -m 1024M -nodefaults -nographic -no-reboot \
-  -bios /usr/share/qemu/qboot.rom -kernel "$img/vmlinux" -initrd "$img/initramfs.img" \
-  -append "console=ttyS0 quiet panic=-1 ff.repo=$repo" \
-  -serial stdio \
-  -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-  -virtfs local,path="$job",mount_tag=job,security_model=none \
-  -virtfs local,path="$repo",mount_tag=repo,security_model=none \
-  </dev/null || rc=$?
-[ $rc -eq 124 ] && { echo "vm.sh: timed out after ${timeout_s}s" >&2; exit 124; }
-[ -f "$job/rc" ] || { echo "vm.sh: the guest did not run the command (qemu rc $rc)" >&2; exit 125; }
-exit "$(cat "$job/rc")"
+mkdir -p "$job/shared"
+# boot N: one guest, its console on stdout (prefixed when there are two).
+boot() {
+  local n=$1 dir=$job/h$1 nic=() port=$((20000 + ($$ % 20000) * 2))
+  mkdir -p "$dir"
+  cp "$job/cmd.sh" "$job/guest.sh" "$dir/"
+  echo "export FF_VM_HOST=$n FF_VM_HOSTS=$hosts" >"$dir/host.env"
+  if [ "$hosts" -gt 1 ]; then
+    # Unicast UDP on the host's loopback, one port per side: an Ethernet
+    # segment of two.
+    local mine=$((port + n - 1)) other=$((port + 2 - n))
+    nic=(-netdev "socket,id=l0,udp=127.0.0.1:$other,localaddr=127.0.0.1:$mine"
+      -device "virtio-net-pci,netdev=l0,mac=52:54:00:77:00:0$n")
+  fi
+  timeout --foreground -k 5 "$timeout_s" qemu-system-x86_64 \
+    -accel tcg,thread=multi,tb-size=256 -cpu max -smp 2 -m 1024M -nodefaults -nographic -no-reboot \
+    -bios /usr/share/qemu/qboot.rom -kernel "$img/vmlinux" -initrd "$img/initramfs.img" \
+    -append "console=ttyS0 quiet panic=-1 ff.repo=$repo" \
+    -serial stdio "${nic[@]}" \
+    -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+    -virtfs local,path="$dir",mount_tag=job,security_model=none \
+    -virtfs local,path="$job/shared",mount_tag=shared,security_model=none \
+    -virtfs local,path="$repo",mount_tag=repo,security_model=none \
+    </dev/null
+}
+status() { # N: the guest's exit status
+  local rc=$1
+  [ "$rc" -eq 124 ] && { echo "vm.sh: timed out after ${timeout_s}s" >&2; return 124; }
+  [ -f "$job/h$2/rc" ] || { echo "vm.sh: guest $2 did not run the command (qemu rc $rc)" >&2; return 125; }
+  return "$(cat "$job/h$2/rc")"
+}
+if [ "$hosts" -eq 1 ]; then
+  rc=0
+  boot 1 || rc=$?
+  status "$rc" 1 || exit $?
+  exit 0
+fi
+pids=()
+for n in $(seq "$hosts"); do
+  (
+    set -o pipefail
+    rc=0
+    boot "$n" | sed -u "s/^/[h$n] /" || rc=$?
+    exit "$rc"
+  ) &
+  pids+=($!)
+done
+final=0
+for n in $(seq "$hosts"); do
+  rc=0
+  wait "${pids[$((n - 1))]}" || rc=$?
+  status "$rc" "$n" || { rc=$?; [ "$final" -ne 0 ] || final=$rc; }
+done
+exit "$final"
