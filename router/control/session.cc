@@ -110,6 +110,18 @@ std::function<void()> Session::hold() {
   };
 }
 
+Session::Answer Session::answer_later(ReplyWriter& w, uint64_t request_id) {
+  w.later_ = true;
+  ++holds_;
+  return [weak = weak_from_this(), request_id](Status status) {
+    auto s = weak.lock();
+    if (!s || s->closed_) return;
+    ReplyWriter reply;
+    s->queue(reply, request_id, status);  // sent once the hold ends, behind what was queued before
+    s->release_hold();
+  };
+}
+
 void Session::release_hold() {
   if (--holds_ > 0 || closed_) return;
   auto self = shared_from_this();
@@ -131,6 +143,7 @@ void Session::handle_frame(proto::Frame& frame) {
   const proto::Request* req = proto::GetRequest(frame.payload.data());
   ReplyWriter w;
   Status status = dispatch(frame, *req, w);
+  if (w.later_) return;
   queue(w, req->id(), status);
   if (role_ == SessionRole::kTenant && req->body_type() == proto::RequestBody::Hello && !status) {
     flush();

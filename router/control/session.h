@@ -37,6 +37,7 @@ class ReplyWriter {
 
  private:
   friend class Session;
+  bool later_ = false;  // Session::answer_later took the reply
   flatbuffers::FlatBufferBuilder fbb_{512};
   proto::ReplyBody type_ = proto::ReplyBody::NONE;
   flatbuffers::Offset<void> body_;
@@ -82,6 +83,15 @@ class Session : public std::enable_shared_from_this<Session>, public cm::IdOwner
   // thread and every other client with it. One client holds nothing more
   // meanwhile: its requests stay in its socket.
   std::function<void()> hold();
+
+  // A handler that must wait for something before it knows its status (an
+  // answer from another router) takes its reply with answer_later and
+  // returns; the returned function sends the reply with that status (on
+  // the control thread, once). Meanwhile the session takes no further
+  // request, so the client's replies keep their order. Nothing happens when
+  // it is called after the session closed.
+  using Answer = std::function<void(Status)>;
+  Answer answer_later(ReplyWriter& w, uint64_t request_id);
 
   // cm::IdOwner: an id for a connection request to one of this session's
   // listeners (counted as any object), and its removal.

@@ -19,6 +19,8 @@
 #include <stdexcept>
 
 #include "proto/fd.h"
+#include "router/daemon/options.h"
+#include "router/fabric/soft/soft_fabric.h"
 
 namespace ff::router {
 namespace {
@@ -104,6 +106,14 @@ void Router::join_cluster() {
     listen = *own;
   }
   auto cluster = fabric_->join_cluster(io_, *directory_, listen, link_security(options_));
+  if (!cluster && cluster.error().code == EOPNOTSUPP) {
+    // Its data between hosts goes device to device: the routers' control
+    // messages travel on the soft fabric's links, which carry nothing else.
+    message_links_ = std::make_unique<SoftFabric>(fabric_config(options_));
+    auto links = message_links_->join_cluster(io_, *directory_, listen, link_security(options_));
+    if (!links) throw FabricStartError(links.error().message);
+    cluster = fabric_->join_cluster_over(std::move(*links), io_, *directory_);
+  }
   if (!cluster) throw FabricStartError(cluster.error().message);
   cluster_ = std::move(*cluster);
   cluster_->on_messages(

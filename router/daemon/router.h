@@ -108,6 +108,9 @@ class Router final : public ControlServices, private cm::Routes, private cm::Clo
   uint64_t sessions_refused_ = 0;
   bool stopping_ = false;
   // After io_: destroyed first, while the fabric's engine still runs.
+  // The links that carry the control messages of a fabric without links
+  // of its own (the verbs fabric), when joined.
+  std::unique_ptr<Fabric> message_links_;
   std::unique_ptr<Directory> directory_;
   std::unique_ptr<FabricCluster> cluster_;
 };

@@ -12,6 +12,7 @@
 
 #include <infiniband/verbs.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -235,6 +236,15 @@ class Fabric {
   virtual uint32_t query_srq_limit(FabricSrq& srq) = 0;
   virtual Result<std::unique_ptr<FabricAh>> create_ah(FabricPd& pd, const ibv_ah_attr& attr) = 0;
   virtual Status modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask) = 0;
+  // Whether this change must first ask the router that serves its
+  // destination (the verbs fabric across hosts: which device, which QP, and
+  // whether that QP is the tenant's); then modify_qp_via_peer makes it.
+  virtual bool modify_needs_peer(const FabricQp&, const ibv_qp_attr&, int) const { return false; }
+  // Makes the change once the peer answered, or failed to: `done` runs on
+  // the control thread, once, never before this returns; not at all when
+  // the QP is destroyed first.
+  using ModifyDone = std::function<void(Status)>;
+  virtual void modify_qp_via_peer(FabricQp&, const ibv_qp_attr&, int, ModifyDone) {}  // needs no peer
   virtual ibv_qp_attr query_qp(FabricQp& qp) = 0;
 
   // Joins the routers `directory` lists, listening for them on `listen`
@@ -243,6 +253,16 @@ class Fabric {
   virtual Result<std::unique_ptr<FabricCluster>> join_cluster(boost::asio::io_context& io, Directory& directory,
                                                               const std::string& listen,
                                                               const LinkSecurity& security) = 0;
+  // A fabric whose data between hosts does not travel on router links (a
+  // device carries it) joins over `links`: a cluster that only carries the
+  // routers' control messages (the daemon makes it of the soft fabric's
+  // links). EOPNOTSUPP where the fabric serves one host or has links of
+  // its own.
+  virtual Result<std::unique_ptr<FabricCluster>> join_cluster_over(std::unique_ptr<FabricCluster>,
+                                                                   boost::asio::io_context&,
+                                                                   Directory&) {
+    return Error{EOPNOTSUPP, "the " + std::string(name()) + " fabric serves one host"};
+  }
 };
 
 }  // namespace ff::router

@@ -44,12 +44,16 @@ Status handle_create_qp(Session& s, const proto::Request& req, std::vector<Uniqu
 }
 
 Status handle_modify_qp(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
-                               ReplyWriter&) {
+                               ReplyWriter& w) {
   const auto* r = req.body_as_ModifyQp();
   auto* qp = s.objects().find<QpObject>(r->qp(), ObjectKind::kQp);
   if (qp == nullptr) return Error{EINVAL, "no such QP"};
   if (r->attr() == nullptr) return Error{EINVAL, "missing QP attributes"};
-  return s.fabric().modify_qp(*qp->fabric, proto::from_wire(*r->attr()), static_cast<int>(r->attr_mask()));
+  ibv_qp_attr attr = proto::from_wire(*r->attr());
+  auto mask = static_cast<int>(r->attr_mask());
+  if (!s.fabric().modify_needs_peer(*qp->fabric, attr, mask)) return s.fabric().modify_qp(*qp->fabric, attr, mask);
+  s.fabric().modify_qp_via_peer(*qp->fabric, attr, mask, s.answer_later(w, req.id()));
+  return Status{};
 }
 
 Status handle_query_qp(Session& s, const proto::Request& req, std::vector<UniqueFd>&,

@@ -143,8 +143,7 @@ ibv_qp_attr QueueFabric::query_qp(FabricQp& fqp) {
 
 Result<std::unique_ptr<FabricCluster>> QueueFabric::join_cluster(boost::asio::io_context&, Directory&,
                                                                  const std::string&, const LinkSecurity&) {
-  return Error{EOPNOTSUPP, "--directory joins routers over the soft fabric; the " + std::string(name()) +
-                               " fabric serves one host (run with --fabric soft, or without --directory)"};
+  return Error{EOPNOTSUPP, "the " + std::string(name()) + " fabric has no links between routers of its own"};
 }
 
 }  // namespace ff::router::core

@@ -39,7 +39,10 @@ class Engine final : public core::QueueCore {
   // command on real hardware) never runs on the poller: the core's checks
   // and the device's attributes (poller: run_sync), the device's modify
   // (control thread, modify_device), the core's bookkeeping (poller).
-  Status begin_modify(Qp& qp, const ibv_qp_attr& attr, int mask, DeviceModify& out);
+  // `far`: the destination is on another host, as its router answered
+  // (cluster.h); null: it is on this router's device.
+  Status begin_modify(Qp& qp, const ibv_qp_attr& attr, int mask, DeviceModify& out,
+                      const std::optional<RemoteQp>* far = nullptr);
   Status modify_device(Qp& qp, const DeviceModify& change, int mask) const;
   Status end_modify(Qp& qp, const ibv_qp_attr& attr, int mask, const DeviceModify& change, Status device);
 

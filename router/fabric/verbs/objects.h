@@ -136,6 +136,14 @@ struct Qp final : core::Qp {
   // it meanwhile.
   bool device_changing = false;
   bool device_in_error = false;  // moved to ERR already: on_error need not
+  // --- control thread ---
+  uint64_t serial = 0;  // tells this QP from a later one with its number
+};
+
+// A QP on another router's device, as that router describes it.
+struct RemoteQp {
+  ibv_gid gid;   // its device's
+  uint32_t qpn;  // on that device
 };
 
 // A modify the control thread carries out on the device between

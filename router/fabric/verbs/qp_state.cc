@@ -10,7 +10,8 @@
 
 namespace ff::router::verbs {
 
-Status Engine::begin_modify(Qp& q, const ibv_qp_attr& attr, int mask, DeviceModify& out) {
+Status Engine::begin_modify(Qp& q, const ibv_qp_attr& attr, int mask, DeviceModify& out,
+                            const std::optional<RemoteQp>* far) {
   if ((mask & IBV_QP_AV) != 0 && attr.ah_attr.is_global != 0 && !policy::ipv4_of_gid(attr.ah_attr.grh.dgid.raw))
     return Error{EINVAL, "ah_attr.grh.dgid must be an IPv4-mapped GID (::ffff:a.b.c.d) of a virtual IP"};
   // The device never sees a connection across tenants: a destination QP of
@@ -18,12 +19,20 @@ Status Engine::begin_modify(Qp& q, const ibv_qp_attr& attr, int mask, DeviceModi
   // to the device at all, since the device would hand its number out to
   // whoever creates a QP next: the device connects to the sink QP instead,
   // and the router fails the QP's sends as toward no QP (peer_gone).
-  if (Status st = check_modify(q, attr, mask, /*dest_local=*/true); !st) return st;
-  out.dest_missing = (mask & IBV_QP_DEST_QPN) != 0 && find_qp(attr.dest_qp_num) == nullptr;
+  // A destination on another host is the QP its router named, on its
+  // device; it checked the tenant and the address (cluster.h).
+  if (Status st = check_modify(q, attr, mask, /*dest_local=*/far == nullptr); !st) return st;
+  out.dest_missing = (mask & IBV_QP_DEST_QPN) != 0 &&
+                     (far != nullptr ? !far->has_value() : find_qp(attr.dest_qp_num) == nullptr);
   out.attr = attr;
   if ((mask & IBV_QP_PORT) != 0) out.attr.port_num = device_.port;
   if ((mask & IBV_QP_AV) != 0) out.attr.ah_attr = device_address(device_, attr.ah_attr);
-  if (out.dest_missing) out.attr.dest_qp_num = device_.sink_qp->qp_num;
+  if (out.dest_missing) {
+    out.attr.dest_qp_num = device_.sink_qp->qp_num;  // on this device, at this device's address
+  } else if (far != nullptr && far->has_value()) {
+    out.attr.dest_qp_num = (*far)->qpn;
+    out.attr.ah_attr.grh.dgid = (*far)->gid;
+  }
   out.from = q.state;
   q.device_changing = true;
   return {};

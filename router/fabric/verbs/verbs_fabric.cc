@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "policy/tenant.h"
+
 namespace ff::router {
 namespace {
 
@@ -151,6 +153,7 @@ Result<std::unique_ptr<FabricQp>> VerbsFabric::make_qp(const core::QpRequest& r,
   qp->qp = ibv_create_qp(pd.pd, &ia);
   if (qp->qp == nullptr) return device_error(device_->name + " refused the QP");
   qp->qpn = qp->qp->qp_num;
+  qp->serial = next_qp_serial_++;
   engine_->run_sync([&] { engine_->link_qp(*qp); });
   return std::unique_ptr<FabricQp>(std::move(qp));
 }
@@ -179,10 +182,53 @@ Result<std::unique_ptr<FabricAh>> VerbsFabric::make_ah(const core::AhRequest& r)
 }
 
 Status VerbsFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask) {
+  return modify(static_cast<verbs::Qp&>(fqp), attr, mask, nullptr);
+}
+
+bool VerbsFabric::modify_needs_peer(const FabricQp& fqp, const ibv_qp_attr& attr, int mask) const {
+  return cluster_ != nullptr && !cluster_->router_of(static_cast<const verbs::Qp&>(fqp).pd.owner, attr, mask).empty();
+}
+
+void VerbsFabric::modify_qp_via_peer(FabricQp& fqp, const ibv_qp_attr& attr, int mask, ModifyDone done) {
   auto& q = static_cast<verbs::Qp&>(fqp);
+  const Owner& owner = q.pd.owner;
+  uint32_t vip = policy::ipv4_of_gid(attr.ah_attr.grh.dgid.raw).value_or(0);
+  uint32_t qpn = q.qpn;
+  uint64_t serial = q.serial;
+  cluster_->ask(cluster_->router_of(owner, attr, mask), owner, vip, attr.dest_qp_num, q.init.type,
+                [this, qpn, serial, attr, mask, done = std::move(done)](verbs::FarQp far) {
+                  verbs::Qp* now = nullptr;
+                  engine_->run_sync([&] {
+                    verbs::Qp* found = engine_->find_qp(qpn);
+                    if (found != nullptr && found->serial == serial) now = found;
+                  });
+                  if (now == nullptr) return;  // destroyed meanwhile: nobody waits
+                  done(modify(*now, attr, mask, &far));
+                });
+}
+
+Result<std::unique_ptr<FabricCluster>> VerbsFabric::join_cluster_over(std::unique_ptr<FabricCluster> links,
+                                                                      boost::asio::io_context& io,
+                                                                      Directory& directory) {
+  auto cluster = std::make_unique<verbs::VerbsCluster>(std::move(links), io, directory, *this);
+  cluster_ = cluster.get();
+  return std::unique_ptr<FabricCluster>(std::move(cluster));
+}
+
+verbs::FarQp VerbsFabric::describe_qp(const std::string& tenant, uint32_t vip, uint32_t qpn, ibv_qp_type type) {
+  verbs::FarQp far;
+  engine_->run_sync([&] {
+    const verbs::Qp* q = engine_->find_qp(qpn);
+    if (q != nullptr && q->pd.owner.tenant == tenant && q->pd.owner.virtual_ip == vip && q->init.type == type)
+      far = verbs::RemoteQp{device_->gid, qpn};
+  });
+  return far;
+}
+
+Status VerbsFabric::modify(verbs::Qp& q, const ibv_qp_attr& attr, int mask, const verbs::FarQp* far) {
   verbs::DeviceModify change;
   Status st;
-  engine_->run_sync([&] { st = engine_->begin_modify(q, attr, mask, change); });
+  engine_->run_sync([&] { st = engine_->begin_modify(q, attr, mask, change, far); });
   if (!st) return st;
   Status device = engine_->modify_device(q, change, mask);  // here, not on the poller
   engine_->run_sync([&] { st = engine_->end_modify(q, attr, mask, change, device); });

@@ -9,11 +9,12 @@
 #include <string>
 
 #include "router/fabric/core/queue_fabric.h"
+#include "router/fabric/verbs/cluster.h"
 #include "router/fabric/verbs/engine.h"
 
 namespace ff::router {
 
-class VerbsFabric final : public core::QueueFabric {
+class VerbsFabric final : public core::QueueFabric, public verbs::ClusterMember {
  public:
   // Opens config.device (empty: the first device with an active port) at
   // config.gid_index (-1: its RoCE v2 IPv4 GID). Throws FabricStartError.
@@ -24,6 +25,13 @@ class VerbsFabric final : public core::QueueFabric {
   ibv_port_attr port_attr() const override;
   Result<std::unique_ptr<FabricPd>> alloc_pd(const Owner& owner) override;
   Status modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask) override;
+  // Across hosts (cluster.h): a destination another router serves is
+  // asked of that router first.
+  bool modify_needs_peer(const FabricQp& qp, const ibv_qp_attr& attr, int mask) const override;
+  void modify_qp_via_peer(FabricQp& qp, const ibv_qp_attr& attr, int mask, ModifyDone done) override;
+  Result<std::unique_ptr<FabricCluster>> join_cluster_over(std::unique_ptr<FabricCluster> links,
+                                                           boost::asio::io_context& io,
+                                                           Directory& directory) override;
 
  protected:
   core::QueueCore& core() override { return *engine_; }
@@ -36,9 +44,16 @@ class VerbsFabric final : public core::QueueFabric {
   // The device needs one virtual range: an MR over several segments maps
   // them side by side.
   Status compose(verbs::Mr& mr, std::span<const SegmentPiece> pieces, uint64_t addr, uint64_t length);
+  // The modify on the device; `far` as in Engine::begin_modify.
+  Status modify(verbs::Qp& qp, const ibv_qp_attr& attr, int mask, const verbs::FarQp* far);
+  // ClusterMember: what this router tells another about one of its QPs.
+  verbs::FarQp describe_qp(const std::string& tenant, uint32_t vip, uint32_t qpn, ibv_qp_type type) override;
+  void left_cluster() override { cluster_ = nullptr; }
 
   std::unique_ptr<verbs::Device> device_;
   std::unique_ptr<verbs::Engine> engine_;
+  verbs::VerbsCluster* cluster_ = nullptr;  // joined: owned by the daemon
+  uint64_t next_qp_serial_ = 1;
 };
 
 // Whether a device the verbs fabric can use exists (for --fabric auto);

@@ -17,31 +17,95 @@ meet() {
   fail "host $peer_host never reached '$1'"
 }
 
-# wait_tcp_listener PORT: returns once something listens on PORT here.
+# wait_tcp_listener PORT [NETNS [PID]]: returns once something listens on
+# PORT here (in network namespace NETNS); fails when PID exits first or
+# nothing listens within 30 s.
 wait_tcp_listener() {
+  local in=()
+  [ -z "${2:-}" ] || in=(ip netns exec "$2")
   for _ in $(seq 300); do
-    ss -Htln "sport = :$1" | grep -q . && return 0
+    "${in[@]}" ss -Htln "sport = :$1" | grep -q . && return 0
+    [ -z "${3:-}" ] || kill -0 "$3" 2>/dev/null || { echo "process $3 exited before it listened on port $1" >&2; return 1; }
     sleep 0.1
   done
-  fail "nothing listens on port $1"
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+
+# host_container NAME VIP: a container (tests/e2e/lib.sh) whose network
+# reaches the other host's containers: VIP/24 with this host as its
+# gateway (.254), and the other host's container /24s routed over the
+# hosts' link. Containers of host N live in 10.7{8,9}.N.0/24.
+host_container() {
+  local ns="ffc-$1-$$" gw=${2%.*}.254
+  ip netns add "$ns"
+  FF_NETNS+=("$ns")
+  ip -n "$ns" link set lo up
+  ip link add "vh-$1" type veth peer name eth0 netns "$ns"
+  ip addr add "$gw/24" dev "vh-$1"
+  ip link set "vh-$1" up
+  ip -n "$ns" addr add "$2/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" route add default via "$gw"
+  sysctl -qw net.ipv4.ip_forward=1
+  local net
+  for net in 10.78 10.79; do
+    ip route replace "$net.$peer_host.0/24" via "$peer_addr"
+  done
+}
+
+# host_router [ffrouter args...]: this host's router (h1 or h2) on rxe0, on
+# the verbs fabric, in a cluster with the other host's router (tenants blue
+# in 10.78.N.0/24 and red in 10.79.N.0/24 on host N, directory file in
+# /run/shared); returns once the two routers are linked both ways.
+host_router() {
+  local dir=/run/shared/directory.yaml
+  if [ "$FF_VM_HOST" = 1 ]; then
+    {
+      echo "routers:"
+      for n in 1 2; do
+        echo "  - name: h$n"
+        echo "    address: 10.77.0.$n:7471"
+        echo "    tenants:"
+        echo "      blue: [10.78.$n.0/24]"
+        echo "      red: [10.79.$n.0/24]"
+      done
+    } >"$dir.tmp"
+    mv "$dir.tmp" "$dir"
+  fi
+  meet directory
+  ff_start_router --config "$(ff_tenants_config blue red)" --fabric verbs --device "$FF_RXE_DEV" \
+    --directory "file:$dir" --router-name "h$FF_VM_HOST" "$@"
+  for _ in $(seq 300); do
+    "$FFCTL" --run-dir "$FF_RUN" peers | grep -q 'outbound=up inbound=up' && return 0
+    sleep 0.1
+  done
+  "$FFCTL" --run-dir "$FF_RUN" peers
+  fail "the routers did not link"
 }
 
 # host_pair NAME CMD... : host 1 serves (CMD), host 2 runs CMD with host 1's
 # address (and prints perftest's last result line); both must succeed;
-# the logs are $FF_WORK/NAME.log.
+# the logs are $FF_WORK/NAME.log. With PAIR_CONTAINER and PAIR_TENANT set,
+# both run in that container (host_container) as that tenant, the server
+# at PAIR_SERVER.
 host_pair() {
-  local name=$1
+  local name=$1 in=() netns="" at=$peer_addr
   shift
+  if [ -n "${PAIR_CONTAINER:-}" ]; then
+    in=(ff_in_container "$PAIR_CONTAINER" "$PAIR_TENANT")
+    netns=ffc-$PAIR_CONTAINER-$$
+    at=$PAIR_SERVER
+  fi
   if [ "$FF_VM_HOST" = 1 ]; then
-    timeout 120 "$@" >"$FF_WORK/$name.log" 2>&1 &
+    "${in[@]}" timeout 120 "$@" >"$FF_WORK/$name.log" 2>&1 &
     local server=$!
-    wait_tcp_listener 18515
+    wait_tcp_listener 18515 "$netns" $server || { cat "$FF_WORK/$name.log"; fail "$name (server)"; }
     meet "$name"
     wait $server || { cat "$FF_WORK/$name.log"; fail "$name (server)"; }
   else
     meet "$name"
-    timeout 120 "$@" "$peer_addr" >"$FF_WORK/$name.log" 2>&1 || { cat "$FF_WORK/$name.log"; fail "$name (client)"; }
+    "${in[@]}" timeout 120 "$@" "$at" >"$FF_WORK/$name.log" 2>&1 || { cat "$FF_WORK/$name.log"; fail "$name (client)"; }
     grep -E "^ *[0-9]+ +[0-9]+ " "$FF_WORK/$name.log" | tail -1 | sed "s/^/$name: /" || true
   fi
 }
-
