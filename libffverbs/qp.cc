@@ -407,7 +407,7 @@ int ibv_modify_qp(ibv_qp* ibqp, ibv_qp_attr* attr, int attr_mask) {
   flatbuffers::FlatBufferBuilder fbb;
   auto wire = proto::to_wire(*attr);
   auto body = proto::CreateModifyQp(fbb, qp->handle, static_cast<uint32_t>(attr_mask), &wire);
-  if (int e = request<void>(fbb, body, "modify_qp").error; e != 0) return e;
+  if (int e = request<void>(fbb, body, "modify_qp").error; e != 0) return errno = e;  // "the value of errno"
   if ((attr_mask & IBV_QP_STATE) != 0) ibqp->state = attr->qp_state;
   if ((attr_mask & IBV_QP_STATE) != 0 && attr->qp_state == IBV_QPS_RESET) {
     std::lock_guard lock(qp->send_mu);  // reset dropped every WR: no slot is taken

@@ -19,8 +19,24 @@
  *                              posts a receive on it, connects it to itself,
  *                              says "ready" on stdout, and after EOF on stdin
  *                              checks that nothing arrived.
+ *   ffv_isolation target FILE  (across hosts) an RC QP connected to itself
+ *                              with a receive posted, and a 4 KiB buffer
+ *                              registered for remote write; writes
+ *                              "QPN ADDR RKEY" to FILE, and after EOF on
+ *                              stdin checks that nothing arrived and the
+ *                              buffer is intact.
+ *   ffv_isolation intrude QPN ADDR RKEY VIP
+ *                              connects RC QPs to QP QPN at virtual IP VIP
+ *                              (another tenant's QP, its number observed)
+ *                              and SENDs, then WRITEs to ADDR with RKEY:
+ *                              both must fail as toward no QP
+ *                              (IBV_WC_RETRY_EXC_ERR), unless the connection
+ *                              is refused outright (EINVAL: VIP is not in
+ *                              the tenant's network).
  * Exit 0 when the probe saw what isolation requires.
  */
+#include <arpa/inet.h>
+#include <errno.h>
 #include <infiniband/verbs.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -75,10 +91,8 @@ static int serve(const char* file) {
   return 0;
 }
 
-// INIT, RTR toward QP `dest` on this device (PSN 0), RTS.
-static void connect_rc(struct ibv_context* ctx, struct ibv_qp* qp, uint32_t dest) {
-  union ibv_gid gid;
-  if (ibv_query_gid(ctx, 1, 0, &gid) != 0) die("ibv_query_gid");
+// INIT, RTR toward QP `dest` at `gid` (PSN 0), RTS: 0, or the error of RTR.
+static int connect_rc_at(struct ibv_qp* qp, uint32_t dest, union ibv_gid gid) {
   struct ibv_qp_attr a = {0};
   a.qp_state = IBV_QPS_INIT;
   a.port_num = 1;
@@ -94,9 +108,9 @@ static void connect_rc(struct ibv_context* ctx, struct ibv_qp* qp, uint32_t dest
   a.ah_attr.grh.dgid = gid;
   a.ah_attr.grh.hop_limit = 1;
   a.ah_attr.port_num = 1;
-  if (ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
-                                IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER))
-    die("RTR");
+  int rc = ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                                     IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
+  if (rc != 0) return rc;
   memset(&a, 0, sizeof a);
   a.qp_state = IBV_QPS_RTS;
   a.timeout = 14;
@@ -106,6 +120,18 @@ static void connect_rc(struct ibv_context* ctx, struct ibv_qp* qp, uint32_t dest
   if (ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN |
                                 IBV_QP_MAX_QP_RD_ATOMIC))
     die("RTS");
+  return 0;
+}
+
+// connect_rc_at toward QP `dest` on this device.
+static void connect_rc(struct ibv_context* ctx, struct ibv_qp* qp, uint32_t dest) {
+  union ibv_gid gid;
+  if (ibv_query_gid(ctx, 1, 0, &gid) != 0) die("ibv_query_gid");
+  int rc = connect_rc_at(qp, dest, gid);
+  if (rc != 0) {
+    fprintf(stderr, "RTR: %s\n", strerror(rc));
+    exit(2);
+  }
 }
 
 static enum ibv_wc_status post_and_wait(struct ibv_qp* qp, struct ibv_cq* cq, struct ibv_mr* local,
@@ -182,6 +208,15 @@ static int attack(uint64_t addr, uint32_t rkey) {
   return other == IBV_WC_REM_ACCESS_ERR ? 0 : 1;
 }
 
+// A receive for the whole buffer.
+static void post_receive(struct node* n) {
+  struct ibv_sge sge = {(uintptr_t)n->buf, SIZE, n->mr->lkey};
+  struct ibv_recv_wr rr = {0}, *bad = NULL;
+  rr.sg_list = &sge;
+  rr.num_sge = 1;
+  if (ibv_post_recv(n->qp, &rr, &bad) != 0) die("ibv_post_recv");
+}
+
 static int preconnect(const char* file) {
   struct node n = make_node('P');
   uint32_t target = n.qp->qp_num + 1;
@@ -211,11 +246,7 @@ static int victim(const char* file) {
     return 2;
   }
   connect_rc(n.ctx, n.qp, n.qp->qp_num);
-  struct ibv_sge sge = {(uintptr_t)n.buf, SIZE, n.mr->lkey};
-  struct ibv_recv_wr rr = {0}, *bad = NULL;
-  rr.sg_list = &sge;
-  rr.num_sge = 1;
-  if (ibv_post_recv(n.qp, &rr, &bad) != 0) die("ibv_post_recv");
+  post_receive(&n);
   printf("ready\n");
   fflush(stdout);
   char c;
@@ -232,12 +263,64 @@ static int victim(const char* file) {
   return 0;
 }
 
+static int target(const char* file) {
+  struct node n = make_node('T');
+  connect_rc(n.ctx, n.qp, n.qp->qp_num);
+  post_receive(&n);
+  FILE* f = fopen(file, "w");
+  if (f == NULL) die(file);
+  fprintf(f, "%u %llu %u\n", n.qp->qp_num, (unsigned long long)(uintptr_t)n.buf, n.mr->rkey);
+  fclose(f);
+  char c;
+  while (read(0, &c, 1) > 0) {
+  }
+  struct ibv_wc wc;
+  if (ibv_poll_cq(n.cq, 1, &wc) != 0) {
+    fprintf(stderr, "target: QP %#x received another tenant's message (status %s)\n", n.qp->qp_num,
+            ibv_wc_status_str(wc.status));
+    return 1;
+  }
+  for (int i = 0; i < SIZE; ++i) {
+    if (n.buf[i] != 'T') {
+      fprintf(stderr, "target: byte %d of the registered buffer changed to %#x\n", i, n.buf[i]);
+      return 1;
+    }
+  }
+  printf("target: nothing arrived at QP %#x and its buffer is intact\n", n.qp->qp_num);
+  return 0;
+}
+
+static int intrude(uint32_t qpn, uint64_t addr, uint32_t rkey, const char* vip) {
+  union ibv_gid gid = {0};
+  gid.raw[10] = gid.raw[11] = 0xff;
+  if (inet_pton(AF_INET, vip, &gid.raw[12]) != 1) die("intrude: VIP");
+  struct node n = make_node('I');
+  int rc = connect_rc_at(n.qp, qpn, gid);
+  if (rc != 0) {  // refused outright: an address outside the tenant's network
+    printf("intrude: connecting to QP %#x at %s: %s\n", qpn, vip, strerror(rc));
+    return rc == EINVAL ? 0 : 1;
+  }
+  enum ibv_wc_status sent = post_and_wait(n.qp, n.cq, n.mr, IBV_WR_SEND, 0, 0);
+  n.qp = make_qp(&n);  // the first is in ERR now
+  if (connect_rc_at(n.qp, qpn, gid) != 0) die("RTR");
+  enum ibv_wc_status wrote = post_and_wait(n.qp, n.cq, n.mr, IBV_WR_RDMA_WRITE, addr, rkey);
+  printf("intrude: SEND to QP %#x at %s: %s; WRITE with its rkey %#x: %s\n", qpn, vip, ibv_wc_status_str(sent),
+         rkey, ibv_wc_status_str(wrote));
+  return sent == IBV_WC_RETRY_EXC_ERR && wrote == IBV_WC_RETRY_EXC_ERR ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
   if (argc == 3 && strcmp(argv[1], "serve") == 0) return serve(argv[2]);
   if (argc == 3 && strcmp(argv[1], "preconnect") == 0) return preconnect(argv[2]);
   if (argc == 3 && strcmp(argv[1], "victim") == 0) return victim(argv[2]);
+  if (argc == 3 && strcmp(argv[1], "target") == 0) return target(argv[2]);
+  if (argc == 6 && strcmp(argv[1], "intrude") == 0)
+    return intrude((uint32_t)strtoul(argv[2], NULL, 0), strtoull(argv[3], NULL, 0), (uint32_t)strtoul(argv[4], NULL, 0),
+                   argv[5]);
   if (argc == 4 && strcmp(argv[1], "attack") == 0)
     return attack(strtoull(argv[2], NULL, 0), (uint32_t)strtoul(argv[3], NULL, 0));
-  fprintf(stderr, "usage: ffv_isolation serve FILE | attack ADDR RKEY | preconnect FILE | victim FILE\n");
+  fprintf(stderr,
+          "usage: ffv_isolation serve FILE | attack ADDR RKEY | preconnect FILE | victim FILE | target FILE |\n"
+          "       intrude QPN ADDR RKEY VIP\n");
   return 2;
 }

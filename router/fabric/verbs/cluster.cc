@@ -69,12 +69,14 @@ VerbsCluster::VerbsCluster(std::unique_ptr<FabricCluster> links, boost::asio::io
         }
       },
       [this](const std::string& router) {
-        // Whatever that router was asked stays unanswered: its QPs are gone
-        // or unreachable, so those modifies connect to no QP.
+        // The QPs connected to its QPs fail; whatever it was asked stays
+        // unanswered: its QPs are gone or unreachable, so those modifies
+        // connect to no QP.
+        fabric_.router_lost(router);
         std::vector<uint64_t> lost;
         for (const auto& [tag, q] : questions_)
           if (q.router == router) lost.push_back(tag);
-        for (uint64_t tag : lost) settle(tag, std::nullopt);
+        for (uint64_t tag : lost) settle_later(tag);  // this may run inside ask(), which must return first
         if (control_plane_lost_) control_plane_lost_(router);
       });
 }
@@ -100,13 +102,19 @@ void VerbsCluster::send_message(const std::string& router, std::vector<std::byte
   links_->send_message(router, with_channel(Channel::kControlPlane, message));
 }
 
-std::string VerbsCluster::router_of(const Owner& owner, const ibv_qp_attr& attr, int mask) const {
-  if ((mask & IBV_QP_AV) == 0 || attr.ah_attr.is_global == 0) return {};
+Result<std::string> VerbsCluster::route(const Owner& owner, const ibv_qp_attr& attr, int mask) const {
+  if ((mask & IBV_QP_AV) == 0 || attr.ah_attr.is_global == 0) return std::string{};
   auto vip = policy::ipv4_of_gid(attr.ah_attr.grh.dgid.raw);
-  if (!vip) return {};
+  if (!vip) return std::string{};  // refused by the modify itself
   auto router = directory_.router_for(owner.tenant, *vip);
-  if (!router || *router == directory_.self()) return {};
-  return *router;
+  if (!router) {
+    directory_.refresh();  // the entry may be newer than our view
+    router = directory_.router_for(owner.tenant, *vip);
+  }
+  if (!router)
+    return Error{EINVAL, "no router serves virtual IP " + policy::format_ipv4(*vip) + " in tenant " + owner.tenant +
+                             " (directory: " + directory_.describe() + "): not an address of this tenant's network"};
+  return *router == directory_.self() ? std::string{} : *router;
 }
 
 void VerbsCluster::ask(const std::string& router, const Owner& owner, uint32_t vip, uint32_t qpn, ibv_qp_type type,
@@ -117,7 +125,7 @@ void VerbsCluster::ask(const std::string& router, const Owner& owner, uint32_t v
   q.then = std::move(then);
   q.timer = std::make_unique<boost::asio::steady_timer>(io_);
   if (stopping_ || questions_.size() > kMaxQuestions || owner.tenant.size() > 255) {
-    boost::asio::post(io_, [this, tag] { settle(tag, std::nullopt); });
+    settle_later(tag);
     return;
   }
   WhereIsQp w{};
@@ -191,6 +199,12 @@ void VerbsCluster::answer(const std::string& router, std::span<const std::byte> 
     std::memcpy(a.gid, far->gid.raw, sizeof a.gid);
   }
   links_->send_message(router, bytes_of(a));
+}
+
+void VerbsCluster::settle_later(uint64_t tag) {
+  boost::asio::post(io_, [alive = std::weak_ptr<VerbsCluster*>(alive_), tag] {
+    if (auto self = alive.lock()) (*self)->settle(tag, std::nullopt);
+  });
 }
 
 void VerbsCluster::settle(uint64_t tag, FarQp far) {

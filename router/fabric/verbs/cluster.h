@@ -41,6 +41,8 @@ class ClusterMember {
   virtual FarQp describe_qp(const std::string& tenant, uint32_t vip, uint32_t qpn, ibv_qp_type type) = 0;
   // The cluster is going away (the router stops): ask it nothing more.
   virtual void left_cluster() = 0;
+  // The links to `router` went down, or it restarted: its QPs may be gone.
+  virtual void router_lost(const std::string& router) = 0;
 };
 
 class VerbsCluster final : public FabricCluster {
@@ -59,9 +61,10 @@ class VerbsCluster final : public FabricCluster {
   void on_messages(MessageHandler message, LostHandler lost) override;
   void send_message(const std::string& router, std::vector<std::byte> message) override;
 
-  // The router that serves the destination of this change, when that is
-  // another router; empty otherwise (no address, or one of this router's).
-  std::string router_of(const Owner& owner, const ibv_qp_attr& attr, int mask) const;
+  // The router that serves the destination of this change: empty for this
+  // one (or when the change names no address); an error when no router
+  // serves that address in the owner's tenant.
+  Result<std::string> route(const Owner& owner, const ibv_qp_attr& attr, int mask) const;
   // Asks `router` for QP `qpn` of `owner`'s tenant at `vip`; `then` runs on
   // the control thread once, with the answer (never before this returns).
   void ask(const std::string& router, const Owner& owner, uint32_t vip, uint32_t qpn, ibv_qp_type type,
@@ -78,6 +81,8 @@ class VerbsCluster final : public FabricCluster {
   void on_fabric_message(const std::string& router, std::span<const std::byte> message);
   void answer(const std::string& router, std::span<const std::byte> question);
   void settle(uint64_t tag, FarQp far);
+  void settle_later(uint64_t tag);  // as unanswered, from the io_context
+
 
   std::unique_ptr<FabricCluster> links_;
   boost::asio::io_context& io_;
@@ -89,6 +94,8 @@ class VerbsCluster final : public FabricCluster {
   uint64_t next_tag_ = 1;
   uint64_t refused_ = 0;  // malformed messages and answers nobody asked for
   bool stopping_ = false;
+  // What posted work holds to learn whether the cluster still exists.
+  std::shared_ptr<VerbsCluster*> alive_ = std::make_shared<VerbsCluster*>(this);
 };
 
 }  // namespace ff::router::verbs

@@ -45,6 +45,10 @@ class Engine final : public core::QueueCore {
                       const std::optional<RemoteQp>* far = nullptr);
   Status modify_device(Qp& qp, const DeviceModify& change, int mask) const;
   Status end_modify(Qp& qp, const ibv_qp_attr& attr, int mask, const DeviceModify& change, Status device);
+  // Another router is gone (or restarted): the QPs connected to its QPs go
+  // to ERR, so that their programs see errors (their receives flush)
+  // instead of waiting for a peer whose QPs no longer exist.
+  void fail_qps_toward(const std::string& router);
 
  private:
   // PollerHooks (data_path.cc)

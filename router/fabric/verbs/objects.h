@@ -136,6 +136,7 @@ struct Qp final : core::Qp {
   // it meanwhile.
   bool device_changing = false;
   bool device_in_error = false;  // moved to ERR already: on_error need not
+  std::string far_router;        // the router its destination is on ("": this one)
   // --- control thread ---
   uint64_t serial = 0;  // tells this QP from a later one with its number
 };
@@ -152,6 +153,7 @@ struct DeviceModify {
   ibv_qp_attr attr{};
   ibv_qp_state from = IBV_QPS_RESET;  // the QP's state when it was checked
   bool dest_missing = false;
+  std::string far_router;  // where the destination is, when on another host
 };
 
 }  // namespace ff::router::verbs

@@ -40,8 +40,9 @@ Status Engine::begin_modify(Qp& q, const ibv_qp_attr& attr, int mask, DeviceModi
 
 Status Engine::modify_device(Qp& q, const DeviceModify& change, int mask) const {
   ibv_qp_attr dev = change.attr;
-  if (ibv_modify_qp(q.qp, &dev, mask) == 0) return {};
-  int e = errno != 0 ? errno : EINVAL;
+  int rc = ibv_modify_qp(q.qp, &dev, mask);  // the error itself, not errno (which may be stale)
+  if (rc == 0) return {};
+  int e = rc > 0 ? rc : errno != 0 ? errno : EINVAL;
   return Error{e, "the device (" + device_.name + ") refused the change: " + std::strerror(e)};
 }
 
@@ -57,7 +58,15 @@ Status Engine::end_modify(Qp& q, const ibv_qp_attr& attr, int mask, const Device
   if ((mask & IBV_QP_STATE) != 0) q.device_in_error = attr.qp_state == IBV_QPS_ERR;
   apply_modify(q, attr, mask);
   if (change.dest_missing) q.peer_gone = true;
+  if ((mask & IBV_QP_DEST_QPN) != 0) q.far_router = change.dest_missing ? std::string{} : change.far_router;
   return {};
+}
+
+void Engine::fail_qps_toward(const std::string& router) {
+  for (core::Qp* c : qps()) {
+    auto& q = static_cast<Qp&>(*c);
+    if (q.far_router == router && core::answers(q.state)) set_error(q);
+  }
 }
 
 ibv_ah_attr device_address(const Device& d, const ibv_ah_attr& virt) {
@@ -93,6 +102,7 @@ void Engine::on_reset(core::Qp& c) {
   // The device dropped whatever it held, without completions; so do we.
   drain_device_cqs(q);
   q.solicited.clear();
+  q.far_router.clear();
 }
 
 void Engine::handle_async_events() {

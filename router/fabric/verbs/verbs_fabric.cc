@@ -182,11 +182,16 @@ Result<std::unique_ptr<FabricAh>> VerbsFabric::make_ah(const core::AhRequest& r)
 }
 
 Status VerbsFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask) {
-  return modify(static_cast<verbs::Qp&>(fqp), attr, mask, nullptr);
+  auto& q = static_cast<verbs::Qp&>(fqp);
+  if (cluster_ != nullptr)
+    if (auto router = cluster_->route(q.pd.owner, attr, mask); !router) return router.error();
+  return modify(q, attr, mask, nullptr);
 }
 
 bool VerbsFabric::modify_needs_peer(const FabricQp& fqp, const ibv_qp_attr& attr, int mask) const {
-  return cluster_ != nullptr && !cluster_->router_of(static_cast<const verbs::Qp&>(fqp).pd.owner, attr, mask).empty();
+  if (cluster_ == nullptr) return false;
+  auto router = cluster_->route(static_cast<const verbs::Qp&>(fqp).pd.owner, attr, mask);
+  return router && !router->empty();
 }
 
 void VerbsFabric::modify_qp_via_peer(FabricQp& fqp, const ibv_qp_attr& attr, int mask, ModifyDone done) {
@@ -195,15 +200,17 @@ void VerbsFabric::modify_qp_via_peer(FabricQp& fqp, const ibv_qp_attr& attr, int
   uint32_t vip = policy::ipv4_of_gid(attr.ah_attr.grh.dgid.raw).value_or(0);
   uint32_t qpn = q.qpn;
   uint64_t serial = q.serial;
-  cluster_->ask(cluster_->router_of(owner, attr, mask), owner, vip, attr.dest_qp_num, q.init.type,
-                [this, qpn, serial, attr, mask, done = std::move(done)](verbs::FarQp far) {
+  auto route = cluster_->route(owner, attr, mask);  // another router: modify_needs_peer said so
+  std::string router = route ? *route : std::string{};
+  cluster_->ask(router, owner, vip, attr.dest_qp_num, q.init.type,
+                [this, qpn, serial, attr, mask, router, done = std::move(done)](verbs::FarQp far) {
                   verbs::Qp* now = nullptr;
                   engine_->run_sync([&] {
                     verbs::Qp* found = engine_->find_qp(qpn);
                     if (found != nullptr && found->serial == serial) now = found;
                   });
                   if (now == nullptr) return;  // destroyed meanwhile: nobody waits
-                  done(modify(*now, attr, mask, &far));
+                  done(modify(*now, attr, mask, &far, router));
                 });
 }
 
@@ -225,8 +232,14 @@ verbs::FarQp VerbsFabric::describe_qp(const std::string& tenant, uint32_t vip, u
   return far;
 }
 
-Status VerbsFabric::modify(verbs::Qp& q, const ibv_qp_attr& attr, int mask, const verbs::FarQp* far) {
+void VerbsFabric::router_lost(const std::string& router) {
+  engine_->run_sync([&] { engine_->fail_qps_toward(router); });
+}
+
+Status VerbsFabric::modify(verbs::Qp& q, const ibv_qp_attr& attr, int mask, const verbs::FarQp* far,
+                           const std::string& far_router) {
   verbs::DeviceModify change;
+  change.far_router = far_router;
   Status st;
   engine_->run_sync([&] { st = engine_->begin_modify(q, attr, mask, change, far); });
   if (!st) return st;

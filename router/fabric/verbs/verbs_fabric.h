@@ -45,10 +45,12 @@ class VerbsFabric final : public core::QueueFabric, public verbs::ClusterMember 
   // them side by side.
   Status compose(verbs::Mr& mr, std::span<const SegmentPiece> pieces, uint64_t addr, uint64_t length);
   // The modify on the device; `far` as in Engine::begin_modify.
-  Status modify(verbs::Qp& qp, const ibv_qp_attr& attr, int mask, const verbs::FarQp* far);
+  Status modify(verbs::Qp& qp, const ibv_qp_attr& attr, int mask, const verbs::FarQp* far,
+                const std::string& far_router = {});
   // ClusterMember: what this router tells another about one of its QPs.
   verbs::FarQp describe_qp(const std::string& tenant, uint32_t vip, uint32_t qpn, ibv_qp_type type) override;
   void left_cluster() override { cluster_ = nullptr; }
+  void router_lost(const std::string& router) override;
 
   std::unique_ptr<verbs::Device> device_;
   std::unique_ptr<verbs::Engine> engine_;

@@ -8,10 +8,12 @@ peer_host=$((3 - FF_VM_HOST))
 peer_addr=10.77.0.$peer_host
 
 # meet NAME: returns once the other host has reached NAME too (60 s at most).
+# Names are the test script's own (another test may use the same one).
 meet() {
-  touch "/run/shared/$1.$FF_VM_HOST"
+  local at=/run/shared/${0##*/}.$1
+  touch "$at.$FF_VM_HOST"
   for _ in $(seq 600); do
-    [ -e "/run/shared/$1.$peer_host" ] && return 0
+    [ -e "$at.$peer_host" ] && return 0
     sleep 0.1
   done
   fail "host $peer_host never reached '$1'"
@@ -74,8 +76,15 @@ host_router() {
     mv "$dir.tmp" "$dir"
   fi
   meet directory
-  ff_start_router --config "$(ff_tenants_config blue red)" --fabric verbs --device "$FF_RXE_DEV" \
-    --directory "file:$dir" --router-name "h$FF_VM_HOST" "$@"
+  HOST_ROUTER_ARGS=(--config "$(ff_tenants_config blue red)" --fabric verbs --device "$FF_RXE_DEV"
+    --directory "file:$dir" --router-name "h$FF_VM_HOST" "$@")
+  host_router_again
+}
+
+# host_router_again: starts this host's router as host_router did (after
+# it was killed), and waits until it is linked with the other.
+host_router_again() {
+  ff_start_router "${HOST_ROUTER_ARGS[@]}"
   for _ in $(seq 300); do
     "$FFCTL" --run-dir "$FF_RUN" peers | grep -q 'outbound=up inbound=up' && return 0
     sleep 0.1

@@ -10,6 +10,8 @@ host_container app 10.78.$FF_VM_HOST.1
 # host 1's serving.
 routed() { PAIR_CONTAINER=app PAIR_TENANT=blue PAIR_SERVER=10.78.1.1 host_pair "$@"; }
 
+routed crosshost "$FF_BUILD/bin/ffv_crosshost" -r  # rxe's statuses for a SEND longer than its receive
+pass "ffv_crosshost: every RC operation and error status, every byte checked: $(tail -1 "$FF_WORK/crosshost.log")"
 before=$(ff_bytes)
 routed rc_pingpong ibv_rc_pingpong -g 0 -n 200 -s 4096
 [ "$(ff_bytes)" -gt "$before" ] || fail "ibv_rc_pingpong did not go through the router"
@@ -29,4 +31,72 @@ for t in "ib_write_bw -s 65536 -n 200" "ib_read_bw -s 65536 -n 200" "ib_atomic_b
   routed "$name" $t -x 0 -F
   pass "$t"
 done
+
+# Tenant red on host 2 learns blue's QP number, buffer and rkey on host 1
+# and connects to that QP, at blue's address and at its own on host 1: its
+# router must not give the device that connection (the device cannot tell
+# tenants apart), so red's SEND and WRITE fail as toward no QP and blue's
+# QP and memory see nothing.
+host_container intruder 10.79.$FF_VM_HOST.1
+if [ "$FF_VM_HOST" = 1 ]; then
+  mkfifo "$FF_WORK/hold"
+  ff_in_container app blue "$FF_BUILD/bin/ffv_isolation" target "$FF_WORK/target" <"$FF_WORK/hold" \
+    >"$FF_WORK/target.log" 2>&1 &
+  target=$!
+  exec 7>"$FF_WORK/hold"
+  for _ in $(seq 200); do [ -s "$FF_WORK/target" ] && break; sleep 0.05; done
+  cp "$FF_WORK/target" /run/shared/target
+  meet target
+  meet intruded
+  exec 7>&-
+  wait $target || { cat "$FF_WORK/target.log"; fail "blue's QP or memory saw the other tenant"; }
+  cat "$FF_WORK/target.log"
+else
+  meet target
+  read -r qpn addr rkey </run/shared/target
+  for vip in 10.78.1.1 10.79.1.1; do
+    ff_in_container intruder red "$FF_BUILD/bin/ffv_isolation" intrude "$qpn" "$addr" "$rkey" $vip ||
+      { tail -5 "$FF_WORK/router.log"; fail "red reached blue's QP through $vip"; }
+  done
+  meet intruded
+fi
+pass "a tenant connecting to another's QP on the other host (its number, address and rkey known) reaches nothing"
+
+# Host 1's router killed mid-transfer: its device QPs go with it, so host
+# 2's program fails with an error completion (retries exhausted) instead of
+# hanging; restarted, it links again and new connections work.
+if [ "$FF_VM_HOST" = 1 ]; then
+  ff_in_container app blue timeout 120 ibv_rc_pingpong -g 0 -n 100000000 >"$FF_WORK/long.log" 2>&1 &
+  long=$!
+  wait_tcp_listener 18515 "ffc-app-$$" $long || { cat "$FF_WORK/long.log"; fail "long pingpong (server)"; }
+  meet long
+  meet running
+  kill -9 "$FF_ROUTER_PID"
+  wait "$FF_ROUTER_PID" 2>/dev/null || true
+  meet killed
+  wait $long 2>/dev/null || true
+  meet failed
+  host_router_again
+  meet restarted
+else
+  meet long
+  ff_in_container app blue timeout 120 ibv_rc_pingpong -g 0 -n 100000000 10.78.1.1 >"$FF_WORK/long.log" 2>&1 &
+  long=$!
+  for _ in $(seq 100); do grep -q "remote address" "$FF_WORK/long.log" && break; sleep 0.1; done
+  sleep 1
+  meet running
+  meet killed
+  killed_at=$SECONDS
+  rc=0
+  wait $long || rc=$?
+  cat "$FF_WORK/long.log"
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "the pingpong with the killed router's host did not fail (rc $rc)"
+  grep -q "Failed status" "$FF_WORK/long.log" || fail "no error completion: $(tail -3 "$FF_WORK/long.log")"
+  echo "failed $((SECONDS - killed_at)) s after the router was killed"
+  meet failed
+  meet restarted
+fi
+pass "a router killed on one host: the program on the other fails with an error completion"
+routed after_restart ibv_rc_pingpong -g 0 -n 100
+pass "its restart: new connections across the hosts work"
 meet done
