@@ -340,7 +340,7 @@ bool Engine::poll_receives(Qp& q) {
 // spurious wakeup at worst, which verbs allows; never a missed one).
 uint8_t Engine::was_solicited(const Qp& q, const ibv_wc& d) {
   if (q.init.type != IBV_QPT_RC || d.status != IBV_WC_SUCCESS) return 1;
-  Qp* sender = find_qp(q.attr.dest_qp_num);
+  Qp* sender = q.far_router.empty() ? find_qp(q.attr.dest_qp_num) : nullptr;  // a far sender's bits are not here
   if (sender == nullptr || sender->solicited.empty()) return 1;
   bool bit = sender->solicited.front();
   sender->solicited.pop_front();

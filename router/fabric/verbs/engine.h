@@ -61,6 +61,9 @@ class Engine final : public core::QueueCore {
   void on_reset(core::Qp& qp) override;   // what the device held is gone without completions
   void on_unlink(core::Qp& qp) override;  // drains its shadow CQs
   uint32_t srq_held_elsewhere(const core::Srq& srq) const override { return static_cast<const Srq&>(srq).posted.used(); }
+  // A QP connected to a QP on another host: a local QP of that number
+  // going away is not its peer going away.
+  bool connects_here(const core::Qp& qp) const override { return static_cast<const Qp&>(qp).far_router.empty(); }
 
   // data_path.cc
   ibv_wc_status check_send(const Qp& qp, const shm::SendWqe& w, const Ah*& ah) const;

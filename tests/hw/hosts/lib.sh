@@ -118,3 +118,32 @@ host_pair() {
     grep -E "^ *[0-9]+ +[0-9]+ " "$FF_WORK/$name.log" | tail -1 | sed "s/^/$name: /" || true
   fi
 }
+
+# host_cm_pair NAME SERVER_CMD... -- CLIENT_CMD...: an rdma_cm pair in
+# container app as tenant blue: host 1 serves at 10.78.1.1 (once its router
+# reports the listener, or the server listens on TCP), host 2 runs the
+# client; both must succeed. Logs: $FF_WORK/NAME.server.log, .client.log.
+host_cm_pair() {
+  local name=$1 server=() client=()
+  shift
+  while [ "$1" != "--" ]; do server+=("$1"); shift; done
+  shift
+  client=("$@")
+  local log=$FF_WORK/${name//[^A-Za-z0-9_.-]/_}
+  if [ "$FF_VM_HOST" = 1 ]; then
+    ff_in_container app blue timeout 120 "${server[@]}" >"$log.server.log" 2>&1 &
+    local spid=$!
+    for _ in $(seq 300); do
+      ff_status | grep "vip=10.78.1.1 " | grep -q "cm_listeners=[1-9]" && break
+      ip netns exec "ffc-app-$$" ss -Hltn | grep -q . && break
+      kill -0 $spid 2>/dev/null || break
+      sleep 0.1
+    done
+    meet "$name"
+    wait $spid || { tail -20 "$log.server.log"; fail "$name (server)"; }
+  else
+    meet "$name"
+    ff_in_container app blue timeout 120 "${client[@]}" >"$log.client.log" 2>&1 ||
+      { tail -20 "$log.client.log"; fail "$name (client)"; }
+  fi
+}

@@ -32,6 +32,24 @@ for t in "ib_write_bw -s 65536 -n 200" "ib_read_bw -s 65536 -n 200" "ib_atomic_b
   pass "$t"
 done
 
+# rdma_cm across the hosts: the routers' CM messages travel on the links,
+# the QPs' moves are asked of the far router as above.
+ip=10.78.1.1
+host_cm_pair rping rping -s -a $ip -C 50 -v -- rping -c -a $ip -C 50 -v -V
+pass "rping -V across the hosts (rdma_cm)"
+host_cm_pair ucmatose ucmatose -c 4 -C 20 -- ucmatose -s $ip -c 4 -C 20
+pass "ucmatose: 4 connections across the hosts"
+host_cm_pair rdma_server rdma_server -s $ip -- rdma_client -s $ip
+pass "rdma_server / rdma_client across the hosts"
+for t in "ib_send_bw" "ib_write_bw" "ib_read_bw"; do
+  # shellcheck disable=SC2086
+  host_cm_pair "$t -R" $t -R -n 200 -- $t -R -n 200 $ip
+  pass "$t -R across the hosts"
+done
+fi_msg=(fi_pingpong -p verbs -e msg -I 100 -S 4096)
+host_cm_pair fi_pingpong "${fi_msg[@]}" -- "${fi_msg[@]}" $ip
+pass "fi_pingpong -p verbs -e msg across the hosts (libfabric over rdma_cm)"
+
 # Tenant red on host 2 learns blue's QP number, buffer and rkey on host 1
 # and connects to that QP, at blue's address and at its own on host 1: its
 # router must not give the device that connection (the device cannot tell
