@@ -6,12 +6,12 @@
 # and the ratios are printed as a markdown table. Emulation (TCG) makes
 # absolute numbers meaningless; the ratio is what the routers add.
 #
-#   bench/verbs_hosts.sh [iterations (default 2000)]
+#   bench/verbs_hosts.sh [iterations (default 2000)] [ffrouter args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${FF_VM_HOST:-}" ]; then
   scripts/build.sh Release >/dev/null
-  exec tests/hw/vm.sh --timeout 1500 --hosts 2 -e "FF_ITERS=${1:-2000}" -- bash bench/verbs_hosts.sh
+  exec tests/hw/vm.sh --timeout 1500 --hosts 2 -e "FF_ITERS=${1:-2000}" -- bash bench/verbs_hosts.sh "${@:2}"
 fi
 # --- in both guests ----------------------------------------------------------------
 export FF_BUILD=$PWD/build
@@ -21,7 +21,7 @@ bw=(ib_write_bw -s 65536 -n "$iters" -F)
 lat=(ib_send_lat -s 2 -n "$iters" -F)
 host_pair direct_bw "${bw[@]}" -d rxe0 -x "$FF_RXE_GID_INDEX"
 host_pair direct_lat "${lat[@]}" -d rxe0 -x "$FF_RXE_GID_INDEX"
-host_router
+host_router "$@"
 host_container app "10.78.$FF_VM_HOST.1"
 routed() { PAIR_CONTAINER=app PAIR_TENANT=blue PAIR_SERVER=10.78.1.1 host_pair "$@"; }
 routed routed_bw "${bw[@]}" -x 0
