@@ -20,19 +20,23 @@
  *                              says "ready" on stdout, and after EOF on stdin
  *                              checks that nothing arrived.
  *   ffv_isolation target FILE  (across hosts) an RC QP connected to itself
- *                              with a receive posted, and a 4 KiB buffer
- *                              registered for remote write; writes
- *                              "QPN ADDR RKEY" to FILE, and after EOF on
- *                              stdin checks that nothing arrived and the
- *                              buffer is intact.
- *   ffv_isolation intrude QPN ADDR RKEY VIP
+ *                              with a receive posted, a UD QP (Q_Key
+ *                              0x11111111) with a receive posted, and a
+ *                              4 KiB buffer registered for remote write;
+ *                              writes "QPN ADDR RKEY UDQPN" to FILE, and
+ *                              after EOF on stdin checks that nothing
+ *                              arrived and the buffer is intact.
+ *   ffv_isolation intrude QPN ADDR RKEY VIP [UDQPN]
  *                              connects RC QPs to QP QPN at virtual IP VIP
  *                              (another tenant's QP, its number observed)
  *                              and SENDs, then WRITEs to ADDR with RKEY:
  *                              both must fail as toward no QP
  *                              (IBV_WC_RETRY_EXC_ERR), unless the connection
  *                              is refused outright (EINVAL: VIP is not in
- *                              the tenant's network).
+ *                              the tenant's network); with UDQPN, also
+ *                              sends datagrams to UD QP UDQPN at VIP with
+ *                              its Q_Key (they complete, as a datagram to
+ *                              nobody does, and must not arrive).
  * Exit 0 when the probe saw what isolation requires.
  */
 #include <arpa/inet.h>
@@ -169,16 +173,18 @@ struct node {
   struct ibv_qp* qp;
 };
 
-static struct ibv_qp* make_qp(struct node* n) {
+static struct ibv_qp* make_qp_of(struct node* n, enum ibv_qp_type type) {
   struct ibv_qp_init_attr ia = {0};
   ia.send_cq = ia.recv_cq = n->cq;
-  ia.qp_type = IBV_QPT_RC;
+  ia.qp_type = type;
   ia.cap.max_send_wr = ia.cap.max_recv_wr = 4;
   ia.cap.max_send_sge = ia.cap.max_recv_sge = 1;
   struct ibv_qp* qp = ibv_create_qp(n->pd, &ia);
   if (qp == NULL) die("ibv_create_qp");
   return qp;
 }
+
+static struct ibv_qp* make_qp(struct node* n) { return make_qp_of(n, IBV_QPT_RC); }
 
 static struct node make_node(char fill) {
   struct node n;
@@ -263,13 +269,37 @@ static int victim(const char* file) {
   return 0;
 }
 
+#define UD_QKEY 0x11111111u
+
+// A UD QP on n's CQ, ready to send and receive.
+static struct ibv_qp* make_ud_qp(struct node* n) {
+  struct ibv_qp* qp = make_qp_of(n, IBV_QPT_UD);
+  struct ibv_qp_attr a = {0};
+  a.qp_state = IBV_QPS_INIT;
+  a.port_num = 1;
+  a.qkey = UD_QKEY;
+  if (ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_QKEY)) die("UD INIT");
+  a.qp_state = IBV_QPS_RTR;
+  if (ibv_modify_qp(qp, &a, IBV_QP_STATE)) die("UD RTR");
+  a.qp_state = IBV_QPS_RTS;
+  a.sq_psn = 0;
+  if (ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_SQ_PSN)) die("UD RTS");
+  return qp;
+}
+
 static int target(const char* file) {
   struct node n = make_node('T');
   connect_rc(n.ctx, n.qp, n.qp->qp_num);
   post_receive(&n);
+  struct ibv_qp* ud = make_ud_qp(&n);
+  struct ibv_sge sge = {(uintptr_t)n.buf + 1024, 1024, n.mr->lkey};  // never written: the check below sees
+  struct ibv_recv_wr wr = {0}, *bad;
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  if (ibv_post_recv(ud, &wr, &bad)) die("ibv_post_recv (UD)");
   FILE* f = fopen(file, "w");
   if (f == NULL) die(file);
-  fprintf(f, "%u %llu %u\n", n.qp->qp_num, (unsigned long long)(uintptr_t)n.buf, n.mr->rkey);
+  fprintf(f, "%u %llu %u %u\n", n.qp->qp_num, (unsigned long long)(uintptr_t)n.buf, n.mr->rkey, ud->qp_num);
   fclose(f);
   char c;
   while (read(0, &c, 1) > 0) {
@@ -286,14 +316,50 @@ static int target(const char* file) {
       return 1;
     }
   }
-  printf("target: nothing arrived at QP %#x and its buffer is intact\n", n.qp->qp_num);
+  printf("target: nothing arrived at QP %#x nor UD QP %#x, and its buffer is intact\n", n.qp->qp_num, ud->qp_num);
   return 0;
 }
 
-static int intrude(uint32_t qpn, uint64_t addr, uint32_t rkey, const char* vip) {
+// Datagrams to UD QP `qpn` at `gid` with the target's Q_Key: each completes.
+static int send_datagrams(uint32_t qpn, union ibv_gid gid, const char* vip) {
+  struct node n = make_node('D');
+  struct ibv_qp* ud = make_ud_qp(&n);
+  struct ibv_ah_attr aa = {0};
+  aa.is_global = 1;
+  aa.grh.dgid = gid;
+  aa.grh.hop_limit = 64;
+  aa.port_num = 1;
+  struct ibv_ah* ah = ibv_create_ah(n.pd, &aa);
+  if (ah == NULL) die("ibv_create_ah");
+  for (int i = 0; i < 3; ++i) {
+    struct ibv_sge sge = {(uintptr_t)n.buf, 64, n.mr->lkey};
+    struct ibv_send_wr wr = {0}, *bad;
+    wr.opcode = IBV_WR_SEND;
+    wr.send_flags = IBV_SEND_SIGNALED;
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    wr.wr.ud.ah = ah;
+    wr.wr.ud.remote_qpn = qpn;
+    wr.wr.ud.remote_qkey = UD_QKEY;
+    if (ibv_post_send(ud, &wr, &bad)) die("ibv_post_send (UD)");
+    struct ibv_wc wc;
+    int got;
+    for (int t = 0; (got = ibv_poll_cq(n.cq, 1, &wc)) == 0 && t < 10000; ++t) usleep(1000);
+    if (got != 1 || wc.status != IBV_WC_SUCCESS) {
+      fprintf(stderr, "intrude: a datagram to UD QP %#x at %s did not complete (%s)\n", qpn, vip,
+              got == 1 ? ibv_wc_status_str(wc.status) : "no completion in 10 s");
+      return 1;
+    }
+  }
+  printf("intrude: 3 datagrams to UD QP %#x at %s completed\n", qpn, vip);
+  return 0;
+}
+
+static int intrude(uint32_t qpn, uint64_t addr, uint32_t rkey, const char* vip, uint32_t ud_qpn) {
   union ibv_gid gid = {0};
   gid.raw[10] = gid.raw[11] = 0xff;
   if (inet_pton(AF_INET, vip, &gid.raw[12]) != 1) die("intrude: VIP");
+  if (ud_qpn != 0 && send_datagrams(ud_qpn, gid, vip) != 0) return 1;
   struct node n = make_node('I');
   int rc = connect_rc_at(n.qp, qpn, gid);
   if (rc != 0) {  // refused outright: an address outside the tenant's network
@@ -314,13 +380,13 @@ int main(int argc, char** argv) {
   if (argc == 3 && strcmp(argv[1], "preconnect") == 0) return preconnect(argv[2]);
   if (argc == 3 && strcmp(argv[1], "victim") == 0) return victim(argv[2]);
   if (argc == 3 && strcmp(argv[1], "target") == 0) return target(argv[2]);
-  if (argc == 6 && strcmp(argv[1], "intrude") == 0)
+  if ((argc == 6 || argc == 7) && strcmp(argv[1], "intrude") == 0)
     return intrude((uint32_t)strtoul(argv[2], NULL, 0), strtoull(argv[3], NULL, 0), (uint32_t)strtoul(argv[4], NULL, 0),
-                   argv[5]);
+                   argv[5], argc == 7 ? (uint32_t)strtoul(argv[6], NULL, 0) : 0);
   if (argc == 4 && strcmp(argv[1], "attack") == 0)
     return attack(strtoull(argv[2], NULL, 0), (uint32_t)strtoul(argv[3], NULL, 0));
   fprintf(stderr,
           "usage: ffv_isolation serve FILE | attack ADDR RKEY | preconnect FILE | victim FILE | target FILE |\n"
-          "       intrude QPN ADDR RKEY VIP\n");
+          "       intrude QPN ADDR RKEY VIP [UDQPN]\n");
   return 2;
 }

@@ -68,14 +68,21 @@ class FakeLinks final : public FabricCluster {
 // A router's QPs: blue's QP 0x42 at 10.50.2.1.
 class FakeFabric final : public ClusterMember {
  public:
-  FarQp describe_qp(const std::string& tenant, uint32_t vip, uint32_t qpn, ibv_qp_type type) override {
+  FarQp describe_qp(const std::string& router, const std::string& tenant, uint32_t vip, uint32_t qpn,
+                    ibv_qp_type type, const Asker& asker) override {
     ++questions;
+    asked_by = router;
+    last_asker = asker;
     if (tenant == "blue" && vip == 0x0a320201 && qpn == 0x42 && type == IBV_QPT_RC) return RemoteQp{gid, qpn};
     return std::nullopt;
   }
+  void far_qp_gone(const std::string& router, uint32_t qpn) override { gone.emplace_back(router, qpn); }
   void left_cluster() override { left = true; }
   void router_lost(const std::string& router) override { lost.push_back(router); }
   std::vector<std::string> lost;
+  std::vector<std::pair<std::string, uint32_t>> gone;
+  std::string asked_by;
+  Asker last_asker;
   ibv_gid gid{.raw = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 77, 0, 2}};
   int questions = 0;
   bool left = false;
@@ -144,7 +151,11 @@ TEST_F(VerbsClusterTest, AConnectionIsAskedOfTheRouterThatServesItsAddress) {
   EXPECT_EQ(*r, "") << "a change that names no address";
 
   std::optional<FarQp> got;
-  alpha.cluster->ask("beta", blue, 0x0a320201, 0x42, IBV_QPT_RC, [&](FarQp far) { got = far; });
+  Asker asker;
+  asker.qpn = 0x77;
+  asker.vip = 0x0a320101;
+  asker.gid = alpha.fabric.gid;
+  alpha.cluster->ask("beta", blue, 0x0a320201, 0x42, IBV_QPT_RC, asker, [&](FarQp far) { got = far; });
   EXPECT_FALSE(got) << "never before ask returns";
   pump();
   ASSERT_TRUE(got);
@@ -152,12 +163,29 @@ TEST_F(VerbsClusterTest, AConnectionIsAskedOfTheRouterThatServesItsAddress) {
   EXPECT_EQ((*got)->qpn, 0x42u);
   EXPECT_EQ(0, std::memcmp((*got)->gid.raw, beta.fabric.gid.raw, 16));
   EXPECT_EQ(beta.fabric.questions, 1);
+  EXPECT_EQ(beta.fabric.asked_by, "alpha");
+  EXPECT_EQ(beta.fabric.last_asker.qpn, 0x77u) << "the asking QP, for datagrams from it";
+  EXPECT_EQ(beta.fabric.last_asker.vip, 0x0a320101u);
+}
+
+TEST_F(VerbsClusterTest, AQpGoneReachesTheRoutersThatKnowIt) {
+  beta.cluster->tell_qp_gone({"alpha"}, 0x42);
+  pump();
+  ASSERT_EQ(alpha.fabric.gone.size(), 1u);
+  EXPECT_EQ(alpha.fabric.gone[0], (std::pair<std::string, uint32_t>{"beta", 0x42}));
+  // Cut short or padded: refused, and nothing is gone.
+  std::vector<std::byte> m = {std::byte{1}, std::byte{3}, std::byte{0}, std::byte{0}, std::byte{0x42}};
+  alpha.links->deliver("beta", m);
+  m.resize(9);
+  alpha.links->deliver("beta", m);
+  EXPECT_EQ(alpha.fabric.gone.size(), 1u);
+  EXPECT_EQ(alpha.cluster->answers_refused(), 2u);
 }
 
 TEST_F(VerbsClusterTest, ATenantLearnsOnlyOfItsOwnQps) {
   int answers = 0;
   for (auto [owner, type] : {std::pair{red, IBV_QPT_RC}, std::pair{blue, IBV_QPT_UC}}) {
-    alpha.cluster->ask("beta", owner, 0x0a320201, 0x42, type, [&](FarQp far) {
+    alpha.cluster->ask("beta", owner, 0x0a320201, 0x42, type, Asker{}, [&](FarQp far) {
       EXPECT_FALSE(far.has_value());
       ++answers;
     });
@@ -168,7 +196,7 @@ TEST_F(VerbsClusterTest, ATenantLearnsOnlyOfItsOwnQps) {
 
 TEST_F(VerbsClusterTest, AnswersNobodyAskedForOrFromAnotherRouterChangeNothing) {
   std::optional<FarQp> got;
-  alpha.cluster->ask("beta", blue, 0x0a320201, 0x42, IBV_QPT_RC, [&](FarQp far) { got = far; });
+  alpha.cluster->ask("beta", blue, 0x0a320201, 0x42, IBV_QPT_RC, Asker{}, [&](FarQp far) { got = far; });
   // beta's answer, but delivered as if gamma sent it; then a copy with another tag.
   std::vector<std::byte> question = alpha.links->sent.front().bytes;
   alpha.links->sent.clear();
@@ -203,7 +231,7 @@ TEST_F(VerbsClusterTest, QuestionsToALostRouterEndWithoutAQp) {
   std::optional<FarQp> got;
   std::string lost;
   alpha.cluster->on_messages(nullptr, [&](const std::string& r) { lost = r; });
-  alpha.cluster->ask("beta", blue, 0x0a320201, 0x42, IBV_QPT_RC, [&](FarQp far) { got = far; });
+  alpha.cluster->ask("beta", blue, 0x0a320201, 0x42, IBV_QPT_RC, Asker{}, [&](FarQp far) { got = far; });
   alpha.links->lose("beta");
   EXPECT_FALSE(got) << "settled from the io_context, not inside the links' call";
   io.poll();

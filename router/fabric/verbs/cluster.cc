@@ -14,7 +14,7 @@ namespace {
 
 // The first byte of every message on the links.
 enum class Channel : uint8_t { kControlPlane = 0, kFabric = 1 };
-enum class Kind : uint8_t { kWhereIsQp = 1, kQpIsHere = 2 };
+enum class Kind : uint8_t { kWhereIsQp = 1, kQpIsHere = 2, kQpGone = 3 };
 
 // Little-endian, packed by hand.
 #pragma pack(push, 1)
@@ -22,6 +22,8 @@ struct WhereIsQp {
   uint8_t channel, kind, qp_type, tenant_length;
   uint32_t vip, qpn;
   uint64_t tag;
+  uint32_t asker_qpn, asker_vip;
+  uint8_t asker_gid[16];
   // then the tenant's name (tenant_length bytes)
 };
 struct QpIsHere {
@@ -30,8 +32,12 @@ struct QpIsHere {
   uint64_t tag;
   uint8_t gid[16];
 };
+struct QpGone {
+  uint8_t channel, kind, reserved[2];
+  uint32_t qpn;
+};
 #pragma pack(pop)
-static_assert(sizeof(WhereIsQp) == 20 && sizeof(QpIsHere) == 32);
+static_assert(sizeof(WhereIsQp) == 44 && sizeof(QpIsHere) == 32 && sizeof(QpGone) == 8);
 
 std::vector<std::byte> with_channel(Channel c, std::span<const std::byte> body) {
   std::vector<std::byte> m(body.size() + 1);
@@ -106,19 +112,23 @@ Result<std::string> VerbsCluster::route(const Owner& owner, const ibv_qp_attr& a
   if ((mask & IBV_QP_AV) == 0 || attr.ah_attr.is_global == 0) return std::string{};
   auto vip = policy::ipv4_of_gid(attr.ah_attr.grh.dgid.raw);
   if (!vip) return std::string{};  // refused by the modify itself
-  auto router = directory_.router_for(owner.tenant, *vip);
+  return route(owner, *vip);
+}
+
+Result<std::string> VerbsCluster::route(const Owner& owner, uint32_t vip) const {
+  auto router = directory_.router_for(owner.tenant, vip);
   if (!router) {
     directory_.refresh();  // the entry may be newer than our view
-    router = directory_.router_for(owner.tenant, *vip);
+    router = directory_.router_for(owner.tenant, vip);
   }
   if (!router)
-    return Error{EINVAL, "no router serves virtual IP " + policy::format_ipv4(*vip) + " in tenant " + owner.tenant +
+    return Error{EINVAL, "no router serves virtual IP " + policy::format_ipv4(vip) + " in tenant " + owner.tenant +
                              " (directory: " + directory_.describe() + "): not an address of this tenant's network"};
   return *router == directory_.self() ? std::string{} : *router;
 }
 
 void VerbsCluster::ask(const std::string& router, const Owner& owner, uint32_t vip, uint32_t qpn, ibv_qp_type type,
-                       std::function<void(FarQp)> then) {
+                       const Asker& asker, std::function<void(FarQp)> then) {
   uint64_t tag = next_tag_++;
   Question& q = questions_[tag];
   q.router = router;
@@ -136,6 +146,9 @@ void VerbsCluster::ask(const std::string& router, const Owner& owner, uint32_t v
   w.vip = htole32(vip);
   w.qpn = htole32(qpn);
   w.tag = htole64(tag);
+  w.asker_qpn = htole32(asker.qpn);
+  w.asker_vip = htole32(asker.vip);
+  std::memcpy(w.asker_gid, asker.gid.raw, sizeof w.asker_gid);
   q.timer->expires_after(kAnswerTimeout);
   q.timer->async_wait([this, tag](const boost::system::error_code& ec) {
     if (!ec) settle(tag, std::nullopt);
@@ -151,6 +164,16 @@ void VerbsCluster::on_fabric_message(const std::string& router, std::span<const 
   auto kind = static_cast<Kind>(message[1]);
   if (kind == Kind::kWhereIsQp) {
     answer(router, message);
+    return;
+  }
+  if (kind == Kind::kQpGone) {
+    QpGone g{};
+    if (message.size() != sizeof g) {
+      ++refused_;
+      return;
+    }
+    std::memcpy(&g, message.data(), sizeof g);
+    fabric_.far_qp_gone(router, le32toh(g.qpn));
     return;
   }
   QpIsHere a{};
@@ -188,7 +211,11 @@ void VerbsCluster::answer(const std::string& router, std::span<const std::byte> 
   }
   std::string tenant(reinterpret_cast<const char*>(message.data() + sizeof w), w.tenant_length);
   auto type = static_cast<ibv_qp_type>(w.qp_type);
-  FarQp far = fabric_.describe_qp(tenant, le32toh(w.vip), le32toh(w.qpn), type);
+  Asker asker;
+  asker.qpn = le32toh(w.asker_qpn);
+  asker.vip = le32toh(w.asker_vip);
+  std::memcpy(asker.gid.raw, w.asker_gid, sizeof w.asker_gid);
+  FarQp far = fabric_.describe_qp(router, tenant, le32toh(w.vip), le32toh(w.qpn), type, asker);
   QpIsHere a{};
   a.channel = static_cast<uint8_t>(Channel::kFabric);
   a.kind = static_cast<uint8_t>(Kind::kQpIsHere);
@@ -199,6 +226,15 @@ void VerbsCluster::answer(const std::string& router, std::span<const std::byte> 
     std::memcpy(a.gid, far->gid.raw, sizeof a.gid);
   }
   links_->send_message(router, bytes_of(a));
+}
+
+void VerbsCluster::tell_qp_gone(const std::set<std::string>& routers, uint32_t qpn) {
+  if (stopping_) return;
+  QpGone g{};
+  g.channel = static_cast<uint8_t>(Channel::kFabric);
+  g.kind = static_cast<uint8_t>(Kind::kQpGone);
+  g.qpn = htole32(qpn);
+  for (const std::string& router : routers) links_->send_message(router, bytes_of(g));
 }
 
 void VerbsCluster::settle_later(uint64_t tag) {

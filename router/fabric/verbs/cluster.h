@@ -21,6 +21,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "router/directory/directory.h"
@@ -33,12 +34,26 @@ namespace ff::router::verbs {
 // the tenant at that address (or did not answer in time).
 using FarQp = std::optional<RemoteQp>;
 
+// The QP that asks, as the asked router records it: a datagram from this
+// device QP may then be delivered to the QP asked for, with `vip` as its
+// virtual source (UD); and the asked router learns which of its QPs a QP
+// on the asker's host knows, to tell when one goes away.
+struct Asker {
+  uint32_t qpn = 0;  // on the asker's device
+  uint32_t vip = 0;
+  ibv_gid gid{};     // the asker's device's
+};
+
 // The fabric, as the cluster sees it.
 class ClusterMember {
  public:
   virtual ~ClusterMember() = default;
-  // The answer to another router's question about one of this router's QPs.
-  virtual FarQp describe_qp(const std::string& tenant, uint32_t vip, uint32_t qpn, ibv_qp_type type) = 0;
+  // The answer to `router`'s question about one of this router's QPs.
+  virtual FarQp describe_qp(const std::string& router, const std::string& tenant, uint32_t vip, uint32_t qpn,
+                            ibv_qp_type type, const Asker& asker) = 0;
+  // `router` destroyed its QP `qpn`, which this router had asked about or
+  // been asked about: nothing here may reach that number any more.
+  virtual void far_qp_gone(const std::string& router, uint32_t qpn) = 0;
   // The cluster is going away (the router stops): ask it nothing more.
   virtual void left_cluster() = 0;
   // The links to `router` went down, or it restarted: its QPs may be gone.
@@ -65,10 +80,13 @@ class VerbsCluster final : public FabricCluster {
   // one (or when the change names no address); an error when no router
   // serves that address in the owner's tenant.
   Result<std::string> route(const Owner& owner, const ibv_qp_attr& attr, int mask) const;
+  Result<std::string> route(const Owner& owner, uint32_t vip) const;
   // Asks `router` for QP `qpn` of `owner`'s tenant at `vip`; `then` runs on
   // the control thread once, with the answer (never before this returns).
   void ask(const std::string& router, const Owner& owner, uint32_t vip, uint32_t qpn, ibv_qp_type type,
-           std::function<void(FarQp)> then);
+           const Asker& asker, std::function<void(FarQp)> then);
+  // Tells `routers` that this router's QP `qpn` is gone.
+  void tell_qp_gone(const std::set<std::string>& routers, uint32_t qpn);
 
   uint64_t answers_refused() const { return refused_; }
 

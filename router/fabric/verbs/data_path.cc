@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "policy/tenant.h"
+#include "router/fabric/poller.h"
 #include "router/fabric/verbs/engine.h"
 
 namespace ff::router::verbs {
@@ -129,9 +130,11 @@ void Engine::build_send(Qp& q, const SendWqe& w, const Ah* ah, ibv_send_wr& wr, 
   } else if (q.init.type == IBV_QPT_UD) {
     // Datagrams reach QPs of the same tenant at the address named, or
     // nobody: anything else goes to the sink, where the device drops it.
-    const Qp* t = find_qp(w.remote_qpn);
-    bool allowed = t != nullptr && t->pd.owner.tenant == q.pd.owner.tenant &&
-                   (!ah->virtual_ip || *ah->virtual_ip == t->pd.owner.virtual_ip);
+    // (One on another host was allowed by its router: far_verdict.)
+    const Qp* t = ah->far_router.empty() ? find_qp(w.remote_qpn) : nullptr;
+    bool allowed = !ah->far_router.empty() ||
+                   (t != nullptr && t->pd.owner.tenant == q.pd.owner.tenant &&
+                    (!ah->virtual_ip || *ah->virtual_ip == t->pd.owner.virtual_ip));
     wr.wr.ud.ah = ah->ah;
     wr.wr.ud.remote_qpn = allowed ? w.remote_qpn : device_.sink_qp->qp_num;
     // The high bit asks for the sending QP's own Q_Key (not every device
@@ -169,6 +172,13 @@ bool Engine::post_sends(Qp& q) {
       if (n == 0) return fail_head(q, st);
       break;
     }
+    if (ah != nullptr && !ah->far_router.empty()) {
+      FarVerdict v = far_verdict(q, w, *ah);
+      if (v != FarVerdict::kGo) {
+        if (n == 0 && v == FarVerdict::kDrop) return complete_head_unsent(q);
+        break;  // kWait: the answer wakes the poller
+      }
+    }
     build_send(q, w, ah, wrs[n], sges[n], bytes);
     slots[n] = q.sends.acquire();
     q.sends[slots[n]] = SendSlot{w.wr_id, q.sq.consumed() + static_cast<uint64_t>(n), w.opcode,
@@ -204,12 +214,74 @@ bool Engine::post_sends(Qp& q) {
 // wire, so it completes.
 bool Engine::fail_toward_gone_peer(Qp& q) {
   if (q.init.type == IBV_QPT_RC) return fail_head(q, IBV_WC_RETRY_EXC_ERR);
-  if (q.sends.used() > 0) return false;  // what the device holds completes first
+  return complete_head_unsent(q);
+}
+
+// The head WQE completes as sent, though nothing went: a UC message or a
+// datagram toward no QP is lost on the wire, which is no error. Once the
+// device has finished everything before it.
+bool Engine::complete_head_unsent(Qp& q) {
+  if (q.sends.used() > 0) return false;
   SendWqe w;
   uint64_t index = q.sq.consumed();
   if (!q.sq.sc_try_pop(w)) return false;
   if (q.signals(w)) complete_send(q, send_completion(w.wr_id, IBV_WC_SUCCESS, w.opcode, q.qpn), index);
   return true;
+}
+
+// Whether a datagram to a QP on another host may go. The first one to a
+// (virtual IP, QP number) asks that host's router (the head send waits);
+// its answer is remembered: allowed until that router says the QP is gone
+// or is lost, refused for a second (the QP may be created meanwhile).
+Engine::FarVerdict Engine::far_verdict(Qp& q, const SendWqe& w, const Ah& ah) {
+  auto key = std::make_pair(*ah.virtual_ip, w.remote_qpn);
+  auto it = q.far_destinations.find(key);
+  if (it != q.far_destinations.end()) {
+    FarDestination& d = it->second;
+    if (d.state == FarDestination::State::kAsked) return FarVerdict::kWait;
+    if (d.state == FarDestination::State::kAllowed && ah.ah != nullptr) return FarVerdict::kGo;
+    if (d.state == FarDestination::State::kRefused && Poller::now_ns() < d.until_ns) return FarVerdict::kDrop;
+    // Allowed, but this AH has no device AH yet (another AH learned it):
+    // asking again makes it one.
+  } else if (q.far_destinations.size() >= kMaxFarPeers) {
+    q.far_destinations.clear();  // forget all: at worst each is asked again
+  }
+  if (!ask_far_) return FarVerdict::kDrop;  // not in a cluster
+  FarDestination& d = q.far_destinations[key];
+  d.state = FarDestination::State::kAsked;
+  d.router = ah.far_router;
+  q.waiting_for_far = true;
+  ask_far_(q, ah, w.remote_qpn);
+  return FarVerdict::kWait;
+}
+
+void Engine::settle_far(Qp& q, uint32_t vip, uint32_t qpn, const std::string& router, bool allowed) {
+  constexpr uint64_t kRefusalNs = 1'000'000'000;
+  q.waiting_for_far = false;
+  auto it = q.far_destinations.find({vip, qpn});
+  if (it == q.far_destinations.end() || it->second.router != router) return;  // forgotten meanwhile
+  it->second.state = allowed ? FarDestination::State::kAllowed : FarDestination::State::kRefused;
+  it->second.until_ns = Poller::now_ns() + kRefusalNs;
+}
+
+bool Engine::accept_far_sender(Qp& q, const ibv_gid& gid, uint32_t qpn, uint32_t vip, const std::string& router) {
+  FarSenderKey key;
+  std::memcpy(key.first.data(), gid.raw, key.first.size());
+  key.second = qpn;
+  auto it = q.far_senders.find(key);
+  if (it == q.far_senders.end() && q.far_senders.size() >= kMaxFarPeers) return false;
+  q.far_senders[key] = FarSender{vip, router};
+  return true;
+}
+
+void Engine::far_qp_gone(const std::string& router, uint32_t qpn) {
+  for (core::Qp* c : qps()) {
+    auto& q = static_cast<Qp&>(*c);
+    if (q.init.type != IBV_QPT_UD && q.far_router == router && q.attr.dest_qp_num == qpn) q.peer_gone = true;
+    std::erase_if(q.far_destinations,
+                  [&](const auto& d) { return d.first.second == qpn && d.second.router == router; });
+    std::erase_if(q.far_senders, [&](const auto& s) { return s.first.second == qpn && s.second.router == router; });
+  }
 }
 
 namespace {
@@ -323,7 +395,15 @@ bool Engine::poll_receives(Qp& q) {
     c.dlid_path_bits = d.dlid_path_bits;
     c.solicited = was_solicited(q, d);
     if (d.status == IBV_WC_SUCCESS && q.init.type == IBV_QPT_UD && (d.wc_flags & IBV_WC_GRH) != 0) {
-      rewrite_grh(q, r, d.src_qp);
+      if (!translate_grh(q, r, d.src_qp)) {
+        // From a QP on another host no router let send here: the app never
+        // sees it, and its receive goes back to the device.
+        if (!repost_receive(q, table, slot)) {
+          table.release(slot);
+          set_error(q, /*fatal=*/true);
+        }
+        continue;
+      }
       c.sl = kRoceIpv4PacketType;
     }
     table.release(slot);
@@ -350,34 +430,63 @@ uint8_t Engine::was_solicited(const Qp& q, const ibv_wc& d) {
 // The device wrote its own addresses into the GRH; the app must see the
 // virtual ones: the sender's and its own virtual IP (RoCE v2 over IPv4 puts
 // an IPv4 header in the GRH's last 20 bytes; other layouts carry GIDs).
-void Engine::rewrite_grh(Qp& q, const RecvWqe& r, uint32_t src_qp) {
+// The sender is a QP on this device, or one on another host whose router
+// asked for this QP (accept_far_sender); false for another QP of such a
+// host: the datagram must not be delivered.
+bool Engine::translate_grh(Qp& q, const RecvWqe& r, uint32_t src_qp) {
   uint8_t grh[40];
   std::byte* where[40];
   uint32_t got = 0;
   for (uint32_t i = 0; i < r.num_sge && i < shm::kMaxSge && got < 40; ++i) {
     const Mr* mr = find_mr(r.sge[i].lkey);
     uint32_t take = std::min<uint32_t>(r.sge[i].length, 40 - got);
-    if (mr == nullptr || !mr->contains(r.sge[i].addr, take)) return;
+    if (mr == nullptr || !mr->contains(r.sge[i].addr, take)) return true;  // as the device would have failed it
     std::byte* p = mr->router_addr(r.sge[i].addr);
     for (uint32_t k = 0; k < take; ++k) {
       where[got] = p + k;
       grh[got++] = static_cast<uint8_t>(p[k]);
     }
   }
-  if (got < 40) return;
-  const Qp* sender = find_qp(src_qp);
-  uint32_t src_ip = sender != nullptr ? sender->pd.owner.virtual_ip : 0;
+  if (got < 40) return true;  // the device would have failed the receive
+  bool ipv4 = (grh[20] >> 4) == 4;
+  FarSenderKey from;
+  if (ipv4) {
+    uint8_t mapped[16];
+    policy::ipv4_mapped_gid((uint32_t{grh[32]} << 24) | (uint32_t{grh[33]} << 16) | (uint32_t{grh[34]} << 8) | grh[35],
+                            mapped);
+    std::memcpy(from.first.data(), mapped, 16);
+  } else {
+    std::memcpy(from.first.data(), grh + 8, 16);
+  }
+  from.second = src_qp;
+  bool known = false;
+  uint32_t src_ip = 0;
+  if (std::memcmp(from.first.data(), device_.gid.raw, 16) == 0) {
+    if (const Qp* sender = find_qp(src_qp); sender != nullptr) {
+      known = true;
+      src_ip = sender->pd.owner.virtual_ip;
+    }
+  } else if (auto it = q.far_senders.find(from); it != q.far_senders.end()) {
+    known = true;
+    src_ip = it->second.vip;
+  } else if (auto host = q.far_senders.lower_bound({from.first, 0});
+             host != q.far_senders.end() && host->first.first == from.first) {
+    return false;  // another QP of a host that sends here: nobody asked for it
+  }
+  // Otherwise the GRH is no device's: a receive buffer shared by several
+  // receives holds what the router wrote for an earlier one (that app
+  // cannot read its GRHs anyway); it is left as it is.
   uint32_t dst_ip = q.pd.owner.virtual_ip;
-  if ((grh[20] >> 4) == 4) {
+  if (ipv4) {
     uint8_t* ip = grh + 20;
-    if (sender != nullptr) put_be32(ip + 12, src_ip);
+    if (known) put_be32(ip + 12, src_ip);
     put_be32(ip + 16, dst_ip);
     uint16_t sum = ipv4_checksum(ip);
     ip[10] = static_cast<uint8_t>(sum >> 8);
     ip[11] = static_cast<uint8_t>(sum);
   } else {
     uint8_t gid[16];
-    if (sender != nullptr) {
+    if (known) {
       policy::ipv4_mapped_gid(src_ip, gid);
       std::memcpy(grh + 8, gid, 16);
     }
@@ -385,6 +494,25 @@ void Engine::rewrite_grh(Qp& q, const RecvWqe& r, uint32_t src_qp) {
     std::memcpy(grh + 24, gid, 16);
   }
   for (uint32_t k = 0; k < 40; ++k) *where[k] = static_cast<std::byte>(grh[k]);
+  return true;
+}
+
+// A receive the device completed with a datagram the app must not see goes
+// back to the device as it was.
+bool Engine::repost_receive(Qp& q, SlotTable<RecvWqe>& table, uint32_t slot) {
+  const RecvWqe& r = table[slot];
+  ibv_sge sges[shm::kMaxSge];
+  uint64_t ignored = 0;
+  uint32_t max_sge = q.srq != nullptr ? q.device_srq()->sge : q.init.cap.max_recv_sge;
+  uint32_t k = std::min(r.num_sge, max_sge);
+  fill_sges(sges, r.sge, k, ignored);
+  ibv_recv_wr wr{};
+  wr.wr_id = slot;
+  wr.sg_list = sges;
+  wr.num_sge = static_cast<int>(k);
+  ibv_recv_wr* bad = nullptr;
+  int rc = q.srq != nullptr ? ibv_post_srq_recv(q.device_srq()->srq, &wr, &bad) : ibv_post_recv(q.qp, &wr, &bad);
+  return rc == 0;
 }
 
 // Once the device gave back everything it held, what is left in the rings
@@ -399,7 +527,9 @@ bool Engine::prepare_to_sleep(uint64_t, uint64_t&) {
   for (core::Qp* c : qps()) {
     auto& q = static_cast<Qp&>(*c);
     // A QP the control thread is modifying waits for end_modify (run_sync wakes us).
-    bool sends_move = (q.state == IBV_QPS_RTS || q.state == IBV_QPS_ERR) && !q.device_changing;
+    // One whose head send waits for another router's answer too (settle_far wakes us).
+    bool sends_move = (q.state == IBV_QPS_ERR || (q.state == IBV_QPS_RTS && !q.waiting_for_far)) &&
+                      !q.device_changing;
     bool receives_move = q.srq == nullptr && q.state != IBV_QPS_RESET && !q.device_changing;
     if (sends_move && !q.sq.prepare_to_sleep()) may_sleep = false;
     if (receives_move && !q.rq.prepare_to_sleep()) may_sleep = false;

@@ -14,6 +14,8 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <set>
 
 #include "router/fabric/core/queue_core.h"
 #include "router/fabric/verbs/objects.h"
@@ -33,7 +35,30 @@ class Engine final : public core::QueueCore {
   Device& device() { return device_; }
   Qp* find_qp(uint32_t qpn) const { return static_cast<Qp*>(QueueCore::find_qp(qpn)); }
   const Mr* find_mr(uint32_t lkey) const { return static_cast<const Mr*>(QueueCore::find_mr(lkey)); }
-  const Ah* find_ah(uint32_t id) const { return static_cast<const Ah*>(QueueCore::find_ah(id)); }
+  Ah* find_ah(uint32_t id) const { return static_cast<Ah*>(QueueCore::find_ah(id)); }
+
+  // --- UD across hosts (docs/VERBS-FABRIC.md) ---
+  // A datagram to a destination on another host goes once that host's
+  // router has said the QP number is one of the tenant's at that address;
+  // the poller asks through `ask` (it runs on the poller: post the question
+  // to the control thread) and the head send waits for settle_far().
+  using AskFar = std::function<void(const Qp& qp, const Ah& ah, uint32_t remote_qpn)>;
+  void on_far_question(AskFar ask) { ask_far_ = std::move(ask); }  // inside run_sync
+  // The answer (inside run_sync): datagrams to (vip, qpn) go, or are dropped.
+  void settle_far(Qp& qp, uint32_t vip, uint32_t qpn, const std::string& router, bool allowed);
+  // A QP on another host may send datagrams to `qp` (inside run_sync);
+  // false when `qp` accepts no more far senders.
+  bool accept_far_sender(Qp& qp, const ibv_gid& gid, uint32_t qpn, uint32_t vip, const std::string& router);
+  // `router` destroyed its QP `qpn` (inside run_sync): QPs connected to it
+  // fail as toward a destroyed QP, and no datagram goes to or comes from it.
+  void far_qp_gone(const std::string& router, uint32_t qpn);
+  // A QP that other routers know is destroyed (control thread).
+  void on_qp_destroyed(std::function<void(uint32_t qpn, const std::set<std::string>& routers)> f) {
+    qp_destroyed_ = std::move(f);
+  }
+  void qp_destroyed(const Qp& qp) const {
+    if (!qp.known_to.empty() && qp_destroyed_) qp_destroyed_(qp.qpn, qp.known_to);
+  }
 
   // ibv_modify_qp in three steps, so that the device's modify (a firmware
   // command on real hardware) never runs on the poller: the core's checks
@@ -75,14 +100,20 @@ class Engine final : public core::QueueCore {
   bool poll_sends(Qp& qp);
   bool poll_receives(Qp& qp);
   bool fail_toward_gone_peer(Qp& qp);
+  bool complete_head_unsent(Qp& qp);
+  enum class FarVerdict { kGo, kDrop, kWait };
+  FarVerdict far_verdict(Qp& qp, const shm::SendWqe& w, const Ah& ah);
   uint8_t was_solicited(const Qp& qp, const ibv_wc& wc);
-  void rewrite_grh(Qp& qp, const shm::RecvWqe& r, uint32_t src_qp);
+  bool translate_grh(Qp& qp, const shm::RecvWqe& r, uint32_t src_qp);
+  bool repost_receive(Qp& qp, SlotTable<shm::RecvWqe>& table, uint32_t slot);
   // qp_state.cc
   void handle_async_events();
   void drain_device_cqs(Qp& qp);
 
   Device& device_;
   uint64_t next_async_check_ns_ = 0;
+  AskFar ask_far_;  // poller
+  std::function<void(uint32_t, const std::set<std::string>&)> qp_destroyed_;  // control thread
 };
 
 }  // namespace ff::router::verbs

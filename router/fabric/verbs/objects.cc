@@ -45,7 +45,7 @@ Srq::~Srq() {
 
 Ah::~Ah() {
   core.run_sync([this] { core.unlink_ah(*this); });
-  ibv_destroy_ah(ah);
+  if (ah != nullptr) ibv_destroy_ah(ah);  // null: toward another host, never used
 }
 
 // The device's objects go on the control thread (firmware commands on real
@@ -53,6 +53,7 @@ Ah::~Ah() {
 Qp::~Qp() {
   if (qp != nullptr) ctx.core.run_sync([&] { ctx.core.unlink_qp(*this); });
   if (qp != nullptr) ibv_destroy_qp(qp);
+  static_cast<const Engine&>(ctx.core).qp_destroyed(*this);
   // The poller acknowledges every CQ event as it reads it, so nothing
   // blocks these.
   if (device_send_cq != nullptr) ibv_destroy_cq(device_send_cq);

@@ -12,11 +12,14 @@
 
 #include <infiniband/verbs.h>
 
+#include <array>
 #include <cassert>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -95,12 +98,34 @@ struct Srq final : core::Srq {
   SlotTable<shm::RecvWqe> posted;  // on the device
 };
 
+// An address handle toward another host's virtual IP gets its device AH
+// once that host's router has named a QP behind it (its device's GID comes
+// with the answer): until then `ah` is null and datagrams to it wait.
 struct Ah final : core::Ah {
-  Ah(core::QueueCore& c, const Pd& p, const ibv_ah_attr& a, std::optional<uint32_t> ip, uint32_t id, ibv_ah* h)
-      : core::Ah(c, p, a, ip, id), ah(h) {}
+  Ah(core::QueueCore& c, const Pd& p, const ibv_ah_attr& a, std::optional<uint32_t> ip, uint32_t id, ibv_ah* h,
+     std::string router)
+      : core::Ah(c, p, a, ip, id), ah(h), far_router(std::move(router)) {}
   ~Ah() override;
-  ibv_ah* ah;
+  ibv_ah* ah;                    // poller reads; the control thread sets it (run_sync)
+  const std::string far_router;  // the router serving virtual_ip ("": this one)
 };
+
+// What a UD QP learned of a destination on another host (its router's
+// answer): datagrams go to it, are dropped (no such QP of the tenant
+// there), or wait for the answer.
+struct FarDestination {
+  enum class State : uint8_t { kAsked, kAllowed, kRefused } state = State::kAsked;
+  uint64_t until_ns = 0;  // a refusal is asked again after this
+  std::string router;
+};
+
+// A device QP on another host allowed to send datagrams to a UD QP here:
+// its router asked for this QP on its behalf (cluster.h, Asker).
+struct FarSender {
+  uint32_t vip;
+  std::string router;
+};
+using FarSenderKey = std::pair<std::array<uint8_t, 16>, uint32_t>;  // (device GID, device QP number)
 
 // What the completion of a send needs.
 struct SendSlot {
@@ -137,9 +162,20 @@ struct Qp final : core::Qp {
   bool device_changing = false;
   bool device_in_error = false;  // moved to ERR already: on_error need not
   std::string far_router;        // the router its destination is on ("": this one)
+  // UD across hosts (both bounded: kMaxFarPeers).
+  std::map<std::pair<uint32_t, uint32_t>, FarDestination> far_destinations;  // (virtual IP, QP number)
+  std::map<FarSenderKey, FarSender> far_senders;
+  bool waiting_for_far = false;  // the head send waits for an answer
   // --- control thread ---
   uint64_t serial = 0;  // tells this QP from a later one with its number
+  // Routers that know this QP's number (they asked about it, or it asked
+  // them): told when it goes, so that nothing of theirs reaches a later QP
+  // of that number. At most one entry per router.
+  std::set<std::string> known_to;
 };
+
+// How many far destinations a UD QP remembers, and far senders it accepts.
+inline constexpr size_t kMaxFarPeers = 4096;
 
 // A QP on another router's device, as that router describes it.
 struct RemoteQp {

@@ -66,6 +66,9 @@ void Engine::fail_qps_toward(const std::string& router) {
   for (core::Qp* c : qps()) {
     auto& q = static_cast<Qp&>(*c);
     if (q.far_router == router && core::answers(q.state)) set_error(q);
+    // Its QP numbers may now be anyone's: datagrams ask again.
+    std::erase_if(q.far_destinations, [&](const auto& d) { return d.second.router == router; });
+    std::erase_if(q.far_senders, [&](const auto& s) { return s.second.router == router; });
   }
 }
 

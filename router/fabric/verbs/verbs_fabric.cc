@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
+
+#include <boost/asio/post.hpp>
 
 #include "policy/tenant.h"
 
@@ -173,10 +176,19 @@ Result<std::unique_ptr<FabricSrq>> VerbsFabric::make_srq(const core::SrqRequest&
 
 Result<std::unique_ptr<FabricAh>> VerbsFabric::make_ah(const core::AhRequest& r) {
   auto& pd = static_cast<verbs::Pd&>(r.pd);
-  ibv_ah_attr dev = verbs::device_address(*device_, r.attr);
-  ibv_ah* ah = ibv_create_ah(pd.pd, &dev);
-  if (ah == nullptr) return device_error(device_->name + " refused the address handle");
-  auto out = std::make_unique<verbs::Ah>(*engine_, pd, r.attr, r.virtual_ip, r.id, ah);
+  // Toward another host: its device AH comes with its router's first
+  // answer (ask_far). An address no router serves is this device's (its
+  // datagrams reach no QP).
+  std::string router;
+  if (cluster_ != nullptr && r.virtual_ip)
+    if (auto route = cluster_->route(pd.owner, *r.virtual_ip)) router = *route;
+  ibv_ah* ah = nullptr;
+  if (router.empty()) {
+    ibv_ah_attr dev = verbs::device_address(*device_, r.attr);
+    ah = ibv_create_ah(pd.pd, &dev);
+    if (ah == nullptr) return device_error(device_->name + " refused the address handle");
+  }
+  auto out = std::make_unique<verbs::Ah>(*engine_, pd, r.attr, r.virtual_ip, r.id, ah, router);
   engine_->run_sync([&] { engine_->link_ah(*out); });
   return std::unique_ptr<FabricAh>(std::move(out));
 }
@@ -202,7 +214,7 @@ void VerbsFabric::modify_qp_via_peer(FabricQp& fqp, const ibv_qp_attr& attr, int
   uint64_t serial = q.serial;
   auto route = cluster_->route(owner, attr, mask);  // another router: modify_needs_peer said so
   std::string router = route ? *route : std::string{};
-  cluster_->ask(router, owner, vip, attr.dest_qp_num, q.init.type,
+  cluster_->ask(router, owner, vip, attr.dest_qp_num, q.init.type, asker_for(qpn, owner),
                 [this, qpn, serial, attr, mask, router, done = std::move(done)](verbs::FarQp far) {
                   verbs::Qp* now = nullptr;
                   engine_->run_sync([&] {
@@ -210,8 +222,50 @@ void VerbsFabric::modify_qp_via_peer(FabricQp& fqp, const ibv_qp_attr& attr, int
                     if (found != nullptr && found->serial == serial) now = found;
                   });
                   if (now == nullptr) return;  // destroyed meanwhile: nobody waits
+                  if (far) now->known_to.insert(router);  // it learns when this QP goes
                   done(modify(*now, attr, mask, &far, router));
                 });
+}
+
+verbs::Asker VerbsFabric::asker_for(uint32_t qpn, const Owner& owner) const {
+  verbs::Asker a;
+  a.qpn = qpn;
+  a.vip = owner.virtual_ip;
+  a.gid = device_->gid;
+  return a;
+}
+
+void VerbsFabric::ask_far(const FarQuestion& f) {
+  auto settle = [this, f](verbs::FarQp far) {
+    // The app's AH gets its device AH toward that host (the AH lives as
+    // long as this control thread does not destroy it).
+    verbs::Ah* ah = nullptr;
+    engine_->run_sync([&] { ah = engine_->find_ah(f.ah_id); });
+    ibv_ah* made = nullptr;
+    if (far && ah != nullptr && ah->ah == nullptr) {
+      ibv_ah_attr dev = verbs::device_address(*device_, ah->attr);
+      dev.grh.dgid = far->gid;
+      made = ibv_create_ah(static_cast<const verbs::Pd&>(ah->pd).pd, &dev);
+      if (made == nullptr) {
+        spdlog::warn("{} refused an address handle toward router {}: {}", device_->name, f.router,
+                     errno_text(errno));
+        far.reset();
+      }
+    }
+    engine_->run_sync([&] {
+      if (made != nullptr && engine_->find_ah(f.ah_id) == ah && ah->ah == nullptr) ah->ah = std::exchange(made, nullptr);
+      verbs::Qp* q = engine_->find_qp(f.qpn);
+      if (q == nullptr || q->serial != f.serial) return;
+      if (far) q->known_to.insert(f.router);
+      engine_->settle_far(*q, f.vip, f.remote_qpn, f.router, far.has_value());
+    });
+    if (made != nullptr) ibv_destroy_ah(made);
+  };
+  if (cluster_ == nullptr) {
+    settle(std::nullopt);
+    return;
+  }
+  cluster_->ask(f.router, f.owner, f.vip, f.remote_qpn, IBV_QPT_UD, asker_for(f.qpn, f.owner), settle);
 }
 
 Result<std::unique_ptr<FabricCluster>> VerbsFabric::join_cluster_over(std::unique_ptr<FabricCluster> links,
@@ -219,17 +273,42 @@ Result<std::unique_ptr<FabricCluster>> VerbsFabric::join_cluster_over(std::uniqu
                                                                       Directory& directory) {
   auto cluster = std::make_unique<verbs::VerbsCluster>(std::move(links), io, directory, *this);
   cluster_ = cluster.get();
+  io_ = &io;
+  engine_->on_qp_destroyed([this](uint32_t qpn, const std::set<std::string>& routers) {
+    if (cluster_ != nullptr) cluster_->tell_qp_gone(routers, qpn);
+  });
+  engine_->run_sync([this] {
+    // On the poller: the question goes to the control thread.
+    engine_->on_far_question([this](const verbs::Qp& q, const verbs::Ah& ah, uint32_t remote_qpn) {
+      FarQuestion f{q.qpn, q.serial, q.pd.owner, *ah.virtual_ip, remote_qpn, ah.ident, ah.far_router};
+      boost::asio::post(*io_, [this, f] { ask_far(f); });
+    });
+  });
   return std::unique_ptr<FabricCluster>(std::move(cluster));
 }
 
-verbs::FarQp VerbsFabric::describe_qp(const std::string& tenant, uint32_t vip, uint32_t qpn, ibv_qp_type type) {
+void VerbsFabric::left_cluster() {
+  cluster_ = nullptr;
+  // Questions the poller posts from now on are answered "no" (ask_far).
+}
+
+verbs::FarQp VerbsFabric::describe_qp(const std::string& router, const std::string& tenant, uint32_t vip,
+                                      uint32_t qpn, ibv_qp_type type, const verbs::Asker& asker) {
   verbs::FarQp far;
   engine_->run_sync([&] {
-    const verbs::Qp* q = engine_->find_qp(qpn);
-    if (q != nullptr && q->pd.owner.tenant == tenant && q->pd.owner.virtual_ip == vip && q->init.type == type)
-      far = verbs::RemoteQp{device_->gid, qpn};
+    verbs::Qp* q = engine_->find_qp(qpn);
+    if (q == nullptr || q->pd.owner.tenant != tenant || q->pd.owner.virtual_ip != vip || q->init.type != type) return;
+    // A UD QP takes datagrams from the asking QP from now on (with its
+    // virtual address in their GRH); one that takes from too many says no.
+    if (type == IBV_QPT_UD && !engine_->accept_far_sender(*q, asker.gid, asker.qpn, asker.vip, router)) return;
+    q->known_to.insert(router);
+    far = verbs::RemoteQp{device_->gid, qpn};
   });
   return far;
+}
+
+void VerbsFabric::far_qp_gone(const std::string& router, uint32_t qpn) {
+  engine_->run_sync([&] { engine_->far_qp_gone(router, qpn); });
 }
 
 void VerbsFabric::router_lost(const std::string& router) {

@@ -48,13 +48,28 @@ class VerbsFabric final : public core::QueueFabric, public verbs::ClusterMember 
   Status modify(verbs::Qp& qp, const ibv_qp_attr& attr, int mask, const verbs::FarQp* far,
                 const std::string& far_router = {});
   // ClusterMember: what this router tells another about one of its QPs.
-  verbs::FarQp describe_qp(const std::string& tenant, uint32_t vip, uint32_t qpn, ibv_qp_type type) override;
-  void left_cluster() override { cluster_ = nullptr; }
+  verbs::FarQp describe_qp(const std::string& router, const std::string& tenant, uint32_t vip, uint32_t qpn,
+                           ibv_qp_type type, const verbs::Asker& asker) override;
+  void far_qp_gone(const std::string& router, uint32_t qpn) override;
+  void left_cluster() override;
   void router_lost(const std::string& router) override;
+  // A UD QP's datagram toward another host (Engine::AskFar), on the
+  // control thread: asks that host's router, and gives the AH its device
+  // AH with the answer.
+  struct FarQuestion {
+    uint32_t qpn;
+    uint64_t serial;
+    Owner owner;
+    uint32_t vip, remote_qpn, ah_id;
+    std::string router;
+  };
+  void ask_far(const FarQuestion& f);
+  verbs::Asker asker_for(uint32_t qpn, const Owner& owner) const;
 
   std::unique_ptr<verbs::Device> device_;
   std::unique_ptr<verbs::Engine> engine_;
   verbs::VerbsCluster* cluster_ = nullptr;  // joined: owned by the daemon
+  boost::asio::io_context* io_ = nullptr;   // the control thread's, once joined
   uint64_t next_qp_serial_ = 1;
 };
 

@@ -24,8 +24,13 @@ routed uc_pingpong ibv_uc_pingpong -g 0 -n 200
 pass "ibv_uc_pingpong"
 routed srq_pingpong ibv_srq_pingpong -g 0 -n 100
 pass "ibv_srq_pingpong"
+# Datagrams: each router asks the other for the destination QP before the
+# first goes, the receiving router rewrites the GRH to virtual addresses.
+routed ud_pingpong ibv_ud_pingpong -g 0 -n 200 -s 1024
+pass "ibv_ud_pingpong -g 0"
 for t in "ib_write_bw -s 65536 -n 200" "ib_read_bw -s 65536 -n 200" "ib_atomic_bw -n 200" \
-  "ib_send_lat -s 2 -n 200" "ib_send_bw -q 4 -s 4096 -n 200" "ib_write_lat -s 2 -n 200"; do
+  "ib_send_lat -s 2 -n 200" "ib_send_bw -q 4 -s 4096 -n 200" "ib_write_lat -s 2 -n 200" \
+  "ib_send_bw -c UD -s 1024 -n 200" "ib_send_lat -c UD -s 2 -n 200"; do
   name=$(echo "$t" | tr ' ' _)
   # shellcheck disable=SC2086
   routed "$name" $t -x 0 -F
@@ -41,6 +46,8 @@ host_cm_pair ucmatose ucmatose -c 4 -C 20 -- ucmatose -s $ip -c 4 -C 20
 pass "ucmatose: 4 connections across the hosts"
 host_cm_pair rdma_server rdma_server -s $ip -- rdma_client -s $ip
 pass "rdma_server / rdma_client across the hosts"
+host_cm_pair udaddy udaddy -c 2 -C 10 -- udaddy -s $ip -c 2 -C 10
+pass "udaddy: rdma_cm's UD ids across the hosts"
 for t in "ib_send_bw" "ib_write_bw" "ib_read_bw"; do
   # -F: report even when perftest cannot calibrate its cycle counter (the
   # emulated CPUs' clocks are too noisy for its fit at times)
@@ -56,7 +63,8 @@ pass "fi_pingpong -p verbs -e msg across the hosts (libfabric over rdma_cm)"
 # and connects to that QP, at blue's address and at its own on host 1: its
 # router must not give the device that connection (the device cannot tell
 # tenants apart), so red's SEND and WRITE fail as toward no QP and blue's
-# QP and memory see nothing.
+# QP and memory see nothing; red's datagrams to blue's UD QP complete (as
+# toward nobody) and never arrive.
 host_container intruder 10.79.$FF_VM_HOST.1
 if [ "$FF_VM_HOST" = 1 ]; then
   mkfifo "$FF_WORK/hold"
@@ -73,9 +81,9 @@ if [ "$FF_VM_HOST" = 1 ]; then
   cat "$FF_WORK/target.log"
 else
   meet target
-  read -r qpn addr rkey </run/shared/target
+  read -r qpn addr rkey ud_qpn </run/shared/target
   for vip in 10.78.1.1 10.79.1.1; do
-    ff_in_container intruder red "$FF_BUILD/bin/ffv_isolation" intrude "$qpn" "$addr" "$rkey" $vip ||
+    ff_in_container intruder red "$FF_BUILD/bin/ffv_isolation" intrude "$qpn" "$addr" "$rkey" $vip "$ud_qpn" ||
       { tail -5 "$FF_WORK/router.log"; fail "red reached blue's QP through $vip"; }
   done
   meet intruded
