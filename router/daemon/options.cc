@@ -4,8 +4,13 @@
 
 #include <CLI/CLI.hpp>
 #include <cctype>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <stdexcept>
 #include <unistd.h>
+
+#include "router/common/version.h"
 
 namespace ff::router {
 
@@ -28,7 +33,7 @@ const std::vector<Knob>& knobs() {
       {"--device-name", "FFR_DEVICE_NAME", "name of the virtual device apps see",
        &RouterOptions::device_name},
       {"--vendor-id", "FFR_VENDOR_ID", "vendor_id reported by ibv_query_device", nullptr,
-       &RouterOptions::vendor_id},
+       &RouterOptions::vendor_id, true},
       {"--vendor-part-id", "FFR_VENDOR_PART_ID",
        "vendor_part_id reported by ibv_query_device (a ConnectX id, e.g. 4123, steers perftest "
        "to its ibv_wr_* path)",
@@ -96,24 +101,59 @@ void check_link_security(const RouterOptions& o) {
                                "secures links to other routers: it needs --directory");
 }
 
+void check_log_level(const std::string& level) {
+  for (const char* known : {"trace", "debug", "info", "warn", "error", "critical", "off"})
+    if (level == known) return;
+  throw CLI::ValidationError("--log-level", "'" + level + "' is not a level; use trace, debug, info, warn, error, "
+                                            "critical or off");
+}
+
 }  // namespace
+
+uint32_t parse_knob_number(const Knob& knob, const std::string& text) {
+  bool hex = text.size() > 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X');
+  std::string digits = hex ? text.substr(2) : text;
+  bool ok = !digits.empty() && digits.size() <= 10;
+  for (char c : digits)
+    ok = ok && (hex ? std::isxdigit(static_cast<unsigned char>(c)) : std::isdigit(static_cast<unsigned char>(c))) != 0;
+  unsigned long long v = ok ? std::stoull(digits, nullptr, hex ? 16 : 10) : 0;
+  if (!ok || v > UINT32_MAX)
+    throw std::invalid_argument(std::string(knob.flag) + " '" + text +
+                                "': expected a number 0-4294967295, decimal or 0x-prefixed hex");
+  return static_cast<uint32_t>(v);
+}
+
+std::string format_knob_number(const Knob& knob, uint32_t value) {
+  if (!knob.hex) return std::to_string(value);
+  char text[16];
+  std::snprintf(text, sizeof text, "0x%x", value);
+  return text;
+}
 
 RouterOptions parse_options(int argc, char** argv) {
   RouterOptions o;
   CLI::App app{"ffrouter: serves virtual RDMA verbs to containers"};
-  app.set_version_flag("--version", "ffrouter 0.1.0");
+  app.set_version_flag("--version", std::string("ffrouter ") + kVersion);
   std::string socket_mode_text;
-  for (const Knob& k : knobs()) {
+  // Numbers are read as text: CLI11 would take a leading 0 as octal.
+  std::vector<std::string> number_texts(knobs().size());
+  for (size_t i = 0; i < knobs().size(); ++i) {
+    const Knob& k = knobs()[i];
     if (k.text != nullptr) {
       app.add_option(k.flag, o.*(k.text), k.help)->envname(k.env)->capture_default_str();
     } else if (std::string(k.flag) == "--socket-mode") {
       app.add_option(k.flag, socket_mode_text, k.help)->envname(k.env)->default_str("0666");
     } else {
-      app.add_option(k.flag, o.*(k.number), k.help)->envname(k.env)->capture_default_str();
+      number_texts[i] = format_knob_number(k, o.*(k.number));
+      app.add_option(k.flag, number_texts[i], k.help)->envname(k.env)->capture_default_str();
     }
   }
   try {
     app.parse(argc, argv);
+    for (size_t i = 0; i < knobs().size(); ++i)
+      if (knobs()[i].number != nullptr && !number_texts[i].empty())
+        o.*(knobs()[i].number) = parse_knob_number(knobs()[i], number_texts[i]);
+    check_log_level(o.log_level);
     if (!socket_mode_text.empty()) {
       size_t used = 0;
       unsigned long mode = std::stoul(socket_mode_text, &used, 8);
@@ -146,7 +186,9 @@ RouterOptions parse_options(int argc, char** argv) {
         o.device_name.find('/') != std::string::npos)
       throw CLI::ValidationError("--device-name", "1-63 characters, no '/'");
   } catch (const CLI::ParseError& e) {
-    std::exit(app.exit(e));
+    // --help and --version exit 0; every usage error exits 2, as the
+    // router's own checks do.
+    std::exit(app.exit(e) == 0 ? 0 : 2);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ffrouter: bad option value: %s\n", e.what());
     std::exit(2);
@@ -157,7 +199,7 @@ RouterOptions parse_options(int argc, char** argv) {
 void log_options(const RouterOptions& o) {
   const RouterOptions defaults;
   for (const Knob& k : knobs()) {
-    std::string value = k.text != nullptr ? o.*(k.text) : std::to_string(o.*(k.number));
+    std::string value = k.text != nullptr ? o.*(k.text) : format_knob_number(k, o.*(k.number));
     bool is_default = k.text != nullptr ? o.*(k.text) == defaults.*(k.text)
                                         : o.*(k.number) == defaults.*(k.number);
     spdlog::log(is_default ? spdlog::level::debug : spdlog::level::info, "option {} = {}{}",

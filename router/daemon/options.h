@@ -48,7 +48,15 @@ struct Knob {
   const char* help;
   std::string RouterOptions::*text = nullptr;
   uint32_t RouterOptions::*number = nullptr;
+  bool hex = false;  // a number shown in hex (read either way: decimal, or 0x...)
 };
+
+// A number knob's value: decimal (leading zeros are decimal, not octal) or
+// 0x-prefixed hex, within 32 bits; throws std::invalid_argument naming the
+// flag and what it expects.
+uint32_t parse_knob_number(const Knob& knob, const std::string& text);
+// A number as the knob shows it (log, --help).
+std::string format_knob_number(const Knob& knob, uint32_t value);
 
 // The table itself (options.cc).
 const std::vector<Knob>& knobs();

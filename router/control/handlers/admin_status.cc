@@ -1,4 +1,6 @@
 #include "router/control/handlers.h"
+
+#include "router/common/version.h"
 #include "router/directory/directory.h"
 
 namespace ff::router {
@@ -62,7 +64,7 @@ Status handle_admin_status(Session& s, const proto::Request&, std::vector<Unique
                                               st.bytes_received, st.connects, st.failures, st.qps_failed,
                                               fbb.CreateString(st.last_error)));
   }
-  w.set_body(proto::CreateStatusReply(fbb, fbb.CreateString("ffrouter 0.1.0"),
+  w.set_body(proto::CreateStatusReply(fbb, fbb.CreateString(std::string("ffrouter ") + kVersion),
                                       fbb.CreateString(std::string(r.fabric().name())),
                                       fbb.CreateVector(tenants), fbb.CreateVector(counters),
                                       fbb.CreateString(router_name), fbb.CreateString(directory),

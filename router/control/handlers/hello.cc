@@ -1,5 +1,7 @@
 #include "router/control/handlers.h"
 
+#include "router/common/version.h"
+
 namespace ff::router {
 
 // Identifies the client: tenant from the socket it reached, virtual IP from
@@ -21,7 +23,7 @@ Status handle_hello(Session& s, const proto::Request& req, std::vector<UniqueFd>
   s.services().session_greeted(s);
   auto& fbb = w.fbb();
   w.set_body(proto::CreateHelloReply(fbb, fbb.CreateString(s.tenant()->name), s.id(), *choice.ip,
-                                     fbb.CreateString("ffrouter 0.1.0")));
+                                     fbb.CreateString(std::string("ffrouter ") + kVersion)));
   return Status{};
 }
 

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "policy/tenant.h"
+#include "router/common/version.h"
 #include "router/fabric/soft/peers.h"
 #include "router/fabric/soft/requester.h"
 
@@ -13,7 +14,7 @@ using soft::Qp;
 
 SoftFabric::SoftFabric(const FabricConfig& config) : engine_(std::chrono::microseconds(config.poll_spin_us)) {
   ibv_device_attr& a = limits_.attr.orig_attr;
-  std::snprintf(a.fw_ver, sizeof a.fw_ver, "ffrouter-0.1.0 soft");
+  std::snprintf(a.fw_ver, sizeof a.fw_ver, "ffrouter-%s soft", kVersion);
   a.max_mr_size = uint64_t{1} << 40;
   a.page_size_cap = 4096;
   a.vendor_id = config.vendor_id;

@@ -11,6 +11,7 @@
 #include <boost/asio/post.hpp>
 
 #include "policy/tenant.h"
+#include "router/common/version.h"
 
 namespace ff::router {
 namespace {
@@ -41,7 +42,7 @@ VerbsFabric::VerbsFabric(const FabricConfig& config) {
   const ibv_device_attr& dev = device_->attr.orig_attr;
   ibv_device_attr& a = limits_.attr.orig_attr;
   a = dev;
-  std::snprintf(a.fw_ver, sizeof a.fw_ver, "ffrouter-0.1.0 on %s", device_->name.c_str());
+  std::snprintf(a.fw_ver, sizeof a.fw_ver, "ffrouter-%s on %s", kVersion, device_->name.c_str());
   a.vendor_id = config.vendor_id;
   a.vendor_part_id = config.vendor_part_id;
   a.node_guid = 0;
