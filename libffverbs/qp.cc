@@ -366,9 +366,28 @@ int ffv_post_recv(ibv_qp* ibqp, ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
   return 0;
 }
 
+// The ibv_create_qp_ex fields that are not served may still be named, with
+// values that ask for nothing (as programs that fill the whole struct do):
+// no XRC domain, no create flags, no TSO, no RSS.
+static bool asks_for_nothing_unserved(const ibv_qp_init_attr_ex& a) {
+  uint32_t m = a.comp_mask;
+  if ((m & IBV_QP_INIT_ATTR_XRCD) != 0 && a.xrcd != nullptr) return false;
+  if ((m & IBV_QP_INIT_ATTR_CREATE_FLAGS) != 0 && a.create_flags != 0) return false;
+  if ((m & IBV_QP_INIT_ATTR_MAX_TSO_HEADER) != 0 && a.max_tso_header != 0) return false;
+  if ((m & IBV_QP_INIT_ATTR_IND_TABLE) != 0 && a.rwq_ind_tbl != nullptr) return false;
+  if ((m & IBV_QP_INIT_ATTR_RX_HASH) != 0 &&
+      (a.rx_hash_conf.rx_hash_function != 0 || a.rx_hash_conf.rx_hash_fields_mask != 0 ||
+       a.rx_hash_conf.rx_hash_key_len != 0))
+    return false;
+  return true;
+}
+
 ibv_qp* ffv_create_qp_ex(ibv_context* context, ibv_qp_init_attr_ex* attr) {
-  constexpr uint32_t kKnown = IBV_QP_INIT_ATTR_PD | IBV_QP_INIT_ATTR_SEND_OPS_FLAGS;
-  if ((attr->comp_mask & ~kKnown) != 0 || (attr->comp_mask & IBV_QP_INIT_ATTR_PD) == 0)
+  constexpr uint32_t kKnown = IBV_QP_INIT_ATTR_PD | IBV_QP_INIT_ATTR_XRCD | IBV_QP_INIT_ATTR_CREATE_FLAGS |
+                              IBV_QP_INIT_ATTR_MAX_TSO_HEADER | IBV_QP_INIT_ATTR_IND_TABLE |
+                              IBV_QP_INIT_ATTR_RX_HASH | IBV_QP_INIT_ATTR_SEND_OPS_FLAGS;
+  if ((attr->comp_mask & ~kKnown) != 0 || (attr->comp_mask & IBV_QP_INIT_ATTR_PD) == 0 ||
+      !asks_for_nothing_unserved(*attr))
     return fail_ptr<ibv_qp>(EOPNOTSUPP);
   if ((attr->comp_mask & IBV_QP_INIT_ATTR_SEND_OPS_FLAGS) != 0 &&
       (attr->send_ops_flags & ~kSupportedSendOps) != 0)

@@ -110,6 +110,7 @@ Status check_values(const ibv_qp_attr& attr, int mask) {
     return invalid("qp_access_flags has unknown bits");
   if ((mask & IBV_QP_AV) != 0) {
     if (attr.ah_attr.port_num != 0 && attr.ah_attr.port_num != 1) return invalid("ah_attr.port_num must be 1");
+    if (attr.ah_attr.is_global == 0) return invalid(kRoceNeedsGrh);
     if (attr.ah_attr.is_global != 0 && attr.ah_attr.grh.sgid_index != 0)
       return invalid("ah_attr.grh.sgid_index must be 0 (the port has one GID)");
   }

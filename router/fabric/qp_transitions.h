@@ -24,6 +24,12 @@ inline ibv_qp_state next_state(ibv_qp_state cur, const ibv_qp_attr& attr, int ma
 
 const char* qp_state_name(ibv_qp_state s);
 
+// The virtual port is RoCE: every address (an AH, a QP's path) carries a
+// GRH naming the peer's GID, as every RoCE device requires (EINVAL).
+inline constexpr const char* kRoceNeedsGrh =
+    "the port is RoCE: an address needs a GRH (ah_attr.is_global = 1 with the peer's GID; "
+    "ibv_*_pingpong take -g 0)";
+
 // Whether ibv_modify_srq's `mask` is one the fabrics carry out
 // (IBV_SRQ_LIMIT within `capacity`); resizing (IBV_SRQ_MAX_WR) is
 // EOPNOTSUPP, anything else EINVAL.

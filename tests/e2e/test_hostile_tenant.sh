@@ -11,10 +11,10 @@ ff_watch_status
 # The honest tenant: rc_pingpong with --chk validates every received buffer.
 # Long enough to overlap everything below; its timeout only catches a hang
 # (under ASan on a busy 2-core machine 200000 round trips once took over 120 s).
-ff_in_container a red timeout 270 ibv_rc_pingpong -c -n 200000 -s 4096 >"$FF_WORK/server.log" 2>&1 &
+ff_in_container a red timeout 270 ibv_rc_pingpong -g 0 -c -n 200000 -s 4096 >"$FF_WORK/server.log" 2>&1 &
 honest=$!
 ff_wait_listen a 18515 || fail "honest server did not start"
-ff_in_container b red timeout 270 ibv_rc_pingpong -c -n 200000 -s 4096 10.39.0.1 >"$FF_WORK/client.log" 2>&1 &
+ff_in_container b red timeout 270 ibv_rc_pingpong -g 0 -c -n 200000 -s 4096 10.39.0.1 >"$FF_WORK/client.log" 2>&1 &
 honest_client=$!
 
 FF_HOSTILE_SOCKET=$FF_RUN/tenants/blue/ffrouter.sock FF_OTHER_SOCKET=$FF_RUN/tenants/red/ffrouter.sock \

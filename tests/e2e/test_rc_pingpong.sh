@@ -6,7 +6,7 @@ ff_start_router
 ff_container_pair a 10.33.0.1 b 10.33.0.2
 
 n=0
-for args in "" "-e" "-s 16" "-s 65536" "-n 5000" "-N" "-g 0" "-g 0 -e -s 4096"; do
+for args in "-g 0" "-g 0 -e" "-g 0 -s 16" "-g 0 -s 65536" "-g 0 -n 5000" "-g 0 -N" "-g 0 -e -s 4096"; do
   before=$(ff_bytes)
   # shellcheck disable=SC2086
   ff_pair a b 10.33.0.1 18515 default ibv_rc_pingpong $args

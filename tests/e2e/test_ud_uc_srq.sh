@@ -5,8 +5,8 @@ ff_start_router
 ff_container_pair a 10.37.0.1 b 10.37.0.2
 
 n=0
-for args in "ibv_ud_pingpong" "ibv_ud_pingpong -e" "ibv_ud_pingpong -s 1024" "ibv_ud_pingpong -g 0" \
-            "ibv_uc_pingpong" "ibv_uc_pingpong -e" "ibv_srq_pingpong" "ibv_srq_pingpong -e"; do
+for args in "ibv_ud_pingpong -g 0" "ibv_ud_pingpong -g 0 -e" "ibv_ud_pingpong -g 0 -s 1024" \
+            "ibv_uc_pingpong -g 0" "ibv_uc_pingpong -g 0 -e" "ibv_srq_pingpong -g 0" "ibv_srq_pingpong -g 0 -e"; do
   before=$(ff_bytes)
   # shellcheck disable=SC2086
   ff_pair a b 10.37.0.1 18515 default $args

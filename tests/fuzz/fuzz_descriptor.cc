@@ -60,6 +60,10 @@ struct World {
     a.max_dest_rd_atomic = 16;
     a.min_rnr_timer = 1;
     a.ah_attr.port_num = 1;
+    a.ah_attr.is_global = 1;
+    a.ah_attr.grh.dgid.raw[10] = a.ah_attr.grh.dgid.raw[11] = 0xff;  // ::ffff:10.0.0.1, the PD's address
+    a.ah_attr.grh.dgid.raw[12] = 10;
+    a.ah_attr.grh.dgid.raw[15] = 1;
     (void)fabric.modify_qp(*qp, a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
                                  IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
     a = {};

@@ -127,6 +127,8 @@ struct Raw {
     a.max_dest_rd_atomic = 1;
     a.min_rnr_timer = 1;
     a.ah_attr.port_num = 1;
+    a.ah_attr.is_global = 1;  // the port is RoCE: the address is this client's own GID
+    a.ah_attr.grh.dgid = own_gid();
     EXPECT_EQ(modify(out.handle, a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
                                         IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER),
               0);
@@ -140,6 +142,14 @@ struct Raw {
                                         IBV_QP_RNR_RETRY | IBV_QP_MAX_QP_RD_ATOMIC),
               0);
     return out;
+  }
+  ibv_gid own_gid() {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto r = call(fbb, RequestBody::QueryGid, proto::CreateQueryGid(fbb, ctx, 1, 0).Union());
+    ibv_gid gid{};
+    EXPECT_EQ(r.error, 0) << r.message;
+    if (r.error == 0) std::memcpy(gid.raw, r.reply()->body_as_QueryGidReply()->gid()->raw()->data(), sizeof gid.raw);
+    return gid;
   }
   int modify(uint32_t qp, const ibv_qp_attr& a, int mask) {
     flatbuffers::FlatBufferBuilder fbb;

@@ -44,6 +44,8 @@ TEST_F(ResponderTest, OnlyTheConnectedReadyQpOfTheSameTenantAnswers) {
   rtr.path_mtu = IBV_MTU_1024;
   rtr.dest_qp_num = b.qpn;
   rtr.ah_attr.port_num = 1;
+  rtr.ah_attr.is_global = 1;
+  rtr.ah_attr.grh.dgid = gid_of(kRedIp);  // at its own address: refused because b is blue's
   Status refused = fabric.modify_qp(intruder, rtr,
                                     IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
                                         IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);

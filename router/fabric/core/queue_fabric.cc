@@ -120,16 +120,12 @@ uint32_t QueueFabric::query_srq_limit(FabricSrq& fsrq) {
 
 Result<std::unique_ptr<FabricAh>> QueueFabric::create_ah(FabricPd& pd, const ibv_ah_attr& attr) {
   if (attr.port_num != 1) return Error{EINVAL, "ah_attr.port_num must be 1"};
-  // The port is RoCE: an address is a GID, the IPv4-mapped GID of a virtual
-  // IP. An AH without a GRH (LID addressing, as programs run without a GID
-  // index do) reaches QPs of the tenant on this router by number alone.
-  std::optional<uint32_t> ip;
-  if (attr.is_global != 0) {
-    ip = policy::ipv4_of_gid(attr.grh.dgid.raw);
-    if (!ip)
-      return Error{EINVAL, "the port is Ethernet (RoCE v2): a global address handle needs an "
-                           "IPv4-mapped dgid (::ffff:a.b.c.d)"};
-  }
+  // The port is RoCE: an address is a GID, the IPv4-mapped GID of a virtual IP.
+  if (attr.is_global == 0) return Error{EINVAL, kRoceNeedsGrh};
+  std::optional<uint32_t> ip = policy::ipv4_of_gid(attr.grh.dgid.raw);
+  if (!ip)
+    return Error{EINVAL, "the port is Ethernet (RoCE v2): a global address handle needs an "
+                         "IPv4-mapped dgid (::ffff:a.b.c.d)"};
   if (attr.grh.sgid_index != 0) return Error{EINVAL, "grh.sgid_index must be 0 (the port has one GID)"};
   return make_ah(AhRequest{static_cast<Pd&>(pd), attr, ip, next_ah_id_++});
 }

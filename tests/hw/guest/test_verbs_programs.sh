@@ -27,13 +27,13 @@ run() {
   n=$((n + 1))
 }
 before=$(ff_bytes)
-run 18515 ibv_rc_pingpong -n 200
-run 18515 ibv_rc_pingpong -n 200 -e
-run 18515 ibv_rc_pingpong -n 50 -s 65536
-run 18515 ibv_ud_pingpong -n 200 -s 1024
-run 18515 ibv_srq_pingpong -n 200
-run 18515 ibv_srq_pingpong -n 100 -e
-run 18515 ibv_uc_pingpong -n 200
+run 18515 ibv_rc_pingpong -g 0 -n 200
+run 18515 ibv_rc_pingpong -g 0 -n 200 -e
+run 18515 ibv_rc_pingpong -g 0 -n 50 -s 65536
+run 18515 ibv_ud_pingpong -g 0 -n 200 -s 1024
+run 18515 ibv_srq_pingpong -g 0 -n 200
+run 18515 ibv_srq_pingpong -g 0 -n 100 -e
+run 18515 ibv_uc_pingpong -g 0 -n 200
 run 18515 ib_write_bw -n 500 -s 65536
 run 18515 ib_read_bw -n 500 -s 65536
 run 18515 ib_send_lat -n 500 -s 2

@@ -123,6 +123,18 @@ class Verbs : public ::testing::Test {
     }
     return q;
   }
+  // This port's own address: its GID on a RoCE port (every address there
+  // carries a GRH), its LID on InfiniBand.
+  void address_self(ibv_ah_attr& a) const {
+    a.port_num = 1;
+    a.dlid = lid;
+    if (global) {
+      a.is_global = 1;
+      a.grh.dgid = gid;
+      a.grh.hop_limit = 1;
+      a.grh.sgid_index = gid_index();
+    }
+  }
   int to_init(ibv_qp* q, const QpOptions& o = {}) {
     ibv_qp_attr a{};
     a.qp_state = IBV_QPS_INIT;
@@ -139,14 +151,7 @@ class Verbs : public ::testing::Test {
     a.rq_psn = 0;
     a.max_dest_rd_atomic = 16;
     a.min_rnr_timer = o.min_rnr_timer;
-    a.ah_attr.port_num = 1;
-    a.ah_attr.dlid = lid;
-    if (global) {
-      a.ah_attr.is_global = 1;
-      a.ah_attr.grh.dgid = gid;
-      a.ah_attr.grh.hop_limit = 1;
-      a.ah_attr.grh.sgid_index = gid_index();
-    }
+    address_self(a.ah_attr);
     return ibv_modify_qp(q, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
                                     IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
   }
@@ -276,14 +281,7 @@ class Datagrams : public Verbs {
   }
   ibv_ah* ah_to_self() {
     ibv_ah_attr a{};
-    a.port_num = 1;
-    a.dlid = lid;
-    if (global) {
-      a.is_global = 1;
-      a.grh.dgid = gid;
-      a.grh.hop_limit = 1;
-      a.grh.sgid_index = gid_index();
-    }
+    address_self(a);
     ibv_ah* ah = ibv_create_ah(pd, &a);
     EXPECT_NE(ah, nullptr) << std::strerror(errno);
     if (ah != nullptr) ahs_.push_back(ah);

@@ -60,7 +60,7 @@ TEST_F(Verbs, PeerKilledMidTransferFailsOutstandingAndNewWork) {
     at.dest_qp_num = peer;
     at.max_dest_rd_atomic = 16;
     at.min_rnr_timer = 1;
-    at.ah_attr.port_num = 1;
+    address_self(at.ah_attr);
     ibv_modify_qp(cq_, &at, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
                                 IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
     char ready = 'r';
@@ -82,7 +82,7 @@ TEST_F(Verbs, PeerKilledMidTransferFailsOutstandingAndNewWork) {
   at.dest_qp_num = msg[0];
   at.max_dest_rd_atomic = 16;
   at.min_rnr_timer = 1;
-  at.ah_attr.port_num = 1;
+  address_self(at.ah_attr);
   ASSERT_EQ(ibv_modify_qp(q, &at, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
                                       IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER),
             0);

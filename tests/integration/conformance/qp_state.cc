@@ -102,5 +102,56 @@ TEST_F(Verbs, WorkPostedInErrorIsFlushed) {
   EXPECT_EQ(wc.status, IBV_WC_WR_FLUSH_ERR);
 }
 
+// ibv_create_qp_ex with create flags named but none set makes an ordinary
+// QP; a create flag the device does not offer is refused.
+TEST_F(Verbs, CreateQpExTakesFieldsThatAskForNothing) {
+  ibv_cq* c = cq();
+  ibv_qp_init_attr_ex a{};
+  a.send_cq = a.recv_cq = c;
+  a.qp_type = IBV_QPT_RC;
+  a.cap = {16, 16, 1, 1, 0};
+  a.comp_mask = IBV_QP_INIT_ATTR_PD | IBV_QP_INIT_ATTR_CREATE_FLAGS;
+  a.pd = pd;
+  ibv_qp* q = ibv_create_qp_ex(ctx, &a);
+  ASSERT_NE(q, nullptr) << std::strerror(errno);
+  ibv_qp* peer = qp(c, c);
+  connect(q, peer);  // an ordinary QP: it connects
+  EXPECT_EQ(ibv_destroy_qp(q), 0);
+  a.create_flags = IBV_QP_CREATE_SCATTER_FCS;  // raw packet QPs only
+  errno = 0;
+  ibv_qp* refused = ibv_create_qp_ex(ctx, &a);
+  EXPECT_EQ(refused, nullptr);
+  if (refused != nullptr) ibv_destroy_qp(refused);
+  EXPECT_TRUE(errno == EOPNOTSUPP || errno == EINVAL) << std::strerror(errno);
+}
+
+// On a RoCE port every address names a GID: an AH or a QP path without a
+// GRH is EINVAL, as on every RoCE device.
+TEST_F(Verbs, AnAddressWithoutAGrhIsRefusedOnRoce) {
+  if (!global) GTEST_SKIP() << "an InfiniBand port: LIDs address it";
+  ibv_ah_attr a{};
+  a.port_num = 1;
+  a.dlid = lid;
+  errno = 0;
+  ibv_ah* ah = ibv_create_ah(pd, &a);
+  EXPECT_EQ(ah, nullptr);
+  if (ah != nullptr) ibv_destroy_ah(ah);
+  EXPECT_EQ(errno, EINVAL);
+  ibv_cq* c = cq();
+  ibv_qp* q = qp(c, c);
+  ASSERT_EQ(to_init(q), 0);
+  ibv_qp_attr at{};
+  at.qp_state = IBV_QPS_RTR;
+  at.path_mtu = IBV_MTU_1024;
+  at.dest_qp_num = q->qp_num;
+  at.max_dest_rd_atomic = 1;
+  at.min_rnr_timer = 12;
+  at.ah_attr.port_num = 1;
+  at.ah_attr.dlid = lid;
+  EXPECT_EQ(ibv_modify_qp(q, &at, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                                      IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER),
+            EINVAL);
+}
+
 }  // namespace
 }  // namespace conformance

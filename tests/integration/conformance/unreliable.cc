@@ -35,14 +35,7 @@ TEST_F(Verbs, UnreliableConnectedSendAndWrite) {
     at.qp_state = IBV_QPS_RTR;
     at.path_mtu = IBV_MTU_1024;
     at.dest_qp_num = y->qp_num;
-    at.ah_attr.port_num = 1;
-    at.ah_attr.dlid = lid;
-    if (global) {
-      at.ah_attr.is_global = 1;
-      at.ah_attr.grh.dgid = gid;
-      at.ah_attr.grh.hop_limit = 1;
-      at.ah_attr.grh.sgid_index = gid_index();
-    }
+    address_self(at.ah_attr);
     ASSERT_EQ(ibv_modify_qp(x, &at, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN), 0);
   }
   for (ibv_qp* x : {q, peer}) {
