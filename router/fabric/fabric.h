@@ -235,16 +235,18 @@ class Fabric {
   virtual Status modify_srq(FabricSrq& srq, uint32_t mask, uint32_t srq_limit) = 0;
   virtual uint32_t query_srq_limit(FabricSrq& srq) = 0;
   virtual Result<std::unique_ptr<FabricAh>> create_ah(FabricPd& pd, const ibv_ah_attr& attr) = 0;
+  // The router a change must ask first: the one serving its destination,
+  // when the change needs to know which device, which QP there, and whether
+  // that QP is the tenant's (the verbs fabric across hosts); "" when none
+  // (modify_qp makes it at once); an error when no router serves the
+  // destination for the tenant.
+  virtual Result<std::string> modify_route(const FabricQp&, const ibv_qp_attr&, int) const { return std::string{}; }
   virtual Status modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask) = 0;
-  // Whether this change must first ask the router that serves its
-  // destination (the verbs fabric across hosts: which device, which QP, and
-  // whether that QP is the tenant's); then modify_qp_via_peer makes it.
-  virtual bool modify_needs_peer(const FabricQp&, const ibv_qp_attr&, int) const { return false; }
-  // Makes the change once the peer answered, or failed to: `done` runs on
-  // the control thread, once, never before this returns; not at all when
-  // the QP is destroyed first.
+  // Makes the change once `router` (modify_route's) answered, or failed
+  // to: `done` runs on the control thread, once, never before this returns;
+  // not at all when the QP is destroyed first.
   using ModifyDone = std::function<void(Status)>;
-  virtual void modify_qp_via_peer(FabricQp&, const ibv_qp_attr&, int, ModifyDone) {}  // needs no peer
+  virtual void modify_qp_via_peer(FabricQp&, const ibv_qp_attr&, int, const std::string& /*router*/, ModifyDone) {}
   virtual ibv_qp_attr query_qp(FabricQp& qp) = 0;
 
   // Joins the routers `directory` lists, listening for them on `listen`

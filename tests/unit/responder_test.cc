@@ -257,15 +257,15 @@ TEST_F(ResponderTest, DatagramsReachOnlyAMatchingQpAndLandBehindAGrh) {
   Arrival arrival{sender.qpn, IBV_WR_SEND, 0, false};
   DatagramHeader g{kBlueIp, 0, 0, 64};
   rules([&](Responder& r) {
-    auto deliver = [&](uint32_t qpn, uint32_t qkey, std::optional<uint32_t> ip) {
+    auto deliver = [&](uint32_t qpn, uint32_t qkey, uint32_t ip) {
       Origin o{sender.qpn, qpn, IBV_QPT_UD, nullptr, &sender.pd.owner.tenant};
       Pieces from(payload, sizeof payload);
       return r.deliver_datagram(o, qkey, ip, g, from, sizeof payload, arrival);
     };
-    EXPECT_FALSE(deliver(receiver.qpn, 0x4321, std::nullopt)) << "wrong Q_Key";
-    EXPECT_FALSE(deliver(other_tenant.qpn, 0x1234, std::nullopt)) << "another tenant";
+    EXPECT_FALSE(deliver(receiver.qpn, 0x4321, kBlueIp)) << "wrong Q_Key";
+    EXPECT_FALSE(deliver(other_tenant.qpn, 0x1234, kRedIp)) << "another tenant";
     EXPECT_FALSE(deliver(receiver.qpn, 0x1234, kRedIp)) << "not at the address named";
-    EXPECT_FALSE(deliver(0xabcdef, 0x1234, std::nullopt)) << "no such QP";
+    EXPECT_FALSE(deliver(0xabcdef, 0x1234, kBlueIp)) << "no such QP";
     EXPECT_TRUE(deliver(receiver.qpn, 0x1234, kBlueIp));
     EXPECT_FALSE(deliver(receiver.qpn, 0x1234, kBlueIp)) << "no receive left: dropped";
   });

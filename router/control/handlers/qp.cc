@@ -51,8 +51,10 @@ Status handle_modify_qp(Session& s, const proto::Request& req, std::vector<Uniqu
   if (r->attr() == nullptr) return Error{EINVAL, "missing QP attributes"};
   ibv_qp_attr attr = proto::from_wire(*r->attr());
   auto mask = static_cast<int>(r->attr_mask());
-  if (!s.fabric().modify_needs_peer(*qp->fabric, attr, mask)) return s.fabric().modify_qp(*qp->fabric, attr, mask);
-  s.fabric().modify_qp_via_peer(*qp->fabric, attr, mask, s.answer_later(w, req.id()));
+  auto router = s.fabric().modify_route(*qp->fabric, attr, mask);
+  if (!router) return router.error();
+  if (router->empty()) return s.fabric().modify_qp(*qp->fabric, attr, mask);
+  s.fabric().modify_qp_via_peer(*qp->fabric, attr, mask, *router, s.answer_later(w, req.id()));
   return Status{};
 }
 

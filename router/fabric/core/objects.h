@@ -94,13 +94,13 @@ struct Srq : FabricSrq {
 
 // An address handle; linked by its id.
 struct Ah : FabricAh {
-  Ah(QueueCore& c, const Pd& p, const ibv_ah_attr& a, std::optional<uint32_t> ip, uint32_t ident);
+  Ah(QueueCore& c, const Pd& p, const ibv_ah_attr& a, uint32_t ip, uint32_t ident);
   ~Ah() override;  // unlinks
   uint32_t id() const override { return ident; }
   QueueCore& core;
   const Pd& pd;
   const ibv_ah_attr attr;
-  const std::optional<uint32_t> virtual_ip;  // from the IPv4-mapped dgid; nullopt: LID addressing
+  const uint32_t virtual_ip;  // from the IPv4-mapped dgid
   const uint32_t ident;
   bool linked = false;
 };

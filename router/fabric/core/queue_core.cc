@@ -210,7 +210,7 @@ Srq::~Srq() {
   ctx.core.run_sync([this] { ctx.core.unlink_srq(*this); });
 }
 
-Ah::Ah(QueueCore& c, const Pd& p, const ibv_ah_attr& a, std::optional<uint32_t> ip, uint32_t id)
+Ah::Ah(QueueCore& c, const Pd& p, const ibv_ah_attr& a, uint32_t ip, uint32_t id)
     : core(c), pd(p), attr(a), virtual_ip(ip), ident(id) {}
 
 Ah::~Ah() {

@@ -127,7 +127,7 @@ Result<std::unique_ptr<FabricAh>> QueueFabric::create_ah(FabricPd& pd, const ibv
     return Error{EINVAL, "the port is Ethernet (RoCE v2): a global address handle needs an "
                          "IPv4-mapped dgid (::ffff:a.b.c.d)"};
   if (attr.grh.sgid_index != 0) return Error{EINVAL, "grh.sgid_index must be 0 (the port has one GID)"};
-  return make_ah(AhRequest{static_cast<Pd&>(pd), attr, ip, next_ah_id_++});
+  return make_ah(AhRequest{static_cast<Pd&>(pd), attr, *ip, next_ah_id_++});
 }
 
 ibv_qp_attr QueueFabric::query_qp(FabricQp& fqp) {

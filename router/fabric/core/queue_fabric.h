@@ -51,7 +51,7 @@ struct SrqRequest {
 struct AhRequest {
   Pd& pd;
   const ibv_ah_attr& attr;
-  std::optional<uint32_t> virtual_ip;  // the IPv4 of a global address's dgid (nullopt: LID addressing)
+  uint32_t virtual_ip;  // the IPv4 of the dgid (the port is RoCE: every address is global)
   uint32_t id;
 };
 

@@ -237,7 +237,7 @@ Datagram Engine::send_remote_datagram(Qp& q, const Ah& ah, const SendWqe& w, con
     return now - peer.wanted_since_ns < kConnectGraceNs ? Datagram::kWait : Datagram::kDropped;
   }
   if (!link->room()) return Datagram::kWait;
-  Header h = request_header(q, w, w.remote_qpn, ah.virtual_ip.value_or(0));
+  Header h = request_header(q, w, w.remote_qpn, ah.virtual_ip);
   h.rkey = qkey;
   h.total = src.total;
   h.payload = static_cast<uint32_t>(src.total);

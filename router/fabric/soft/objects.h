@@ -40,7 +40,7 @@ struct Mr final : core::Mr {
 };
 
 struct Ah final : core::Ah {
-  Ah(core::QueueCore& c, const Pd& p, const ibv_ah_attr& a, std::optional<uint32_t> ip, uint32_t id, Peer* r)
+  Ah(core::QueueCore& c, const Pd& p, const ibv_ah_attr& a, uint32_t ip, uint32_t id, Peer* r)
       : core::Ah(c, p, a, ip, id), route(r) {}
   ~Ah() override;  // unlinks before its own state goes
   Peer* const route;  // the router serving virtual_ip; nullptr: this one

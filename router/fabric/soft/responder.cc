@@ -120,11 +120,11 @@ void Responder::flush_held_receive(Qp& t) {
   complete_receive(t, Arrival{t.attr.dest_qp_num, IBV_WR_SEND, 0, false}, IBV_WC_RECV, 0, IBV_WC_WR_FLUSH_ERR);
 }
 
-bool Responder::deliver_datagram(const Origin& o, uint32_t qkey, std::optional<uint32_t> dst_ip,
+bool Responder::deliver_datagram(const Origin& o, uint32_t qkey, uint32_t dst_ip,
                                  const DatagramHeader& g, Pieces& payload, uint64_t len, const Arrival& a) {
   Qp* t = e_.find_qp(o.dst_qpn);
   if (t == nullptr || t->init.type != IBV_QPT_UD || !core::answers(t->state) || t->attr.qkey != qkey ||
-      !same_tenant(*t, o) || (dst_ip && t->pd.owner.virtual_ip != *dst_ip))
+      !same_tenant(*t, o) || t->pd.owner.virtual_ip != dst_ip)
     return false;
   Sges dst;
   if (!take_receive(*t, len, a, dst)) return false;

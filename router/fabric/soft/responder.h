@@ -114,7 +114,7 @@ class Responder {
   // are unreliable: one that does not match (no such QP, not UD, not
   // ready, wrong Q_Key, another tenant, not at `dst_ip`) or finds no
   // receive is dropped. True when delivered.
-  bool deliver_datagram(const Origin& o, uint32_t qkey, std::optional<uint32_t> dst_ip, const DatagramHeader& g,
+  bool deliver_datagram(const Origin& o, uint32_t qkey, uint32_t dst_ip, const DatagramHeader& g,
                         Pieces& payload, uint64_t len, const Arrival& a);
 
  private:

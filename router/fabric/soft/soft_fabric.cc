@@ -95,8 +95,8 @@ Result<std::unique_ptr<FabricSrq>> SoftFabric::make_srq(const core::SrqRequest& 
 
 Result<std::unique_ptr<FabricAh>> SoftFabric::make_ah(const core::AhRequest& r) {
   soft::Peer* route = nullptr;
-  if (r.virtual_ip && routes_ != nullptr) {
-    auto located = routes_->locate(r.pd.owner.tenant, *r.virtual_ip);
+  if (routes_ != nullptr) {
+    auto located = routes_->locate(r.pd.owner.tenant, r.virtual_ip);
     if (!located) return Error{EINVAL, located.error().message};
     route = *located;
   }

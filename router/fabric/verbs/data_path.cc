@@ -133,8 +133,7 @@ void Engine::build_send(Qp& q, const SendWqe& w, const Ah* ah, ibv_send_wr& wr, 
     // (One on another host was allowed by its router: far_verdict.)
     const Qp* t = ah->far_router.empty() ? find_qp(w.remote_qpn) : nullptr;
     bool allowed = !ah->far_router.empty() ||
-                   (t != nullptr && t->pd.owner.tenant == q.pd.owner.tenant &&
-                    (!ah->virtual_ip || *ah->virtual_ip == t->pd.owner.virtual_ip));
+                   (t != nullptr && t->pd.owner.tenant == q.pd.owner.tenant && ah->virtual_ip == t->pd.owner.virtual_ip);
     wr.wr.ud.ah = ah->ah;
     wr.wr.ud.remote_qpn = allowed ? w.remote_qpn : device_.sink_qp->qp_num;
     // The high bit asks for the sending QP's own Q_Key (not every device
@@ -234,7 +233,7 @@ bool Engine::complete_head_unsent(Qp& q) {
 // its answer is remembered: allowed until that router says the QP is gone
 // or is lost, refused for a second (the QP may be created meanwhile).
 Engine::FarVerdict Engine::far_verdict(Qp& q, const SendWqe& w, const Ah& ah) {
-  auto key = std::make_pair(*ah.virtual_ip, w.remote_qpn);
+  auto key = std::make_pair(ah.virtual_ip, w.remote_qpn);
   auto it = q.far_destinations.find(key);
   if (it != q.far_destinations.end()) {
     FarDestination& d = it->second;
@@ -269,9 +268,20 @@ bool Engine::accept_far_sender(Qp& q, const ibv_gid& gid, uint32_t qpn, uint32_t
   std::memcpy(key.first.data(), gid.raw, key.first.size());
   key.second = qpn;
   auto it = q.far_senders.find(key);
-  if (it == q.far_senders.end() && q.far_senders.size() >= kMaxFarPeers) return false;
+  if (it == q.far_senders.end() && q.far_senders.size() >= kMaxFarPeers) {
+    uint64_t now = Poller::now_ns();
+    std::erase_if(q.far_senders,
+                  [&](const auto& s) { return s.second.gone_ns != 0 && now - s.second.gone_ns > kGoneSenderGraceNs; });
+    if (q.far_senders.size() >= kMaxFarPeers) return false;
+  }
   q.far_senders[key] = FarSender{vip, router};
   return true;
+}
+
+void Engine::far_senders_gone(Qp& q, const std::function<bool(const FarSenderKey&, const FarSender&)>& which) {
+  uint64_t now = Poller::now_ns();
+  for (auto& [key, sender] : q.far_senders)
+    if (sender.gone_ns == 0 && which(key, sender)) sender.gone_ns = now;
 }
 
 void Engine::far_qp_gone(const std::string& router, uint32_t qpn) {
@@ -280,7 +290,7 @@ void Engine::far_qp_gone(const std::string& router, uint32_t qpn) {
     if (q.init.type != IBV_QPT_UD && q.far_router == router && q.attr.dest_qp_num == qpn) q.peer_gone = true;
     std::erase_if(q.far_destinations,
                   [&](const auto& d) { return d.first.second == qpn && d.second.router == router; });
-    std::erase_if(q.far_senders, [&](const auto& s) { return s.first.second == qpn && s.second.router == router; });
+    far_senders_gone(q, [&](const FarSenderKey& k, const FarSender& s) { return k.second == qpn && s.router == router; });
   }
 }
 
@@ -466,7 +476,9 @@ bool Engine::translate_grh(Qp& q, const RecvWqe& r, uint32_t src_qp) {
       known = true;
       src_ip = sender->pd.owner.virtual_ip;
     }
-  } else if (auto it = q.far_senders.find(from); it != q.far_senders.end()) {
+  } else if (auto it = q.far_senders.find(from);
+             it != q.far_senders.end() &&
+             (it->second.gone_ns == 0 || Poller::now_ns() - it->second.gone_ns <= kGoneSenderGraceNs)) {
     known = true;
     src_ip = it->second.vip;
   } else if (auto host = q.far_senders.lower_bound({from.first, 0});

@@ -50,7 +50,8 @@ class Engine final : public core::QueueCore {
   // false when `qp` accepts no more far senders.
   bool accept_far_sender(Qp& qp, const ibv_gid& gid, uint32_t qpn, uint32_t vip, const std::string& router);
   // `router` destroyed its QP `qpn` (inside run_sync): QPs connected to it
-  // fail as toward a destroyed QP, and no datagram goes to or comes from it.
+  // fail as toward a destroyed QP, no datagram goes to it, and those it
+  // sent are delivered for a grace period only (FarSender::gone_ns).
   void far_qp_gone(const std::string& router, uint32_t qpn);
   // A QP that other routers know is destroyed (control thread).
   void on_qp_destroyed(std::function<void(uint32_t qpn, const std::set<std::string>& routers)> f) {
@@ -106,6 +107,7 @@ class Engine final : public core::QueueCore {
   uint8_t was_solicited(const Qp& qp, const ibv_wc& wc);
   bool translate_grh(Qp& qp, const shm::RecvWqe& r, uint32_t src_qp);
   bool repost_receive(Qp& qp, SlotTable<shm::RecvWqe>& table, uint32_t slot);
+  static void far_senders_gone(Qp& qp, const std::function<bool(const FarSenderKey&, const FarSender&)>& which);
   // qp_state.cc
   void handle_async_events();
   void drain_device_cqs(Qp& qp);

@@ -102,7 +102,7 @@ struct Srq final : core::Srq {
 // once that host's router has named a QP behind it (its device's GID comes
 // with the answer): until then `ah` is null and datagrams to it wait.
 struct Ah final : core::Ah {
-  Ah(core::QueueCore& c, const Pd& p, const ibv_ah_attr& a, std::optional<uint32_t> ip, uint32_t id, ibv_ah* h,
+  Ah(core::QueueCore& c, const Pd& p, const ibv_ah_attr& a, uint32_t ip, uint32_t id, ibv_ah* h,
      std::string router)
       : core::Ah(c, p, a, ip, id), ah(h), far_router(std::move(router)) {}
   ~Ah() override;
@@ -124,7 +124,14 @@ struct FarDestination {
 struct FarSender {
   uint32_t vip;
   std::string router;
+  // When its router said it is gone (QpGone, or the router was lost); 0
+  // while it lives. Datagrams it sent before going may still be on the
+  // wire (udaddy's server sends its replies and exits at once): they are
+  // delivered for kGoneSenderGraceNs after that, later ones dropped. The
+  // entry stays until its place is needed, so that the host stays known.
+  uint64_t gone_ns = 0;
 };
+inline constexpr uint64_t kGoneSenderGraceNs = 2'000'000'000;
 using FarSenderKey = std::pair<std::array<uint8_t, 16>, uint32_t>;  // (device GID, device QP number)
 
 // What the completion of a send needs.

@@ -68,27 +68,26 @@ void Engine::fail_qps_toward(const std::string& router) {
     if (q.far_router == router && core::answers(q.state)) set_error(q);
     // Its QP numbers may now be anyone's: datagrams ask again.
     std::erase_if(q.far_destinations, [&](const auto& d) { return d.second.router == router; });
-    std::erase_if(q.far_senders, [&](const auto& s) { return s.second.router == router; });
+    far_senders_gone(q, [&](const FarSenderKey&, const FarSender& s) { return s.router == router; });
   }
 }
 
 ibv_ah_attr device_address(const Device& d, const ibv_ah_attr& virt) {
   // One router per device: every virtual address this router serves is the
-  // device itself; which QP is meant is the QP number's business.
+  // device itself; which QP is meant is the QP number's business. (Virtual
+  // addresses are always global: the virtual port is RoCE.) An InfiniBand
+  // device routes by LID: its own, the one address it is given here.
   ibv_ah_attr a{};
   a.port_num = d.port;
   a.sl = virt.sl;
   a.static_rate = virt.static_rate;
-  if (d.port_attr.link_layer == IBV_LINK_LAYER_INFINIBAND && virt.is_global == 0) {
-    a.dlid = d.port_attr.lid;
-    return a;
-  }
+  if (d.port_attr.link_layer == IBV_LINK_LAYER_INFINIBAND) a.dlid = d.port_attr.lid;
   a.is_global = 1;
   a.grh.dgid = d.gid;
   a.grh.sgid_index = static_cast<uint8_t>(d.gid_index);
-  a.grh.hop_limit = virt.is_global != 0 && virt.grh.hop_limit != 0 ? virt.grh.hop_limit : 64;
-  a.grh.traffic_class = virt.is_global != 0 ? virt.grh.traffic_class : 0;
-  a.grh.flow_label = virt.is_global != 0 ? virt.grh.flow_label : 0;
+  a.grh.hop_limit = virt.grh.hop_limit != 0 ? virt.grh.hop_limit : 64;
+  a.grh.traffic_class = virt.grh.traffic_class;
+  a.grh.flow_label = virt.grh.flow_label;
   return a;
 }
 

@@ -181,8 +181,8 @@ Result<std::unique_ptr<FabricAh>> VerbsFabric::make_ah(const core::AhRequest& r)
   // answer (ask_far). An address no router serves is this device's (its
   // datagrams reach no QP).
   std::string router;
-  if (cluster_ != nullptr && r.virtual_ip)
-    if (auto route = cluster_->route(pd.owner, *r.virtual_ip)) router = *route;
+  if (cluster_ != nullptr)
+    if (auto route = cluster_->route(pd.owner, r.virtual_ip)) router = *route;
   ibv_ah* ah = nullptr;
   if (router.empty()) {
     ibv_ah_attr dev = verbs::device_address(*device_, r.attr);
@@ -195,26 +195,21 @@ Result<std::unique_ptr<FabricAh>> VerbsFabric::make_ah(const core::AhRequest& r)
 }
 
 Status VerbsFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask) {
-  auto& q = static_cast<verbs::Qp&>(fqp);
-  if (cluster_ != nullptr)
-    if (auto router = cluster_->route(q.pd.owner, attr, mask); !router) return router.error();
-  return modify(q, attr, mask, nullptr);
+  return modify(static_cast<verbs::Qp&>(fqp), attr, mask, nullptr);
 }
 
-bool VerbsFabric::modify_needs_peer(const FabricQp& fqp, const ibv_qp_attr& attr, int mask) const {
-  if (cluster_ == nullptr) return false;
-  auto router = cluster_->route(static_cast<const verbs::Qp&>(fqp).pd.owner, attr, mask);
-  return router && !router->empty();
+Result<std::string> VerbsFabric::modify_route(const FabricQp& fqp, const ibv_qp_attr& attr, int mask) const {
+  if (cluster_ == nullptr) return std::string{};
+  return cluster_->route(static_cast<const verbs::Qp&>(fqp).pd.owner, attr, mask);
 }
 
-void VerbsFabric::modify_qp_via_peer(FabricQp& fqp, const ibv_qp_attr& attr, int mask, ModifyDone done) {
+void VerbsFabric::modify_qp_via_peer(FabricQp& fqp, const ibv_qp_attr& attr, int mask, const std::string& router,
+                                     ModifyDone done) {
   auto& q = static_cast<verbs::Qp&>(fqp);
   const Owner& owner = q.pd.owner;
   uint32_t vip = policy::ipv4_of_gid(attr.ah_attr.grh.dgid.raw).value_or(0);
   uint32_t qpn = q.qpn;
   uint64_t serial = q.serial;
-  auto route = cluster_->route(owner, attr, mask);  // another router: modify_needs_peer said so
-  std::string router = route ? *route : std::string{};
   cluster_->ask(router, owner, vip, attr.dest_qp_num, q.init.type, asker_for(qpn, owner),
                 [this, qpn, serial, attr, mask, router, done = std::move(done)](verbs::FarQp far) {
                   verbs::Qp* now = nullptr;
@@ -272,6 +267,10 @@ void VerbsFabric::ask_far(const FarQuestion& f) {
 Result<std::unique_ptr<FabricCluster>> VerbsFabric::join_cluster_over(std::unique_ptr<FabricCluster> links,
                                                                       boost::asio::io_context& io,
                                                                       Directory& directory) {
+  if (device_->port_attr.link_layer == IBV_LINK_LAYER_INFINIBAND)
+    return Error{EOPNOTSUPP, device_->name + " is an InfiniBand device: across hosts the verbs fabric needs RoCE "
+                                             "devices (InfiniBand routes by LID, which routers do not exchange); "
+                                             "run without --directory, or use a RoCE port"};
   auto cluster = std::make_unique<verbs::VerbsCluster>(std::move(links), io, directory, *this);
   cluster_ = cluster.get();
   io_ = &io;
@@ -281,7 +280,7 @@ Result<std::unique_ptr<FabricCluster>> VerbsFabric::join_cluster_over(std::uniqu
   engine_->run_sync([this] {
     // On the poller: the question goes to the control thread.
     engine_->on_far_question([this](const verbs::Qp& q, const verbs::Ah& ah, uint32_t remote_qpn) {
-      FarQuestion f{q.qpn, q.serial, q.pd.owner, *ah.virtual_ip, remote_qpn, ah.ident, ah.far_router};
+      FarQuestion f{q.qpn, q.serial, q.pd.owner, ah.virtual_ip, remote_qpn, ah.ident, ah.far_router};
       boost::asio::post(*io_, [this, f] { ask_far(f); });
     });
   });

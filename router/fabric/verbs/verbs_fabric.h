@@ -27,8 +27,9 @@ class VerbsFabric final : public core::QueueFabric, public verbs::ClusterMember 
   Status modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask) override;
   // Across hosts (cluster.h): a destination another router serves is
   // asked of that router first.
-  bool modify_needs_peer(const FabricQp& qp, const ibv_qp_attr& attr, int mask) const override;
-  void modify_qp_via_peer(FabricQp& qp, const ibv_qp_attr& attr, int mask, ModifyDone done) override;
+  Result<std::string> modify_route(const FabricQp& qp, const ibv_qp_attr& attr, int mask) const override;
+  void modify_qp_via_peer(FabricQp& qp, const ibv_qp_attr& attr, int mask, const std::string& router,
+                          ModifyDone done) override;
   Result<std::unique_ptr<FabricCluster>> join_cluster_over(std::unique_ptr<FabricCluster> links,
                                                            boost::asio::io_context& io,
                                                            Directory& directory) override;

@@ -46,7 +46,7 @@ host_cm_pair ucmatose ucmatose -c 4 -C 20 -- ucmatose -s $ip -c 4 -C 20
 pass "ucmatose: 4 connections across the hosts"
 host_cm_pair rdma_server rdma_server -s $ip -- rdma_client -s $ip
 pass "rdma_server / rdma_client across the hosts"
-host_cm_pair udaddy udaddy -c 2 -C 10 -- udaddy -s $ip -c 2 -C 10
+host_cm_pair udaddy udaddy -c 4 -C 50 -- udaddy -s $ip -c 4 -C 50
 pass "udaddy: rdma_cm's UD ids across the hosts"
 for t in "ib_send_bw" "ib_write_bw" "ib_read_bw"; do
   # -F: report even when perftest cannot calibrate its cycle counter (the
