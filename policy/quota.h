@@ -37,6 +37,9 @@ class TenantQuota {
   void give_back(uint64_t bytes) { used_ -= bytes < used_ ? bytes : used_; }
   void count_refusal() { ++refusals_; }
 
+  // A new limit applies to what is taken from now on; what is held stays.
+  void set_limit(uint64_t limit) { limit_ = limit; }
+
   uint64_t used() const { return used_; }
   uint64_t limit() const { return limit_; }
   uint64_t refusals() const { return refusals_; }

@@ -19,6 +19,8 @@ PACKAGES=(
   iproute2 util-linux procps
   # multi-host tests: the etcd directory
   etcd-server etcd-client
+  # the operator's view: /metrics checked by promtool, JSON by jq
+  prometheus curl jq
 )
 
 missing=()
@@ -33,3 +35,9 @@ echo "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian's prometheus package brings promtool (the tests check /metrics with
+# it) and a Prometheus server enabled at boot: a server nobody asked for is
+# switched off again when this script is what installed it.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi

@@ -43,7 +43,7 @@ class ControlServices {
 
   // What the admin status shows.
   virtual std::vector<std::shared_ptr<Session>> sessions() const = 0;
-  virtual const std::vector<policy::TenantSpec>& tenants() const = 0;
+  virtual std::vector<const policy::TenantSpec*> tenants() const = 0;  // live ones, config order
   virtual std::string tenant_socket_path(const policy::TenantSpec& tenant) const = 0;
   virtual uint64_t sessions_refused() const = 0;
   // rdma_cm's ports, listeners and connections (router/cm/).

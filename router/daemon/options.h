@@ -21,6 +21,7 @@ struct RouterOptions {
   uint32_t vendor_id = 0x1af4;       // informative only
   uint32_t vendor_part_id = 0xff01;  // unknown to perftest: its legacy post_send path
   std::string log_level = "info";
+  std::string metrics_listen;  // HOST:PORT of /metrics, /healthz, /readyz (empty: off)
   // Multi-host (soft fabric): where virtual IPs live, and this router's name
   // and peer listener.
   std::string directory;    // file:PATH or etcd:http://HOST:PORT (empty: this host alone)

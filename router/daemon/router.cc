@@ -19,6 +19,8 @@
 #include <stdexcept>
 
 #include "proto/fd.h"
+#include "router/control/metrics.h"
+#include "router/daemon/config.h"
 #include "router/daemon/options.h"
 #include "router/fabric/soft/soft_fabric.h"
 
@@ -54,15 +56,19 @@ uint64_t handles_per_tenant(uint32_t configured, size_t tenants) {
   return std::max<uint64_t>(each, 1);
 }
 
+bool same_network(const std::optional<policy::Ipv4Cidr>& a, const std::optional<policy::Ipv4Cidr>& b) {
+  if (a.has_value() != b.has_value()) return false;
+  return !a || (a->network == b->network && a->prefix == b->prefix);
+}
+
 }  // namespace
 
 Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
                std::unique_ptr<Fabric> fabric)
     : options_(std::move(options)),
       limits_{options_.device_name, options_.max_objects_per_session},
-      tenants_(std::move(tenants)),
       fabric_(std::move(fabric)),
-      signals_(io_, SIGINT, SIGTERM) {
+      signals_(io_, SIGINT, SIGTERM, SIGHUP) {
   // The router writes into pipes whose read ends its clients hold (event
   // channels, async fds); a client that closed its end must cost the router
   // an EPIPE, not its life (ffv_hostile: ClosingTheEndsItWaitsOn...).
@@ -70,25 +76,156 @@ Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
   make_dir(options_.run_dir);
   lock_run_dir();
   listeners_.push_back(
-      std::make_unique<Listener>(io_, SessionRole::kAdmin, nullptr, admin_socket_path()));
-  const uint64_t handles_each = handles_per_tenant(options_.max_handles_per_tenant, tenants_.size());
-  for (const auto& t : tenants_) {
-    quotas_.emplace(t.name, policy::TenantQuota(uint64_t{options_.max_shm_mb_per_tenant} << 20));
-    handle_quotas_.emplace(t.name, policy::TenantQuota(handles_each));
-    make_dir(fs::path(options_.run_dir) / "tenants" / t.name);
-    listeners_.push_back(
-        std::make_unique<Listener>(io_, SessionRole::kTenant, &t, tenant_socket_path(t)));
+      std::make_shared<Listener>(io_, SessionRole::kAdmin, nullptr, admin_socket_path()));
+  bind(*listeners_.back(), 0600);
+  for (auto& t : tenants) {
+    tenants_.push_back(std::make_unique<policy::TenantSpec>(std::move(t)));
+    const policy::TenantSpec& spec = *tenants_.back();
+    quotas_.emplace(spec.name, policy::TenantQuota(uint64_t{options_.max_shm_mb_per_tenant} << 20));
+    handle_quotas_.emplace(spec.name, policy::TenantQuota());
+    make_dir(fs::path(options_.run_dir) / "tenants" / spec.name);
+    listeners_.push_back(std::make_shared<Listener>(io_, SessionRole::kTenant, &spec, tenant_socket_path(spec)));
+    bind(*listeners_.back(), options_.socket_mode);
   }
-  for (auto& l : listeners_) bind(*l, l->role == SessionRole::kAdmin ? 0600 : options_.socket_mode);
+  share_handles();
   if (!options_.directory.empty()) join_cluster();
   connection_manager_.set_routes(this);
   connection_manager_.set_clock(this);
+  if (!options_.metrics_listen.empty())
+    metrics_ = std::make_unique<MetricsServer>(
+        io_, options_.metrics_listen,
+        MetricsServer::Handlers{[this] { return render_metrics(collect_metrics(*this)); },
+                                [this] { return running_ && !stopping_; }});
+  wait_for_signal();
+}
+
+void Router::wait_for_signal() {
   signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
-    if (!ec) {
-      spdlog::info("signal {}: shutting down", sig);
-      stop();
+    if (ec) return;
+    if (sig == SIGHUP) {
+      reload_config();
+      return wait_for_signal();
     }
+    spdlog::info("signal {}: shutting down", sig);
+    stop();
   });
+}
+
+std::vector<const policy::TenantSpec*> Router::tenants() const {
+  std::vector<const policy::TenantSpec*> out;
+  for (const auto& t : tenants_) out.push_back(t.get());
+  return out;
+}
+
+void Router::share_handles() {
+  const uint64_t each = handles_per_tenant(options_.max_handles_per_tenant, tenants_.size());
+  for (const auto& t : tenants_) handle_quotas_[t->name].set_limit(each);
+}
+
+void Router::reload_config() {
+  if (options_.config_path.empty()) {
+    spdlog::info("SIGHUP: no --config to re-read (the router serves the default tenant); nothing changed");
+    return;
+  }
+  std::vector<policy::TenantSpec> next;
+  try {
+    next = load_tenants(options_.config_path);
+  } catch (const ConfigError& e) {
+    spdlog::error("SIGHUP: config not reloaded, the running one stays: {}", e.what());
+    return;
+  }
+  apply_tenants(std::move(next));
+}
+
+void Router::apply_tenants(std::vector<policy::TenantSpec> next) {
+  if (stopping_) return;
+  std::vector<std::string> added, removed, changed;
+  // Removed first, so that a name's quotas are free for nobody else.
+  for (size_t i = 0; i < tenants_.size();) {
+    const policy::TenantSpec& t = *tenants_[i];
+    if (std::any_of(next.begin(), next.end(), [&](const auto& n) { return n.name == t.name; })) {
+      ++i;
+      continue;
+    }
+    removed.push_back(t.name);
+    remove_tenant(t);
+    removed_tenants_.push_back(std::move(tenants_[i]));
+    tenants_.erase(tenants_.begin() + static_cast<std::ptrdiff_t>(i));
+  }
+  std::vector<std::unique_ptr<policy::TenantSpec>> ordered;
+  for (auto& n : next) {
+    auto it = std::find_if(tenants_.begin(), tenants_.end(), [&](const auto& t) { return t && t->name == n.name; });
+    if (it != tenants_.end()) {
+      policy::TenantSpec& t = **it;
+      bool network_changed = !same_network(t.network, n.network);
+      if (network_changed || t.virtual_ip != n.virtual_ip) {
+        changed.push_back(t.name);
+        t.network = n.network;
+        t.virtual_ip = n.virtual_ip;
+        if (network_changed) close_sessions_outside(t);
+      }
+      ordered.push_back(std::move(*it));
+      continue;
+    }
+    auto t = std::make_unique<policy::TenantSpec>(std::move(n));
+    std::string name = t->name;
+    if (add_tenant(*t)) {
+      added.push_back(name);
+      ordered.push_back(std::move(t));
+    }
+  }
+  tenants_ = std::move(ordered);
+  share_handles();
+  auto list = [](const std::vector<std::string>& names) {
+    std::string out;
+    for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+    return out.empty() ? std::string("none") : out;
+  };
+  spdlog::info("config {} reloaded: {} tenant(s); added: {}; removed: {}; changed: {}", options_.config_path,
+               tenants_.size(), list(added), list(removed), list(changed));
+}
+
+bool Router::add_tenant(const policy::TenantSpec& t) {
+  quotas_.try_emplace(t.name, uint64_t{options_.max_shm_mb_per_tenant} << 20);
+  handle_quotas_.try_emplace(t.name);
+  auto l = std::make_shared<Listener>(io_, SessionRole::kTenant, &t, tenant_socket_path(t));
+  try {
+    make_dir(fs::path(options_.run_dir) / "tenants" / t.name);
+    bind(*l, options_.socket_mode);
+  } catch (const std::exception& e) {
+    spdlog::error("tenant {} not added: {}", t.name, e.what());
+    return false;
+  }
+  listeners_.push_back(l);
+  if (running_) accept_next(l);
+  return true;
+}
+
+void Router::remove_tenant(const policy::TenantSpec& t) {
+  for (auto it = listeners_.begin(); it != listeners_.end(); ++it) {
+    if ((*it)->tenant != &t) continue;
+    close(**it);
+    ::unlink((*it)->path.c_str());
+    listeners_.erase(it);
+    break;
+  }
+  for (auto& s : sessions())
+    if (s->tenant() == &t) s->close("tenant " + t.name + " was removed from the config");
+}
+
+void Router::close_sessions_outside(const policy::TenantSpec& t) {
+  if (!t.network) return;
+  for (auto& s : sessions())
+    if (s->tenant() == &t && s->greeted() && !t.network->contains(s->virtual_ip()))
+      s->close("virtual IP " + policy::format_ipv4(s->virtual_ip()) + " is outside tenant " + t.name +
+               "'s network " + t.network->to_string() + " since the config was reloaded");
+}
+
+void Router::close(Listener& l) {
+  boost::system::error_code ignored;
+  l.closed = true;
+  l.acceptor.close(ignored);
+  l.retry.cancel();
 }
 
 void Router::join_cluster() {
@@ -179,27 +316,29 @@ void Router::bind(Listener& l, unsigned mode) {
   spdlog::info("listening on {} ({})", l.path, l.tenant != nullptr ? "tenant " + l.tenant->name : "admin");
 }
 
-void Router::accept_next(Listener& l) {
-  l.acceptor.async_accept([this, &l](const boost::system::error_code& ec,
-                                     boost::asio::local::stream_protocol::socket sock) {
-    if (stopping_) return;
-    if (ec) return accept_failed(l, ec);
-    l.backoff = std::chrono::milliseconds(0);
-    admit(l, std::move(sock));
-    accept_next(l);
+void Router::accept_next(std::shared_ptr<Listener> l) {
+  Listener& listener = *l;
+  listener.acceptor.async_accept([this, l = std::move(l)](const boost::system::error_code& ec,
+                                                          boost::asio::local::stream_protocol::socket sock) mutable {
+    if (stopping_ || l->closed) return;
+    if (ec) return accept_failed(std::move(l), ec);
+    l->backoff = std::chrono::milliseconds(0);
+    admit(*l, std::move(sock));
+    accept_next(std::move(l));
   });
 }
 
 // EMFILE and friends: keep serving the clients we have, and try again later
 // (at once, the same error would come back and spin the control thread).
-void Router::accept_failed(Listener& l, const boost::system::error_code& ec) {
-  if (++l.failures == 1 || l.failures % 100 == 0)
-    spdlog::warn("accept on {} failed: {} ({} times so far; retrying with backoff)", l.path, ec.message(),
-                 l.failures);
-  l.backoff = std::clamp(l.backoff * 2, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
-  l.retry.expires_after(l.backoff);
-  l.retry.async_wait([this, &l](const boost::system::error_code& wait_ec) {
-    if (!wait_ec && !stopping_) accept_next(l);
+void Router::accept_failed(std::shared_ptr<Listener> l, const boost::system::error_code& ec) {
+  if (++l->failures == 1 || l->failures % 100 == 0)
+    spdlog::warn("accept on {} failed: {} ({} times so far; retrying with backoff)", l->path, ec.message(),
+                 l->failures);
+  l->backoff = std::clamp(l->backoff * 2, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
+  l->retry.expires_after(l->backoff);
+  Listener& listener = *l;
+  listener.retry.async_wait([this, l = std::move(l)](const boost::system::error_code& wait_ec) mutable {
+    if (!wait_ec && !stopping_ && !l->closed) accept_next(std::move(l));
   });
 }
 
@@ -222,7 +361,9 @@ void Router::admit(Listener& l, boost::asio::local::stream_protocol::socket sock
 }
 
 void Router::run() {
-  for (auto& l : listeners_) accept_next(*l);
+  running_ = true;
+  for (auto& l : listeners_) accept_next(l);
+  if (metrics_) metrics_->start();
   spdlog::info("ffrouter ready: fabric {}, device {}, {} tenant(s), run dir {}", fabric_->name(),
                options_.device_name, tenants_.size(), options_.run_dir);
   io_.run();
@@ -234,10 +375,8 @@ void Router::stop() {
     stopping_ = true;
     boost::system::error_code ignored;
     signals_.cancel(ignored);
-    for (auto& l : listeners_) {
-      l->acceptor.close(ignored);
-      l->retry.cancel();
-    }
+    for (auto& l : listeners_) close(*l);
+    if (metrics_) metrics_->stop();
     if (cluster_) cluster_->shutdown();
     for (auto& s : sessions()) s->close("router shutting down");
     for (auto& [key, timer] : cm_timers_) timer->cancel();

@@ -22,6 +22,7 @@
 #include "policy/tenant.h"
 #include "router/control/services.h"
 #include "router/control/session.h"
+#include "router/daemon/metrics_server.h"
 #include "router/daemon/options.h"
 #include "router/directory/directory.h"
 #include "router/fabric/fabric.h"
@@ -40,6 +41,14 @@ class Router final : public ControlServices, private cm::Routes, private cm::Clo
 
   void run();
   void stop();
+  // Re-reads --config (SIGHUP), on the Asio thread: tenants added get
+  // their socket, tenants removed lose it and their clients, a changed
+  // network or fallback address applies to new clients (and clients whose
+  // address the new network leaves out are closed). A file that does not
+  // load changes nothing: the error, with its line, goes to the log.
+  void reload_config();
+  // The same with tenants already parsed.
+  void apply_tenants(std::vector<policy::TenantSpec> next);
 
   const RouterOptions& options() const { return options_; }
   std::string admin_socket_path() const;
@@ -52,7 +61,7 @@ class Router final : public ControlServices, private cm::Routes, private cm::Clo
   void session_greeted(Session& s) override;
   void session_closed(uint64_t session_id) override;
   std::vector<std::shared_ptr<Session>> sessions() const override;  // oldest first
-  const std::vector<policy::TenantSpec>& tenants() const override { return tenants_; }
+  std::vector<const policy::TenantSpec*> tenants() const override;
   std::string tenant_socket_path(const policy::TenantSpec& t) const override;
   uint64_t sessions_refused() const override { return sessions_refused_; }
   const Directory* directory() const override { return directory_.get(); }
@@ -63,6 +72,8 @@ class Router final : public ControlServices, private cm::Routes, private cm::Clo
   size_t tenant_sessions(const policy::TenantSpec& t) const;
 
  private:
+  // Shared with its pending accept and retry, which may finish after a
+  // reload removed it (closed: they do nothing then).
   struct Listener {
     Listener(boost::asio::io_context& io, SessionRole r, const policy::TenantSpec* t, std::string p)
         : role(r), tenant(t), path(std::move(p)), acceptor(io), retry(io) {}
@@ -75,9 +86,21 @@ class Router final : public ControlServices, private cm::Routes, private cm::Clo
     boost::asio::steady_timer retry;
     std::chrono::milliseconds backoff{0};
     uint64_t failures = 0;
+    bool closed = false;
   };
   void lock_run_dir();
   void bind(Listener& l, unsigned mode);
+  void close(Listener& l);
+  void wait_for_signal();  // SIGINT/SIGTERM stop, SIGHUP reloads
+  // A tenant's quotas, directory and socket; false (logged) when its socket
+  // cannot be made.
+  bool add_tenant(const policy::TenantSpec& t);
+  void remove_tenant(const policy::TenantSpec& t);
+  // Closes the tenant's sessions whose virtual IP its network leaves out.
+  void close_sessions_outside(const policy::TenantSpec& t);
+  // Each tenant's share of the handles (--max-handles-per-tenant), for the
+  // tenants there are now.
+  void share_handles();
   void join_cluster();
   // Whether a greeted client of `tenant` has `vip` here.
   bool serves_here(const std::string& tenant, uint32_t vip) const;
@@ -86,26 +109,34 @@ class Router final : public ControlServices, private cm::Routes, private cm::Clo
   void send(const std::string& router, std::vector<std::byte> message) override;
   // cm::Clock: rdma_cm's timeouts on the Asio thread's timers.
   void after(std::chrono::milliseconds delay, std::function<void()> fire) override;
-  void accept_next(Listener& l);
-  void accept_failed(Listener& l, const boost::system::error_code& ec);
+  void accept_next(std::shared_ptr<Listener> l);
+  void accept_failed(std::shared_ptr<Listener> l, const boost::system::error_code& ec);
   void admit(Listener& l, boost::asio::local::stream_protocol::socket sock);
 
   RouterOptions options_;
   UniqueFd run_dir_lock_;  // held while this router serves the run directory
   ControlLimits limits_;
-  std::vector<policy::TenantSpec> tenants_;
+  // Live tenants in config order; removed ones stay allocated (sessions
+  // and pending handlers may still name them; only the operator's reloads
+  // add to it).
+  std::vector<std::unique_ptr<policy::TenantSpec>> tenants_;
+  std::vector<std::unique_ptr<policy::TenantSpec>> removed_tenants_;
   std::unique_ptr<Fabric> fabric_;
   boost::asio::io_context io_;
   boost::asio::signal_set signals_;
-  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::shared_ptr<Listener>> listeners_;
   cm::ConnectionManager connection_manager_;  // before sessions_: their ids go first
   std::map<uint64_t, std::shared_ptr<Session>> sessions_;
+  // By tenant name, never erased: charges point into them (a tenant
+  // removed and added again finds its quotas).
   std::map<std::string, policy::TenantQuota> quotas_;
   std::map<std::string, policy::TenantQuota> handle_quotas_;
   std::map<uint64_t, std::unique_ptr<boost::asio::steady_timer>> cm_timers_;  // rdma_cm's, pending
+  std::unique_ptr<MetricsServer> metrics_;  // --metrics-listen
   uint64_t next_timer_ = 1;
   uint64_t next_session_id_ = 1;
   uint64_t sessions_refused_ = 0;
+  bool running_ = false;  // run() began accepting
   bool stopping_ = false;
   // After io_: destroyed first, while the fabric's engine still runs.
   // The links that carry the control messages of a fabric without links

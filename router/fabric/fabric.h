@@ -12,10 +12,12 @@
 
 #include <infiniband/verbs.h>
 
+#include <array>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <stdexcept>
@@ -141,6 +143,26 @@ class FabricQp {
   virtual ibv_qp_cap cap() const = 0;
   virtual uint32_t send_capacity() const = 0;
   virtual uint32_t recv_capacity() const = 0;
+  virtual ibv_qp_type qp_type() const = 0;
+};
+
+// What one QP, or all the QPs a tenant ever had on this router, did:
+// monotonic, for ffctl and /metrics.
+struct TrafficCounters {
+  // Work requests the QPs posted that the router executed (the requester's
+  // side), and the bytes they moved, by ibv_wr_opcode (RDMA_WRITE ..
+  // ATOMIC_FETCH_AND_ADD; atomics move 8 bytes).
+  static constexpr size_t kOpcodes = IBV_WR_ATOMIC_FETCH_AND_ADD + 1;
+  std::array<uint64_t, kOpcodes> ops{};
+  std::array<uint64_t, kOpcodes> bytes{};
+  // Receive WRs completed with data (SEND, WRITE_WITH_IMM; UD counts its
+  // 40-byte GRH, as byte_len does).
+  uint64_t received = 0;
+  uint64_t received_bytes = 0;
+  // Every completion written to the app's CQs, by ibv_wc_status
+  // (IBV_WC_SUCCESS .. IBV_WC_GENERAL_ERR).
+  static constexpr size_t kStatuses = IBV_WC_GENERAL_ERR + 1;
+  std::array<uint64_t, kStatuses> completions{};
 };
 
 // Monotonic counters of the data path, for ffctl.
@@ -208,6 +230,9 @@ class Fabric {
   // The single virtual port's attributes (port 1).
   virtual ibv_port_attr port_attr() const = 0;
   virtual FabricCounters counters() const = 0;
+  // By tenant: every QP the tenant made on this router, live or destroyed.
+  virtual std::map<std::string, TrafficCounters> tenant_traffic() const = 0;
+  virtual TrafficCounters qp_traffic(const FabricQp& qp) const = 0;
 
   virtual Result<std::unique_ptr<FabricContext>> open_context() = 0;
   virtual Result<std::unique_ptr<FabricPd>> alloc_pd(const Owner& owner) = 0;

@@ -1,18 +1,150 @@
-// ffctl: the operator's view of a running ffrouter, through its admin socket.
+// ffctl: the operator's view of a running ffrouter, through its admin socket,
+// in the manner of iproute2's rdma tool: every command also speaks JSON (-j).
 //
-//   ffctl [--run-dir DIR] [--wait SECONDS] status|peers
+//   ffctl [--run-dir DIR] [--wait SECONDS] [-j] COMMAND
+//     status                       tenants, clients, their objects, counters
+//     peers                        other routers (multi-host), the directory
+//     stats [-w [SECONDS]] [-c N]  per-tenant traffic; -w: per-second rates
+//     resource show [KIND] [tenant T] [pid P]
+//                                  qp (with traffic), cq, mr, pd, srq, ... per client
+//     version                      ffctl's and the router's
+//
+// Exit codes: 0 done; 1 the router could not be reached or refused the
+// request; 2 a usage error (unknown command, option or filter).
 #include <CLI/CLI.hpp>
+#include <infiniband/verbs.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "policy/tenant.h"
 #include "proto/client.h"
+#include "router/common/traffic_labels.h"
+#include "router/common/version.h"
 
 namespace {
 
-int print_status(const ff::proto::StatusReply& s) {
+using nlohmann::json;
+using ff::proto::StatusReply;
+
+constexpr int kUnreachable = 1;
+constexpr int kUsage = 2;
+
+// One admin status, fetched once per command (twice per -w interval).
+struct Router {
+  std::string run_dir;
+  double wait_seconds = 0;
+  ff::proto::ControlClient client;
+  bool connected = false;
+  std::vector<uint8_t> last;  // the reply's bytes, kept while in use
+
+  const StatusReply* status(std::string& error) {
+    if (!connected) {
+      const std::string path = run_dir + "/admin.sock";
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(wait_seconds);
+      int e;
+      while ((e = client.connect(path)) != 0 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (e != 0) {
+        error = "cannot reach the router at " + path + ": " + std::strerror(e) + " (is ffrouter running with --run-dir " +
+                run_dir + "?)";
+        return nullptr;
+      }
+      connected = true;
+    }
+    flatbuffers::FlatBufferBuilder fbb;
+    auto res = client.call(fbb, ff::proto::RequestBody::AdminStatus, ff::proto::CreateAdminStatus(fbb).Union());
+    if (res.error != 0) {
+      error = "status failed: " + res.message;
+      return nullptr;
+    }
+    last = std::move(res.buffer);
+    return flatbuffers::GetRoot<ff::proto::Reply>(last.data())->body_as_StatusReply();
+  }
+};
+
+const char* qp_type_name(uint32_t type) {
+  switch (type) {
+    case IBV_QPT_RC: return "RC";
+    case IBV_QPT_UC: return "UC";
+    case IBV_QPT_UD: return "UD";
+    default: return "?";
+  }
+}
+
+std::string str(const flatbuffers::String* s) { return s != nullptr ? s->str() : std::string(); }
+
+template <typename T>
+std::vector<uint64_t> values(const flatbuffers::Vector<T>* v) {
+  std::vector<uint64_t> out;
+  if (v != nullptr)
+    for (auto x : *v) out.push_back(x);
+  return out;
+}
+
+// A Traffic table as JSON: only what is not zero, by label.
+json traffic_json(const ff::proto::Traffic* t) {
+  json j = json::object();
+  if (t == nullptr) return j;
+  auto ops = values(t->ops()), bytes = values(t->bytes()), completions = values(t->completions());
+  json by_opcode = json::object();
+  for (size_t i = 0; i < ops.size(); ++i)
+    if (ops[i] != 0 || (i < bytes.size() && bytes[i] != 0))
+      by_opcode[std::string(ff::label_at(ff::kOpcodeLabels, i))] = {{"ops", ops[i]},
+                                                                    {"bytes", i < bytes.size() ? bytes[i] : 0}};
+  json by_status = json::object();
+  for (size_t i = 0; i < completions.size(); ++i)
+    if (completions[i] != 0) by_status[std::string(ff::label_at(ff::kStatusLabels, i))] = completions[i];
+  j["sent"] = by_opcode;
+  j["received"] = {{"ops", t->received()}, {"bytes", t->received_bytes()}};
+  j["completions"] = by_status;
+  return j;
+}
+
+json client_json(const ff::proto::ClientStatus& c) {
+  json objects = json::object();
+  for (const auto* o : *c.objects()) objects[str(o->kind())] = o->count();
+  json qps = json::array();
+  if (c.qps() != nullptr)
+    for (const auto* q : *c.qps())
+      qps.push_back({{"qpn", q->qp_num()}, {"type", q->type()}, {"traffic", traffic_json(q->traffic())}});
+  return {{"session", c.session_id()},  {"pid", c.pid()},        {"program", str(c.program())},
+          {"vip", ff::policy::format_ipv4(c.virtual_ipv4())}, {"objects", objects},
+          {"cm_listeners", c.cm_listeners()}, {"qps", qps}};
+}
+
+json status_json(const StatusReply& s) {
+  json tenants = json::array();
+  for (const auto* t : *s.tenants()) {
+    json clients = json::array();
+    for (const auto* c : *t->clients()) clients.push_back(client_json(*c));
+    tenants.push_back({{"name", str(t->name())},
+                       {"socket", str(t->socket_path())},
+                       {"shm_bytes", t->shm_bytes()},
+                       {"shm_limit", t->shm_limit()},
+                       {"handles", t->handles()},
+                       {"handles_limit", t->handles_limit()},
+                       {"limit_refusals", t->limit_refusals()},
+                       {"clients", clients},
+                       {"traffic", traffic_json(t->traffic())}});
+  }
+  json counters = json::object();
+  if (s.counters() != nullptr)
+    for (const auto* c : *s.counters()) counters[str(c->name())] = c->value();
+  return {{"router", str(s.router_version())}, {"fabric", str(s.fabric())}, {"tenants", tenants},
+          {"counters", counters}};
+}
+
+void print_json(const json& j) { std::printf("%s\n", j.dump(2).c_str()); }
+
+int print_status(const StatusReply& s) {
   std::printf("router: %s  fabric: %s\n", s.router_version()->c_str(), s.fabric()->c_str());
   size_t total_clients = 0, total_objects = 0;
   for (const auto* t : *s.tenants()) {
@@ -44,9 +176,33 @@ int print_status(const ff::proto::StatusReply& s) {
   return 0;
 }
 
+json peers_json(const StatusReply& s) {
+  json peers = json::array();
+  if (s.peers() != nullptr)
+    for (const auto* p : *s.peers())
+      peers.push_back({{"name", str(p->name())},
+                       {"address", str(p->address())},
+                       {"outbound_up", p->outbound_up()},
+                       {"inbound_up", p->inbound_up()},
+                       {"frames_sent", p->frames_sent()},
+                       {"frames_received", p->frames_received()},
+                       {"bytes_sent", p->bytes_sent()},
+                       {"bytes_received", p->bytes_received()},
+                       {"connects", p->connects()},
+                       {"failures", p->failures()},
+                       {"qps_failed", p->qps_failed()},
+                       {"last_error", str(p->last_error())}});
+  json entries = json::array();
+  if (s.directory_entries() != nullptr)
+    for (const auto* e : *s.directory_entries())
+      entries.push_back({{"tenant", str(e->tenant())}, {"addresses", str(e->addresses())}, {"router", str(e->router())}});
+  return {{"router", str(s.router_name())}, {"directory", str(s.directory())}, {"peers", peers},
+          {"entries", entries}};
+}
+
 // Multi-host: the peer routers, both connections with each, and the
 // directory's view.
-int print_peers(const ff::proto::StatusReply& s) {
+int print_peers(const StatusReply& s) {
   if (s.directory() == nullptr || s.directory()->size() == 0) {
     std::printf("this router serves its host alone (no --directory)\n");
     return 0;
@@ -70,36 +226,213 @@ int print_peers(const ff::proto::StatusReply& s) {
   return 0;
 }
 
+// stats: each tenant's traffic as JSON ({tenant: traffic}); -w: the
+// difference over an interval, per second.
+json stats_json(const StatusReply& s) {
+  json out = json::object();
+  for (const auto* t : *s.tenants()) out[str(t->name())] = traffic_json(t->traffic());
+  return out;
+}
+
+// Numbers in `now` less those in `before` (same shape), divided by `seconds`.
+json rate(const json& now, const json& before, double seconds) {
+  if (now.is_number()) {
+    double d = before.is_number() ? now.get<double>() - before.get<double>() : now.get<double>();
+    return d / seconds;
+  }
+  if (!now.is_object()) return now;
+  json out = json::object();
+  for (auto it = now.begin(); it != now.end(); ++it)
+    out[it.key()] = rate(it.value(), before.is_object() && before.contains(it.key()) ? before[it.key()] : json(),
+                         seconds);
+  return out;
+}
+
+void print_stats_text(const json& stats, bool per_second) {
+  const char* unit = per_second ? "/s" : "";
+  for (auto t = stats.begin(); t != stats.end(); ++t) {
+    std::printf("tenant %s", t.key().c_str());
+    for (auto o = t.value()["sent"].begin(); o != t.value()["sent"].end(); ++o)
+      std::printf("  %s: ops%s=%.0f bytes%s=%.0f", o.key().c_str(), unit, o.value()["ops"].get<double>(), unit,
+                  o.value()["bytes"].get<double>());
+    std::printf("  received: ops%s=%.0f bytes%s=%.0f", unit, t.value()["received"]["ops"].get<double>(), unit,
+                t.value()["received"]["bytes"].get<double>());
+    std::printf("  completions%s:", unit);
+    for (auto c = t.value()["completions"].begin(); c != t.value()["completions"].end(); ++c)
+      std::printf(" %s=%.0f", c.key().c_str(), c.value().get<double>());
+    std::printf("\n");
+  }
+}
+
+int fail(const std::string& error) {
+  std::fprintf(stderr, "ffctl: %s\n", error.c_str());
+  return kUnreachable;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"ffctl: inspect a running ffrouter"};
-  std::string run_dir = "/run/ffrouter";
-  double wait_seconds = 0;
-  app.add_option("--run-dir", run_dir, "the router's --run-dir")->envname("FFR_RUN_DIR")->capture_default_str();
-  app.add_option("--wait", wait_seconds, "keep trying to reach the router for this many seconds");
+  Router router;
+  router.run_dir = "/run/ffrouter";
+  bool as_json = false;
+  app.add_option("--run-dir", router.run_dir, "the router's --run-dir")->envname("FFR_RUN_DIR")->capture_default_str();
+  app.add_option("--wait", router.wait_seconds, "keep trying to reach the router for this many seconds");
+  app.add_flag("-j,--json", as_json, "JSON output");
   app.require_subcommand(1);
   auto* status = app.add_subcommand("status", "tenants, connected clients (pid, virtual IP) and their objects");
-  app.add_subcommand("peers", "peer routers (multi-host): connections, their state and traffic; directory entries");
-  CLI11_PARSE(app, argc, argv);
+  auto* peers = app.add_subcommand("peers", "peer routers (multi-host): connections, their state and traffic; "
+                                            "directory entries");
+  auto* stats = app.add_subcommand("stats", "per-tenant traffic: work requests and bytes by opcode, receives, "
+                                            "completions by status");
+  std::optional<double> watch;
+  int count = 0;
+  stats->add_option("-w,--watch", watch, "print per-second rates over intervals of this many seconds (default 1)")
+      ->expected(0, 1)
+      ->default_str("1");
+  stats->add_option("-c,--count", count, "with -w: stop after this many intervals (default: never)");
+  auto* resource = app.add_subcommand("resource", "objects per client");
+  auto* show = resource->add_subcommand("show", "list objects: qp (with traffic), cq, mr, pd, srq, ah, ...");
+  resource->require_subcommand(1);
+  std::vector<std::string> filter;
+  show->add_option("filter", filter, "[KIND] [tenant NAME] [pid PID]");
+  auto* version = app.add_subcommand("version", "ffctl's version and the router's");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : kUsage;
+  }
+  if (watch && *watch <= 0) watch = 1;
 
-  const std::string path = run_dir + "/admin.sock";
-  ff::proto::ControlClient client;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(wait_seconds);
-  int e;
-  while ((e = client.connect(path)) != 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  if (e != 0) {
-    std::fprintf(stderr, "ffctl: cannot reach the router at %s: %s (is ffrouter running with --run-dir %s?)\n",
-                 path.c_str(), std::strerror(e), run_dir.c_str());
-    return 1;
+  // resource show [KIND] [tenant T] [pid P]
+  std::string kind, tenant_filter;
+  std::optional<int> pid_filter;
+  for (size_t i = 0; i < filter.size(); ++i) {
+    if (filter[i] == "tenant" && i + 1 < filter.size()) {
+      tenant_filter = filter[++i];
+    } else if (filter[i] == "pid" && i + 1 < filter.size()) {
+      try {
+        pid_filter = std::stoi(filter[++i]);
+      } catch (const std::exception&) {
+        std::fprintf(stderr, "ffctl: pid '%s' is not a number\n", filter[i].c_str());
+        return kUsage;
+      }
+    } else if (i == 0) {
+      kind = filter[i];
+    } else {
+      std::fprintf(stderr, "ffctl: resource show [KIND] [tenant NAME] [pid PID]: unexpected '%s'\n",
+                   filter[i].c_str());
+      return kUsage;
+    }
   }
-  flatbuffers::FlatBufferBuilder fbb;
-  auto res = client.call(fbb, ff::proto::RequestBody::AdminStatus, ff::proto::CreateAdminStatus(fbb).Union());
-  if (res.error != 0) {
-    std::fprintf(stderr, "ffctl: status failed: %s\n", res.message.c_str());
-    return 1;
+
+  if (version->parsed()) {
+    std::string error;
+    const StatusReply* s = router.status(error);
+    std::string router_version = s != nullptr ? str(s->router_version()) : "unreachable: " + error;
+    if (as_json) {
+      print_json({{"ffctl", std::string("ffctl ") + ff::kVersion}, {"router", router_version}});
+    } else {
+      std::printf("ffctl %s\nrouter: %s\n", ff::kVersion, router_version.c_str());
+    }
+    return s != nullptr ? 0 : kUnreachable;
   }
-  const auto& reply = *res.reply()->body_as_StatusReply();
-  return status->parsed() ? print_status(reply) : print_peers(reply);
+
+  std::string error;
+  const StatusReply* s = router.status(error);
+  if (s == nullptr) return fail(error);
+  if (status->parsed()) {
+    if (as_json) print_json(status_json(*s));
+    return as_json ? 0 : print_status(*s);
+  }
+  if (peers->parsed()) {
+    if (as_json) print_json(peers_json(*s));
+    return as_json ? 0 : print_peers(*s);
+  }
+  if (stats->parsed()) {
+    json before = stats_json(*s);
+    if (!watch) {
+      if (as_json) {
+        print_json(before);
+      } else {
+        print_stats_text(before, false);
+      }
+      return 0;
+    }
+    for (int n = 0; count == 0 || n < count; ++n) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(*watch));
+      s = router.status(error);
+      if (s == nullptr) return fail(error);
+      json now = stats_json(*s);
+      json per_second = rate(now, before, *watch);
+      if (as_json) {
+        std::printf("%s\n", per_second.dump().c_str());  // one line per interval
+      } else {
+        print_stats_text(per_second, true);
+      }
+      std::fflush(stdout);
+      before = std::move(now);
+    }
+    return 0;
+  }
+  // resource show: QPs one per row (with their traffic), other kinds as a
+  // count per client. Kinds are singular here, as in rdma(8).
+  static const std::vector<std::string> kKinds = {"context", "pd",  "segment", "mr",         "channel", "cq",
+                                                  "qp",      "srq", "ah",      "cm_channel", "cm_id"};
+  if (!kind.empty() && std::find(kKinds.begin(), kKinds.end(), kind) == kKinds.end()) {
+    std::fprintf(stderr, "ffctl: unknown object kind '%s' (known: context pd segment mr channel cq qp srq ah "
+                         "cm_channel cm_id)\n", kind.c_str());
+    return kUsage;
+  }
+  json out = json::array();
+  for (const auto* t : *s->tenants()) {
+    if (!tenant_filter.empty() && str(t->name()) != tenant_filter) continue;
+    for (const auto* c : *t->clients()) {
+      if (pid_filter && c->pid() != *pid_filter) continue;
+      json base = {{"tenant", str(t->name())}, {"pid", c->pid()}, {"program", str(c->program())},
+                   {"session", c->session_id()}};
+      if ((kind.empty() || kind == "qp") && c->qps() != nullptr) {
+        for (const auto* q : *c->qps()) {
+          json row = base;
+          row["kind"] = "qp";
+          row["qpn"] = q->qp_num();
+          row["type"] = qp_type_name(q->type());
+          row["traffic"] = traffic_json(q->traffic());
+          out.push_back(row);
+        }
+      }
+      if (kind == "qp") continue;
+      for (const auto* o : *c->objects()) {
+        std::string plural = str(o->kind());
+        std::string singular = plural.empty() ? plural : plural.substr(0, plural.size() - 1);
+        if (singular == "qp" || (!kind.empty() && singular != kind) || (kind.empty() && o->count() == 0)) continue;
+        json row = base;
+        row["kind"] = singular;
+        row["count"] = o->count();
+        out.push_back(row);
+      }
+    }
+  }
+  if (as_json) {
+    print_json(out);
+    return 0;
+  }
+  for (const auto& row : out) {
+    std::printf("tenant %s pid %d program %s session %llu %s", row["tenant"].get<std::string>().c_str(),
+                row["pid"].get<int>(), row["program"].get<std::string>().c_str(),
+                static_cast<unsigned long long>(row["session"].get<uint64_t>()), row["kind"].get<std::string>().c_str());
+    if (row.contains("qpn")) {
+      std::printf(" qpn %u type %s", row["qpn"].get<uint32_t>(), row["type"].get<std::string>().c_str());
+      for (auto o = row["traffic"]["sent"].begin(); o != row["traffic"]["sent"].end(); ++o)
+        std::printf(" %s_ops=%llu %s_bytes=%llu", o.key().c_str(),
+                    static_cast<unsigned long long>(o.value()["ops"].get<uint64_t>()), o.key().c_str(),
+                    static_cast<unsigned long long>(o.value()["bytes"].get<uint64_t>()));
+      std::printf(" received=%llu", static_cast<unsigned long long>(row["traffic"]["received"]["ops"].get<uint64_t>()));
+    } else {
+      std::printf(" count %u", row["count"].get<uint32_t>());
+    }
+    std::printf("\n");
+  }
+  return 0;
 }

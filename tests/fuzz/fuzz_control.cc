@@ -67,7 +67,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 0;
   boost::asio::local::stream_protocol::socket sock(w.io, boost::asio::local::stream_protocol(), sv[0]);
   auto session = std::make_shared<router::Session>(*w.router, router::SessionRole::kTenant,
-                                                   &w.router->tenants().front(), std::move(sock), 1);
+                                                   w.router->tenants().front(), std::move(sock), 1);
   {
     flatbuffers::FlatBufferBuilder fbb;
     fbb.Finish(proto::CreateRequest(fbb, 1, proto::RequestBody::Hello,

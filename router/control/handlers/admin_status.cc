@@ -4,14 +4,25 @@
 #include "router/directory/directory.h"
 
 namespace ff::router {
+namespace {
+
+flatbuffers::Offset<proto::Traffic> traffic(flatbuffers::FlatBufferBuilder& fbb, const TrafficCounters& t) {
+  return proto::CreateTraffic(fbb, fbb.CreateVector(t.ops.data(), t.ops.size()),
+                              fbb.CreateVector(t.bytes.data(), t.bytes.size()), t.received, t.received_bytes,
+                              fbb.CreateVector(t.completions.data(), t.completions.size()));
+}
+
+}  // namespace
 
 // Tenants, their connected clients and every client's live objects.
 Status handle_admin_status(Session& s, const proto::Request&, std::vector<UniqueFd>&, ReplyWriter& w) {
   ControlServices& r = s.services();
   auto& fbb = w.fbb();
   auto sessions = r.sessions();
+  const auto by_tenant = r.fabric().tenant_traffic();
   std::vector<flatbuffers::Offset<proto::TenantStatus>> tenants;
-  for (const auto& t : r.tenants()) {
+  for (const policy::TenantSpec* tp : r.tenants()) {
+    const policy::TenantSpec& t = *tp;
     std::vector<flatbuffers::Offset<proto::ClientStatus>> clients;
     for (const auto& c : sessions) {
       if (c->role() != SessionRole::kTenant || c->tenant() != &t) continue;
@@ -26,16 +37,23 @@ Status handle_admin_status(Session& s, const proto::Request&, std::vector<Unique
       c->objects().for_each<CmIdObject>(ObjectKind::kCmId, [&](const CmIdObject& o) {
         if (o.id->state() == cm::Id::State::kListening) ++listening;
       });
+      std::vector<flatbuffers::Offset<proto::QpStatus>> qps;
+      c->objects().for_each<QpObject>(ObjectKind::kQp, [&](const QpObject& o) {
+        qps.push_back(proto::CreateQpStatus(fbb, o.fabric->qp_num(), static_cast<uint32_t>(o.fabric->qp_type()),
+                                            traffic(fbb, r.fabric().qp_traffic(*o.fabric))));
+      });
       clients.push_back(proto::CreateClientStatus(fbb, c->id(), c->peer().pid, c->virtual_ip(),
                                                   fbb.CreateString(c->peer().program),
-                                                  fbb.CreateVector(counts), listening));
+                                                  fbb.CreateVector(counts), listening, fbb.CreateVector(qps)));
     }
     const policy::TenantQuota& q = r.quota(t);
     const policy::TenantQuota& h = r.handles(t);
+    auto it = by_tenant.find(t.name);
     tenants.push_back(proto::CreateTenantStatus(fbb, fbb.CreateString(t.name),
                                                 fbb.CreateString(r.tenant_socket_path(t)),
                                                 fbb.CreateVector(clients), q.used(), q.limit(),
-                                                q.refusals() + h.refusals(), h.used(), h.limit()));
+                                                q.refusals() + h.refusals(), h.used(), h.limit(),
+                                                traffic(fbb, it != by_tenant.end() ? it->second : TrafficCounters{})));
   }
   FabricCounters fc = r.fabric().counters();
   std::vector<flatbuffers::Offset<proto::Counter>> counters;

@@ -20,6 +20,7 @@
 #include <optional>
 #include <vector>
 
+#include "router/fabric/core/traffic.h"
 #include "router/fabric/fabric.h"
 #include "router/fabric/virtual_queues.h"
 #include "shm/descriptors.h"
@@ -114,6 +115,7 @@ struct Qp : FabricQp {
   ibv_qp_cap cap() const override { return init.cap; }
   uint32_t send_capacity() const override { return send_cap; }
   uint32_t recv_capacity() const override { return recv_cap; }
+  ibv_qp_type qp_type() const override { return init.type; }
   // The queue receives are taken from: the SRQ's ring or the QP's own.
   shm::RingConsumer<shm::RecvWqe>& receives() { return srq != nullptr ? srq->ring : rq; }
   // The PD receive buffers are checked against: the queue's they were posted to.
@@ -140,6 +142,10 @@ struct Qp : FabricQp {
   ibv_qp_attr attr{};      // as last modified (the state is kept in `state`)
   bool peer_gone = false;  // the connected QP was destroyed
   uint64_t sq_retired = 0;  // send WRs (by ring index) covered by send completions written
+  // What it did, and what its tenant's QPs did (QueueCore::count_sent,
+  // complete_for); the poller writes both.
+  LiveTraffic traffic;
+  LiveTraffic& tenant_traffic;
 };
 
 // Whether a QP in `state` answers requests.

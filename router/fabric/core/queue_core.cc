@@ -75,6 +75,8 @@ bool QueueCore::complete(VirtualCq& cq, const shm::Cqe& c) {
 }
 
 void QueueCore::complete_for(Qp& owner, VirtualCq& cq, const shm::Cqe& c) {
+  owner.traffic.completed(c);
+  owner.tenant_traffic.completed(c);
   if (!complete(cq, c)) set_error(owner, /*fatal=*/true);
 }
 
@@ -177,6 +179,18 @@ ibv_qp_attr QueueCore::query(const Qp& qp) {
   return attr;
 }
 
+LiveTraffic& QueueCore::traffic_of(const std::string& tenant) {
+  auto it = traffic_.find(tenant);
+  if (it == traffic_.end()) it = traffic_.emplace(std::piecewise_construct, std::forward_as_tuple(tenant), std::tuple<>()).first;
+  return it->second;
+}
+
+std::map<std::string, TrafficCounters> QueueCore::tenant_traffic() const {
+  std::map<std::string, TrafficCounters> out;
+  for (const auto& [tenant, live] : traffic_) out.emplace(tenant, live.snapshot());
+  return out;
+}
+
 FabricCounters QueueCore::counters() const {
   FabricCounters c;
   c.work_requests = wqes_.load(std::memory_order_relaxed);
@@ -220,7 +234,7 @@ Ah::~Ah() {
 Qp::Qp(Context& c, shm::Mapping m, const Pd& p, VirtualCq& scq, VirtualCq& rcq, Srq* s, const QpInit& i,
        uint32_t send_c, uint32_t recv_c, uint32_t t)
     : ctx(c), mapping(std::move(m)), pd(p), send_cq(scq), recv_cq(rcq), srq(s), init(i), send_cap(send_c),
-      recv_cap(recv_c), tag(t) {
+      recv_cap(recv_c), tag(t), tenant_traffic(c.core.traffic_of(p.owner.tenant)) {
   std::byte* base = mapping.base();
   shm::init_ring<shm::SendWqe>(base + shm::kQpSendRingOffset, send_cap);
   shm::init_ring<shm::RecvWqe>(base + shm::qp_recv_ring_offset(send_cap), recv_cap);

@@ -20,6 +20,8 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -97,11 +99,23 @@ class QueueCore : public PollerHooks {
   static ibv_qp_attr query(const Qp& qp);
 
   // --- counters ---
+  // Work this router executed: for its requester (count_sent: a work
+  // request of `qp`'s, by ibv_wr_opcode) or for a requester on another
+  // router (count). Poller.
   void count(uint64_t wqes, uint64_t bytes) {
     wqes_.fetch_add(wqes, std::memory_order_relaxed);
     bytes_.fetch_add(bytes, std::memory_order_relaxed);
   }
+  void count_sent(Qp& qp, uint32_t opcode, uint64_t bytes) {
+    count(1, bytes);
+    qp.traffic.sent(opcode, bytes);
+    qp.tenant_traffic.sent(opcode, bytes);
+  }
   FabricCounters counters() const;
+  // A tenant's block (control thread: made on its first QP, kept for good,
+  // so that its counters never go back). Blocks are read at any time.
+  LiveTraffic& traffic_of(const std::string& tenant);
+  std::map<std::string, TrafficCounters> tenant_traffic() const;  // control thread
 
  protected:
   // Starts the poller thread: the derived engine's constructor calls it
@@ -136,6 +150,7 @@ class QueueCore : public PollerHooks {
   std::atomic<uint64_t> wqes_{0};
   std::atomic<uint64_t> bytes_{0};
   std::atomic<uint64_t> error_completions_{0};
+  std::map<std::string, LiveTraffic> traffic_;  // by tenant; the control thread inserts
   Poller poller_;  // last: stopped before the registries go
 };
 

@@ -59,6 +59,10 @@ class QueueFabric : public Fabric {
  public:
   const FabricDeviceLimits& device_limits() const override { return limits_; }
   FabricCounters counters() const override { return core().counters(); }
+  std::map<std::string, TrafficCounters> tenant_traffic() const override { return core().tenant_traffic(); }
+  TrafficCounters qp_traffic(const FabricQp& qp) const override {
+    return static_cast<const Qp&>(qp).traffic.snapshot();
+  }
 
   Result<std::unique_ptr<FabricContext>> open_context() override;
   Result<std::shared_ptr<FabricSegment>> map_segment(UniqueFd fd, uint64_t app_base, uint64_t length,

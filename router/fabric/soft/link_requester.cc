@@ -224,7 +224,7 @@ void Engine::complete_remote_head(Qp& q, const SendWqe& w, ibv_wc_status status,
     set_error(q);
     return;
   }
-  count(1, bytes);
+  count_sent(q, w.opcode, bytes);
   if (q.signals(w)) complete_send(q, send_success(q, w, bytes), index);
 }
 

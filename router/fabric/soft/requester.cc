@@ -135,7 +135,7 @@ class Executor {
 
   // Moved `bytes` for the requester.
   Outcome moved(const SendWqe& w, uint64_t bytes) {
-    e_.count(1, bytes);
+    e_.count_sent(q_, w.opcode, bytes);
     return done(w, bytes);
   }
 

@@ -161,7 +161,7 @@ bool Engine::post_sends(Qp& q) {
   ibv_sge sges[kBatch][shm::kMaxSge];
   SendWqe copies[kBatch];  // inline data is read from here at post time
   uint32_t slots[kBatch];
-  uint64_t bytes = 0;
+  uint64_t bytes[kBatch];
   int n = 0;
   int limit = static_cast<int>(std::min<uint32_t>(kBatch, q.sends_visible));
   while (n < limit && q.sends.has_free() && q.sq.sc_peek(static_cast<size_t>(n), copies[n])) {
@@ -178,7 +178,8 @@ bool Engine::post_sends(Qp& q) {
         break;  // kWait: the answer wakes the poller
       }
     }
-    build_send(q, w, ah, wrs[n], sges[n], bytes);
+    bytes[n] = 0;
+    build_send(q, w, ah, wrs[n], sges[n], bytes[n]);
     slots[n] = q.sends.acquire();
     q.sends[slots[n]] = SendSlot{w.wr_id, q.sq.consumed() + static_cast<uint64_t>(n), w.opcode,
                                  (w.send_flags & IBV_SEND_SIGNALED) != 0};
@@ -204,7 +205,7 @@ bool Engine::post_sends(Qp& q) {
         q.solicited.push_back((copies[i].send_flags & IBV_SEND_SOLICITED) != 0);
     }
   }
-  count(static_cast<uint64_t>(posted), bytes);
+  for (int i = 0; i < posted; ++i) count_sent(q, copies[i].opcode, bytes[i]);
   return posted > 0;
 }
 

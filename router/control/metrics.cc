@@ -1,0 +1,180 @@
+#include "router/control/metrics.h"
+
+#include <cstdio>
+
+#include "router/common/traffic_labels.h"
+#include "router/common/version.h"
+#include "router/control/session.h"
+
+namespace ff::router {
+namespace {
+
+static_assert(TrafficCounters::kOpcodes == kOpcodeLabels.size(), "a label per counted opcode");
+static_assert(TrafficCounters::kStatuses == kStatusLabels.size(), "a label per counted status");
+
+// A label value, escaped as the format asks (backslash, quote, newline).
+std::string escaped(std::string_view v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+class Writer {
+ public:
+  // Every metric is announced once (HELP, TYPE), then its samples.
+  void family(const char* name, const char* type, const char* help) {
+    out_ += "# HELP ";
+    out_ += name;
+    out_ += ' ';
+    out_ += help;
+    out_ += "\n# TYPE ";
+    out_ += name;
+    out_ += ' ';
+    out_ += type;
+    out_ += '\n';
+  }
+  // labels: "k1", "v1", "k2", "v2", ...
+  void sample(const char* name, std::initializer_list<std::string_view> labels, uint64_t value) {
+    out_ += name;
+    if (labels.size() > 0) {
+      out_ += '{';
+      bool key = true, first = true;
+      for (std::string_view l : labels) {
+        if (key) {
+          if (!first) out_ += ',';
+          out_ += l;
+          out_ += "=\"";
+        } else {
+          out_ += escaped(l);
+          out_ += '"';
+        }
+        key = !key;
+        first = false;
+      }
+      out_ += '}';
+    }
+    out_ += ' ';
+    out_ += std::to_string(value);
+    out_ += '\n';
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+}  // namespace
+
+RouterMetrics collect_metrics(ControlServices& r) {
+  RouterMetrics m;
+  m.version = kVersion;
+  m.fabric = std::string(r.fabric().name());
+  const auto traffic = r.fabric().tenant_traffic();
+  const auto sessions = r.sessions();
+  for (const policy::TenantSpec* t : r.tenants()) {
+    TenantMetrics tm;
+    tm.name = t->name;
+    if (auto it = traffic.find(t->name); it != traffic.end()) tm.traffic = it->second;
+    for (const auto& s : sessions)
+      if (s->tenant() == t) ++tm.clients;
+    const policy::TenantQuota& q = r.quota(*t);
+    const policy::TenantQuota& h = r.handles(*t);
+    tm.shm_bytes = q.used();
+    tm.shm_limit_bytes = q.limit();
+    tm.handles = h.used();
+    tm.handles_limit = h.limit();
+    tm.limit_refusals = q.refusals() + h.refusals();
+    m.tenants.push_back(std::move(tm));
+  }
+  m.counters = r.fabric().counters();
+  m.sessions = sessions.size();
+  m.sessions_refused = r.sessions_refused();
+  m.cm_requests = r.connection_manager().requests();
+  m.cm_messages_refused = r.connection_manager().messages_refused();
+  if (const FabricCluster* cluster = r.cluster()) m.peers = cluster->peers();
+  return m;
+}
+
+std::string render_metrics(const RouterMetrics& m) {
+  Writer w;
+  w.family("ffrouter_build_info", "gauge", "The router's version and fabric (always 1).");
+  w.sample("ffrouter_build_info", {"version", m.version, "fabric", m.fabric}, 1);
+
+  w.family("ffrouter_tenant_work_requests_total", "counter",
+           "Work requests a tenant's QPs posted that the router executed, by opcode.");
+  for (const auto& t : m.tenants)
+    for (size_t i = 0; i < TrafficCounters::kOpcodes; ++i)
+      w.sample("ffrouter_tenant_work_requests_total", {"tenant", t.name, "opcode", kOpcodeLabels[i]}, t.traffic.ops[i]);
+  w.family("ffrouter_tenant_bytes_total", "counter",
+           "Bytes a tenant's work requests moved (direction=sent, by opcode) and its receives took "
+           "(direction=received, opcode=recv).");
+  for (const auto& t : m.tenants) {
+    for (size_t i = 0; i < TrafficCounters::kOpcodes; ++i)
+      w.sample("ffrouter_tenant_bytes_total", {"tenant", t.name, "direction", "sent", "opcode", kOpcodeLabels[i]},
+               t.traffic.bytes[i]);
+    w.sample("ffrouter_tenant_bytes_total", {"tenant", t.name, "direction", "received", "opcode", "recv"},
+             t.traffic.received_bytes);
+  }
+  w.family("ffrouter_tenant_receives_total", "counter", "Receive work requests of a tenant completed with data.");
+  for (const auto& t : m.tenants) w.sample("ffrouter_tenant_receives_total", {"tenant", t.name}, t.traffic.received);
+  w.family("ffrouter_completions_total", "counter", "Completions written to a tenant's CQs, by status.");
+  for (const auto& t : m.tenants)
+    for (size_t i = 0; i < TrafficCounters::kStatuses; ++i)
+      if (i == IBV_WC_SUCCESS || t.traffic.completions[i] != 0)  // the rare statuses appear once they occur
+        w.sample("ffrouter_completions_total", {"tenant", t.name, "status", kStatusLabels[i]},
+                 t.traffic.completions[i]);
+
+  w.family("ffrouter_tenant_clients", "gauge", "Connected client sessions of a tenant.");
+  for (const auto& t : m.tenants) w.sample("ffrouter_tenant_clients", {"tenant", t.name}, t.clients);
+  w.family("ffrouter_shm_bytes", "gauge", "Shared memory a tenant holds in the router (registered memory and rings).");
+  for (const auto& t : m.tenants) w.sample("ffrouter_shm_bytes", {"tenant", t.name}, t.shm_bytes);
+  w.family("ffrouter_shm_limit_bytes", "gauge", "A tenant's shared-memory limit (0: none).");
+  for (const auto& t : m.tenants) w.sample("ffrouter_shm_limit_bytes", {"tenant", t.name}, t.shm_limit_bytes);
+  w.family("ffrouter_handles", "gauge", "File descriptors plus mappings the router holds for a tenant.");
+  for (const auto& t : m.tenants) w.sample("ffrouter_handles", {"tenant", t.name}, t.handles);
+  w.family("ffrouter_handles_limit", "gauge", "A tenant's limit on handles.");
+  for (const auto& t : m.tenants) w.sample("ffrouter_handles_limit", {"tenant", t.name}, t.handles_limit);
+  w.family("ffrouter_limit_refusals_total", "counter", "Requests of a tenant refused by a limit.");
+  for (const auto& t : m.tenants) w.sample("ffrouter_limit_refusals_total", {"tenant", t.name}, t.limit_refusals);
+
+  w.family("ffrouter_work_requests_total", "counter",
+           "Work requests the router executed, for its own tenants and for requesters on other routers.");
+  w.sample("ffrouter_work_requests_total", {}, m.counters.work_requests);
+  w.family("ffrouter_bytes_total", "counter", "Bytes those work requests moved.");
+  w.sample("ffrouter_bytes_total", {}, m.counters.bytes);
+  w.family("ffrouter_poller_sleeps_total", "counter", "Times the poller went to sleep for lack of work.");
+  w.sample("ffrouter_poller_sleeps_total", {}, m.counters.poller_sleeps);
+  w.family("ffrouter_sessions", "gauge", "Connected sessions (clients and operators).");
+  w.sample("ffrouter_sessions", {}, m.sessions);
+  w.family("ffrouter_sessions_refused_total", "counter", "Connections refused by --max-sessions limits.");
+  w.sample("ffrouter_sessions_refused_total", {}, m.sessions_refused);
+  w.family("ffrouter_cm_requests_total", "counter", "rdma_cm connection requests handled.");
+  w.sample("ffrouter_cm_requests_total", {}, m.cm_requests);
+  w.family("ffrouter_cm_messages_refused_total", "counter", "rdma_cm messages from other routers refused.");
+  w.sample("ffrouter_cm_messages_refused_total", {}, m.cm_messages_refused);
+
+  if (!m.peers.empty()) {
+    w.family("ffrouter_peer_up", "gauge", "Whether a link to a peer router is up, by direction.");
+    for (const auto& p : m.peers) {
+      w.sample("ffrouter_peer_up", {"peer", p.name, "direction", "outbound"}, p.out_up ? 1 : 0);
+      w.sample("ffrouter_peer_up", {"peer", p.name, "direction", "inbound"}, p.in_up ? 1 : 0);
+    }
+    w.family("ffrouter_peer_bytes_total", "counter", "Bytes on the links with a peer router.");
+    for (const auto& p : m.peers) {
+      w.sample("ffrouter_peer_bytes_total", {"peer", p.name, "direction", "sent"}, p.bytes_sent);
+      w.sample("ffrouter_peer_bytes_total", {"peer", p.name, "direction", "received"}, p.bytes_received);
+    }
+    w.family("ffrouter_peer_link_failures_total", "counter", "Failed connections to a peer router.");
+    for (const auto& p : m.peers) w.sample("ffrouter_peer_link_failures_total", {"peer", p.name}, p.failures);
+  }
+  return w.take();
+}
+
+}  // namespace ff::router

@@ -1,0 +1,61 @@
+// The data path's counters as the poller keeps them: one block per QP and
+// one per tenant, each written by the poller thread alone and read by the
+// control thread at any time (ffctl, /metrics). A single writer needs no
+// read-modify-write: a relaxed load and store per event, no locked
+// instruction on the per-WQE path; readers see each counter whole.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "router/fabric/fabric.h"
+#include "shm/descriptors.h"
+
+namespace ff::router::core {
+
+class SingleWriterCounter {
+ public:
+  void add(uint64_t n) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  uint64_t get() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> v_{0};
+};
+
+class LiveTraffic {
+ public:
+  // A work request the requester executed (`opcode`: ibv_wr_opcode).
+  void sent(uint32_t opcode, uint64_t bytes) {
+    if (opcode >= TrafficCounters::kOpcodes) return;  // refused before it ran
+    ops_[opcode].add(1);
+    bytes_[opcode].add(bytes);
+  }
+  // A completion written to the app's CQ.
+  void completed(const shm::Cqe& c) {
+    completions_[c.status < TrafficCounters::kStatuses ? c.status : uint32_t{IBV_WC_GENERAL_ERR}].add(1);
+    if (c.status == IBV_WC_SUCCESS && (c.opcode & IBV_WC_RECV) != 0) {
+      received_.add(1);
+      received_bytes_.add(c.byte_len);
+    }
+  }
+  TrafficCounters snapshot() const {
+    TrafficCounters t;
+    for (size_t i = 0; i < TrafficCounters::kOpcodes; ++i) {
+      t.ops[i] = ops_[i].get();
+      t.bytes[i] = bytes_[i].get();
+    }
+    t.received = received_.get();
+    t.received_bytes = received_bytes_.get();
+    for (size_t i = 0; i < TrafficCounters::kStatuses; ++i) t.completions[i] = completions_[i].get();
+    return t;
+  }
+
+ private:
+  SingleWriterCounter ops_[TrafficCounters::kOpcodes];
+  SingleWriterCounter bytes_[TrafficCounters::kOpcodes];
+  SingleWriterCounter received_;
+  SingleWriterCounter received_bytes_;
+  SingleWriterCounter completions_[TrafficCounters::kStatuses];
+};
+
+}  // namespace ff::router::core
