@@ -3,41 +3,47 @@
 # programs did (ibv_rc_pingpong's messages, ib_write_bw's writes), in
 # `ffctl -j` JSON and in /metrics (checked by promtool), /healthz and
 # /readyz, `ffctl resource show`, `ffctl version`, and ffctl's exit codes.
+# FF_ROUTER_ARGS selects the fabric (tests/hw runs this on the verbs fabric,
+# with fewer iterations: FF_OV_PINGS, FF_OV_WRITES).
 source "$(dirname "$0")/lib.sh"
 command -v promtool >/dev/null || fail "promtool is missing (Debian package prometheus; scripts/install-deps.sh)"
+pings=${FF_OV_PINGS:-1000}
+writes=${FF_OV_WRITES:-5000}
 port=$((20000 + $$ % 20000))
-ff_start_router --config "$(ff_tenants_config blue red)" --metrics-listen "127.0.0.1:$port"
+# shellcheck disable=SC2086
+ff_start_router --config "$(ff_tenants_config blue red)" --metrics-listen "127.0.0.1:$port" ${FF_ROUTER_ARGS:-}
 metrics() { curl -sf "http://127.0.0.1:$port/metrics"; }
 ffctl() { "$FFCTL" --run-dir "$FF_RUN" "$@"; }
 
-# Exact counts: the pingpong's 1000 round trips of 4096 bytes are 2000
-# SENDs, each signaled, and 2000 receives, all in tenant blue.
+# Exact counts: the pingpong's N round trips of 4096 bytes are 2N SENDs,
+# each signaled, and 2N receives, all in tenant blue.
 ff_container_pair a 10.44.0.1 b 10.44.0.2
-ff_pair a b 10.44.0.1 18515 blue ibv_rc_pingpong -g 0 -n 1000 -s 4096
+ff_pair a b 10.44.0.1 18515 blue ibv_rc_pingpong -g 0 -n "$pings" -s 4096
 ffctl -j stats >"$FF_WORK/stats.json" || fail "ffctl -j stats"
 blue() { jq -r ".blue$1" "$FF_WORK/stats.json"; }
-[ "$(blue .sent.send.ops)" = 2000 ] || { cat "$FF_WORK/stats.json"; fail "blue's SENDs: $(blue .sent.send.ops), not 2000"; }
-[ "$(blue .sent.send.bytes)" = $((2000 * 4096)) ] || fail "blue's SEND bytes: $(blue .sent.send.bytes)"
-[ "$(blue .received.ops)" = 2000 ] || fail "blue's receives: $(blue .received.ops)"
-[ "$(blue .received.bytes)" = $((2000 * 4096)) ] || fail "blue's received bytes: $(blue .received.bytes)"
-[ "$(blue .completions.success)" = 4000 ] || fail "blue's successful completions: $(blue .completions.success)"
+[ "$(blue .sent.send.ops)" = $((2 * pings)) ] ||
+  { cat "$FF_WORK/stats.json"; fail "blue's SENDs: $(blue .sent.send.ops), not $((2 * pings))"; }
+[ "$(blue .sent.send.bytes)" = $((2 * pings * 4096)) ] || fail "blue's SEND bytes: $(blue .sent.send.bytes)"
+[ "$(blue .received.ops)" = $((2 * pings)) ] || fail "blue's receives: $(blue .received.ops)"
+[ "$(blue .received.bytes)" = $((2 * pings * 4096)) ] || fail "blue's received bytes: $(blue .received.bytes)"
+[ "$(blue .completions.success)" = $((4 * pings)) ] || fail "blue's successful completions: $(blue .completions.success)"
 [ "$(jq -r '.red.sent | length' "$FF_WORK/stats.json")" = 0 ] || fail "red did nothing, yet has counts"
-pass "ffctl -j stats: blue's counters equal ibv_rc_pingpong's 2000 SENDs of 4096 bytes and 2000 receives"
+pass "ffctl -j stats: blue's counters equal ibv_rc_pingpong's $((2 * pings)) SENDs of 4096 bytes and receives"
 
-# perftest's own figure: ib_write_bw -n 5000 posts 5000 WRITEs of 65536
-# bytes (-F: it reports even when its clock calibration fails, so that it
-# never runs twice).
-ff_pair a b 10.44.0.1 18516 red ib_write_bw -F -p 18516 -n 5000 -s 65536
+# perftest's own figure: ib_write_bw -n N posts N WRITEs of 65536 bytes
+# (-F: it reports even when its clock calibration fails, so that it never
+# runs twice).
+ff_pair a b 10.44.0.1 18516 red ib_write_bw -F -p 18516 -n "$writes" -s 65536
 ffctl -j stats >"$FF_WORK/stats.json"
-[ "$(jq -r .red.sent.write.ops "$FF_WORK/stats.json")" = 5000 ] || { cat "$FF_WORK/stats.json"; fail "red's WRITEs"; }
-[ "$(jq -r .red.sent.write.bytes "$FF_WORK/stats.json")" = $((5000 * 65536)) ] || fail "red's WRITE bytes"
+[ "$(jq -r .red.sent.write.ops "$FF_WORK/stats.json")" = "$writes" ] || { cat "$FF_WORK/stats.json"; fail "red's WRITEs"; }
+[ "$(jq -r .red.sent.write.bytes "$FF_WORK/stats.json")" = $((writes * 65536)) ] || fail "red's WRITE bytes"
 metrics >"$FF_WORK/metrics.txt" || fail "GET /metrics"
-grep -qx 'ffrouter_tenant_work_requests_total{tenant="red",opcode="write"} 5000' "$FF_WORK/metrics.txt" ||
+grep -qx "ffrouter_tenant_work_requests_total{tenant=\"red\",opcode=\"write\"} $writes" "$FF_WORK/metrics.txt" ||
   { grep red "$FF_WORK/metrics.txt"; fail "/metrics disagrees with ib_write_bw"; }
-grep -qx "ffrouter_tenant_bytes_total{tenant=\"blue\",direction=\"sent\",opcode=\"send\"} $((2000 * 4096))" \
+grep -qx "ffrouter_tenant_bytes_total{tenant=\"blue\",direction=\"sent\",opcode=\"send\"} $((2 * pings * 4096))" \
   "$FF_WORK/metrics.txt" || fail "/metrics disagrees with ibv_rc_pingpong"
 promtool check metrics <"$FF_WORK/metrics.txt" || fail "promtool check metrics"
-pass "/metrics agrees with perftest's count (5000 x 64 KiB WRITEs) and passes promtool check metrics"
+pass "/metrics agrees with perftest's count ($writes x 64 KiB WRITEs) and passes promtool check metrics"
 
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/healthz")" = 200 ] || fail "/healthz"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ] || fail "/readyz"

@@ -11,6 +11,8 @@ run() {
 for t in "$here"/test_*.sh; do run bash "$t"; done
 run env FF_ROUTER_ARGS="--fabric verbs --device $FF_RXE_DEV" bash "$here/../../e2e/test_tenant_isolation.sh"
 run env FF_ROUTER_ARGS="--fabric verbs --device $FF_RXE_DEV" FF_CM_CYCLES=50 bash "$here/../../e2e/test_rdma_cm.sh"
+run env FF_ROUTER_ARGS="--fabric verbs --device $FF_RXE_DEV" FF_OV_PINGS=200 FF_OV_WRITES=500 \
+  bash "$here/../../e2e/test_operator_view.sh"
 if [ ${#failed[@]} -gt 0 ]; then
   printf 'FAILED in the guest: %s\n' "${failed[@]}"
   exit 1
