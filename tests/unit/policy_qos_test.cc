@@ -1,0 +1,140 @@
+// QoS building blocks against a fake clock: rates, bursts, overdraft, live
+// changes; fair shares by weight, idle flows giving theirs away, large work
+// not starved.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cmath>
+
+#include "policy/qos.h"
+
+namespace ff::policy {
+namespace {
+
+constexpr uint64_t kSecond = 1'000'000'000;
+
+// Takes `piece` units whenever the bucket allows, stepping a fake clock by
+// `step` ns for `duration` ns; returns the units taken.
+double drive(TokenBucket& b, uint64_t& now, uint64_t duration, double piece, uint64_t step = 1000) {
+  double taken = 0;
+  for (uint64_t end = now + duration; now < end; now += step)
+    while (b.try_take(piece, now)) taken += piece;
+  return taken;
+}
+
+TEST(TokenBucket, NoCapTakesEverything) {
+  TokenBucket b;
+  EXPECT_FALSE(b.capped());
+  for (int i = 0; i < 1000; ++i) EXPECT_TRUE(b.try_take(1e12, 0));
+  EXPECT_EQ(b.ready_at(5), 5u);
+}
+
+TEST(TokenBucket, HoldsItsRateOverTime) {
+  uint64_t now = 0;
+  TokenBucket b(125'000'000, 256 * 1024, now);  // 1 Gb/s in bytes, 256 KiB burst
+  double taken = drive(b, now, 10 * kSecond, 4096);
+  // The burst plus ten seconds at the rate, within one piece.
+  EXPECT_NEAR(taken, 256 * 1024 + 10 * 125'000'000.0, 4096 + 1);
+}
+
+TEST(TokenBucket, BurstIsWhatIdleTimeSaves) {
+  uint64_t now = 0;
+  TokenBucket b(1000, 100, now);
+  EXPECT_NEAR(drive(b, now, 1, 1), 100, 1);  // the burst at once
+  now += 10 * kSecond;                       // idle: saves the burst, not ten seconds' worth
+  EXPECT_NEAR(drive(b, now, 1, 1), 100, 1);
+}
+
+TEST(TokenBucket, ALargeTakeOverdrawsAndWhatFollowsWaitsForTheDebt) {
+  uint64_t now = 0;
+  TokenBucket b(1000, 100, now);  // 1000 units/s
+  EXPECT_TRUE(b.try_take(1100, now));   // larger than the burst: goes, 1000 in debt
+  EXPECT_FALSE(b.try_take(1, now));
+  uint64_t ready = b.ready_at(now);
+  EXPECT_NEAR(static_cast<double>(ready), 1.0 * kSecond, 1e3);  // one second pays 1000
+  EXPECT_FALSE(b.try_take(1, ready - 1000));
+  EXPECT_TRUE(b.try_take(1, ready));
+}
+
+TEST(TokenBucket, ALiveChangeKeepsWhatWasEarnedUpToTheNewBurst) {
+  uint64_t now = 0;
+  TokenBucket b(1000, 1000, now);
+  now += kSecond / 2;  // 1000 saved (the burst)
+  b.reconfigure(4000, 200, now);
+  EXPECT_NEAR(drive(b, now, 1, 1), 200, 1);  // capped to the new burst
+  double taken = drive(b, now, kSecond, 10, 10'000);
+  EXPECT_NEAR(taken, 4000, 20);  // the new rate
+  b.reconfigure(0, 0, now);
+  EXPECT_TRUE(b.try_take(1e9, now)) << "rate 0 lifts the cap";
+}
+
+// Flows that always have work of `cost` per piece; returns what each got.
+template <size_t N>
+std::array<uint64_t, N> share(FairShare& s, const std::array<size_t, N>& flows, std::array<bool, N> busy,
+                              int rounds, uint64_t cost) {
+  std::array<uint64_t, N> got{};
+  for (int r = 0; r < rounds; ++r) {
+    s.begin_round();
+    for (size_t i = 0; i < N; ++i) {
+      if (!busy[i]) {
+        s.idle(flows[i]);
+        continue;
+      }
+      while (s.take(flows[i], cost)) got[i] += cost;
+    }
+  }
+  return got;
+}
+
+TEST(FairShare, EqualWeightsShareEqually) {
+  FairShare s(65536);
+  std::array<size_t, 2> f{s.add(1), s.add(1)};
+  auto got = share<2>(s, f, {true, true}, 1000, 4096);
+  double a = static_cast<double>(got[0]), b = static_cast<double>(got[1]);
+  double jain = (a + b) * (a + b) / (2 * (a * a + b * b));
+  EXPECT_GE(jain, 0.999);
+}
+
+TEST(FairShare, WeightsOneToThreeSplitOneToThree) {
+  FairShare s(65536);
+  std::array<size_t, 2> f{s.add(1), s.add(3)};
+  auto got = share<2>(s, f, {true, true}, 1000, 4096);
+  EXPECT_NEAR(static_cast<double>(got[1]) / static_cast<double>(got[0]), 3.0, 0.05);
+}
+
+TEST(FairShare, AnIdleFlowSavesNothingAndGivesItsShareAway) {
+  FairShare s(65536);
+  std::array<size_t, 2> f{s.add(1), s.add(1)};
+  auto got = share<2>(s, f, {true, false}, 100, 4096);
+  EXPECT_EQ(got[1], 0u);
+  EXPECT_EQ(s.credit(f[1]), 0u) << "no credit saved while idle";
+  EXPECT_EQ(got[0], 100u * 65536) << "the busy flow takes every round's quantum it can use";
+}
+
+TEST(FairShare, WorkLargerThanAQuantumWaitsRoundsButIsServed) {
+  FairShare s(4096);
+  std::array<size_t, 2> f{s.add(1), s.add(1)};
+  std::array<uint64_t, 2> got{};
+  for (int r = 0; r < 256; ++r) {
+    s.begin_round();
+    if (s.take(f[0], 1 << 20)) got[0] += 1 << 20;  // 1 MiB messages
+    while (s.take(f[1], 64)) got[1] += 64;         // small ones
+  }
+  EXPECT_EQ(got[0], uint64_t{1} << 20) << "256 rounds of 4 KiB earn one 1 MiB message";
+  EXPECT_EQ(got[1], 256u * 4096);
+}
+
+TEST(FairShare, AWeightChangesLiveAndRemovedFlowsAreReused) {
+  FairShare s(1000);
+  size_t a = s.add(1);
+  size_t b = s.add(1);
+  s.set_weight(b, 4);
+  auto got = share<2>(s, {a, b}, {true, true}, 100, 10);
+  EXPECT_EQ(got[1], 4 * got[0]);
+  s.remove(a);
+  EXPECT_EQ(s.add(2), a);
+  EXPECT_EQ(s.weight(a), 2u);
+}
+
+}  // namespace
+}  // namespace ff::policy
