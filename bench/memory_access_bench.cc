@@ -30,6 +30,7 @@
 #include <string>
 
 #include "ffverbs.h"
+#include "rc_connect.h"
 
 namespace {
 
@@ -149,32 +150,8 @@ struct Verbs {
     if (list != nullptr) ibv_free_device_list(list);
   }
   static bool to(ibv_qp* qp, uint32_t dest, const ibv_gid& gid) {
-    ibv_qp_attr x{};
-    x.qp_state = IBV_QPS_INIT;
-    x.port_num = 1;
-    x.qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_LOCAL_WRITE;
-    if (ibv_modify_qp(qp, &x, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS) != 0) return false;
-    x = ibv_qp_attr{};
-    x.qp_state = IBV_QPS_RTR;
-    x.path_mtu = IBV_MTU_4096;
-    x.dest_qp_num = dest;
-    x.max_dest_rd_atomic = 1;
-    x.min_rnr_timer = 12;
-    x.ah_attr.is_global = 1;
-    x.ah_attr.grh.dgid = gid;
-    x.ah_attr.grh.hop_limit = 1;
-    x.ah_attr.port_num = 1;
-    if (ibv_modify_qp(qp, &x, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
-                                  IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER) != 0)
-      return false;
-    x = ibv_qp_attr{};
-    x.qp_state = IBV_QPS_RTS;
-    x.timeout = 14;
-    x.retry_cnt = 7;
-    x.rnr_retry = 7;
-    x.max_rd_atomic = 1;
-    return ibv_modify_qp(qp, &x, IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
-                                     IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC) == 0;
+    const ffv_rc_path path{IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_LOCAL_WRITE, IBV_MTU_4096, 1, 12, 7};
+    return ffv_connect_rc(qp, dest, &gid, &path, nullptr) == 0;
   }
 };
 

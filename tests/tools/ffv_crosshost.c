@@ -22,6 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rc_connect.h"
+
 /* What a SEND longer than its receive completes with (-r: rxe's). */
 static enum ibv_wc_status short_send_status = IBV_WC_REM_INV_REQ_ERR;
 static enum ibv_wc_status short_recv_status = IBV_WC_LOC_LEN_ERR;
@@ -119,32 +121,10 @@ static struct ibv_sge sge(size_t off, uint32_t len) {
 }
 
 static void connect_qp(struct ibv_qp* q, int access, uint32_t dest, const uint8_t* gid, uint8_t rnr_retry) {
-  struct ibv_qp_attr a;
-  memset(&a, 0, sizeof a);
-  a.qp_state = IBV_QPS_INIT;
-  a.port_num = 1;
-  a.qp_access_flags = (unsigned)access;
-  int rc = ibv_modify_qp(q, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
-  memset(&a, 0, sizeof a);
-  a.qp_state = IBV_QPS_RTR;
-  a.path_mtu = IBV_MTU_1024;
-  a.dest_qp_num = dest;
-  a.max_dest_rd_atomic = 16;
-  a.min_rnr_timer = 1;
-  a.ah_attr.port_num = 1;
-  a.ah_attr.is_global = 1;
-  memcpy(a.ah_attr.grh.dgid.raw, gid, 16);
-  a.ah_attr.grh.hop_limit = 1;
-  rc |= ibv_modify_qp(q, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
-                                 IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
-  memset(&a, 0, sizeof a);
-  a.qp_state = IBV_QPS_RTS;
-  a.timeout = 14;
-  a.retry_cnt = 7;
-  a.rnr_retry = rnr_retry;
-  a.max_rd_atomic = 16;
-  rc |= ibv_modify_qp(q, &a, IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
-                                 IBV_QP_MAX_QP_RD_ATOMIC);
+  const struct ffv_rc_path path = {(unsigned)access, IBV_MTU_1024, 16, 1, rnr_retry};
+  union ibv_gid g;
+  memcpy(g.raw, gid, 16);
+  int rc = ffv_connect_rc(q, dest, &g, &path, NULL);
   if (rc != 0) {
     printf("FAIL: connecting QP %u to %u\n", q->qp_num, dest);
     exit(1);

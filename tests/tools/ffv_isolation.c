@@ -49,6 +49,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rc_connect.h"
+
 #define SIZE 4096
 
 static void die(const char* what) {
@@ -97,34 +99,11 @@ static int serve(const char* file) {
 
 // INIT, RTR toward QP `dest` at `gid` (PSN 0), RTS: 0, or the error of RTR.
 static int connect_rc_at(struct ibv_qp* qp, uint32_t dest, union ibv_gid gid) {
-  struct ibv_qp_attr a = {0};
-  a.qp_state = IBV_QPS_INIT;
-  a.port_num = 1;
-  a.qp_access_flags = IBV_ACCESS_REMOTE_WRITE;
-  if (ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS)) die("INIT");
-  memset(&a, 0, sizeof a);
-  a.qp_state = IBV_QPS_RTR;
-  a.path_mtu = IBV_MTU_1024;
-  a.dest_qp_num = dest;
-  a.max_dest_rd_atomic = 1;
-  a.min_rnr_timer = 12;
-  a.ah_attr.is_global = 1;
-  a.ah_attr.grh.dgid = gid;
-  a.ah_attr.grh.hop_limit = 1;
-  a.ah_attr.port_num = 1;
-  int rc = ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
-                                     IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
-  if (rc != 0) return rc;
-  memset(&a, 0, sizeof a);
-  a.qp_state = IBV_QPS_RTS;
-  a.timeout = 14;
-  a.retry_cnt = 7;
-  a.rnr_retry = 7;
-  a.max_rd_atomic = 1;
-  if (ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN |
-                                IBV_QP_MAX_QP_RD_ATOMIC))
-    die("RTS");
-  return 0;
+  const struct ffv_rc_path path = {IBV_ACCESS_REMOTE_WRITE, IBV_MTU_1024, 1, 12, 7};
+  const char* step = NULL;
+  int rc = ffv_connect_rc(qp, dest, &gid, &path, &step);
+  if (rc != 0 && strcmp(step, "RTR") != 0) die(step);
+  return rc;
 }
 
 // connect_rc_at toward QP `dest` on this device.
