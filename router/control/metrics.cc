@@ -131,34 +131,55 @@ std::string render_metrics(const RouterMetrics& m) {
         w.sample("ffrouter_completions_total", {"tenant", t.name, "status", kStatusLabels[i]},
                  t.traffic.completions[i]);
 
-  w.family("ffrouter_tenant_clients", "gauge", "Connected client sessions of a tenant.");
-  for (const auto& t : m.tenants) w.sample("ffrouter_tenant_clients", {"tenant", t.name}, t.clients);
-  w.family("ffrouter_shm_bytes", "gauge", "Shared memory a tenant holds in the router (registered memory and rings).");
-  for (const auto& t : m.tenants) w.sample("ffrouter_shm_bytes", {"tenant", t.name}, t.shm_bytes);
-  w.family("ffrouter_shm_limit_bytes", "gauge", "A tenant's shared-memory limit (0: none).");
-  for (const auto& t : m.tenants) w.sample("ffrouter_shm_limit_bytes", {"tenant", t.name}, t.shm_limit_bytes);
-  w.family("ffrouter_handles", "gauge", "File descriptors plus mappings the router holds for a tenant.");
-  for (const auto& t : m.tenants) w.sample("ffrouter_handles", {"tenant", t.name}, t.handles);
-  w.family("ffrouter_handles_limit", "gauge", "A tenant's limit on handles.");
-  for (const auto& t : m.tenants) w.sample("ffrouter_handles_limit", {"tenant", t.name}, t.handles_limit);
-  w.family("ffrouter_limit_refusals_total", "counter", "Requests of a tenant refused by a limit.");
-  for (const auto& t : m.tenants) w.sample("ffrouter_limit_refusals_total", {"tenant", t.name}, t.limit_refusals);
+  // One value per tenant.
+  struct PerTenant {
+    const char* name;
+    const char* type;
+    const char* help;
+    uint64_t TenantMetrics::*value;
+  };
+  for (const PerTenant& f : {
+           PerTenant{"ffrouter_tenant_clients", "gauge", "Connected client sessions of a tenant.",
+                     &TenantMetrics::clients},
+           PerTenant{"ffrouter_shm_bytes", "gauge",
+                     "Shared memory a tenant holds in the router (registered memory and rings).",
+                     &TenantMetrics::shm_bytes},
+           PerTenant{"ffrouter_shm_limit_bytes", "gauge", "A tenant's shared-memory limit (0: none).",
+                     &TenantMetrics::shm_limit_bytes},
+           PerTenant{"ffrouter_handles", "gauge", "File descriptors plus mappings the router holds for a tenant.",
+                     &TenantMetrics::handles},
+           PerTenant{"ffrouter_handles_limit", "gauge", "A tenant's limit on handles.", &TenantMetrics::handles_limit},
+           PerTenant{"ffrouter_limit_refusals_total", "counter", "Requests of a tenant refused by a limit.",
+                     &TenantMetrics::limit_refusals},
+       }) {
+    w.family(f.name, f.type, f.help);
+    for (const auto& t : m.tenants) w.sample(f.name, {"tenant", t.name}, t.*f.value);
+  }
 
-  w.family("ffrouter_work_requests_total", "counter",
-           "Work requests the router executed, for its own tenants and for requesters on other routers.");
-  w.sample("ffrouter_work_requests_total", {}, m.counters.work_requests);
-  w.family("ffrouter_bytes_total", "counter", "Bytes those work requests moved.");
-  w.sample("ffrouter_bytes_total", {}, m.counters.bytes);
-  w.family("ffrouter_poller_sleeps_total", "counter", "Times the poller went to sleep for lack of work.");
-  w.sample("ffrouter_poller_sleeps_total", {}, m.counters.poller_sleeps);
-  w.family("ffrouter_sessions", "gauge", "Connected sessions (clients and operators).");
-  w.sample("ffrouter_sessions", {}, m.sessions);
-  w.family("ffrouter_sessions_refused_total", "counter", "Connections refused by --max-sessions limits.");
-  w.sample("ffrouter_sessions_refused_total", {}, m.sessions_refused);
-  w.family("ffrouter_cm_requests_total", "counter", "rdma_cm connection requests handled.");
-  w.sample("ffrouter_cm_requests_total", {}, m.cm_requests);
-  w.family("ffrouter_cm_messages_refused_total", "counter", "rdma_cm messages from other routers refused.");
-  w.sample("ffrouter_cm_messages_refused_total", {}, m.cm_messages_refused);
+  // The router's own.
+  struct Single {
+    const char* name;
+    const char* type;
+    const char* help;
+    uint64_t value;
+  };
+  for (const Single& f : {
+           Single{"ffrouter_work_requests_total", "counter",
+                  "Work requests the router executed, for its own tenants and for requesters on other routers.",
+                  m.counters.work_requests},
+           Single{"ffrouter_bytes_total", "counter", "Bytes those work requests moved.", m.counters.bytes},
+           Single{"ffrouter_poller_sleeps_total", "counter", "Times the poller went to sleep for lack of work.",
+                  m.counters.poller_sleeps},
+           Single{"ffrouter_sessions", "gauge", "Connected sessions (clients and operators).", m.sessions},
+           Single{"ffrouter_sessions_refused_total", "counter", "Connections refused by --max-sessions limits.",
+                  m.sessions_refused},
+           Single{"ffrouter_cm_requests_total", "counter", "rdma_cm connection requests handled.", m.cm_requests},
+           Single{"ffrouter_cm_messages_refused_total", "counter", "rdma_cm messages from other routers refused.",
+                  m.cm_messages_refused},
+       }) {
+    w.family(f.name, f.type, f.help);
+    w.sample(f.name, {}, f.value);
+  }
 
   if (!m.peers.empty()) {
     w.family("ffrouter_peer_up", "gauge", "Whether a link to a peer router is up, by direction.");
