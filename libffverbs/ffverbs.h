@@ -9,11 +9,17 @@
  * ffv_free() instead. They are inline and refer to ibv_malloc/ibv_free
  * weakly, so the app links against nothing new: with libffverbs preloaded
  * they are its arena; without it, ordinary aligned memory (ffv_zero_copy()
- * says which). Build with `pkg-config --cflags ffverbs`. */
+ * says which). Build with `pkg-config --cflags ffverbs`, as a PIE (Debian's
+ * default): in a non-PIE executable the linker resolves the weak references
+ * to 0 for good, and ffv_malloc always gives ordinary memory. */
 #ifndef FFVERBS_H
 #define FFVERBS_H
+/* Plain C inline code: a C++ includer's warnings (old-style casts) are not for it. */
+#pragma GCC system_header
+#include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <unistd.h>
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -33,8 +39,14 @@ static inline int ffv_zero_copy(void) { return ibv_malloc != NULL && ibv_free !=
 static inline void* ffv_malloc(size_t size) {
   if (ffv_zero_copy()) return ibv_malloc(size);
   void* p = NULL;
-  size_t align = size >= 4096 ? 4096 : 64;
-  return posix_memalign(&p, align, size == 0 ? 1 : size) == 0 ? p : NULL;
+  long page = sysconf(_SC_PAGESIZE);
+  size_t align = page > 0 && size >= (size_t)page ? (size_t)page : 64;
+  int rc = posix_memalign(&p, align, size == 0 ? 1 : size);
+  if (rc != 0) {
+    errno = rc;
+    return NULL;
+  }
+  return p;
 }
 
 /* Frees what ffv_malloc returned (within one run of the program: whether

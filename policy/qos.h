@@ -37,8 +37,10 @@ class TokenBucket {
     if (!capped()) return now_ns;
     refill(now_ns);
     if (tokens_ > 0) return now_ns;
-    // Strictly past the point where the tokens reach zero.
-    return now_ns + static_cast<uint64_t>(-tokens_ / rate_ * 1e9) + 1;
+    // Strictly past the point where the tokens reach zero (a debt that
+    // would take more than a day is a day: the caller asks again).
+    double wait = std::min(-tokens_ / rate_ * 1e9, 86400e9);
+    return now_ns + static_cast<uint64_t>(wait) + 1;
   }
   // A live change (a reloaded config, ffctl qos): what was earned at the
   // old rate is kept, up to the new burst; a debt stays a debt.

@@ -102,11 +102,10 @@ RouterMetrics collect_metrics(ControlServices& r) {
   return m;
 }
 
-std::string render_metrics(const RouterMetrics& m) {
-  Writer w;
-  w.family("ffrouter_build_info", "gauge", "The router's version and fabric (always 1).");
-  w.sample("ffrouter_build_info", {"version", m.version, "fabric", m.fabric}, 1);
+namespace {
 
+// What each tenant's QPs did.
+void render_traffic(Writer& w, const RouterMetrics& m) {
   w.family("ffrouter_tenant_work_requests_total", "counter",
            "Work requests a tenant's QPs posted that the router executed, by opcode.");
   for (const auto& t : m.tenants)
@@ -130,7 +129,10 @@ std::string render_metrics(const RouterMetrics& m) {
       if (i == IBV_WC_SUCCESS || t.traffic.completions[i] != 0)  // the rare statuses appear once they occur
         w.sample("ffrouter_completions_total", {"tenant", t.name, "status", kStatusLabels[i]},
                  t.traffic.completions[i]);
+}
 
+// What each tenant holds, and the router's own counters.
+void render_holdings(Writer& w, const RouterMetrics& m) {
   // One value per tenant.
   struct PerTenant {
     const char* name;
@@ -181,6 +183,16 @@ std::string render_metrics(const RouterMetrics& m) {
     w.sample(f.name, {}, f.value);
   }
 
+}
+
+}  // namespace
+
+std::string render_metrics(const RouterMetrics& m) {
+  Writer w;
+  w.family("ffrouter_build_info", "gauge", "The router's version and fabric (always 1).");
+  w.sample("ffrouter_build_info", {"version", m.version, "fabric", m.fabric}, 1);
+  render_traffic(w, m);
+  render_holdings(w, m);
   if (!m.peers.empty()) {
     w.family("ffrouter_peer_up", "gauge", "Whether a link to a peer router is up, by direction.");
     for (const auto& p : m.peers) {

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "proto/frame.h"
 #include "router/control/handlers.h"
 
 namespace ff::router {
@@ -191,6 +192,13 @@ void Session::queue(ReplyWriter& w, uint64_t request_id, const Status& status) {
     rb.add_body(w.body_);
   }
   fbb.Finish(rb.Finish());
+  if (fbb.GetSize() > proto::kMaxPayload) {
+    // A reply the client's frame reader would refuse: an error it can read.
+    ReplyWriter small;
+    return queue(small, request_id,
+                 Error{EMSGSIZE, "the reply would pass the frame limit (" + std::to_string(proto::kMaxPayload >> 10) +
+                                     " KiB): ask for less (ffctl: name a tenant or a pid)"});
+  }
 
   Outgoing o;
   proto::FrameHeader h{fbb.GetSize(), static_cast<uint16_t>(status ? w.fds_.size() : 0), 0};

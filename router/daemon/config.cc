@@ -57,18 +57,18 @@ std::vector<policy::TenantSpec> parse_tenants(const std::string& text, const std
     throw ConfigError(origin + ":" + std::to_string(e.mark.line + 1) + ": not valid YAML: " + e.msg);
   }
   if (!root.IsMap()) throw ConfigError(origin + ": expected a mapping with a 'tenants' list");
-  for (const auto& kv : root) {
-    auto key = kv.first.as<std::string>();
-    if (key != "tenants")
-      throw ConfigError(where(origin, kv.first) + ": unknown top-level key '" + key +
-                        "' (known: tenants)");
-  }
-  const YAML::Node list = root["tenants"];
-  if (!list || !list.IsSequence() || list.size() == 0)
-    throw ConfigError(origin + ": 'tenants' must be a non-empty list");
   std::vector<policy::TenantSpec> tenants;
   std::set<std::string> names;
   try {
+    // (Keys that are not strings, `? [a]: b`, throw YAML exceptions too.)
+    for (const auto& kv : root) {
+      auto key = kv.first.as<std::string>();
+      if (key != "tenants")
+        throw ConfigError(where(origin, kv.first) + ": unknown top-level key '" + key + "' (known: tenants)");
+    }
+    const YAML::Node list = root["tenants"];
+    if (!list || !list.IsSequence() || list.size() == 0)
+      throw ConfigError(origin + ": 'tenants' must be a non-empty list");
     for (const auto& n : list) {
       tenants.push_back(parse_tenant(n, origin));
       if (!names.insert(tenants.back().name).second)

@@ -25,6 +25,10 @@ class MetricsServer::Connection : public std::enable_shared_from_this<Connection
     ++*open_;
   }
   ~Connection() { --*open_; }
+  void close() {
+    beast::error_code ignored;
+    stream_.socket().close(ignored);
+  }
 
   void start() {
     parser_.header_limit(8192);
@@ -106,6 +110,9 @@ void MetricsServer::stop() {
   boost::system::error_code ignored;
   acceptor_.close(ignored);
   retry_.cancel();
+  for (auto& weak : connections_)
+    if (auto c = weak.lock()) c->close();
+  connections_.clear();
 }
 
 void MetricsServer::accept_next() {
@@ -119,8 +126,12 @@ void MetricsServer::accept_next() {
       return;
     }
     // Past the bound, a connection is closed at once (a scraper retries).
-    if (*open_connections_ < kMaxConnections)
-      std::make_shared<Connection>(std::move(s), handlers_, open_connections_)->start();
+    if (*open_connections_ < kMaxConnections) {
+      std::erase_if(connections_, [](const auto& weak) { return weak.expired(); });
+      auto c = std::make_shared<Connection>(std::move(s), handlers_, open_connections_);
+      connections_.push_back(c);
+      c->start();
+    }
     accept_next();
   });
 }

@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace ff::router {
 
@@ -38,6 +39,7 @@ class MetricsServer {
   boost::asio::steady_timer retry_;  // accept failing (EMFILE): try again later, not in a loop
   std::shared_ptr<const Handlers> handlers_;
   std::shared_ptr<int> open_connections_ = std::make_shared<int>(0);
+  std::vector<std::weak_ptr<Connection>> connections_;  // closed at stop(), so that none holds the router up
   bool stopped_ = false;
 };
 

@@ -101,7 +101,7 @@ Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
 
 void Router::wait_for_signal() {
   signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
-    if (ec) return;
+    if (ec || stopping_) return;
     if (sig == SIGHUP) {
       reload_config();
       return wait_for_signal();
@@ -132,6 +132,9 @@ void Router::reload_config() {
     next = load_tenants(options_.config_path);
   } catch (const ConfigError& e) {
     spdlog::error("SIGHUP: config not reloaded, the running one stays: {}", e.what());
+    return;
+  } catch (const std::exception& e) {  // whatever the file holds, the router goes on
+    spdlog::error("SIGHUP: config not reloaded, the running one stays: {}: {}", options_.config_path, e.what());
     return;
   }
   apply_tenants(std::move(next));

@@ -149,9 +149,11 @@ class FabricQp {
 // What one QP, or all the QPs a tenant ever had on this router, did:
 // monotonic, for ffctl and /metrics.
 struct TrafficCounters {
-  // Work requests the QPs posted that the router executed (the requester's
-  // side), and the bytes they moved, by ibv_wr_opcode (RDMA_WRITE ..
-  // ATOMIC_FETCH_AND_ADD; atomics move 8 bytes).
+  // Work requests the QPs posted that the router carried out as requester
+  // (the soft fabric: moved; the verbs fabric: handed to the device, whose
+  // completion may still be an error), and their bytes, by ibv_wr_opcode
+  // (RDMA_WRITE .. ATOMIC_FETCH_AND_ADD; atomics move 8 bytes). Refused or
+  // flushed work is not counted here; its completions are.
   static constexpr size_t kOpcodes = IBV_WR_ATOMIC_FETCH_AND_ADD + 1;
   std::array<uint64_t, kOpcodes> ops{};
   std::array<uint64_t, kOpcodes> bytes{};

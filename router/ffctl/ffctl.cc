@@ -45,6 +45,13 @@ struct Router {
   bool connected = false;
   std::vector<uint8_t> last;  // the reply's bytes, kept while in use
 
+  // What to ask for: QPs only for `resource show`, and only the clients of
+  // one tenant or process when named (the router refuses a reply past its
+  // frame limit, EMSGSIZE, rather than send one nobody can read).
+  bool with_qps = false;
+  std::string only_tenant;
+  int only_pid = 0;
+
   const StatusReply* status(std::string& error) {
     if (!connected) {
       const std::string path = run_dir + "/admin.sock";
@@ -60,7 +67,11 @@ struct Router {
       connected = true;
     }
     flatbuffers::FlatBufferBuilder fbb;
-    auto res = client.call(fbb, ff::proto::RequestBody::AdminStatus, ff::proto::CreateAdminStatus(fbb).Union());
+    auto res = client.call(fbb, ff::proto::RequestBody::AdminStatus,
+                           ff::proto::CreateAdminStatusDirect(fbb, with_qps,
+                                                              only_tenant.empty() ? nullptr : only_tenant.c_str(),
+                                                              only_pid)
+                               .Union());
     if (res.error != 0) {
       error = "status failed: " + res.message;
       return nullptr;
@@ -91,8 +102,8 @@ std::vector<uint64_t> values(const flatbuffers::Vector<T>* v) {
 
 // A Traffic table as JSON: only what is not zero, by label.
 json traffic_json(const ff::proto::Traffic* t) {
-  json j = json::object();
-  if (t == nullptr) return j;
+  json j = {{"sent", json::object()}, {"received", {{"ops", 0}, {"bytes", 0}}}, {"completions", json::object()}};
+  if (t == nullptr) return j;  // a router older than the counters
   auto ops = values(t->ops()), bytes = values(t->bytes()), completions = values(t->completions());
   json by_opcode = json::object();
   for (size_t i = 0; i < ops.size(); ++i)
@@ -269,6 +280,137 @@ int fail(const std::string& error) {
   return kUnreachable;
 }
 
+// resource show [KIND] [tenant T] [pid P]: false (after saying why) on a
+// filter that does not parse.
+struct ResourceFilter {
+  std::string kind;  // singular, as in rdma(8); empty: every kind
+  std::string tenant;
+  std::optional<int> pid;
+};
+bool parse_filter(const std::vector<std::string>& words, ResourceFilter& f) {
+  for (size_t i = 0; i < words.size(); ++i) {
+    if (words[i] == "tenant" && i + 1 < words.size()) {
+      f.tenant = words[++i];
+    } else if (words[i] == "pid" && i + 1 < words.size()) {
+      try {
+        f.pid = std::stoi(words[++i]);
+      } catch (const std::exception&) {
+        std::fprintf(stderr, "ffctl: pid '%s' is not a number\n", words[i].c_str());
+        return false;
+      }
+    } else if (i == 0) {
+      f.kind = words[i];
+    } else {
+      std::fprintf(stderr, "ffctl: resource show [KIND] [tenant NAME] [pid PID]: unexpected '%s'\n",
+                   words[i].c_str());
+      return false;
+    }
+  }
+  static const std::vector<std::string> kKinds = {"context", "pd",  "segment", "mr",         "channel", "cq",
+                                                  "qp",      "srq", "ah",      "cm_channel", "cm_id"};
+  if (!f.kind.empty() && std::find(kKinds.begin(), kKinds.end(), f.kind) == kKinds.end()) {
+    std::fprintf(stderr, "ffctl: unknown object kind '%s' (known: context pd segment mr channel cq qp srq ah "
+                         "cm_channel cm_id)\n", f.kind.c_str());
+    return false;
+  }
+  return true;
+}
+
+int run_version(Router& router, bool as_json) {
+  std::string error;
+  const StatusReply* s = router.status(error);
+  std::string router_version = s != nullptr ? str(s->router_version()) : "unreachable: " + error;
+  if (as_json) {
+    print_json({{"ffctl", std::string("ffctl ") + ff::kVersion}, {"router", router_version}});
+  } else {
+    std::printf("ffctl %s\nrouter: %s\n", ff::kVersion, router_version.c_str());
+  }
+  return s != nullptr ? 0 : kUnreachable;
+}
+
+// stats: totals, or with `watch` per-second rates every `watch` seconds.
+int run_stats(Router& router, const StatusReply& first, bool as_json, std::optional<double> watch, int count) {
+  json before = stats_json(first);
+  if (!watch) {
+    if (as_json) {
+      print_json(before);
+    } else {
+      print_stats_text(before, false);
+    }
+    return 0;
+  }
+  std::string error;
+  for (int n = 0; count == 0 || n < count; ++n) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(*watch));
+    const StatusReply* s = router.status(error);
+    if (s == nullptr) return fail(error);
+    json now = stats_json(*s);
+    json per_second = rate(now, before, *watch);
+    if (as_json) {
+      std::printf("%s\n", per_second.dump().c_str());  // one line per interval
+    } else {
+      print_stats_text(per_second, true);
+    }
+    std::fflush(stdout);
+    before = std::move(now);
+  }
+  return 0;
+}
+
+// One row per QP (with its traffic), and per client a count of each other kind.
+json resource_rows(const StatusReply& s, const ResourceFilter& f) {
+  json out = json::array();
+  for (const auto* t : *s.tenants()) {
+    if (!f.tenant.empty() && str(t->name()) != f.tenant) continue;
+    for (const auto* c : *t->clients()) {
+      if (f.pid && c->pid() != *f.pid) continue;
+      json base = {{"tenant", str(t->name())}, {"pid", c->pid()}, {"program", str(c->program())},
+                   {"session", c->session_id()}};
+      if ((f.kind.empty() || f.kind == "qp") && c->qps() != nullptr) {
+        for (const auto* q : *c->qps()) {
+          json row = base;
+          row["kind"] = "qp";
+          row["qpn"] = q->qp_num();
+          row["type"] = qp_type_name(q->type());
+          row["traffic"] = traffic_json(q->traffic());
+          out.push_back(row);
+        }
+      }
+      if (f.kind == "qp") continue;
+      for (const auto* o : *c->objects()) {
+        std::string plural = str(o->kind());
+        std::string singular = plural.empty() ? plural : plural.substr(0, plural.size() - 1);
+        if (singular == "qp" || (!f.kind.empty() && singular != f.kind) || (f.kind.empty() && o->count() == 0))
+          continue;
+        json row = base;
+        row["kind"] = singular;
+        row["count"] = o->count();
+        out.push_back(row);
+      }
+    }
+  }
+  return out;
+}
+
+void print_resource_rows(const json& rows) {
+  for (const auto& row : rows) {
+    std::printf("tenant %s pid %d program %s session %llu %s", row["tenant"].get<std::string>().c_str(),
+                row["pid"].get<int>(), row["program"].get<std::string>().c_str(),
+                static_cast<unsigned long long>(row["session"].get<uint64_t>()), row["kind"].get<std::string>().c_str());
+    if (row.contains("qpn")) {
+      std::printf(" qpn %u type %s", row["qpn"].get<uint32_t>(), row["type"].get<std::string>().c_str());
+      for (auto o = row["traffic"]["sent"].begin(); o != row["traffic"]["sent"].end(); ++o)
+        std::printf(" %s_ops=%llu %s_bytes=%llu", o.key().c_str(),
+                    static_cast<unsigned long long>(o.value()["ops"].get<uint64_t>()), o.key().c_str(),
+                    static_cast<unsigned long long>(o.value()["bytes"].get<uint64_t>()));
+      std::printf(" received=%llu", static_cast<unsigned long long>(row["traffic"]["received"]["ops"].get<uint64_t>()));
+    } else {
+      std::printf(" count %u", row["count"].get<uint32_t>());
+    }
+    std::printf("\n");
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -294,8 +436,8 @@ int main(int argc, char** argv) {
   auto* resource = app.add_subcommand("resource", "objects per client");
   auto* show = resource->add_subcommand("show", "list objects: qp (with traffic), cq, mr, pd, srq, ah, ...");
   resource->require_subcommand(1);
-  std::vector<std::string> filter;
-  show->add_option("filter", filter, "[KIND] [tenant NAME] [pid PID]");
+  std::vector<std::string> filter_words;
+  show->add_option("filter", filter_words, "[KIND] [tenant NAME] [pid PID]");
   auto* version = app.add_subcommand("version", "ffctl's version and the router's");
   try {
     app.parse(argc, argv);
@@ -304,40 +446,14 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : kUsage;
   }
   if (watch && *watch <= 0) watch = 1;
-
-  // resource show [KIND] [tenant T] [pid P]
-  std::string kind, tenant_filter;
-  std::optional<int> pid_filter;
-  for (size_t i = 0; i < filter.size(); ++i) {
-    if (filter[i] == "tenant" && i + 1 < filter.size()) {
-      tenant_filter = filter[++i];
-    } else if (filter[i] == "pid" && i + 1 < filter.size()) {
-      try {
-        pid_filter = std::stoi(filter[++i]);
-      } catch (const std::exception&) {
-        std::fprintf(stderr, "ffctl: pid '%s' is not a number\n", filter[i].c_str());
-        return kUsage;
-      }
-    } else if (i == 0) {
-      kind = filter[i];
-    } else {
-      std::fprintf(stderr, "ffctl: resource show [KIND] [tenant NAME] [pid PID]: unexpected '%s'\n",
-                   filter[i].c_str());
-      return kUsage;
-    }
+  ResourceFilter filter;
+  if (resource->parsed()) {
+    if (!parse_filter(filter_words, filter)) return kUsage;
+    router.with_qps = filter.kind.empty() || filter.kind == "qp";
+    router.only_tenant = filter.tenant;
+    router.only_pid = filter.pid.value_or(0);
   }
-
-  if (version->parsed()) {
-    std::string error;
-    const StatusReply* s = router.status(error);
-    std::string router_version = s != nullptr ? str(s->router_version()) : "unreachable: " + error;
-    if (as_json) {
-      print_json({{"ffctl", std::string("ffctl ") + ff::kVersion}, {"router", router_version}});
-    } else {
-      std::printf("ffctl %s\nrouter: %s\n", ff::kVersion, router_version.c_str());
-    }
-    return s != nullptr ? 0 : kUnreachable;
-  }
+  if (version->parsed()) return run_version(router, as_json);
 
   std::string error;
   const StatusReply* s = router.status(error);
@@ -350,89 +466,12 @@ int main(int argc, char** argv) {
     if (as_json) print_json(peers_json(*s));
     return as_json ? 0 : print_peers(*s);
   }
-  if (stats->parsed()) {
-    json before = stats_json(*s);
-    if (!watch) {
-      if (as_json) {
-        print_json(before);
-      } else {
-        print_stats_text(before, false);
-      }
-      return 0;
-    }
-    for (int n = 0; count == 0 || n < count; ++n) {
-      std::this_thread::sleep_for(std::chrono::duration<double>(*watch));
-      s = router.status(error);
-      if (s == nullptr) return fail(error);
-      json now = stats_json(*s);
-      json per_second = rate(now, before, *watch);
-      if (as_json) {
-        std::printf("%s\n", per_second.dump().c_str());  // one line per interval
-      } else {
-        print_stats_text(per_second, true);
-      }
-      std::fflush(stdout);
-      before = std::move(now);
-    }
-    return 0;
-  }
-  // resource show: QPs one per row (with their traffic), other kinds as a
-  // count per client. Kinds are singular here, as in rdma(8).
-  static const std::vector<std::string> kKinds = {"context", "pd",  "segment", "mr",         "channel", "cq",
-                                                  "qp",      "srq", "ah",      "cm_channel", "cm_id"};
-  if (!kind.empty() && std::find(kKinds.begin(), kKinds.end(), kind) == kKinds.end()) {
-    std::fprintf(stderr, "ffctl: unknown object kind '%s' (known: context pd segment mr channel cq qp srq ah "
-                         "cm_channel cm_id)\n", kind.c_str());
-    return kUsage;
-  }
-  json out = json::array();
-  for (const auto* t : *s->tenants()) {
-    if (!tenant_filter.empty() && str(t->name()) != tenant_filter) continue;
-    for (const auto* c : *t->clients()) {
-      if (pid_filter && c->pid() != *pid_filter) continue;
-      json base = {{"tenant", str(t->name())}, {"pid", c->pid()}, {"program", str(c->program())},
-                   {"session", c->session_id()}};
-      if ((kind.empty() || kind == "qp") && c->qps() != nullptr) {
-        for (const auto* q : *c->qps()) {
-          json row = base;
-          row["kind"] = "qp";
-          row["qpn"] = q->qp_num();
-          row["type"] = qp_type_name(q->type());
-          row["traffic"] = traffic_json(q->traffic());
-          out.push_back(row);
-        }
-      }
-      if (kind == "qp") continue;
-      for (const auto* o : *c->objects()) {
-        std::string plural = str(o->kind());
-        std::string singular = plural.empty() ? plural : plural.substr(0, plural.size() - 1);
-        if (singular == "qp" || (!kind.empty() && singular != kind) || (kind.empty() && o->count() == 0)) continue;
-        json row = base;
-        row["kind"] = singular;
-        row["count"] = o->count();
-        out.push_back(row);
-      }
-    }
-  }
+  if (stats->parsed()) return run_stats(router, *s, as_json, watch, count);
+  json rows = resource_rows(*s, filter);
   if (as_json) {
-    print_json(out);
-    return 0;
-  }
-  for (const auto& row : out) {
-    std::printf("tenant %s pid %d program %s session %llu %s", row["tenant"].get<std::string>().c_str(),
-                row["pid"].get<int>(), row["program"].get<std::string>().c_str(),
-                static_cast<unsigned long long>(row["session"].get<uint64_t>()), row["kind"].get<std::string>().c_str());
-    if (row.contains("qpn")) {
-      std::printf(" qpn %u type %s", row["qpn"].get<uint32_t>(), row["type"].get<std::string>().c_str());
-      for (auto o = row["traffic"]["sent"].begin(); o != row["traffic"]["sent"].end(); ++o)
-        std::printf(" %s_ops=%llu %s_bytes=%llu", o.key().c_str(),
-                    static_cast<unsigned long long>(o.value()["ops"].get<uint64_t>()), o.key().c_str(),
-                    static_cast<unsigned long long>(o.value()["bytes"].get<uint64_t>()));
-      std::printf(" received=%llu", static_cast<unsigned long long>(row["traffic"]["received"]["ops"].get<uint64_t>()));
-    } else {
-      std::printf(" count %u", row["count"].get<uint32_t>());
-    }
-    std::printf("\n");
+    print_json(rows);
+  } else {
+    print_resource_rows(rows);
   }
   return 0;
 }

@@ -39,6 +39,9 @@ TEST(Config, ErrorsNameTheFileLineAndFix) {
   EXPECT_NE(error_of("tenants:\n  - {}\n").find("without a name"), std::string::npos);
   EXPECT_NE(error_of("tenants:\n  - name: [1, 2]\n"), "");
   EXPECT_NE(error_of("- 1\n- 2\n").find("expected a mapping"), std::string::npos);
+  // A key that is not a string (SIGHUP with such a file used to end the router).
+  EXPECT_NE(error_of("? [a, b]\n: 1\ntenants:\n  - name: a\n").find("cfg.yaml:"), std::string::npos);
+  EXPECT_NE(error_of("tenants:\n  - ? [x]\n    : 1\n"), "");
 }
 
 }  // namespace

@@ -12,11 +12,42 @@ flatbuffers::Offset<proto::Traffic> traffic(flatbuffers::FlatBufferBuilder& fbb,
                               fbb.CreateVector(t.completions.data(), t.completions.size()));
 }
 
+// A client: its objects by kind, its listening rdma_cm ids and, when asked,
+// its QPs with their traffic.
+flatbuffers::Offset<proto::ClientStatus> client_status(flatbuffers::FlatBufferBuilder& fbb, const Fabric& fabric,
+                                                      const Session& c, bool with_qps) {
+  std::vector<flatbuffers::Offset<proto::ObjectCount>> counts;
+  for (size_t k = 0; k < static_cast<size_t>(ObjectKind::kCount); ++k) {
+    auto kind = static_cast<ObjectKind>(k);
+    counts.push_back(proto::CreateObjectCount(fbb, fbb.CreateString(kind_name(kind)), c.objects().count(kind)));
+  }
+  // rdma_cm ids that listen: a server is ready for its clients.
+  uint32_t listening = 0;
+  c.objects().for_each<CmIdObject>(ObjectKind::kCmId, [&](const CmIdObject& o) {
+    if (o.id->state() == cm::Id::State::kListening) ++listening;
+  });
+  std::vector<flatbuffers::Offset<proto::QpStatus>> qps;
+  if (with_qps)
+    c.objects().for_each<QpObject>(ObjectKind::kQp, [&](const QpObject& o) {
+      qps.push_back(proto::CreateQpStatus(fbb, o.fabric->qp_num(), static_cast<uint32_t>(o.fabric->qp_type()),
+                                          traffic(fbb, fabric.qp_traffic(*o.fabric))));
+    });
+  return proto::CreateClientStatus(fbb, c.id(), c.peer().pid, c.virtual_ip(), fbb.CreateString(c.peer().program),
+                                   fbb.CreateVector(counts), listening, fbb.CreateVector(qps));
+}
+
 }  // namespace
 
 // Tenants, their connected clients and every client's live objects.
-Status handle_admin_status(Session& s, const proto::Request&, std::vector<UniqueFd>&, ReplyWriter& w) {
+Status handle_admin_status(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter& w) {
   ControlServices& r = s.services();
+  // What to show: QPs only when asked, clients of one tenant or process
+  // only (a tenant's thousands of QPs must not make the reply too large for
+  // everyone else's view; Session::queue refuses a reply past the frame).
+  const proto::AdminStatus* ask = req.body_as_AdminStatus();
+  const bool with_qps = ask != nullptr && ask->qps();
+  const std::string only_tenant = ask != nullptr && ask->tenant() != nullptr ? ask->tenant()->str() : std::string();
+  const int32_t only_pid = ask != nullptr ? ask->pid() : 0;
   auto& fbb = w.fbb();
   auto sessions = r.sessions();
   const auto by_tenant = r.fabric().tenant_traffic();
@@ -26,25 +57,8 @@ Status handle_admin_status(Session& s, const proto::Request&, std::vector<Unique
     std::vector<flatbuffers::Offset<proto::ClientStatus>> clients;
     for (const auto& c : sessions) {
       if (c->role() != SessionRole::kTenant || c->tenant() != &t) continue;
-      std::vector<flatbuffers::Offset<proto::ObjectCount>> counts;
-      for (size_t k = 0; k < static_cast<size_t>(ObjectKind::kCount); ++k) {
-        auto kind = static_cast<ObjectKind>(k);
-        counts.push_back(proto::CreateObjectCount(fbb, fbb.CreateString(kind_name(kind)),
-                                                  c->objects().count(kind)));
-      }
-      // rdma_cm ids that listen: a server is ready for its clients.
-      uint32_t listening = 0;
-      c->objects().for_each<CmIdObject>(ObjectKind::kCmId, [&](const CmIdObject& o) {
-        if (o.id->state() == cm::Id::State::kListening) ++listening;
-      });
-      std::vector<flatbuffers::Offset<proto::QpStatus>> qps;
-      c->objects().for_each<QpObject>(ObjectKind::kQp, [&](const QpObject& o) {
-        qps.push_back(proto::CreateQpStatus(fbb, o.fabric->qp_num(), static_cast<uint32_t>(o.fabric->qp_type()),
-                                            traffic(fbb, r.fabric().qp_traffic(*o.fabric))));
-      });
-      clients.push_back(proto::CreateClientStatus(fbb, c->id(), c->peer().pid, c->virtual_ip(),
-                                                  fbb.CreateString(c->peer().program),
-                                                  fbb.CreateVector(counts), listening, fbb.CreateVector(qps)));
+      if ((!only_tenant.empty() && t.name != only_tenant) || (only_pid != 0 && c->peer().pid != only_pid)) continue;
+      clients.push_back(client_status(fbb, r.fabric(), *c, with_qps));
     }
     const policy::TenantQuota& q = r.quota(t);
     const policy::TenantQuota& h = r.handles(t);

@@ -70,14 +70,14 @@ void QueueCore::unlink_srq(Srq& srq) { srqs_.erase(std::remove(srqs_.begin(), sr
 
 bool QueueCore::complete(VirtualCq& cq, const shm::Cqe& c) {
   assert_poller();
-  if (c.status != IBV_WC_SUCCESS) error_completions_.fetch_add(1, std::memory_order_relaxed);
+  if (c.status != IBV_WC_SUCCESS) error_completions_.add(1);
   return cq.add(c);
 }
 
 void QueueCore::complete_for(Qp& owner, VirtualCq& cq, const shm::Cqe& c) {
-  owner.traffic.completed(c);
+  if (!complete(cq, c)) return set_error(owner, /*fatal=*/true);
+  owner.traffic.completed(c);  // counted once written: an overrun CQ lost it
   owner.tenant_traffic.completed(c);
-  if (!complete(cq, c)) set_error(owner, /*fatal=*/true);
 }
 
 void QueueCore::complete_send(Qp& q, shm::Cqe c, uint64_t wr_index) {
@@ -193,9 +193,9 @@ std::map<std::string, TrafficCounters> QueueCore::tenant_traffic() const {
 
 FabricCounters QueueCore::counters() const {
   FabricCounters c;
-  c.work_requests = wqes_.load(std::memory_order_relaxed);
-  c.bytes = bytes_.load(std::memory_order_relaxed);
-  c.error_completions = error_completions_.load(std::memory_order_relaxed);
+  c.work_requests = wqes_.get();
+  c.bytes = bytes_.get();
+  c.error_completions = error_completions_.get();
   c.poller_sleeps = poller_.sleeps();
   return c;
 }

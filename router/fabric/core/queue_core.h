@@ -103,8 +103,8 @@ class QueueCore : public PollerHooks {
   // request of `qp`'s, by ibv_wr_opcode) or for a requester on another
   // router (count). Poller.
   void count(uint64_t wqes, uint64_t bytes) {
-    wqes_.fetch_add(wqes, std::memory_order_relaxed);
-    bytes_.fetch_add(bytes, std::memory_order_relaxed);
+    wqes_.add(wqes);
+    bytes_.add(bytes);
   }
   void count_sent(Qp& qp, uint32_t opcode, uint64_t bytes) {
     count(1, bytes);
@@ -147,9 +147,9 @@ class QueueCore : public PollerHooks {
   std::unordered_map<uint32_t, Mr*> mrs_;
   std::unordered_map<uint32_t, Ah*> ahs_;
   std::vector<Srq*> srqs_;
-  std::atomic<uint64_t> wqes_{0};
-  std::atomic<uint64_t> bytes_{0};
-  std::atomic<uint64_t> error_completions_{0};
+  SingleWriterCounter wqes_;  // the poller writes these; ffctl reads (core/traffic.h)
+  SingleWriterCounter bytes_;
+  SingleWriterCounter error_completions_;
   std::map<std::string, LiveTraffic> traffic_;  // by tenant; the control thread inserts
   Poller poller_;  // last: stopped before the registries go
 };
