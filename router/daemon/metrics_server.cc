@@ -98,11 +98,6 @@ MetricsServer::MetricsServer(boost::asio::io_context& io, const std::string& lis
 
 MetricsServer::~MetricsServer() { stop(); }
 
-uint16_t MetricsServer::port() const {
-  boost::system::error_code ec;
-  return acceptor_.local_endpoint(ec).port();
-}
-
 void MetricsServer::start() { accept_next(); }
 
 void MetricsServer::stop() {

@@ -9,7 +9,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -29,7 +28,6 @@ class MetricsServer {
   ~MetricsServer();
   void start();
   void stop();
-  uint16_t port() const;
 
  private:
   class Connection;
