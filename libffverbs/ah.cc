@@ -42,10 +42,28 @@ int ibv_destroy_ah(ibv_ah* ibah) {
   return 0;
 }
 
+namespace {
+
+// The router names the sender from the completion: the GRH in the app's
+// buffer may be the device's own (its addresses, not virtual ones) when the
+// device already wrote a later datagram there (receives sharing a buffer).
+int sender_address(ibv_context* context, const ibv_wc& wc, ibv_gid& gid) {
+  if (context_is_stale(*to_ff(context))) return 0;  // nothing to ask; the GRH is all there is
+  flatbuffers::FlatBufferBuilder fbb;
+  proto::Gid seen(flatbuffers::span<const uint8_t, 16>(gid.raw, 16));
+  auto reply = request<proto::SenderAddressReply>(fbb, proto::CreateSenderAddress(fbb, wc.qp_num, wc.src_qp, &seen),
+                                                  "the sender of a datagram");
+  if (!reply) return reply.error;
+  std::memcpy(gid.raw, reply->gid()->raw()->data(), sizeof gid.raw);
+  return 0;
+}
+
+}  // namespace
+
 // The reply address of a received datagram, from its GRH. On this RoCE v2
 // port (IPv4 GIDs) the GRH holds the datagram's IPv4 header in its last 20
 // bytes, as real devices write it; a GRH in the IPv6 form is read as such.
-int ibv_init_ah_from_wc(ibv_context*, uint8_t port_num, ibv_wc* wc, ibv_grh* grh, ibv_ah_attr* attr) {
+int ibv_init_ah_from_wc(ibv_context* context, uint8_t port_num, ibv_wc* wc, ibv_grh* grh, ibv_ah_attr* attr) {
   std::memset(attr, 0, sizeof *attr);
   attr->dlid = wc->slid;
   attr->sl = wc->sl;
@@ -60,14 +78,14 @@ int ibv_init_ah_from_wc(ibv_context*, uint8_t port_num, ibv_wc* wc, ibv_grh* grh
     attr->grh.dgid.raw[11] = 0xff;
     std::memcpy(attr->grh.dgid.raw + 12, ip + 12, 4);  // the IPv4 source address
     attr->grh.traffic_class = ip[1];
-    attr->grh.hop_limit = 0xff;
-    return 0;
+  } else {
+    uint32_t flow = ntohl(grh->version_tclass_flow);
+    attr->grh.dgid = grh->sgid;
+    attr->grh.flow_label = flow & 0xfffff;
+    attr->grh.traffic_class = static_cast<uint8_t>((flow >> 20) & 0xff);
   }
-  uint32_t flow = ntohl(grh->version_tclass_flow);
-  attr->grh.dgid = grh->sgid;
-  attr->grh.flow_label = flow & 0xfffff;
-  attr->grh.traffic_class = static_cast<uint8_t>((flow >> 20) & 0xff);
   attr->grh.hop_limit = 0xff;
+  if (int e = sender_address(context, *wc, attr->grh.dgid); e != 0) return fail_int(e);
   return 0;
 }
 

@@ -48,6 +48,7 @@ struct DispatchTables {
     on(B::DestroySrq, handle_destroy_srq);
     creating(B::CreateAh, handle_create_ah, ObjectKind::kAh);
     on(B::DestroyAh, handle_destroy_ah);
+    on(B::SenderAddress, handle_sender_address);
     creating(B::CmCreateChannel, handle_cm_create_channel, ObjectKind::kCmChannel);
     on(B::CmDestroyChannel, handle_cm_destroy_channel);
     on(B::CmGetEvent, handle_cm_get_event);

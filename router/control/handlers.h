@@ -45,6 +45,7 @@ FF_HANDLER(handle_query_srq);
 FF_HANDLER(handle_destroy_srq);
 FF_HANDLER(handle_create_ah);
 FF_HANDLER(handle_destroy_ah);
+FF_HANDLER(handle_sender_address);
 FF_HANDLER(handle_cm_create_channel);
 FF_HANDLER(handle_cm_destroy_channel);
 FF_HANDLER(handle_cm_get_event);

@@ -262,6 +262,11 @@ class Fabric {
   virtual Status modify_srq(FabricSrq& srq, uint32_t mask, uint32_t srq_limit) = 0;
   virtual uint32_t query_srq_limit(FabricSrq& srq) = 0;
   virtual Result<std::unique_ptr<FabricAh>> create_ah(FabricPd& pd, const ibv_ah_attr& attr) = 0;
+  // The virtual address of the sender of a datagram `receiver` got from QP
+  // `src_qp`, given the GRH source `seen` (ibv_init_ah_from_wc). A fabric
+  // whose device writes its own addresses into GRHs maps them; the soft
+  // fabric writes virtual ones itself.
+  virtual ibv_gid sender_address(FabricQp& /*receiver*/, uint32_t /*src_qp*/, const ibv_gid& seen) { return seen; }
   // The router a change must ask first: the one serving its destination,
   // when the change needs to know which device, which QP there, and whether
   // that QP is the tenant's (the verbs fabric across hosts); "" when none

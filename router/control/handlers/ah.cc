@@ -1,3 +1,5 @@
+#include <cstring>
+
 #include "proto/verbs_codec.h"
 #include "router/control/handlers.h"
 
@@ -24,6 +26,24 @@ Status handle_destroy_ah(Session& s, const proto::Request& req, std::vector<Uniq
                                 ReplyWriter&) {
   return destroy_status(s.objects().remove(req.body_as_DestroyAh()->ah(), ObjectKind::kAh),
                         "address handle");
+}
+
+// The receiving QP must be the session's: another tenant's senders are
+// none of its business.
+Status handle_sender_address(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter& w) {
+  const auto* r = req.body_as_SenderAddress();
+  if (r->seen() == nullptr) return Error{EINVAL, "missing the GRH source address"};
+  FabricQp* receiver = nullptr;
+  s.objects().for_each<QpObject>(ObjectKind::kQp, [&](const QpObject& q) {
+    if (q.fabric->qp_num() == r->qp_num()) receiver = q.fabric.get();
+  });
+  if (receiver == nullptr) return Error{EINVAL, "wc.qp_num names no QP of this process"};
+  ibv_gid seen;
+  std::memcpy(seen.raw, r->seen()->raw()->data(), sizeof seen.raw);
+  ibv_gid gid = s.fabric().sender_address(*receiver, r->src_qp(), seen);
+  proto::Gid wire(flatbuffers::span<const uint8_t, 16>(gid.raw, 16));
+  w.set_body(proto::CreateSenderAddressReply(w.fbb(), &wire));
+  return Status{};
 }
 
 }  // namespace ff::router

@@ -2,7 +2,8 @@
 // completions, errors, flushes), the poller moves work requests from the
 // clients' rings to the shadow QPs on the device (keys and addresses are
 // already the device's), polls the shadow CQs and writes the completions,
-// translated, into the clients' CQ rings (data_path.cc); it carries out
+// translated, into the clients' CQ rings (data_path.cc; datagrams'
+// addresses: datagrams.cc); it carries out
 // ibv_modify_qp on the device (qp_state.cc) and forwards the device's
 // asynchronous events.
 //
@@ -15,6 +16,7 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <set>
 
 #include "router/fabric/core/queue_core.h"
@@ -46,6 +48,9 @@ class Engine final : public core::QueueCore {
   void on_far_question(AskFar ask) { ask_far_ = std::move(ask); }  // inside run_sync
   // The answer (inside run_sync): datagrams to (vip, qpn) go, or are dropped.
   void settle_far(Qp& qp, uint32_t vip, uint32_t qpn, const std::string& router, bool allowed);
+  // The sender's virtual address for a GRH source `seen` (ibv_init_ah_from_wc;
+  // inside run_sync).
+  ibv_gid sender_address(const Qp& qp, uint32_t src_qp, const ibv_gid& seen) const;
   // A QP on another host may send datagrams to `qp` (inside run_sync);
   // false when `qp` accepts no more far senders.
   bool accept_far_sender(Qp& qp, const ibv_gid& gid, uint32_t qpn, uint32_t vip, const std::string& router);
@@ -105,8 +110,14 @@ class Engine final : public core::QueueCore {
   enum class FarVerdict { kGo, kDrop, kWait };
   FarVerdict far_verdict(Qp& qp, const shm::SendWqe& w, const Ah& ah);
   uint8_t was_solicited(const Qp& qp, const ibv_wc& wc);
-  bool translate_grh(Qp& qp, const shm::RecvWqe& r, uint32_t src_qp);
   bool repost_receive(Qp& qp, SlotTable<shm::RecvWqe>& table, uint32_t slot);
+  // datagrams.cc
+  bool translate_grh(Qp& qp, const shm::RecvWqe& r, uint32_t src_qp);
+  struct Sender {
+    std::optional<uint32_t> virtual_ip;  // known
+    bool refused = false;                // the datagram must not be delivered
+  };
+  Sender identify_sender(const Qp& qp, const FarSenderKey& from) const;
   static void far_senders_gone(Qp& qp, const std::function<bool(const FarSenderKey&, const FarSender&)>& which);
   // qp_state.cc
   void handle_async_events();

@@ -307,6 +307,12 @@ verbs::FarQp VerbsFabric::describe_qp(const std::string& router, const std::stri
   return far;
 }
 
+ibv_gid VerbsFabric::sender_address(FabricQp& receiver, uint32_t src_qp, const ibv_gid& seen) {
+  ibv_gid gid = seen;
+  engine_->run_sync([&] { gid = engine_->sender_address(static_cast<verbs::Qp&>(receiver), src_qp, seen); });
+  return gid;
+}
+
 void VerbsFabric::far_qp_gone(const std::string& router, uint32_t qpn) {
   engine_->run_sync([&] { engine_->far_qp_gone(router, qpn); });
 }

@@ -25,6 +25,7 @@ class VerbsFabric final : public core::QueueFabric, public verbs::ClusterMember 
   ibv_port_attr port_attr() const override;
   Result<std::unique_ptr<FabricPd>> alloc_pd(const Owner& owner) override;
   Status modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask) override;
+  ibv_gid sender_address(FabricQp& receiver, uint32_t src_qp, const ibv_gid& seen) override;
   // Across hosts (cluster.h): a destination another router serves is
   // asked of that router first.
   Result<std::string> modify_route(const FabricQp& qp, const ibv_qp_attr& attr, int mask) const override;

@@ -46,13 +46,8 @@ host_cm_pair ucmatose ucmatose -c 4 -C 20 -- ucmatose -s $ip -c 4 -C 20
 pass "ucmatose: 4 connections across the hosts"
 host_cm_pair rdma_server rdma_server -s $ip -- rdma_client -s $ip
 pass "rdma_server / rdma_client across the hosts"
-# udaddy is not run here: a known bug (README, issue 17's notes). Its
-# receives share one buffer, so the device may write the next datagram's
-# GRH (device addresses) there before the app reads the one the router
-# rewrote; the server's ibv_create_ah_from_wc then addresses the far
-# device's IP instead of the client's virtual IP and its replies reach
-# nobody (the client waits; 2 of 4 CI runs). UD across hosts with a buffer
-# per receive (ibv_ud_pingpong, ib_send_bw -c UD, ffv_isolation) is tested.
+host_cm_pair udaddy udaddy -c 4 -C 50 -- udaddy -s $ip -c 4 -C 50
+pass "udaddy: rdma_cm's UD ids across the hosts"
 for t in "ib_send_bw" "ib_write_bw" "ib_read_bw"; do
   # -F: report even when perftest cannot calibrate its cycle counter (the
   # emulated CPUs' clocks are too noisy for its fit at times)

@@ -48,6 +48,60 @@ TEST_F(Datagrams, GrhCarriesTheSenderAndTheReplyAddressWorks) {
   EXPECT_EQ(got.src_qp, r->qp_num);
 }
 
+// udaddy's way: every receive on one buffer, so the GRH the app reads when
+// it builds a reply address may already be a later datagram's. Each address
+// built from a completion must still reach its sender (and name it:
+// ibv_init_ah_from_wc's dgid is the sender's GID, here our own).
+TEST_F(Datagrams, ReplyAddressesFromReceivesSharingOneBuffer) {
+  constexpr uint64_t kDatagrams = 16;
+  Pages buf(1);
+  fill(buf.base, 64, 7);
+  ibv_mr* m = mr(buf.base, buf.size);
+  ibv_cq* cs = cq();
+  ibv_cq* cr = cq();
+  ibv_qp* s = ud_qp(cs);
+  ibv_qp* r = ud_qp(cr);
+  uint8_t* shared = buf.base + 1024;
+  for (uint64_t i = 0; i < kDatagrams; ++i)
+    ASSERT_EQ(post_recv(r, 100 + i, {{reinterpret_cast<uint64_t>(shared), 40 + 64, m->lkey}}), 0);
+  for (uint64_t i = 0; i < kDatagrams; ++i)
+    ASSERT_EQ(post_recv(s, 200 + i, {{reinterpret_cast<uint64_t>(buf.base + 2048), 40 + 64, m->lkey}}), 0);
+  ibv_sge sg{reinterpret_cast<uint64_t>(buf.base), 64, m->lkey};
+  ibv_ah* to_r = ah_to_self();
+  for (uint64_t i = 0; i < kDatagrams; ++i) {
+    ibv_send_wr w = ud_wr(i, &sg, to_r, r->qp_num, kQkey);
+    ASSERT_EQ(post(s, w), 0);
+  }
+  for (uint64_t i = 0; i < kDatagrams; ++i) ASSERT_EQ(poll1(cs).status, IBV_WC_SUCCESS);
+  // r's CQ gets its receives and its replies' send completions, mixed.
+  uint64_t received = 0, replies_sent = 0;
+  while (received < kDatagrams || replies_sent < kDatagrams) {
+    ibv_wc wc = poll1(cr);
+    ASSERT_EQ(wc.status, IBV_WC_SUCCESS) << "wr_id " << wc.wr_id;
+    if (wc.opcode == IBV_WC_SEND) {
+      ++replies_sent;
+      continue;
+    }
+    ASSERT_EQ(wc.src_qp, s->qp_num);
+    ibv_ah_attr attr;
+    ASSERT_EQ(ibv_init_ah_from_wc(ctx, 1, &wc, reinterpret_cast<ibv_grh*>(shared), &attr), 0);
+    if (global) {
+      EXPECT_EQ(0, std::memcmp(attr.grh.dgid.raw, gid.raw, 16)) << "datagram " << received;
+    }
+    ibv_ah* back = ibv_create_ah_from_wc(pd, &wc, reinterpret_cast<ibv_grh*>(shared), 1);
+    ASSERT_NE(back, nullptr);
+    ahs_.push_back(back);
+    ibv_send_wr w = ud_wr(1000 + received, &sg, back, wc.src_qp, kQkey);
+    ASSERT_EQ(post(r, w), 0);
+    ++received;
+  }
+  for (uint64_t i = 0; i < kDatagrams; ++i) {
+    ibv_wc got = poll1(cs);
+    EXPECT_EQ(got.status, IBV_WC_SUCCESS);
+    EXPECT_EQ(got.src_qp, r->qp_num);
+  }
+}
+
 TEST_F(Datagrams, WrongQkeyOrNoSuchQpIsDroppedSilently) {
   Pages buf(1);
   ibv_mr* m = mr(buf.base, buf.size);
