@@ -23,7 +23,7 @@ void BM_ControlRoundTrip_QueryPort(benchmark::State& state) {
   if (::mkdtemp(tmpl) == nullptr) return state.SkipWithError("mkdtemp");
   router::RouterOptions o;
   o.run_dir = std::string(tmpl) + "/run";
-  std::vector<policy::TenantSpec> tenants{{"bench", std::nullopt, policy::parse_ipv4("10.0.0.1")}};
+  std::vector<policy::TenantSpec> tenants{{"bench", std::nullopt, policy::parse_ipv4("10.0.0.1"), {}}};
   router::Router r(o, tenants, std::make_unique<router::SoftFabric>(router::fabric_config(o)));
   std::thread t([&] { r.run(); });
 

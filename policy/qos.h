@@ -6,8 +6,9 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
-#include <vector>
+#include <string>
 
 namespace ff::policy {
 
@@ -65,58 +66,75 @@ class TokenBucket {
   uint64_t last_ns_ = 0;
 };
 
-// Weighted fair sharing of one resource (the poller's bytes) between flows
-// (tenants) by deficit round robin: each round, every flow with work earns
-// quantum × weight of credit and is served while its credit covers the
-// cost of its next piece of work; a flow with no work loses its credit, so
-// an idle tenant's share goes to the others and none is saved for later.
-// Over a busy period each flow's share is its weight over the weights of
-// the busy flows, within one quantum × weight.
-class FairShare {
+// Weighted fair sharing of the poller between flows (tenants) by deficit
+// round robin, one account per flow. The scheduler numbers its rounds (the
+// poller: its passes); a flow's first use in a round earns quantum × weight
+// of credit, and its work is served while the credit covers its cost. A
+// flow that was not held back by its credit in the round before (it had no
+// work, or waited for another reason, e.g. its cap) starts from zero: an
+// idle tenant saves nothing, and credit never exceeds quantum × weight plus
+// the largest cost a flow waits for. Over a busy period each flow's share is
+// its weight over the busy flows' weights, within one quantum × weight; work
+// costing more than a quantum waits rounds but is served.
+class DrrAccount {
  public:
-  explicit FairShare(uint64_t quantum) : quantum_(std::max<uint64_t>(quantum, 1)) {}
+  explicit DrrAccount(uint32_t weight = 1) { set_weight(weight); }
 
-  // A new flow (weight at least 1); returns its id.
-  size_t add(uint32_t weight) {
-    for (size_t i = 0; i < flows_.size(); ++i)
-      if (!flows_[i].live) {
-        flows_[i] = Flow{std::max<uint32_t>(weight, 1), 0, true};
-        return i;
-      }
-    flows_.push_back(Flow{std::max<uint32_t>(weight, 1), 0, true});
-    return flows_.size() - 1;
-  }
-  void remove(size_t flow) { flows_.at(flow) = Flow{}; }
-  void set_weight(size_t flow, uint32_t weight) { flows_.at(flow).weight = std::max<uint32_t>(weight, 1); }
-  uint32_t weight(size_t flow) const { return flows_.at(flow).weight; }
+  void set_weight(uint32_t weight) { weight_ = std::max<uint32_t>(weight, 1); }
+  uint32_t weight() const { return weight_; }
+  uint64_t credit() const { return credit_; }
 
-  // The scheduler's loop, per pass: begin_round(); then, for each flow in
-  // turn, while it has work and take(flow, cost) allows, serve it; a flow
-  // found with no work is idle(flow). A round ends when no flow could go.
-  void begin_round() {
-    for (auto& f : flows_)
-      if (f.live) f.credit += quantum_ * f.weight;
+  void enter_round(uint64_t round, uint64_t quantum) {
+    if (round == round_) return;
+    if (!held_back_ || round != round_ + 1) credit_ = 0;
+    round_ = round;
+    held_back_ = false;
+    credit_ += quantum * weight_;
   }
-  // Whether `flow` may do work costing `cost` now; takes it when so. A cost
-  // above the flow's credit waits for later rounds (credit accumulates
-  // while the flow has work), so large work is not starved.
-  bool take(size_t flow, uint64_t cost) {
-    Flow& f = flows_.at(flow);
-    if (f.credit < cost) return false;
-    f.credit -= cost;
+  // Whether work costing `cost` may go in this round; takes it when so.
+  bool take(uint64_t cost) {
+    if (credit_ < cost) {
+      held_back_ = true;
+      return false;
+    }
+    credit_ -= cost;
     return true;
   }
-  void idle(size_t flow) { flows_.at(flow).credit = 0; }
-  uint64_t credit(size_t flow) const { return flows_.at(flow).credit; }
 
  private:
-  struct Flow {
-    uint32_t weight = 1;
-    uint64_t credit = 0;
-    bool live = false;
-  };
-  uint64_t quantum_;
-  std::vector<Flow> flows_;
+  uint32_t weight_ = 1;
+  uint64_t credit_ = 0;
+  uint64_t round_ = 0;
+  bool held_back_ = false;
 };
+
+// A tenant's QoS, as the config says (qos: in the tenant's entry): caps of
+// 0 are none; the burst is what an idle tenant may send at once.
+struct QosSpec {
+  double max_gbps = 0;           // payload bits per second, in 1e9
+  double max_mops = 0;           // work requests per second, in 1e6
+  uint64_t burst_bytes = 256 * 1024;
+  uint32_t weight = 1;           // its share of a busy poller against other tenants'
+  bool operator==(const QosSpec&) const = default;
+};
+
+// The ranges a spec must be in (the config file and ffctl qos are held to
+// the same).
+inline constexpr double kMaxQosGbps = 10000;
+inline constexpr double kMaxQosMops = 10000;
+inline constexpr uint64_t kMinQosBurstBytes = 4096;
+inline constexpr uint64_t kMaxQosBurstBytes = uint64_t{1} << 30;
+inline constexpr uint32_t kMaxQosWeight = 1000;
+
+// Empty when `q` is within the ranges, else what is wrong.
+inline std::string qos_problem(const QosSpec& q) {
+  auto within = [](double v, double high) { return std::isfinite(v) && v >= 0 && v <= high; };
+  if (!within(q.max_gbps, kMaxQosGbps)) return "max_gbps must be a number from 0 (no cap) to 10000";
+  if (!within(q.max_mops, kMaxQosMops)) return "max_mops must be a number from 0 (no cap) to 10000";
+  if (q.burst_bytes < kMinQosBurstBytes || q.burst_bytes > kMaxQosBurstBytes)
+    return "burst_kib must be from 4 to 1048576";
+  if (q.weight < 1 || q.weight > kMaxQosWeight) return "weight must be a whole number from 1 to 1000";
+  return {};
+}
 
 }  // namespace ff::policy

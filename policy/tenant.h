@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "policy/qos.h"
+
 namespace ff::policy {
 
 // IPv4 addresses are host-order uint32_t throughout the router.
@@ -29,6 +31,8 @@ struct TenantSpec {
   std::optional<Ipv4Cidr> network;
   // Used when the client's network namespace has no usable IPv4 address.
   std::optional<uint32_t> virtual_ip;
+  // Its caps and its weight on the poller (changed live on SIGHUP).
+  QosSpec qos;
 };
 
 // Tenant names become directory names: 1-64 of [A-Za-z0-9_.-], not starting with '.'.

@@ -66,6 +66,7 @@ struct DispatchTables {
     on(B::CmEstablish, handle_cm_establish);
     on(B::CmDisconnect, handle_cm_disconnect);
     admin[static_cast<size_t>(B::AdminStatus)] = {handle_admin_status, 0};
+    admin[static_cast<size_t>(B::SetQos)] = {handle_set_qos, 0};
   }
 };
 

@@ -27,6 +27,7 @@ FF_HANDLER(handle_query_pkey);
 FF_HANDLER(handle_alloc_pd);
 FF_HANDLER(handle_dealloc_pd);
 FF_HANDLER(handle_admin_status);
+FF_HANDLER(handle_set_qos);
 FF_HANDLER(handle_register_segment);
 FF_HANDLER(handle_release_segment);
 FF_HANDLER(handle_reg_mr);

@@ -42,6 +42,17 @@ class Writer {
   }
   // labels: "k1", "v1", "k2", "v2", ...
   void sample(const char* name, std::initializer_list<std::string_view> labels, uint64_t value) {
+    put(name, labels, std::to_string(value));
+  }
+  void sample_real(const char* name, std::initializer_list<std::string_view> labels, double value) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.9g", value);
+    put(name, labels, text);
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  void put(const char* name, std::initializer_list<std::string_view> labels, const std::string& value) {
     out_ += name;
     if (labels.size() > 0) {
       out_ += '{';
@@ -61,12 +72,9 @@ class Writer {
       out_ += '}';
     }
     out_ += ' ';
-    out_ += std::to_string(value);
+    out_ += value;
     out_ += '\n';
   }
-  std::string take() { return std::move(out_); }
-
- private:
   std::string out_;
 };
 
@@ -91,6 +99,7 @@ RouterMetrics collect_metrics(ControlServices& r) {
     tm.handles = h.used();
     tm.handles_limit = h.limit();
     tm.limit_refusals = q.refusals() + h.refusals();
+    tm.qos = t->qos;
     m.tenants.push_back(std::move(tm));
   }
   m.counters = r.fabric().counters();
@@ -123,6 +132,17 @@ void render_traffic(Writer& w, const RouterMetrics& m) {
   }
   w.family("ffrouter_tenant_receives_total", "counter", "Receive work requests of a tenant completed with data.");
   for (const auto& t : m.tenants) w.sample("ffrouter_tenant_receives_total", {"tenant", t.name}, t.traffic.received);
+  w.family("ffrouter_throttled_seconds_total", "counter", "Time a tenant's work waited on its QoS caps.");
+  for (const auto& t : m.tenants)
+    w.sample_real("ffrouter_throttled_seconds_total", {"tenant", t.name}, static_cast<double>(t.traffic.throttled_ns) / 1e9);
+  w.family("ffrouter_tenant_rate_limit_bytes_per_second", "gauge", "A tenant's cap on the bytes its work moves (0: none).");
+  for (const auto& t : m.tenants)
+    w.sample_real("ffrouter_tenant_rate_limit_bytes_per_second", {"tenant", t.name}, t.qos.max_gbps * 1e9 / 8);
+  w.family("ffrouter_tenant_rate_limit_ops_per_second", "gauge", "A tenant's cap on its work requests (0: none).");
+  for (const auto& t : m.tenants)
+    w.sample_real("ffrouter_tenant_rate_limit_ops_per_second", {"tenant", t.name}, t.qos.max_mops * 1e6);
+  w.family("ffrouter_tenant_weight", "gauge", "A tenant's weight in the poller's fair share.");
+  for (const auto& t : m.tenants) w.sample("ffrouter_tenant_weight", {"tenant", t.name}, uint64_t{t.qos.weight});
   w.family("ffrouter_completions_total", "counter", "Completions written to a tenant's CQs, by status.");
   for (const auto& t : m.tenants)
     for (size_t i = 0; i < TrafficCounters::kStatuses; ++i)

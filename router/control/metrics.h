@@ -25,6 +25,7 @@ struct TenantMetrics {
   uint64_t handles = 0;
   uint64_t handles_limit = 0;
   uint64_t limit_refusals = 0;
+  policy::QosSpec qos;
 };
 
 struct RouterMetrics {

@@ -44,6 +44,9 @@ class ControlServices {
   // What the admin status shows.
   virtual std::vector<std::shared_ptr<Session>> sessions() const = 0;
   virtual std::vector<const policy::TenantSpec*> tenants() const = 0;  // live ones, config order
+  // Changes a live tenant's QoS (ffctl qos) until the next change or
+  // config reload; EINVAL for no such tenant.
+  virtual Status set_tenant_qos(const std::string& tenant, const policy::QosSpec& qos) = 0;
   virtual std::string tenant_socket_path(const policy::TenantSpec& tenant) const = 0;
   virtual uint64_t sessions_refused() const = 0;
   // rdma_cm's ports, listeners and connections (router/cm/).

@@ -86,6 +86,7 @@ Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
     make_dir(fs::path(options_.run_dir) / "tenants" / spec.name);
     listeners_.push_back(std::make_shared<Listener>(io_, SessionRole::kTenant, &spec, tenant_socket_path(spec)));
     bind(*listeners_.back(), options_.socket_mode);
+    fabric_->configure_tenant(spec.name, spec.qos);
   }
   share_handles();
   if (!options_.directory.empty()) join_cluster();
@@ -161,11 +162,14 @@ void Router::apply_tenants(std::vector<policy::TenantSpec> next) {
     if (it != tenants_.end()) {
       policy::TenantSpec& t = **it;
       bool network_changed = !same_network(t.network, n.network);
-      if (network_changed || t.virtual_ip != n.virtual_ip) {
-        changed.push_back(t.name);
-        t.network = n.network;
-        t.virtual_ip = n.virtual_ip;
-        if (network_changed) close_sessions_outside(t);
+      bool qos_changed = !(t.qos == n.qos);
+      if (network_changed || t.virtual_ip != n.virtual_ip || qos_changed) changed.push_back(t.name);
+      t.network = n.network;
+      t.virtual_ip = n.virtual_ip;
+      if (network_changed) close_sessions_outside(t);
+      if (qos_changed) {  // applies to its running traffic at once
+        t.qos = n.qos;
+        fabric_->configure_tenant(t.name, t.qos);
       }
       ordered.push_back(std::move(*it));
       continue;
@@ -188,6 +192,18 @@ void Router::apply_tenants(std::vector<policy::TenantSpec> next) {
                tenants_.size(), list(added), list(removed), list(changed));
 }
 
+Status Router::set_tenant_qos(const std::string& tenant, const policy::QosSpec& qos) {
+  for (auto& t : tenants_) {
+    if (t->name != tenant) continue;
+    t->qos = qos;
+    fabric_->configure_tenant(t->name, t->qos);
+    spdlog::info("tenant {}: qos now max_gbps {} max_mops {} burst {} B weight {} (until the next change or reload)",
+                 tenant, qos.max_gbps, qos.max_mops, qos.burst_bytes, qos.weight);
+    return Status{};
+  }
+  return Error{EINVAL, "no tenant named '" + tenant + "' (ffctl status lists them)"};
+}
+
 bool Router::add_tenant(const policy::TenantSpec& t) {
   quotas_.try_emplace(t.name, uint64_t{options_.max_shm_mb_per_tenant} << 20);
   handle_quotas_.try_emplace(t.name);
@@ -200,6 +216,7 @@ bool Router::add_tenant(const policy::TenantSpec& t) {
     return false;
   }
   listeners_.push_back(l);
+  fabric_->configure_tenant(t.name, t.qos);
   if (running_) accept_next(l);
   return true;
 }

@@ -62,6 +62,7 @@ class Router final : public ControlServices, private cm::Routes, private cm::Clo
   void session_closed(uint64_t session_id) override;
   std::vector<std::shared_ptr<Session>> sessions() const override;  // oldest first
   std::vector<const policy::TenantSpec*> tenants() const override;
+  Status set_tenant_qos(const std::string& tenant, const policy::QosSpec& qos) override;
   std::string tenant_socket_path(const policy::TenantSpec& t) const override;
   uint64_t sessions_refused() const override { return sessions_refused_; }
   const Directory* directory() const override { return directory_.get(); }

@@ -26,6 +26,7 @@
 
 #include <vector>
 
+#include "policy/qos.h"
 #include "proto/fd.h"
 #include "router/common/result.h"
 
@@ -165,6 +166,8 @@ struct TrafficCounters {
   // (IBV_WC_SUCCESS .. IBV_WC_GENERAL_ERR).
   static constexpr size_t kStatuses = IBV_WC_GENERAL_ERR + 1;
   std::array<uint64_t, kStatuses> completions{};
+  // Time the tenant's work waited on its QoS caps (per tenant only).
+  uint64_t throttled_ns = 0;
 };
 
 // Monotonic counters of the data path, for ffctl.
@@ -234,6 +237,10 @@ class Fabric {
   virtual FabricCounters counters() const = 0;
   // By tenant: every QP the tenant made on this router, live or destroyed.
   virtual std::map<std::string, TrafficCounters> tenant_traffic() const = 0;
+  // A tenant's caps and its weight on the poller, applied to running
+  // traffic at once (the config at start and on SIGHUP). A tenant never
+  // configured has no caps and weight 1.
+  virtual void configure_tenant(const std::string& tenant, const policy::QosSpec& spec) = 0;
   virtual TrafficCounters qp_traffic(const FabricQp& qp) const = 0;
 
   virtual Result<std::unique_ptr<FabricContext>> open_context() = 0;

@@ -7,6 +7,8 @@
 //     stats [-w [SECONDS]] [-c N]  per-tenant traffic; -w: per-second rates
 //     resource show [KIND] [tenant T] [pid P]
 //                                  qp (with traffic), cq, mr, pd, srq, ... per client
+//     qos [TENANT [max_gbps N] [max_mops N] [burst_kib N] [weight N]]
+//                                  show, or change live, a tenant's caps and weight
 //     version                      ffctl's and the router's
 //
 // Exit codes: 0 done; 1 the router could not be reached or refused the
@@ -79,6 +81,16 @@ struct Router {
     last = std::move(res.buffer);
     return flatbuffers::GetRoot<ff::proto::Reply>(last.data())->body_as_StatusReply();
   }
+
+  // After status(): the connection is up.
+  bool set_qos(const std::string& tenant, const ff::policy::QosSpec& q, std::string& error) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto qos = ff::proto::CreateQos(fbb, q.max_gbps, q.max_mops, q.burst_bytes, q.weight);
+    auto res = client.call(fbb, ff::proto::RequestBody::SetQos,
+                           ff::proto::CreateSetQosDirect(fbb, tenant.c_str(), qos).Union());
+    if (res.error != 0) error = "qos failed: " + res.message;
+    return res.error == 0;
+  }
 };
 
 const char* qp_type_name(uint32_t type) {
@@ -131,6 +143,18 @@ json client_json(const ff::proto::ClientStatus& c) {
           {"cm_listeners", c.cm_listeners()}, {"qps", qps}};
 }
 
+ff::policy::QosSpec qos_of(const ff::proto::TenantStatus& t) {
+  ff::policy::QosSpec q;
+  if (const auto* w = t.qos(); w != nullptr) q = {w->max_gbps(), w->max_mops(), w->burst_bytes(), w->weight()};
+  return q;
+}
+
+json qos_json(const ff::proto::TenantStatus& t) {
+  ff::policy::QosSpec q = qos_of(t);
+  return {{"max_gbps", q.max_gbps},       {"max_mops", q.max_mops}, {"burst_kib", q.burst_bytes / 1024},
+          {"weight", q.weight}, {"throttled_seconds", static_cast<double>(t.throttled_ns()) / 1e9}};
+}
+
 json status_json(const StatusReply& s) {
   json tenants = json::array();
   for (const auto* t : *s.tenants()) {
@@ -144,7 +168,8 @@ json status_json(const StatusReply& s) {
                        {"handles_limit", t->handles_limit()},
                        {"limit_refusals", t->limit_refusals()},
                        {"clients", clients},
-                       {"traffic", traffic_json(t->traffic())}});
+                       {"traffic", traffic_json(t->traffic())},
+                       {"qos", qos_json(*t)}});
   }
   json counters = json::object();
   if (s.counters() != nullptr)
@@ -316,6 +341,69 @@ bool parse_filter(const std::vector<std::string>& words, ResourceFilter& f) {
   return true;
 }
 
+// qos: every tenant's; qos TENANT KEY VALUE...: changes those keys, the
+// others stay as they are.
+int run_qos(Router& router, const StatusReply& s, const std::vector<std::string>& words, bool as_json) {
+  if (words.empty()) {
+    json out = json::object();
+    for (const auto* t : *s.tenants()) out[str(t->name())] = qos_json(*t);
+    if (as_json) {
+      print_json(out);
+      return 0;
+    }
+    for (auto t = out.begin(); t != out.end(); ++t) {
+      const json& q = t.value();
+      std::printf("tenant %s  max_gbps %g  max_mops %g  burst_kib %llu  weight %u  throttled %.3f s\n",
+                  t.key().c_str(), q["max_gbps"].get<double>(), q["max_mops"].get<double>(),
+                  static_cast<unsigned long long>(q["burst_kib"].get<uint64_t>()), q["weight"].get<unsigned>(),
+                  q["throttled_seconds"].get<double>());
+    }
+    return 0;
+  }
+  const ff::proto::TenantStatus* tenant = nullptr;
+  for (const auto* t : *s.tenants())
+    if (str(t->name()) == words[0]) tenant = t;
+  if (tenant == nullptr) return fail("no tenant named '" + words[0] + "' (ffctl qos lists them)");
+  ff::policy::QosSpec q = qos_of(*tenant);
+  if (words.size() % 2 != 1) {
+    std::fprintf(stderr, "ffctl: qos %s: each key needs a value (max_gbps N, max_mops N, burst_kib N, weight N)\n",
+                 words[0].c_str());
+    return kUsage;
+  }
+  for (size_t i = 1; i + 1 < words.size(); i += 2) {
+    const std::string& key = words[i];
+    char* end = nullptr;
+    double v = std::strtod(words[i + 1].c_str(), &end);
+    if (end == words[i + 1].c_str() || *end != '\0' || !(v >= 0)) {
+      std::fprintf(stderr, "ffctl: qos %s: '%s' is not a number\n", key.c_str(), words[i + 1].c_str());
+      return kUsage;
+    }
+    if (key == "max_gbps") {
+      q.max_gbps = v;
+    } else if (key == "max_mops") {
+      q.max_mops = v;
+    } else if (key == "burst_kib") {
+      q.burst_bytes = static_cast<uint64_t>(v * 1024);
+    } else if (key == "weight") {
+      q.weight = static_cast<uint32_t>(std::min(v, 1e6));
+      if (q.weight != v) q.weight = 0;  // not whole: the range check below says so
+    } else {
+      std::fprintf(stderr, "ffctl: qos: unknown key '%s' (known: max_gbps, max_mops, burst_kib, weight)\n",
+                   key.c_str());
+      return kUsage;
+    }
+  }
+  if (std::string problem = ff::policy::qos_problem(q); !problem.empty()) {
+    std::fprintf(stderr, "ffctl: qos: %s\n", problem.c_str());
+    return kUsage;
+  }
+  std::string error;
+  if (!router.set_qos(words[0], q, error)) return fail(error);
+  if (as_json) print_json({{"tenant", words[0]}, {"max_gbps", q.max_gbps}, {"max_mops", q.max_mops},
+                           {"burst_kib", q.burst_bytes / 1024}, {"weight", q.weight}});
+  return 0;
+}
+
 int run_version(Router& router, bool as_json) {
   std::string error;
   const StatusReply* s = router.status(error);
@@ -438,6 +526,11 @@ int main(int argc, char** argv) {
   resource->require_subcommand(1);
   std::vector<std::string> filter_words;
   show->add_option("filter", filter_words, "[KIND] [tenant NAME] [pid PID]");
+  auto* qos = app.add_subcommand("qos", "show each tenant's caps, weight and throttled time; or change a "
+                                      "tenant's live: qos TENANT [max_gbps N] [max_mops N] [burst_kib N] [weight N] "
+                                      "(until the next change or config reload)");
+  std::vector<std::string> qos_words;
+  qos->add_option("words", qos_words, "[TENANT [KEY VALUE]...]");
   auto* version = app.add_subcommand("version", "ffctl's version and the router's");
   try {
     app.parse(argc, argv);
@@ -467,6 +560,7 @@ int main(int argc, char** argv) {
     return as_json ? 0 : print_peers(*s);
   }
   if (stats->parsed()) return run_stats(router, *s, as_json, watch, count);
+  if (qos->parsed()) return run_qos(router, *s, qos_words, as_json);
   json rows = resource_rows(*s, filter);
   if (as_json) {
     print_json(rows);

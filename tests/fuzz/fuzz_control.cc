@@ -26,7 +26,7 @@ using namespace ff;
 struct World {
   std::string dir;
   router::RouterOptions options;
-  std::vector<policy::TenantSpec> tenants{{"fuzz", std::nullopt, policy::parse_ipv4("10.0.0.1")}};
+  std::vector<policy::TenantSpec> tenants{{"fuzz", std::nullopt, policy::parse_ipv4("10.0.0.1"), {}}};
   std::unique_ptr<router::Router> router;
   boost::asio::io_context io;
   World() {

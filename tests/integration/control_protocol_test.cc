@@ -29,8 +29,8 @@ class ControlPlane : public ::testing::Test {
     dir_ = tmpl;
     o.run_dir = dir_ + "/run";
     std::vector<policy::TenantSpec> tenants{
-        {"blue", std::nullopt, policy::parse_ipv4("10.0.0.1")},
-        {"red", std::nullopt, policy::parse_ipv4("10.0.0.2")}};
+        {"blue", std::nullopt, policy::parse_ipv4("10.0.0.1"), {}},
+        {"red", std::nullopt, policy::parse_ipv4("10.0.0.2"), {}}};
     router_ = std::make_unique<Router>(o, tenants, std::make_unique<SoftFabric>(fabric_config(o)));
     thread_ = std::thread([this] { router_->run(); });
   }

@@ -25,6 +25,9 @@ RouterMetrics sample() {
   blue.traffic.completions[IBV_WC_RETRY_EXC_ERR] = 2;
   blue.clients = 2;
   blue.shm_bytes = 123;
+  blue.traffic.throttled_ns = 1'500'000'000;
+  blue.qos.max_gbps = 4;
+  blue.qos.weight = 3;
   m.tenants.push_back(blue);
   TenantMetrics odd;
   odd.name = "we\"ird\\";
@@ -69,6 +72,10 @@ TEST(Metrics, TenantCountersCarryTheirLabels) {
   EXPECT_NE(text.find("ffrouter_completions_total{tenant=\"blue\",status=\"retry_exc_err\"} 2\n"), std::string::npos);
   EXPECT_EQ(text.find("status=\"rem_abort_err\""), std::string::npos) << "a status that never occurred is left out";
   EXPECT_NE(text.find("ffrouter_tenant_clients{tenant=\"blue\"} 2\n"), std::string::npos);
+  EXPECT_NE(text.find("ffrouter_throttled_seconds_total{tenant=\"blue\"} 1.5\n"), std::string::npos);
+  EXPECT_NE(text.find("ffrouter_tenant_rate_limit_bytes_per_second{tenant=\"blue\"} 500000000\n"), std::string::npos);
+  EXPECT_NE(text.find("ffrouter_tenant_rate_limit_ops_per_second{tenant=\"blue\"} 0\n"), std::string::npos);
+  EXPECT_NE(text.find("ffrouter_tenant_weight{tenant=\"blue\"} 3\n"), std::string::npos);
   EXPECT_NE(text.find("ffrouter_peer_up{peer=\"host-b\",direction=\"outbound\"} 1\n"), std::string::npos);
   EXPECT_NE(text.find("ffrouter_tenant_clients{tenant=\"we\\\"ird\\\\\"} 0\n"), std::string::npos)
       << "quotes and backslashes in label values are escaped";

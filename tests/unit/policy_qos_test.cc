@@ -68,72 +68,78 @@ TEST(TokenBucket, ALiveChangeKeepsWhatWasEarnedUpToTheNewBurst) {
   EXPECT_TRUE(b.try_take(1e9, now)) << "rate 0 lifts the cap";
 }
 
-// Flows that always have work of `cost` per piece; returns what each got.
+// Runs `rounds` scheduler rounds; a busy flow takes work of `cost` while
+// its account allows, an idle one is not visited.
 template <size_t N>
-std::array<uint64_t, N> share(FairShare& s, const std::array<size_t, N>& flows, std::array<bool, N> busy,
-                              int rounds, uint64_t cost) {
+std::array<uint64_t, N> share(std::array<DrrAccount, N>& flows, std::array<bool, N> busy, uint64_t first_round,
+                              int rounds, uint64_t quantum, uint64_t cost) {
   std::array<uint64_t, N> got{};
   for (int r = 0; r < rounds; ++r) {
-    s.begin_round();
     for (size_t i = 0; i < N; ++i) {
-      if (!busy[i]) {
-        s.idle(flows[i]);
-        continue;
-      }
-      while (s.take(flows[i], cost)) got[i] += cost;
+      if (!busy[i]) continue;
+      flows[i].enter_round(first_round + static_cast<uint64_t>(r), quantum);
+      while (flows[i].take(cost)) got[i] += cost;
     }
   }
   return got;
 }
 
-TEST(FairShare, EqualWeightsShareEqually) {
-  FairShare s(65536);
-  std::array<size_t, 2> f{s.add(1), s.add(1)};
-  auto got = share<2>(s, f, {true, true}, 1000, 4096);
+TEST(DrrAccount, EqualWeightsShareEqually) {
+  std::array<DrrAccount, 2> f{DrrAccount(1), DrrAccount(1)};
+  auto got = share<2>(f, {true, true}, 1, 1000, 65536, 4096);
   double a = static_cast<double>(got[0]), b = static_cast<double>(got[1]);
   double jain = (a + b) * (a + b) / (2 * (a * a + b * b));
   EXPECT_GE(jain, 0.999);
 }
 
-TEST(FairShare, WeightsOneToThreeSplitOneToThree) {
-  FairShare s(65536);
-  std::array<size_t, 2> f{s.add(1), s.add(3)};
-  auto got = share<2>(s, f, {true, true}, 1000, 4096);
+TEST(DrrAccount, WeightsOneToThreeSplitOneToThree) {
+  std::array<DrrAccount, 2> f{DrrAccount(1), DrrAccount(3)};
+  auto got = share<2>(f, {true, true}, 1, 1000, 65536, 4096);
   EXPECT_NEAR(static_cast<double>(got[1]) / static_cast<double>(got[0]), 3.0, 0.05);
 }
 
-TEST(FairShare, AnIdleFlowSavesNothingAndGivesItsShareAway) {
-  FairShare s(65536);
-  std::array<size_t, 2> f{s.add(1), s.add(1)};
-  auto got = share<2>(s, f, {true, false}, 100, 4096);
+TEST(DrrAccount, AnIdleFlowSavesNothingAndGivesItsShareAway) {
+  std::array<DrrAccount, 2> f{DrrAccount(1), DrrAccount(1)};
+  auto got = share<2>(f, {true, false}, 1, 100, 65536, 4096);
   EXPECT_EQ(got[1], 0u);
-  EXPECT_EQ(s.credit(f[1]), 0u) << "no credit saved while idle";
   EXPECT_EQ(got[0], 100u * 65536) << "the busy flow takes every round's quantum it can use";
+  f[1].enter_round(101, 65536);
+  EXPECT_EQ(f[1].credit(), 65536u) << "back after 100 idle rounds: one round's credit, nothing saved";
 }
 
-TEST(FairShare, WorkLargerThanAQuantumWaitsRoundsButIsServed) {
-  FairShare s(4096);
-  std::array<size_t, 2> f{s.add(1), s.add(1)};
-  std::array<uint64_t, 2> got{};
-  for (int r = 0; r < 256; ++r) {
-    s.begin_round();
-    if (s.take(f[0], 1 << 20)) got[0] += 1 << 20;  // 1 MiB messages
-    while (s.take(f[1], 64)) got[1] += 64;         // small ones
+TEST(DrrAccount, WorkLargerThanAQuantumWaitsRoundsButIsServed) {
+  DrrAccount big, small;
+  uint64_t got_big = 0, got_small = 0;
+  for (uint64_t r = 1; r <= 256; ++r) {
+    big.enter_round(r, 4096);
+    small.enter_round(r, 4096);
+    if (big.take(1 << 20)) got_big += 1 << 20;  // 1 MiB messages
+    while (small.take(64)) got_small += 64;     // small ones
   }
-  EXPECT_EQ(got[0], uint64_t{1} << 20) << "256 rounds of 4 KiB earn one 1 MiB message";
-  EXPECT_EQ(got[1], 256u * 4096);
+  EXPECT_EQ(got_big, uint64_t{1} << 20) << "256 rounds of 4 KiB earn one 1 MiB message";
+  EXPECT_EQ(got_small, 256u * 4096);
 }
 
-TEST(FairShare, AWeightChangesLiveAndRemovedFlowsAreReused) {
-  FairShare s(1000);
-  size_t a = s.add(1);
-  size_t b = s.add(1);
-  s.set_weight(b, 4);
-  auto got = share<2>(s, {a, b}, {true, true}, 100, 10);
+TEST(DrrAccount, CreditOfAFlowWaitingForAnotherReasonIsNotSaved) {
+  DrrAccount a;
+  a.enter_round(1, 1000);
+  EXPECT_FALSE(a.take(5000));  // held back by its credit: keeps it
+  a.enter_round(2, 1000);
+  EXPECT_EQ(a.credit(), 2000u);
+  // Rounds 3..99 it waits for its cap, not for credit: not visited.
+  a.enter_round(100, 1000);
+  EXPECT_EQ(a.credit(), 1000u) << "credit is bounded by quantum x weight + the largest cost";
+  a.enter_round(100, 1000);
+  EXPECT_EQ(a.credit(), 1000u) << "a round is entered once";
+}
+
+TEST(DrrAccount, AWeightChangesLive) {
+  std::array<DrrAccount, 2> f{DrrAccount(1), DrrAccount(1)};
+  f[1].set_weight(4);
+  auto got = share<2>(f, {true, true}, 1, 100, 1000, 10);
   EXPECT_EQ(got[1], 4 * got[0]);
-  s.remove(a);
-  EXPECT_EQ(s.add(2), a);
-  EXPECT_EQ(s.weight(a), 2u);
+  f[1].set_weight(0);
+  EXPECT_EQ(f[1].weight(), 1u) << "a weight is at least 1";
 }
 
 }  // namespace

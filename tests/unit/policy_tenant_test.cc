@@ -34,7 +34,7 @@ TEST(TenantName, RejectsPathTricks) {
 }
 
 TEST(VirtualIp, PicksFirstAddressInsideTheTenantNetwork) {
-  TenantSpec t{"blue", parse_cidr("10.99.0.0/16"), std::nullopt};
+  TenantSpec t{"blue", parse_cidr("10.99.0.0/16"), std::nullopt, {}};
   std::vector<uint32_t> addrs{*parse_ipv4("192.0.2.2"), *parse_ipv4("10.99.3.4")};
   EXPECT_EQ(choose_virtual_ip(t, addrs).ip, parse_ipv4("10.99.3.4"));
   std::vector<uint32_t> outside{*parse_ipv4("192.0.2.2")};
@@ -44,11 +44,11 @@ TEST(VirtualIp, PicksFirstAddressInsideTheTenantNetwork) {
 }
 
 TEST(VirtualIp, FallsBackToConfiguredAddressOnlyWhenNeeded) {
-  TenantSpec t{"red", std::nullopt, parse_ipv4("10.1.1.1")};
+  TenantSpec t{"red", std::nullopt, parse_ipv4("10.1.1.1"), {}};
   EXPECT_EQ(choose_virtual_ip(t, {}).ip, parse_ipv4("10.1.1.1"));
   std::vector<uint32_t> addrs{*parse_ipv4("10.2.2.2")};
   EXPECT_EQ(choose_virtual_ip(t, addrs).ip, parse_ipv4("10.2.2.2"));
-  TenantSpec none{"green", std::nullopt, std::nullopt};
+  TenantSpec none{"green", std::nullopt, std::nullopt, {}};
   auto r = choose_virtual_ip(none, {});
   EXPECT_FALSE(r.ip);
   EXPECT_NE(r.error.find("virtual_ip"), std::string::npos);

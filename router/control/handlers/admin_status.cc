@@ -63,11 +63,12 @@ Status handle_admin_status(Session& s, const proto::Request& req, std::vector<Un
     const policy::TenantQuota& q = r.quota(t);
     const policy::TenantQuota& h = r.handles(t);
     auto it = by_tenant.find(t.name);
-    tenants.push_back(proto::CreateTenantStatus(fbb, fbb.CreateString(t.name),
-                                                fbb.CreateString(r.tenant_socket_path(t)),
-                                                fbb.CreateVector(clients), q.used(), q.limit(),
-                                                q.refusals() + h.refusals(), h.used(), h.limit(),
-                                                traffic(fbb, it != by_tenant.end() ? it->second : TrafficCounters{})));
+    const TrafficCounters counted = it != by_tenant.end() ? it->second : TrafficCounters{};
+    tenants.push_back(proto::CreateTenantStatus(
+        fbb, fbb.CreateString(t.name), fbb.CreateString(r.tenant_socket_path(t)), fbb.CreateVector(clients),
+        q.used(), q.limit(), q.refusals() + h.refusals(), h.used(), h.limit(), traffic(fbb, counted),
+        proto::CreateQos(fbb, t.qos.max_gbps, t.qos.max_mops, t.qos.burst_bytes, t.qos.weight),
+        counted.throttled_ns));
   }
   FabricCounters fc = r.fabric().counters();
   std::vector<flatbuffers::Offset<proto::Counter>> counters;

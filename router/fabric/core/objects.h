@@ -20,6 +20,7 @@
 #include <optional>
 #include <vector>
 
+#include "router/fabric/core/tenant_share.h"
 #include "router/fabric/core/traffic.h"
 #include "router/fabric/fabric.h"
 #include "router/fabric/virtual_queues.h"
@@ -143,9 +144,12 @@ struct Qp : FabricQp {
   bool peer_gone = false;  // the connected QP was destroyed
   uint64_t sq_retired = 0;  // send WRs (by ring index) covered by send completions written
   // What it did, and what its tenant's QPs did (QueueCore::count_sent,
-  // complete_for); the poller writes both.
+  // complete_for); the poller writes both. The tenant's share of the
+  // poller, and when this QP's work may go again after its tenant's caps
+  // held it (QueueCore::admit).
   LiveTraffic traffic;
-  LiveTraffic& tenant_traffic;
+  TenantBlock& tenant;
+  uint64_t capped_until_ns = 0;
 };
 
 // Whether a QP in `state` answers requests.

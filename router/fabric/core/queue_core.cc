@@ -77,7 +77,7 @@ bool QueueCore::complete(VirtualCq& cq, const shm::Cqe& c) {
 void QueueCore::complete_for(Qp& owner, VirtualCq& cq, const shm::Cqe& c) {
   if (!complete(cq, c)) return set_error(owner, /*fatal=*/true);
   owner.traffic.completed(c);  // counted once written: an overrun CQ lost it
-  owner.tenant_traffic.completed(c);
+  owner.tenant.traffic.completed(c);
 }
 
 void QueueCore::complete_send(Qp& q, shm::Cqe c, uint64_t wr_index) {
@@ -179,16 +179,24 @@ ibv_qp_attr QueueCore::query(const Qp& qp) {
   return attr;
 }
 
-LiveTraffic& QueueCore::traffic_of(const std::string& tenant) {
-  auto it = traffic_.find(tenant);
-  if (it == traffic_.end()) it = traffic_.emplace(std::piecewise_construct, std::forward_as_tuple(tenant), std::tuple<>()).first;
+TenantBlock& QueueCore::tenant_block(const std::string& tenant) {
+  auto it = tenants_.find(tenant);
+  if (it == tenants_.end()) it = tenants_.emplace(std::piecewise_construct, std::forward_as_tuple(tenant), std::tuple<>()).first;
   return it->second;
 }
 
 std::map<std::string, TrafficCounters> QueueCore::tenant_traffic() const {
   std::map<std::string, TrafficCounters> out;
-  for (const auto& [tenant, live] : traffic_) out.emplace(tenant, live.snapshot());
+  for (const auto& [tenant, block] : tenants_) {
+    TrafficCounters& t = out.emplace(tenant, block.traffic.snapshot()).first->second;
+    t.throttled_ns = block.share.throttled_ns();
+  }
   return out;
+}
+
+void QueueCore::configure_tenant(const std::string& tenant, const policy::QosSpec& spec) {
+  TenantBlock& block = tenant_block(tenant);
+  run_sync([&] { block.share.configure(spec, Poller::now_ns()); });
 }
 
 FabricCounters QueueCore::counters() const {
@@ -234,7 +242,7 @@ Ah::~Ah() {
 Qp::Qp(Context& c, shm::Mapping m, const Pd& p, VirtualCq& scq, VirtualCq& rcq, Srq* s, const QpInit& i,
        uint32_t send_c, uint32_t recv_c, uint32_t t)
     : ctx(c), mapping(std::move(m)), pd(p), send_cq(scq), recv_cq(rcq), srq(s), init(i), send_cap(send_c),
-      recv_cap(recv_c), tag(t), tenant_traffic(c.core.traffic_of(p.owner.tenant)) {
+      recv_cap(recv_c), tag(t), tenant(c.core.tenant_block(p.owner.tenant)) {
   std::byte* base = mapping.base();
   shm::init_ring<shm::SendWqe>(base + shm::kQpSendRingOffset, send_cap);
   shm::init_ring<shm::RecvWqe>(base + shm::qp_recv_ring_offset(send_cap), recv_cap);

@@ -109,13 +109,29 @@ class QueueCore : public PollerHooks {
   void count_sent(Qp& qp, uint32_t opcode, uint64_t bytes) {
     count(1, bytes);
     qp.traffic.sent(opcode, bytes);
-    qp.tenant_traffic.sent(opcode, bytes);
+    qp.tenant.traffic.sent(opcode, bytes);
   }
   FabricCounters counters() const;
-  // A tenant's block (control thread: made on its first QP, kept for good,
-  // so that its counters never go back). Blocks are read at any time.
-  LiveTraffic& traffic_of(const std::string& tenant);
+  // A tenant's block (control thread: made on its first QP or QoS spec,
+  // kept for good, so that its counters never go back). Read at any time.
+  TenantBlock& tenant_block(const std::string& tenant);
   std::map<std::string, TrafficCounters> tenant_traffic() const;  // control thread
+
+  // --- QoS (tenant_share.h) ---
+  // A tenant's caps and weight, live (control thread).
+  void configure_tenant(const std::string& tenant, const policy::QosSpec& spec);
+  // Whether `qp` may move `bytes` of work now (`starts`: the first piece of
+  // a work request); kCapped parks the QP until its caps allow
+  // (qp.capped_until_ns, which the engine's sleep honours), kHeldBack
+  // leaves it for the next pass (the engine stays busy). Poller.
+  TenantShare::Admission admit(Qp& qp, uint64_t bytes, bool starts, uint64_t now) {
+    uint64_t ready_at = now;
+    auto a = qp.tenant.share.admit(bytes, starts, round_, now, ready_at);
+    if (a == TenantShare::Admission::kCapped) qp.capped_until_ns = ready_at;
+    return a;
+  }
+  // A poller pass begins: every tenant earns its share again. Poller.
+  void next_round() { ++round_; }
 
  protected:
   // Starts the poller thread: the derived engine's constructor calls it
@@ -150,7 +166,8 @@ class QueueCore : public PollerHooks {
   SingleWriterCounter wqes_;  // the poller writes these; ffctl reads (core/traffic.h)
   SingleWriterCounter bytes_;
   SingleWriterCounter error_completions_;
-  std::map<std::string, LiveTraffic> traffic_;  // by tenant; the control thread inserts
+  std::map<std::string, TenantBlock> tenants_;  // the control thread inserts
+  uint64_t round_ = 0;                          // poller passes (the fair share's rounds)
   Poller poller_;  // last: stopped before the registries go
 };
 

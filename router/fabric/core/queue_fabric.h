@@ -60,6 +60,9 @@ class QueueFabric : public Fabric {
   const FabricDeviceLimits& device_limits() const override { return limits_; }
   FabricCounters counters() const override { return core().counters(); }
   std::map<std::string, TrafficCounters> tenant_traffic() const override { return core().tenant_traffic(); }
+  void configure_tenant(const std::string& tenant, const policy::QosSpec& spec) override {
+    core().configure_tenant(tenant, spec);
+  }
   TrafficCounters qp_traffic(const FabricQp& qp) const override {
     return static_cast<const Qp&>(qp).traffic.snapshot();
   }

@@ -10,6 +10,7 @@ Engine::~Engine() { stop(); }
 
 bool Engine::work(uint64_t now) {
   now_ = now;
+  next_round();
   bool busy = receive_links();
   const auto& all = qps();
   for (size_t i = 0; i < all.size(); ++i) busy |= service(static_cast<Qp&>(*all[i]), now);
@@ -25,6 +26,7 @@ Qp* Engine::rnr_responder(const Qp& q) const {
 bool Engine::service(Qp& q, uint64_t now) {
   if (q.state == IBV_QPS_ERR) return flush(q, /*sends=*/true, /*receives=*/true);
   if (q.state != IBV_QPS_RTS) return false;
+  if (q.capped_until_ns > now) return false;  // its tenant's caps hold it
   if (q.wait_until_ns > now) {
     // An RNR wait ends early once the responder has a receive.
     Qp* t = rnr_responder(q);
@@ -44,9 +46,10 @@ bool Engine::prepare_to_sleep(uint64_t now, uint64_t& deadline) {
   bool may_sleep = true;
   for (core::Qp* c : qps()) {
     auto& q = static_cast<Qp&>(*c);
-    if (q.wait_until_ns > now) {
-      // Its head waits on a timer: what is queued behind it is no work now.
-      deadline = std::min(deadline, q.wait_until_ns);
+    if (uint64_t until = std::max(q.wait_until_ns, q.capped_until_ns); until > now) {
+      // Its head waits on a timer (a retry, or its tenant's caps): what is
+      // queued behind it is no work now.
+      deadline = std::min(deadline, until);
     } else if (!q.sq.prepare_to_sleep()) {
       may_sleep = false;
     }

@@ -111,6 +111,7 @@ bool Engine::service_remote(Qp& q, uint64_t now) {
   if (link == nullptr) return wait_for_link(*this, q, *q.route, now);
   const bool reliable = q.init.type == IBV_QPT_RC;
   int n = 0;
+  bool held_back = false;  // by its tenant's fair share: more next pass
   SendWqe w;
   while (n < core::kBatch && link->room()) {
     if (reliable && (rr.sent >= kWindowWqes || rr.bytes_out >= kWindowBytes)) break;
@@ -127,17 +128,21 @@ bool Engine::service_remote(Qp& q, uint64_t now) {
       }
       break;
     }
+    // A READ asks for one chunk at a time; an atomic in one request.
+    uint64_t chunk = !answered_with_data(w.opcode) ? std::min<uint64_t>(wire::kMaxChunk, s.total - rr.offset)
+                     : is_atomic(w.opcode)         ? 8
+                                                   : wire::read_chunk(s.total, rr.offset);
+    if (auto a = admit(q, chunk, rr.offset == 0, now); a != core::TenantShare::Admission::kGo) {
+      held_back = a == core::TenantShare::Admission::kHeldBack;
+      break;
+    }
     Header h = request_header(q, w, q.attr.dest_qp_num, q.remote_ip);
     h.seq = rr.head_seq + rr.sent;
     h.total = s.total;
     h.offset = rr.offset;
-    uint64_t chunk;
     if (answered_with_data(w.opcode)) {
-      // A READ asks for one chunk at a time; an atomic in one request.
-      chunk = is_atomic(w.opcode) ? 8 : wire::read_chunk(s.total, rr.offset);
       link->put(h);
     } else {
-      chunk = std::min<uint64_t>(wire::kMaxChunk, s.total - rr.offset);
       h.payload = static_cast<uint32_t>(chunk);
       Pieces from = source_of(s);
       from.skip(rr.offset);
@@ -157,7 +162,7 @@ bool Engine::service_remote(Qp& q, uint64_t now) {
     }
     if (chunk >= wire::kMaxChunk) break;  // a big chunk: the other QPs on the link get their turn
   }
-  return n > 0;
+  return n > 0 || held_back;
 }
 
 // READ data or an atomic's old value for the head WQE.

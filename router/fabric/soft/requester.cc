@@ -68,7 +68,9 @@ Cqe send_success(const Qp& q, const SendWqe& w, uint64_t bytes) {
 
 namespace {
 
-enum class Outcome { kDone, kPartial, kWait, kFatal };
+// kCapped: its tenant's caps hold it (the QP waits); kHeldBack: its
+// tenant used its share of this pass.
+enum class Outcome { kDone, kPartial, kWait, kFatal, kCapped, kHeldBack };
 
 constexpr uint64_t kPiece = 256 * 1024;
 
@@ -86,6 +88,7 @@ class Executor {
   Outcome run(const SendWqe& w) {
     Sges local;
     if (ibv_wc_status st = resolve_request(e_, q_, w, local); st != IBV_WC_SUCCESS) return fail(w, st);
+    if (Outcome o = admit(w, local); o != Outcome::kDone) return o;
     if (q_.init.type == IBV_QPT_UD) return send_datagram(w, local);
     Qp* t = r_.connected(Origin{q_.qpn, q_.attr.dest_qp_num, q_.init.type, nullptr, &q_.pd.owner.tenant});
     if (t == nullptr) return refused(w, Verdict::not_ready(), local.total);
@@ -105,6 +108,21 @@ class Executor {
 
  private:
   bool reliable() const { return q_.init.type == IBV_QPT_RC; }
+
+  // The next piece's turn under its tenant's QoS (kDone: it may go).
+  Outcome admit(const SendWqe& w, const Sges& local) {
+    uint64_t piece = q_.init.type == IBV_QPT_UD || is_atomic(w.opcode) ? local.total
+                                                                        : std::min(kPiece, local.total - q_.head_moved);
+    switch (e_.admit(q_, piece, q_.head_moved == 0, now_)) {
+      case core::TenantShare::Admission::kGo:
+        return Outcome::kDone;
+      case core::TenantShare::Admission::kCapped:
+        return Outcome::kCapped;
+      case core::TenantShare::Admission::kHeldBack:
+        return Outcome::kHeldBack;
+    }
+    return Outcome::kDone;
+  }
 
   // The responder did not execute it: RC waits to retry (from its first
   // byte) or fails; UC and UD lost the message, which completes.
@@ -263,8 +281,11 @@ bool Engine::service_local(Qp& q, uint64_t now) {
   while (n < core::kBatch && q.sq.sc_peek(0, w)) {
     Executor x(*this, q, now);
     Outcome o = x.run(w);
-    if (o == Outcome::kPartial) return true;  // the next piece in the next pass: other QPs go first
-    if (o == Outcome::kWait) break;
+    // A piece moved: the next one while the tenant's share of this pass
+    // lasts (it bounds what one tenant moves while the others wait).
+    if (o == Outcome::kPartial) continue;
+    if (o == Outcome::kHeldBack) return true;
+    if (o == Outcome::kWait || o == Outcome::kCapped) break;
     uint64_t index = q.sq.consumed();
     q.sq.sc_release(1);
     if (x.has_completion) complete_send(q, x.completion, index);

@@ -36,6 +36,7 @@ bool Engine::work(uint64_t now) {
     handle_async_events();
     next_async_check_ns_ = now + kAsyncCheckNs;
   }
+  next_round();
   bool busy = false;
   // Completions first: they free device slots.
   for (core::Qp* c : qps()) {
@@ -56,7 +57,8 @@ bool Engine::work(uint64_t now) {
         !static_cast<Qp*>(c)->device_changing)
       busy |= post_receives(static_cast<Qp&>(*c));
   for (core::Qp* c : qps())
-    if (static_cast<Qp*>(c)->sends_visible > 0 && c->state == IBV_QPS_RTS) busy |= post_sends(static_cast<Qp&>(*c));
+    if (static_cast<Qp*>(c)->sends_visible > 0 && c->state == IBV_QPS_RTS && c->capped_until_ns <= now)
+      busy |= post_sends(static_cast<Qp&>(*c), now);
   return busy;
 }
 
@@ -139,13 +141,14 @@ bool Engine::fail_head(Qp& q, ibv_wc_status status) {
   return true;
 }
 
-bool Engine::post_sends(Qp& q) {
+bool Engine::post_sends(Qp& q, uint64_t now) {
   if (q.peer_gone) return fail_toward_gone_peer(q);
   ibv_send_wr wrs[kBatch];
   ibv_sge sges[kBatch][shm::kMaxSge];
   SendWqe copies[kBatch];  // inline data is read from here at post time
   uint32_t slots[kBatch];
   uint64_t bytes[kBatch];
+  bool held_back = false;  // by its tenant's fair share: more next pass
   int n = 0;
   int limit = static_cast<int>(std::min<uint32_t>(kBatch, q.sends_visible));
   while (n < limit && q.sends.has_free() && q.sq.sc_peek(static_cast<size_t>(n), copies[n])) {
@@ -164,6 +167,12 @@ bool Engine::post_sends(Qp& q) {
     }
     bytes[n] = 0;
     build_send(q, w, ah, wrs[n], sges[n], bytes[n]);
+    // The device moves it whole: its tenant's caps and share are charged
+    // for all of it here (a capped QP waits, capped_until_ns).
+    if (auto a = admit(q, bytes[n], true, now); a != core::TenantShare::Admission::kGo) {
+      held_back = a == core::TenantShare::Admission::kHeldBack;
+      break;
+    }
     slots[n] = q.sends.acquire();
     q.sends[slots[n]] = SendSlot{w.wr_id, q.sq.consumed() + static_cast<uint64_t>(n), w.opcode,
                                  (w.send_flags & IBV_SEND_SIGNALED) != 0};
@@ -171,7 +180,7 @@ bool Engine::post_sends(Qp& q) {
     if (n > 0) wrs[n - 1].next = &wrs[n];
     ++n;
   }
-  if (n == 0) return false;
+  if (n == 0) return held_back;
   ibv_send_wr* bad = nullptr;
   int posted = n;
   if (ibv_post_send(q.qp, &wrs[0], &bad) != 0) {
@@ -414,7 +423,7 @@ bool Engine::repost_receive(Qp& q, SlotTable<RecvWqe>& table, uint32_t slot) {
 
 // --- sleeping and events ---------------------------------------------------------
 
-bool Engine::prepare_to_sleep(uint64_t, uint64_t&) {
+bool Engine::prepare_to_sleep(uint64_t now, uint64_t& deadline) {
   bool may_sleep = true;
   for (core::Srq* s : srqs())
     if (!s->ring.prepare_to_sleep()) may_sleep = false;
@@ -422,7 +431,10 @@ bool Engine::prepare_to_sleep(uint64_t, uint64_t&) {
     auto& q = static_cast<Qp&>(*c);
     // A QP the control thread is modifying waits for end_modify (run_sync wakes us).
     // One whose head send waits for another router's answer too (settle_far wakes us).
-    bool sends_move = (q.state == IBV_QPS_ERR || (q.state == IBV_QPS_RTS && !q.waiting_for_far)) &&
+    // One its tenant's caps hold wakes us when they allow it.
+    bool capped = q.state == IBV_QPS_RTS && q.capped_until_ns > now;
+    if (capped) deadline = std::min(deadline, q.capped_until_ns);
+    bool sends_move = (q.state == IBV_QPS_ERR || (q.state == IBV_QPS_RTS && !q.waiting_for_far && !capped)) &&
                       !q.device_changing;
     bool receives_move = q.srq == nullptr && q.state != IBV_QPS_RESET && !q.device_changing;
     if (sends_move && !q.sq.prepare_to_sleep()) may_sleep = false;

@@ -99,7 +99,7 @@ class Engine final : public core::QueueCore {
   // data_path.cc
   ibv_wc_status check_send(const Qp& qp, const shm::SendWqe& w, const Ah*& ah) const;
   void build_send(Qp& qp, const shm::SendWqe& w, const Ah* ah, ibv_send_wr& wr, ibv_sge* sges, uint64_t& bytes);
-  bool post_sends(Qp& qp);
+  bool post_sends(Qp& qp, uint64_t now);
   bool fail_head(Qp& qp, ibv_wc_status status);
   bool post_receives(Qp& qp);
   bool post_srq_receives(Srq& srq);
