@@ -33,6 +33,10 @@ class TokenBucket {
     tokens_ -= n;
     return true;
   }
+  // Returns what a take took for work that then did not go.
+  void give_back(double n) {
+    if (capped()) tokens_ = std::min(burst_, tokens_ + n);
+  }
   // When a take may go: now_ns when it may already, else when the debt is paid.
   uint64_t ready_at(uint64_t now_ns) {
     if (!capped()) return now_ns;
@@ -70,12 +74,14 @@ class TokenBucket {
 // round robin, one account per flow. The scheduler numbers its rounds (the
 // poller: its passes); a flow's first use in a round earns quantum × weight
 // of credit, and its work is served while the credit covers its cost. A
-// flow that was not held back by its credit in the round before (it had no
-// work, or waited for another reason, e.g. its cap) starts from zero: an
-// idle tenant saves nothing, and credit never exceeds quantum × weight plus
-// the largest cost a flow waits for. Over a busy period each flow's share is
-// its weight over the busy flows' weights, within one quantum × weight; work
-// costing more than a quantum waits rounds but is served.
+// flow still waiting at the end of a round (held back by its credit, or by
+// the scheduler's limit on one turn: still_waiting()) keeps up to one
+// round's worth into the next; one that was not (it had no work, or waited
+// for another reason, e.g. its cap) starts from zero: an idle tenant saves
+// nothing, and credit never exceeds two rounds' worth. Over a busy period
+// each flow's share is its weight over the busy flows' weights, within one
+// quantum × weight; work costing up to two quanta × weight is served (the
+// scheduler cuts larger work into pieces, or charges it at most that).
 class DrrAccount {
  public:
   explicit DrrAccount(uint32_t weight = 1) { set_weight(weight); }
@@ -86,11 +92,15 @@ class DrrAccount {
 
   void enter_round(uint64_t round, uint64_t quantum) {
     if (round == round_) return;
-    if (!held_back_ || round != round_ + 1) credit_ = 0;
+    uint64_t share = quantum * weight_;
+    credit_ = held_back_ && round == round_ + 1 ? std::min(credit_, share) : 0;
     round_ = round;
     held_back_ = false;
-    credit_ += quantum * weight_;
+    credit_ += share;
   }
+  // The flow's turn ended with work left for another reason than its
+  // credit: what is left of the credit carries over, as for a take refused.
+  void still_waiting() { held_back_ = true; }
   // Whether work costing `cost` may go in this round; takes it when so.
   bool take(uint64_t cost) {
     if (credit_ < cost) {
@@ -100,6 +110,8 @@ class DrrAccount {
     credit_ -= cost;
     return true;
   }
+  // Returns what a take took for work that then did not go.
+  void refund(uint64_t cost) { credit_ += cost; }
 
  private:
   uint32_t weight_ = 1;

@@ -374,8 +374,8 @@ int run_qos(Router& router, const StatusReply& s, const std::vector<std::string>
     const std::string& key = words[i];
     char* end = nullptr;
     double v = std::strtod(words[i + 1].c_str(), &end);
-    if (end == words[i + 1].c_str() || *end != '\0' || !(v >= 0)) {
-      std::fprintf(stderr, "ffctl: qos %s: '%s' is not a number\n", key.c_str(), words[i + 1].c_str());
+    if (end == words[i + 1].c_str() || *end != '\0' || !(v >= 0) || v > 1e9) {
+      std::fprintf(stderr, "ffctl: qos %s: '%s' is not a number from 0 to 1e9\n", key.c_str(), words[i + 1].c_str());
       return kUsage;
     }
     if (key == "max_gbps") {
@@ -385,7 +385,7 @@ int run_qos(Router& router, const StatusReply& s, const std::vector<std::string>
     } else if (key == "burst_kib") {
       q.burst_bytes = static_cast<uint64_t>(v * 1024);
     } else if (key == "weight") {
-      q.weight = static_cast<uint32_t>(std::min(v, 1e6));
+      q.weight = static_cast<uint32_t>(v);
       if (q.weight != v) q.weight = 0;  // not whole: the range check below says so
     } else {
       std::fprintf(stderr, "ffctl: qos: unknown key '%s' (known: max_gbps, max_mops, burst_kib, weight)\n",

@@ -236,6 +236,46 @@ ff_pair_in() {
   done
 }
 
+# ff_bg_pair NAME SRV CLI SERVER_IP PORT TENANT cmd...: a perftest-style pair
+# in the background: `cmd` as the server in container SRV (listening on TCP
+# PORT), `cmd SERVER_IP` as its client in CLI; logs in $FF_WORK/NAME.server
+# and NAME.client. ff_bg_wait NAME waits for both (in this shell, not a
+# subshell: they are its children), fails the test if either failed, and
+# sets $ff_result to the client's last result line (perftest: the line
+# that starts with the message size).
+declare -gA FF_BG_SERVER FF_BG_CLIENT
+ff_bg_pair() {
+  local name=$1 srv=$2 cli=$3 ip=$4 port=$5 tenant=$6
+  shift 6
+  ff_in_container "$srv" "$tenant" timeout 120 "$@" >"$FF_WORK/$name.server" 2>&1 &
+  FF_BG_SERVER[$name]=$!
+  ff_wait_listen "$srv" "$port" || { cat "$FF_WORK/$name.server"; fail "$name: $1's server did not start"; }
+  ff_in_container "$cli" "$tenant" timeout 120 "$@" "$ip" >"$FF_WORK/$name.client" 2>&1 &
+  FF_BG_CLIENT[$name]=$!
+}
+ff_bg_wait() {
+  local name=$1
+  wait "${FF_BG_CLIENT[$name]}" ||
+    { tail -20 "$FF_WORK/$name.client" "$FF_WORK/$name.server" >&2; fail "$name: the client failed"; }
+  wait "${FF_BG_SERVER[$name]}" || { tail -20 "$FF_WORK/$name.server" >&2; fail "$name: the server failed"; }
+  ff_result=$(grep -E '^ *[0-9]+ +[0-9]+ ' "$FF_WORK/$name.client" | tail -1)
+}
+
+# ff_hup: the router re-reads its config; waits until its log says what it
+# did, and fails the test if SIGHUP ended it.
+ff_hup() {
+  local before
+  before=$(grep -c 'reloaded' "$FF_WORK/router.log" || true)
+  kill -HUP "$FF_ROUTER_PID"
+  for _ in $(seq 200); do
+    [ "$(grep -c 'reloaded' "$FF_WORK/router.log" || true)" -gt "$before" ] && break
+    sleep 0.05
+  done
+  [ "$(grep -c 'reloaded' "$FF_WORK/router.log" || true)" -gt "$before" ] ||
+    { cat "$FF_WORK/router.log"; fail "the router did not say what SIGHUP did"; }
+  kill -0 "$FF_ROUTER_PID" 2>/dev/null || { cat "$FF_WORK/router.log"; fail "SIGHUP killed the router"; }
+}
+
 # ff_cm_pair_in NAME SRV_RUN SRV SRV_IP CLI_RUN CLI TENANT SERVER_CMD... -- CLIENT_CMD...:
 # an rdma_cm pair, the server in container SRV (address SRV_IP) served by the
 # router of run directory SRV_RUN, the client in CLI (empty run directory:

@@ -23,14 +23,6 @@ wait_for() {
   return 1
 }
 has_clients() { [ "$(clients_of "$1")" = "$2" ]; }
-hup() {
-  local before
-  before=$(grep -c 'reloaded\|not reloaded' "$FF_WORK/router.log" || true)
-  kill -HUP "$FF_ROUTER_PID"
-  wait_for eval '[ "$(grep -c "reloaded\|not reloaded" "$FF_WORK/router.log" || true)" -gt '"$before"' ]' ||
-    { cat "$FF_WORK/router.log"; fail "the router did not say what SIGHUP did"; }
-  kill -0 "$FF_ROUTER_PID" 2>/dev/null || { cat "$FF_WORK/router.log"; fail "SIGHUP killed the router"; }
-}
 
 # A client in each tenant that keeps its device open: ibv_rc_pingpong's
 # server waits for its peer's TCP connection.
@@ -46,7 +38,7 @@ tenants:
   - name: blue
   - name: green
 EOF
-hup
+ff_hup
 grep -q "added: green; removed: red; changed: none" "$FF_WORK/router.log" ||
   { cat "$FF_WORK/router.log"; fail "the reload did not add green and remove red"; }
 [ -S "$FF_RUN/tenants/green/ffrouter.sock" ] || fail "green's socket did not appear"
@@ -63,7 +55,7 @@ tenants:
   - name: blue
   - nmae: green
 EOF
-hup
+ff_hup
 grep -q "config not reloaded.*config.yaml:3" "$FF_WORK/router.log" ||
   { cat "$FF_WORK/router.log"; fail "a broken config was not refused with its line"; }
 [ -S "$FF_RUN/tenants/green/ffrouter.sock" ] && [ "$(clients_of blue)" = 1 ] ||
@@ -77,7 +69,7 @@ tenants:
     network: 10.99.0.0/16
   - name: green
 EOF
-hup
+ff_hup
 grep -q "changed: blue" "$FF_WORK/router.log" || { cat "$FF_WORK/router.log"; fail "blue's change was not applied"; }
 wait_for has_clients blue 0 || { ff_status; fail "blue's client outside the new network still runs"; }
 grep -q "10.54.0.5 is outside tenant blue's network 10.99.0.0/16" "$FF_WORK/router.log" ||

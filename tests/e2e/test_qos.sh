@@ -11,51 +11,41 @@ config=$FF_WORK/config.yaml
 write_config() {  # write_config BLUE_QOS RED_QOS (YAML flow mappings)
   printf 'tenants:\n  - name: blue\n    qos: %s\n  - name: red\n    qos: %s\n' "$1" "$2" >"$config"
 }
-# hup: re-read the config, and wait until the router says it did.
-hup() {
-  local before
-  before=$(grep -c 'reloaded' "$FF_WORK/router.log" || true)
-  kill -HUP "$FF_ROUTER_PID"
-  for _ in $(seq 200); do
-    [ "$(grep -c 'reloaded' "$FF_WORK/router.log" || true)" -gt "$before" ] && return 0
-    sleep 0.05
-  done
-  cat "$FF_WORK/router.log"
-  fail "the router did not say what SIGHUP did"
-}
 write_config "{max_gbps: 1}" "{}"
 # shellcheck disable=SC2086
 ff_start_router --config "$config" ${FF_ROUTER_ARGS:-}
 ff_container_pair a 10.61.0.1 b 10.61.0.2
 
-# bw NAME TENANT PORT SECONDS [SIZE [DEPTH]]: ib_write_bw of 64 KiB (or SIZE) WRITEs, DEPTH
-# (default perftest's 128) in flight, for SECONDS in
-# the background (server in a, client in b); `bw_wait NAME` waits for it and
-# sets $gbps_avg to perftest's average in Gb/s (not in a subshell: the
-# programs are this shell's children).
+# bw NAME TENANT PORT SECONDS [SIZE [DEPTH]]: ib_write_bw of 64 KiB (or
+# SIZE) WRITEs, DEPTH (default perftest's 128) in flight, for SECONDS in the
+# background (server in a, client in b); `bw_wait NAME` waits for it and
+# sets $gbps_avg to perftest's average in Gb/s.
 bw() {
   local name=$1 tenant=$2 port=$3 seconds=$4 size=${5:-65536} depth=${6:-128}
-  ff_in_container a "$tenant" timeout 120 ib_write_bw -F -p "$port" -s "$size" -t "$depth" -D "$seconds" --report_gbits \
-    >"$FF_WORK/$name.server" 2>&1 &
-  eval "${name}_server=$!"
-  ff_wait_listen a "$port" || fail "$name: ib_write_bw's server did not start"
-  ff_in_container b "$tenant" timeout 120 ib_write_bw -F -p "$port" -s "$size" -t "$depth" -D "$seconds" --report_gbits \
-    10.61.0.1 >"$FF_WORK/$name.client" 2>&1 &
-  eval "${name}_client=$!"
+  ff_bg_pair "$name" a b 10.61.0.1 "$port" "$tenant" \
+    ib_write_bw -F -p "$port" -s "$size" -t "$depth" -D "$seconds" --report_gbits "${@:7}"
 }
 bw_wait() {
-  local name=$1 s c
-  s=${name}_server c=${name}_client
-  wait "${!c}" || { cat "$FF_WORK/$name.client" "$FF_WORK/$name.server" >&2; fail "$name: ib_write_bw's client failed"; }
-  wait "${!s}" || { cat "$FF_WORK/$name.server"; fail "$name: ib_write_bw's server failed"; }
-  # The result line: #bytes #iterations BW-peak BW-average MsgRate.
-  gbps_avg=$(awk '$1 ~ /^[0-9]+$/ && $1 >= 65536 && NF >= 5 { print $4 }' "$FF_WORK/$name.client")
+  ff_bg_wait "$1"
+  # #bytes #iterations BW-peak BW-average MsgRate
+  gbps_avg=$(awk '{ print $4 }' <<<"$ff_result")
 }
 # within VALUE TARGET PERCENT: |VALUE - TARGET| <= PERCENT% of TARGET.
 within() { awk -v v="$1" -v t="$2" -v p="$3" 'BEGIN { d = v - t; if (d < 0) d = -d; exit !(d <= t * p / 100) }'; }
 # rate TENANT: bytes per second its WRITEs moved over the next 2 seconds
 # (ffctl is no child of interest: a subshell is fine).
 rate() { ffctl -j stats -w 2 -c 1 | jq -r ".\"$1\".sent.write.bytes // 0"; }
+# moving TENANT...: waits (at most 10 s) until each tenant's WRITEs move,
+# so that a measured window holds no program's start.
+moving() {
+  local t
+  for t in "$@"; do
+    for _ in $(seq 50); do
+      [ "$(ffctl -j stats -w 0.2 -c 1 | jq -r ".\"$t\".sent.write.bytes // 0")" != 0 ] && continue 2
+    done
+    fail "tenant $t's ib_write_bw never moved a byte"
+  done
+}
 
 # Caps of 1, 2 and 4 Gb/s: perftest's own average within ±5%. The first
 # from the config, the next two changed live with ffctl.
@@ -73,13 +63,13 @@ pass "caps of 1, 2 and 4 Gb/s hold within ±5% of ib_write_bw's figure (from the
 
 # SIGHUP applies a changed cap to traffic already running.
 write_config "{max_gbps: 1}" "{}"
-hup
-bw live blue 18601 8
-sleep 2
+ff_hup
+bw live blue 18601 12
+moving blue
 before=$(rate blue)
 within "$before" 125000000 10 || fail "blue at 1 Gb/s moves $before B/s"
 write_config "{max_gbps: 2}" "{}"
-hup
+ff_hup
 after=$(rate blue)
 bw_wait live
 within "$after" 250000000 10 || fail "blue's running ib_write_bw after SIGHUP raised its cap to 2 Gb/s: $after B/s"
@@ -92,10 +82,10 @@ pass "SIGHUP raised blue's cap under a running ib_write_bw: $before B/s, then $a
 # descheduled for a time slice still has work queued.
 share() {  # share BLUE_WEIGHT RED_WEIGHT: prints blue's and red's rates
   write_config "{weight: $1}" "{weight: $2}"
-  hup
-  bw sb blue 18602 7 1048576 1024
-  bw sr red 18603 7 1048576 1024
-  sleep 2
+  ff_hup
+  bw sb blue 18602 10 1048576 1024
+  bw sr red 18603 10 1048576 1024
+  moving blue red
   ffctl -j stats -w 3 -c 1 >"$FF_WORK/share.json"
   bw_wait sb
   bw_wait sr
@@ -110,15 +100,32 @@ ratio=$(awk -v a="$b" -v b="$r" 'BEGIN { print b / a }')
 within "$ratio" 3 5 || fail "weights 1:3: blue $b B/s, red $r B/s, ratio $ratio not 3 ±5%"
 pass "saturated tenants share by weight: equal Jain's index $jain, 1:3 split $ratio"
 
+# A tenant's QPs share its turn: none starves behind another while the
+# other tenant is saturated.
+write_config "{}" "{}"
+ff_hup
+bw mq blue 18607 8 65536 128 -q 4
+bw mr red 18608 8 1048576 1024
+moving blue red
+sleep 2
+ffctl -j resource show qp tenant blue >"$FF_WORK/qps.json"
+bw_wait mq
+bw_wait mr
+read -r n lo hi < <(jq -r '[.[] | .traffic.sent.write.bytes // 0 | select(. > 0)] | "\(length) \(min) \(max)"' \
+  "$FF_WORK/qps.json")
+[ "$n" = 4 ] && awk -v l="$lo" -v h="$hi" 'BEGIN { exit !(l >= 0.5 * h) }' ||
+  { cat "$FF_WORK/qps.json"; fail "blue's 4 QPs beside a saturated red: $n moved, from $lo to $hi bytes"; }
+pass "a tenant's 4 QPs beside a saturated tenant all move: from $lo to $hi bytes each"
+
 # A capped tenant leaves the rest to an uncapped one.
 write_config "{max_gbps: 1}" "{}"
-hup
+ff_hup
 bw alone red 18604 3
 bw_wait alone
 alone=$gbps_avg
-bw lb blue 18605 6
-bw lr red 18606 6
-sleep 1
+bw lb blue 18605 8
+bw lr red 18606 8
+moving blue red
 ffctl -j stats -w 3 -c 1 >"$FF_WORK/left.json"
 bw_wait lb
 bw_wait lr

@@ -150,6 +150,7 @@ struct Qp : FabricQp {
   LiveTraffic traffic;
   TenantBlock& tenant;
   uint64_t capped_until_ns = 0;
+  uint64_t asked_in_round = 0;  // the last poller pass it asked admit() in
 };
 
 // Whether a QP in `state` answers requests.

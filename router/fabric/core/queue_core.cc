@@ -196,7 +196,12 @@ std::map<std::string, TrafficCounters> QueueCore::tenant_traffic() const {
 
 void QueueCore::configure_tenant(const std::string& tenant, const policy::QosSpec& spec) {
   TenantBlock& block = tenant_block(tenant);
-  run_sync([&] { block.share.configure(spec, Poller::now_ns()); });
+  run_sync([&] {
+    block.share.configure(spec, Poller::now_ns());
+    // QPs parked under the old caps ask again under the new ones.
+    for (Qp* q : qps_)
+      if (&q->tenant == &block) q->capped_until_ns = 0;
+  });
 }
 
 FabricCounters QueueCore::counters() const {

@@ -126,12 +126,20 @@ class QueueCore : public PollerHooks {
   // leaves it for the next pass (the engine stays busy). Poller.
   TenantShare::Admission admit(Qp& qp, uint64_t bytes, bool starts, uint64_t now) {
     uint64_t ready_at = now;
+    if (qp.asked_in_round != round_) {
+      qp.asked_in_round = round_;
+      qp.tenant.share.qp_busy(round_);
+    }
     auto a = qp.tenant.share.admit(bytes, starts, round_, now, ready_at);
     if (a == TenantShare::Admission::kCapped) qp.capped_until_ns = ready_at;
     return a;
   }
+  void refund(Qp& qp, uint64_t bytes, bool starts) { qp.tenant.share.refund(bytes, starts); }
   // A poller pass begins: every tenant earns its share again. Poller.
   void next_round() { ++round_; }
+  // Where this pass starts in qps(): a QP its tenant's share held back in
+  // one pass is among the first in a later one.
+  size_t first_of_pass() const { return qps_.empty() ? 0 : static_cast<size_t>(round_ % qps_.size()); }
 
  protected:
   // Starts the poller thread: the derived engine's constructor calls it

@@ -25,6 +25,11 @@ class TenantShare {
   static constexpr uint64_t kWorkRequestCost = 2048;
   // What a weight of 1 earns per poller pass: two soft-fabric pieces.
   static constexpr uint64_t kQuantum = 512 * 1024;
+  // What one QP may move in one pass, whatever its weight: while it moves,
+  // every other QP, link and control request waits (4 MiB: well under a
+  // millisecond of copying). Tenants' weights hold exactly up to 8:1 between
+  // tenants of one busy QP each; tenants with more QPs have more turns.
+  static constexpr uint64_t kMaxPassBytes = 4 << 20;
 
   enum class Admission {
     kGo,
@@ -43,6 +48,16 @@ class TenantShare {
 
   // Whether `bytes` of work may move now (`starts`: the first piece of a
   // work request). The caps first, then the fair share of pass `round`.
+  // One of its QPs asks for the first time in pass `round`.
+  void qp_busy(uint64_t round) {
+    if (round != busy_round_) {
+      busy_before_ = busy_round_ + 1 == round ? busy_now_ : 0;
+      busy_now_ = 0;
+      busy_round_ = round;
+    }
+    ++busy_now_;
+  }
+
   Admission admit(uint64_t bytes, bool starts, uint64_t round, uint64_t now, uint64_t& ready_at) {
     if (bytes_.capped() || ops_.capped()) {
       ready_at = std::max(bytes_.ready_at(now), starts ? ops_.ready_at(now) : now);
@@ -56,10 +71,27 @@ class TenantShare {
       }
     }
     fair_.enter_round(round, kQuantum);
-    if (!fair_.take(bytes + (starts ? kWorkRequestCost : 0))) return Admission::kHeldBack;
+    if (!fair_.take(fair_cost(bytes, starts))) return Admission::kHeldBack;
     bytes_.try_take(static_cast<double>(bytes), now);
     if (starts) ops_.try_take(1, now);
     return Admission::kGo;
+  }
+
+  // Work admitted that then did not go (a retry will ask again).
+  void refund(uint64_t bytes, bool starts) {
+    bytes_.give_back(static_cast<double>(bytes));
+    if (starts) ops_.give_back(1);
+    fair_.refund(fair_cost(bytes, starts));
+  }
+  // One of its QPs ended its turn in a pass (pass_budget) with work left:
+  // the tenant keeps its credit.
+  void turn_ended() { fair_.still_waiting(); }
+  // What one of its QPs may move in one pass (soft fabric: local pieces,
+  // link chunks; a turn always moves one): an equal part of the tenant's
+  // share among its QPs that had work in the pass before, so that each has
+  // its turn whatever their order.
+  uint64_t pass_budget() const {
+    return std::min<uint64_t>(kQuantum * fair_.weight() / std::max<uint32_t>(busy_before_, 1), kMaxPassBytes);
   }
 
   // Time its work waited on its caps (the union over its QPs), for ffctl
@@ -67,11 +99,22 @@ class TenantShare {
   uint64_t throttled_ns() const { return throttled_ns_.get(); }
 
  private:
+  // What work costs in the fair share: its bytes, at most one quantum (the
+  // verbs fabric hands a work request to the device whole: a large one is
+  // charged fully by the caps, but weighs no more than a quantum in the
+  // share, which the account can always pay within two passes).
+  static uint64_t fair_cost(uint64_t bytes, bool starts) {
+    return std::min(bytes, kQuantum) + (starts ? kWorkRequestCost : 0);
+  }
+
   policy::QosSpec spec_;
   policy::TokenBucket bytes_;
   policy::TokenBucket ops_;
   policy::DrrAccount fair_;
   uint64_t throttled_until_ = 0;
+  uint64_t busy_round_ = 0;  // its QPs that asked in pass busy_round_, and in the one before
+  uint32_t busy_now_ = 0;
+  uint32_t busy_before_ = 0;
   SingleWriterCounter throttled_ns_;
 };
 

@@ -13,7 +13,8 @@ bool Engine::work(uint64_t now) {
   next_round();
   bool busy = receive_links();
   const auto& all = qps();
-  for (size_t i = 0; i < all.size(); ++i) busy |= service(static_cast<Qp&>(*all[i]), now);
+  for (size_t i = 0, first = first_of_pass(); i < all.size(); ++i)
+    busy |= service(static_cast<Qp&>(*all[(first + i) % all.size()]), now);
   busy |= flush_links();
   return busy;
 }
@@ -46,7 +47,8 @@ bool Engine::prepare_to_sleep(uint64_t now, uint64_t& deadline) {
   bool may_sleep = true;
   for (core::Qp* c : qps()) {
     auto& q = static_cast<Qp&>(*c);
-    if (uint64_t until = std::max(q.wait_until_ns, q.capped_until_ns); until > now) {
+    uint64_t capped = q.state == IBV_QPS_RTS ? q.capped_until_ns : 0;
+    if (uint64_t until = std::max(q.wait_until_ns, capped); until > now) {
       // Its head waits on a timer (a retry, or its tenant's caps): what is
       // queued behind it is no work now.
       deadline = std::min(deadline, until);

@@ -112,6 +112,7 @@ bool Engine::service_remote(Qp& q, uint64_t now) {
   const bool reliable = q.init.type == IBV_QPT_RC;
   int n = 0;
   bool held_back = false;  // by its tenant's fair share: more next pass
+  uint64_t pass_bytes = 0;
   SendWqe w;
   while (n < core::kBatch && link->room()) {
     if (reliable && (rr.sent >= kWindowWqes || rr.bytes_out >= kWindowBytes)) break;
@@ -160,7 +161,11 @@ bool Engine::service_remote(Qp& q, uint64_t now) {
         complete_head(*this, q, w, IBV_WC_SUCCESS, s.total);
       }
     }
-    if (chunk >= wire::kMaxChunk) break;  // a big chunk: the other QPs on the link get their turn
+    pass_bytes += chunk;
+    if (pass_bytes >= q.tenant.share.pass_budget()) {  // the other QPs on the link get their turn
+      q.tenant.share.turn_ended();
+      break;
+    }
   }
   return n > 0 || held_back;
 }

@@ -84,6 +84,9 @@ class Executor {
 
   bool has_completion = false;
   Cqe completion{};
+  // The piece its tenant's QoS admitted (refunded when it waits instead).
+  uint64_t admitted = 0;
+  bool admitted_starts = false;
 
   Outcome run(const SendWqe& w) {
     Sges local;
@@ -115,6 +118,8 @@ class Executor {
                                                                         : std::min(kPiece, local.total - q_.head_moved);
     switch (e_.admit(q_, piece, q_.head_moved == 0, now_)) {
       case core::TenantShare::Admission::kGo:
+        admitted = piece;
+        admitted_starts = q_.head_moved == 0;
         return Outcome::kDone;
       case core::TenantShare::Admission::kCapped:
         return Outcome::kCapped;
@@ -277,20 +282,32 @@ class Executor {
 
 bool Engine::service_local(Qp& q, uint64_t now) {
   int n = 0;
+  uint64_t pass_bytes = 0;
   SendWqe w;
   while (n < core::kBatch && q.sq.sc_peek(0, w)) {
     Executor x(*this, q, now);
     Outcome o = x.run(w);
-    // A piece moved: the next one while the tenant's share of this pass
-    // lasts (it bounds what one tenant moves while the others wait).
-    if (o == Outcome::kPartial) continue;
+    // A piece moved: the next one while the QP's turn in this pass lasts
+    // (its tenant's share bounds it too); then the other QPs go.
+    if (o == Outcome::kPartial || o == Outcome::kDone) pass_bytes += x.admitted;
+    bool turn_over = pass_bytes >= q.tenant.share.pass_budget();
+    if (o == Outcome::kPartial) {
+      if (!turn_over) continue;
+      q.tenant.share.turn_ended();
+      return true;
+    }
     if (o == Outcome::kHeldBack) return true;
+    if (o == Outcome::kWait) refund(q, x.admitted, x.admitted_starts);  // it goes again later, asked again
     if (o == Outcome::kWait || o == Outcome::kCapped) break;
     uint64_t index = q.sq.consumed();
     q.sq.sc_release(1);
     if (x.has_completion) complete_send(q, x.completion, index);
     ++n;
     if (o == Outcome::kFatal) break;
+    if (turn_over) {
+      if (q.sq.size_guess() > 0) q.tenant.share.turn_ended();
+      break;
+    }
   }
   return n > 0;
 }

@@ -56,9 +56,11 @@ bool Engine::work(uint64_t now) {
     if (c->srq == nullptr && c->state != IBV_QPS_RESET && c->state != IBV_QPS_ERR &&
         !static_cast<Qp*>(c)->device_changing)
       busy |= post_receives(static_cast<Qp&>(*c));
-  for (core::Qp* c : qps())
-    if (static_cast<Qp*>(c)->sends_visible > 0 && c->state == IBV_QPS_RTS && c->capped_until_ns <= now)
-      busy |= post_sends(static_cast<Qp&>(*c), now);
+  const auto& all = qps();
+  for (size_t i = 0, first = first_of_pass(); i < all.size(); ++i) {
+    auto& q = static_cast<Qp&>(*all[(first + i) % all.size()]);
+    if (q.sends_visible > 0 && q.state == IBV_QPS_RTS && q.capped_until_ns <= now) busy |= post_sends(q, now);
+  }
   return busy;
 }
 
@@ -185,7 +187,10 @@ bool Engine::post_sends(Qp& q, uint64_t now) {
   int posted = n;
   if (ibv_post_send(q.qp, &wrs[0], &bad) != 0) {
     posted = bad == nullptr ? 0 : static_cast<int>(bad - wrs);
-    for (int i = posted; i < n; ++i) q.sends.release(slots[i]);
+    for (int i = posted; i < n; ++i) {
+      q.sends.release(slots[i]);
+      refund(q, bytes[i], true);
+    }
     // The device refused the head although the router found it valid: the
     // QP cannot go on.
     if (posted == 0) return fail_head(q, IBV_WC_LOC_QP_OP_ERR);

@@ -141,8 +141,17 @@ Engine::Sender Engine::identify_sender(const Qp& q, const FarSenderKey& from) co
 }
 
 // ibv_init_ah_from_wc: a device address in the GRH becomes the sender's
-// virtual IP; anything else is left as the app read it.
+// virtual IP when the sender is one `q` takes datagrams from (its tenant's
+// on this device, or an accepted far sender); anything else is left as the
+// app read it.
 ibv_gid Engine::sender_address(const Qp& q, uint32_t src_qp, const ibv_gid& seen) const {
+  if (q.init.type != IBV_QPT_UD) return seen;
+  // A QP of this device that is another tenant's is none of the asker's
+  // business (its datagrams never reach `q` anyway): no answer names it.
+  if (std::memcmp(seen.raw, device_.gid.raw, 16) == 0) {
+    const Qp* local = find_qp(src_qp);
+    if (local == nullptr || local->pd.owner.tenant != q.pd.owner.tenant) return seen;
+  }
   FarSenderKey from;
   std::memcpy(from.first.data(), seen.raw, 16);
   from.second = src_qp;

@@ -1,0 +1,137 @@
+#!/bin/bash
+# Per-tenant QoS on the soft fabric, with unmodified perftest (docs/PERFORMANCE.md):
+#   1. caps: a tenant capped at 1, 2 and 4 Gb/s, ib_write_bw's own average;
+#   2. weights: two tenants saturated (1 MiB WRITEs), 1:1 and 1:3, their
+#      rates over 3 s (ffctl stats -w) and Jain's index;
+#   3. isolation (the Husky method): a victim ib_write_bw (64 KiB) in tenant
+#      blue alone, then beside an attacker in tenant red, victim's
+#      throughput with / alone per attacker: a 1 MiB WRITE stream, 64-byte
+#      WRITE storm with post lists, RNR storm, QP create/destroy storm,
+#      reg/dereg storm; and the victim's ib_write_lat p99 alone and beside a
+#      1 MiB ib_write_bw;
+#   4. the poller's cost of scheduling: 64-byte ib_write_bw message rate with
+#      no QoS spec and with caps that never bind.
+# Prints markdown tables. Needs root; builds Release first.
+#
+#   bench/qos.sh [SECONDS per run (default 4)]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/build.sh Release >/dev/null
+export FF_BUILD=$PWD/build
+source tests/e2e/lib.sh
+T=${1:-4}
+config=$FF_WORK/config.yaml
+qos() { printf 'tenants:\n  - name: blue\n    qos: %s\n  - name: red\n    qos: %s\n' "$1" "$2" >"$config"; }
+qos "{}" "{}"
+ff_start_router --config "$config"
+ff_container_pair a 10.62.0.1 b 10.62.0.2
+ffctl() { "$FFCTL" --run-dir "$FF_RUN" "$@"; }
+
+# bw NAME TENANT PORT SIZE [perftest args...]: ib_write_bw for $T seconds, in the background.
+bw() {
+  local name=$1 tenant=$2 port=$3 size=$4
+  shift 4
+  ff_bg_pair "$name" a b 10.62.0.1 "$port" "$tenant" ib_write_bw -F -p "$port" -s "$size" -D "$T" --report_gbits "$@"
+}
+# field N: column N of the last result line (after ff_bg_wait, which must
+# run in this shell: the programs are its children). ib_write_bw: #bytes
+# #iterations BW-peak BW-average MsgRate; ib_write_lat: ... p99 is column 8.
+field() { awk -v n="$1" '{ print $n }' <<<"$ff_result"; }
+
+echo "## Caps (blue alone, ib_write_bw 64 KiB, $T s)"
+echo "| cap | ib_write_bw average |"
+echo "| --- | --- |"
+for cap in 1 2 4; do
+  qos "{max_gbps: $cap}" "{}"
+  ff_hup
+  bw cap blue 18700 65536
+  ff_bg_wait cap
+  echo "| $cap Gb/s | $(field 4) Gb/s |"
+done
+
+echo
+echo "## Weights (both saturated: 1 MiB WRITEs, 1024 in flight; rates over 3 s)"
+echo "| weights blue:red | blue | red | red / blue | Jain's index |"
+echo "| --- | --- | --- | --- | --- |"
+for w in "1 1" "1 3"; do
+  read -r wb wr <<<"$w"
+  qos "{weight: $wb}" "{weight: $wr}"
+  ff_hup
+  bw wb blue 18701 1048576 -t 1024
+  bw wr red 18702 1048576 -t 1024
+  sleep 1
+  ffctl -j stats -w 3 -c 1 >"$FF_WORK/w.json"
+  ff_bg_wait wb
+  ff_bg_wait wr
+  read -r b r < <(jq -r '"\(.blue.sent.write.bytes // 0) \(.red.sent.write.bytes // 0)"' "$FF_WORK/w.json")
+  awk -v b="$b" -v r="$r" -v w="$wb:$wr" 'BEGIN {
+    printf "| %s | %.1f Gb/s | %.1f Gb/s | %.3f | %.4f |\n", w, b * 8 / 1e9, r * 8 / 1e9, r / b,
+      (b + r) * (b + r) / (2 * (b * b + r * r)) }'
+done
+
+echo
+echo "## Isolation: victim blue (ib_write_bw 64 KiB), attacker red; no caps, equal weights"
+qos "{}" "{}"
+ff_hup
+bw alone blue 18703 65536
+ff_bg_wait alone
+alone=$(field 4)
+echo "| attacker | victim alone | victim beside it | ratio |"
+echo "| --- | --- | --- | --- |"
+attack() {  # attack NAME CMD...: the victim beside an attacker running CMD in red
+  local name=$1
+  shift
+  "$@" >"$FF_WORK/attacker.log" 2>&1 &
+  local apid=$!
+  sleep 0.5
+  bw victim blue 18704 65536
+  ff_bg_wait victim
+  local with
+  with=$(field 4)
+  wait "$apid" || { cat "$FF_WORK/attacker.log"; fail "attacker $name failed"; }
+  awk -v a="$alone" -v w="$with" -v n="$name" 'BEGIN { printf "| %s | %.2f Gb/s | %.2f Gb/s | %.2f |\n", n, a, w, w / a }'
+}
+storm() { ff_in_container a red "$FF_BUILD/bin/ffv_storm" "$1" $((T + 2)); }
+stream() {
+  ff_bg_pair stream a b 10.62.0.1 18705 red ib_write_bw -F -p 18705 -s 1048576 -D $((T + 2))
+  ff_bg_wait stream
+}
+attack "1 MiB WRITE stream" stream
+attack "64 B WRITE storm, post lists of 32" storm ops
+attack "RNR storm" storm rnr
+attack "QP create/destroy storm" storm qp
+attack "reg/dereg storm (4 MiB)" storm mr
+
+echo
+echo "## Victim latency: blue ib_write_lat (2 B, 20000 iterations) alone and beside red's 1 MiB ib_write_bw"
+lat() {  # lat NAME: sets $p99 (µs)
+  ff_bg_pair "$1" a b 10.62.0.1 18706 blue ib_write_lat -F -p 18706 -s 2 -n 20000
+  ff_bg_wait "$1"
+  p99=$(field 8)
+}
+lat solo
+solo=$p99
+ff_bg_pair anta a b 10.62.0.1 18707 red ib_write_bw -F -p 18707 -s 1048576 -D 30
+sleep 0.5
+lat under
+under=$p99
+kill "${FF_BG_CLIENT[anta]}" "${FF_BG_SERVER[anta]}" 2>/dev/null || true
+wait "${FF_BG_CLIENT[anta]}" "${FF_BG_SERVER[anta]}" 2>/dev/null || true
+echo "| victim p99 alone | beside 1 MiB ib_write_bw | ratio |"
+echo "| --- | --- | --- |"
+awk -v s="$solo" -v u="$under" 'BEGIN { printf "| %.2f µs | %.2f µs | %.2f |\n", s, u, u / s }'
+
+echo
+echo "## The poller's cost of scheduling: 64 B ib_write_bw message rate, blue alone"
+echo "| QoS | message rate |"
+echo "| --- | --- |"
+qos "{}" "{}"
+ff_hup
+bw off blue 18708 64
+ff_bg_wait off
+echo "| none (weight 1, no caps) | $(field 5) Mmsg/s |"
+qos "{max_gbps: 10000, max_mops: 10000}" "{}"
+ff_hup
+bw on blue 18709 64
+ff_bg_wait on
+echo "| caps that never bind | $(field 5) Mmsg/s |"
