@@ -57,9 +57,14 @@ for w in "1 1" "1 3"; do
   read -r wb wr <<<"$w"
   qos "{weight: $wb}" "{weight: $wr}"
   ff_hup
-  bw wb blue 18701 1048576 -t 1024
-  bw wr red 18702 1048576 -t 1024
-  sleep 1
+  T=10 bw wb blue 18701 1048576 -t 1024
+  T=10 bw wr red 18702 1048576 -t 1024
+  # The window opens once both move (neither program's start in it).
+  for t in blue red; do
+    for _ in $(seq 50); do
+      [ "$(ffctl -j stats -w 0.2 -c 1 | jq -r ".$t.sent.write.bytes // 0")" != 0 ] && break
+    done
+  done
   ffctl -j stats -w 3 -c 1 >"$FF_WORK/w.json"
   ff_bg_wait wb
   ff_bg_wait wr
