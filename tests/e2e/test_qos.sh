@@ -11,7 +11,11 @@ config=$FF_WORK/config.yaml
 write_config() {  # write_config BLUE_QOS RED_QOS (YAML flow mappings)
   printf 'tenants:\n  - name: blue\n    qos: %s\n  - name: red\n    qos: %s\n' "$1" "$2" >"$config"
 }
-write_config "{max_gbps: 1}" "{}"
+# A burst of 4 MiB (32 ms at 1 Gb/s): on a loaded CI machine (a sanitized
+# router beside another test) the poller may wake late, and what the
+# bucket saves meanwhile beyond its burst is lost; it adds under 1% to a
+# 4-second run.
+write_config "{max_gbps: 1, burst_kib: 4096}" "{}"
 # shellcheck disable=SC2086
 ff_start_router --config "$config" ${FF_ROUTER_ARGS:-}
 ff_container_pair a 10.61.0.1 b 10.61.0.2
@@ -62,13 +66,13 @@ ffctl -j qos | jq -e '.blue.max_gbps == 4 and .blue.throttled_seconds > 0 and .r
 pass "caps of 1, 2 and 4 Gb/s hold within ±5% of ib_write_bw's figure (from the config, then ffctl qos); throttled time counted"
 
 # SIGHUP applies a changed cap to traffic already running.
-write_config "{max_gbps: 1}" "{}"
+write_config "{max_gbps: 1, burst_kib: 4096}" "{}"
 ff_hup
 bw live blue 18601 12
 moving blue
 before=$(rate blue)
 within "$before" 125000000 10 || fail "blue at 1 Gb/s moves $before B/s"
-write_config "{max_gbps: 2}" "{}"
+write_config "{max_gbps: 2, burst_kib: 4096}" "{}"
 ff_hup
 after=$(rate blue)
 bw_wait live
@@ -117,12 +121,12 @@ read -r n lo hi < <(jq -r '[.[] | .traffic.sent.write.bytes // 0 | select(. > 0)
   { cat "$FF_WORK/qps.json"; fail "blue's 4 QPs beside a saturated red: $n moved, from $lo to $hi bytes"; }
 pass "a tenant's 4 QPs beside a saturated tenant all move: from $lo to $hi bytes each"
 
-# A capped tenant leaves the rest to an uncapped one.
-write_config "{max_gbps: 1}" "{}"
+# A capped tenant leaves the rest to an uncapped one: with equal weights,
+# red is not held to blue's rate (what blue's share does not use is red's).
+# At least 8 times blue's, whatever the machine's load (the programs' own
+# CPU, not the share, bounds red here).
+write_config "{max_gbps: 1, burst_kib: 4096}" "{}"
 ff_hup
-bw alone red 18604 3
-bw_wait alone
-alone=$gbps_avg
 bw lb blue 18605 8
 bw lr red 18606 8
 moving blue red
@@ -131,9 +135,9 @@ bw_wait lb
 bw_wait lr
 read -r b r < <(jq -r '"\(.blue.sent.write.bytes // 0) \(.red.sent.write.bytes // 0)"' "$FF_WORK/left.json")
 within "$b" 125000000 10 || fail "blue capped at 1 Gb/s beside red: $b B/s"
-awk -v r="$r" -v a="$alone" 'BEGIN { exit !(r * 8 / 1e9 >= 0.5 * a) }' ||
-  fail "red uncapped beside blue capped at 1 Gb/s: $r B/s, alone $alone Gb/s"
-pass "an uncapped tenant takes what a capped one leaves: red $r B/s beside blue's 1 Gb/s cap (alone: $alone Gb/s)"
+awk -v r="$r" -v b="$b" 'BEGIN { exit !(r >= 8 * b) }' ||
+  fail "red uncapped beside blue capped at 1 Gb/s: $r B/s, not 8 times blue's $b B/s"
+pass "an uncapped tenant takes what a capped one leaves: red $r B/s beside blue's $b B/s (capped at 1 Gb/s)"
 
 # exit_of CMD...: CMD's exit status (set -e stays on).
 exit_of() { "$@" >/dev/null 2>&1 && echo 0 || echo $?; }
