@@ -38,13 +38,11 @@ class TenantShare {
   };
 
   void configure(const policy::QosSpec& spec, uint64_t now) {
-    spec_ = spec;
     bytes_.reconfigure(spec.max_gbps * 1e9 / 8, static_cast<double>(spec.burst_bytes), now);
     double ops_rate = spec.max_mops * 1e6;
     ops_.reconfigure(ops_rate, std::max(32.0, ops_rate / 1000), now);  // a burst: a millisecond's worth
     fair_.set_weight(spec.weight);
   }
-  const policy::QosSpec& spec() const { return spec_; }
 
   // Whether `bytes` of work may move now (`starts`: the first piece of a
   // work request). The caps first, then the fair share of pass `round`.
@@ -107,7 +105,6 @@ class TenantShare {
     return std::min(bytes, kQuantum) + (starts ? kWorkRequestCost : 0);
   }
 
-  policy::QosSpec spec_;
   policy::TokenBucket bytes_;
   policy::TokenBucket ops_;
   policy::DrrAccount fair_;
