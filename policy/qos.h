@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <string>
+#include <string_view>
 
 namespace ff::policy {
 
@@ -70,6 +72,14 @@ class TokenBucket {
   uint64_t last_ns_ = 0;
 };
 
+// A tenant's cap on its control requests is a TokenBucket of requests:
+// each takes one token; one that finds none waits (its session reads
+// nothing meanwhile) until the bucket holds one again. The burst is a tenth
+// of a second's worth, at least kControlBurst requests: a program's start-up
+// (perftest asks for about a dozen things) goes at once, a storm at the rate.
+inline constexpr double kControlBurst = 16;
+inline double control_burst(double per_s) { return std::max(kControlBurst, per_s / 10); }
+
 // Weighted fair sharing of the poller between flows (tenants) by deficit
 // round robin, one account per flow. The scheduler numbers its rounds (the
 // poller: its passes); a flow's first use in a round earns quantum × weight
@@ -127,25 +137,64 @@ struct QosSpec {
   double max_mops = 0;           // work requests per second, in 1e6
   uint64_t burst_bytes = 256 * 1024;
   uint32_t weight = 1;           // its share of a busy poller against other tenants'
+  double max_control_per_s = 0;  // control requests (creates, modifies, registrations, ...) per second
   bool operator==(const QosSpec&) const = default;
 };
 
-// The ranges a spec must be in (the config file and ffctl qos are held to
-// the same).
-inline constexpr double kMaxQosGbps = 10000;
-inline constexpr double kMaxQosMops = 10000;
-inline constexpr uint64_t kMinQosBurstBytes = 4096;
-inline constexpr uint64_t kMaxQosBurstBytes = uint64_t{1} << 30;
-inline constexpr uint32_t kMaxQosWeight = 1000;
+// The keys of a spec, as the config file (qos: {KEY: VALUE, ...}) and
+// ffctl qos (KEY VALUE ...) name them, with their ranges: one table, so both
+// take the same keys and refuse the same values.
+struct QosKey {
+  const char* name;
+  double low, high;  // the range, in the key's unit
+  bool whole;        // a whole number
+  double (*get)(const QosSpec&);
+  void (*set)(QosSpec&, double);
+};
+inline constexpr QosKey kQosKeys[] = {
+    {"max_gbps", 0, 10000, false, [](const QosSpec& q) { return q.max_gbps; },
+     [](QosSpec& q, double v) { q.max_gbps = v; }},
+    {"max_mops", 0, 10000, false, [](const QosSpec& q) { return q.max_mops; },
+     [](QosSpec& q, double v) { q.max_mops = v; }},
+    {"burst_kib", 4, 1 << 20, false, [](const QosSpec& q) { return static_cast<double>(q.burst_bytes) / 1024; },
+     [](QosSpec& q, double v) { q.burst_bytes = static_cast<uint64_t>(v * 1024); }},
+    {"weight", 1, 1000, true, [](const QosSpec& q) { return static_cast<double>(q.weight); },
+     [](QosSpec& q, double v) { q.weight = static_cast<uint32_t>(v); }},
+    {"max_control_per_s", 0, 1e6, false, [](const QosSpec& q) { return q.max_control_per_s; },
+     [](QosSpec& q, double v) { q.max_control_per_s = v; }},
+};
 
-// Empty when `q` is within the ranges, else what is wrong.
+inline const QosKey* find_qos_key(std::string_view name) {
+  for (const QosKey& k : kQosKeys)
+    if (name == k.name) return &k;
+  return nullptr;
+}
+
+// "max_gbps, max_mops, ...", for errors that list the keys.
+inline std::string qos_key_names() {
+  std::string out;
+  for (const QosKey& k : kQosKeys) out += (out.empty() ? "" : ", ") + std::string(k.name);
+  return out;
+}
+
+// Sets one key; empty when the value is in its range, else what is wrong
+// (the spec is unchanged then).
+inline std::string set_qos_key(QosSpec& q, const QosKey& k, double v) {
+  if (!std::isfinite(v) || v < k.low || v > k.high || (k.whole && v != std::floor(v))) {
+    char range[96];
+    std::snprintf(range, sizeof range, "%s number from %g to %g", k.whole ? "a whole" : "a", k.low, k.high);
+    return std::string(k.name) + " must be " + range + (k.low == 0 && !k.whole ? " (0: no cap)" : "");
+  }
+  k.set(q, v);
+  return {};
+}
+
+// Empty when every key of `q` is within its range, else what is wrong.
 inline std::string qos_problem(const QosSpec& q) {
-  auto within = [](double v, double high) { return std::isfinite(v) && v >= 0 && v <= high; };
-  if (!within(q.max_gbps, kMaxQosGbps)) return "max_gbps must be a number from 0 (no cap) to 10000";
-  if (!within(q.max_mops, kMaxQosMops)) return "max_mops must be a number from 0 (no cap) to 10000";
-  if (q.burst_bytes < kMinQosBurstBytes || q.burst_bytes > kMaxQosBurstBytes)
-    return "burst_kib must be from 4 to 1048576";
-  if (q.weight < 1 || q.weight > kMaxQosWeight) return "weight must be a whole number from 1 to 1000";
+  for (const QosKey& k : kQosKeys) {
+    QosSpec copy = q;
+    if (std::string problem = set_qos_key(copy, k, k.get(q)); !problem.empty()) return problem;
+  }
   return {};
 }
 

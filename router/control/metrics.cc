@@ -100,6 +100,7 @@ RouterMetrics collect_metrics(ControlServices& r) {
     tm.handles_limit = h.limit();
     tm.limit_refusals = q.refusals() + h.refusals();
     tm.qos = t->qos;
+    tm.control_delayed_ns = r.control_delayed_ns(*t);
     m.tenants.push_back(std::move(tm));
   }
   m.counters = r.fabric().counters();
@@ -141,6 +142,15 @@ void render_traffic(Writer& w, const RouterMetrics& m) {
   w.family("ffrouter_tenant_rate_limit_ops_per_second", "gauge", "A tenant's cap on its work requests (0: none).");
   for (const auto& t : m.tenants)
     w.sample_real("ffrouter_tenant_rate_limit_ops_per_second", {"tenant", t.name}, t.qos.max_mops * 1e6);
+  w.family("ffrouter_control_delayed_seconds_total", "counter",
+           "Time a tenant's control requests waited on its control rate (qos.max_control_per_s).");
+  for (const auto& t : m.tenants)
+    w.sample_real("ffrouter_control_delayed_seconds_total", {"tenant", t.name},
+                  static_cast<double>(t.control_delayed_ns) / 1e9);
+  w.family("ffrouter_tenant_control_rate_limit_per_second", "gauge",
+           "A tenant's cap on its control requests per second (0: none).");
+  for (const auto& t : m.tenants)
+    w.sample_real("ffrouter_tenant_control_rate_limit_per_second", {"tenant", t.name}, t.qos.max_control_per_s);
   w.family("ffrouter_tenant_weight", "gauge", "A tenant's weight in the poller's fair share.");
   for (const auto& t : m.tenants) w.sample("ffrouter_tenant_weight", {"tenant", t.name}, uint64_t{t.qos.weight});
   w.family("ffrouter_completions_total", "counter", "Completions written to a tenant's CQs, by status.");

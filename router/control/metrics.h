@@ -26,6 +26,7 @@ struct TenantMetrics {
   uint64_t handles_limit = 0;
   uint64_t limit_refusals = 0;
   policy::QosSpec qos;
+  uint64_t control_delayed_ns = 0;
 };
 
 struct RouterMetrics {

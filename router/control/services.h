@@ -47,6 +47,12 @@ class ControlServices {
   // Changes a live tenant's QoS (ffctl qos) until the next change or
   // config reload; EINVAL for no such tenant.
   virtual Status set_tenant_qos(const std::string& tenant, const policy::QosSpec& qos) = 0;
+  // A tenant's client sent a request (any after Hello): 0 when it may be
+  // handled now, else the nanoseconds it must wait (qos.max_control_per_s);
+  // the session then reads nothing more until it asks again.
+  virtual uint64_t admit_control(const policy::TenantSpec& tenant, uint64_t now_ns) = 0;
+  // The time the tenant's requests waited so, in total.
+  virtual uint64_t control_delayed_ns(const policy::TenantSpec& tenant) const = 0;
   virtual std::string tenant_socket_path(const policy::TenantSpec& tenant) const = 0;
   virtual uint64_t sessions_refused() const = 0;
   // rdma_cm's ports, listeners and connections (router/cm/).

@@ -6,6 +6,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/socket_base.hpp>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "proto/frame.h"
@@ -22,7 +23,7 @@ constexpr size_t kMaxQueuedReplyBytes = 4 << 20;
 Session::Session(ControlServices& services, SessionRole role, const policy::TenantSpec* tenant, Socket socket,
                  uint64_t id)
     : services_(services), role_(role), tenant_(tenant), socket_(std::move(socket)), id_(id),
-      objects_(tenant != nullptr ? &services.handles(*tenant) : nullptr) {
+      objects_(tenant != nullptr ? &services.handles(*tenant) : nullptr), control_timer_(socket_.get_executor()) {
   socket_.non_blocking(true);
   peer_ = identify_peer(socket_.native_handle());
 }
@@ -48,6 +49,8 @@ void Session::close(const std::string& why) {
   boost::system::error_code ignored;
   socket_.cancel(ignored);
   socket_.close(ignored);
+  control_timer_.cancel();
+  delayed_.reset();
   out_.clear();
   if (role_ == SessionRole::kTenant) {
     spdlog::info("session {}: pid {} closed ({}); destroyed {} objects", id_, peer_.pid, why, objects);
@@ -94,12 +97,25 @@ void Session::on_readable(const boost::system::error_code& ec) {
 
 bool Session::handle_buffered() {
   while (holds_ == 0) {
-    auto frame = reader_.next();
+    auto frame = delayed_ ? std::exchange(delayed_, std::nullopt) : reader_.next();
     if (!frame) return !closed_;
+    if (must_wait(*frame)) return false;
     handle_frame(*frame);
     if (closed_) return false;
   }
   return false;
+}
+
+bool Session::must_wait(proto::Frame& frame) {
+  if (role_ != SessionRole::kTenant || !greeted()) return false;
+  auto now = std::chrono::steady_clock::now().time_since_epoch();
+  uint64_t wait_ns =
+      services_.admit_control(*tenant_, static_cast<uint64_t>(std::chrono::nanoseconds(now).count()));
+  if (wait_ns == 0) return false;
+  delayed_ = std::move(frame);
+  control_timer_.expires_after(std::chrono::nanoseconds(wait_ns));
+  control_timer_.async_wait([release = hold()](const boost::system::error_code&) { release(); });
+  return true;
 }
 
 std::function<void()> Session::hold() {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -107,6 +108,9 @@ class Session : public std::enable_shared_from_this<Session>, public cm::IdOwner
   void arm_read();
   void on_readable(const boost::system::error_code& ec);
   bool handle_buffered();  // false once closed or held
+  // Whether the tenant's control rate makes `frame` wait: then it is kept
+  // in delayed_ and the session holds until the wait is over.
+  bool must_wait(proto::Frame& frame);
   void release_hold();
   Status dispatch(proto::Frame& frame, const proto::Request& req, ReplyWriter& w);
   void queue(ReplyWriter& w, uint64_t request_id, const Status& status);
@@ -128,6 +132,8 @@ class Session : public std::enable_shared_from_this<Session>, public cm::IdOwner
   ObjectTable objects_;
   std::map<uint64_t, uint32_t> segments_by_base_;
   proto::FrameReader reader_;
+  std::optional<proto::Frame> delayed_;  // read, waiting on the tenant's control rate
+  boost::asio::steady_timer control_timer_;
   std::deque<Outgoing> out_;
   size_t out_bytes_ = 0;
   bool reading_ = false;

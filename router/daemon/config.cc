@@ -14,44 +14,22 @@ std::string where(const std::string& origin, const YAML::Node& n) {
   return origin + ":" + std::to_string(n.Mark().line + 1);
 }
 
-std::string format_number(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
-}
-
-// A number within [low, high] (a YAML scalar; "4" and "4.5" both read).
-double number_in(const YAML::Node& n, const std::string& origin, const char* key, double low, double high) {
-  double v = 0;
-  if (!n.IsScalar() || !YAML::convert<double>::decode(n, v) || !std::isfinite(v) || v < low || v > high)
-    throw ConfigError(where(origin, n) + ": qos." + key + " must be a number from " + format_number(low) + " to " +
-                      format_number(high));
-  return v;
-}
-
-// qos: {max_gbps: 4, max_mops: 2, burst_kib: 256, weight: 3}; every key optional.
+// qos: {max_gbps: 4, max_mops: 2, burst_kib: 256, weight: 3}; every key
+// optional (policy::kQosKeys).
 policy::QosSpec parse_qos(const YAML::Node& n, const std::string& origin) {
   if (!n.IsMap())
     throw ConfigError(where(origin, n) + ": qos must be a mapping like {max_gbps: 4, max_mops: 2, burst_kib: 256, weight: 3}");
   policy::QosSpec q;
   for (const auto& kv : n) {
     auto key = kv.first.as<std::string>();
-    const YAML::Node& v = kv.second;
-    if (key == "max_gbps") {
-      q.max_gbps = number_in(v, origin, "max_gbps", 0, policy::kMaxQosGbps);
-    } else if (key == "max_mops") {
-      q.max_mops = number_in(v, origin, "max_mops", 0, policy::kMaxQosMops);
-    } else if (key == "burst_kib") {
-      q.burst_bytes = static_cast<uint64_t>(number_in(v, origin, "burst_kib", policy::kMinQosBurstBytes / 1024,
-                                                      policy::kMaxQosBurstBytes / 1024) * 1024);
-    } else if (key == "weight") {
-      double w = number_in(v, origin, "weight", 1, policy::kMaxQosWeight);
-      if (w != std::floor(w)) throw ConfigError(where(origin, v) + ": qos.weight must be a whole number");
-      q.weight = static_cast<uint32_t>(w);
-    } else {
-      throw ConfigError(where(origin, kv.first) + ": unknown qos key '" + key +
-                        "' (known: max_gbps, max_mops, burst_kib, weight)");
-    }
+    const policy::QosKey* k = policy::find_qos_key(key);
+    if (k == nullptr)
+      throw ConfigError(where(origin, kv.first) + ": unknown qos key '" + key + "' (known: " + policy::qos_key_names() +
+                        ")");
+    double v = 0;
+    std::string problem = std::string(k->name) + " must be a number";
+    if (kv.second.IsScalar() && YAML::convert<double>::decode(kv.second, v)) problem = policy::set_qos_key(q, *k, v);
+    if (!problem.empty()) throw ConfigError(where(origin, kv.second) + ": qos." + problem);
   }
   return q;
 }

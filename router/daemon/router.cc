@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <boost/asio/post.hpp>
 #include <cerrno>
 #include <csignal>
@@ -86,7 +87,7 @@ Router::Router(RouterOptions options, std::vector<policy::TenantSpec> tenants,
     make_dir(fs::path(options_.run_dir) / "tenants" / spec.name);
     listeners_.push_back(std::make_shared<Listener>(io_, SessionRole::kTenant, &spec, tenant_socket_path(spec)));
     bind(*listeners_.back(), options_.socket_mode);
-    fabric_->configure_tenant(spec.name, spec.qos);
+    apply_qos(spec);
   }
   share_handles();
   if (!options_.directory.empty()) join_cluster();
@@ -169,7 +170,7 @@ void Router::apply_tenants(std::vector<policy::TenantSpec> next) {
       if (network_changed) close_sessions_outside(t);
       if (qos_changed) {  // applies to its running traffic at once
         t.qos = n.qos;
-        fabric_->configure_tenant(t.name, t.qos);
+        apply_qos(t);
       }
       ordered.push_back(std::move(*it));
       continue;
@@ -196,12 +197,35 @@ Status Router::set_tenant_qos(const std::string& tenant, const policy::QosSpec& 
   for (auto& t : tenants_) {
     if (t->name != tenant) continue;
     t->qos = qos;
-    fabric_->configure_tenant(t->name, t->qos);
-    spdlog::info("tenant {}: qos now max_gbps {} max_mops {} burst {} B weight {} (until the next change or reload)",
-                 tenant, qos.max_gbps, qos.max_mops, qos.burst_bytes, qos.weight);
+    apply_qos(*t);
+    spdlog::info(
+        "tenant {}: qos now max_gbps {} max_mops {} burst {} B weight {} max_control_per_s {} (until the next "
+        "change or reload)",
+        tenant, qos.max_gbps, qos.max_mops, qos.burst_bytes, qos.weight, qos.max_control_per_s);
     return Status{};
   }
   return Error{EINVAL, "no tenant named '" + tenant + "' (ffctl status lists them)"};
+}
+
+void Router::apply_qos(const policy::TenantSpec& t) {
+  fabric_->configure_tenant(t.name, t.qos);
+  double per_s = t.qos.max_control_per_s;
+  auto now = std::chrono::steady_clock::now().time_since_epoch();
+  control_rates_[t.name].bucket.reconfigure(per_s, policy::control_burst(per_s),
+                                            static_cast<uint64_t>(std::chrono::nanoseconds(now).count()));
+}
+
+uint64_t Router::admit_control(const policy::TenantSpec& t, uint64_t now_ns) {
+  auto it = control_rates_.find(t.name);
+  if (it == control_rates_.end() || it->second.bucket.try_take(1, now_ns)) return 0;
+  uint64_t wait_ns = it->second.bucket.ready_at(now_ns) - now_ns;
+  it->second.delayed_ns += wait_ns;
+  return wait_ns;
+}
+
+uint64_t Router::control_delayed_ns(const policy::TenantSpec& t) const {
+  auto it = control_rates_.find(t.name);
+  return it == control_rates_.end() ? 0 : it->second.delayed_ns;
 }
 
 bool Router::add_tenant(const policy::TenantSpec& t) {
@@ -216,7 +240,7 @@ bool Router::add_tenant(const policy::TenantSpec& t) {
     return false;
   }
   listeners_.push_back(l);
-  fabric_->configure_tenant(t.name, t.qos);
+  apply_qos(t);
   if (running_) accept_next(l);
   return true;
 }

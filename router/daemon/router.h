@@ -63,6 +63,8 @@ class Router final : public ControlServices, private cm::Routes, private cm::Clo
   std::vector<std::shared_ptr<Session>> sessions() const override;  // oldest first
   std::vector<const policy::TenantSpec*> tenants() const override;
   Status set_tenant_qos(const std::string& tenant, const policy::QosSpec& qos) override;
+  uint64_t admit_control(const policy::TenantSpec& t, uint64_t now_ns) override;
+  uint64_t control_delayed_ns(const policy::TenantSpec& t) const override;
   std::string tenant_socket_path(const policy::TenantSpec& t) const override;
   uint64_t sessions_refused() const override { return sessions_refused_; }
   const Directory* directory() const override { return directory_.get(); }
@@ -95,6 +97,9 @@ class Router final : public ControlServices, private cm::Routes, private cm::Clo
   void wait_for_signal();  // SIGINT/SIGTERM stop, SIGHUP reloads
   // A tenant's quotas, directory and socket; false (logged) when its socket
   // cannot be made.
+  // Sets the tenant's QoS where it applies: the fabric (caps, weight) and
+  // the control thread (max_control_per_s).
+  void apply_qos(const policy::TenantSpec& t);
   bool add_tenant(const policy::TenantSpec& t);
   void remove_tenant(const policy::TenantSpec& t);
   // Closes the tenant's sessions whose virtual IP its network leaves out.
@@ -132,6 +137,12 @@ class Router final : public ControlServices, private cm::Routes, private cm::Clo
   // removed and added again finds its quotas).
   std::map<std::string, policy::TenantQuota> quotas_;
   std::map<std::string, policy::TenantQuota> handle_quotas_;
+  // Per tenant: its control requests' rate (qos.max_control_per_s).
+  struct ControlRate {
+    policy::TokenBucket bucket;
+    uint64_t delayed_ns = 0;
+  };
+  std::map<std::string, ControlRate> control_rates_;
   std::map<uint64_t, std::unique_ptr<boost::asio::steady_timer>> cm_timers_;  // rdma_cm's, pending
   std::unique_ptr<MetricsServer> metrics_;  // --metrics-listen
   uint64_t next_timer_ = 1;

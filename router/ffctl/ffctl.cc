@@ -7,7 +7,7 @@
 //     stats [-w [SECONDS]] [-c N]  per-tenant traffic; -w: per-second rates
 //     resource show [KIND] [tenant T] [pid P]
 //                                  qp (with traffic), cq, mr, pd, srq, ... per client
-//     qos [TENANT [max_gbps N] [max_mops N] [burst_kib N] [weight N]]
+//     qos [TENANT [max_gbps N] [max_mops N] [burst_kib N] [weight N] [max_control_per_s N]]
 //                                  show, or change live, a tenant's caps and weight
 //     version                      ffctl's and the router's
 //
@@ -28,6 +28,7 @@
 
 #include "policy/tenant.h"
 #include "proto/client.h"
+#include "router/common/qos_wire.h"
 #include "router/common/traffic_labels.h"
 #include "router/common/version.h"
 
@@ -85,7 +86,7 @@ struct Router {
   // After status(): the connection is up.
   bool set_qos(const std::string& tenant, const ff::policy::QosSpec& q, std::string& error) {
     flatbuffers::FlatBufferBuilder fbb;
-    auto qos = ff::proto::CreateQos(fbb, q.max_gbps, q.max_mops, q.burst_bytes, q.weight);
+    auto qos = ff::qos_to_wire(fbb, q);
     auto res = client.call(fbb, ff::proto::RequestBody::SetQos,
                            ff::proto::CreateSetQosDirect(fbb, tenant.c_str(), qos).Union());
     if (res.error != 0) error = "qos failed: " + res.message;
@@ -143,16 +144,17 @@ json client_json(const ff::proto::ClientStatus& c) {
           {"cm_listeners", c.cm_listeners()}, {"qps", qps}};
 }
 
-ff::policy::QosSpec qos_of(const ff::proto::TenantStatus& t) {
-  ff::policy::QosSpec q;
-  if (const auto* w = t.qos(); w != nullptr) q = {w->max_gbps(), w->max_mops(), w->burst_bytes(), w->weight()};
-  return q;
+json qos_json(const ff::policy::QosSpec& q) {
+  json out = json::object();
+  for (const auto& k : ff::policy::kQosKeys) out[k.name] = k.get(q);
+  return out;
 }
 
 json qos_json(const ff::proto::TenantStatus& t) {
-  ff::policy::QosSpec q = qos_of(t);
-  return {{"max_gbps", q.max_gbps},       {"max_mops", q.max_mops}, {"burst_kib", q.burst_bytes / 1024},
-          {"weight", q.weight}, {"throttled_seconds", static_cast<double>(t.throttled_ns()) / 1e9}};
+  json out = qos_json(ff::qos_from_wire(t.qos()));
+  out["throttled_seconds"] = static_cast<double>(t.throttled_ns()) / 1e9;
+  out["control_delayed_seconds"] = static_cast<double>(t.control_delayed_ns()) / 1e9;
+  return out;
 }
 
 json status_json(const StatusReply& s) {
@@ -352,11 +354,10 @@ int run_qos(Router& router, const StatusReply& s, const std::vector<std::string>
       return 0;
     }
     for (auto t = out.begin(); t != out.end(); ++t) {
-      const json& q = t.value();
-      std::printf("tenant %s  max_gbps %g  max_mops %g  burst_kib %llu  weight %u  throttled %.3f s\n",
-                  t.key().c_str(), q["max_gbps"].get<double>(), q["max_mops"].get<double>(),
-                  static_cast<unsigned long long>(q["burst_kib"].get<uint64_t>()), q["weight"].get<unsigned>(),
-                  q["throttled_seconds"].get<double>());
+      std::printf("tenant %s ", t.key().c_str());
+      for (auto v = t.value().begin(); v != t.value().end(); ++v)
+        std::printf(" %s %g", v.key().c_str(), v.value().get<double>());
+      std::printf("\n");
     }
     return 0;
   }
@@ -364,43 +365,35 @@ int run_qos(Router& router, const StatusReply& s, const std::vector<std::string>
   for (const auto* t : *s.tenants())
     if (str(t->name()) == words[0]) tenant = t;
   if (tenant == nullptr) return fail("no tenant named '" + words[0] + "' (ffctl qos lists them)");
-  ff::policy::QosSpec q = qos_of(*tenant);
+  ff::policy::QosSpec q = ff::qos_from_wire(tenant->qos());
   if (words.size() % 2 != 1) {
-    std::fprintf(stderr, "ffctl: qos %s: each key needs a value (max_gbps N, max_mops N, burst_kib N, weight N)\n",
-                 words[0].c_str());
+    std::fprintf(stderr, "ffctl: qos %s: each key needs a value (keys: %s)\n", words[0].c_str(),
+                 ff::policy::qos_key_names().c_str());
     return kUsage;
   }
   for (size_t i = 1; i + 1 < words.size(); i += 2) {
-    const std::string& key = words[i];
+    const ff::policy::QosKey* key = ff::policy::find_qos_key(words[i]);
+    if (key == nullptr) {
+      std::fprintf(stderr, "ffctl: qos: unknown key '%s' (known: %s)\n", words[i].c_str(),
+                   ff::policy::qos_key_names().c_str());
+      return kUsage;
+    }
     char* end = nullptr;
     double v = std::strtod(words[i + 1].c_str(), &end);
-    if (end == words[i + 1].c_str() || *end != '\0' || !(v >= 0) || v > 1e9) {
-      std::fprintf(stderr, "ffctl: qos %s: '%s' is not a number from 0 to 1e9\n", key.c_str(), words[i + 1].c_str());
+    std::string problem = end == words[i + 1].c_str() || *end != '\0' ? std::string(key->name) + " must be a number"
+                                                                       : ff::policy::set_qos_key(q, *key, v);
+    if (!problem.empty()) {
+      std::fprintf(stderr, "ffctl: qos: %s, not '%s'\n", problem.c_str(), words[i + 1].c_str());
       return kUsage;
     }
-    if (key == "max_gbps") {
-      q.max_gbps = v;
-    } else if (key == "max_mops") {
-      q.max_mops = v;
-    } else if (key == "burst_kib") {
-      q.burst_bytes = static_cast<uint64_t>(v * 1024);
-    } else if (key == "weight") {
-      q.weight = static_cast<uint32_t>(v);
-      if (q.weight != v) q.weight = 0;  // not whole: the range check below says so
-    } else {
-      std::fprintf(stderr, "ffctl: qos: unknown key '%s' (known: max_gbps, max_mops, burst_kib, weight)\n",
-                   key.c_str());
-      return kUsage;
-    }
-  }
-  if (std::string problem = ff::policy::qos_problem(q); !problem.empty()) {
-    std::fprintf(stderr, "ffctl: qos: %s\n", problem.c_str());
-    return kUsage;
   }
   std::string error;
   if (!router.set_qos(words[0], q, error)) return fail(error);
-  if (as_json) print_json({{"tenant", words[0]}, {"max_gbps", q.max_gbps}, {"max_mops", q.max_mops},
-                           {"burst_kib", q.burst_bytes / 1024}, {"weight", q.weight}});
+  if (as_json) {
+    json out = qos_json(q);
+    out["tenant"] = words[0];
+    print_json(out);
+  }
   return 0;
 }
 
@@ -527,7 +520,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> filter_words;
   show->add_option("filter", filter_words, "[KIND] [tenant NAME] [pid PID]");
   auto* qos = app.add_subcommand("qos", "show each tenant's caps, weight and throttled time; or change a "
-                                      "tenant's live: qos TENANT [max_gbps N] [max_mops N] [burst_kib N] [weight N] "
+                                      "tenant's live: qos TENANT [max_gbps N] [max_mops N] [burst_kib N] [weight N] [max_control_per_s N] "
                                       "(until the next change or config reload)");
   std::vector<std::string> qos_words;
   qos->add_option("words", qos_words, "[TENANT [KEY VALUE]...]");

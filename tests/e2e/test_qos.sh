@@ -149,3 +149,25 @@ exit_of() { "$@" >/dev/null 2>&1 && echo 0 || echo $?; }
 [ "$(exit_of ffctl qos blue speed 3)" = 2 ] || fail "ffctl qos with an unknown key is a usage error"
 ffctl -j qos | jq -e '.blue.max_gbps == 1' >/dev/null || fail "a refused ffctl qos changed nothing"
 pass "ffctl qos refuses unknown tenants and values outside the config's ranges"
+
+# A control-request rate: red's QP create/destroy storm goes at 50 requests
+# a second (4 per round, after a burst of 16), blue's beside it unhindered;
+# the router delays red's requests (never refuses them) and counts the time.
+write_config "{}" "{max_control_per_s: 50}"
+ff_hup
+storm() { ff_in_container a "$1" "$FF_BUILD/bin/ffv_storm" qp 3 >"$FF_WORK/storm-$1.out"; }
+storm red &
+red_storm=$!
+storm blue &
+blue_storm=$!
+wait "$red_storm" || fail "red's QP storm failed under its control rate: $(cat "$FF_WORK/storm-red.out")"
+wait "$blue_storm" || fail "blue's QP storm failed: $(cat "$FF_WORK/storm-blue.out")"
+red=$(awk '{ print $3 }' "$FF_WORK/storm-red.out")
+blue=$(awk '{ print $3 }' "$FF_WORK/storm-blue.out")
+# At most (16 + 50 x 3) / 4 = 41 rounds (its start-up took tokens too),
+# and not far under it: a delay is as long as the bucket needs, no longer.
+[ "$red" -le 42 ] && [ "$red" -ge 20 ] || fail "red's QP storm at 50 requests/s: $red rounds in 3 s, not 20 to 42"
+[ "$blue" -ge $((4 * red)) ] || fail "blue's QP storm beside red's: $blue rounds, not 4 times red's $red"
+ffctl -j qos | jq -e '.red.max_control_per_s == 50 and .red.control_delayed_seconds > 1 and
+  .blue.control_delayed_seconds == 0' >/dev/null || { ffctl -j qos; fail "ffctl qos shows red's control rate and delay"; }
+pass "a control rate of 50/s holds red's QP storm to $red rounds in 3 s (blue beside it: $blue), delayed not refused"

@@ -25,13 +25,14 @@ TEST(Config, ParsesTenants) {
 }
 
 TEST(Config, ParsesQos) {
-  auto t = parse_tenants("tenants:\n  - name: blue\n    qos: {max_gbps: 4, max_mops: 2.5, burst_kib: 512, weight: 3}\n"
+  auto t = parse_tenants("tenants:\n  - name: blue\n    qos: {max_gbps: 4, max_mops: 2.5, burst_kib: 512, weight: 3, max_control_per_s: 50}\n"
                          "  - name: red\n", "cfg.yaml");
   ASSERT_EQ(t.size(), 2u);
   EXPECT_EQ(t[0].qos.max_gbps, 4);
   EXPECT_EQ(t[0].qos.max_mops, 2.5);
   EXPECT_EQ(t[0].qos.burst_bytes, 512u * 1024);
   EXPECT_EQ(t[0].qos.weight, 3u);
+  EXPECT_EQ(t[0].qos.max_control_per_s, 50);
   EXPECT_EQ(t[1].qos, policy::QosSpec{}) << "no qos: no caps, weight 1";
   EXPECT_NE(error_of("tenants:\n  - name: a\n    qos: {max_gbps: -1}\n").find("qos.max_gbps must be a number from 0"),
             std::string::npos);
@@ -39,6 +40,10 @@ TEST(Config, ParsesQos) {
   EXPECT_NE(error_of("tenants:\n  - name: a\n    qos: {weight: 1.5}\n").find("whole number"), std::string::npos);
   EXPECT_NE(error_of("tenants:\n  - name: a\n    qos: {weight: 0}\n").find("qos.weight"), std::string::npos);
   EXPECT_NE(error_of("tenants:\n  - name: a\n    qos: {max_gbs: 1}\n").find("unknown qos key 'max_gbs'"),
+            std::string::npos);
+  EXPECT_NE(error_of("tenants:\n  - name: a\n    qos: {max_control_per_s: -5}\n").find("qos.max_control_per_s"),
+            std::string::npos);
+  EXPECT_NE(error_of("tenants:\n  - name: a\n    qos: {weight: [1]}\n").find("qos.weight must be a number"),
             std::string::npos);
   EXPECT_NE(error_of("tenants:\n  - name: a\n    qos: 4\n").find("qos must be a mapping"), std::string::npos);
   EXPECT_NE(error_of("tenants:\n  - name: a\n    qos: {max_gbps: .nan}\n").find("qos.max_gbps"), std::string::npos);

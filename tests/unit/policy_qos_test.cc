@@ -148,5 +148,39 @@ TEST(DrrAccount, AWeightChangesLive) {
   EXPECT_EQ(f[1].weight(), 1u) << "a weight is at least 1";
 }
 
+TEST(QosKeys, OneTableSetsAndChecksEveryKey) {
+  QosSpec q;
+  EXPECT_EQ(set_qos_key(q, *find_qos_key("burst_kib"), 512), "");
+  EXPECT_EQ(q.burst_bytes, 512u * 1024);
+  EXPECT_EQ(set_qos_key(q, *find_qos_key("max_control_per_s"), 50), "");
+  EXPECT_EQ(q.max_control_per_s, 50);
+  EXPECT_NE(set_qos_key(q, *find_qos_key("weight"), 2.5).find("whole number"), std::string::npos);
+  EXPECT_NE(set_qos_key(q, *find_qos_key("max_gbps"), -1).find("0: no cap"), std::string::npos);
+  EXPECT_NE(set_qos_key(q, *find_qos_key("burst_kib"), 1).find("burst_kib must be a number from 4"), std::string::npos);
+  EXPECT_EQ(q.weight, 1u) << "a refused value changes nothing";
+  EXPECT_EQ(find_qos_key("speed"), nullptr);
+  EXPECT_EQ(qos_problem(q), "");
+  q.max_control_per_s = 2e6;
+  EXPECT_NE(qos_problem(q).find("max_control_per_s"), std::string::npos);
+  EXPECT_NE(qos_key_names().find("max_gbps, max_mops"), std::string::npos);
+}
+
+TEST(ControlRate, StartUpGoesAtOnceAndAStormAtTheRate) {
+  TokenBucket b(50, control_burst(50), 0);
+  int taken = 0;
+  while (b.try_take(1, 0)) ++taken;
+  EXPECT_EQ(taken, 16) << "a burst of 16 requests at least";
+  // A storm that asks again as soon as it may: 50 more in the next second.
+  uint64_t t = 0;
+  while (true) {
+    t = b.ready_at(t);
+    if (t > 1'000'000'000) break;
+    ASSERT_TRUE(b.try_take(1, t));
+    ++taken;
+  }
+  EXPECT_NEAR(taken, 16 + 50, 1);
+  EXPECT_EQ(control_burst(1000), 100) << "a tenth of a second's worth when that is more";
+}
+
 }  // namespace
 }  // namespace ff::policy

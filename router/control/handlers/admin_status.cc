@@ -1,5 +1,6 @@
 #include "router/control/handlers.h"
 
+#include "router/common/qos_wire.h"
 #include "router/common/version.h"
 #include "router/directory/directory.h"
 
@@ -67,8 +68,7 @@ Status handle_admin_status(Session& s, const proto::Request& req, std::vector<Un
     tenants.push_back(proto::CreateTenantStatus(
         fbb, fbb.CreateString(t.name), fbb.CreateString(r.tenant_socket_path(t)), fbb.CreateVector(clients),
         q.used(), q.limit(), q.refusals() + h.refusals(), h.used(), h.limit(), traffic(fbb, counted),
-        proto::CreateQos(fbb, t.qos.max_gbps, t.qos.max_mops, t.qos.burst_bytes, t.qos.weight),
-        counted.throttled_ns));
+        qos_to_wire(fbb, t.qos), counted.throttled_ns, r.control_delayed_ns(t)));
   }
   FabricCounters fc = r.fabric().counters();
   std::vector<flatbuffers::Offset<proto::Counter>> counters;
