@@ -4,11 +4,13 @@
 #   2. weights: two tenants saturated (1 MiB WRITEs), 1:1 and 1:3, their
 #      rates over 3 s (ffctl stats -w) and Jain's index;
 #   3. isolation (the Husky method): a victim ib_write_bw (64 KiB) in tenant
-#      blue alone, then beside an attacker in tenant red, victim's
-#      throughput with / alone per attacker: a 1 MiB WRITE stream, 64-byte
-#      WRITE storm with post lists, RNR storm, QP create/destroy storm,
-#      reg/dereg storm; and the victim's ib_write_lat p99 alone and beside a
-#      1 MiB ib_write_bw;
+#      blue at its allocation (a cap), alone, then beside an attacker in
+#      tenant red, victim's throughput with / alone per attacker: a 1 MiB
+#      WRITE stream, 64-byte WRITE storm with post lists, RNR storm, QP
+#      create/destroy storm (without and with a control rate), reg/dereg
+#      storm; a victim that saturates the poller alone beside the stream;
+#      and the victim's ib_write_lat p99 alone and beside a 1 MiB
+#      ib_write_bw;
 #   4. the poller's cost of scheduling: 64-byte ib_write_bw message rate with
 #      no QoS spec and with caps that never bind.
 # Prints markdown tables. Needs root; builds Release first.
@@ -75,37 +77,71 @@ for w in "1 1" "1 3"; do
 done
 
 echo
-echo "## Isolation: victim blue (ib_write_bw 64 KiB), attacker red; no caps, equal weights"
+# Isolation, the Husky method: the victim keeps its allocation beside an
+# attacker (with / alone >= 0.85). The victim alone saturates the poller
+# here, so beside an attacker of equal weight its fair share is half of
+# that: its allocation is a quarter of its saturated rate (a cap), with 1024
+# WRITEs in flight (64 MiB: its client, sharing a core with the attacker's,
+# may sleep for a scheduler slice without its queue running dry).
+echo "## Isolation: victim blue (ib_write_bw 64 KiB, -t 1024, capped at a quarter of its saturated rate), attacker red"
 qos "{}" "{}"
 ff_hup
-bw alone blue 18703 65536
+bw saturated blue 18703 65536 -t 1024
+ff_bg_wait saturated
+saturated=$(field 4)
+allocation=$(awk -v s="$saturated" 'BEGIN { printf "%d", s / 4 }')
+qos "{max_gbps: $allocation}" "{}"
+ff_hup
+bw alone blue 18703 65536 -t 1024
 ff_bg_wait alone
 alone=$(field 4)
-echo "| attacker | victim alone | victim beside it | ratio |"
-echo "| --- | --- | --- | --- |"
+echo "victim saturated alone: $saturated Gb/s; allocation $allocation Gb/s"
+echo
+echo "| attacker | victim alone | victim beside it | ratio | attacker's own result |"
+echo "| --- | --- | --- | --- | --- |"
 attack() {  # attack NAME CMD...: the victim beside an attacker running CMD in red
   local name=$1
   shift
   "$@" >"$FF_WORK/attacker.log" 2>&1 &
   local apid=$!
   sleep 0.5
-  bw victim blue 18704 65536
+  bw victim blue 18704 65536 -t 1024
   ff_bg_wait victim
   local with
   with=$(field 4)
   wait "$apid" || { cat "$FF_WORK/attacker.log"; fail "attacker $name failed"; }
-  awk -v a="$alone" -v w="$with" -v n="$name" 'BEGIN { printf "| %s | %.2f Gb/s | %.2f Gb/s | %.2f |\n", n, a, w, w / a }'
+  awk -v a="$alone" -v w="$with" -v n="$name" -v r="$(tail -1 "$FF_WORK/attacker.log")" \
+    'BEGIN { printf "| %s | %.2f Gb/s | %.2f Gb/s | %.2f | %s |\n", n, a, w, w / a, r }'
 }
 storm() { ff_in_container a red "$FF_BUILD/bin/ffv_storm" "$1" $((T + 2)); }
 stream() {
-  ff_bg_pair stream a b 10.62.0.1 18705 red ib_write_bw -F -p 18705 -s 1048576 -D $((T + 2))
+  ff_bg_pair stream a b 10.62.0.1 18705 red ib_write_bw -F -p 18705 -s 1048576 -D $((T + 2)) --report_gbits
   ff_bg_wait stream
+  echo "$(awk '{ print $4 }' <<<"$ff_result") Gb/s"
 }
 attack "1 MiB WRITE stream" stream
 attack "64 B WRITE storm, post lists of 32" storm ops
 attack "RNR storm" storm rnr
 attack "QP create/destroy storm" storm qp
 attack "reg/dereg storm (4 MiB)" storm mr
+qos "{max_gbps: $allocation}" "{max_control_per_s: 1000}"
+ff_hup
+attack "QP create/destroy storm, red's max_control_per_s 1000" storm qp
+
+echo
+echo "## A victim that saturates the poller alone, beside the 1 MiB stream (equal weights: half is its fair share)"
+qos "{}" "{}"
+ff_hup
+stream >"$FF_WORK/stream.out" &
+spid=$!
+sleep 0.5
+bw shared blue 18704 65536 -t 1024
+ff_bg_wait shared
+wait "$spid"
+echo "| victim alone | victim beside the stream | ratio | stream |"
+echo "| --- | --- | --- | --- |"
+awk -v a="$saturated" -v w="$(field 4)" -v r="$(cat "$FF_WORK/stream.out")" \
+  'BEGIN { printf "| %.2f Gb/s | %.2f Gb/s | %.2f | %s |\n", a, w, w / a, r }'
 
 echo
 echo "## Victim latency: blue ib_write_lat (2 B, 20000 iterations) alone and beside red's 1 MiB ib_write_bw"

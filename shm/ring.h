@@ -224,6 +224,16 @@ class RingConsumer {
 
   bool corrupt() const { return corrupt_; }
   uint64_t consumed() const { return tail_; }
+  // Entries queued, as the shared indices say now: for another thread than
+  // the consumer's (a status view). The producer's index is the app's to
+  // write, so the answer is clamped to the capacity; 0 before attach.
+  uint32_t queued_now() const {
+    if (ctl_ == nullptr) return 0;
+    // Acquire pairs with the producer's release store of producer_index (P1).
+    uint64_t prod = ctl_->producer_index.load(std::memory_order_acquire);
+    uint64_t queued = prod - ctl_->consumer_index.load(std::memory_order_relaxed);
+    return static_cast<uint32_t>(std::min<uint64_t>(queued, capacity_));
+  }
   uint32_t capacity() const { return static_cast<uint32_t>(capacity_); }
 
  private:

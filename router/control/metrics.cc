@@ -133,6 +133,9 @@ void render_traffic(Writer& w, const RouterMetrics& m) {
   }
   w.family("ffrouter_tenant_receives_total", "counter", "Receive work requests of a tenant completed with data.");
   for (const auto& t : m.tenants) w.sample("ffrouter_tenant_receives_total", {"tenant", t.name}, t.traffic.received);
+  w.family("ffrouter_rnr_waits_total", "counter",
+           "Work requests of a tenant that waited for the responder's receive (RNR; soft fabric).");
+  for (const auto& t : m.tenants) w.sample("ffrouter_rnr_waits_total", {"tenant", t.name}, t.traffic.rnr_waits);
   w.family("ffrouter_throttled_seconds_total", "counter", "Time a tenant's work waited on its QoS caps.");
   for (const auto& t : m.tenants)
     w.sample_real("ffrouter_throttled_seconds_total", {"tenant", t.name}, static_cast<double>(t.traffic.throttled_ns) / 1e9);

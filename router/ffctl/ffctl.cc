@@ -129,6 +129,7 @@ json traffic_json(const ff::proto::Traffic* t) {
   j["sent"] = by_opcode;
   j["received"] = {{"ops", t->received()}, {"bytes", t->received_bytes()}};
   j["completions"] = by_status;
+  j["rnr_waits"] = t->rnr_waits();
   return j;
 }
 
@@ -138,7 +139,11 @@ json client_json(const ff::proto::ClientStatus& c) {
   json qps = json::array();
   if (c.qps() != nullptr)
     for (const auto* q : *c.qps())
-      qps.push_back({{"qpn", q->qp_num()}, {"type", q->type()}, {"traffic", traffic_json(q->traffic())}});
+      qps.push_back({{"qpn", q->qp_num()},
+                     {"type", q->type()},
+                     {"traffic", traffic_json(q->traffic())},
+                     {"send_queued", q->send_queued()},
+                     {"recv_queued", q->recv_queued()}});
   return {{"session", c.session_id()},  {"pid", c.pid()},        {"program", str(c.program())},
           {"vip", ff::policy::format_ipv4(c.virtual_ipv4())}, {"objects", objects},
           {"cm_listeners", c.cm_listeners()}, {"qps", qps}};
@@ -298,7 +303,7 @@ void print_stats_text(const json& stats, bool per_second) {
     std::printf("  completions%s:", unit);
     for (auto c = t.value()["completions"].begin(); c != t.value()["completions"].end(); ++c)
       std::printf(" %s=%.0f", c.key().c_str(), c.value().get<double>());
-    std::printf("\n");
+    std::printf("  rnr_waits%s=%.0f\n", unit, t.value()["rnr_waits"].get<double>());
   }
 }
 
@@ -454,6 +459,8 @@ json resource_rows(const StatusReply& s, const ResourceFilter& f) {
           row["qpn"] = q->qp_num();
           row["type"] = qp_type_name(q->type());
           row["traffic"] = traffic_json(q->traffic());
+          row["send_queued"] = q->send_queued();
+          row["recv_queued"] = q->recv_queued();
           out.push_back(row);
         }
       }
@@ -484,7 +491,10 @@ void print_resource_rows(const json& rows) {
         std::printf(" %s_ops=%llu %s_bytes=%llu", o.key().c_str(),
                     static_cast<unsigned long long>(o.value()["ops"].get<uint64_t>()), o.key().c_str(),
                     static_cast<unsigned long long>(o.value()["bytes"].get<uint64_t>()));
-      std::printf(" received=%llu", static_cast<unsigned long long>(row["traffic"]["received"]["ops"].get<uint64_t>()));
+      std::printf(" received=%llu rnr_waits=%llu send_queued=%u recv_queued=%u",
+                  static_cast<unsigned long long>(row["traffic"]["received"]["ops"].get<uint64_t>()),
+                  static_cast<unsigned long long>(row["traffic"]["rnr_waits"].get<uint64_t>()),
+                  row["send_queued"].get<uint32_t>(), row["recv_queued"].get<uint32_t>());
     } else {
       std::printf(" count %u", row["count"].get<uint32_t>());
     }

@@ -72,6 +72,9 @@ bw live blue 18601 12
 moving blue
 before=$(rate blue)
 within "$before" 125000000 10 || fail "blue at 1 Gb/s moves $before B/s"
+# Its work waits in its ring, never in the router: ffctl shows the depth.
+ffctl -j resource show qp tenant blue | jq -e 'any(.[]; .send_queued > 0 and .recv_queued == 0)' >/dev/null ||
+  { ffctl -j resource show qp tenant blue; fail "a capped QP's send ring holds its waiting work (send_queued)"; }
 write_config "{max_gbps: 2, burst_kib: 4096}" "{}"
 ff_hup
 after=$(rate blue)
@@ -171,3 +174,9 @@ blue=$(awk '{ print $3 }' "$FF_WORK/storm-blue.out")
 ffctl -j qos | jq -e '.red.max_control_per_s == 50 and .red.control_delayed_seconds > 1 and
   .blue.control_delayed_seconds == 0' >/dev/null || { ffctl -j qos; fail "ffctl qos shows red's control rate and delay"; }
 pass "a control rate of 50/s holds red's QP storm to $red rounds in 3 s (blue beside it: $blue), delayed not refused"
+
+# RNR waits are counted: red's sender posts where no receive waits.
+ff_in_container a red "$FF_BUILD/bin/ffv_storm" rnr 1 >/dev/null || fail "red's RNR storm"
+ffctl -j stats | jq -e '.red.rnr_waits > 0 and .blue.rnr_waits == 0' >/dev/null ||
+  { ffctl -j stats; fail "ffctl stats counts red's RNR waits"; }
+pass "RNR waits are counted per tenant: red $(ffctl -j stats | jq .red.rnr_waits), blue 0"

@@ -10,7 +10,7 @@ namespace {
 flatbuffers::Offset<proto::Traffic> traffic(flatbuffers::FlatBufferBuilder& fbb, const TrafficCounters& t) {
   return proto::CreateTraffic(fbb, fbb.CreateVector(t.ops.data(), t.ops.size()),
                               fbb.CreateVector(t.bytes.data(), t.bytes.size()), t.received, t.received_bytes,
-                              fbb.CreateVector(t.completions.data(), t.completions.size()));
+                              fbb.CreateVector(t.completions.data(), t.completions.size()), t.rnr_waits);
 }
 
 // A client: its objects by kind, its listening rdma_cm ids and, when asked,
@@ -30,8 +30,9 @@ flatbuffers::Offset<proto::ClientStatus> client_status(flatbuffers::FlatBufferBu
   std::vector<flatbuffers::Offset<proto::QpStatus>> qps;
   if (with_qps)
     c.objects().for_each<QpObject>(ObjectKind::kQp, [&](const QpObject& o) {
+      TrafficCounters t = fabric.qp_traffic(*o.fabric);
       qps.push_back(proto::CreateQpStatus(fbb, o.fabric->qp_num(), static_cast<uint32_t>(o.fabric->qp_type()),
-                                          traffic(fbb, fabric.qp_traffic(*o.fabric))));
+                                          traffic(fbb, t), t.send_queued, t.recv_queued));
     });
   return proto::CreateClientStatus(fbb, c.id(), c.peer().pid, c.virtual_ip(), fbb.CreateString(c.peer().program),
                                    fbb.CreateVector(counts), listening, fbb.CreateVector(qps));

@@ -64,7 +64,11 @@ class QueueFabric : public Fabric {
     core().configure_tenant(tenant, spec);
   }
   TrafficCounters qp_traffic(const FabricQp& qp) const override {
-    return static_cast<const Qp&>(qp).traffic.snapshot();
+    const auto& q = static_cast<const Qp&>(qp);
+    TrafficCounters t = q.traffic.snapshot();
+    t.send_queued = q.sq.queued_now();
+    t.recv_queued = q.srq == nullptr ? q.rq.queued_now() : 0;
+    return t;
   }
 
   Result<std::unique_ptr<FabricContext>> open_context() override;

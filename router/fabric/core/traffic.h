@@ -38,6 +38,8 @@ class LiveTraffic {
       received_bytes_.add(c.byte_len);
     }
   }
+  // A work request waits for the responder's receive.
+  void rnr_waited() { rnr_waits_.add(1); }
   TrafficCounters snapshot() const {
     TrafficCounters t;
     for (size_t i = 0; i < TrafficCounters::kOpcodes; ++i) {
@@ -46,6 +48,7 @@ class LiveTraffic {
     }
     t.received = received_.get();
     t.received_bytes = received_bytes_.get();
+    t.rnr_waits = rnr_waits_.get();
     for (size_t i = 0; i < TrafficCounters::kStatuses; ++i) t.completions[i] = completions_[i].get();
     return t;
   }
@@ -55,6 +58,7 @@ class LiveTraffic {
   SingleWriterCounter bytes_[TrafficCounters::kOpcodes];
   SingleWriterCounter received_;
   SingleWriterCounter received_bytes_;
+  SingleWriterCounter rnr_waits_;
   SingleWriterCounter completions_[TrafficCounters::kStatuses];
 };
 

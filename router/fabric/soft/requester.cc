@@ -47,6 +47,8 @@ ibv_wc_status retry_or_fail(Qp& q, const Verdict& v, uint64_t now) {
       q.wait_until_ns = now + std::max(delay, std::min(grown, kMaxBackoffNs));
       q.rnr_backoff = static_cast<uint8_t>(std::min(q.rnr_backoff + 1, 20));
       q.rnr_waiting = true;
+      q.traffic.rnr_waited();
+      q.tenant.traffic.rnr_waited();
       return IBV_WC_SUCCESS;
     }
     case Refusal::kNotReady:
