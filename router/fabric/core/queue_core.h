@@ -134,7 +134,8 @@ class QueueCore : public PollerHooks {
     if (a == TenantShare::Admission::kCapped) qp.capped_until_ns = ready_at;
     return a;
   }
-  void refund(Qp& qp, uint64_t bytes, bool starts) { qp.tenant.share.refund(bytes, starts); }
+  // Admitted work that did not go (TenantShare::refund).
+  void refund(Qp& qp, uint64_t bytes, bool starts, bool tried) { qp.tenant.share.refund(bytes, starts, tried); }
   // A poller pass begins: every tenant earns its share again. Poller.
   void next_round() { ++round_; }
   // Where this pass starts in qps(): a QP its tenant's share held back in

@@ -75,11 +75,15 @@ class TenantShare {
     return Admission::kGo;
   }
 
-  // Work admitted that then did not go (a retry will ask again).
-  void refund(uint64_t bytes, bool starts) {
+  // Work admitted that then did not go (a retry will ask again). `tried`:
+  // the router did try it (an RNR or not-ready answer): the caps get it all
+  // back, the fair share keeps one work request's cost, so that a tenant's
+  // retries pay for the poller's time like any work.
+  void refund(uint64_t bytes, bool starts, bool tried) {
     bytes_.give_back(static_cast<double>(bytes));
     if (starts) ops_.give_back(1);
-    fair_.refund(fair_cost(bytes, starts));
+    uint64_t cost = fair_cost(bytes, starts);
+    fair_.refund(tried ? cost - std::min(cost, kWorkRequestCost) : cost);
   }
   // One of its QPs ended its turn in a pass (pass_budget) with work left:
   // the tenant keeps its credit.

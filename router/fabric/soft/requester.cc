@@ -299,7 +299,8 @@ bool Engine::service_local(Qp& q, uint64_t now) {
       return true;
     }
     if (o == Outcome::kHeldBack) return true;
-    if (o == Outcome::kWait) refund(q, x.admitted, x.admitted_starts);  // it goes again later, asked again
+    // It goes again later, asked again; the attempt costs its tenant's share.
+    if (o == Outcome::kWait) refund(q, x.admitted, x.admitted_starts, /*tried=*/true);
     if (o == Outcome::kWait || o == Outcome::kCapped) break;
     uint64_t index = q.sq.consumed();
     q.sq.sc_release(1);

@@ -189,7 +189,7 @@ bool Engine::post_sends(Qp& q, uint64_t now) {
     posted = bad == nullptr ? 0 : static_cast<int>(bad - wrs);
     for (int i = posted; i < n; ++i) {
       q.sends.release(slots[i]);
-      refund(q, bytes[i], true);
+      refund(q, bytes[i], true, /*tried=*/false);
     }
     // The device refused the head although the router found it valid: the
     // QP cannot go on.
