@@ -9,8 +9,8 @@
 #      WRITE stream, 64-byte WRITE storm with post lists, RNR storm, QP
 #      create/destroy storm (without and with a control rate), reg/dereg
 #      storm; a victim that saturates the poller alone beside the stream;
-#      and the victim's ib_write_lat p99 alone and beside a 1 MiB
-#      ib_write_bw;
+#      and a latency victim's p99 alone and beside a 1 MiB stream (event
+#      mode and busy polling);
 #   4. the poller's cost of scheduling: 64-byte ib_write_bw message rate with
 #      no QoS spec and with caps that never bind.
 # Prints markdown tables. Needs root; builds Release first.
@@ -119,14 +119,34 @@ stream() {
   ff_bg_wait stream
   echo "$(awk '{ print $4 }' <<<"$ff_result") Gb/s"
 }
+# An rdma_cm connect storm: bench/cm_connect_rate connecting (address and
+# route resolution, a QP, connect, accept, disconnect) again and again.
+cmstorm() {
+  local bin=$FF_BUILD/bin/cm_connect_rate before
+  before=$(ffctl -j status | jq '.counters.cm_requests')
+  ff_in_container a red timeout $((T + 2)) "$bin" -s 10.62.0.1 18720 100000000 >/dev/null 2>&1 &
+  local server=$!
+  ff_wait_listen a 18720 || fail "cm_connect_rate's server did not start"
+  ff_in_container b red timeout $((T + 1)) "$bin" 10.62.0.1 18720 100000000 >/dev/null 2>&1 || true
+  wait "$server" || true
+  echo "$(($(ffctl -j status | jq '.counters.cm_requests') - before)) rdma_cm requests"
+}
 attack "1 MiB WRITE stream" stream
 attack "64 B WRITE storm, post lists of 32" storm ops
 attack "RNR storm" storm rnr
 attack "QP create/destroy storm" storm qp
 attack "reg/dereg storm (4 MiB)" storm mr
-qos "{max_gbps: $allocation}" "{max_control_per_s: 1000}"
-ff_hup
-attack "QP create/destroy storm, red's max_control_per_s 1000" storm qp
+attack "rdma_cm connect storm" cmstorm
+# Control-plane storms cost the router's control thread and the kernel
+# (mappings, memfds) CPU that the data path shares on two cores: red's
+# control rate is what bounds them.
+for rate in 1000 250; do
+  qos "{max_gbps: $allocation}" "{max_control_per_s: $rate}"
+  ff_hup
+  attack "QP create/destroy storm, red's max_control_per_s $rate" storm qp
+  attack "reg/dereg storm (4 MiB), red's max_control_per_s $rate" storm mr
+  attack "rdma_cm connect storm, red's max_control_per_s $rate" cmstorm
+done
 
 echo
 echo "## A victim that saturates the poller alone, beside the 1 MiB stream (equal weights: half is its fair share)"
@@ -144,23 +164,35 @@ awk -v a="$saturated" -v w="$(field 4)" -v r="$(cat "$FF_WORK/stream.out")" \
   'BEGIN { printf "| %.2f Gb/s | %.2f Gb/s | %.2f | %s |\n", a, w, w / a, r }'
 
 echo
-echo "## Victim latency: blue ib_write_lat (2 B, 20000 iterations) alone and beside red's 1 MiB ib_write_bw"
-lat() {  # lat NAME: sets $p99 (µs)
-  ff_bg_pair "$1" a b 10.62.0.1 18706 blue ib_write_lat -F -p 18706 -s 2 -n 20000
+echo "## Victim latency: blue's p99 (2 B, 20000 iterations) alone and beside red's 1 MiB stream"
+# Two ways. Event mode (ib_send_lat -e beside ib_send_bw -e: perftest's
+# WRITE tests have no event mode): the poller is the only spinning thread,
+# so the difference is what the router adds. Busy polling (ib_write_lat
+# beside ib_write_bw, Justitia's pair): four spinning threads on two CPUs,
+# where the kernel's scheduling decides the tail (runs differ 30-fold).
+lat() {  # lat NAME TOOL [ARGS]: sets $p99 (µs)
+  ff_bg_pair "$1" a b 10.62.0.1 18706 blue "$2" -F -p 18706 -s 2 -n 20000 "${@:3}"
   ff_bg_wait "$1"
   p99=$(field 8)
 }
-lat solo
-solo=$p99
-ff_bg_pair anta a b 10.62.0.1 18707 red ib_write_bw -F -p 18707 -s 1048576 -D 30
-sleep 0.5
-lat under
-under=$p99
-kill "${FF_BG_CLIENT[anta]}" "${FF_BG_SERVER[anta]}" 2>/dev/null || true
-wait "${FF_BG_CLIENT[anta]}" "${FF_BG_SERVER[anta]}" 2>/dev/null || true
-echo "| victim p99 alone | beside 1 MiB ib_write_bw | ratio |"
-echo "| --- | --- | --- |"
-awk -v s="$solo" -v u="$under" 'BEGIN { printf "| %.2f µs | %.2f µs | %.2f |\n", s, u, u / s }'
+echo "| victim | antagonist | victim p99 alone | beside it | ratio |"
+echo "| --- | --- | --- | --- | --- |"
+latency_pair() {  # latency_pair VICTIM_TOOL ANTAGONIST_TOOL ANTAGONIST_ARGS VICTIM_ARGS...
+  local victim=$1 antagonist=$2 aargs=$3
+  shift 3
+  lat solo "$victim" "$@"
+  local solo=$p99
+  # shellcheck disable=SC2086
+  ff_bg_pair anta a b 10.62.0.1 18707 red "$antagonist" -F -p 18707 -s 1048576 $aargs
+  sleep 0.5
+  lat under "$victim" "$@"
+  kill "${FF_BG_CLIENT[anta]}" "${FF_BG_SERVER[anta]}" 2>/dev/null || true
+  wait "${FF_BG_CLIENT[anta]}" "${FF_BG_SERVER[anta]}" 2>/dev/null || true
+  awk -v v="$victim $*" -v a="$antagonist $aargs" -v s="$solo" -v u="$p99" \
+    'BEGIN { printf "| %s | %s | %.2f µs | %.2f µs | %.2f |\n", v, a, s, u, u / s }'
+}
+latency_pair ib_send_lat ib_send_bw "-e -n 1000000" -e
+latency_pair ib_write_lat ib_write_bw "-D 30"
 
 echo
 echo "## The poller's cost of scheduling: 64 B ib_write_bw message rate, blue alone"

@@ -242,15 +242,17 @@ ff_pair_in() {
 # and NAME.client. ff_bg_wait NAME waits for both (in this shell, not a
 # subshell: they are its children), fails the test if either failed, and
 # sets $ff_result to the client's last result line (perftest: the line
-# that starts with the message size).
+# that starts with the message size). Multi-host: FF_BG_SRUN and FF_BG_CRUN
+# name the run directories of the routers that serve the server and the
+# client (default $FF_RUN).
 declare -gA FF_BG_SERVER FF_BG_CLIENT
 ff_bg_pair() {
   local name=$1 srv=$2 cli=$3 ip=$4 port=$5 tenant=$6
   shift 6
-  ff_in_container "$srv" "$tenant" timeout 120 "$@" >"$FF_WORK/$name.server" 2>&1 &
+  FF_RUN=${FF_BG_SRUN:-$FF_RUN} ff_in_container "$srv" "$tenant" timeout 120 "$@" >"$FF_WORK/$name.server" 2>&1 &
   FF_BG_SERVER[$name]=$!
   ff_wait_listen "$srv" "$port" || { cat "$FF_WORK/$name.server"; fail "$name: $1's server did not start"; }
-  ff_in_container "$cli" "$tenant" timeout 120 "$@" "$ip" >"$FF_WORK/$name.client" 2>&1 &
+  FF_RUN=${FF_BG_CRUN:-$FF_RUN} ff_in_container "$cli" "$tenant" timeout 120 "$@" "$ip" >"$FF_WORK/$name.client" 2>&1 &
   FF_BG_CLIENT[$name]=$!
 }
 ff_bg_wait() {

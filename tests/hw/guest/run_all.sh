@@ -13,6 +13,10 @@ run env FF_ROUTER_ARGS="--fabric verbs --device $FF_RXE_DEV" bash "$here/../../e
 run env FF_ROUTER_ARGS="--fabric verbs --device $FF_RXE_DEV" FF_CM_CYCLES=50 bash "$here/../../e2e/test_rdma_cm.sh"
 run env FF_ROUTER_ARGS="--fabric verbs --device $FF_RXE_DEV" FF_OV_PINGS=200 FF_OV_WRITES=500 \
   bash "$here/../../e2e/test_operator_view.sh"
+# QoS caps on the device path: rxe under TCG moves about 30 MB/s, so caps
+# of 25, 50 and 100 Mb/s.
+run env FF_ROUTER_ARGS="--fabric verbs --device $FF_RXE_DEV" FF_QOS_SCALE=0.025 FF_QOS_PARTS=caps \
+  bash "$here/../../e2e/test_qos.sh"
 if [ ${#failed[@]} -gt 0 ]; then
   printf 'FAILED in the guest: %s\n' "${failed[@]}"
   exit 1
