@@ -126,7 +126,7 @@ cmstorm() {
   before=$(ffctl -j status | jq '.counters.cm_requests')
   ff_in_container a red timeout $((T + 2)) "$bin" -s 10.62.0.1 18720 100000000 >/dev/null 2>&1 &
   local server=$!
-  ff_wait_listen a 18720 || fail "cm_connect_rate's server did not start"
+  ff_wait_listen a 18721 || fail "cm_connect_rate's server did not start"  # its TCP port: PORT + 1
   ff_in_container b red timeout $((T + 1)) "$bin" 10.62.0.1 18720 100000000 >/dev/null 2>&1 || true
   wait "$server" || true
   echo "$(($(ffctl -j status | jq '.counters.cm_requests') - before)) rdma_cm requests"

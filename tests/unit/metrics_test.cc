@@ -28,6 +28,9 @@ RouterMetrics sample() {
   blue.traffic.throttled_ns = 1'500'000'000;
   blue.qos.max_gbps = 4;
   blue.qos.weight = 3;
+  blue.qos.max_control_per_s = 250;
+  blue.control_delayed_ns = 250'000'000;
+  blue.traffic.rnr_waits = 42;
   m.tenants.push_back(blue);
   TenantMetrics odd;
   odd.name = "we\"ird\\";
@@ -76,6 +79,9 @@ TEST(Metrics, TenantCountersCarryTheirLabels) {
   EXPECT_NE(text.find("ffrouter_tenant_rate_limit_bytes_per_second{tenant=\"blue\"} 500000000\n"), std::string::npos);
   EXPECT_NE(text.find("ffrouter_tenant_rate_limit_ops_per_second{tenant=\"blue\"} 0\n"), std::string::npos);
   EXPECT_NE(text.find("ffrouter_tenant_weight{tenant=\"blue\"} 3\n"), std::string::npos);
+  EXPECT_NE(text.find("ffrouter_tenant_control_rate_limit_per_second{tenant=\"blue\"} 250\n"), std::string::npos);
+  EXPECT_NE(text.find("ffrouter_control_delayed_seconds_total{tenant=\"blue\"} 0.25\n"), std::string::npos);
+  EXPECT_NE(text.find("ffrouter_rnr_waits_total{tenant=\"blue\"} 42\n"), std::string::npos);
   EXPECT_NE(text.find("ffrouter_peer_up{peer=\"host-b\",direction=\"outbound\"} 1\n"), std::string::npos);
   EXPECT_NE(text.find("ffrouter_tenant_clients{tenant=\"we\\\"ird\\\\\"} 0\n"), std::string::npos)
       << "quotes and backslashes in label values are escaped";
