@@ -35,6 +35,16 @@ class TokenBucket {
     tokens_ -= n;
     return true;
   }
+  // Takes `n` now, into debt if need be (a reservation: each taker gets its
+  // own turn, in order); returns when the taker may go: now_ns while the
+  // bucket is not in debt, else when the debt is paid.
+  uint64_t reserve(double n, uint64_t now_ns) {
+    if (!capped()) return now_ns;
+    refill(now_ns);
+    tokens_ -= n;
+    if (tokens_ >= 0) return now_ns;
+    return now_ns + static_cast<uint64_t>(std::min(-tokens_ / rate_ * 1e9, 86400e9));
+  }
   // Returns what a take took for work that then did not go.
   void give_back(double n) {
     if (capped()) tokens_ = std::min(burst_, tokens_ + n);
@@ -73,10 +83,11 @@ class TokenBucket {
 };
 
 // A tenant's cap on its control requests is a TokenBucket of requests:
-// each takes one token; one that finds none waits (its session reads
-// nothing meanwhile) until the bucket holds one again. The burst is a tenth
-// of a second's worth, at least kControlBurst requests: a program's start-up
-// (perftest asks for about a dozen things) goes at once, a storm at the rate.
+// each reserves one token (TokenBucket::reserve); one that finds the bucket
+// empty waits for its turn (its session reads nothing meanwhile). The burst
+// is a tenth of a second's worth, at least kControlBurst requests: a
+// program's start-up (perftest asks for about a dozen things) goes at once,
+// a storm at the rate.
 inline constexpr double kControlBurst = 16;
 inline double control_burst(double per_s) { return std::max(kControlBurst, per_s / 10); }
 
@@ -148,19 +159,22 @@ struct QosKey {
   const char* name;
   double low, high;  // the range, in the key's unit
   bool whole;        // a whole number
+  bool zero_is_none; // 0 is also allowed: no cap
   double (*get)(const QosSpec&);
   void (*set)(QosSpec&, double);
 };
 inline constexpr QosKey kQosKeys[] = {
-    {"max_gbps", 0, 10000, false, [](const QosSpec& q) { return q.max_gbps; },
+    {"max_gbps", 0, 10000, false, true, [](const QosSpec& q) { return q.max_gbps; },
      [](QosSpec& q, double v) { q.max_gbps = v; }},
-    {"max_mops", 0, 10000, false, [](const QosSpec& q) { return q.max_mops; },
+    {"max_mops", 0, 10000, false, true, [](const QosSpec& q) { return q.max_mops; },
      [](QosSpec& q, double v) { q.max_mops = v; }},
-    {"burst_kib", 4, 1 << 20, false, [](const QosSpec& q) { return static_cast<double>(q.burst_bytes) / 1024; },
+    {"burst_kib", 4, 1 << 20, false, false, [](const QosSpec& q) { return static_cast<double>(q.burst_bytes) / 1024; },
      [](QosSpec& q, double v) { q.burst_bytes = static_cast<uint64_t>(v * 1024); }},
-    {"weight", 1, 1000, true, [](const QosSpec& q) { return static_cast<double>(q.weight); },
+    {"weight", 1, 1000, true, false, [](const QosSpec& q) { return static_cast<double>(q.weight); },
      [](QosSpec& q, double v) { q.weight = static_cast<uint32_t>(v); }},
-    {"max_control_per_s", 0, 1e6, false, [](const QosSpec& q) { return q.max_control_per_s; },
+    // At least one a second: a request never waits longer than the
+    // tenant's other waiting requests plus a second.
+    {"max_control_per_s", 1, 1e6, false, true, [](const QosSpec& q) { return q.max_control_per_s; },
      [](QosSpec& q, double v) { q.max_control_per_s = v; }},
 };
 
@@ -180,10 +194,12 @@ inline std::string qos_key_names() {
 // Sets one key; empty when the value is in its range, else what is wrong
 // (the spec is unchanged then).
 inline std::string set_qos_key(QosSpec& q, const QosKey& k, double v) {
-  if (!std::isfinite(v) || v < k.low || v > k.high || (k.whole && v != std::floor(v))) {
-    char range[96];
-    std::snprintf(range, sizeof range, "%s number from %g to %g", k.whole ? "a whole" : "a", k.low, k.high);
-    return std::string(k.name) + " must be " + range + (k.low == 0 && !k.whole ? " (0: no cap)" : "");
+  bool none = k.zero_is_none && v == 0;
+  if (!none && (!std::isfinite(v) || v < k.low || v > k.high || (k.whole && v != std::floor(v)))) {
+    char range[128];
+    std::snprintf(range, sizeof range, "%s%s number from %.15g to %.15g", k.zero_is_none && k.low > 0 ? "0 (no cap) or " : "",
+                  k.whole ? "a whole" : "a", k.low, k.high);
+    return std::string(k.name) + " must be " + range + (k.low == 0 && k.zero_is_none ? " (0: no cap)" : "");
   }
   k.set(q, v);
   return {};

@@ -225,14 +225,19 @@ class RingConsumer {
   bool corrupt() const { return corrupt_; }
   uint64_t consumed() const { return tail_; }
   // Entries queued, as the shared indices say now: for another thread than
-  // the consumer's (a status view). The producer's index is the app's to
-  // write, so the answer is clamped to the capacity; 0 before attach.
+  // the consumer's (a status view). The consumer's index is read first: it
+  // only grows, and never past the producer's, so a producer index read
+  // after it is not behind it (unless the app wrote garbage: then 0). The
+  // producer's index is the app's to write, so the answer is clamped to the
+  // capacity; 0 before attach.
   uint32_t queued_now() const {
     if (ctl_ == nullptr) return 0;
+    // Acquire: the producer index read next is at least as new.
+    uint64_t cons = ctl_->consumer_index.load(std::memory_order_acquire);
     // Acquire pairs with the producer's release store of producer_index (P1).
     uint64_t prod = ctl_->producer_index.load(std::memory_order_acquire);
-    uint64_t queued = prod - ctl_->consumer_index.load(std::memory_order_relaxed);
-    return static_cast<uint32_t>(std::min<uint64_t>(queued, capacity_));
+    if (prod < cons) return 0;
+    return static_cast<uint32_t>(std::min<uint64_t>(prod - cons, capacity_));
   }
   uint32_t capacity() const { return static_cast<uint32_t>(capacity_); }
 

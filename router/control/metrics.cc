@@ -134,7 +134,7 @@ void render_traffic(Writer& w, const RouterMetrics& m) {
   w.family("ffrouter_tenant_receives_total", "counter", "Receive work requests of a tenant completed with data.");
   for (const auto& t : m.tenants) w.sample("ffrouter_tenant_receives_total", {"tenant", t.name}, t.traffic.received);
   w.family("ffrouter_rnr_waits_total", "counter",
-           "Work requests of a tenant that waited for the responder's receive (RNR; soft fabric).");
+           "RNR NAKs a tenant's work requests met: each time one found no receive and waited (soft fabric).");
   for (const auto& t : m.tenants) w.sample("ffrouter_rnr_waits_total", {"tenant", t.name}, t.traffic.rnr_waits);
   w.family("ffrouter_throttled_seconds_total", "counter", "Time a tenant's work waited on its QoS caps.");
   for (const auto& t : m.tenants)

@@ -47,11 +47,14 @@ class ControlServices {
   // Changes a live tenant's QoS (ffctl qos) until the next change or
   // config reload; EINVAL for no such tenant.
   virtual Status set_tenant_qos(const std::string& tenant, const policy::QosSpec& qos) = 0;
-  // A tenant's client sent a request (any after Hello): 0 when it may be
-  // handled now, else the nanoseconds it must wait (qos.max_control_per_s);
-  // the session then reads nothing more until it asks again.
+  // A tenant's client sent a request: it takes its turn in the tenant's
+  // control rate (qos.max_control_per_s); 0 when it may be handled now,
+  // else the nanoseconds until its turn (the session reads nothing more
+  // meanwhile, then handles it without asking again).
   virtual uint64_t admit_control(const policy::TenantSpec& tenant, uint64_t now_ns) = 0;
-  // The time the tenant's requests waited so, in total.
+  // A request of the tenant's waited so long (counted when it goes), and
+  // the total.
+  virtual void control_waited(const policy::TenantSpec& tenant, uint64_t ns) = 0;
   virtual uint64_t control_delayed_ns(const policy::TenantSpec& tenant) const = 0;
   virtual std::string tenant_socket_path(const policy::TenantSpec& tenant) const = 0;
   virtual uint64_t sessions_refused() const = 0;

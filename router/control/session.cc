@@ -59,7 +59,8 @@ void Session::close(const std::string& why) {
 }
 
 void Session::arm_read() {
-  if (closed_ || reading_ || writing_ || holds_ > 0) return;  // no new requests while replies are stuck or held
+  // No new requests while replies are stuck or held, or a request waits.
+  if (closed_ || reading_ || writing_ || holds_ > 0 || delayed_) return;
   reading_ = true;
   socket_.async_wait(boost::asio::socket_base::wait_read,
                      [self = shared_from_this()](const boost::system::error_code& ec) {
@@ -96,8 +97,8 @@ void Session::on_readable(const boost::system::error_code& ec) {
 }
 
 bool Session::handle_buffered() {
-  while (holds_ == 0) {
-    auto frame = delayed_ ? std::exchange(delayed_, std::nullopt) : reader_.next();
+  while (holds_ == 0 && !delayed_) {
+    auto frame = reader_.next();
     if (!frame) return !closed_;
     if (must_wait(*frame)) return false;
     handle_frame(*frame);
@@ -106,16 +107,39 @@ bool Session::handle_buffered() {
   return false;
 }
 
-bool Session::must_wait(proto::Frame& frame) {
-  if (role_ != SessionRole::kTenant || !greeted()) return false;
+namespace {
+uint64_t steady_now_ns() {
   auto now = std::chrono::steady_clock::now().time_since_epoch();
-  uint64_t wait_ns =
-      services_.admit_control(*tenant_, static_cast<uint64_t>(std::chrono::nanoseconds(now).count()));
+  return static_cast<uint64_t>(std::chrono::nanoseconds(now).count());
+}
+}  // namespace
+
+// Every request of a tenant's client, Hello too (a connect storm is a
+// control storm), takes its turn in the tenant's control rate.
+bool Session::must_wait(proto::Frame& frame) {
+  if (role_ != SessionRole::kTenant) return false;
+  uint64_t now = steady_now_ns();
+  uint64_t wait_ns = services_.admit_control(*tenant_, now);
   if (wait_ns == 0) return false;
   delayed_ = std::move(frame);
+  delayed_since_ns_ = now;
   control_timer_.expires_after(std::chrono::nanoseconds(wait_ns));
-  control_timer_.async_wait([release = hold()](const boost::system::error_code&) { release(); });
+  // Fired, or cancelled by a new QoS spec or by close().
+  control_timer_.async_wait([weak = weak_from_this()](const boost::system::error_code&) {
+    if (auto s = weak.lock()) s->resume_delayed();
+  });
   return true;
+}
+
+void Session::resume_delayed() {
+  if (closed_ || !delayed_) return;
+  auto self = shared_from_this();  // the handler may close us
+  services_.control_waited(*tenant_, steady_now_ns() - delayed_since_ns_);
+  proto::Frame frame = std::move(*delayed_);
+  delayed_.reset();
+  handle_frame(frame);
+  if (!handle_buffered()) return;
+  arm_read();
 }
 
 std::function<void()> Session::hold() {

@@ -99,6 +99,10 @@ class Session : public std::enable_shared_from_this<Session>, public cm::IdOwner
   std::optional<uint32_t> adopt(std::shared_ptr<cm::Id> id) override;
   void drop(uint32_t handle) override;
 
+  // A new QoS spec for the tenant: a request waiting for its turn under the
+  // old rate goes now.
+  void release_control_wait() { control_timer_.cancel(); }
+
   // Set by the Hello handler.
   bool greeted() const { return virtual_ip_.has_value(); }
   void set_virtual_ip(uint32_t ip) { virtual_ip_ = ip; }
@@ -109,8 +113,10 @@ class Session : public std::enable_shared_from_this<Session>, public cm::IdOwner
   void on_readable(const boost::system::error_code& ec);
   bool handle_buffered();  // false once closed or held
   // Whether the tenant's control rate makes `frame` wait: then it is kept
-  // in delayed_ and the session holds until the wait is over.
+  // in delayed_, and the session reads and handles nothing more (its
+  // replies still go out) until resume_delayed.
   bool must_wait(proto::Frame& frame);
+  void resume_delayed();
   void release_hold();
   Status dispatch(proto::Frame& frame, const proto::Request& req, ReplyWriter& w);
   void queue(ReplyWriter& w, uint64_t request_id, const Status& status);
@@ -132,7 +138,8 @@ class Session : public std::enable_shared_from_this<Session>, public cm::IdOwner
   ObjectTable objects_;
   std::map<uint64_t, uint32_t> segments_by_base_;
   proto::FrameReader reader_;
-  std::optional<proto::Frame> delayed_;  // read, waiting on the tenant's control rate
+  std::optional<proto::Frame> delayed_;  // read, waiting for its turn in the tenant's control rate
+  uint64_t delayed_since_ns_ = 0;
   boost::asio::steady_timer control_timer_;
   std::deque<Outgoing> out_;
   size_t out_bytes_ = 0;

@@ -213,14 +213,20 @@ void Router::apply_qos(const policy::TenantSpec& t) {
   auto now = std::chrono::steady_clock::now().time_since_epoch();
   control_rates_[t.name].bucket.reconfigure(per_s, policy::control_burst(per_s),
                                             static_cast<uint64_t>(std::chrono::nanoseconds(now).count()));
+  // Requests waiting for their turn under the old rate go now (as QPs
+  // parked under old caps do).
+  for (const auto& [id, s] : sessions_)
+    if (s->tenant() == &t) s->release_control_wait();
 }
 
 uint64_t Router::admit_control(const policy::TenantSpec& t, uint64_t now_ns) {
   auto it = control_rates_.find(t.name);
-  if (it == control_rates_.end() || it->second.bucket.try_take(1, now_ns)) return 0;
-  uint64_t wait_ns = it->second.bucket.ready_at(now_ns) - now_ns;
-  it->second.delayed_ns += wait_ns;
-  return wait_ns;
+  if (it == control_rates_.end()) return 0;
+  return it->second.bucket.reserve(1, now_ns) - now_ns;
+}
+
+void Router::control_waited(const policy::TenantSpec& t, uint64_t ns) {
+  if (auto it = control_rates_.find(t.name); it != control_rates_.end()) it->second.delayed_ns += ns;
 }
 
 uint64_t Router::control_delayed_ns(const policy::TenantSpec& t) const {

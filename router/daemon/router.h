@@ -64,6 +64,7 @@ class Router final : public ControlServices, private cm::Routes, private cm::Clo
   std::vector<const policy::TenantSpec*> tenants() const override;
   Status set_tenant_qos(const std::string& tenant, const policy::QosSpec& qos) override;
   uint64_t admit_control(const policy::TenantSpec& t, uint64_t now_ns) override;
+  void control_waited(const policy::TenantSpec& t, uint64_t ns) override;
   uint64_t control_delayed_ns(const policy::TenantSpec& t) const override;
   std::string tenant_socket_path(const policy::TenantSpec& t) const override;
   uint64_t sessions_refused() const override { return sessions_refused_; }

@@ -166,8 +166,9 @@ struct TrafficCounters {
   // (IBV_WC_SUCCESS .. IBV_WC_GENERAL_ERR).
   static constexpr size_t kStatuses = IBV_WC_GENERAL_ERR + 1;
   std::array<uint64_t, kStatuses> completions{};
-  // Work requests that waited for the responder's receive (an RNR NAK;
-  // soft fabric: the verbs fabric's device retries RNR itself).
+  // RNR NAKs: times a work request found no receive at the responder and
+  // waited (each retry counts; soft fabric: the verbs fabric's device
+  // retries RNR itself).
   uint64_t rnr_waits = 0;
   // Time the tenant's work waited on its QoS caps (per tenant only).
   uint64_t throttled_ns = 0;

@@ -360,9 +360,9 @@ int run_qos(Router& router, const StatusReply& s, const std::vector<std::string>
     }
     for (auto t = out.begin(); t != out.end(); ++t) {
       std::printf("tenant %s ", t.key().c_str());
-      for (auto v = t.value().begin(); v != t.value().end(); ++v)
-        std::printf(" %s %g", v.key().c_str(), v.value().get<double>());
-      std::printf("\n");
+      for (const auto& k : ff::policy::kQosKeys) std::printf(" %s %.15g", k.name, t.value()[k.name].get<double>());
+      std::printf("  throttled %.3f s  control_delayed %.3f s\n", t.value()["throttled_seconds"].get<double>(),
+                  t.value()["control_delayed_seconds"].get<double>());
     }
     return 0;
   }
