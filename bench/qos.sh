@@ -21,6 +21,7 @@ cd "$(dirname "$0")/.."
 scripts/build.sh Release >/dev/null
 export FF_BUILD=$PWD/build
 source tests/e2e/lib.sh
+source bench/qos_lib.sh
 T=${1:-4}
 config=$FF_WORK/config.yaml
 qos() { printf 'tenants:\n  - name: blue\n    qos: %s\n  - name: red\n    qos: %s\n' "$1" "$2" >"$config"; }
@@ -59,21 +60,7 @@ for w in "1 1" "1 3"; do
   read -r wb wr <<<"$w"
   qos "{weight: $wb}" "{weight: $wr}"
   ff_hup
-  T=10 bw wb blue 18701 1048576 -t 1024
-  T=10 bw wr red 18702 1048576 -t 1024
-  # The window opens once both move (neither program's start in it).
-  for t in blue red; do
-    for _ in $(seq 50); do
-      [ "$(ffctl -j stats -w 0.2 -c 1 | jq -r ".$t.sent.write.bytes // 0")" != 0 ] && break
-    done
-  done
-  ffctl -j stats -w 3 -c 1 >"$FF_WORK/w.json"
-  ff_bg_wait wb
-  ff_bg_wait wr
-  read -r b r < <(jq -r '"\(.blue.sent.write.bytes // 0) \(.red.sent.write.bytes // 0)"' "$FF_WORK/w.json")
-  awk -v b="$b" -v r="$r" -v w="$wb:$wr" 'BEGIN {
-    printf "| %s | %.1f Gb/s | %.1f Gb/s | %.3f | %.4f |\n", w, b * 8 / 1e9, r * 8 / 1e9, r / b,
-      (b + r) * (b + r) / (2 * (b * b + r * r)) }'
+  weights_row "$wb" "$wr" 18701 ffctl
 done
 
 echo

@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 scripts/build.sh Release >/dev/null
 export FF_BUILD=$PWD/build
 source tests/e2e/multihost_lib.sh
+source bench/qos_lib.sh
 T=${1:-4}
 
 mh_host alpha 10.99.0.1
@@ -66,20 +67,7 @@ for w in "1 1" "1 3"; do
   read -r wb wr <<<"$w"
   qos blue weight "$wb"
   qos red weight "$wr"
-  D=10 bw wb blue 18711 1048576 -t 1024
-  D=10 bw wr red 18712 1048576 -t 1024
-  for t in blue red; do  # the window opens once both move
-    for _ in $(seq 50); do
-      [ "$(mh_ctl beta -j stats -w 0.2 -c 1 | jq -r ".$t.sent.write.bytes // 0")" != 0 ] && break
-    done
-  done
-  mh_ctl beta -j stats -w 3 -c 1 >"$FF_WORK/w.json"
-  ff_bg_wait wb
-  ff_bg_wait wr
-  read -r b r < <(jq -r '"\(.blue.sent.write.bytes // 0) \(.red.sent.write.bytes // 0)"' "$FF_WORK/w.json")
-  awk -v b="$b" -v r="$r" -v w="$wb:$wr" 'BEGIN {
-    printf "| %s | %.2f Gb/s | %.2f Gb/s | %.3f | %.4f |\n", w, b * 8 / 1e9, r * 8 / 1e9, r / b,
-      (b + r) * (b + r) / (2 * (b * b + r * r)) }'
+  weights_row "$wb" "$wr" 18711 mh_ctl beta
 done
 qos blue weight 1
 qos red weight 1
