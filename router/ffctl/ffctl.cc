@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <optional>
@@ -149,9 +150,14 @@ json client_json(const ff::proto::ClientStatus& c) {
           {"cm_listeners", c.cm_listeners()}, {"qps", qps}};
 }
 
+// Whole values as JSON integers (weight 3, burst_kib 256), as before the
+// key table: scripts that read them as integers keep working.
 json qos_json(const ff::policy::QosSpec& q) {
   json out = json::object();
-  for (const auto& k : ff::policy::kQosKeys) out[k.name] = k.get(q);
+  for (const auto& k : ff::policy::kQosKeys) {
+    double v = k.get(q);
+    out[k.name] = v == std::floor(v) && v < 9e15 ? json(static_cast<uint64_t>(v)) : json(v);
+  }
   return out;
 }
 
