@@ -179,6 +179,7 @@ struct Qp final : core::Qp {
   // them): told when it goes, so that nothing of theirs reaches a later QP
   // of that number. At most one entry per router.
   std::set<std::string> known_to;
+  uint32_t device_pacing_kbps = 0;  // set on the device (pacing.h); 0: unpaced
 };
 
 // How many far destinations a UD QP remembers, and far senders it accepts.

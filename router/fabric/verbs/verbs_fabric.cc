@@ -12,6 +12,7 @@
 
 #include "policy/tenant.h"
 #include "router/common/version.h"
+#include "router/fabric/verbs/pacing.h"
 
 namespace ff::router {
 namespace {
@@ -73,6 +74,12 @@ VerbsFabric::VerbsFabric(const FabricConfig& config) {
                 device_->gid.raw[13], device_->gid.raw[14], device_->gid.raw[15]);
   spdlog::info("verbs fabric on {} port 1, GID index {} ({}), MTU {}, max inline {}", device_->name,
                device_->gid_index, gid, 128 << device_->port_attr.active_mtu, device_->max_inline);
+  const ibv_packet_pacing_caps& pp = device_->attr.packet_pacing_caps;
+  if (pp.qp_rate_limit_max == 0)
+    spdlog::info("{} has no packet pacing: tenants' caps are paced by the router alone", device_->name);
+  else
+    spdlog::info("{} paces QPs at {}..{} kb/s (QP types 0x{:x}): capped tenants' QPs are paced by the device too",
+                 device_->name, pp.qp_rate_limit_min, pp.qp_rate_limit_max, pp.supported_qpts);
 }
 
 VerbsFabric::~VerbsFabric() { engine_.reset(); }
@@ -330,7 +337,37 @@ Status VerbsFabric::modify(verbs::Qp& q, const ibv_qp_attr& attr, int mask, cons
   if (!st) return st;
   Status device = engine_->modify_device(q, change, mask);  // here, not on the poller
   engine_->run_sync([&] { st = engine_->end_modify(q, attr, mask, change, device); });
+  if (st && (mask & IBV_QP_STATE) != 0 && attr.qp_state == IBV_QPS_RTS) pace(q);
   return st;
+}
+
+void VerbsFabric::configure_tenant(const std::string& tenant, const policy::QosSpec& spec) {
+  QueueFabric::configure_tenant(tenant, spec);
+  tenant_max_gbps_[tenant] = spec.max_gbps;
+  std::vector<verbs::Qp*> running;
+  engine_->run_sync([&] {
+    for (core::Qp* c : engine_->qps())
+      if (c->pd.owner.tenant == tenant && c->state == IBV_QPS_RTS) running.push_back(static_cast<verbs::Qp*>(c));
+  });
+  // QPs are created and destroyed on this thread only: these are alive.
+  for (verbs::Qp* q : running) pace(*q);
+}
+
+void VerbsFabric::pace(verbs::Qp& q) {
+  auto it = tenant_max_gbps_.find(q.pd.owner.tenant);
+  std::optional<uint32_t> kbps = verbs::device_pacing_kbps(device_->attr.packet_pacing_caps, q.init.type,
+                                                           it == tenant_max_gbps_.end() ? 0.0 : it->second);
+  if (!kbps || *kbps == q.device_pacing_kbps) return;
+  ibv_qp_rate_limit_attr limit{};
+  limit.rate_limit = *kbps;
+  int rc = ibv_modify_qp_rate_limit(q.qp, &limit);
+  if (rc == 0) {
+    q.device_pacing_kbps = *kbps;
+    return;
+  }
+  // The software caps hold without it.
+  spdlog::warn("{} refused to pace QP {} of tenant {} at {} kb/s ({}); its cap is kept in software only",
+               device_->name, q.qpn, q.pd.owner.tenant, *kbps, std::strerror(rc > 0 ? rc : errno));
 }
 
 }  // namespace ff::router

@@ -4,6 +4,7 @@
 // boundaries between them on every key.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -26,6 +27,9 @@ class VerbsFabric final : public core::QueueFabric, public verbs::ClusterMember 
   Result<std::unique_ptr<FabricPd>> alloc_pd(const Owner& owner) override;
   Status modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask) override;
   ibv_gid sender_address(FabricQp& receiver, uint32_t src_qp, const ibv_gid& seen) override;
+  // Besides the software caps: the device's packet pacing of the tenant's
+  // QPs in RTS, where the device has it (pacing.h).
+  void configure_tenant(const std::string& tenant, const policy::QosSpec& spec) override;
   // Across hosts (cluster.h): a destination another router serves is
   // asked of that router first.
   Result<std::string> modify_route(const FabricQp& qp, const ibv_qp_attr& attr, int mask) const override;
@@ -66,6 +70,9 @@ class VerbsFabric final : public core::QueueFabric, public verbs::ClusterMember 
     std::string router;
   };
   void ask_far(const FarQuestion& f);
+  // Asks the device to pace `q` (in RTS) at its tenant's cap, where it can
+  // (control thread: a firmware command on real hardware).
+  void pace(verbs::Qp& q);
   verbs::Asker asker_for(uint32_t qpn, const Owner& owner) const;
 
   std::unique_ptr<verbs::Device> device_;
@@ -73,6 +80,7 @@ class VerbsFabric final : public core::QueueFabric, public verbs::ClusterMember 
   verbs::VerbsCluster* cluster_ = nullptr;  // joined: owned by the daemon
   boost::asio::io_context* io_ = nullptr;   // the control thread's, once joined
   uint64_t next_qp_serial_ = 1;
+  std::map<std::string, double> tenant_max_gbps_;  // control thread: each tenant's cap (pace())
 };
 
 // Whether a device the verbs fabric can use exists (for --fabric auto);
