@@ -13,8 +13,8 @@ namespace {
 // The host library, loaded privately if the app did not load it.
 void* host_libibverbs() {
   static void* handle = [] {
-    void* h = ::dlopen("libibverbs.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-    return h != nullptr ? h : ::dlopen("libibverbs.so.1", RTLD_NOW | RTLD_LOCAL);
+    void* h = ff::verbs::host_dlopen("libibverbs.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    return h != nullptr ? h : ff::verbs::host_dlopen("libibverbs.so.1", RTLD_NOW | RTLD_LOCAL);
   }();
   return handle;
 }

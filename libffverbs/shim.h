@@ -277,6 +277,9 @@ uint32_t poll_yield_threshold();
 bool debug_enabled();
 // Prints "libffverbs: ..." to stderr when debugging is enabled.
 void debug(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+// glibc's dlopen: the shim's own dlopen gives itself for libibverbs
+// (dlopen.cc), so the shim reaches the host's library through this.
+void* host_dlopen(const char* file, int flags);
 
 // errno-style helpers for the two verbs return conventions.
 template <typename T>
