@@ -12,7 +12,9 @@
 #   - temporary directories: /tmp/ffe2e.* (lib.sh's FF_WORK: logs, the routers'
 #     run directories, etcd's data), /tmp/ffvm.* (vm.sh), /tmp/ffctl-test.*
 #     (control_protocol_test), /tmp/fffuzz.* (fuzz_control), and
-#     /run/ffrouter (the router's default run directory: no test may use it).
+#     /run/ffrouter (the router's default run directory: no test may use it);
+#   - podman containers labelled ffe2e (test_containers.sh) and that test's
+#     CDI specs, /var/run/cdi/ffe2e*.
 #
 #   scripts/check-leftovers.sh                  # everything there now counts
 #   scripts/check-leftovers.sh --snapshot FILE  # records what is there now
@@ -53,9 +55,12 @@ items() {
     [ -n "$start" ] && echo "process $pid:$start $name"
   done < <(ps -e -ww -o pid= -o args=)
   local p
-  for p in /tmp/ffe2e.* /tmp/ffvm.* /tmp/ffctl-test.* /tmp/fffuzz.* /run/ffrouter; do
+  for p in /tmp/ffe2e.* /tmp/ffvm.* /tmp/ffctl-test.* /tmp/fffuzz.* /run/ffrouter /var/run/cdi/ffe2e*; do
     [ -e "$p" ] && echo "path $p"
   done
+  if command -v podman >/dev/null; then
+    podman ps -a --filter label=ffe2e --format '{{.Names}}' 2>/dev/null | sed 's/^/container /' || true
+  fi
   return 0
 }
 

@@ -17,6 +17,8 @@ PACKAGES=(
   ibverbs-utils perftest rdmacm-utils ucx-utils libfabric-bin
   # end-to-end tests: namespaces and mounts
   iproute2 util-linux procps
+  # real containers: podman with runc, images made with mmdebstrap
+  podman runc mmdebstrap
   # multi-host tests: the etcd directory
   etcd-server etcd-client
   # the operator's view: /metrics checked by promtool, JSON by jq

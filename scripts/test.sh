@@ -28,6 +28,8 @@ scripts/check-leftovers.sh --snapshot "$leftovers"
 jobs=$(nproc)
 echo "== build: Release"
 scripts/build.sh Release build
+echo "== build: the container images (containers/build-images.sh: once per run)"
+bash containers/build-images.sh build
 echo "== build: Sanitize (ASan + UBSan)"
 scripts/build.sh Sanitize build-sanitize
 
@@ -46,12 +48,13 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
   ctest --test-dir build-sanitize -L 'unit|integration' -j "$jobs" --output-on-failure
 echo "== tests: end to end, with ffrouter and libffverbs under ASan+UBSan"
 # Unmodified programs load the sanitized shim after the sanitizer runtimes.
-# (The binding and export checks read the library file itself: Release only.)
+# (The binding and export checks read the library file itself, and the
+# containers run the images' Release binaries: Release only.)
 ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0:abort_on_error=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 FFROUTER=$PWD/build-sanitize/bin/ffrouter \
 LIBFFVERBS="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so) $PWD/build-sanitize/lib/libffverbs.so" \
-  ctest --test-dir build -L e2e -E 'e2e_(bindings|exports)' -j "$jobs" --output-on-failure
+  ctest --test-dir build -L e2e -E 'e2e_(bindings|exports|containers)' -j "$jobs" --output-on-failure
 echo "== fuzzing: every libFuzzer target, bounded"
 scripts/fuzz.sh 20
 echo "== tests: Release build (all)"

@@ -10,6 +10,8 @@
 //     qos [TENANT [max_gbps N] [max_mops N] [burst_kib N] [weight N] [max_control_per_s N]]
 //                                  show, or change live, a tenant's caps and weight
 //     version                      ffctl's and the router's
+//     cdi [--output-dir DIR] [--kind K] [--shim PATH] [--host-run-dir DIR]
+//                                  a CDI spec per tenant (cdi.h)
 //
 // Exit codes: 0 done; 1 the router could not be reached or refused the
 // request; 2 a usage error (unknown command, option or filter).
@@ -32,6 +34,7 @@
 #include "router/common/qos_wire.h"
 #include "router/common/traffic_labels.h"
 #include "router/common/version.h"
+#include "router/ffctl/cdi.h"
 
 namespace {
 
@@ -541,6 +544,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> qos_words;
   qos->add_option("words", qos_words, "[TENANT [KEY VALUE]...]");
   auto* version = app.add_subcommand("version", "ffctl's version and the router's");
+  ff::ffctl::CdiOptions cdi_options;
+  auto* cdi = ff::ffctl::add_cdi_command(app, cdi_options);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -570,6 +575,11 @@ int main(int argc, char** argv) {
   }
   if (stats->parsed()) return run_stats(router, *s, as_json, watch, count);
   if (qos->parsed()) return run_qos(router, *s, qos_words, as_json);
+  if (cdi->parsed()) {
+    std::vector<std::string> tenants;
+    for (const auto* t : *s->tenants()) tenants.push_back(str(t->name()));
+    return ff::ffctl::run_cdi(cdi_options, router.run_dir, tenants, as_json);
+  }
   json rows = resource_rows(*s, filter);
   if (as_json) {
     print_json(rows);
