@@ -19,7 +19,7 @@ source "$here/podman-env.sh"
 
 # What the images run: the router's shared libraries and the tools.
 packages=(
-  libibverbs1 librdmacm1 libyaml-cpp0.7 libspdlog1.10 libfmt9 libssl3
+  libibverbs1 librdmacm1 libyaml-cpp0.7 libspdlog1.10 libfmt9 libssl3 libsystemd0
   ibverbs-utils perftest rdmacm-utils ucx-utils libucx0 coreutils procps
 )
 if [ "${FF_REBUILD_BASE:-0}" = 1 ] || ! podman image exists "$base"; then

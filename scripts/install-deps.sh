@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git clang libclang-rt-14-dev
   libibverbs-dev librdmacm-dev libboost-dev libflatbuffers-dev flatbuffers-compiler
   libnuma-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
-  libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libsystemd-dev
   # a test program against UCP (UCX client/server over rdma_cm)
   libucx-dev
   # TLS on the links between routers (and the tests' keys and certificates)
@@ -19,6 +19,8 @@ PACKAGES=(
   iproute2 util-linux procps
   # real containers: podman with runc, images made with mmdebstrap
   podman runc mmdebstrap
+  # the systemd units: systemd-analyze verify
+  systemd
   # multi-host tests: the etcd directory
   etcd-server etcd-client
   # the operator's view: /metrics checked by promtool, JSON by jq

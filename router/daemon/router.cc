@@ -105,7 +105,9 @@ void Router::wait_for_signal() {
   signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
     if (ec || stopping_) return;
     if (sig == SIGHUP) {
+      service_.reloading();
       reload_config();
+      service_.ready(serving());
       return wait_for_signal();
     }
     spdlog::info("signal {}: shutting down", sig);
@@ -416,13 +418,20 @@ void Router::run() {
   if (metrics_) metrics_->start();
   spdlog::info("ffrouter ready: fabric {}, device {}, {} tenant(s), run dir {}", fabric_->name(),
                options_.device_name, tenants_.size(), options_.run_dir);
+  service_.ready(serving());
   io_.run();
+}
+
+std::string Router::serving() const {
+  return "serving " + std::to_string(tenants_.size()) + " tenant(s) on the " + std::string(fabric_->name()) +
+         " fabric, run dir " + options_.run_dir;
 }
 
 void Router::stop() {
   boost::asio::post(io_, [this] {
     if (stopping_) return;
     stopping_ = true;
+    service_.stopping();
     boost::system::error_code ignored;
     signals_.cancel(ignored);
     for (auto& l : listeners_) close(*l);

@@ -23,6 +23,7 @@
 #include "router/control/services.h"
 #include "router/control/session.h"
 #include "router/daemon/metrics_server.h"
+#include "router/daemon/service_manager.h"
 #include "router/daemon/options.h"
 #include "router/directory/directory.h"
 #include "router/fabric/fabric.h"
@@ -41,6 +42,8 @@ class Router final : public ControlServices, private cm::Routes, private cm::Clo
 
   void run();
   void stop();
+  // What systemd shows as the router's status (STATUS=).
+  std::string serving() const;
   // Re-reads --config (SIGHUP), on the Asio thread: tenants added get
   // their socket, tenants removed lose it and their clients, a changed
   // network or fallback address applies to new clients (and clients whose
@@ -146,6 +149,7 @@ class Router final : public ControlServices, private cm::Routes, private cm::Clo
   std::map<std::string, ControlRate> control_rates_;
   std::map<uint64_t, std::unique_ptr<boost::asio::steady_timer>> cm_timers_;  // rdma_cm's, pending
   std::unique_ptr<MetricsServer> metrics_;  // --metrics-listen
+  ServiceManager service_{io_};               // systemd's view (Type=notify)
   uint64_t next_timer_ = 1;
   uint64_t next_session_id_ = 1;
   uint64_t sessions_refused_ = 0;
