@@ -6,16 +6,31 @@
 #   localhost/ffrouter:TAG            the router (Containerfile.router)
 #   localhost/ffrouter-app:TAG        the app base (Containerfile.app)
 # from the binaries of a build directory.
-#   containers/build-images.sh [BUILD_DIR] [TAG]     (default: build, dev)
+#   containers/build-images.sh [--if-stale] [BUILD_DIR] [TAG]   (default: build, dev)
+# --if-stale: only when the images do not hold this build's binaries (each
+# image carries their checksum in the label io.ffrouter.build).
 # The base is made once (about a minute) and kept; FF_REBUILD_BASE=1 makes it
 # again. Needs root, podman, runc and mmdebstrap (scripts/install-deps.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+if_stale=0
+[ "${1:-}" = --if-stale ] && { if_stale=1; shift; }
 build=$(cd "${1:-$here/../build}" && pwd)
 tag=${2:-dev}
 base=localhost/ffrouter-base:bookworm
 # shellcheck source=containers/podman-env.sh
 source "$here/podman-env.sh"
+
+binaries=("$build/bin/ffrouter" "$build/bin/ffctl" "$build/lib/libffverbs.so")
+sum=$(cat "${binaries[@]}" | sha256sum | cut -c1-16)
+if [ $if_stale = 1 ]; then
+  current=1
+  for name in localhost/ffrouter localhost/ffrouter-app; do
+    [ "$(podman image inspect --format '{{index .Labels "io.ffrouter.build"}}' "$name:$tag" 2>/dev/null)" = "$sum" ] ||
+      current=0
+  done
+  [ $current = 1 ] && exit 0
+fi
 
 # What the images run: the router's shared libraries and the tools.
 packages=(
@@ -38,12 +53,12 @@ fi
 context=$(mktemp -d /tmp/ffimage.XXXXXX)
 trap 'rm -rf "$context"; rm -f "${rootfs:-}"' EXIT
 mkdir -p "$context/bin" "$context/lib"
-cp "$build/bin/ffrouter" "$build/bin/ffctl" "$context/bin/"
-cp "$build/lib/libffverbs.so" "$context/lib/"
+cp "${binaries[@]:0:2}" "$context/bin/"
+cp "${binaries[2]}" "$context/lib/"
 for image in router app; do
   name=localhost/ffrouter-$image
   [ "$image" = router ] && name=localhost/ffrouter
-  podman build -q --network none --build-arg BASE="$base" -t "$name:$tag" -f "$here/Containerfile.$image" \
+  podman build -q --network none --build-arg BASE="$base" --label "io.ffrouter.build=$sum" -t "$name:$tag" -f "$here/Containerfile.$image" \
     "$context" >/dev/null
   echo "containers: $name:$tag"
 done

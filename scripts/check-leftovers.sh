@@ -13,8 +13,8 @@
 #     run directories, etcd's data), /tmp/ffvm.* (vm.sh), /tmp/ffctl-test.*
 #     (control_protocol_test), /tmp/fffuzz.* (fuzz_control), and
 #     /run/ffrouter (the router's default run directory: no test may use it);
-#   - podman containers labelled ffe2e (test_containers.sh) and that test's
-#     CDI specs, /var/run/cdi/ffe2e*.
+#   - podman containers and pods labelled ffe2e (test_containers.sh,
+#     test_kubernetes.sh) and their CDI specs, /var/run/cdi/ffe2e*.
 #
 #   scripts/check-leftovers.sh                  # everything there now counts
 #   scripts/check-leftovers.sh --snapshot FILE  # records what is there now
@@ -60,6 +60,7 @@ items() {
   done
   if command -v podman >/dev/null; then
     podman ps -a --filter label=ffe2e --format '{{.Names}}' 2>/dev/null | sed 's/^/container /' || true
+    podman pod ps --filter label=ffe2e --format '{{.Name}}' 2>/dev/null | sed 's/^/pod /' || true
   fi
   return 0
 }

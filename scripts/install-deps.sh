@@ -18,7 +18,7 @@ PACKAGES=(
   # end-to-end tests: namespaces and mounts
   iproute2 util-linux procps
   # real containers: podman with runc, images made with mmdebstrap
-  podman runc mmdebstrap
+  podman runc catatonit mmdebstrap python3-yaml
   # the systemd units: systemd-analyze verify
   systemd
   # multi-host tests: the etcd directory
@@ -31,6 +31,9 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# kubectl (kustomize, offline): Debian's kubernetes-client, unless one is
+# installed already (from Kubernetes' own packages, say).
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 SUDO=

@@ -35,6 +35,9 @@ std::vector<uint32_t> local_ipv4_addresses() {
 
 namespace {
 
+// SO_PEERPIDFD (Linux 6.5), newer than these headers.
+constexpr int kSoPeerPidfd = 77;
+
 uint64_t inode_of(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
@@ -42,17 +45,52 @@ uint64_t inode_of(const std::string& path) {
 
 }  // namespace
 
+// The addresses of the namespace `ns` (a /proc/PID/ns/net fd or a pidfd)
+// and its inode, read by a helper thread: setns() changes only the calling
+// thread's namespace, and the helper dies with it, so no other router
+// thread ever runs in a client namespace.
+static void read_namespace(int ns, PeerIdentity& id) {
+  std::thread helper([&] {
+    if (::setns(ns, CLONE_NEWNET) != 0) {
+      id.error = std::string("setns into the client's network namespace failed: ") + std::strerror(errno) +
+                 " (ffrouter needs CAP_SYS_ADMIN)";
+      return;
+    }
+    id.netns_inode = inode_of("/proc/thread-self/ns/net");
+    id.addresses = local_ipv4_addresses();
+  });
+  helper.join();
+}
+
 PeerIdentity identify_peer(int sock) {
   PeerIdentity id;
   ucred cred{};
   socklen_t len = sizeof cred;
-  if (::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0) {
+  if (::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
     id.error = std::string("SO_PEERCRED failed: ") + std::strerror(errno);
     return id;
   }
-  id.pid = cred.pid;
   id.uid = cred.uid;
   id.gid = cred.gid;
+  if (cred.pid <= 0) {
+    // The client's pid is not in the router's pid namespace (a router
+    // without the host's: podman 4.3's kube play ignores hostPID). Its
+    // pidfd still leads to its network namespace (SO_PEERPIDFD: Linux 6.5;
+    // setns takes a pidfd since 5.8); its name stays unknown.
+    int pidfd = -1;
+    socklen_t fd_len = sizeof pidfd;
+    if (::getsockopt(sock, SOL_SOCKET, kSoPeerPidfd, &pidfd, &fd_len) != 0 || pidfd < 0) {
+      id.error = "the client's pid is not visible in the router's pid namespace, and this kernel has no "
+                 "SO_PEERPIDFD (Linux 6.5): run ffrouter in the host's pid namespace (podman --pid=host, "
+                 "Kubernetes hostPID: true)";
+      return id;
+    }
+    UniqueFd owned(pidfd);
+    id.program = "(pid not visible)";
+    read_namespace(owned.get(), id);
+    return id;
+  }
+  id.pid = cred.pid;
   const std::string proc = "/proc/" + std::to_string(cred.pid);
   // The program's name (without iostreams: nothing here may throw or
   // misbehave when the router is out of descriptors).
@@ -75,17 +113,7 @@ PeerIdentity identify_peer(int sock) {
     id.addresses = local_ipv4_addresses();
     return id;
   }
-  // setns() changes only the calling thread's namespace; the helper thread
-  // dies with it, so no other router thread ever runs in a client namespace.
-  std::thread helper([&] {
-    if (::setns(ns.get(), CLONE_NEWNET) != 0) {
-      id.error = std::string("setns into the client's network namespace failed: ") +
-                 std::strerror(errno) + " (ffrouter needs CAP_SYS_ADMIN)";
-      return;
-    }
-    id.addresses = local_ipv4_addresses();
-  });
-  helper.join();
+  read_namespace(ns.get(), id);
   return id;
 }
 

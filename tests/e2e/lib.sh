@@ -220,7 +220,7 @@ ff_pair_in() {
     FF_RUN=$srun ff_in_container "$srv" "$tenant" timeout 120 "$@" >"$FF_WORK/server.log" 2>&1 &
     local spid=$!
     if ! ff_wait_listen "$srv" "$port"; then
-      kill "$spid" 2>/dev/null; cat "$FF_WORK/server.log"; fail "$* server did not start"
+      kill "$spid" 2>/dev/null || true; cat "$FF_WORK/server.log"; fail "$* server did not start"
     fi
     local crc=0 src=0
     FF_RUN=$crun ff_in_container "$cli" "$tenant" timeout 120 "$@" "$ip" >"$FF_WORK/client.log" 2>&1 || crc=$?
