@@ -36,6 +36,7 @@ fi
 packages=(
   libibverbs1 librdmacm1 libyaml-cpp0.7 libspdlog1.10 libfmt9 libssl3 libsystemd0
   ibverbs-utils perftest rdmacm-utils ucx-utils libucx0 coreutils procps
+  openmpi-bin netpipe-openmpi
 )
 if [ "${FF_REBUILD_BASE:-0}" = 1 ] || ! podman image exists "$base"; then
   echo "containers: making $base (mmdebstrap bookworm)"
