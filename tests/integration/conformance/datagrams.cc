@@ -1,5 +1,6 @@
 // Unreliable datagrams (UD): the GRH and a reply address built from the
 // completion, Q_Key and QP number mismatches, datagrams over the MTU.
+#include <algorithm>
 #include <cstring>
 
 #include "fixture.h"
@@ -100,6 +101,62 @@ TEST_F(Datagrams, ReplyAddressesFromReceivesSharingOneBuffer) {
     EXPECT_EQ(got.status, IBV_WC_SUCCESS);
     EXPECT_EQ(got.src_qp, r->qp_num);
   }
+}
+
+// Two contexts of one process (UCX opens the device once per UCP context:
+// Open MPI's osc ucx beside pml ucx): datagrams between a QP of each arrive,
+// both ways.
+TEST_F(Datagrams, BetweenTwoContextsOfOneProcess) {
+  int n = 0;
+  ibv_device** list = ibv_get_device_list(&n);
+  ASSERT_NE(list, nullptr);
+  ibv_context* ctx2 = ibv_open_device(list[0]);
+  ibv_free_device_list(list);
+  ASSERT_NE(ctx2, nullptr);
+  ibv_pd* pd2 = ibv_alloc_pd(ctx2);
+  ASSERT_NE(pd2, nullptr);
+  ibv_cq* c2 = ibv_create_cq(ctx2, 64, nullptr, nullptr, 0);
+  ASSERT_NE(c2, nullptr);
+  Pages buf(2);
+  fill(buf.base, 64, 7);
+  ibv_mr* m = mr(buf.base, 4096);
+  ibv_mr* m2 = ibv_reg_mr(pd2, buf.base + 4096, 4096, IBV_ACCESS_LOCAL_WRITE);
+  ASSERT_NE(m2, nullptr);
+  ibv_cq* c1 = cq();
+  ibv_qp* q1 = ud_qp(c1);
+  ibv_qp* q2 = ud_qp(c2, kQkey, pd2);
+  ASSERT_NE(q2, nullptr);
+  uint8_t* at2 = buf.base + 4096;
+  ASSERT_EQ(post_recv(q2, 21, {{reinterpret_cast<uint64_t>(at2 + 1024), 40 + 64, m2->lkey}}), 0);
+  ibv_sge sg{reinterpret_cast<uint64_t>(buf.base), 64, m->lkey};
+  ibv_send_wr w = ud_wr(1, &sg, ah_to_self(), q2->qp_num, kQkey);
+  ASSERT_EQ(post(q1, w), 0);
+  EXPECT_EQ(poll1(c1).status, IBV_WC_SUCCESS);
+  ibv_wc got = poll1(c2);
+  EXPECT_EQ(got.status, IBV_WC_SUCCESS);
+  EXPECT_EQ(got.wr_id, 21u);
+  EXPECT_EQ(got.src_qp, q1->qp_num);
+  EXPECT_EQ(0, std::memcmp(at2 + 1024 + 40, buf.base, 64));
+  // And back, from the second context's QP.
+  ASSERT_EQ(post_recv(q1, 22, {{reinterpret_cast<uint64_t>(buf.base + 2048), 40 + 64, m->lkey}}), 0);
+  fill(at2, 64, 9);
+  ibv_sge sg2{reinterpret_cast<uint64_t>(at2), 64, m2->lkey};
+  ibv_send_wr back = ud_wr(2, &sg2, ah_to_self(pd2), q1->qp_num, kQkey);
+  ASSERT_EQ(post(q2, back), 0);
+  EXPECT_EQ(poll1(c2).status, IBV_WC_SUCCESS);
+  got = poll1(c1);
+  EXPECT_EQ(got.wr_id, 22u);
+  EXPECT_EQ(got.src_qp, q2->qp_num);
+  EXPECT_EQ(0, std::memcmp(buf.base + 2048 + 40, at2, 64));
+  owned_.erase(std::find(owned_.begin(), owned_.end(), q2));
+  EXPECT_EQ(ibv_destroy_qp(q2), 0);
+  ibv_ah* ah2 = ahs_.back();  // made on pd2: gone before it
+  ahs_.pop_back();
+  EXPECT_EQ(ibv_destroy_ah(ah2), 0);
+  EXPECT_EQ(ibv_dereg_mr(m2), 0);
+  EXPECT_EQ(ibv_destroy_cq(c2), 0);
+  EXPECT_EQ(ibv_dealloc_pd(pd2), 0);
+  EXPECT_EQ(ibv_close_device(ctx2), 0);
 }
 
 TEST_F(Datagrams, WrongQkeyOrNoSuchQpIsDroppedSilently) {

@@ -256,13 +256,14 @@ class Verbs : public ::testing::Test {
 class Datagrams : public Verbs {
  protected:
   static constexpr uint32_t kQkey = 0x11111111;
-  ibv_qp* ud_qp(ibv_cq* c, uint32_t qkey = kQkey) {
+  // On `on` (default: the fixture's PD).
+  ibv_qp* ud_qp(ibv_cq* c, uint32_t qkey = kQkey, ibv_pd* on = nullptr) {
     ibv_qp_init_attr a{};
     a.send_cq = c;
     a.recv_cq = c;
     a.qp_type = IBV_QPT_UD;
     a.cap = {16, 16, 1, 2, 0};
-    ibv_qp* q = ibv_create_qp(pd, &a);
+    ibv_qp* q = ibv_create_qp(on != nullptr ? on : pd, &a);
     EXPECT_NE(q, nullptr) << std::strerror(errno);
     if (q == nullptr) return nullptr;
     owned_.push_back(q);
@@ -279,10 +280,10 @@ class Datagrams : public Verbs {
     EXPECT_EQ(ibv_modify_qp(q, &at, IBV_QP_STATE | IBV_QP_SQ_PSN), 0);
     return q;
   }
-  ibv_ah* ah_to_self() {
+  ibv_ah* ah_to_self(ibv_pd* on = nullptr) {
     ibv_ah_attr a{};
     address_self(a);
-    ibv_ah* ah = ibv_create_ah(pd, &a);
+    ibv_ah* ah = ibv_create_ah(on != nullptr ? on : pd, &a);
     EXPECT_NE(ah, nullptr) << std::strerror(errno);
     if (ah != nullptr) ahs_.push_back(ah);
     return ah;
