@@ -80,11 +80,12 @@ void SharedPages::before_fork() {
       hi = reinterpret_cast<uint64_t>(stack) + size;
     pthread_attr_destroy(&attr);
   }
-  for (auto& [start, reg] : regions_) {
+  for (auto& [start, id] : live_) {
+    const Region& reg = regions_.at(id);
     if (reg.apps_own) continue;  // the app's MAP_SHARED memory: shared with the child, as fork() does
     uint64_t a = std::max(start, lo), b = std::min(reg.end, hi);
     if (a >= b) continue;
-    if (privatize(a, b) == 0) stack_pages_.push_back({a, b, start});
+    if (privatize(a, b) == 0) stack_pages_.push_back({a, b, id});
   }
 }
 
@@ -92,7 +93,7 @@ void SharedPages::before_fork() {
 void SharedPages::after_fork_parent() {
   for (const auto& p : stack_pages_) {
     auto it = regions_.find(p.region);
-    if (it != regions_.end()) reshare(p.start, p.end, it->second.fd(), it->second.offset + (p.start - p.region));
+    if (it != regions_.end()) reshare(p.start, p.end, it->second.fd(), it->second.offset + (p.start - it->second.start));
   }
   stack_pages_.clear();
   mu_.unlock();
@@ -103,6 +104,8 @@ void SharedPages::after_fork_parent() {
 void SharedPages::after_fork_child() {
   stack_pages_.clear();
   regions_.clear();
+  live_.clear();
+  leases_.clear();
   pool_.reset();  // the parent's file: the child's registrations get their own
   mu_.unlock();
   privatize_shared_pages_in_child();

@@ -16,17 +16,21 @@ ibv_mr* register_mr(ibv_pd* ibpd, void* addr, size_t length, uint64_t iova, unsi
   if (context_is_stale(*to_ff(ibpd->context))) return fail_ptr<ibv_mr>(EIO);
   if (length == 0) return fail_ptr<ibv_mr>(EINVAL);
   auto a = reinterpret_cast<uint64_t>(addr);
-  uint64_t page_start = 0, page_end = 0;
-  if (int e = acquire_shared_pages(a, length, page_start, page_end); e != 0) return fail_ptr<ibv_mr>(e);
+  auto* mr = static_cast<FfMr*>(std::calloc(1, sizeof(FfMr)));
+  if (mr == nullptr) return fail_ptr<ibv_mr>(ENOMEM);
+  uint64_t pages = 0;
+  if (int e = acquire_shared_pages(a, length, pages); e != 0) {
+    std::free(mr);
+    return fail_ptr<ibv_mr>(e);
+  }
   flatbuffers::FlatBufferBuilder fbb;
   auto reply = request<proto::RegMrReply>(fbb, proto::CreateRegMr(fbb, pd->handle, a, length, iova, access),
                                           "reg_mr failed");
   if (!reply) {
-    release_shared_pages(page_start, page_end);
+    release_shared_pages(pages);
+    std::free(mr);
     return fail_ptr<ibv_mr>(reply.error);
   }
-  auto* mr = static_cast<FfMr*>(std::calloc(1, sizeof(FfMr)));
-  if (mr == nullptr) return fail_ptr<ibv_mr>(ENOMEM);
   mr->mr.context = ibpd->context;
   mr->mr.pd = ibpd;
   mr->mr.addr = addr;
@@ -35,8 +39,7 @@ ibv_mr* register_mr(ibv_pd* ibpd, void* addr, size_t length, uint64_t iova, unsi
   mr->mr.lkey = reply->lkey();
   mr->mr.rkey = reply->rkey();
   mr->handle = reply->mr();
-  mr->page_start = page_start;
-  mr->page_end = page_end;
+  mr->pages = pages;
   return &mr->mr;
 }
 
@@ -66,7 +69,7 @@ int ibv_dereg_mr(ibv_mr* ibmr) {
     int e = request<void>(fbb, proto::CreateDeregMr(fbb, mr->handle)).error;
     if (e == EBUSY || e == EINVAL) return e;  // the MR stays valid
   }
-  release_shared_pages(mr->page_start, mr->page_end);
+  release_shared_pages(mr->pages);
   std::free(mr);
   return 0;
 }

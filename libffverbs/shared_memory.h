@@ -30,10 +30,11 @@
 
 namespace ff::verbs {
 
-// Shares the pages of [addr, addr + length) with the router.
-// 0 or an errno; every successful acquire is paired with a release.
-int acquire_shared_pages(uint64_t addr, uint64_t length, uint64_t& page_start, uint64_t& page_end);
-void release_shared_pages(uint64_t page_start, uint64_t page_end);
+// Shares the pages of [addr, addr + length) with the router; `lease` names
+// what the registration holds. 0 or an errno; every successful acquire is
+// paired with a release of its lease.
+int acquire_shared_pages(uint64_t addr, uint64_t length, uint64_t& lease);
+void release_shared_pages(uint64_t lease);
 
 // Page remapping (page_sharing.cc). Each runs on a private stack, so the
 // range may hold the caller's own stack, and holds other threads' writes to
@@ -47,17 +48,26 @@ int reshare(uint64_t start, uint64_t end, int fd, uint64_t offset);
 // True when [start, end) is still mapped from `fd` at `offset`.
 bool still_mapped_from(uint64_t start, uint64_t end, int fd, uint64_t offset);
 
-// Process-wide table of shared page ranges: page_sharing.cc, and its fork()
+// Process-wide table of shared page ranges: shared_pages.cc, and its fork()
 // handlers in fork.cc. Thread-safe.
+//
+// A region is a page range shared from one file at one offset. The app may
+// unmap registered memory and map new memory at the same addresses before
+// it deregisters (UCX deregisters lazily): the old MRs keep the old pages,
+// as a device's would, and a new registration there must share the new
+// ones. So a region found at acquire to be no longer mapped as it was is
+// split into runs: those still mapped stay the app's pages (live), the
+// others are detached and wait only for the MRs that hold them. An MR holds
+// its regions by a lease, which a split keeps up to date.
 class SharedPages {
  public:
   static SharedPages& get();
 
   // Shares the page-aligned [start, end) and takes a reference on every
-  // region covering it. 0 or an errno.
-  int acquire(uint64_t start, uint64_t end);
-  // Drops those references; a region left without any becomes private.
-  void release(uint64_t start, uint64_t end);
+  // region covering it, named by `lease`. 0 or an errno.
+  int acquire(uint64_t start, uint64_t end, uint64_t& lease);
+  // Drops the lease's references; a region left without any goes.
+  void release(uint64_t lease);
   // Adds an already shared range (an arena) that is never released.
   int add_pinned(uint64_t start, uint64_t end, int fd);
 
@@ -74,13 +84,15 @@ class SharedPages {
   static constexpr uint64_t kPoolSpan = uint64_t{1} << 40;
   using File = std::shared_ptr<ff::UniqueFd>;
   struct Region {
-    uint64_t end;
+    uint64_t start = 0, end = 0;
     File file;            // the memfd (shared with the pool and other regions)
+    uint64_t inode = 0;   // of the file, to recognize its mappings
     uint64_t offset = 0;  // of the region's first page in it
     int fd() const { return file->get(); }
     uint32_t segment = 0;  // router handle, valid for `epoch`
     uint64_t epoch = 0;
-    uint32_t refs = 0;
+    uint32_t refs = 0;      // leases holding it
+    bool live = true;       // the app's pages at [start, end) are these (in live_)
     bool pinned = false;    // arenas: never released
     bool apps_own = false;  // the app's MAP_SHARED memfd, shared in place: never moved
   };
@@ -93,13 +105,21 @@ class SharedPages {
   };
 
   SharedPages() = default;
-  std::map<uint64_t, Region>::iterator find(uint64_t start);
+  std::map<uint64_t, uint64_t>::iterator first_live_in(uint64_t start);
+  uint64_t add(Region reg);
   int create(uint64_t start, uint64_t end);
   static int examine(uint64_t start, uint64_t end, AppFile& shared);
-  int ensure_registered(uint64_t start, Region& reg);
+  int ensure_registered(Region& reg);
+  void forget_segment(Region& reg);
+  static bool intact(const Region& reg, uint64_t from, uint64_t to);
+  void split(uint64_t id);
+  void drop(uint64_t id);
 
   std::mutex mu_;
-  std::map<uint64_t, Region> regions_;   // by start; disjoint, page-aligned
+  std::map<uint64_t, Region> regions_;                // by id
+  std::map<uint64_t, uint64_t> live_;                 // start -> id; disjoint, page-aligned
+  std::map<uint64_t, std::vector<uint64_t>> leases_;  // lease -> the regions it holds
+  uint64_t next_id_ = 1;
   File pool_;                            // where the next region goes
   uint64_t pool_next_ = 0;               // ... at this offset
   std::vector<StackPages> stack_pages_;  // privatized for the fork in progress

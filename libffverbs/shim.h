@@ -74,7 +74,7 @@ struct FfPd {
 struct FfMr {
   ibv_mr mr;
   uint32_t handle;
-  uint64_t page_start, page_end;  // the shared pages this registration holds
+  uint64_t pages;  // the lease on the shared pages this registration holds (shared_memory.h)
 };
 
 // A spinlock for the few-instruction critical sections of the data path.

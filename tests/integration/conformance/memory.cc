@@ -264,5 +264,71 @@ TEST_F(Verbs, RegisteredSharedMemfdStaysSharedWithItsOtherMappings) {
   close(fd);
 }
 
+// Memory unmapped while still registered, and new memory mapped at the same
+// addresses: a new registration there is of the new memory (as on a device,
+// which pins the pages mapped when it registers), while the old MR keeps
+// the pages it had, including those the app still maps. UCX deregisters
+// lazily: a freed buffer's MR outlives its munmap, and the next mmap often
+// lands on the same addresses (Open MPI's osc ucx lost every UD datagram to
+// receive buffers placed there).
+TEST_F(Verbs, MemoryMappedAnewWhereAnMrWasIsRegisteredAnew) {
+  const size_t page = 4096;
+  Pages buf(3);
+  uint8_t* middle = buf.base + page;
+  fill(buf.base, buf.size, 51);
+  ibv_mr* old = mr(buf.base, buf.size);
+  // The middle page goes and comes back as new memory, still under `old`.
+  ASSERT_EQ(munmap(middle, page), 0);
+  ASSERT_EQ(mmap(middle, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0), middle);
+  fill(middle, page, 52);
+  std::vector<uint8_t> app_bytes(middle, middle + page);
+  ibv_mr* again = mr(middle, page);
+  Pages peer(3);
+  ibv_mr* pm = mr(peer.base, peer.size);
+  Pair p = pair();
+  auto rdma = [&](ibv_wr_opcode op, uint8_t* local, uint32_t lkey, uint8_t* remote, uint32_t rkey, size_t len) {
+    ibv_sge s{reinterpret_cast<uint64_t>(local), static_cast<uint32_t>(len), lkey};
+    ibv_send_wr w = wr(op, 1, &s, 1);
+    w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(remote);
+    w.wr.rdma.rkey = rkey;
+    ASSERT_EQ(post(p.a, w), 0);
+    ASSERT_EQ(poll1(p.scq).status, IBV_WC_SUCCESS);
+  };
+  rdma(IBV_WR_RDMA_READ, peer.base, pm->lkey, middle, again->rkey, page);
+  EXPECT_EQ(0, std::memcmp(peer.base, app_bytes.data(), page)) << "the new MR read other bytes than the app's";
+  fill(peer.base, page, 53);
+  rdma(IBV_WR_RDMA_WRITE, peer.base, pm->lkey, middle, again->rkey, page);
+  EXPECT_EQ(0, std::memcmp(middle, peer.base, page)) << "the new MR wrote where the app does not read";
+  // The old MR still reaches the pages the app kept, and so does a new MR over them.
+  fill(peer.base, page, 54);
+  rdma(IBV_WR_RDMA_WRITE, peer.base, pm->lkey, buf.base, old->rkey, page);
+  EXPECT_EQ(0, std::memcmp(buf.base, peer.base, page)) << "the old MR lost the pages the app kept";
+  ibv_mr* kept = mr(buf.base + 2 * page, page);
+  fill(peer.base, page, 55);
+  rdma(IBV_WR_RDMA_WRITE, peer.base, pm->lkey, buf.base + 2 * page, old->rkey, page);
+  rdma(IBV_WR_RDMA_READ, peer.base + page, pm->lkey, buf.base + 2 * page, kept->rkey, page);
+  EXPECT_EQ(0, std::memcmp(peer.base + page, peer.base, page)) << "two MRs over the kept page disagree";
+  EXPECT_EQ(0, std::memcmp(buf.base + 2 * page, peer.base, page));
+  // Deregistration, in any order, leaves the app its bytes.
+  std::vector<uint8_t> before(buf.base, buf.base + buf.size);
+  dereg(old);
+  EXPECT_EQ(0, std::memcmp(buf.base, before.data(), buf.size));
+  dereg(again);
+  dereg(kept);
+  EXPECT_EQ(0, std::memcmp(buf.base, before.data(), buf.size));
+  // Everything unmapped and mapped anew, as a freed and reallocated buffer.
+  ibv_mr* whole = mr(buf.base, buf.size);
+  ASSERT_EQ(munmap(buf.base, buf.size), 0);
+  ASSERT_EQ(mmap(buf.base, buf.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0), buf.base);
+  ibv_mr* fresh = mr(buf.base, buf.size);
+  fill(peer.base, peer.size, 56);
+  rdma(IBV_WR_RDMA_WRITE, peer.base, pm->lkey, buf.base, fresh->rkey, peer.size);
+  EXPECT_EQ(0, std::memcmp(buf.base, peer.base, peer.size)) << "the MR over reallocated memory wrote elsewhere";
+  dereg(whole);
+  dereg(fresh);
+  EXPECT_EQ(0, std::memcmp(buf.base, peer.base, peer.size));
+  dereg(pm);
+}
+
 }  // namespace
 }  // namespace conformance
