@@ -9,7 +9,8 @@
 #   containers/build-images.sh [--if-stale] [BUILD_DIR] [TAG]   (default: build, dev)
 # --if-stale: only when the images do not hold this build's binaries (each
 # image carries their checksum in the label io.ffrouter.build).
-# The base is made once (about a minute) and kept; FF_REBUILD_BASE=1 makes it
+# The base is made once (about a minute) and kept while its package list
+# stays the same (label io.ffrouter.packages); FF_REBUILD_BASE=1 makes it
 # again. Needs root, podman, runc and mmdebstrap (scripts/install-deps.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,7 +23,16 @@ base=localhost/ffrouter-base:bookworm
 source "$here/podman-env.sh"
 
 binaries=("$build/bin/ffrouter" "$build/bin/ffctl" "$build/lib/libffverbs.so")
-sum=$(cat "${binaries[@]}" | sha256sum | cut -c1-16)
+# What the images run: the router's shared libraries and the tools.
+packages=(
+  libibverbs1 librdmacm1 libyaml-cpp0.7 libspdlog1.10 libfmt9 libssl3 libsystemd0
+  ibverbs-utils perftest rdmacm-utils ucx-utils libucx0 coreutils procps
+  openmpi-bin netpipe-openmpi mpich netpipe-mpich2
+)
+packages_sum=$(echo "${packages[*]}" | sha256sum | cut -c1-16)
+
+# The images hold these binaries on this base.
+sum=$( (cat "${binaries[@]}"; echo "$packages_sum") | sha256sum | cut -c1-16)
 if [ $if_stale = 1 ]; then
   current=1
   for name in localhost/ffrouter localhost/ffrouter-app; do
@@ -32,13 +42,8 @@ if [ $if_stale = 1 ]; then
   [ $current = 1 ] && exit 0
 fi
 
-# What the images run: the router's shared libraries and the tools.
-packages=(
-  libibverbs1 librdmacm1 libyaml-cpp0.7 libspdlog1.10 libfmt9 libssl3 libsystemd0
-  ibverbs-utils perftest rdmacm-utils ucx-utils libucx0 coreutils procps
-  openmpi-bin netpipe-openmpi
-)
-if [ "${FF_REBUILD_BASE:-0}" = 1 ] || ! podman image exists "$base"; then
+if [ "${FF_REBUILD_BASE:-0}" = 1 ] ||
+  [ "$(podman image inspect --format '{{index .Labels "io.ffrouter.packages"}}' "$base" 2>/dev/null)" != "$packages_sum" ]; then
   echo "containers: making $base (mmdebstrap bookworm)"
   rootfs=$(mktemp /tmp/ffbase.XXXXXX.tar)
   trap 'rm -f "$rootfs"' EXIT
@@ -48,7 +53,7 @@ if [ "${FF_REBUILD_BASE:-0}" = 1 ] || ! podman image exists "$base"; then
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     bookworm "$rootfs" "deb $mirror bookworm main" "deb $mirror bookworm-updates main" \
     "deb ${FF_DEBIAN_SECURITY:-http://deb.debian.org/debian-security} bookworm-security main"
-  podman import -q "$rootfs" "$base" >/dev/null
+  podman import -q --change "LABEL io.ffrouter.packages=$packages_sum" "$rootfs" "$base" >/dev/null
 fi
 
 context=$(mktemp -d /tmp/ffimage.XXXXXX)

@@ -17,8 +17,8 @@ PACKAGES=(
   ibverbs-utils perftest rdmacm-utils ucx-utils libfabric-bin
   # end-to-end tests: namespaces and mounts
   iproute2 util-linux procps
-  # MPI jobs through the router: Open MPI (pml ucx) and NetPIPE
-  openmpi-bin libopenmpi-dev netpipe-openmpi
+  # MPI jobs through the router: Open MPI (pml ucx), MPICH (ch4:ucx), NetPIPE for each
+  openmpi-bin libopenmpi-dev netpipe-openmpi mpich libmpich-dev netpipe-mpich2
   # real containers: podman with runc, images made with mmdebstrap
   podman runc catatonit mmdebstrap python3-yaml
   # the systemd units: systemd-analyze verify
