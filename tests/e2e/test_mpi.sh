@@ -59,8 +59,8 @@ chmod +x "$FF_WORK/launch/agent"
 openmpi() {  # openmpi PROGRAM ARGS...: an Open MPI job across the two containers
   nsenter --net="/run/netns/ffc-a-$$" timeout 180 mpirun.openmpi --allow-run-as-root --host nodea:1,nodeb:1 -np 2 \
     --mca plm_rsh_agent "$FF_WORK/launch/agent" --mca routed direct --mca plm_rsh_no_tree_spawn 1 --mca oob_tcp_if_include 10.51.0.0/24 \
-    --mca pml ucx --mca osc ${FF_MPI_OSC:-ucx} --mca btl self \
-    -x UCX_TLS=${FF_UCX_TLS:-rc_verbs,ud_verbs,self} -x UCX_NET_DEVICES=ffvirt0:1 \
+    --mca pml ucx --mca osc "${FF_MPI_OSC:-ucx}" --mca btl self \
+    -x "UCX_TLS=${FF_UCX_TLS:-rc_verbs,ud_verbs,self}" -x UCX_NET_DEVICES=ffvirt0:1 \
     -x LD_PRELOAD=/usr/lib/ffrouter/libffverbs.so -x OMPI_ALLOW_RUN_AS_ROOT=1 -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "$@"
 }
 # MPICH: Hydra's proxies call back to mpiexec on eth0's address; the ranks
