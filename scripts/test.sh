@@ -54,7 +54,7 @@ ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0:abort_on_error=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 FFROUTER=$PWD/build-sanitize/bin/ffrouter \
 LIBFFVERBS="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so) $PWD/build-sanitize/lib/libffverbs.so" \
-  ctest --test-dir build -L e2e -E 'e2e_(bindings|exports|containers|kubernetes|mpi)' -j "$jobs" --output-on-failure
+  ctest --test-dir build -L e2e -E 'e2e_(bindings|exports|containers|kubernetes|mpi|multihost_mpi)' -j "$jobs" --output-on-failure
 echo "== fuzzing: every libFuzzer target, bounded"
 scripts/fuzz.sh 20
 echo "== tests: Release build (all)"

@@ -21,9 +21,13 @@ mh_cleanup() {
   for pid in "${FF_HOST_ROUTER[@]}"; do wait "$pid" 2>/dev/null; done
   ff_cleanup
 }
-trap mh_cleanup EXIT
+# mh_exit: the EXIT trap (a test that adds its own cleanup calls it last).
 # FF_KEEP=DIR: keep the logs (copied to DIR) for a post mortem.
-[ -z "${FF_KEEP:-}" ] || trap 'rm -rf "$FF_KEEP"; cp -r "$FF_WORK" "$FF_KEEP"; mh_cleanup' EXIT
+mh_exit() {
+  [ -z "${FF_KEEP:-}" ] || { rm -rf "$FF_KEEP"; cp -r "$FF_WORK" "$FF_KEEP"; }
+  mh_cleanup
+}
+trap mh_exit EXIT
 for ns in "$FF_SWITCH" "$FF_OVERLAY"; do
   ip netns add "$ns"
   FF_NETNS+=("$ns")
