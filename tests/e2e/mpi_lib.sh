@@ -19,6 +19,7 @@ MPI_BYTES=ff_bytes                # the counter that must grow by a job's bytes
 MPI_COUNTED="the router moved"    # ... what it counts
 MPI_WHERE="across two containers"
 MPI_OOB=             # the launchers' own network (CIDR), on eth0
+FF_MPIRUN_EXTRA=${FF_MPIRUN_EXTRA:-}
 mpi_cleanup() {
   set +e
   podman ps -aq --filter "label=ffe2e=$$" | xargs -r podman rm -f -t 0 >/dev/null 2>&1
@@ -28,7 +29,7 @@ bash "$here/containers/build-images.sh" --if-stale "$FF_BUILD" "$TAG" || fail "t
 # The launch agent lies where mpirun and each orted look for it (orted
 # checks that the agent mpirun names exists, even when it never calls it).
 mkdir -p "$FF_WORK/launch"
-printf "127.0.0.1 localhost\n127.0.1.1 %s\n" "$(hostname)" >"$FF_WORK/launch/hosts"
+echo "127.0.0.1 localhost" >"$FF_WORK/launch/hosts"
 cat >"$FF_WORK/launch/agent" <<AGENT
 #!/bin/sh
 # The launchers' agent, in ssh's place: "agent [-x] HOST COMMAND..." runs
@@ -58,12 +59,16 @@ mpi_launch() { nsenter --net="/run/netns/ffc-a-$$" timeout 180 "$@"; }
 # it resolves the name to one of its addresses: if_base_do_not_resolve keeps
 # it from looking names up at all, which also spares it a nameserver this
 # namespace cannot reach (seconds per lookup).
-openmpi() {  # openmpi PROGRAM ARGS...: an Open MPI job across the two containers
-  mpi_launch mpirun.openmpi --allow-run-as-root --host nodea:1,nodeb:1 -np 2 \
-    --mca plm_rsh_agent "$FF_WORK/launch/agent" --mca routed direct --mca plm_rsh_no_tree_spawn 1 --mca if_base_do_not_resolve 1 --mca oob_tcp_if_include "$MPI_OOB" \
-    --mca pml ucx --mca osc "${FF_MPI_OSC:-ucx}" --mca btl self \
+# FF_MPIRUN_EXTRA: more mpirun arguments (bench/netpipe.sh).
+openmpi_run() {  # openmpi_run MPIRUN_ARGS...: mpirun launching through the containers
+  mpi_launch mpirun.openmpi --allow-run-as-root --mca plm_rsh_agent "$FF_WORK/launch/agent" --mca routed direct \
+    --mca plm_rsh_no_tree_spawn 1 --mca if_base_do_not_resolve 1 --mca oob_tcp_if_include "$MPI_OOB" \
+    -x OMPI_ALLOW_RUN_AS_ROOT=1 -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 $FF_MPIRUN_EXTRA "$@"
+}
+openmpi() {  # openmpi PROGRAM ARGS...: an Open MPI job across the two containers, through the shim
+  openmpi_run --host nodea:1,nodeb:1 -np 2 --mca pml ucx --mca osc "${FF_MPI_OSC:-ucx}" --mca btl self \
     -x "UCX_TLS=${FF_UCX_TLS:-rc_verbs,ud_verbs,self}" -x UCX_NET_DEVICES=ffvirt0:1 \
-    -x LD_PRELOAD=/usr/lib/ffrouter/libffverbs.so -x OMPI_ALLOW_RUN_AS_ROOT=1 -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "$@"
+    -x LD_PRELOAD=/usr/lib/ffrouter/libffverbs.so "$@"
 }
 # MPICH: Hydra's proxies call back to mpiexec on eth0's address; the ranks
 # get only the environment named here (-genvnone), and no shared memory
