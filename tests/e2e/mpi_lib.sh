@@ -42,7 +42,8 @@ chmod +x "$FF_WORK/launch/agent"
 
 # mpi_node NAME IP DEVICE: the app container of host nodeNAME, in network
 # namespace ffc-NAME-$$ where it has address IP, with the CDI device DEVICE
-# (KIND=TENANT) only. The nodes know each other by name without DNS.
+# (KIND=TENANT) only. The nodes know each other by name without DNS. The
+# ranks start in / (the launchers would take their own directory).
 mpi_node() {
   local name=$1 ip=$2 device=$3
   echo "$ip node$name" >>"$FF_WORK/launch/hosts"
@@ -61,7 +62,7 @@ mpi_launch() { nsenter --net="/run/netns/ffc-a-$$" timeout 180 "$@"; }
 # namespace cannot reach (seconds per lookup).
 # FF_MPIRUN_EXTRA: more mpirun arguments (bench/netpipe.sh).
 openmpi_run() {  # openmpi_run MPIRUN_ARGS...: mpirun launching through the containers
-  mpi_launch mpirun.openmpi --allow-run-as-root --mca plm_rsh_agent "$FF_WORK/launch/agent" --mca routed direct \
+  mpi_launch mpirun.openmpi --allow-run-as-root --wdir / --mca plm_rsh_agent "$FF_WORK/launch/agent" --mca routed direct \
     --mca plm_rsh_no_tree_spawn 1 --mca if_base_do_not_resolve 1 --mca oob_tcp_if_include "$MPI_OOB" \
     -x OMPI_ALLOW_RUN_AS_ROOT=1 -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 $FF_MPIRUN_EXTRA "$@"
 }
@@ -74,7 +75,7 @@ openmpi() {  # openmpi PROGRAM ARGS...: an Open MPI job across the two container
 # get only the environment named here (-genvnone), and no shared memory
 # even between ranks it thought local (MPIR_CVAR_NOLOCAL).
 mpich() {  # mpich PROGRAM ARGS...: an MPICH job across the two containers
-  mpi_launch mpiexec.hydra -launcher ssh -launcher-exec "$FF_WORK/launch/agent" \
+  mpi_launch mpiexec.hydra -wdir / -launcher ssh -launcher-exec "$FF_WORK/launch/agent" \
     -iface eth0 -hosts nodea:1,nodeb:1 -n 2 -genvnone -genv MPIR_CVAR_NOLOCAL 1 \
     -genv UCX_TLS "${FF_UCX_TLS:-rc_verbs,ud_verbs,self}" -genv UCX_NET_DEVICES ffvirt0:1 \
     -genv LD_PRELOAD /usr/lib/ffrouter/libffverbs.so "$@"
