@@ -104,19 +104,22 @@ int ibv_query_port(ibv_context* context, uint8_t port_num, _compat_ibv_port_attr
   return 0;
 }
 
+// An empty GID table entry is ENODATA for ibv_query_gid_ex and a zero GID
+// (RoCE v1 type) for the older calls, as libibverbs does.
 int ibv_query_gid(ibv_context* context, uint8_t port_num, int index, ibv_gid* gid) {
   uint8_t type;
   int e = query_gid_full(context, port_num, index, *gid, type);
-  return e == 0 ? 0 : -1;  // verbs: -1 on failure
+  if (e == ENODATA) *gid = {};
+  return e == 0 || e == ENODATA ? 0 : -1;  // verbs: -1 on failure
 }
 
 int ibv_query_gid_type(ibv_context* context, uint8_t port_num, unsigned int index,
                        ibv_gid_type_sysfs* type) {
   ibv_gid gid;
-  uint8_t t;
+  uint8_t t = 0;
   if (index > INT32_MAX) return fail_int(EINVAL);
   int e = query_gid_full(context, port_num, static_cast<int>(index), gid, t);
-  if (e != 0) return fail_int(e);
+  if (e != 0 && e != ENODATA) return fail_int(e);
   *type = t == 1 ? IBV_GID_TYPE_SYSFS_ROCE_V2 : IBV_GID_TYPE_SYSFS_IB_ROCE_V1;
   return 0;
 }
@@ -128,7 +131,7 @@ int _ibv_query_gid_ex(ibv_context* context, uint32_t port_num, uint32_t gid_inde
   uint8_t type;
   if (int e = query_gid_full(context, static_cast<uint8_t>(port_num), static_cast<int>(gid_index),
                              full.gid, type); e != 0)
-    return e == EINVAL ? ENODATA : e;
+    return e;
   full.gid_index = gid_index;
   full.port_num = port_num;
   full.gid_type = type == 1 ? IBV_GID_TYPE_ROCE_V2 : IBV_GID_TYPE_ROCE_V1;
@@ -137,12 +140,23 @@ int _ibv_query_gid_ex(ibv_context* context, uint32_t port_num, uint32_t gid_inde
   return 0;
 }
 
+// The valid entries of every port's table (the virtual device has port 1).
 ssize_t _ibv_query_gid_table(ibv_context* context, ibv_gid_entry* entries, size_t max_entries,
                              uint32_t flags, size_t entry_size) {
   if (flags != 0 || entry_size < offsetof(ibv_gid_entry, ndev_ifindex)) return -EINVAL;
-  if (max_entries < 1) return -EINVAL;
-  int e = _ibv_query_gid_ex(context, 1, 0, entries, 0, entry_size);
-  return e == 0 ? 1 : -e;
+  ibv_port_attr port;
+  if (int e = query_port_full(context, 1, port); e != 0) return -e;
+  size_t found = 0;
+  for (int i = 0; i < port.gid_tbl_len; ++i) {
+    ibv_gid_entry entry{};
+    int e = _ibv_query_gid_ex(context, 1, static_cast<uint32_t>(i), &entry, 0, sizeof entry);
+    if (e == ENODATA) continue;
+    if (e != 0) return -e;
+    if (found == max_entries) return -EINVAL;  // the table holds more than the app's array
+    std::memcpy(reinterpret_cast<char*>(entries) + found * entry_size, &entry, std::min(entry_size, sizeof entry));
+    ++found;
+  }
+  return static_cast<ssize_t>(found);
 }
 
 int ibv_query_pkey(ibv_context* context, uint8_t port_num, int index, __be16* pkey) {

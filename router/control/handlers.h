@@ -89,4 +89,12 @@ Status quota_exceeded(Session& s);
 // Shared by handlers that take a context handle.
 ContextObject* find_context(Session& s, uint32_t handle);
 
+// The virtual port, port 1 of every client's device whatever the fabric
+// (handlers/query_port.cc, query_gid.cc): RoCE, one P_Key, and a GID table
+// of kVirtualGidTableLength entries of which only index 0 (the client's
+// virtual IP as an IPv4-mapped RoCEv2 GID) is populated. Real RoCE devices
+// report long tables with empty entries (rxe 1024, ConnectX 255), and
+// programs probe them.
+inline constexpr int kVirtualGidTableLength = 16;
+
 }  // namespace ff::router

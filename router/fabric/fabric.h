@@ -240,7 +240,9 @@ class Fabric {
   virtual std::string_view name() const = 0;
   // What the virtual device reports (limits, capabilities, ids).
   virtual const FabricDeviceLimits& device_limits() const = 0;
-  // The single virtual port's attributes (port 1).
+  // The link under the single virtual port (port 1): state, MTU, speed;
+  // its tables, capability flags and link layer are the control plane's
+  // (handlers/query_port.cc).
   virtual ibv_port_attr port_attr() const = 0;
   virtual FabricCounters counters() const = 0;
   // By tenant: every QP the tenant made on this router, live or destroyed.

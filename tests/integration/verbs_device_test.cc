@@ -69,7 +69,7 @@ TEST_F(Device, PortIsActiveRoceWithMtu4096) {
   EXPECT_EQ(p.state, IBV_PORT_ACTIVE);
   EXPECT_EQ(p.link_layer, IBV_LINK_LAYER_ETHERNET);
   EXPECT_EQ(p.active_mtu, IBV_MTU_4096);
-  EXPECT_EQ(p.gid_tbl_len, 1);
+  EXPECT_EQ(p.gid_tbl_len, 16);  // index 0 populated, the rest empty (as real devices' tables)
   EXPECT_EQ(p.pkey_tbl_len, 1);
   EXPECT_NE(ibv_query_port(ctx, 2, &p), 0);
   EXPECT_NE(ibv_query_port(ctx, 0, &p), 0);
@@ -89,10 +89,13 @@ TEST_F(Device, GidIsIpv4MappedRoceV2) {
   ASSERT_EQ(ibv_query_gid_ex(ctx, 1, 0, &e, 0), 0);
   EXPECT_EQ(e.gid_type, IBV_GID_TYPE_ROCE_V2);
   EXPECT_EQ(0, std::memcmp(e.gid.raw, gid.raw, 16));
-  EXPECT_NE(ibv_query_gid(ctx, 1, 1, &gid), 0);
-  EXPECT_NE(ibv_query_gid_ex(ctx, 1, 1, &e, 0), 0);
+  EXPECT_EQ(ibv_query_gid_ex(ctx, 1, 1, &e, 0), ENODATA);  // empty
+  EXPECT_EQ(ibv_query_gid_ex(ctx, 1, 16, &e, 0), EINVAL);  // past the table
+  EXPECT_NE(ibv_query_gid(ctx, 1, 16, &gid), 0);
   ibv_gid_entry table[4]{};
-  EXPECT_EQ(ibv_query_gid_table(ctx, table, 4, 0), 1);
+  ASSERT_EQ(ibv_query_gid_table(ctx, table, 4, 0), 1);
+  EXPECT_EQ(table[0].gid_index, 0u);
+  EXPECT_EQ(table[0].gid_type, IBV_GID_TYPE_ROCE_V2);
 }
 
 TEST_F(Device, OnePkey) {

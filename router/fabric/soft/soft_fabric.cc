@@ -50,15 +50,11 @@ ibv_port_attr SoftFabric::port_attr() const {
   p.state = IBV_PORT_ACTIVE;
   p.max_mtu = IBV_MTU_4096;
   p.active_mtu = IBV_MTU_4096;
-  p.gid_tbl_len = 1;
-  p.port_cap_flags = IBV_PORT_CM_SUP;
   p.max_msg_sz = 1u << 31;
-  p.pkey_tbl_len = 1;
   p.max_vl_num = 1;
   p.active_width = 2;   // 4X
   p.active_speed = 32;  // EDR: 4X EDR = 100 Gb/s
   p.phys_state = 5;     // LinkUp
-  p.link_layer = IBV_LINK_LAYER_ETHERNET;
   return p;
 }
 

@@ -87,13 +87,6 @@ VerbsFabric::~VerbsFabric() { engine_.reset(); }
 ibv_port_attr VerbsFabric::port_attr() const {
   ibv_port_attr p = device_->port_attr;
   p.state = IBV_PORT_ACTIVE;
-  p.gid_tbl_len = 1;
-  p.pkey_tbl_len = 1;
-  p.port_cap_flags = IBV_PORT_CM_SUP;
-  p.lid = 0;
-  p.sm_lid = 0;
-  p.lmc = 0;
-  p.link_layer = IBV_LINK_LAYER_ETHERNET;  // the virtual port is RoCE whatever the device is
   return p;
 }
 
