@@ -43,7 +43,7 @@ int cq_start_poll(ibv_cq_ex* ibcq, ibv_poll_cq_attr* attr) {
     cq->lock.unlock();
     return ENOENT;
   }
-  retire_sends(*cq, cq->current);
+  retire_slots(*cq, cq->current);
   ibcq->wr_id = cq->current.wr_id;
   ibcq->status = static_cast<ibv_wc_status>(cq->current.status);
   return 0;
@@ -51,7 +51,7 @@ int cq_start_poll(ibv_cq_ex* ibcq, ibv_poll_cq_attr* attr) {
 int cq_next_poll(ibv_cq_ex* ibcq) {
   FfCq* cq = to_ff(ibcq);
   if (!cq->ring.sc_try_pop(cq->current)) return ENOENT;
-  retire_sends(*cq, cq->current);
+  retire_slots(*cq, cq->current);
   ibcq->wr_id = cq->current.wr_id;
   ibcq->status = static_cast<ibv_wc_status>(cq->current.status);
   return 0;
@@ -137,10 +137,19 @@ ibv_cq_ex* create_cq(ibv_context* context, int cqe, void* cq_context, ibv_comp_c
 
 namespace ff::verbs {
 
-void retire_sends(FfCq& cq, const shm::Cqe& c) {
-  if (c.sends_retired == 0) return;  // a receive, or an old router
-  auto it = cq.senders.find(c.qp_num);
-  if (it != cq.senders.end()) it->second->sends_retired.fetch_add(c.sends_retired, std::memory_order_release);
+void retire_slots(FfCq& cq, const shm::Cqe& c) {
+  if (c.sends_retired != 0) {
+    auto it = cq.senders.find(c.qp_num);
+    if (it != cq.senders.end()) it->second->sends_retired.fetch_add(c.sends_retired, std::memory_order_release);
+    return;
+  }
+  auto it = cq.receivers.find(c.qp_num);
+  if (it == cq.receivers.end()) return;
+  ibv_srq* srq = it->second->qpx.qp_base.srq;
+  if (srq != nullptr)
+    to_ff(srq)->retired.fetch_add(1, std::memory_order_release);
+  else
+    it->second->recvs_retired.fetch_add(1, std::memory_order_release);
 }
 
 int ffv_poll_cq(ibv_cq* ibcq, int num_entries, ibv_wc* wc) {
@@ -153,7 +162,7 @@ int ffv_poll_cq(ibv_cq* ibcq, int num_entries, ibv_wc* wc) {
     size_t want = std::min<size_t>(16, static_cast<size_t>(num_entries - done));
     size_t got = cq->ring.sc_pop_burst(std::span<shm::Cqe>(batch, want));
     for (size_t i = 0; i < got; ++i) {
-      retire_sends(*cq, batch[i]);
+      retire_slots(*cq, batch[i]);
       to_wc(batch[i], wc[done + static_cast<int>(i)]);
     }
     done += static_cast<int>(got);

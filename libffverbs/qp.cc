@@ -274,6 +274,10 @@ ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
     scq->lock.lock();
     scq->senders[q.qp_num] = qp;
     scq->lock.unlock();
+    FfCq* rcq = to_ff(attr.recv_cq);
+    rcq->lock.lock();
+    rcq->receivers[q.qp_num] = qp;
+    rcq->lock.unlock();
   }
   q.qp_type = attr.qp_type;
   pthread_mutex_init(&q.mutex, nullptr);
@@ -355,7 +359,7 @@ int ffv_post_recv(ibv_qp* ibqp, ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
       *bad_wr = wr;
       return EINVAL;
     }
-    if (!qp->rq.sp_try_push(r)) {
+    if (!qp->recv_room() || !qp->rq.sp_try_push(r)) {
       wake_router_if_asked(qp->rq, *qp->ctx);
       *bad_wr = wr;
       return ENOMEM;
@@ -429,8 +433,12 @@ int ibv_modify_qp(ibv_qp* ibqp, ibv_qp_attr* attr, int attr_mask) {
   if (int e = request<void>(fbb, body, "modify_qp").error; e != 0) return errno = e;  // "the value of errno"
   if ((attr_mask & IBV_QP_STATE) != 0) ibqp->state = attr->qp_state;
   if ((attr_mask & IBV_QP_STATE) != 0 && attr->qp_state == IBV_QPS_RESET) {
-    std::lock_guard lock(qp->send_mu);  // reset dropped every WR: no slot is taken
-    qp->sends_retired.store(qp->sq.produced(), std::memory_order_release);
+    {
+      std::lock_guard lock(qp->send_mu);  // reset dropped every WR: no slot is taken
+      qp->sends_retired.store(qp->sq.produced(), std::memory_order_release);
+    }
+    std::lock_guard lock(qp->recv_mu);
+    qp->recvs_retired.store(qp->rq.produced(), std::memory_order_release);
   }
   return 0;
 }
@@ -468,6 +476,10 @@ int ibv_destroy_qp(ibv_qp* ibqp) {
   scq->lock.lock();
   scq->senders.erase(ibqp->qp_num);
   scq->lock.unlock();
+  FfCq* rcq = to_ff(ibqp->recv_cq);
+  rcq->lock.lock();
+  rcq->receivers.erase(ibqp->qp_num);
+  rcq->lock.unlock();
   // Verbs: destroy waits until every async event about the QP was acknowledged.
   pthread_mutex_lock(&ibqp->mutex);
   while (ibqp->events_completed != qp->async_delivered) pthread_cond_wait(&ibqp->cond, &ibqp->mutex);

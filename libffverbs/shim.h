@@ -115,12 +115,15 @@ struct FfCq {
   uint32_t idle_yields = 0;       // yields since the router's liveness was checked
   shm::Cqe current{};             // the entry ibv_start_poll/ibv_next_poll is on
   uint32_t async_delivered = 0;   // async events handed out; destroy waits for their acks
-  std::map<uint32_t, FfQp*> senders;  // QPs whose send CQ this is, by QP number (under `lock`)
+  std::map<uint32_t, FfQp*> senders;    // QPs whose send CQ this is, by QP number (under `lock`)
+  std::map<uint32_t, FfQp*> receivers;  // ... whose receive CQ this is
 };
 
-// A polled completion: a send completion frees its WRs' send-queue slots.
+// A polled completion frees its work requests' queue slots: a send
+// completion those of the send WRs it retires, a receive completion (the
+// one kind that retires no send) one slot of its QP's receive queue or SRQ.
 // Under the CQ's lock.
-void retire_sends(FfCq& cq, const shm::Cqe& c);
+void retire_slots(FfCq& cq, const shm::Cqe& c);
 
 struct FfQp {
   ibv_qp_ex qpx;  // first: apps hold &qpx.qp_base (and ibv_qp_to_qp_ex gives &qpx)
@@ -136,6 +139,15 @@ struct FfQp {
   // a send-queue slot is free once the completion of its WR (or of a later
   // one) has been polled, as on mlx5; until then ibv_post_send says ENOMEM.
   std::atomic<uint64_t> sends_retired{0};
+  // The same for receives: a receive-queue slot is free once the app has
+  // polled the receive's completion. The ring may be longer than the queue,
+  // and a fabric that hands receives to a device ahead of time empties it
+  // early: ibv_post_recv says ENOMEM by this count, as a device would.
+  std::atomic<uint64_t> recvs_retired{0};
+  bool recv_room() {
+    uint64_t posted = rq.produced();
+    return posted - std::min(recvs_retired.load(std::memory_order_acquire), posted) < cap.max_recv_wr;
+  }
   // Whether `n` more send WRs fit. Under send_mu.
   bool send_room(size_t n) {
     uint64_t posted = sq.produced();
@@ -179,6 +191,12 @@ struct FfSrq {
   shm::Mapping segment;
   shm::RingProducer<shm::RecvWqe> ring;
   uint32_t max_sge = 0;
+  uint32_t max_wr = 0;  // as reported: posts beyond it wait for completions (FfQp::recv_room)
+  std::atomic<uint64_t> retired{0};
+  bool room() {
+    uint64_t posted = ring.produced();
+    return posted - std::min(retired.load(std::memory_order_acquire), posted) < max_wr;
+  }
   std::mutex mu;
   uint32_t async_delivered = 0;  // async events handed out; destroy waits for their acks
 };

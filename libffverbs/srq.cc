@@ -16,7 +16,7 @@ int ffv_post_srq_recv(ibv_srq* ibsrq, ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
   for (; wr != nullptr; wr = wr->next) {
     shm::RecvWqe r;
     int e = build_recv(*wr, srq->max_sge, r);
-    if (e == 0 && !srq->ring.sp_try_push(r)) e = ENOMEM;
+    if (e == 0 && (!srq->room() || !srq->ring.sp_try_push(r))) e = ENOMEM;
     if (e != 0) {
       wake_router_if_asked(srq->ring, *srq->ctx);
       *bad_wr = wr;
@@ -60,6 +60,7 @@ ibv_srq* ibv_create_srq(ibv_pd* pd, ibv_srq_init_attr* init) {
   s.handle = srq->handle;
   pthread_mutex_init(&s.mutex, nullptr);
   pthread_cond_init(&s.cond, nullptr);
+  srq->max_wr = reply->max_wr();
   init->attr.max_wr = reply->max_wr();  // verbs reports what it actually made
   init->attr.max_sge = reply->max_sge();
   ctx->track(srq->handle, EventElement::kSrq, srq);

@@ -248,5 +248,57 @@ TEST_F(Verbs, AFullSendQueueIsEnomemUntilCompletionsArePolled) {
   EXPECT_EQ(ibv_destroy_cq(scq), 0);
 }
 
+// A receive queue (or SRQ) holds as many receives as it reports: one more
+// is ENOMEM with bad_wr at it, however early the fabric takes receives off
+// the app's ring, and room comes back as receives complete.
+TEST_F(Verbs, AFullReceiveQueueIsEnomemUntilReceivesComplete) {
+  Pages buf(1);
+  ibv_mr* m = mr(buf.base, buf.size);
+  ibv_cq* c = cq();
+  ibv_qp* a = qp(c, c);
+  ibv_qp* b = qp(c, c, false, 4);
+  connect(a, b);
+  ibv_qp_attr attr{};
+  ibv_qp_init_attr init{};
+  ASSERT_EQ(ibv_query_qp(b, &attr, IBV_QP_CAP, &init), 0);
+  const uint32_t depth = init.cap.max_recv_wr;
+  ASSERT_GE(depth, 4u);
+  ibv_sge s{reinterpret_cast<uint64_t>(buf.base), 64, m->lkey};
+  auto post_recv = [&](ibv_qp* q, ibv_srq* srq, uint64_t id) {
+    ibv_recv_wr r{};
+    r.wr_id = id;
+    r.sg_list = &s;
+    r.num_sge = 1;
+    ibv_recv_wr* bad = nullptr;
+    int rc = srq != nullptr ? ibv_post_srq_recv(srq, &r, &bad) : ibv_post_recv(q, &r, &bad);
+    if (rc != 0) {
+      EXPECT_EQ(bad, &r);
+    }
+    return rc;
+  };
+  for (uint32_t i = 0; i < depth; ++i) ASSERT_EQ(post_recv(b, nullptr, i), 0) << "receive " << i << " of " << depth;
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // time for a fabric to take them
+  EXPECT_EQ(post_recv(b, nullptr, 99), ENOMEM);
+  ibv_sge from{reinterpret_cast<uint64_t>(buf.base + 1024), 8, m->lkey};
+  ibv_send_wr w = wr(IBV_WR_SEND, 7, &from, 1);
+  w.send_flags = IBV_SEND_SIGNALED;
+  ASSERT_EQ(post(a, w), 0);
+  for (int polled = 0; polled < 2; ++polled) EXPECT_EQ(poll1(c).status, IBV_WC_SUCCESS);  // the send and its receive
+  EXPECT_EQ(post_recv(b, nullptr, 99), 0);
+  EXPECT_EQ(post_recv(b, nullptr, 100), ENOMEM);
+  // The same for an SRQ.
+  ibv_srq_init_attr sa{};
+  sa.attr.max_wr = 8;
+  sa.attr.max_sge = 1;
+  ibv_srq* srq = ibv_create_srq(pd, &sa);
+  ASSERT_NE(srq, nullptr) << std::strerror(errno);
+  for (uint32_t i = 0; i < sa.attr.max_wr; ++i) ASSERT_EQ(post_recv(nullptr, srq, i), 0) << "SRQ receive " << i;
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(post_recv(nullptr, srq, 99), ENOMEM);
+  EXPECT_EQ(destroy(a), 0);
+  EXPECT_EQ(destroy(b), 0);
+  EXPECT_EQ(ibv_destroy_srq(srq), 0);
+}
+
 }  // namespace
 }  // namespace conformance
