@@ -1,8 +1,13 @@
 // The device and its port as programs probe them: a GID table longer than
 // its populated entries, with the answers rdma-core gives for an empty entry
-// and for one past the table.
+// and for one past the table; objects with any capabilities within the
+// limits the device reports.
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "fixture.h"
@@ -48,6 +53,59 @@ TEST_F(Verbs, GidTableHasEmptyEntriesAnsweredAsRdmaCoreDoes) {
     EXPECT_EQ(table[i].gid_index, valid[i].gid_index);
     EXPECT_EQ(0, std::memcmp(&table[i].gid, &valid[i].gid, sizeof(ibv_gid)));
     EXPECT_EQ(table[i].gid_type, valid[i].gid_type);
+  }
+}
+
+// What a device reports it can make, it makes: QPs of every type, CQs and
+// SRQs with capabilities drawn at random within the reported limits (sizes
+// spread evenly in log scale, so the limits themselves come up, and the
+// first round at the limits exactly) all get created, with at least what
+// was asked.
+TEST_F(Verbs, ObjectsWithAnyCapabilitiesWithinTheReportedLimitsAreMade) {
+  ibv_device_attr dev{};
+  ASSERT_EQ(ibv_query_device(ctx, &dev), 0);
+  const uint32_t seed = 20261203;
+  std::mt19937 rng(seed);
+  auto log_uniform = [&](int max) {  // 1..max, evenly in log scale
+    double x = std::uniform_real_distribution<double>(0, std::log2(static_cast<double>(max) + 1))(rng);
+    return std::clamp(static_cast<uint32_t>(std::exp2(x)), 1u, static_cast<uint32_t>(max));
+  };
+  auto uniform = [&](int max) { return std::uniform_int_distribution<uint32_t>(1, static_cast<uint32_t>(max))(rng); };
+  const ibv_qp_type types[] = {IBV_QPT_RC, IBV_QPT_UC, IBV_QPT_UD};
+  for (int round = 0; round < 300; ++round) {
+    bool at_limits = round < 3;
+    SCOPED_TRACE("round " + std::to_string(round) + " (seed " + std::to_string(seed) + ")");
+    int cqe = at_limits ? dev.max_cqe : static_cast<int>(log_uniform(dev.max_cqe));
+    ibv_cq* c = ibv_create_cq(ctx, cqe, nullptr, nullptr, 0);
+    ASSERT_NE(c, nullptr) << "CQ of " << cqe << " (max_cqe " << dev.max_cqe << "): " << std::strerror(errno);
+    EXPECT_GE(c->cqe, cqe);
+    ibv_qp_init_attr a{};
+    a.send_cq = a.recv_cq = c;
+    a.qp_type = types[round % 3];
+    a.cap.max_send_wr = at_limits ? static_cast<uint32_t>(dev.max_qp_wr) : log_uniform(dev.max_qp_wr);
+    a.cap.max_recv_wr = at_limits ? static_cast<uint32_t>(dev.max_qp_wr) : log_uniform(dev.max_qp_wr);
+    a.cap.max_send_sge = at_limits ? static_cast<uint32_t>(dev.max_sge) : uniform(dev.max_sge);
+    a.cap.max_recv_sge = at_limits ? static_cast<uint32_t>(dev.max_sge) : uniform(dev.max_sge);
+    const ibv_qp_cap asked = a.cap;
+    ibv_qp* q = ibv_create_qp(pd, &a);
+    ASSERT_NE(q, nullptr) << "QP type " << a.qp_type << " send " << asked.max_send_wr << "x" << asked.max_send_sge
+                          << " recv " << asked.max_recv_wr << "x" << asked.max_recv_sge << ": " << std::strerror(errno);
+    EXPECT_GE(a.cap.max_send_wr, asked.max_send_wr);
+    EXPECT_GE(a.cap.max_recv_wr, asked.max_recv_wr);
+    EXPECT_GE(a.cap.max_send_sge, asked.max_send_sge);
+    EXPECT_GE(a.cap.max_recv_sge, asked.max_recv_sge);
+    EXPECT_EQ(ibv_destroy_qp(q), 0);
+    EXPECT_EQ(ibv_destroy_cq(c), 0);
+    if (dev.max_srq == 0) continue;
+    ibv_srq_init_attr sa{};
+    sa.attr.max_wr = at_limits ? static_cast<uint32_t>(dev.max_srq_wr) : log_uniform(dev.max_srq_wr);
+    sa.attr.max_sge = at_limits ? static_cast<uint32_t>(dev.max_srq_sge) : uniform(dev.max_srq_sge);
+    const ibv_srq_attr srq_asked = sa.attr;
+    ibv_srq* srq = ibv_create_srq(pd, &sa);
+    ASSERT_NE(srq, nullptr) << "SRQ " << srq_asked.max_wr << "x" << srq_asked.max_sge << ": " << std::strerror(errno);
+    EXPECT_GE(sa.attr.max_wr, srq_asked.max_wr);
+    EXPECT_GE(sa.attr.max_sge, srq_asked.max_sge);
+    EXPECT_EQ(ibv_destroy_srq(srq), 0);
   }
 }
 
