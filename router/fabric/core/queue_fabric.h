@@ -15,6 +15,12 @@
 
 namespace ff::router::core {
 
+// The deepest queue (send, receive or shared receive) the virtual device
+// offers on either fabric: its rings live in the app's and the router's
+// memory, about 12 MiB for a QP this deep (512 B per send WQE, 272 B per
+// receive WQE). The verbs fabric offers less where its device makes less.
+inline constexpr uint32_t kMaxQueueDepth = 16384;
+
 // The ring capacities and capabilities a QP gets (what ibv_create_qp
 // reports back), and the checked request.
 struct QpShape {

@@ -21,7 +21,7 @@ SoftFabric::SoftFabric(const FabricConfig& config) : engine_(std::chrono::micros
   a.vendor_part_id = config.vendor_part_id;
   a.hw_ver = 1;
   a.max_qp = 16384;
-  a.max_qp_wr = 16384;
+  a.max_qp_wr = static_cast<int>(core::kMaxQueueDepth);
   a.device_cap_flags = IBV_DEVICE_RC_RNR_NAK_GEN | IBV_DEVICE_PORT_ACTIVE_EVENT |
                        IBV_DEVICE_SYS_IMAGE_GUID | IBV_DEVICE_CHANGE_PHY_PORT |
                        IBV_DEVICE_N_NOTIFY_CQ;
@@ -37,7 +37,7 @@ SoftFabric::SoftFabric(const FabricConfig& config) : engine_(std::chrono::micros
   a.atomic_cap = IBV_ATOMIC_HCA;
   a.max_ah = 1 << 16;
   a.max_srq = 4096;
-  a.max_srq_wr = 16384;
+  a.max_srq_wr = static_cast<int>(core::kMaxQueueDepth);
   a.max_srq_sge = shm::kMaxSge;
   a.max_pkeys = 1;
   a.local_ca_ack_delay = 15;

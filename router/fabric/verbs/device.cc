@@ -88,6 +88,45 @@ bool make_sink(Device& d, std::string& why) {
 
 }  // namespace
 
+uint32_t probe_qp_depth(Device& d, uint32_t depth, uint32_t sge, uint32_t inline_size) {
+  auto makes = [&](uint32_t n) {
+    ibv_cq* cq = ibv_create_cq(d.ctx, static_cast<int>(n), nullptr, nullptr, 0);
+    if (cq == nullptr) return false;
+    bool all = true;
+    for (ibv_qp_type type : {IBV_QPT_RC, IBV_QPT_UC, IBV_QPT_UD}) {
+      ibv_qp_init_attr a{};
+      a.send_cq = a.recv_cq = cq;
+      a.qp_type = type;
+      a.cap = ibv_qp_cap{n, n, sge, sge, inline_size};
+      ibv_qp* qp = ibv_create_qp(d.sink_pd, &a);
+      if (qp == nullptr) {
+        all = false;
+        break;
+      }
+      ibv_destroy_qp(qp);
+    }
+    ibv_destroy_cq(cq);
+    return all;
+  };
+  for (; depth > 1; depth /= 2)
+    if (makes(depth)) return depth;
+  return 1;
+}
+
+uint32_t probe_srq_depth(Device& d, uint32_t depth, uint32_t sge) {
+  for (; depth > 1; depth /= 2) {
+    ibv_srq_init_attr a{};
+    a.attr.max_wr = depth;
+    a.attr.max_sge = sge;
+    ibv_cq* cq = ibv_create_cq(d.ctx, static_cast<int>(depth), nullptr, nullptr, 0);
+    ibv_srq* srq = cq != nullptr ? ibv_create_srq(d.sink_pd, &a) : nullptr;
+    if (srq != nullptr) ibv_destroy_srq(srq);
+    if (cq != nullptr) ibv_destroy_cq(cq);
+    if (srq != nullptr) return depth;
+  }
+  return 1;
+}
+
 std::unique_ptr<Device> open_device(const FabricConfig& o, std::string& why) {
   int n = 0;
   ibv_device** list = ibv_get_device_list(&n);

@@ -32,6 +32,13 @@ struct Device {
   ~Device();
 };
 
+// The deepest power-of-two queue, at most `depth`, the device makes for
+// shadow QPs of every type (RC, UC, UD) at `sge` SGEs and `inline_size`
+// inline bytes, with CQs as deep (1 when it makes none).
+uint32_t probe_qp_depth(Device& d, uint32_t depth, uint32_t sge, uint32_t inline_size);
+// The same for shadow SRQs at `sge` SGEs.
+uint32_t probe_srq_depth(Device& d, uint32_t depth, uint32_t sge);
+
 // Opens config.device (empty: the first device with an active port 1) at
 // config.gid_index (-1: its RoCE v2 IPv4 GID); null with `why` (what to do)
 // when there is none to use.

@@ -53,9 +53,17 @@ VerbsFabric::VerbsFabric(const FabricConfig& config) {
   a.max_sge = std::min<int>(dev.max_sge, static_cast<int>(shm::kMaxSge));
   a.max_sge_rd = std::min<int>(dev.max_sge_rd, static_cast<int>(shm::kMaxSge));
   a.max_srq_sge = std::min<int>(dev.max_srq_sge, static_cast<int>(shm::kMaxSge));
-  // Rings hold a power of two of WQEs and the shadow queue as many.
-  a.max_qp_wr = static_cast<int>(floor_pow2(static_cast<uint64_t>(dev.max_qp_wr)));
-  a.max_srq_wr = static_cast<int>(floor_pow2(static_cast<uint64_t>(dev.max_srq_wr)));
+  // Rings hold a power of two of WQEs, the shadow queue as many, and a
+  // shadow CQ as many completions: the depth is what the device really
+  // makes at these SGE and inline sizes (a device may report more than it
+  // can make: rxe says 1048576 and runs out of memory), up to the virtual
+  // device's own ceiling.
+  uint32_t cq_depth = floor_pow2(static_cast<uint64_t>(dev.max_cqe));
+  uint32_t qp_depth = std::min({floor_pow2(static_cast<uint64_t>(dev.max_qp_wr)), core::kMaxQueueDepth, cq_depth});
+  uint32_t srq_depth = std::min({floor_pow2(static_cast<uint64_t>(dev.max_srq_wr)), core::kMaxQueueDepth, cq_depth});
+  a.max_qp_wr = static_cast<int>(
+      verbs::probe_qp_depth(*device_, qp_depth, static_cast<uint32_t>(a.max_sge), device_->max_inline));
+  a.max_srq_wr = static_cast<int>(verbs::probe_srq_depth(*device_, srq_depth, static_cast<uint32_t>(a.max_srq_sge)));
   // The virtual device's limit (router/fabric/qp_transitions.cc checks it).
   a.max_qp_rd_atom = std::min(dev.max_qp_rd_atom, 16);
   a.max_qp_init_rd_atom = std::min(dev.max_qp_init_rd_atom, 16);

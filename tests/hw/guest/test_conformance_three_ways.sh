@@ -24,6 +24,8 @@ declare -A rxe_direct=(
   [Verbs.BadPostSendArgumentsReturnErrnoAndBadWr]="not run: a garbage opcode oopses rxe 6.1 (req_next_wqe)"
   [Verbs.WorkPostedInErrorIsFlushed]="a receive posted to a QP in ERR never completes"
   [Verbs.AFullSendQueueIsEnomemUntilCompletionsArePolled]="frees a send queue slot when the WR executes, not when its completion is polled"
+  [Verbs.AFullReceiveQueueIsEnomemUntilReceivesComplete]="an SRQ takes more receives than the max_wr it reports"
+  [Verbs.ObjectsWithAnyCapabilitiesWithinTheReportedLimitsAreMade]="reports max_qp_wr 1048576 and cannot make a QP that deep (ENOMEM)"
 )
 # Through the router on rxe0: the device's own completion statuses pass
 # through; the router cannot know the cause better than the device.
