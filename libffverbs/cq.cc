@@ -152,6 +152,14 @@ void retire_slots(FfCq& cq, const shm::Cqe& c) {
     it->second->recvs_retired.fetch_add(1, std::memory_order_release);
 }
 
+void retire_srq_receives_of(FfCq& cq, uint32_t qp_num, FfSrq& srq) {
+  shm::Cqe c;
+  uint64_t n = 0;
+  for (size_t i = 0; cq.ring.sc_peek(i, c); ++i)
+    if (c.qp_num == qp_num && c.sends_retired == 0) ++n;
+  srq.retired.fetch_add(n, std::memory_order_release);
+}
+
 int ffv_poll_cq(ibv_cq* ibcq, int num_entries, ibv_wc* wc) {
   FfCq* cq = to_ff(ibcq);
   if (num_entries < 0) return -1;

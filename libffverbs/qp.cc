@@ -479,6 +479,7 @@ int ibv_destroy_qp(ibv_qp* ibqp) {
   FfCq* rcq = to_ff(ibqp->recv_cq);
   rcq->lock.lock();
   rcq->receivers.erase(ibqp->qp_num);
+  if (ibqp->srq != nullptr) retire_srq_receives_of(*rcq, ibqp->qp_num, *to_ff(ibqp->srq));
   rcq->lock.unlock();
   // Verbs: destroy waits until every async event about the QP was acknowledged.
   pthread_mutex_lock(&ibqp->mutex);

@@ -90,6 +90,7 @@ class SpinLock {
 };
 
 struct FfCq;
+struct FfSrq;
 struct FfQp;
 
 struct FfChannel {
@@ -124,6 +125,10 @@ struct FfCq {
 // one kind that retires no send) one slot of its QP's receive queue or SRQ.
 // Under the CQ's lock.
 void retire_slots(FfCq& cq, const shm::Cqe& c);
+// A QP on an SRQ is gone (the router writes no more of its completions):
+// the receive completions it left in the CQ retire their SRQ slots now, as
+// polled later they name no QP. Under the CQ's lock.
+void retire_srq_receives_of(FfCq& cq, uint32_t qp_num, FfSrq& srq);
 
 struct FfQp {
   ibv_qp_ex qpx;  // first: apps hold &qpx.qp_base (and ibv_qp_to_qp_ex gives &qpx)

@@ -1,5 +1,5 @@
-// Shared receive queues: one SRQ serving several QPs, its limit event, and
-// the last WQE event of a QP on it.
+// Shared receive queues: one SRQ serving several QPs, its limit event, the
+// last WQE event of a QP on it, and its slots when such a QP goes.
 #include <utility>
 #include <vector>
 
@@ -74,6 +74,55 @@ TEST_F(Verbs, SharedReceiveQueueServesSeveralQpsAndSignalsItsLimit) {
   EXPECT_EQ(ev.element.qp, pairs[0].second);
   EXPECT_EQ(ibv_destroy_srq(srq), EBUSY);  // QPs still use it
   for (auto& [sq, rq] : pairs) EXPECT_EQ(ibv_destroy_qp(rq), 0);
+  EXPECT_EQ(ibv_destroy_srq(srq), 0);
+}
+
+// Receives an SRQ gave to a QP free their slots whether or not the app
+// polls their completions before it destroys the QP (UCX destroys
+// endpoints with completions still queued, and posts its SRQ full: one
+// slot lost per QP would end in ENOMEM).
+TEST_F(Verbs, SrqSlotsComeBackFromAQpDestroyedBeforeItsCompletionsArePolled) {
+  Pages buf(1);
+  ibv_mr* m = mr(buf.base, buf.size);
+  ibv_srq_init_attr sa{};
+  sa.attr.max_wr = 8;
+  sa.attr.max_sge = 1;
+  ibv_srq* srq = ibv_create_srq(pd, &sa);
+  ASSERT_NE(srq, nullptr) << std::strerror(errno);
+  const uint32_t depth = sa.attr.max_wr;
+  ibv_sge s{reinterpret_cast<uint64_t>(buf.base), 64, m->lkey};
+  auto post_srq = [&](uint64_t id) {
+    ibv_recv_wr r{};
+    r.wr_id = id;
+    r.sg_list = &s;
+    r.num_sge = 1;
+    ibv_recv_wr* bad = nullptr;
+    return ibv_post_srq_recv(srq, &r, &bad);
+  };
+  for (uint32_t i = 0; i < depth; ++i) ASSERT_EQ(post_srq(i), 0) << "receive " << i << " of " << depth;
+  ibv_cq* cs = cq();
+  ibv_cq* cr = cq();
+  ibv_qp_init_attr a{};
+  a.send_cq = a.recv_cq = cr;
+  a.srq = srq;
+  a.qp_type = IBV_QPT_RC;
+  a.cap = {8, 0, 1, 0, 0};
+  ibv_qp* rq = ibv_create_qp(pd, &a);
+  ASSERT_NE(rq, nullptr);
+  ibv_qp* sq = qp(cs, cs);
+  connect(sq, rq);
+  ibv_sge from{reinterpret_cast<uint64_t>(buf.base + 1024), 8, m->lkey};
+  for (uint64_t i = 0; i < 2; ++i) {
+    ibv_send_wr w = wr(IBV_WR_SEND, i, &from, 1);
+    ASSERT_EQ(post(sq, w), 0);
+    ASSERT_EQ(poll1(cs).status, IBV_WC_SUCCESS);  // delivered: two SRQ receives taken
+  }
+  ASSERT_EQ(ibv_destroy_qp(rq), 0);  // their completions still queued in cr
+  EXPECT_EQ(post_srq(100), 0);
+  EXPECT_EQ(post_srq(101), 0);
+  // The queued completions can still be polled.
+  EXPECT_EQ(poll1(cr).wr_id, 0u);
+  EXPECT_EQ(poll1(cr).wr_id, 1u);
   EXPECT_EQ(ibv_destroy_srq(srq), 0);
 }
 
