@@ -44,13 +44,7 @@ case ${FF_NETPIPE_SETUP:-} in
     source tests/e2e/lib.sh
     source tests/e2e/mpi_lib.sh
     trap 'mpi_cleanup; ff_cleanup' EXIT
-    kind="ffe2e$$.ffrouter.io/tenant"
-    ff_start_router --config "$(ff_tenants_config blue)"
-    "$FFCTL" --run-dir "$FF_RUN" cdi --kind "$kind" >/dev/null
-    ff_container_pair a 10.51.0.1 b 10.51.0.2
-    MPI_OOB=10.51.0.0/24
-    mpi_node a 10.51.0.1 "$kind=blue"
-    mpi_node b 10.51.0.2 "$kind=blue"
+    mpi_one_host
     openmpi NPopenmpi -u 4194304 -p 0 >"$FF_NETPIPE_OUT/router.log" 2>&1
     openmpi_run --host nodea:2 -np 2 --mca pml ob1 --mca btl self,vader NPopenmpi -u 4194304 -p 0 \
       >"$FF_NETPIPE_OUT/floor.log" 2>&1
@@ -59,11 +53,7 @@ case ${FF_NETPIPE_SETUP:-} in
     source tests/e2e/multihost_lib.sh
     source tests/e2e/mpi_lib.sh
     trap 'mpi_cleanup; mh_exit' EXIT
-    mh_two_hosts
-    for host in alpha beta; do mh_ctl "$host" cdi --kind "ffe2e$$-$host.ffrouter.io/tenant" >/dev/null; done
-    MPI_OOB=10.0.0.0/8
-    mpi_node a 10.50.1.1 "ffe2e$$-alpha.ffrouter.io/tenant=default"
-    mpi_node b 10.50.2.1 "ffe2e$$-beta.ffrouter.io/tenant=default"
+    mpi_two_hosts
     openmpi NPopenmpi -u 4194304 -p 0 >"$FF_NETPIPE_OUT/router.log" 2>&1
     openmpi_run --host nodea:1,nodeb:1 -np 2 --mca pml ob1 --mca btl self,tcp --mca btl_tcp_if_include "$MPI_OOB" \
       NPopenmpi -u 4194304 -p 0 >"$FF_NETPIPE_OUT/floor.log" 2>&1

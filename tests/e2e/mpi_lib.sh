@@ -52,6 +52,36 @@ mpi_node() {
     "localhost/ffrouter-app:$TAG" sleep infinity >/dev/null || fail "app container $name"
 }
 
+# mpi_one_host: one router (tenant blue), containers a (10.51.0.1) and b
+# (10.51.0.2) on their own link, each with blue's CDI device.
+mpi_one_host() {
+  local kind="ffe2e$$.ffrouter.io/tenant"
+  ff_start_router --config "$(ff_tenants_config blue)"
+  "$FFCTL" --run-dir "$FF_RUN" cdi --kind "$kind" >/dev/null || fail "ffctl cdi"
+  ff_container_pair a 10.51.0.1 b 10.51.0.2
+  MPI_OOB=10.51.0.0/24
+  mpi_node a 10.51.0.1 "$kind=blue"
+  mpi_node b 10.51.0.2 "$kind=blue"
+}
+
+# mpi_two_hosts (after multihost_lib.sh): hosts alpha and beta, container a
+# on alpha and b on beta, each with only its own router's CDI device; the
+# counter is the bytes the routers sent each other.
+mpi_two_hosts() {
+  local host
+  mh_two_hosts
+  for host in alpha beta; do
+    mh_ctl "$host" cdi --kind "ffe2e$$-$host.ffrouter.io/tenant" >/dev/null || fail "ffctl cdi ($host)"
+  done
+  mpi_node a 10.50.1.1 "ffe2e$$-alpha.ffrouter.io/tenant=default"
+  mpi_node b 10.50.2.1 "ffe2e$$-beta.ffrouter.io/tenant=default"
+  MPI_OOB=10.0.0.0/8
+  MPI_BYTES=mpi_between_routers
+  MPI_COUNTED="the routers sent each other"
+  MPI_WHERE="across two hosts"
+}
+mpi_between_routers() { echo $(($(mh_bytes alpha) + $(mh_bytes beta))); }
+
 # The launchers run in container a's network namespace: nsenter --net, not
 # ip netns exec, as podman exec needs the host's mounts (ip netns exec
 # remounts /sys, and with it the cgroups).

@@ -13,13 +13,7 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mpi_lib.sh"
 trap 'mpi_cleanup; ff_cleanup' EXIT
 
-KIND="ffe2e$$.ffrouter.io/tenant"
-ff_start_router --config "$(ff_tenants_config blue)"
-"$FFCTL" --run-dir "$FF_RUN" cdi --kind "$KIND" >/dev/null || fail "ffctl cdi"
-ff_container_pair a 10.51.0.1 b 10.51.0.2
-MPI_OOB=10.51.0.0/24
-mpi_node a 10.51.0.1 "$KIND=blue"
-mpi_node b 10.51.0.2 "$KIND=blue"
+mpi_one_host
 
 check_job openmpi "Open MPI (pml ucx, osc ${FF_MPI_OSC:-ucx}, rc_verbs/ud_verbs)" ffv_mpi_check
 netpipe_job openmpi "Open MPI" NPopenmpi

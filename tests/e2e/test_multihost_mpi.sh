@@ -9,17 +9,7 @@ source "$(dirname "$0")/multihost_lib.sh"
 source "$(dirname "$0")/mpi_lib.sh"
 trap 'mpi_cleanup; mh_exit' EXIT
 
-mh_two_hosts
-for host in alpha beta; do
-  mh_ctl "$host" cdi --kind "ffe2e$$-$host.ffrouter.io/tenant" >/dev/null || fail "ffctl cdi ($host)"
-done
-mpi_node a 10.50.1.1 "ffe2e$$-alpha.ffrouter.io/tenant=default"
-mpi_node b 10.50.2.1 "ffe2e$$-beta.ffrouter.io/tenant=default"
-MPI_OOB=10.0.0.0/8
-between_routers() { echo $(($(mh_bytes alpha) + $(mh_bytes beta))); }
-MPI_BYTES=between_routers
-MPI_COUNTED="the routers sent each other"
-MPI_WHERE="across two hosts"
+mpi_two_hosts
 
 check_job openmpi "Open MPI (pml ucx, osc ${FF_MPI_OSC:-ucx}, rc_verbs/ud_verbs)" ffv_mpi_check
 check_job mpich "MPICH (ch4:ucx, rc_verbs/ud_verbs)" ffv_mpi_check_mpich
