@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
 
 #include "libffverbs/request.h"
@@ -201,6 +202,7 @@ int ffv_poll_cq(ibv_cq* ibcq, int num_entries, ibv_wc* wc) {
 int ffv_req_notify_cq(ibv_cq* ibcq, int solicited_only) {
   FfCq* cq = to_ff(ibcq);
   if (cq->channel == nullptr) return EINVAL;
+  std::lock_guard lock(cq->arm_lock);  // the arm word moves with ibv_resize_cq
   cq->control->arm.store(solicited_only != 0 ? shm::kArmSolicited : shm::kArmNext, std::memory_order_relaxed);
   // Dekker with the router's VirtualCq::add (router/fabric/virtual_queues.cc).
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -251,7 +253,28 @@ int ibv_destroy_cq(ibv_cq* ibcq) {
   return 0;
 }
 
-int ibv_resize_cq(ibv_cq*, int) { return fail_int(EOPNOTSUPP); }
+// The router moves the CQ to a new segment with the completions not yet
+// polled and the arm; no poll (the CQ's lock) and no ibv_req_notify_cq (its
+// arm lock) runs meanwhile, so none is lost or seen twice.
+int ibv_resize_cq(ibv_cq* ibcq, int cqe) {
+  FfCq* cq = to_ff(ibcq);
+  if (context_is_stale(*to_ff(ibcq->context))) return EIO;
+  std::lock_guard lock(cq->lock);
+  std::lock_guard arm_lock(cq->arm_lock);
+  flatbuffers::FlatBufferBuilder fbb;
+  auto reply = request<proto::ResizeCqReply>(fbb, proto::CreateResizeCq(fbb, cq->handle, cqe), "resize_cq failed", 1);
+  if (!reply) return reply.error;
+  uint32_t capacity = reply->capacity();
+  shm::Mapping segment;
+  std::byte* ring = attach_ring<shm::Cqe>(reply.fd(0), shm::cq_segment_bytes(capacity), shm::kCqRingOffset,
+                                          capacity, segment);
+  if (ring == nullptr) return EPROTO;
+  cq->segment = std::move(segment);
+  cq->control = reinterpret_cast<shm::CqControl*>(cq->segment.base() + shm::kCqControlOffset);
+  cq->ring = shm::RingConsumer<shm::Cqe>(ring, capacity);
+  ibcq->cqe = static_cast<int>(capacity);
+  return 0;
+}
 
 ibv_comp_channel* ibv_create_comp_channel(ibv_context* context) {
   FfContext* ctx = to_ff(context);

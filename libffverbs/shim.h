@@ -75,6 +75,8 @@ struct FfMr {
   ibv_mr mr;
   uint32_t handle;
   uint64_t pages;  // the lease on the shared pages this registration holds (shared_memory.h)
+  uint64_t iova;   // what ibv_rereg_mr keeps when the translation stays
+  unsigned access;
 };
 
 // A spinlock for the few-instruction critical sections of the data path.
@@ -109,7 +111,8 @@ struct FfCq {
   shm::Mapping segment;
   shm::CqControl* control = nullptr;
   shm::RingConsumer<shm::Cqe> ring;
-  SpinLock lock;
+  SpinLock lock;      // polls (from ibv_start_poll to ibv_end_poll)
+  SpinLock arm_lock;  // ibv_req_notify_cq: the arm word moves with ibv_resize_cq
   FfChannel* channel = nullptr;
   uint32_t events_delivered = 0;  // by get_cq_event; destroy waits for as many acks
   uint32_t empty_polls = 0;       // consecutive empty polls (adaptive yielding)

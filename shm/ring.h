@@ -116,6 +116,26 @@ class RingProducer {
     return ctl_->consumer_needs_wakeup.exchange(0, std::memory_order_relaxed) != 0;
   }
 
+  // Pushes the entries the consumer has not taken yet, oldest first, to
+  // `to` (moving a ring's content into one of another size, while the
+  // consumer stands still). False, with nothing pushed, when they do not
+  // fit there or the consumer's index is corrupt.
+  [[nodiscard]] bool move_unconsumed_to(RingProducer& to) {
+    if (corrupt_ || ctl_ == nullptr) return false;
+    uint64_t cons = ctl_->consumer_index.load(std::memory_order_acquire);  // P2
+    uint64_t used = head_ - cons;
+    if (used > capacity_) {
+      corrupt_ = true;
+      return false;
+    }
+    if (to.free_slots(used) < used) return false;
+    size_t first = cons & mask_;
+    size_t until_wrap = std::min<size_t>(used, capacity_ - first);
+    to.write_and_publish(std::span<const T>(slots_ + first, until_wrap));
+    to.write_and_publish(std::span<const T>(slots_, used - until_wrap));
+    return true;
+  }
+
   bool corrupt() const { return corrupt_; }
   uint64_t produced() const { return head_; }
   uint32_t capacity() const { return static_cast<uint32_t>(capacity_); }

@@ -38,6 +38,7 @@ struct DispatchTables {
     on(B::DestroyCompChannel, handle_destroy_comp_channel);
     creating(B::CreateCq, handle_create_cq, ObjectKind::kCq);
     on(B::DestroyCq, handle_destroy_cq);
+    on(B::ResizeCq, handle_resize_cq);
     creating(B::CreateQp, handle_create_qp, ObjectKind::kQp);
     on(B::ModifyQp, handle_modify_qp);
     on(B::QueryQp, handle_query_qp);

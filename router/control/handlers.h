@@ -36,6 +36,7 @@ FF_HANDLER(handle_create_comp_channel);
 FF_HANDLER(handle_destroy_comp_channel);
 FF_HANDLER(handle_create_cq);
 FF_HANDLER(handle_destroy_cq);
+FF_HANDLER(handle_resize_cq);
 FF_HANDLER(handle_create_qp);
 FF_HANDLER(handle_modify_qp);
 FF_HANDLER(handle_query_qp);

@@ -269,6 +269,11 @@ class Fabric {
   // asynchronous events.
   virtual Result<std::unique_ptr<FabricCq>> create_cq(FabricContext& ctx, int cqe, FabricChannel* channel,
                                                       uint32_t tag) = 0;
+  // ibv_resize_cq: a CQ of at least `cqe` entries, the completions not yet
+  // polled carried over (EINVAL when more than that are waiting). `admit`
+  // is asked with the new segment's fd before anything moves; false leaves
+  // the CQ as it was (ENOMEM). The CQ's segment_fd() is the new one after.
+  virtual Status resize_cq(FabricCq& cq, int cqe, const std::function<bool(int segment_fd)>& admit) = 0;
   // `srq` may be null (the QP has its own receive queue).
   virtual Result<std::unique_ptr<FabricQp>> create_qp(FabricContext& ctx, FabricPd& pd, FabricCq& send_cq,
                                                       FabricCq& recv_cq, FabricSrq* srq, const QpInit& init,

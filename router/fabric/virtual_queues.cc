@@ -1,6 +1,7 @@
 #include "router/fabric/virtual_queues.h"
 
 #include <atomic>
+#include <utility>
 
 namespace ff::router {
 
@@ -32,30 +33,42 @@ void VirtualChannel::fire(uint32_t cq_tag) {
   bell_.ring();
 }
 
-VirtualCq::VirtualCq(AsyncEvents& async, uint32_t capacity, VirtualChannel* channel, uint32_t tag)
-    : async_(async),
-      mapping_(shm::Mapping::create("ffr-cq", shm::SegmentKind::kRing, shm::cq_segment_bytes(capacity))),
-      cap_(capacity),
-      channel_(channel),
-      tag_(tag) {
-  control_ = new (mapping_.base() + shm::kCqControlOffset) shm::CqControl{};
-  shm::init_ring<shm::Cqe>(mapping_.base() + shm::kCqRingOffset, cap_);
-  ring_ = shm::RingProducer<shm::Cqe>(mapping_.base() + shm::kCqRingOffset, cap_);
+VirtualCq::Segment::Segment(uint32_t cap)
+    : mapping(shm::Mapping::create("ffr-cq", shm::SegmentKind::kRing, shm::cq_segment_bytes(cap))),
+      capacity(cap),
+      control(new (mapping.base() + shm::kCqControlOffset) shm::CqControl{}) {
+  shm::init_ring<shm::Cqe>(mapping.base() + shm::kCqRingOffset, cap);
+  ring = shm::RingProducer<shm::Cqe>(mapping.base() + shm::kCqRingOffset, cap);
 }
 
+VirtualCq::VirtualCq(AsyncEvents& async, uint32_t capacity, VirtualChannel* channel, uint32_t tag)
+    : async_(async), seg_(capacity), channel_(channel), tag_(tag) {}
+
 bool VirtualCq::add(const shm::Cqe& c) {
-  if (!ring_.sp_try_push(c)) {
-    if (control_->error.exchange(1, std::memory_order_relaxed) == 0) async_.raise(IBV_EVENT_CQ_ERR, tag_);
+  shm::CqControl& control = *seg_.control;
+  if (!seg_.ring.sp_try_push(c)) {
+    if (control.error.exchange(1, std::memory_order_relaxed) == 0) async_.raise(IBV_EVENT_CQ_ERR, tag_);
     return false;
   }
   if (channel_ == nullptr) return true;
   // Dekker with the app's req_notify_cq: it stores `arm` then polls the
   // ring; we publish the CQE then load `arm`. One of us sees the other.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  uint32_t arm = control_->arm.load(std::memory_order_relaxed);
+  uint32_t arm = control.arm.load(std::memory_order_relaxed);
   if (arm == 0) return true;
   if (arm == shm::kArmSolicited && c.solicited == 0 && c.status == IBV_WC_SUCCESS) return true;
-  if (control_->arm.exchange(0, std::memory_order_relaxed) != 0) channel_->fire(tag_);
+  if (control.arm.exchange(0, std::memory_order_relaxed) != 0) channel_->fire(tag_);
+  return true;
+}
+
+bool VirtualCq::move_to(Segment& next) {
+  if (!seg_.ring.move_unconsumed_to(next.ring)) return false;
+  // Whatever the app wrote there: the arm is one of its values or none.
+  uint32_t arm = seg_.control->arm.load(std::memory_order_relaxed);
+  next.control->arm.store(arm == shm::kArmNext || arm == shm::kArmSolicited ? arm : 0, std::memory_order_relaxed);
+  next.control->error.store(seg_.control->error.load(std::memory_order_relaxed) != 0 ? 1 : 0,
+                            std::memory_order_relaxed);
+  std::swap(seg_, next);
   return true;
 }
 

@@ -51,13 +51,23 @@ class VirtualChannel final : public FabricChannel {
   shm::RingProducer<shm::ChannelEvent> events_;  // poller thread
 };
 
-// A completion queue as the app sees it: a ring of Cqe plus the arm word.
+// A completion queue as the app sees it: a ring of Cqe plus the arm word,
+// in one segment; ibv_resize_cq moves it to a segment of another size.
 class VirtualCq : public FabricCq {
  public:
-  // `capacity` is a power of two; throws std::system_error.
+  // The shared part: control word and ring. `capacity` is a power of two;
+  // throws std::system_error.
+  struct Segment {
+    explicit Segment(uint32_t capacity);
+    shm::Mapping mapping;
+    uint32_t capacity;
+    shm::CqControl* control;
+    shm::RingProducer<shm::Cqe> ring;  // poller thread
+  };
+
   VirtualCq(AsyncEvents& async, uint32_t capacity, VirtualChannel* channel, uint32_t tag);
-  int segment_fd() const override { return mapping_.fd(); }
-  uint32_t capacity() const override { return cap_; }
+  int segment_fd() const override { return seg_.mapping.fd(); }
+  uint32_t capacity() const override { return seg_.capacity; }
   uint32_t tag() const { return tag_; }
 
   // Adds a completion and fires the channel if the app armed it. False when
@@ -65,14 +75,18 @@ class VirtualCq : public FabricCq {
   // (once) and the CQ's error word. Poller thread.
   bool add(const shm::Cqe& c);
 
+  // Moves to `next` (made on the control thread) with the completions the
+  // app has not polled, its arm and its error word; `next` then holds the
+  // old segment, for the control thread to unmap. False, nothing changed,
+  // when they do not fit or the app corrupted the ring. Poller thread, while
+  // the app does not poll (libffverbs holds the CQ's lock).
+  bool move_to(Segment& next);
+
  private:
   AsyncEvents& async_;
-  shm::Mapping mapping_;
-  uint32_t cap_;
+  Segment seg_;
   VirtualChannel* channel_;  // may be null
   uint32_t tag_;             // the client's handle
-  shm::CqControl* control_;
-  shm::RingProducer<shm::Cqe> ring_;  // poller thread
 };
 
 // The opcode of the completion of a work request (ibv_wr_opcode).

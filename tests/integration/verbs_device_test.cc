@@ -154,7 +154,6 @@ TEST_F(Device, UnimplementedVerbsFailWithEopnotsuppNeverCrash) {
   errno = 0;
   EXPECT_EQ(ibv_alloc_mw(pd, IBV_MW_TYPE_1), nullptr);
   EXPECT_NE(errno, 0);
-  EXPECT_EQ(ibv_resize_cq(cq, 32), EOPNOTSUPP);
   EXPECT_EQ(ibv_destroy_cq(cq), 0);
   EXPECT_EQ(ibv_dealloc_pd(pd), 0);
 }

@@ -101,6 +101,37 @@ TEST_F(RingFixture, HostileConsumerIndexMarksProducerCorrupt) {
   EXPECT_TRUE(p.corrupt());
 }
 
+// ibv_resize_cq's move: what the consumer has not taken goes to the new
+// ring in order, across the old ring's wrap; nothing moves when it does not
+// fit or the consumer's index lies.
+TEST_F(RingFixture, UnconsumedEntriesMoveToAnotherRingInOrder) {
+  RingProducer<Desc> p(at, kCap);
+  RingConsumer<Desc> c(at, kCap);
+  Desc d{};
+  for (uint64_t i = 0; i < 6; ++i) ASSERT_TRUE(p.sp_try_push(Desc{i, {}}));
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(c.sc_try_pop(d));
+  for (uint64_t i = 6; i < 12; ++i) ASSERT_TRUE(p.sp_try_push(Desc{i, {}}));  // 5..11 wait, wrapped
+  Mapping small_seg = Mapping::create("test-ring", SegmentKind::kRing, sizeof(SegmentHeader) + ring_bytes<Desc>(4));
+  std::byte* small_at = small_seg.base() + sizeof(SegmentHeader);
+  init_ring<Desc>(small_at, 4);
+  RingProducer<Desc> small(small_at, 4);
+  EXPECT_FALSE(p.move_unconsumed_to(small)) << "seven entries do not fit in four";
+  Mapping big_seg = Mapping::create("test-ring", SegmentKind::kRing, sizeof(SegmentHeader) + ring_bytes<Desc>(16));
+  std::byte* big_at = big_seg.base() + sizeof(SegmentHeader);
+  init_ring<Desc>(big_at, 16);
+  RingProducer<Desc> big(big_at, 16);
+  ASSERT_TRUE(p.move_unconsumed_to(big));
+  RingConsumer<Desc> from_big(big_at, 16);
+  for (uint64_t i = 5; i < 12; ++i) {
+    ASSERT_TRUE(from_big.sc_try_pop(d));
+    EXPECT_EQ(d.seq, i);
+  }
+  EXPECT_FALSE(from_big.sc_try_pop(d));
+  ctl()->consumer_index.store(1000, std::memory_order_relaxed);  // a hostile app's index
+  EXPECT_FALSE(p.move_unconsumed_to(big));
+  EXPECT_TRUE(p.corrupt());
+}
+
 TEST_F(RingFixture, DescriptorIsCopiedOutBeforeTheCallerSeesIt) {
   RingProducer<Desc> p(at, kCap);
   RingConsumer<Desc> c(at, kCap);

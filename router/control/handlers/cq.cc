@@ -32,6 +32,30 @@ Status handle_create_cq(Session& s, const proto::Request& req, std::vector<Uniqu
   return Status{};
 }
 
+// ibv_resize_cq: the CQ moves to a new segment (charged before anything
+// moves, the old one's charge given back after), passed to the app.
+Status handle_resize_cq(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter& w) {
+  const auto* r = req.body_as_ResizeCq();
+  auto* cq = s.objects().find<CqObject>(r->cq(), ObjectKind::kCq);
+  if (cq == nullptr) return Error{EINVAL, "no such completion queue"};
+  policy::Charge charge;
+  bool over_quota = false;
+  Status st = s.fabric().resize_cq(*cq->fabric, r->cqe(), [&](int segment_fd) {
+    over_quota = !charge_segment(s, segment_fd, charge);
+    return !over_quota;
+  });
+  if (over_quota) return quota_exceeded(s);
+  if (!st) return st;
+  cq->charge = std::move(charge);
+  UniqueFd segment = dup_for_reply(cq->fabric->segment_fd());
+  // Without its fd the app cannot reach the moved CQ: it sees EMFILE and
+  // the CQ breaks (its old ring gets nothing more).
+  if (!segment) return Error{EMFILE, "cannot duplicate the resized CQ's fd"};
+  w.set_body(proto::CreateResizeCqReply(w.fbb(), cq->fabric->capacity()));
+  w.add_fd(std::move(segment));
+  return Status{};
+}
+
 // EBUSY while QPs still use the CQ.
 Status handle_destroy_cq(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
                                 ReplyWriter&) {

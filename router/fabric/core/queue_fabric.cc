@@ -55,6 +55,25 @@ Result<std::unique_ptr<FabricCq>> QueueFabric::create_cq(FabricContext& ctx, int
   }
 }
 
+Status QueueFabric::resize_cq(FabricCq& fcq, int cqe, const std::function<bool(int segment_fd)>& admit) {
+  auto& cq = static_cast<VirtualCq&>(fcq);
+  if (cqe < 1 || cqe > limits_.attr.orig_attr.max_cqe) return Error{EINVAL, "cqe out of range"};
+  std::optional<VirtualCq::Segment> next;
+  try {
+    next.emplace(shm::ring_capacity_for(static_cast<uint32_t>(cqe)));
+  } catch (const std::system_error& e) {
+    return out_of_memory(e);
+  }
+  if (!admit(next->mapping.fd())) return Error{ENOMEM, "no room for the resized CQ"};
+  bool moved = false;
+  core().run_sync([&] { moved = cq.move_to(*next); });
+  // `next` (the old segment when moved) is unmapped here, off the poller.
+  if (!moved)
+    return Error{EINVAL, "more completions wait in the CQ than " + std::to_string(cqe) +
+                             " (or its ring's consumer index is corrupt): poll them first"};
+  return {};
+}
+
 Result<std::unique_ptr<FabricQp>> QueueFabric::create_qp(FabricContext& ctx, FabricPd& pd, FabricCq& send_cq,
                                                          FabricCq& recv_cq, FabricSrq* srq, const QpInit& init,
                                                          uint32_t tag) {
