@@ -200,12 +200,10 @@ struct FfSrq {
   shm::RingProducer<shm::RecvWqe> ring;
   uint32_t max_sge = 0;
   uint32_t max_wr = 0;  // as reported: posts beyond it wait for completions (FfQp::recv_room)
+  uint64_t posted = 0;  // receives ever posted (the ring changes with a resize); under `mu`
   std::atomic<uint64_t> retired{0};
-  bool room() {
-    uint64_t posted = ring.produced();
-    return posted - std::min(retired.load(std::memory_order_acquire), posted) < max_wr;
-  }
-  std::mutex mu;
+  bool room() { return posted - std::min(retired.load(std::memory_order_acquire), posted) < max_wr; }
+  std::mutex mu;  // posts, and a resize
   uint32_t async_delivered = 0;  // async events handed out; destroy waits for their acks
 };
 

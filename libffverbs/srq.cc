@@ -1,5 +1,6 @@
 // Shared receive queues: a receive ring the router's poller takes from for
 // every QP attached to it.
+#include <mutex>
 #include <new>
 
 #include "libffverbs/request.h"
@@ -17,6 +18,7 @@ int ffv_post_srq_recv(ibv_srq* ibsrq, ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
     shm::RecvWqe r;
     int e = build_recv(*wr, srq->max_sge, r);
     if (e == 0 && (!srq->room() || !srq->ring.sp_try_push(r))) e = ENOMEM;
+    if (e == 0) ++srq->posted;
     if (e != 0) {
       wake_router_if_asked(srq->ring, *srq->ctx);
       *bad_wr = wr;
@@ -67,12 +69,27 @@ ibv_srq* ibv_create_srq(ibv_pd* pd, ibv_srq_init_attr* init) {
   return &s;
 }
 
+// A resize (IBV_SRQ_MAX_WR): the router moves the receives waiting in the
+// ring to a new one and the shim posts after them; no post runs meanwhile.
 int ibv_modify_srq(ibv_srq* ibsrq, ibv_srq_attr* attr, int mask) {
   FfSrq* srq = to_ff(ibsrq);
   if (srq->link_epoch != RouterLink::get().epoch()) return EIO;
+  bool resize = (mask & IBV_SRQ_MAX_WR) != 0;
+  std::unique_lock lock(srq->mu, std::defer_lock);
+  if (resize) lock.lock();
   flatbuffers::FlatBufferBuilder fbb;
   auto body = proto::CreateModifySrq(fbb, srq->handle, static_cast<uint32_t>(mask), attr->max_wr, attr->srq_limit);
-  return request<void>(fbb, body, "modify_srq").error;
+  auto reply = request<proto::ModifySrqReply>(fbb, body, "modify_srq", resize ? 1 : 0);
+  if (!reply || !resize) return reply.error;
+  uint32_t cap = reply->max_wr();
+  shm::Mapping segment;
+  std::byte* ring =
+      attach_ring<shm::RecvWqe>(reply.fd(0), shm::srq_segment_bytes(cap), shm::kSrqRingOffset, cap, segment);
+  if (ring == nullptr) return EPROTO;
+  srq->segment = std::move(segment);
+  srq->ring = shm::RingProducer<shm::RecvWqe>::resume(ring, cap);
+  srq->max_wr = cap;
+  return 0;
 }
 
 int ibv_query_srq(ibv_srq* ibsrq, ibv_srq_attr* attr) {

@@ -128,11 +128,27 @@ class RingProducer {
       corrupt_ = true;
       return false;
     }
-    if (to.free_slots(used) < used) return false;
-    size_t first = cons & mask_;
-    size_t until_wrap = std::min<size_t>(used, capacity_ - first);
-    to.write_and_publish(std::span<const T>(slots_ + first, until_wrap));
-    to.write_and_publish(std::span<const T>(slots_, used - until_wrap));
+    return to.push_from_ring(slots_, capacity_, cons, used);
+  }
+
+  // Continues a ring someone else produced into so far (the entries a
+  // resize moved there): the next push goes after the producer index the
+  // control block holds. For the side that trusts whoever filled it.
+  static RingProducer resume(std::byte* at, uint32_t capacity) {
+    RingProducer p(at, capacity);
+    p.head_ = p.ctl_->producer_index.load(std::memory_order_relaxed);
+    p.cached_consumer_ = p.ctl_->consumer_index.load(std::memory_order_acquire);
+    return p;
+  }
+
+  // Pushes the n entries of another ring's slot array (of `capacity`, a
+  // power of two) from free-running index `from`; all or none.
+  [[nodiscard]] bool push_from_ring(const T* slots, uint64_t capacity, uint64_t from, uint64_t n) {
+    if (free_slots(n) < n) return false;
+    size_t first = from & (capacity - 1);
+    size_t until_wrap = std::min<size_t>(n, capacity - first);
+    write_and_publish(std::span<const T>(slots + first, until_wrap));
+    write_and_publish(std::span<const T>(slots, n - until_wrap));
     return true;
   }
 
@@ -241,6 +257,16 @@ class RingConsumer {
     return false;
   }
   void cancel_sleep() { ctl_->consumer_needs_wakeup.store(0, std::memory_order_relaxed); }
+
+  // Pushes the entries queued and not yet taken, oldest first, to `to` (a
+  // fresh ring whose producer then resumes after them: RingProducer::resume).
+  // Nothing is consumed here; the caller drops this ring after. False,
+  // nothing pushed, when they do not fit or the producer index is corrupt.
+  [[nodiscard]] bool move_queued_to(RingProducer<T>& to) {
+    size_t n = available(capacity_);
+    if (corrupt_) return false;
+    return to.push_from_ring(slots_, capacity_, tail_, n);
+  }
 
   bool corrupt() const { return corrupt_; }
   uint64_t consumed() const { return tail_; }

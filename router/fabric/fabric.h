@@ -280,8 +280,12 @@ class Fabric {
                                                       uint32_t tag) = 0;
   virtual Result<std::unique_ptr<FabricSrq>> create_srq(FabricContext& ctx, FabricPd& pd, uint32_t max_wr,
                                                         uint32_t max_sge, uint32_t srq_limit, uint32_t tag) = 0;
-  // IBV_SRQ_LIMIT arms the limit event; resizing (IBV_SRQ_MAX_WR) is EOPNOTSUPP.
-  virtual Status modify_srq(FabricSrq& srq, uint32_t mask, uint32_t srq_limit) = 0;
+  // IBV_SRQ_LIMIT arms the limit event; IBV_SRQ_MAX_WR resizes (EINVAL when
+  // more receives wait than `max_wr`), the new segment offered to `admit`
+  // first as resize_cq does, the receives waiting in it carried over. The
+  // SRQ's segment_fd() is the new one after.
+  virtual Status modify_srq(FabricSrq& srq, uint32_t mask, uint32_t max_wr, uint32_t srq_limit,
+                            const std::function<bool(int segment_fd)>& admit) = 0;
   virtual uint32_t query_srq_limit(FabricSrq& srq) = 0;
   virtual Result<std::unique_ptr<FabricAh>> create_ah(FabricPd& pd, const ibv_ah_attr& attr) = 0;
   // The virtual address of the sender of a datagram `receiver` got from QP

@@ -1,5 +1,7 @@
 #include "router/fabric/qp_transitions.h"
 
+#include "shm/descriptors.h"
+
 #include <array>
 #include <cerrno>
 #include <cstdio>
@@ -155,10 +157,18 @@ Status check_modify_qp(ibv_qp_type type, ibv_qp_state cur, const ibv_qp_attr& at
   return check_values(attr, mask);
 }
 
-Status check_modify_srq(uint32_t mask, uint32_t srq_limit, uint32_t capacity) {
-  if ((mask & IBV_SRQ_MAX_WR) != 0) return Error{EOPNOTSUPP, "resizing a shared receive queue is not supported"};
-  if ((mask & ~static_cast<uint32_t>(IBV_SRQ_LIMIT)) != 0) return invalid("unknown SRQ attribute mask bits");
-  if ((mask & IBV_SRQ_LIMIT) != 0 && srq_limit > capacity) return invalid("srq_limit exceeds max_wr");
+Status check_modify_srq(uint32_t mask, uint32_t max_wr, uint32_t srq_limit, uint32_t capacity,
+                        uint32_t armed_limit, uint32_t max_srq_wr) {
+  if ((mask & ~static_cast<uint32_t>(IBV_SRQ_LIMIT | IBV_SRQ_MAX_WR)) != 0)
+    return invalid("unknown SRQ attribute mask bits");
+  uint32_t limit = (mask & IBV_SRQ_LIMIT) != 0 ? srq_limit : armed_limit;
+  if ((mask & IBV_SRQ_MAX_WR) != 0) {
+    if (max_wr == 0 || max_wr > max_srq_wr)
+      return invalid("max_wr must be 1.." + std::to_string(max_srq_wr) + " (max_srq_wr)");
+    if (max_wr < limit) return invalid("max_wr is below the SRQ's limit");
+    capacity = shm::ring_capacity_for(max_wr);
+  }
+  if (srq_limit > capacity && (mask & IBV_SRQ_LIMIT) != 0) return invalid("srq_limit exceeds max_wr");
   return {};
 }
 

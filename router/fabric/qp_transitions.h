@@ -30,10 +30,12 @@ inline constexpr const char* kRoceNeedsGrh =
     "the port is RoCE: an address needs a GRH (ah_attr.is_global = 1 with the peer's GID; "
     "ibv_*_pingpong take -g 0)";
 
-// Whether ibv_modify_srq's `mask` is one the fabrics carry out
-// (IBV_SRQ_LIMIT within `capacity`); resizing (IBV_SRQ_MAX_WR) is
-// EOPNOTSUPP, anything else EINVAL.
-Status check_modify_srq(uint32_t mask, uint32_t srq_limit, uint32_t capacity);
+// Whether ibv_modify_srq's `mask` and values are ones the fabrics carry
+// out, for an SRQ of `capacity` whose armed limit is `armed_limit`:
+// IBV_SRQ_MAX_WR within 1..max_srq_wr and not below the limit (as rxe),
+// IBV_SRQ_LIMIT within the capacity (the new one when both); EINVAL else.
+Status check_modify_srq(uint32_t mask, uint32_t max_wr, uint32_t srq_limit, uint32_t capacity,
+                        uint32_t armed_limit, uint32_t max_srq_wr);
 
 // Copies the attributes named in `mask` (all but the state).
 void apply_qp_attr(ibv_qp_attr& to, const ibv_qp_attr& from, int mask);

@@ -132,6 +132,34 @@ TEST_F(RingFixture, UnconsumedEntriesMoveToAnotherRingInOrder) {
   EXPECT_TRUE(p.corrupt());
 }
 
+// Resizing an SRQ: the consumer moves what it has not taken to a fresh
+// ring and the producer resumes there after it.
+TEST_F(RingFixture, QueuedEntriesMoveToAFreshRingWhoseProducerResumesAfterThem) {
+  RingProducer<Desc> p(at, kCap);
+  RingConsumer<Desc> c(at, kCap);
+  Desc d{};
+  for (uint64_t i = 0; i < 7; ++i) ASSERT_TRUE(p.sp_try_push(Desc{i, {}}));
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(c.sc_try_pop(d));
+  for (uint64_t i = 7; i < 12; ++i) ASSERT_TRUE(p.sp_try_push(Desc{i, {}}));  // 6..11 queued, wrapped
+  Mapping fresh = Mapping::create("test-ring", SegmentKind::kRing, sizeof(SegmentHeader) + ring_bytes<Desc>(16));
+  std::byte* fresh_at = fresh.base() + sizeof(SegmentHeader);
+  init_ring<Desc>(fresh_at, 16);
+  RingProducer<Desc> filler(fresh_at, 16);
+  ASSERT_TRUE(c.move_queued_to(filler));
+  RingProducer<Desc> resumed = RingProducer<Desc>::resume(fresh_at, 16);
+  ASSERT_TRUE(resumed.sp_try_push(Desc{12, {}}));
+  RingConsumer<Desc> from_fresh(fresh_at, 16);
+  for (uint64_t i = 6; i <= 12; ++i) {
+    ASSERT_TRUE(from_fresh.sc_try_pop(d));
+    EXPECT_EQ(d.seq, i);
+  }
+  EXPECT_FALSE(from_fresh.sc_try_pop(d));
+  ctl()->producer_index.store(1000, std::memory_order_relaxed);  // a hostile app's index
+  RingProducer<Desc> other(fresh_at, 16);
+  EXPECT_FALSE(c.move_queued_to(other));
+  EXPECT_TRUE(c.corrupt());
+}
+
 TEST_F(RingFixture, DescriptorIsCopiedOutBeforeTheCallerSeesIt) {
   RingProducer<Desc> p(at, kCap);
   RingConsumer<Desc> c(at, kCap);

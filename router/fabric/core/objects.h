@@ -86,7 +86,7 @@ struct Srq : FabricSrq {
   Context& ctx;
   shm::Mapping mapping;
   const Pd& pd;
-  const uint32_t cap;
+  uint32_t cap;        // changes with ring and mapping (resize, on the poller thread)
   const uint32_t sge;
   const uint32_t tag;  // the client's handle
   // --- poller ---

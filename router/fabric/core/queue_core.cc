@@ -123,7 +123,7 @@ bool QueueCore::flush(Qp& q, bool sends, bool receives) {
 
 void QueueCore::check_srq_limit(Srq& srq) {
   assert_poller();
-  if (srq.limit != 0 && srq.ring.size_guess() + srq_held_elsewhere(srq) < srq.limit) {
+  if (srq.limit != 0 && srq_receives_held(srq) < srq.limit) {
     srq.limit = 0;
     srq.ctx.async.raise(IBV_EVENT_SRQ_LIMIT_REACHED, srq.tag);
   }

@@ -83,6 +83,10 @@ class QueueCore : public PollerHooks {
   // Fires the SRQ limit event once the SRQ holds fewer WQEs than its armed
   // limit (and disarms it).
   void check_srq_limit(Srq& srq);
+  // Receive WQEs the SRQ holds: in its ring, and where the fabric put them.
+  uint32_t srq_receives_held(Srq& srq) {
+    return static_cast<uint32_t>(srq.ring.size_guess()) + srq_held_elsewhere(srq);
+  }
   // A producer index that runs past a ring is the client's doing: its QP
   // fails (QP_FATAL), nobody else notices. True when it did.
   bool fail_if_corrupt(Qp& qp);

@@ -118,15 +118,50 @@ Result<std::unique_ptr<FabricSrq>> QueueFabric::create_srq(FabricContext& ctx, F
   }
 }
 
-Status QueueFabric::modify_srq(FabricSrq& fsrq, uint32_t mask, uint32_t srq_limit) {
+Status QueueFabric::modify_srq(FabricSrq& fsrq, uint32_t mask, uint32_t max_wr, uint32_t srq_limit,
+                               const std::function<bool(int segment_fd)>& admit) {
   auto& srq = static_cast<Srq&>(fsrq);
-  if (Status st = check_modify_srq(mask, srq_limit, srq.cap); !st) return st;
+  uint32_t armed = query_srq_limit(srq);
+  if (Status st = check_modify_srq(mask, max_wr, srq_limit, srq.cap, armed,
+                                   static_cast<uint32_t>(limits_.attr.orig_attr.max_srq_wr));
+      !st)
+    return st;
+  if ((mask & IBV_SRQ_MAX_WR) != 0)
+    if (Status st = resize_srq(srq, shm::ring_capacity_for(max_wr), admit); !st) return st;
   if ((mask & IBV_SRQ_LIMIT) != 0) {
     core().run_sync([&] {
       srq.limit = srq_limit;
       srq.ctx.core.check_srq_limit(srq);  // already below: the event fires now
     });
   }
+  return {};
+}
+
+Status QueueFabric::resize_srq(Srq& srq, uint32_t capacity, const std::function<bool(int segment_fd)>& admit) {
+  shm::Mapping next;
+  try {
+    next = shm::Mapping::create("ffr-srq", shm::SegmentKind::kRing, shm::srq_segment_bytes(capacity));
+  } catch (const std::system_error& e) {
+    return out_of_memory(e);
+  }
+  std::byte* at = next.base() + shm::kSrqRingOffset;
+  shm::init_ring<shm::RecvWqe>(at, capacity);
+  if (!admit(next.fd())) return Error{ENOMEM, "no room for the resized SRQ"};
+  bool moved = false;
+  core().run_sync([&] {
+    // The receives waiting move as if the app had posted them there; the
+    // app's producer continues after them (libffverbs holds the SRQ's lock).
+    shm::RingProducer<shm::RecvWqe> filler(at, capacity);
+    moved = srq.ctx.core.srq_receives_held(srq) <= capacity && srq.ring.move_queued_to(filler);
+    if (!moved) return;
+    srq.ring = shm::RingConsumer<shm::RecvWqe>(at, capacity);
+    std::swap(srq.mapping, next);
+    srq.cap = capacity;
+  });
+  // `next` (the old segment when moved) is unmapped here, off the poller.
+  if (!moved)
+    return Error{EINVAL, "more receives wait in the SRQ than the new max_wr (or its ring's producer index is "
+                         "corrupt): let them complete first"};
   return {};
 }
 

@@ -21,6 +21,12 @@ namespace ff::router::core {
 // receive WQE). The verbs fabric offers less where its device makes less.
 inline constexpr uint32_t kMaxQueueDepth = 16384;
 
+// The capability flags the virtual device reports on either fabric (the
+// fabrics add what depends on their device): what the queue core serves
+// itself, whatever executes the work.
+inline constexpr unsigned kVirtualDeviceCaps = IBV_DEVICE_RC_RNR_NAK_GEN | IBV_DEVICE_SYS_IMAGE_GUID |
+                                               IBV_DEVICE_N_NOTIFY_CQ | IBV_DEVICE_SRQ_RESIZE;
+
 // The ring capacities and capabilities a QP gets (what ibv_create_qp
 // reports back), and the checked request.
 struct QpShape {
@@ -91,7 +97,8 @@ class QueueFabric : public Fabric {
                                               uint32_t tag) override;
   Result<std::unique_ptr<FabricSrq>> create_srq(FabricContext& ctx, FabricPd& pd, uint32_t max_wr, uint32_t max_sge,
                                                 uint32_t srq_limit, uint32_t tag) override;
-  Status modify_srq(FabricSrq& srq, uint32_t mask, uint32_t srq_limit) override;
+  Status modify_srq(FabricSrq& srq, uint32_t mask, uint32_t max_wr, uint32_t srq_limit,
+                    const std::function<bool(int segment_fd)>& admit) override;
   uint32_t query_srq_limit(FabricSrq& srq) override;
   Result<std::unique_ptr<FabricAh>> create_ah(FabricPd& pd, const ibv_ah_attr& attr) override;
   ibv_qp_attr query_qp(FabricQp& qp) override;
@@ -111,6 +118,8 @@ class QueueFabric : public Fabric {
   FabricDeviceLimits limits_;
 
  private:
+  Status resize_srq(Srq& srq, uint32_t capacity, const std::function<bool(int segment_fd)>& admit);
+
   uint32_t next_ah_id_ = 1;
 };
 

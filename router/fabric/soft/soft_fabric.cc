@@ -22,9 +22,7 @@ SoftFabric::SoftFabric(const FabricConfig& config) : engine_(std::chrono::micros
   a.hw_ver = 1;
   a.max_qp = 16384;
   a.max_qp_wr = static_cast<int>(core::kMaxQueueDepth);
-  a.device_cap_flags = IBV_DEVICE_RC_RNR_NAK_GEN | IBV_DEVICE_PORT_ACTIVE_EVENT |
-                       IBV_DEVICE_SYS_IMAGE_GUID | IBV_DEVICE_CHANGE_PHY_PORT |
-                       IBV_DEVICE_N_NOTIFY_CQ;
+  a.device_cap_flags = core::kVirtualDeviceCaps | IBV_DEVICE_PORT_ACTIVE_EVENT | IBV_DEVICE_CHANGE_PHY_PORT;
   a.max_sge = shm::kMaxSge;
   a.max_sge_rd = shm::kMaxSge;
   a.max_cq = 16384;

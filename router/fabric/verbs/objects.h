@@ -91,9 +91,12 @@ struct Mr final : core::Mr {
 struct Srq final : core::Srq {
   Srq(Context& c, shm::Mapping m, const Pd& p, ibv_srq* s, uint32_t capacity, uint32_t max_sge, uint32_t lim,
       uint32_t t)
-      : core::Srq(c, std::move(m), p, capacity, max_sge, lim, t), srq(s), posted(capacity) {}
+      : core::Srq(c, std::move(m), p, capacity, max_sge, lim, t), srq(s), device_depth(capacity), posted(capacity) {}
   ~Srq() override;
   ibv_srq* srq;
+  // Receives on the device at most: the depth it was made with (a resize
+  // changes the ring; what does not fit on the device waits there).
+  const uint32_t device_depth;
   // --- poller ---
   SlotTable<shm::RecvWqe> posted;  // on the device
 };

@@ -68,8 +68,7 @@ VerbsFabric::VerbsFabric(const FabricConfig& config) {
   a.max_qp_rd_atom = std::min(dev.max_qp_rd_atom, 16);
   a.max_qp_init_rd_atom = std::min(dev.max_qp_init_rd_atom, 16);
   a.max_cqe = (1 << 20) - 1;  // virtual CQs are rings in the router, not device CQs
-  a.device_cap_flags = IBV_DEVICE_RC_RNR_NAK_GEN | IBV_DEVICE_SYS_IMAGE_GUID | IBV_DEVICE_N_NOTIFY_CQ |
-                       (dev.device_cap_flags & IBV_DEVICE_PORT_ACTIVE_EVENT);
+  a.device_cap_flags = core::kVirtualDeviceCaps | (dev.device_cap_flags & IBV_DEVICE_PORT_ACTIVE_EVENT);
   a.max_mw = 0;
   a.max_ee = a.max_rdd = a.max_ee_rd_atom = a.max_ee_init_rd_atom = 0;
   a.max_mcast_grp = a.max_mcast_qp_attach = a.max_total_mcast_qp_attach = 0;
@@ -148,7 +147,7 @@ Result<std::unique_ptr<FabricQp>> VerbsFabric::make_qp(const core::QpRequest& r,
   auto qp = std::make_unique<verbs::Qp>(r.ctx, std::move(rings), pd, r.send_cq, r.recv_cq, srq, shape.init,
                                         shape.send_cap, shape.recv_cap, r.tag);
   // The shadow CQs hold every completion the QP can have outstanding.
-  int recv_cqe = static_cast<int>(srq != nullptr ? srq->cap : shape.recv_cap);
+  int recv_cqe = static_cast<int>(srq != nullptr ? srq->device_depth : shape.recv_cap);
   qp->device_send_cq = ibv_create_cq(device_->ctx, static_cast<int>(shape.send_cap), qp.get(), device_->channel, 0);
   qp->device_recv_cq = ibv_create_cq(device_->ctx, recv_cqe, qp.get(), device_->channel, 0);
   if (qp->device_send_cq == nullptr || qp->device_recv_cq == nullptr)

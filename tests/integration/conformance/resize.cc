@@ -185,5 +185,89 @@ TEST_F(Verbs, AnArmedCqStillFiresItsChannelAfterAResize) {
   EXPECT_EQ(ibv_destroy_comp_channel(ch), 0);
 }
 
+// --- resizing an SRQ (IBV_SRQ_MAX_WR) -----------------------------------------
+
+int post_srq_receive(ibv_srq* srq, ibv_mr* m, uint64_t id) {
+  ibv_sge s{reinterpret_cast<uint64_t>(m->addr) + 64 * id, 64, m->lkey};
+  ibv_recv_wr r{};
+  r.wr_id = id;
+  r.sg_list = &s;
+  r.num_sge = 1;
+  ibv_recv_wr* bad = nullptr;
+  return ibv_post_srq_recv(srq, &r, &bad);
+}
+
+TEST_F(Verbs, ResizingAnSrqKeepsTheReceivesWaitingInIt) {
+  ibv_device_attr dev{};
+  ASSERT_EQ(ibv_query_device(ctx, &dev), 0);
+  EXPECT_NE(dev.device_cap_flags & IBV_DEVICE_SRQ_RESIZE, 0u) << "an SRQ that resizes says so";
+  Pages buf(2);
+  ibv_mr* m = mr(buf.base, buf.size);
+  ibv_srq_init_attr sa{};
+  sa.attr.max_wr = 8;
+  sa.attr.max_sge = 1;
+  ibv_srq* srq = ibv_create_srq(pd, &sa);
+  ASSERT_NE(srq, nullptr) << std::strerror(errno);
+  uint32_t made = sa.attr.max_wr;
+  for (uint64_t i = 0; i < made; ++i) ASSERT_EQ(post_srq_receive(srq, m, i), 0);
+  EXPECT_EQ(post_srq_receive(srq, m, made), ENOMEM) << "the SRQ is full";
+  ibv_srq_attr at{};
+  at.max_wr = 2;
+  EXPECT_EQ(ibv_modify_srq(srq, &at, IBV_SRQ_MAX_WR), EINVAL) << "more receives wait than two";
+  at.max_wr = 0;
+  EXPECT_EQ(ibv_modify_srq(srq, &at, IBV_SRQ_MAX_WR), EINVAL);
+  at.max_wr = static_cast<uint32_t>(dev.max_srq_wr) + 1;
+  EXPECT_EQ(ibv_modify_srq(srq, &at, IBV_SRQ_MAX_WR), EINVAL);
+  at.max_wr = 48;
+  ASSERT_EQ(ibv_modify_srq(srq, &at, IBV_SRQ_MAX_WR), 0) << std::strerror(errno);
+  ibv_srq_attr q{};
+  ASSERT_EQ(ibv_query_srq(srq, &q), 0);
+  EXPECT_GE(q.max_wr, 48u);
+  for (uint64_t i = made; i < 48; ++i) ASSERT_EQ(post_srq_receive(srq, m, i), 0) << "receive " << i;
+  // Every receive, the ones that waited through the resize first, in order.
+  ibv_cq* cs = cq();
+  ibv_cq* cr = cq();
+  ibv_qp_init_attr a{};
+  a.send_cq = cr;
+  a.recv_cq = cr;
+  a.srq = srq;
+  a.qp_type = IBV_QPT_RC;
+  a.cap = {8, 0, 1, 0, 0};
+  ibv_qp* rq = ibv_create_qp(pd, &a);
+  ASSERT_NE(rq, nullptr);
+  ibv_qp* sq = qp(cs, cs);
+  connect(sq, rq);
+  ibv_sge s{reinterpret_cast<uint64_t>(buf.base + 4096), 16, m->lkey};
+  for (uint64_t i = 0; i < 48; ++i) {
+    ibv_send_wr w = wr(IBV_WR_SEND, i, &s, 1);
+    ASSERT_EQ(post(sq, w), 0);
+    ASSERT_EQ(poll1(cs).status, IBV_WC_SUCCESS);
+    ibv_wc wc = poll1(cr);
+    ASSERT_EQ(wc.status, IBV_WC_SUCCESS);
+    ASSERT_EQ(wc.wr_id, i) << "a receive was lost or reordered across the resize";
+  }
+  EXPECT_EQ(ibv_destroy_qp(rq), 0);
+  EXPECT_EQ(ibv_destroy_srq(srq), 0);
+}
+
+TEST_F(Verbs, AnSrqDoesNotShrinkBelowItsArmedLimit) {
+  ibv_srq_init_attr sa{};
+  sa.attr.max_wr = 32;
+  sa.attr.max_sge = 1;
+  ibv_srq* srq = ibv_create_srq(pd, &sa);
+  ASSERT_NE(srq, nullptr) << std::strerror(errno);
+  Pages buf(1);
+  ibv_mr* m = mr(buf.base, buf.size);
+  for (uint64_t i = 0; i < 20; ++i) ASSERT_EQ(post_srq_receive(srq, m, i), 0);
+  ibv_srq_attr at{};
+  at.srq_limit = 16;  // armed: 20 receives wait
+  ASSERT_EQ(ibv_modify_srq(srq, &at, IBV_SRQ_LIMIT), 0);
+  at.max_wr = 8;
+  EXPECT_EQ(ibv_modify_srq(srq, &at, IBV_SRQ_MAX_WR), EINVAL);
+  at.max_wr = 64;
+  EXPECT_EQ(ibv_modify_srq(srq, &at, IBV_SRQ_MAX_WR), 0);
+  EXPECT_EQ(ibv_destroy_srq(srq), 0);
+}
+
 }  // namespace
 }  // namespace conformance
