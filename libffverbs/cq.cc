@@ -210,12 +210,21 @@ int ffv_req_notify_cq(ibv_cq* ibcq, int solicited_only) {
 }
 
 ibv_cq_ex* ffv_create_cq_ex(ibv_context* context, ibv_cq_init_attr_ex* attr) {
-  constexpr uint32_t kKnownMask = IBV_CQ_INIT_ATTR_MASK_FLAGS;
+  constexpr uint32_t kKnownMask = IBV_CQ_INIT_ATTR_MASK_FLAGS | IBV_CQ_INIT_ATTR_MASK_PD;
   if ((attr->comp_mask & ~kKnownMask) != 0) return fail_ptr<ibv_cq_ex>(EOPNOTSUPP);
   if ((attr->wc_flags & ~kSupportedWcFlags) != 0) return fail_ptr<ibv_cq_ex>(EOPNOTSUPP);
   if (attr->cqe > INT32_MAX) return fail_ptr<ibv_cq_ex>(EINVAL);
-  return create_cq(context, static_cast<int>(attr->cqe), attr->cq_context, attr->channel,
-                   static_cast<int>(attr->comp_vector));
+  ibv_pd* parent = (attr->comp_mask & IBV_CQ_INIT_ATTR_MASK_PD) != 0 ? attr->parent_domain : nullptr;
+  // Only a parent domain stands there (as mlx5 checks).
+  if ((attr->comp_mask & IBV_CQ_INIT_ATTR_MASK_PD) != 0 && (parent == nullptr || to_ff(parent)->protection == nullptr))
+    return fail_ptr<ibv_cq_ex>(EINVAL);
+  ibv_cq_ex* cq = create_cq(context, static_cast<int>(attr->cqe), attr->cq_context, attr->channel,
+                            static_cast<int>(attr->comp_vector));
+  if (cq != nullptr && parent != nullptr) {
+    to_ff(cq)->parent_domain = parent;
+    hold_parent_domain(parent);
+  }
+  return cq;
 }
 
 }  // namespace ff::verbs
@@ -249,6 +258,7 @@ int ibv_destroy_cq(ibv_cq* ibcq) {
   pthread_mutex_unlock(&ibcq->mutex);
   pthread_mutex_destroy(&ibcq->mutex);
   pthread_cond_destroy(&ibcq->cond);
+  if (cq->parent_domain != nullptr) release_parent_domain(cq->parent_domain);
   delete cq;
   return 0;
 }

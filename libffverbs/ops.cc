@@ -87,9 +87,9 @@ void init_extended_ops(verbs_context& v) {
   unsupported(v.destroy_flow_action);
   unsupported(v.create_flow_action_esp);
   unsupported(v.modify_qp_rate_limit);
-  unsupported(v.alloc_parent_domain);
-  unsupported(v.dealloc_td);
-  unsupported(v.alloc_td);
+  v.alloc_parent_domain = ffv_alloc_parent_domain;
+  v.dealloc_td = ffv_dealloc_td;
+  v.alloc_td = ffv_alloc_td;
   unsupported(v.modify_cq);
   unsupported(v.post_srq_ops);
   unsupported(v.destroy_rwq_ind_table);

@@ -263,6 +263,7 @@ ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
   q.context = context;
   q.qp_context = attr.qp_context;
   q.pd = attr.pd;
+  hold_parent_domain(attr.pd);
   q.send_cq = attr.send_cq;
   q.recv_cq = attr.recv_cq;
   q.srq = attr.srq;
@@ -487,6 +488,7 @@ int ibv_destroy_qp(ibv_qp* ibqp) {
   pthread_mutex_unlock(&ibqp->mutex);
   pthread_mutex_destroy(&ibqp->mutex);
   pthread_cond_destroy(&ibqp->cond);
+  release_parent_domain(ibqp->pd);
   delete qp;
   return 0;
 }

@@ -66,10 +66,32 @@ struct FfContext {
   }
 };
 
-struct FfPd {
-  ibv_pd pd;
-  uint32_t handle;
+// A thread domain: the app promises to use what it is given to from one
+// thread. The shim locks anyway (correct either way); it only counts the
+// parent domains holding it.
+struct FfTd {
+  ibv_td td;  // first: apps hold &td
+  std::atomic<uint32_t> refs{1};
 };
+
+// A protection domain, or a parent domain (`protection` set): the PD it
+// stands in for, with its handle, plus a thread domain and the app's
+// allocators. The shim makes no queue buffers in the app's memory (the
+// router makes them), so the allocators are kept, never called; a provider
+// may always use its own allocation. `refs` counts what holds it: parent
+// domains of a PD; QPs and CQs made with a parent domain.
+struct FfPd {
+  ibv_pd pd;  // first: apps hold &pd
+  uint32_t handle = 0;
+  FfPd* protection = nullptr;
+  FfTd* td = nullptr;
+  void* pd_context = nullptr;
+  std::atomic<uint32_t> refs{1};
+};
+// A parent domain's reference taken by an object made with it (none for a
+// plain PD, which the router counts).
+void hold_parent_domain(ibv_pd* pd);
+void release_parent_domain(ibv_pd* pd);
 
 struct FfMr {
   ibv_mr mr;
@@ -114,6 +136,7 @@ struct FfCq {
   SpinLock lock;      // polls (from ibv_start_poll to ibv_end_poll)
   SpinLock arm_lock;  // ibv_req_notify_cq: the arm word moves with ibv_resize_cq
   FfChannel* channel = nullptr;
+  ibv_pd* parent_domain = nullptr;  // IBV_CQ_INIT_ATTR_MASK_PD
   uint32_t events_delivered = 0;  // by get_cq_event; destroy waits for as many acks
   uint32_t empty_polls = 0;       // consecutive empty polls (adaptive yielding)
   uint32_t idle_yields = 0;       // yields since the router's liveness was checked
@@ -219,6 +242,7 @@ inline FfContext* to_ff(ibv_context* ctx) {
   return reinterpret_cast<FfContext*>(reinterpret_cast<char*>(ctx) - offsetof(verbs_context, context));
 }
 inline FfPd* to_ff(ibv_pd* pd) { return reinterpret_cast<FfPd*>(pd); }
+inline FfTd* to_ff(ibv_td* td) { return reinterpret_cast<FfTd*>(td); }
 inline FfMr* to_ff(ibv_mr* mr) { return reinterpret_cast<FfMr*>(mr); }
 inline FfCq* to_ff(ibv_cq* cq) { return reinterpret_cast<FfCq*>(cq); }
 inline FfCq* to_ff(ibv_cq_ex* cq) { return reinterpret_cast<FfCq*>(cq); }
@@ -232,6 +256,9 @@ inline FfAh* to_ff(ibv_ah* ah) { return reinterpret_cast<FfAh*>(ah); }
 int ffv_poll_cq(ibv_cq* cq, int num_entries, ibv_wc* wc);
 int ffv_req_notify_cq(ibv_cq* cq, int solicited_only);
 ibv_cq_ex* ffv_create_cq_ex(ibv_context* context, ibv_cq_init_attr_ex* attr);
+ibv_td* ffv_alloc_td(ibv_context* context, ibv_td_init_attr* attr);
+int ffv_dealloc_td(ibv_td* td);
+ibv_pd* ffv_alloc_parent_domain(ibv_context* context, ibv_parent_domain_init_attr* attr);
 int ffv_post_send(ibv_qp* qp, ibv_send_wr* wr, ibv_send_wr** bad_wr);
 int ffv_post_recv(ibv_qp* qp, ibv_recv_wr* wr, ibv_recv_wr** bad_wr);
 ibv_qp* ffv_create_qp_ex(ibv_context* context, ibv_qp_init_attr_ex* attr);
