@@ -2,6 +2,7 @@
 // into a shared ring; ibv_poll_cq reads them with no system call and no
 // router round trip (an empty poll is two loads).
 #include <fcntl.h>
+#include <time.h>
 #include <poll.h>
 #include <sched.h>
 #include <unistd.h>
@@ -68,23 +69,34 @@ unsigned int cq_read_wc_flags(ibv_cq_ex* c) { return to_ff(c)->current.wc_flags;
 uint32_t cq_read_slid(ibv_cq_ex* c) { return to_ff(c)->current.slid; }
 uint8_t cq_read_sl(ibv_cq_ex* c) { return to_ff(c)->current.sl; }
 uint8_t cq_read_dlid_path_bits(ibv_cq_ex* c) { return to_ff(c)->current.dlid_path_bits; }
-uint64_t cq_read_zero64(ibv_cq_ex*) { return 0; }
+uint64_t cq_read_completion_ts(ibv_cq_ex* c) { return to_ff(c)->current.completed_ns; }
+// The router stamps CLOCK_MONOTONIC; the wall clock is that plus how far
+// CLOCK_REALTIME is ahead now (only programs asking for it pay two reads).
+uint64_t cq_read_completion_wallclock_ns(ibv_cq_ex* c) {
+  timespec mono{}, real{};
+  clock_gettime(CLOCK_MONOTONIC, &mono);
+  clock_gettime(CLOCK_REALTIME, &real);
+  int64_t ahead = (real.tv_sec - mono.tv_sec) * 1000000000LL + (real.tv_nsec - mono.tv_nsec);
+  return to_ff(c)->current.completed_ns + static_cast<uint64_t>(ahead);
+}
 uint16_t cq_read_cvlan(ibv_cq_ex*) { return 0; }
 uint32_t cq_read_flow_tag(ibv_cq_ex*) { return 0; }
 void cq_read_tm_info(ibv_cq_ex*, ibv_wc_tm_info* info) { std::memset(info, 0, sizeof *info); }
 
+constexpr uint64_t kTimestampWcFlags =
+    IBV_WC_EX_WITH_COMPLETION_TIMESTAMP | IBV_WC_EX_WITH_COMPLETION_TIMESTAMP_WALLCLOCK;
 constexpr uint64_t kSupportedWcFlags = IBV_WC_EX_WITH_BYTE_LEN | IBV_WC_EX_WITH_IMM |
                                        IBV_WC_EX_WITH_QP_NUM | IBV_WC_EX_WITH_SRC_QP |
                                        IBV_WC_EX_WITH_SLID | IBV_WC_EX_WITH_SL |
-                                       IBV_WC_EX_WITH_DLID_PATH_BITS;
+                                       IBV_WC_EX_WITH_DLID_PATH_BITS | kTimestampWcFlags;
 
 ibv_cq_ex* create_cq(ibv_context* context, int cqe, void* cq_context, ibv_comp_channel* channel,
-                     int comp_vector) {
+                     int comp_vector, bool timestamps) {
   FfContext* ctx = to_ff(context);
   if (context_is_stale(*ctx)) return fail_ptr<ibv_cq_ex>(EIO);
   FfChannel* ch = channel != nullptr ? to_ff(channel) : nullptr;
   flatbuffers::FlatBufferBuilder fbb;
-  auto body = proto::CreateCreateCq(fbb, ctx->handle, cqe, ch != nullptr ? ch->handle : 0, comp_vector);
+  auto body = proto::CreateCreateCq(fbb, ctx->handle, cqe, ch != nullptr ? ch->handle : 0, comp_vector, timestamps);
   auto reply = request<proto::CreateCqReply>(fbb, body, "create_cq failed", 1);
   if (!reply) return fail_ptr<ibv_cq_ex>(reply.error);
   auto* cq = new (std::nothrow) FfCq();
@@ -121,11 +133,11 @@ ibv_cq_ex* create_cq(ibv_context* context, int cqe, void* cq_context, ibv_comp_c
   c.read_slid = cq_read_slid;
   c.read_sl = cq_read_sl;
   c.read_dlid_path_bits = cq_read_dlid_path_bits;
-  c.read_completion_ts = cq_read_zero64;
+  c.read_completion_ts = cq_read_completion_ts;
   c.read_cvlan = cq_read_cvlan;
   c.read_flow_tag = cq_read_flow_tag;
   c.read_tm_info = cq_read_tm_info;
-  c.read_completion_wallclock_ns = cq_read_zero64;
+  c.read_completion_wallclock_ns = cq_read_completion_wallclock_ns;
   if (ch != nullptr) {
     std::lock_guard lock(ch->mu);
     ch->cqs[cq->handle] = cq;
@@ -219,7 +231,7 @@ ibv_cq_ex* ffv_create_cq_ex(ibv_context* context, ibv_cq_init_attr_ex* attr) {
   if ((attr->comp_mask & IBV_CQ_INIT_ATTR_MASK_PD) != 0 && (parent == nullptr || to_ff(parent)->protection == nullptr))
     return fail_ptr<ibv_cq_ex>(EINVAL);
   ibv_cq_ex* cq = create_cq(context, static_cast<int>(attr->cqe), attr->cq_context, attr->channel,
-                            static_cast<int>(attr->comp_vector));
+                            static_cast<int>(attr->comp_vector), (attr->wc_flags & kTimestampWcFlags) != 0);
   if (cq != nullptr && parent != nullptr) {
     to_ff(cq)->parent_domain = parent;
     hold_parent_domain(parent);
@@ -233,7 +245,7 @@ extern "C" {
 
 ibv_cq* ibv_create_cq(ibv_context* context, int cqe, void* cq_context, ibv_comp_channel* channel,
                       int comp_vector) {
-  return ibv_cq_ex_to_cq(create_cq(context, cqe, cq_context, channel, comp_vector));
+  return ibv_cq_ex_to_cq(create_cq(context, cqe, cq_context, channel, comp_vector, false));
 }
 
 int ibv_destroy_cq(ibv_cq* ibcq) {

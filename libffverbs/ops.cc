@@ -97,7 +97,7 @@ void init_extended_ops(verbs_context& v) {
   unsupported(v.destroy_wq);
   unsupported(v.modify_wq);
   unsupported(v.create_wq);
-  unsupported(v.query_rt_values);
+  v.query_rt_values = ffv_query_rt_values;
   v.create_cq_ex = ffv_create_cq_ex;
   v.priv = nullptr;  // never read by inline code; the real library's private state
   v.query_device_ex = ffv_query_device_ex;

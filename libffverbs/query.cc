@@ -61,6 +61,22 @@ int query_gid_full(ibv_context* context, uint8_t port_num, int index, ibv_gid& g
 
 namespace ff::verbs {
 
+// verbs_context::query_rt_values: the clock completion timestamps count
+// (shm::kCompletionClockKhz), as mlx5 reports it (the cycles in tv_nsec).
+int ffv_query_rt_values(ibv_context*, ibv_values_ex* values) {
+  if ((values->comp_mask & ~static_cast<uint32_t>(IBV_VALUES_MASK_RAW_CLOCK)) != 0) return EINVAL;
+  uint32_t done = 0;
+  if ((values->comp_mask & IBV_VALUES_MASK_RAW_CLOCK) != 0) {
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    values->raw_clock.tv_sec = 0;
+    values->raw_clock.tv_nsec = now.tv_sec * 1000000000L + now.tv_nsec;
+    done |= IBV_VALUES_MASK_RAW_CLOCK;
+  }
+  values->comp_mask = done;
+  return 0;
+}
+
 // verbs_context::query_device_ex: fills as much of `attr` as the app's
 // struct holds (apps built against older headers pass a smaller size).
 int ffv_query_device_ex(ibv_context* context, const ibv_query_device_ex_input* input,

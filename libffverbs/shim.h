@@ -257,6 +257,7 @@ int ffv_poll_cq(ibv_cq* cq, int num_entries, ibv_wc* wc);
 int ffv_req_notify_cq(ibv_cq* cq, int solicited_only);
 ibv_cq_ex* ffv_create_cq_ex(ibv_context* context, ibv_cq_init_attr_ex* attr);
 ibv_td* ffv_alloc_td(ibv_context* context, ibv_td_init_attr* attr);
+int ffv_query_rt_values(ibv_context* context, ibv_values_ex* values);
 int ffv_dealloc_td(ibv_td* td);
 ibv_pd* ffv_alloc_parent_domain(ibv_context* context, ibv_parent_domain_init_attr* attr);
 int ffv_post_send(ibv_qp* qp, ibv_send_wr* wr, ibv_send_wr** bad_wr);

@@ -105,9 +105,17 @@ struct Cqe {
   // once the app polled it, as on mlx5: ibv_post_send says ENOMEM before.
   uint32_t sends_retired;
   uint8_t reserved[4];
+  // When the router wrote it (CLOCK_MONOTONIC, ns), for CQs made with
+  // IBV_WC_EX_WITH_COMPLETION_TIMESTAMP(_WALLCLOCK); 0 on the others.
+  uint64_t completed_ns;
 };
-static_assert(sizeof(Cqe) == 56, "descriptor layout is ABI");
+static_assert(sizeof(Cqe) == 64, "descriptor layout is ABI");
 static_assert(offsetof(Cqe, sends_retired) == 48, "descriptor layout is ABI");
+
+// The virtual device's clock, in kHz (ibv_device_attr_ex.hca_core_clock):
+// completion timestamps and ibv_query_rt_values_ex count nanoseconds of
+// CLOCK_MONOTONIC, a 1 GHz clock.
+inline constexpr uint64_t kCompletionClockKhz = 1000000;
 
 // Written by the app (arm), read and cleared by the router when it adds a
 // completion; `error` written by the router when the CQ overran.

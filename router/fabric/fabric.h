@@ -268,7 +268,7 @@ class Fabric {
   // `tag` (the client's handle) names the object in completion-channel and
   // asynchronous events.
   virtual Result<std::unique_ptr<FabricCq>> create_cq(FabricContext& ctx, int cqe, FabricChannel* channel,
-                                                      uint32_t tag) = 0;
+                                                      bool timestamps, uint32_t tag) = 0;
   // ibv_resize_cq: a CQ of at least `cqe` entries, the completions not yet
   // polled carried over (EINVAL when more than that are waiting). `admit`
   // is asked with the new segment's fd before anything moves; false leaves

@@ -1,5 +1,7 @@
 #include "router/fabric/virtual_queues.h"
 
+#include "router/fabric/poller.h"
+
 #include <atomic>
 #include <utility>
 
@@ -41,12 +43,20 @@ VirtualCq::Segment::Segment(uint32_t cap)
   ring = shm::RingProducer<shm::Cqe>(mapping.base() + shm::kCqRingOffset, cap);
 }
 
-VirtualCq::VirtualCq(AsyncEvents& async, uint32_t capacity, VirtualChannel* channel, uint32_t tag)
-    : async_(async), seg_(capacity), channel_(channel), tag_(tag) {}
+VirtualCq::VirtualCq(AsyncEvents& async, uint32_t capacity, VirtualChannel* channel, uint32_t tag, bool timestamps)
+    : async_(async), seg_(capacity), channel_(channel), tag_(tag), timestamps_(timestamps) {}
 
 bool VirtualCq::add(const shm::Cqe& c) {
   shm::CqControl& control = *seg_.control;
-  if (!seg_.ring.sp_try_push(c)) {
+  bool pushed = false;
+  if (timestamps_) {  // a clock read per completion, only for the CQs that asked
+    shm::Cqe stamped = c;
+    stamped.completed_ns = Poller::now_ns();
+    pushed = seg_.ring.sp_try_push(stamped);
+  } else {
+    pushed = seg_.ring.sp_try_push(c);
+  }
+  if (!pushed) {
     if (control.error.exchange(1, std::memory_order_relaxed) == 0) async_.raise(IBV_EVENT_CQ_ERR, tag_);
     return false;
   }

@@ -65,7 +65,8 @@ class VirtualCq : public FabricCq {
     shm::RingProducer<shm::Cqe> ring;  // poller thread
   };
 
-  VirtualCq(AsyncEvents& async, uint32_t capacity, VirtualChannel* channel, uint32_t tag);
+  // `timestamps`: each completion carries when it was written (Cqe::completed_ns).
+  VirtualCq(AsyncEvents& async, uint32_t capacity, VirtualChannel* channel, uint32_t tag, bool timestamps);
   int segment_fd() const override { return seg_.mapping.fd(); }
   uint32_t capacity() const override { return seg_.capacity; }
   uint32_t tag() const { return tag_; }
@@ -87,6 +88,7 @@ class VirtualCq : public FabricCq {
   Segment seg_;
   VirtualChannel* channel_;  // may be null
   uint32_t tag_;             // the client's handle
+  bool timestamps_;
 };
 
 // The opcode of the completion of a work request (ibv_wr_opcode).

@@ -27,7 +27,7 @@ struct World {
   shm::Mapping memory = shm::Mapping::create("fuzz-mr", shm::SegmentKind::kArena, 1 << 16);
   std::shared_ptr<router::FabricSegment> segment;
   std::unique_ptr<router::FabricMr> mr;
-  std::unique_ptr<router::FabricCq> cq = take(fabric.create_cq(*ctx, 4096, nullptr, 1));
+  std::unique_ptr<router::FabricCq> cq = take(fabric.create_cq(*ctx, 4096, nullptr, false, 1));
   std::unique_ptr<router::FabricQp> qp;
   shm::Mapping qp_segment;
   shm::RingControl* ring = nullptr;

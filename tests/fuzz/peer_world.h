@@ -49,7 +49,7 @@ struct World {
     fabric.set_routes(&routes);
     ctx = take(fabric.open_context());
     pd = take(fabric.alloc_pd({"fuzz", 1, kLocalIp}));
-    cq = take(fabric.create_cq(*ctx, 4096, nullptr, 1));
+    cq = take(fabric.create_cq(*ctx, 4096, nullptr, false, 1));
     mr = fuzz_setup::register_all(fabric, *pd, memory, segment);
     router::QpInit init;
     init.cap = {64, 64, 16, 16, 0};

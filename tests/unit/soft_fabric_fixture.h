@@ -45,7 +45,7 @@ struct Client {
     ctx = take(f.open_context());
     doorbell = ctx->take_client_doorbell();
     pd = take(f.alloc_pd(Owner{std::move(tenant), 1, ip}));
-    cq = take(f.create_cq(*ctx, 256, nullptr, 1));
+    cq = take(f.create_cq(*ctx, 256, nullptr, false, 1));
     cq_view = shm::Mapping::attach(cq->segment_fd(), shm::SegmentKind::kRing);
     completions = shm::RingConsumer<shm::Cqe>(cq_view.base() + shm::kCqRingOffset, cq->capacity());
     segment = take(f.map_segment(UniqueFd(::dup(memory.fd())), kBase, kSize, 0));

@@ -16,7 +16,7 @@ Status handle_create_cq(Session& s, const proto::Request& req, std::vector<Uniqu
   }
   if (r->comp_vector() != 0) return Error{EINVAL, "comp_vector must be 0 (num_comp_vectors is 1)"};
   auto made = s.fabric().create_cq(*ctx->fabric, r->cqe(), ch != nullptr ? ch->fabric.get() : nullptr,
-                                          s.objects().next_handle());
+                                   r->timestamps(), s.objects().next_handle());
   if (!made) return made.error();
   auto cq = std::move(*made);
   UniqueFd segment = dup_for_reply(cq->segment_fd());

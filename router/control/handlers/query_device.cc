@@ -1,5 +1,6 @@
 #include "proto/verbs_codec.h"
 #include "router/control/handlers.h"
+#include "shm/descriptors.h"
 
 namespace ff::router {
 
@@ -10,6 +11,9 @@ Status handle_query_device(Session& s, const proto::Request& req, std::vector<Un
   ibv_device_attr_ex attr = limits.attr;
   attr.orig_attr.node_guid = policy::node_guid_for(s.virtual_ip());
   attr.orig_attr.sys_image_guid = attr.orig_attr.node_guid;
+  // Completion timestamps are the router's, on either fabric.
+  attr.hca_core_clock = shm::kCompletionClockKhz;
+  attr.completion_timestamp_mask = ~uint64_t{0};
   auto& fbb = w.fbb();
   auto wire = proto::to_wire(attr.orig_attr, attr, limits.max_inline_data);
   w.set_body(proto::CreateQueryDeviceReply(fbb, &wire, fbb.CreateString(attr.orig_attr.fw_ver)));

@@ -43,13 +43,14 @@ Result<std::unique_ptr<FabricChannel>> QueueFabric::create_channel() {
 }
 
 Result<std::unique_ptr<FabricCq>> QueueFabric::create_cq(FabricContext& ctx, int cqe, FabricChannel* channel,
-                                                         uint32_t tag) {
+                                                         bool timestamps, uint32_t tag) {
   // Virtual CQs are rings the router writes, on every fabric.
   if (cqe < 1 || cqe > limits_.attr.orig_attr.max_cqe) return Error{EINVAL, "cqe out of range"};
   try {
     return std::unique_ptr<FabricCq>(std::make_unique<VirtualCq>(static_cast<Context&>(ctx).async,
                                                                  shm::ring_capacity_for(static_cast<uint32_t>(cqe)),
-                                                                 static_cast<VirtualChannel*>(channel), tag));
+                                                                 static_cast<VirtualChannel*>(channel), tag,
+                                                                 timestamps));
   } catch (const std::system_error& e) {
     return out_of_memory(e);
   }

@@ -90,7 +90,7 @@ class QueueFabric : public Fabric {
                                            uint64_t addr, uint64_t length, uint64_t iova, unsigned access) override;
   Result<std::unique_ptr<FabricChannel>> create_channel() override;
   Result<std::unique_ptr<FabricCq>> create_cq(FabricContext& ctx, int cqe, FabricChannel* channel,
-                                              uint32_t tag) override;
+                                              bool timestamps, uint32_t tag) override;
   Status resize_cq(FabricCq& cq, int cqe, const std::function<bool(int segment_fd)>& admit) override;
   Result<std::unique_ptr<FabricQp>> create_qp(FabricContext& ctx, FabricPd& pd, FabricCq& send_cq,
                                               FabricCq& recv_cq, FabricSrq* srq, const QpInit& init,
