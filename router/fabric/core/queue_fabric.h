@@ -23,9 +23,12 @@ inline constexpr uint32_t kMaxQueueDepth = 16384;
 
 // The capability flags the virtual device reports on either fabric (the
 // fabrics add what depends on their device): what the queue core serves
-// itself, whatever executes the work.
+// itself, whatever executes the work. Each is one that works (conformance
+// EveryReportedCapabilityWorksAndTheOthersAreRefused): the AV's port is
+// checked, the current-state modifier is taken, SRQs resize.
 inline constexpr unsigned kVirtualDeviceCaps = IBV_DEVICE_RC_RNR_NAK_GEN | IBV_DEVICE_SYS_IMAGE_GUID |
-                                               IBV_DEVICE_N_NOTIFY_CQ | IBV_DEVICE_SRQ_RESIZE;
+                                               IBV_DEVICE_SRQ_RESIZE | IBV_DEVICE_UD_AV_PORT_ENFORCE |
+                                               IBV_DEVICE_CURR_QP_STATE_MOD;
 
 // The ring capacities and capabilities a QP gets (what ibv_create_qp
 // reports back), and the checked request.

@@ -2,6 +2,8 @@
 // its populated entries, with the answers rdma-core gives for an empty entry
 // and for one past the table; objects with any capabilities within the
 // limits the device reports.
+#include <fcntl.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -107,6 +109,78 @@ TEST_F(Verbs, ObjectsWithAnyCapabilitiesWithinTheReportedLimitsAreMade) {
     EXPECT_GE(sa.attr.max_sge, srq_asked.max_sge);
     EXPECT_EQ(ibv_destroy_srq(srq), 0);
   }
+}
+
+// Every capability the device reports works, and what it does not report
+// is refused: programs choose their paths by these bits (UCX, MPI, NCCL).
+TEST_F(Datagrams, EveryReportedCapabilityWorksAndTheOthersAreRefused) {
+  ibv_device_attr_ex dev{};
+  ASSERT_EQ(ibv_query_device_ex(ctx, nullptr, &dev), 0);
+  const ibv_device_attr& a = dev.orig_attr;
+  const auto has = [&](unsigned bit) { return (a.device_cap_flags & bit) != 0; };
+  EXPECT_FALSE(has(IBV_DEVICE_N_NOTIFY_CQ)) << "no verb asks for N completions: nothing could use the bit";
+  if (has(IBV_DEVICE_SYS_IMAGE_GUID)) {
+    EXPECT_NE(a.sys_image_guid, 0u);
+  }
+  if (has(IBV_DEVICE_UD_AV_PORT_ENFORCE)) {
+    ibv_ah_attr bad{};
+    address_self(bad);
+    bad.port_num = 2;
+    EXPECT_EQ(ibv_create_ah(pd, &bad), nullptr) << "the AV's port is enforced";
+  }
+  if (has(IBV_DEVICE_CURR_QP_STATE_MOD)) {
+    ibv_cq* c = cq();
+    ibv_qp* q = ud_qp(c);
+    ibv_qp_attr at{};
+    at.qp_state = IBV_QPS_RTS;
+    at.cur_qp_state = IBV_QPS_RTS;
+    EXPECT_EQ(ibv_modify_qp(q, &at, IBV_QP_STATE | IBV_QP_CUR_STATE), 0) << "the current-state modifier is taken";
+  }
+  // Memory windows, XRC, multicast, device memory, CQ moderation: offered
+  // exactly when they are reported.
+  errno = 0;
+  ibv_mw* mw = ibv_alloc_mw(pd, IBV_MW_TYPE_1);
+  EXPECT_EQ(mw != nullptr, has(IBV_DEVICE_MEM_WINDOW)) << std::strerror(errno);
+  if (mw != nullptr) {
+    EXPECT_EQ(ibv_dealloc_mw(mw), 0);
+  }
+  mw = ibv_alloc_mw(pd, IBV_MW_TYPE_2);
+  EXPECT_EQ(mw != nullptr, has(IBV_DEVICE_MEM_WINDOW_TYPE_2A) || has(IBV_DEVICE_MEM_WINDOW_TYPE_2B));
+  if (mw != nullptr) {
+    EXPECT_EQ(ibv_dealloc_mw(mw), 0);
+  }
+  ibv_xrcd_init_attr xa{};
+  xa.comp_mask = IBV_XRCD_INIT_ATTR_FD | IBV_XRCD_INIT_ATTR_OFLAGS;
+  xa.fd = -1;
+  xa.oflags = O_CREAT;
+  ibv_xrcd* x = ibv_open_xrcd(ctx, &xa);
+  EXPECT_EQ(x != nullptr, has(IBV_DEVICE_XRC));
+  if (x != nullptr) {
+    EXPECT_EQ(ibv_close_xrcd(x), 0);
+  }
+  ibv_cq* c = cq();
+  ibv_qp* ud = ud_qp(c);
+  ibv_gid group{};
+  group.raw[0] = 0xff;  // a multicast GID
+  group.raw[1] = 0x0e;
+  group.raw[15] = 1;
+  int attached = ibv_attach_mcast(ud, &group, 0);
+  EXPECT_EQ(attached == 0, a.max_mcast_grp > 0 && a.max_mcast_qp_attach > 0);
+  if (attached == 0) {
+    EXPECT_EQ(ibv_detach_mcast(ud, &group, 0), 0);
+  }
+  ibv_alloc_dm_attr dm_attr{};
+  dm_attr.length = 64;
+  ibv_dm* dm = ibv_alloc_dm(ctx, &dm_attr);
+  EXPECT_EQ(dm != nullptr, dev.max_dm_size >= 64);
+  if (dm != nullptr) {
+    EXPECT_EQ(ibv_free_dm(dm), 0);
+  }
+  ibv_modify_cq_attr mod{};
+  mod.attr_mask = IBV_CQ_ATTR_MODERATE;
+  mod.moderate.cq_count = 1;
+  mod.moderate.cq_period = 1;
+  EXPECT_EQ(ibv_modify_cq(c, &mod) == 0, dev.cq_mod_caps.max_cq_count > 0);
 }
 
 }  // namespace
