@@ -208,9 +208,8 @@ TEST_F(Verbs, ResizingAnSrqKeepsTheReceivesWaitingInIt) {
   sa.attr.max_sge = 1;
   ibv_srq* srq = ibv_create_srq(pd, &sa);
   ASSERT_NE(srq, nullptr) << std::strerror(errno);
-  uint32_t made = sa.attr.max_wr;
+  uint32_t made = sa.attr.max_wr;  // full (a post past it is ENOMEM: AFullReceiveQueueIsEnomem...)
   for (uint64_t i = 0; i < made; ++i) ASSERT_EQ(post_srq_receive(srq, m, i), 0);
-  EXPECT_EQ(post_srq_receive(srq, m, made), ENOMEM) << "the SRQ is full";
   ibv_srq_attr at{};
   at.max_wr = 2;
   EXPECT_EQ(ibv_modify_srq(srq, &at, IBV_SRQ_MAX_WR), EINVAL) << "more receives wait than two";
