@@ -87,6 +87,27 @@ UniqueFd dup_for_reply(int fd);
 bool charge_segment(Session& s, int segment_fd, policy::Charge& out);
 Status quota_exceeded(Session& s);
 
+// The charge for a segment a fabric makes to replace an object's own
+// (resize_cq, modify_srq): admit() is what the fabric asks before it moves
+// anything; refused() when the tenant's quota said no.
+class SegmentCharge {
+ public:
+  explicit SegmentCharge(Session& s) : s_(s) {}
+  std::function<bool(int segment_fd)> admit() {
+    return [this](int fd) {
+      refused_ = !charge_segment(s_, fd, charge_);
+      return !refused_;
+    };
+  }
+  bool refused() const { return refused_; }
+  policy::Charge take() { return std::move(charge_); }
+
+ private:
+  Session& s_;
+  policy::Charge charge_;
+  bool refused_ = false;
+};
+
 // Shared by handlers that take a context handle.
 ContextObject* find_context(Session& s, uint32_t handle);
 

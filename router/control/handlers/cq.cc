@@ -38,15 +38,11 @@ Status handle_resize_cq(Session& s, const proto::Request& req, std::vector<Uniqu
   const auto* r = req.body_as_ResizeCq();
   auto* cq = s.objects().find<CqObject>(r->cq(), ObjectKind::kCq);
   if (cq == nullptr) return Error{EINVAL, "no such completion queue"};
-  policy::Charge charge;
-  bool over_quota = false;
-  Status st = s.fabric().resize_cq(*cq->fabric, r->cqe(), [&](int segment_fd) {
-    over_quota = !charge_segment(s, segment_fd, charge);
-    return !over_quota;
-  });
-  if (over_quota) return quota_exceeded(s);
+  SegmentCharge charge(s);
+  Status st = s.fabric().resize_cq(*cq->fabric, r->cqe(), charge.admit());
+  if (charge.refused()) return quota_exceeded(s);
   if (!st) return st;
-  cq->charge = std::move(charge);
+  cq->charge = charge.take();
   UniqueFd segment = dup_for_reply(cq->fabric->segment_fd());
   // Without its fd the app cannot reach the moved CQ: it sees EMFILE and
   // the CQ breaks (its old ring gets nothing more).

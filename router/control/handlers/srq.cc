@@ -34,17 +34,13 @@ Status handle_modify_srq(Session& s, const proto::Request& req, std::vector<Uniq
   const auto* r = req.body_as_ModifySrq();
   auto* srq = s.objects().find<SrqObject>(r->srq(), ObjectKind::kSrq);
   if (srq == nullptr) return Error{EINVAL, "no such shared receive queue"};
-  policy::Charge charge;
-  bool over_quota = false;
-  Status st = s.fabric().modify_srq(*srq->fabric, r->attr_mask(), r->max_wr(), r->srq_limit(), [&](int segment_fd) {
-    over_quota = !charge_segment(s, segment_fd, charge);
-    return !over_quota;
-  });
-  if (over_quota) return quota_exceeded(s);
+  SegmentCharge charge(s);
+  Status st = s.fabric().modify_srq(*srq->fabric, r->attr_mask(), r->max_wr(), r->srq_limit(), charge.admit());
+  if (charge.refused()) return quota_exceeded(s);
   if (!st) return st;
   w.set_body(proto::CreateModifySrqReply(w.fbb(), srq->fabric->capacity()));
   if ((r->attr_mask() & IBV_SRQ_MAX_WR) == 0) return Status{};
-  srq->charge = std::move(charge);
+  srq->charge = charge.take();
   UniqueFd segment = dup_for_reply(srq->fabric->segment_fd());
   if (!segment) return Error{EMFILE, "cannot duplicate the resized SRQ's fd"};
   w.add_fd(std::move(segment));

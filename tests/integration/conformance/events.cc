@@ -85,10 +85,7 @@ TEST_F(Verbs, CompletionQueueOverrunIsAnAsyncError) {
   ibv_mr* m = mr(buf.base, buf.size);
   ibv_cq* tiny = ibv_create_cq(ctx, 1, nullptr, nullptr, 0);
   ASSERT_NE(tiny, nullptr);
-  ibv_cq* other = cq();
-  ibv_qp* a = qp(tiny, tiny);
-  ibv_qp* b = qp(other, other);
-  connect(a, b);
+  ibv_qp* a = qp_with_peer(tiny);
   ibv_sge s{reinterpret_cast<uint64_t>(buf.base), 8, m->lkey};
   for (int i = 0; i < tiny->cqe + 4; ++i) {
     ibv_send_wr w = wr(IBV_WR_RDMA_WRITE, static_cast<uint64_t>(i), &s, 1);
@@ -123,10 +120,7 @@ TEST_F(Verbs, CompletionsCarryTimestampsInTheDevicesClockAndTheWallClock) {
   EXPECT_EQ(before.comp_mask, static_cast<uint32_t>(IBV_VALUES_MASK_RAW_CLOCK));
   timespec wall_before{};
   clock_gettime(CLOCK_REALTIME, &wall_before);
-  ibv_cq* other = cq();
-  ibv_qp* a = qp(ibv_cq_ex_to_cq(c), ibv_cq_ex_to_cq(c));
-  ibv_qp* b = qp(other, other);
-  connect(a, b);
+  ibv_qp* a = qp_with_peer(ibv_cq_ex_to_cq(c));
   Pages buf(1);
   ibv_mr* m = mr(buf.base, buf.size);
   ibv_sge s{reinterpret_cast<uint64_t>(buf.base), 8, m->lkey};

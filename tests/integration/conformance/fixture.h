@@ -48,6 +48,16 @@ struct Pages {
 // Fills p[0, n) with a pattern that depends on the seed and the offset.
 void fill(uint8_t* p, size_t n, uint32_t seed);
 
+// One receive of one SGE posted to an SRQ; what ibv_post_srq_recv returns.
+inline int post_srq_recv(ibv_srq* srq, uint64_t id, ibv_sge s) {
+  ibv_recv_wr r{};
+  r.wr_id = id;
+  r.sg_list = &s;
+  r.num_sge = 1;
+  ibv_recv_wr* bad = nullptr;
+  return ibv_post_srq_recv(srq, &r, &bad);
+}
+
 struct QpOptions {
   uint8_t rnr_retry = 7;
   uint8_t min_rnr_timer = 1;  // 0.01 ms
@@ -123,6 +133,42 @@ class Verbs : public ::testing::Test {
     }
     return q;
   }
+  // An SRQ of at least `max_wr` receives of one SGE; `made` gets the
+  // max_wr it reports.
+  ibv_srq* one_sge_srq(uint32_t max_wr, uint32_t* made = nullptr) {
+    ibv_srq_init_attr sa{};
+    sa.attr.max_wr = max_wr;
+    sa.attr.max_sge = 1;
+    ibv_srq* s = ibv_create_srq(pd, &sa);
+    EXPECT_NE(s, nullptr) << std::strerror(errno);
+    EXPECT_GE(sa.attr.max_wr, max_wr);
+    if (made != nullptr) *made = sa.attr.max_wr;
+    return s;
+  }
+  // An RC QP on `c` taking its receives from `srq` (the caller destroys it).
+  ibv_qp* srq_qp(ibv_cq* c, ibv_srq* srq) {
+    ibv_qp_init_attr a{};
+    a.send_cq = a.recv_cq = c;
+    a.srq = srq;
+    a.qp_type = IBV_QPT_RC;
+    a.cap = {8, 0, 1, 0, 0};
+    ibv_qp* q = ibv_create_qp(pd, &a);
+    EXPECT_NE(q, nullptr) << std::strerror(errno);
+    return q;
+  }
+  // A sender (its own CQ) connected to a receiver on `srq` (its own CQ; the
+  // caller destroys the receiver).
+  struct SrqPair {
+    ibv_cq *scq, *rcq;
+    ibv_qp *sender, *receiver;
+  };
+  SrqPair srq_pair(ibv_srq* srq) {
+    SrqPair p{cq(), cq(), nullptr, nullptr};
+    p.receiver = srq_qp(p.rcq, srq);
+    p.sender = qp(p.scq, p.scq);
+    if (p.receiver != nullptr && p.sender != nullptr) connect(p.sender, p.receiver);
+    return p;
+  }
   // This port's own address: its GID on a RoCE port (every address there
   // carries a GRH), its LID on InfiniBand.
   void address_self(ibv_ah_attr& a) const {
@@ -173,6 +219,14 @@ class Verbs : public ::testing::Test {
     ASSERT_EQ(to_rtr(b, a->qp_num, ob), 0);
     ASSERT_EQ(to_rts(a, oa), 0);
     ASSERT_EQ(to_rts(b, ob), 0);
+  }
+  // An RC QP on `c`, connected to a peer QP with a CQ of its own.
+  ibv_qp* qp_with_peer(ibv_cq* c) {
+    ibv_cq* other = cq();
+    ibv_qp* a = qp(c, c);
+    ibv_qp* b = qp(other, other);
+    connect(a, b);
+    return a;
   }
   // A connected pair with its own CQs.
   struct Pair {

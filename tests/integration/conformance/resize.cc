@@ -131,10 +131,7 @@ TEST_F(Verbs, ResizeCqKeepsTheCompletionsNotYetPolled) {
   ibv_device_attr dev{};
   ASSERT_EQ(ibv_query_device(ctx, &dev), 0);
   ibv_cq* c = cq(16);
-  ibv_cq* other = cq();
-  ibv_qp* a = qp(c, c);
-  ibv_qp* b = qp(other, other);
-  connect(a, b);
+  ibv_qp* a = qp_with_peer(c);
   Pages buf(1);
   ibv_mr* m = mr(buf.base, buf.size);
   EXPECT_EQ(ibv_resize_cq(c, 0), EINVAL);
@@ -163,10 +160,7 @@ TEST_F(Verbs, AnArmedCqStillFiresItsChannelAfterAResize) {
   ASSERT_NE(ch, nullptr);
   ibv_cq* c = ibv_create_cq(ctx, 4, nullptr, ch, 0);
   ASSERT_NE(c, nullptr);
-  ibv_cq* other = cq();
-  ibv_qp* a = qp(c, c);
-  ibv_qp* b = qp(other, other);
-  connect(a, b);
+  ibv_qp* a = qp_with_peer(c);
   Pages buf(1);
   ibv_mr* m = mr(buf.base, buf.size);
   ASSERT_EQ(ibv_req_notify_cq(c, 0), 0);
@@ -188,13 +182,7 @@ TEST_F(Verbs, AnArmedCqStillFiresItsChannelAfterAResize) {
 // --- resizing an SRQ (IBV_SRQ_MAX_WR) -----------------------------------------
 
 int post_srq_receive(ibv_srq* srq, ibv_mr* m, uint64_t id) {
-  ibv_sge s{reinterpret_cast<uint64_t>(m->addr) + 64 * id, 64, m->lkey};
-  ibv_recv_wr r{};
-  r.wr_id = id;
-  r.sg_list = &s;
-  r.num_sge = 1;
-  ibv_recv_wr* bad = nullptr;
-  return ibv_post_srq_recv(srq, &r, &bad);
+  return post_srq_recv(srq, id, {reinterpret_cast<uint64_t>(m->addr) + 64 * id, 64, m->lkey});
 }
 
 TEST_F(Verbs, ResizingAnSrqKeepsTheReceivesWaitingInIt) {
@@ -203,12 +191,9 @@ TEST_F(Verbs, ResizingAnSrqKeepsTheReceivesWaitingInIt) {
   EXPECT_NE(dev.device_cap_flags & IBV_DEVICE_SRQ_RESIZE, 0u) << "an SRQ that resizes says so";
   Pages buf(2);
   ibv_mr* m = mr(buf.base, buf.size);
-  ibv_srq_init_attr sa{};
-  sa.attr.max_wr = 8;
-  sa.attr.max_sge = 1;
-  ibv_srq* srq = ibv_create_srq(pd, &sa);
-  ASSERT_NE(srq, nullptr) << std::strerror(errno);
-  uint32_t made = sa.attr.max_wr;  // full (a post past it is ENOMEM: AFullReceiveQueueIsEnomem...)
+  uint32_t made = 0;
+  ibv_srq* srq = one_sge_srq(8, &made);
+  ASSERT_NE(srq, nullptr);  // filled (a post past it is ENOMEM: AFullReceiveQueueIsEnomem...)
   for (uint64_t i = 0; i < made; ++i) ASSERT_EQ(post_srq_receive(srq, m, i), 0);
   ibv_srq_attr at{};
   at.max_wr = 2;
@@ -224,18 +209,8 @@ TEST_F(Verbs, ResizingAnSrqKeepsTheReceivesWaitingInIt) {
   EXPECT_GE(q.max_wr, 48u);
   for (uint64_t i = made; i < 48; ++i) ASSERT_EQ(post_srq_receive(srq, m, i), 0) << "receive " << i;
   // Every receive, the ones that waited through the resize first, in order.
-  ibv_cq* cs = cq();
-  ibv_cq* cr = cq();
-  ibv_qp_init_attr a{};
-  a.send_cq = cr;
-  a.recv_cq = cr;
-  a.srq = srq;
-  a.qp_type = IBV_QPT_RC;
-  a.cap = {8, 0, 1, 0, 0};
-  ibv_qp* rq = ibv_create_qp(pd, &a);
+  auto [cs, cr, sq, rq] = srq_pair(srq);
   ASSERT_NE(rq, nullptr);
-  ibv_qp* sq = qp(cs, cs);
-  connect(sq, rq);
   ibv_sge s{reinterpret_cast<uint64_t>(buf.base + 4096), 16, m->lkey};
   for (uint64_t i = 0; i < 48; ++i) {
     ibv_send_wr w = wr(IBV_WR_SEND, i, &s, 1);
@@ -250,11 +225,8 @@ TEST_F(Verbs, ResizingAnSrqKeepsTheReceivesWaitingInIt) {
 }
 
 TEST_F(Verbs, AnSrqDoesNotShrinkBelowItsArmedLimit) {
-  ibv_srq_init_attr sa{};
-  sa.attr.max_wr = 32;
-  sa.attr.max_sge = 1;
-  ibv_srq* srq = ibv_create_srq(pd, &sa);
-  ASSERT_NE(srq, nullptr) << std::strerror(errno);
+  ibv_srq* srq = one_sge_srq(32);
+  ASSERT_NE(srq, nullptr);
   Pages buf(1);
   ibv_mr* m = mr(buf.base, buf.size);
   for (uint64_t i = 0; i < 20; ++i) ASSERT_EQ(post_srq_receive(srq, m, i), 0);

@@ -11,23 +11,13 @@ namespace {
 TEST_F(Verbs, SharedReceiveQueueServesSeveralQpsAndSignalsItsLimit) {
   Pages buf(2);
   ibv_mr* m = mr(buf.base, buf.size);
-  ibv_srq_init_attr sa{};
-  sa.attr.max_wr = 16;
-  sa.attr.max_sge = 1;
-  ibv_srq* srq = ibv_create_srq(pd, &sa);
-  ASSERT_NE(srq, nullptr) << std::strerror(errno);
-  EXPECT_GE(sa.attr.max_wr, 16u);
+  ibv_srq* srq = one_sge_srq(16);
+  ASSERT_NE(srq, nullptr);
   ibv_cq* cs = cq();
   ibv_cq* cr = cq();
   std::vector<std::pair<ibv_qp*, ibv_qp*>> pairs;
   for (int i = 0; i < 2; ++i) {
-    ibv_qp_init_attr a{};
-    a.send_cq = cr;
-    a.recv_cq = cr;
-    a.srq = srq;
-    a.qp_type = IBV_QPT_RC;
-    a.cap = {8, 0, 1, 0, 0};
-    ibv_qp* rq = ibv_create_qp(pd, &a);
+    ibv_qp* rq = srq_qp(cr, srq);
     ASSERT_NE(rq, nullptr);
     ibv_qp* sq = qp(cs, cs);
     connect(sq, rq);
@@ -84,33 +74,14 @@ TEST_F(Verbs, SharedReceiveQueueServesSeveralQpsAndSignalsItsLimit) {
 TEST_F(Verbs, SrqSlotsComeBackFromAQpDestroyedBeforeItsCompletionsArePolled) {
   Pages buf(1);
   ibv_mr* m = mr(buf.base, buf.size);
-  ibv_srq_init_attr sa{};
-  sa.attr.max_wr = 8;
-  sa.attr.max_sge = 1;
-  ibv_srq* srq = ibv_create_srq(pd, &sa);
-  ASSERT_NE(srq, nullptr) << std::strerror(errno);
-  const uint32_t depth = sa.attr.max_wr;
+  uint32_t depth = 0;
+  ibv_srq* srq = one_sge_srq(8, &depth);
+  ASSERT_NE(srq, nullptr);
   ibv_sge s{reinterpret_cast<uint64_t>(buf.base), 64, m->lkey};
-  auto post_srq = [&](uint64_t id) {
-    ibv_recv_wr r{};
-    r.wr_id = id;
-    r.sg_list = &s;
-    r.num_sge = 1;
-    ibv_recv_wr* bad = nullptr;
-    return ibv_post_srq_recv(srq, &r, &bad);
-  };
+  auto post_srq = [&](uint64_t id) { return post_srq_recv(srq, id, s); };
   for (uint32_t i = 0; i < depth; ++i) ASSERT_EQ(post_srq(i), 0) << "receive " << i << " of " << depth;
-  ibv_cq* cs = cq();
-  ibv_cq* cr = cq();
-  ibv_qp_init_attr a{};
-  a.send_cq = a.recv_cq = cr;
-  a.srq = srq;
-  a.qp_type = IBV_QPT_RC;
-  a.cap = {8, 0, 1, 0, 0};
-  ibv_qp* rq = ibv_create_qp(pd, &a);
+  auto [cs, cr, sq, rq] = srq_pair(srq);
   ASSERT_NE(rq, nullptr);
-  ibv_qp* sq = qp(cs, cs);
-  connect(sq, rq);
   ibv_sge from{reinterpret_cast<uint64_t>(buf.base + 1024), 8, m->lkey};
   for (uint64_t i = 0; i < 2; ++i) {
     ibv_send_wr w = wr(IBV_WR_SEND, i, &from, 1);
