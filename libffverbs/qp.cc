@@ -45,6 +45,7 @@ int build_send(const FfQp& qp, const ibv_send_wr& wr, shm::SendWqe& w) {
       break;
     case IBV_WR_ATOMIC_CMP_AND_SWP:
     case IBV_WR_ATOMIC_FETCH_AND_ADD:
+    case IBV_WR_ATOMIC_WRITE:  // the value to write in wr.atomic.swap, no SGE
       w.remote_addr = wr.wr.atomic.remote_addr;
       w.rkey = wr.wr.atomic.rkey;
       w.compare_add = wr.wr.atomic.compare_add;
@@ -126,6 +127,13 @@ void wr_atomic_cmp_swp(ibv_qp_ex* q, uint32_t rkey, uint64_t addr, uint64_t comp
     w->remote_addr = addr;
     w->compare_add = compare;
     w->swap = swap;
+  }
+}
+void wr_atomic_write(ibv_qp_ex* q, uint32_t rkey, uint64_t addr, const void* atomic_wr) {
+  if (auto* w = begin_wr(q, IBV_WR_ATOMIC_WRITE)) {
+    w->rkey = rkey;
+    w->remote_addr = addr;
+    std::memcpy(&w->swap, atomic_wr, sizeof w->swap);
   }
 }
 void wr_atomic_fetch_add(ibv_qp_ex* q, uint32_t rkey, uint64_t addr, uint64_t add) {
@@ -221,7 +229,7 @@ void wr_abort(ibv_qp_ex* q) {
 constexpr uint64_t kSupportedSendOps =
     IBV_QP_EX_WITH_RDMA_WRITE | IBV_QP_EX_WITH_RDMA_WRITE_WITH_IMM | IBV_QP_EX_WITH_SEND |
     IBV_QP_EX_WITH_SEND_WITH_IMM | IBV_QP_EX_WITH_RDMA_READ | IBV_QP_EX_WITH_ATOMIC_CMP_AND_SWP |
-    IBV_QP_EX_WITH_ATOMIC_FETCH_AND_ADD;
+    IBV_QP_EX_WITH_ATOMIC_FETCH_AND_ADD | IBV_QP_EX_WITH_ATOMIC_WRITE;
 
 ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
   FfContext* ctx = to_ff(context);
@@ -231,9 +239,11 @@ ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
     return fail_ptr<ibv_qp>(EOPNOTSUPP);
   flatbuffers::FlatBufferBuilder fbb;
   auto cap = proto::to_wire(attr.cap);
+  bool atomic_write = (attr.comp_mask & IBV_QP_INIT_ATTR_SEND_OPS_FLAGS) != 0 &&
+                      (attr.send_ops_flags & IBV_QP_EX_WITH_ATOMIC_WRITE) != 0;
   auto body = proto::CreateCreateQp(fbb, to_ff(attr.pd)->handle, to_ff(attr.send_cq)->handle,
                                     to_ff(attr.recv_cq)->handle, attr.srq != nullptr ? to_ff(attr.srq)->handle : 0,
-                                    static_cast<uint8_t>(attr.qp_type), attr.sq_sig_all != 0, &cap);
+                                    static_cast<uint8_t>(attr.qp_type), attr.sq_sig_all != 0, &cap, atomic_write);
   auto reply = request<proto::CreateQpReply>(fbb, body, "create_qp failed", 1);
   if (!reply) return fail_ptr<ibv_qp>(reply.error);
   auto* qp = new (std::nothrow) FfQp();
@@ -305,7 +315,7 @@ ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
   x.wr_start = wr_start;
   x.wr_complete = wr_complete;
   x.wr_abort = wr_abort;
-  x.wr_atomic_write = [](ibv_qp_ex* self, uint32_t, uint64_t, const void*) { wr_unsupported(to_ff(self)); };
+  x.wr_atomic_write = wr_atomic_write;
   ctx->track(qp->handle, EventElement::kQp, qp);
   return &q;
 }

@@ -69,6 +69,7 @@ inline bool opcode_allowed(ibv_qp_type type, uint32_t op) {
     case IBV_WR_RDMA_READ:
     case IBV_WR_ATOMIC_CMP_AND_SWP:
     case IBV_WR_ATOMIC_FETCH_AND_ADD:
+    case IBV_WR_ATOMIC_WRITE:  // the value in `swap`; the fabric must offer it (QP creation checks)
       return type == IBV_QPT_RC;
     default:
       return false;

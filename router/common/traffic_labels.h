@@ -10,9 +10,10 @@
 
 namespace ff {
 
-// ibv_wr_opcode IBV_WR_RDMA_WRITE (0) .. IBV_WR_ATOMIC_FETCH_AND_ADD (6).
-inline constexpr std::array<std::string_view, 7> kOpcodeLabels = {
-    "write", "write_imm", "send", "send_imm", "read", "cmp_swap", "fetch_add"};
+// ibv_wr_opcode IBV_WR_RDMA_WRITE (0) .. IBV_WR_ATOMIC_FETCH_AND_ADD (6),
+// then IBV_WR_ATOMIC_WRITE (TrafficCounters::opcode_index).
+inline constexpr std::array<std::string_view, 8> kOpcodeLabels = {
+    "write", "write_imm", "send", "send_imm", "read", "cmp_swap", "fetch_add", "atomic_write"};
 
 // ibv_wc_status IBV_WC_SUCCESS (0) .. IBV_WC_GENERAL_ERR (21), as
 // ibv_wc_status_str names them, shortened.

@@ -134,6 +134,7 @@ struct QpInit {
   ibv_qp_type type = IBV_QPT_RC;
   ibv_qp_cap cap{};
   bool sq_sig_all = false;
+  bool atomic_write = false;  // IBV_QP_EX_WITH_ATOMIC_WRITE asked
 };
 
 class FabricQp {
@@ -153,9 +154,15 @@ struct TrafficCounters {
   // Work requests the QPs posted that the router carried out as requester
   // (the soft fabric: moved; the verbs fabric: handed to the device, whose
   // completion may still be an error), and their bytes, by ibv_wr_opcode
-  // (RDMA_WRITE .. ATOMIC_FETCH_AND_ADD; atomics move 8 bytes). Refused or
-  // flushed work is not counted here; its completions are.
-  static constexpr size_t kOpcodes = IBV_WR_ATOMIC_FETCH_AND_ADD + 1;
+  // (RDMA_WRITE .. ATOMIC_FETCH_AND_ADD at their own index, ATOMIC_WRITE
+  // after them: opcode_index; atomics move 8 bytes). Refused or flushed work
+  // is not counted here; its completions are.
+  static constexpr size_t kOpcodes = IBV_WR_ATOMIC_FETCH_AND_ADD + 2;
+  // Where `opcode` (an ibv_wr_opcode) is counted; kOpcodes: nowhere.
+  static constexpr size_t opcode_index(uint32_t opcode) {
+    if (opcode <= IBV_WR_ATOMIC_FETCH_AND_ADD) return opcode;
+    return opcode == IBV_WR_ATOMIC_WRITE ? kOpcodes - 1 : kOpcodes;
+  }
   std::array<uint64_t, kOpcodes> ops{};
   std::array<uint64_t, kOpcodes> bytes{};
   // Receive WRs completed with data (SEND, WRITE_WITH_IMM; UD counts its

@@ -71,6 +71,14 @@ static struct ibv_pd* pd;
 static struct ibv_cq* cq;
 static struct ibv_mr* mr;
 static uint8_t* buf;
+
+/* ATOMIC WRITE, where the device reports it (device_cap_flags_ex bit 40,
+   IB_UVERBS_DEVICE_ATOMIC_WRITE): to the word after the atomic one. */
+static int atomic_write_reported(void) {
+  struct ibv_device_attr_ex a;
+  memset(&a, 0, sizeof a);
+  return ibv_query_device_ex(ctx, NULL, &a) == 0 && (a.device_cap_flags_ex & (1ull << 40)) != 0;
+}
 static struct ibv_qp* qp[NQP];
 
 static struct ibv_wc poll1(void) {
@@ -188,6 +196,10 @@ static void server_checks(void) {
   uint64_t word;
   memcpy(&word, buf + AT, 8);
   CHECK(word == 7, "atomics: the word is %llu, expected 7", (unsigned long long)word);
+  if (atomic_write_reported()) {
+    memcpy(&word, buf + AT + 8, 8);
+    CHECK(word == 0x1122334455667788ull, "ATOMIC WRITE: the word is %llx", (unsigned long long)word);
+  }
   /* The SEND longer than its receive failed here too. */
   wc = poll1();
   CHECK(wc.wr_id == 6 && wc.status == short_recv_status, "short receive: wr_id %llu status %d, expected %s",
@@ -270,6 +282,19 @@ static void client_runs(const struct info* peer) {
   memcpy(&old, buf + 9 * MIB, 8);
   CHECK(wc.status == IBV_WC_SUCCESS && wc.opcode == IBV_WC_COMP_SWAP && old == 105, "CMP_AND_SWP: status %d old %llu",
         wc.status, (unsigned long long)old);
+  if (atomic_write_reported()) { /* ibv_post_send's form: the value in wr.atomic.swap */
+    memset(&wr, 0, sizeof wr);
+    wr.wr_id = 21;
+    wr.opcode = IBV_WR_ATOMIC_WRITE;
+    wr.send_flags = IBV_SEND_SIGNALED;
+    wr.wr.atomic.remote_addr = raddr + AT + 8;
+    wr.wr.atomic.rkey = peer->rkey;
+    wr.wr.atomic.swap = 0x1122334455667788ull;
+    CHECK(ibv_post_send(qp[GOOD], &wr, &bad) == 0, "post ATOMIC_WRITE");
+    wc = poll1();
+    CHECK(wc.wr_id == 21 && wc.status == IBV_WC_SUCCESS && wc.opcode == IBV_WC_ATOMIC_WRITE, "ATOMIC_WRITE: status %d",
+          wc.status);
+  }
   /* 6. Zero-length SEND and WRITE. */
   post(qp[GOOD], 18, IBV_WR_SEND, NULL, 0, IBV_SEND_SIGNALED, 0, 0);
   post(qp[GOOD], 19, IBV_WR_RDMA_WRITE, NULL, 0, IBV_SEND_SIGNALED, raddr, peer->rkey);

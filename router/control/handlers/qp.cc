@@ -24,6 +24,7 @@ Status handle_create_qp(Session& s, const proto::Request& req, std::vector<Uniqu
   init.type = static_cast<ibv_qp_type>(r->qp_type());
   init.cap = proto::from_wire(*r->cap());
   init.sq_sig_all = r->sq_sig_all();
+  init.atomic_write = r->atomic_write();
   auto made = s.fabric().create_qp(*ctx->fabric, *pd->fabric, *scq->fabric, *rcq->fabric,
                                           srq != nullptr ? srq->fabric.get() : nullptr, init,
                                           s.objects().next_handle());

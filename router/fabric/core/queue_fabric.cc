@@ -80,6 +80,8 @@ Result<std::unique_ptr<FabricQp>> QueueFabric::create_qp(FabricContext& ctx, Fab
                                                          uint32_t tag) {
   if (init.type != IBV_QPT_RC && init.type != IBV_QPT_UC && init.type != IBV_QPT_UD)
     return Error{EOPNOTSUPP, "QP type not supported (RC, UC and UD are)"};
+  if (init.atomic_write && (init.type != IBV_QPT_RC || (limits_.attr.device_cap_flags_ex & kDeviceCapAtomicWrite) == 0))
+    return Error{EOPNOTSUPP, "ATOMIC WRITE is served on RC QPs of the soft fabric (the device here has none)"};
   const ibv_device_attr& a = limits_.attr.orig_attr;
   const ibv_qp_cap& c = init.cap;
   auto max_wr = static_cast<uint32_t>(a.max_qp_wr);

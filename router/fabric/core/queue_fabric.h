@@ -30,6 +30,11 @@ inline constexpr unsigned kVirtualDeviceCaps = IBV_DEVICE_RC_RNR_NAK_GEN | IBV_D
                                                IBV_DEVICE_SRQ_RESIZE | IBV_DEVICE_UD_AV_PORT_ENFORCE |
                                                IBV_DEVICE_CURR_QP_STATE_MOD;
 
+// IB_UVERBS_DEVICE_ATOMIC_WRITE in device_cap_flags_ex (rdma-core names no
+// IBV_ constant for it; programs test the bit, or ask for
+// IBV_QP_EX_WITH_ATOMIC_WRITE and see EOPNOTSUPP).
+inline constexpr uint64_t kDeviceCapAtomicWrite = uint64_t{1} << 40;
+
 // The ring capacities and capabilities a QP gets (what ibv_create_qp
 // reports back), and the checked request.
 struct QpShape {

@@ -26,9 +26,10 @@ class LiveTraffic {
  public:
   // A work request the requester executed (`opcode`: ibv_wr_opcode).
   void sent(uint32_t opcode, uint64_t bytes) {
-    if (opcode >= TrafficCounters::kOpcodes) return;  // refused before it ran
-    ops_[opcode].add(1);
-    bytes_[opcode].add(bytes);
+    size_t i = TrafficCounters::opcode_index(opcode);
+    if (i >= TrafficCounters::kOpcodes) return;  // refused before it ran
+    ops_[i].add(1);
+    bytes_[i].add(bytes);
   }
   // A completion written to the app's CQ.
   void completed(const shm::Cqe& c) {

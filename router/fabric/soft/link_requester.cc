@@ -178,7 +178,7 @@ static void on_data_answer(Engine& e, Qp& q, const SendWqe& w, const Header& h, 
   Sges dst;
   ibv_wc_status st = resolve_request(e, q, w, dst);
   if (st == IBV_WC_SUCCESS && h.total != dst.total) return;  // not an answer to this WQE
-  if (st == IBV_WC_SUCCESS) {
+  if (st == IBV_WC_SUCCESS && lands_locally(w.opcode)) {
     Pieces to(dst);
     to.skip(h.offset);
     land(to, payload);

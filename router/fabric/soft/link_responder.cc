@@ -204,6 +204,7 @@ void Engine::on_request(Link& link, const Header& h, std::span<const std::byte> 
       return response.read();
     case IBV_WR_ATOMIC_CMP_AND_SWP:
     case IBV_WR_ATOMIC_FETCH_AND_ADD:
+    case IBV_WR_ATOMIC_WRITE:
       return response.atomic();
     default:  // SEND, WRITE (+IMM)
       return response.message(payload);

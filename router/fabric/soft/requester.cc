@@ -22,6 +22,11 @@ using shm::SendWqe;
 
 ibv_wc_status resolve_request(const Engine& e, const Qp& q, const SendWqe& w, Sges& s) {
   if (!shm::opcode_allowed(q.init.type, w.opcode)) return IBV_WC_LOC_QP_OP_ERR;
+  if (w.opcode == IBV_WR_ATOMIC_WRITE) {  // no local side: 8 bytes from the WQE
+    s = Sges{};
+    s.total = 8;
+    return w.num_sge == 0 ? IBV_WC_SUCCESS : IBV_WC_LOC_LEN_ERR;
+  }
   if (!answered_with_data(w.opcode)) {
     ibv_wc_status st = gather(e, q, w, s);
     if (st == IBV_WC_SUCCESS && q.init.type == IBV_QPT_UD && s.total > kUdMtu) return IBV_WC_LOC_LEN_ERR;  // one packet
@@ -244,9 +249,11 @@ class Executor {
     uint64_t old = 0;
     if (Verdict v = r_.atomic(t, w.opcode, w.rkey, w.remote_addr, w.compare_add, w.swap, old); !v)
       return refused(w, v, 8);
-    Pieces from(reinterpret_cast<std::byte*>(&old), 8);
-    Pieces to(dst);
-    copy(to, from, 8);
+    if (lands_locally(w.opcode)) {
+      Pieces from(reinterpret_cast<std::byte*>(&old), 8);
+      Pieces to(dst);
+      copy(to, from, 8);
+    }
     return moved(w, 8);
   }
 

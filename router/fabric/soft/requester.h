@@ -27,9 +27,15 @@
 
 namespace ff::router::soft {
 
-inline bool is_atomic(uint32_t op) { return op == IBV_WR_ATOMIC_CMP_AND_SWP || op == IBV_WR_ATOMIC_FETCH_AND_ADD; }
-// READ and atomics: the answer carries data into local SGEs.
+// The 8-byte atomics: one request, answered by the word's old value.
+inline bool is_atomic(uint32_t op) {
+  return op == IBV_WR_ATOMIC_CMP_AND_SWP || op == IBV_WR_ATOMIC_FETCH_AND_ADD || op == IBV_WR_ATOMIC_WRITE;
+}
+// READ and atomics: the responder answers with data.
 inline bool answered_with_data(uint32_t op) { return op == IBV_WR_RDMA_READ || is_atomic(op); }
+// ... which lands in local SGEs, but for ATOMIC WRITE's (its value is in
+// the WQE, and its answer only acknowledges it).
+inline bool lands_locally(uint32_t op) { return answered_with_data(op) && op != IBV_WR_ATOMIC_WRITE; }
 
 // The local side of a work request: its source (SEND, WRITE: inline data or
 // SGEs) or its destination (READ, atomics: SGEs with LOCAL_WRITE, one

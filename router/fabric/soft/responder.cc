@@ -46,8 +46,11 @@ Verdict Responder::check_read(const Qp& t, uint32_t rkey, uint64_t addr, uint64_
 
 Verdict Responder::atomic(const Qp& t, uint32_t wr_opcode, uint32_t rkey, uint64_t addr, uint64_t compare_add,
                           uint64_t swap, uint64_t& old) const {
-  if (addr % 8 != 0 || !enabled(t, IBV_ACCESS_REMOTE_ATOMIC)) return Verdict::failed(IBV_WC_REM_INV_REQ_ERR);
-  const Mr* mr = remote_mr(t, rkey, addr, 8, IBV_ACCESS_REMOTE_ATOMIC);
+  // ATOMIC WRITE is an 8-byte WRITE done atomically: it needs remote write
+  // (IBA A19.4.2; rxe checks the same), the others remote atomic.
+  unsigned need = wr_opcode == IBV_WR_ATOMIC_WRITE ? IBV_ACCESS_REMOTE_WRITE : IBV_ACCESS_REMOTE_ATOMIC;
+  if (addr % 8 != 0 || !enabled(t, need)) return Verdict::failed(IBV_WC_REM_INV_REQ_ERR);
+  const Mr* mr = remote_mr(t, rkey, addr, 8, need);
   if (mr == nullptr) return Verdict::failed(IBV_WC_REM_ACCESS_ERR);
   uint64_t contiguous = 0;
   std::byte* word = mr->translate(addr, 8, contiguous);

@@ -23,6 +23,7 @@ SoftFabric::SoftFabric(const FabricConfig& config) : engine_(std::chrono::micros
   a.max_qp = 16384;
   a.max_qp_wr = static_cast<int>(core::kMaxQueueDepth);
   a.device_cap_flags = core::kVirtualDeviceCaps | IBV_DEVICE_PORT_ACTIVE_EVENT;
+  limits_.attr.device_cap_flags_ex = core::kDeviceCapAtomicWrite;
   a.max_sge = shm::kMaxSge;
   a.max_sge_rd = shm::kMaxSge;
   a.max_cq = 16384;

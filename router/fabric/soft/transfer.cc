@@ -54,13 +54,18 @@ uint64_t execute_atomic(std::byte* p, uint32_t wr_opcode, uint64_t compare_add, 
   // address has the app address's 8-byte alignment.
   std::atomic_ref<uint64_t> word(*reinterpret_cast<uint64_t*>(p));
   uint64_t old;
-  if (wr_opcode == IBV_WR_ATOMIC_CMP_AND_SWP) {
-    old = compare_add;
-    word.compare_exchange_strong(old, swap);
-  } else {
-    old = word.fetch_add(compare_add);
+  switch (wr_opcode) {
+    case IBV_WR_ATOMIC_CMP_AND_SWP:
+      old = compare_add;
+      word.compare_exchange_strong(old, swap);
+      return old;
+    case IBV_WR_ATOMIC_WRITE:  // after everything before it (a release store), as rxe does
+      old = word.load(std::memory_order_relaxed);
+      word.store(swap, std::memory_order_release);
+      return old;
+    default:
+      return word.fetch_add(compare_add);
   }
-  return old;
 }
 
 void write_roce_grh(std::byte (&grh)[kGrhBytes], uint32_t saddr, uint32_t daddr, uint8_t traffic_class,

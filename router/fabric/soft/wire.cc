@@ -60,6 +60,7 @@ bool valid_request(const Header& h, const char*& why) {
       return true;
     case IBV_WR_ATOMIC_CMP_AND_SWP:
     case IBV_WR_ATOMIC_FETCH_AND_ADD:
+    case IBV_WR_ATOMIC_WRITE:
       if (h.payload != 0 || h.total != 8 || h.offset != 0) return why = "malformed atomic request", false;
       return true;
     default:
