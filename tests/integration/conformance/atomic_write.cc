@@ -5,6 +5,7 @@
 // soft fabric); elsewhere (rxe before Linux 6.2, the verbs fabric over it) a
 // QP asking for it is refused and the cases skip.
 #include <cstring>
+#include <vector>
 
 #include "fixture.h"
 
@@ -12,6 +13,18 @@ namespace conformance {
 namespace {
 
 constexpr uint64_t kAtomicWriteCap = uint64_t{1} << 40;
+
+// A QP on `c` that may post ATOMIC WRITE (and RDMA WRITE); null if refused.
+ibv_qp* atomic_writer(ibv_context* ctx, ibv_pd* pd, ibv_cq* c, ibv_qp_type type = IBV_QPT_RC) {
+  ibv_qp_init_attr_ex a{};
+  a.send_cq = a.recv_cq = c;
+  a.qp_type = type;
+  a.cap = {16, 16, 1, 1, 0};
+  a.comp_mask = IBV_QP_INIT_ATTR_PD | IBV_QP_INIT_ATTR_SEND_OPS_FLAGS;
+  a.pd = pd;
+  a.send_ops_flags = IBV_QP_EX_WITH_ATOMIC_WRITE | IBV_QP_EX_WITH_RDMA_WRITE;
+  return ibv_create_qp_ex(ctx, &a);
+}
 
 class AtomicWrite : public Verbs {
  protected:
@@ -26,14 +39,7 @@ class AtomicWrite : public Verbs {
   }
   // A QP that may post ATOMIC WRITE.
   ibv_qp* writer(ibv_cq* c, ibv_qp_type type = IBV_QPT_RC) {
-    ibv_qp_init_attr_ex a{};
-    a.send_cq = a.recv_cq = c;
-    a.qp_type = type;
-    a.cap = {16, 16, 1, 1, 0};
-    a.comp_mask = IBV_QP_INIT_ATTR_PD | IBV_QP_INIT_ATTR_SEND_OPS_FLAGS;
-    a.pd = pd;
-    a.send_ops_flags = IBV_QP_EX_WITH_ATOMIC_WRITE | IBV_QP_EX_WITH_RDMA_WRITE;
-    ibv_qp* q = ibv_create_qp_ex(ctx, &a);
+    ibv_qp* q = atomic_writer(ctx, pd, c, type);
     if (q != nullptr) owned_.push_back(q);
     return q;
   }
@@ -64,15 +70,8 @@ class AtomicWrite : public Verbs {
 TEST_F(Verbs, AtomicWriteIsOfferedExactlyWhenReported) {
   ibv_device_attr_ex dev{};
   ASSERT_EQ(ibv_query_device_ex(ctx, nullptr, &dev), 0);
-  ibv_qp_init_attr_ex a{};
-  a.send_cq = a.recv_cq = cq();
-  a.qp_type = IBV_QPT_RC;
-  a.cap = {16, 16, 1, 1, 0};
-  a.comp_mask = IBV_QP_INIT_ATTR_PD | IBV_QP_INIT_ATTR_SEND_OPS_FLAGS;
-  a.pd = pd;
-  a.send_ops_flags = IBV_QP_EX_WITH_ATOMIC_WRITE;
   errno = 0;
-  ibv_qp* q = ibv_create_qp_ex(ctx, &a);
+  ibv_qp* q = atomic_writer(ctx, pd, cq());
   EXPECT_EQ(q != nullptr, (dev.device_cap_flags_ex & kAtomicWriteCap) != 0) << std::strerror(errno);
   if (q == nullptr) {
     EXPECT_EQ(errno, EOPNOTSUPP);
