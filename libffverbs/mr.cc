@@ -38,6 +38,7 @@ int register_into(FfMr& out, ibv_pd* ibpd, void* addr, size_t length, uint64_t i
   out.pages = pages;
   out.iova = iova;
   out.access = access;
+  hold_parent_domain(ibpd);
   return 0;
 }
 
@@ -59,6 +60,7 @@ int deregister(FfMr& mr) {
     if (e == EBUSY || e == EINVAL) return e;
   }
   release_shared_pages(mr.pages);
+  release_parent_domain(mr.mr.pd);
   return 0;
 }
 

@@ -74,7 +74,8 @@ ibv_pd* ibv_alloc_pd(ibv_context* context) {
 }
 
 // EBUSY while something holds it: for a PD, its parent domains (then the
-// router: its MRs, QPs, ...); for a parent domain, the QPs and CQs made with it.
+// router: its MRs, QPs, ...); for a parent domain, the MRs, QPs and CQs
+// made with it.
 int ibv_dealloc_pd(ibv_pd* ibpd) {
   FfPd* pd = to_ff(ibpd);
   if (pd->refs.load(std::memory_order_relaxed) > 1) return EBUSY;

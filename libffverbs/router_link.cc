@@ -83,7 +83,7 @@ int RouterLink::ensure_connected() {
   char exe[256] = {};
   ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n < 0) exe[0] = '\0';
-  auto hello = proto::CreateHello(fbb, static_cast<uint32_t>(proto::ProtocolVersion::Current),
+  auto hello = proto::CreateHello(fbb, proto::kProtocolVersion,
                                   fbb.CreateString(exe));
   // Not through call(): that takes mu_ when the connection drops.
   auto reply =

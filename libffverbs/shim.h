@@ -79,7 +79,8 @@ struct FfTd {
 // allocators. The shim makes no queue buffers in the app's memory (the
 // router makes them), so the allocators are kept, never called; a provider
 // may always use its own allocation. `refs` counts what holds it: parent
-// domains of a PD; QPs and CQs made with a parent domain.
+// domains of a PD; MRs, QPs and CQs made with a parent domain (an MR
+// re-registered later must still find its PD).
 struct FfPd {
   ibv_pd pd;  // first: apps hold &pd
   uint32_t handle = 0;

@@ -15,6 +15,9 @@
 
 namespace ff::proto {
 
+// The control protocol's version, as Hello carries it.
+inline constexpr uint32_t kProtocolVersion = static_cast<uint32_t>(ProtocolVersion::Current);
+
 class ControlClient {
  public:
   // Connects to the Unix socket at `path`. Returns 0 or an errno.

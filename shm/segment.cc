@@ -116,4 +116,11 @@ Mapping Mapping::map_raw(int fd, size_t size, uint64_t offset) {
   return m;
 }
 
+void Mapping::prefault() const {
+  for (size_t off = 0; off < size_; off += kPageSize) {
+    volatile std::byte* p = base_ + off;
+    *p = *p;  // a write fault: the page is allocated, its byte kept
+  }
+}
+
 }  // namespace ff::shm

@@ -60,6 +60,10 @@ class Mapping {
   // registrations). The fd is duplicated.
   static Mapping map_raw(int fd, size_t size, uint64_t offset = 0);
 
+  // Faults every page in now, so that whoever fills it later (the poller,
+  // moving a resized queue's entries) does not stall on page faults.
+  void prefault() const;
+
   std::byte* base() const { return base_; }
   size_t size() const { return size_; }
   int fd() const { return fd_; }

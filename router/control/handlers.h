@@ -4,6 +4,8 @@
 // session's own table.
 #pragma once
 
+#include <optional>
+
 #include "proto/control_generated.h"
 #include "router/control/session.h"
 
@@ -87,25 +89,37 @@ UniqueFd dup_for_reply(int fd);
 bool charge_segment(Session& s, int segment_fd, policy::Charge& out);
 Status quota_exceeded(Session& s);
 
-// The charge for a segment a fabric makes to replace an object's own
-// (resize_cq, modify_srq): admit() is what the fabric asks before it moves
-// anything; refused() when the tenant's quota said no.
+// A segment a fabric makes to replace an object's own (resize_cq,
+// modify_srq): admit() is what the fabric asks before it moves anything. It
+// duplicates the fd for the reply and charges the segment to the tenant
+// then, so that nothing can fail once the object moved (an app left on the
+// old segment would wait forever). refusal() says why it said no.
 class SegmentCharge {
  public:
   explicit SegmentCharge(Session& s) : s_(s) {}
   std::function<bool(int segment_fd)> admit() {
     return [this](int fd) {
-      refused_ = !charge_segment(s_, fd, charge_);
-      return !refused_;
+      fd_ = dup_for_reply(fd);
+      if (!fd_) {
+        why_ = Error{EMFILE, "cannot duplicate the new segment's fd"};
+        return false;
+      }
+      if (!charge_segment(s_, fd, charge_)) {
+        why_ = quota_exceeded(s_).error();
+        return false;
+      }
+      return true;
     };
   }
-  bool refused() const { return refused_; }
-  policy::Charge take() { return std::move(charge_); }
+  const std::optional<Error>& refusal() const { return why_; }
+  policy::Charge take_charge() { return std::move(charge_); }
+  UniqueFd take_fd() { return std::move(fd_); }
 
  private:
   Session& s_;
   policy::Charge charge_;
-  bool refused_ = false;
+  UniqueFd fd_;
+  std::optional<Error> why_;
 };
 
 // Shared by handlers that take a context handle.

@@ -71,7 +71,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   {
     flatbuffers::FlatBufferBuilder fbb;
     fbb.Finish(proto::CreateRequest(fbb, 1, proto::RequestBody::Hello,
-                                    proto::CreateHello(fbb, 1, fbb.CreateString("fuzz")).Union()));
+                                    proto::CreateHello(fbb, static_cast<uint32_t>(proto::ProtocolVersion::Current), fbb.CreateString("fuzz")).Union()));
     proto::Frame hello;
     hello.payload.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
     session->handle_frame(hello);

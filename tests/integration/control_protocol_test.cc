@@ -43,7 +43,7 @@ class ControlPlane : public ::testing::Test {
   std::string tenant_path(const char* t) { return dir_ + "/run/tenants/" + t + "/ffrouter.sock"; }
   std::string admin_path() { return dir_ + "/run/admin.sock"; }
 
-  static proto::ControlClient::Result hello(proto::ControlClient& c, uint32_t version = 1) {
+  static proto::ControlClient::Result hello(proto::ControlClient& c, uint32_t version = proto::kProtocolVersion) {
     flatbuffers::FlatBufferBuilder fbb;
     return c.call(fbb, RequestBody::Hello, proto::CreateHello(fbb, version, fbb.CreateString("t")).Union());
   }
@@ -189,7 +189,7 @@ TEST_F(ControlPlane, GarbagePayloadGetsAnErrorReplyAndTheSessionGoesOn) {
   // The same connection still works.
   flatbuffers::FlatBufferBuilder fbb;
   fbb.Finish(proto::CreateRequest(fbb, 5, RequestBody::Hello,
-                                  proto::CreateHello(fbb, 1, fbb.CreateString("x")).Union()));
+                                  proto::CreateHello(fbb, proto::kProtocolVersion, fbb.CreateString("x")).Union()));
   ASSERT_EQ(proto::send_frame(s, {fbb.GetBufferPointer(), fbb.GetSize()}, {}), 0);
   ASSERT_EQ(proto::read_frame_blocking(s, reader, f), 0);
   EXPECT_EQ(flatbuffers::GetRoot<proto::Reply>(f.payload.data())->error(), 0);
@@ -223,7 +223,7 @@ TEST_F(ControlPlane, UnexpectedFileDescriptorsAreRefused) {
   int s = raw_connect(tenant_path("blue"));
   flatbuffers::FlatBufferBuilder fbb;
   fbb.Finish(proto::CreateRequest(fbb, 7, RequestBody::Hello,
-                                  proto::CreateHello(fbb, 1, fbb.CreateString("x")).Union()));
+                                  proto::CreateHello(fbb, proto::kProtocolVersion, fbb.CreateString("x")).Union()));
   int fds[2] = {::dup(0), ::dup(1)};
   ASSERT_EQ(proto::send_frame(s, {fbb.GetBufferPointer(), fbb.GetSize()}, fds), 0);
   proto::FrameReader reader;

@@ -55,7 +55,7 @@ struct Raw {
   explicit Raw(const std::string& path = env("FF_HOSTILE_SOCKET")) {
     EXPECT_EQ(c.connect(path), 0) << path;
     flatbuffers::FlatBufferBuilder fbb;
-    auto r = c.call(fbb, RequestBody::Hello, proto::CreateHello(fbb, 1, fbb.CreateString("hostile")).Union());
+    auto r = c.call(fbb, RequestBody::Hello, proto::CreateHello(fbb, proto::kProtocolVersion, fbb.CreateString("hostile")).Union());
     EXPECT_EQ(r.error, 0) << r.message;
   }
   proto::ControlClient::Result call(flatbuffers::FlatBufferBuilder& fbb, RequestBody t,
@@ -228,7 +228,7 @@ TEST(Hostile, RequestsOutOfOrderOrOfTheWrongKindAreRefused) {
   flatbuffers::FlatBufferBuilder f2;
   EXPECT_EQ(r.call(f2, RequestBody::AdminStatus, proto::CreateAdminStatus(f2).Union()).error, EOPNOTSUPP);
   flatbuffers::FlatBufferBuilder f3;
-  EXPECT_EQ(r.call(f3, RequestBody::Hello, proto::CreateHello(f3, 1, 0).Union()).error, EPROTO);  // twice
+  EXPECT_EQ(r.call(f3, RequestBody::Hello, proto::CreateHello(f3, proto::kProtocolVersion, 0).Union()).error, EPROTO);  // twice
 }
 
 TEST(Hostile, HandlesOfOtherSessionsAndTenantsNameNothing) {

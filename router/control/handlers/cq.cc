@@ -38,17 +38,13 @@ Status handle_resize_cq(Session& s, const proto::Request& req, std::vector<Uniqu
   const auto* r = req.body_as_ResizeCq();
   auto* cq = s.objects().find<CqObject>(r->cq(), ObjectKind::kCq);
   if (cq == nullptr) return Error{EINVAL, "no such completion queue"};
-  SegmentCharge charge(s);
-  Status st = s.fabric().resize_cq(*cq->fabric, r->cqe(), charge.admit());
-  if (charge.refused()) return quota_exceeded(s);
+  SegmentCharge next(s);
+  Status st = s.fabric().resize_cq(*cq->fabric, r->cqe(), next.admit());
+  if (next.refusal()) return *next.refusal();
   if (!st) return st;
-  cq->charge = charge.take();
-  UniqueFd segment = dup_for_reply(cq->fabric->segment_fd());
-  // Without its fd the app cannot reach the moved CQ: it sees EMFILE and
-  // the CQ breaks (its old ring gets nothing more).
-  if (!segment) return Error{EMFILE, "cannot duplicate the resized CQ's fd"};
+  cq->charge = next.take_charge();
   w.set_body(proto::CreateResizeCqReply(w.fbb(), cq->fabric->capacity()));
-  w.add_fd(std::move(segment));
+  w.add_fd(next.take_fd());
   return Status{};
 }
 

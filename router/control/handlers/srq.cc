@@ -34,16 +34,14 @@ Status handle_modify_srq(Session& s, const proto::Request& req, std::vector<Uniq
   const auto* r = req.body_as_ModifySrq();
   auto* srq = s.objects().find<SrqObject>(r->srq(), ObjectKind::kSrq);
   if (srq == nullptr) return Error{EINVAL, "no such shared receive queue"};
-  SegmentCharge charge(s);
-  Status st = s.fabric().modify_srq(*srq->fabric, r->attr_mask(), r->max_wr(), r->srq_limit(), charge.admit());
-  if (charge.refused()) return quota_exceeded(s);
+  SegmentCharge next(s);
+  Status st = s.fabric().modify_srq(*srq->fabric, r->attr_mask(), r->max_wr(), r->srq_limit(), next.admit());
+  if (next.refusal()) return *next.refusal();
   if (!st) return st;
   w.set_body(proto::CreateModifySrqReply(w.fbb(), srq->fabric->capacity()));
   if ((r->attr_mask() & IBV_SRQ_MAX_WR) == 0) return Status{};
-  srq->charge = charge.take();
-  UniqueFd segment = dup_for_reply(srq->fabric->segment_fd());
-  if (!segment) return Error{EMFILE, "cannot duplicate the resized SRQ's fd"};
-  w.add_fd(std::move(segment));
+  srq->charge = next.take_charge();
+  w.add_fd(next.take_fd());
   return Status{};
 }
 

@@ -65,6 +65,7 @@ Status QueueFabric::resize_cq(FabricCq& fcq, int cqe, const std::function<bool(i
   } catch (const std::system_error& e) {
     return out_of_memory(e);
   }
+  next->mapping.prefault();
   if (!admit(next->mapping.fd())) return Error{ENOMEM, "no room for the resized CQ"};
   bool moved = false;
   core().run_sync([&] { moved = cq.move_to(*next); });
@@ -147,6 +148,7 @@ Status QueueFabric::resize_srq(Srq& srq, uint32_t capacity, const std::function<
   } catch (const std::system_error& e) {
     return out_of_memory(e);
   }
+  next.prefault();
   std::byte* at = next.base() + shm::kSrqRingOffset;
   shm::init_ring<shm::RecvWqe>(at, capacity);
   if (!admit(next.fd())) return Error{ENOMEM, "no room for the resized SRQ"};

@@ -70,9 +70,10 @@ TEST_F(Verbs, AParentDomainStandsInForItsPdAndHoldsItAndItsThreadDomain) {
   EXPECT_EQ(poll1(ibv_cq_ex_to_cq(pcq)).status, IBV_WC_SUCCESS);
   EXPECT_EQ(0, std::memcmp(dst.base, src.base, 256));
 
-  EXPECT_EQ(ibv_dealloc_pd(parent), EBUSY) << "its QP and CQ hold the parent domain";
+  EXPECT_EQ(ibv_dealloc_pd(parent), EBUSY) << "its QP, CQ and MR hold the parent domain";
   EXPECT_EQ(ibv_destroy_qp(a), 0);
   EXPECT_EQ(ibv_destroy_cq(ibv_cq_ex_to_cq(pcq)), 0);
+  EXPECT_EQ(ibv_dealloc_pd(parent), EBUSY) << "its MR holds the parent domain";
   EXPECT_EQ(ibv_dereg_mr(in_parent), 0);
   EXPECT_EQ(ibv_dealloc_pd(parent), 0);
   EXPECT_EQ(ibv_dealloc_td(td), 0);
