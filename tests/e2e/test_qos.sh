@@ -64,8 +64,14 @@ moving() {
 # from the config, the next two changed live with ffctl.
 for gbps in $(cap 1) $(cap 2) $(cap 4); do
   [ "$gbps" = "$(cap 1)" ] || ffctl qos blue max_gbps "$gbps" || fail "ffctl qos blue max_gbps $gbps"
-  bw cap blue 18600 4
-  bw_wait cap
+  # perftest's clock calibration can fail on a loaded machine (then it
+  # reports 0 Gb/s, which says nothing about the cap): measure again once.
+  for attempt in 1 2; do
+    bw cap blue 18600 4
+    bw_wait cap
+    grep -q "Correlation coefficient r^2" "$FF_WORK/cap.client" "$FF_WORK/cap.server" || break
+    echo "note: perftest could not calibrate its clock (machine busy, attempt $attempt); measuring again"
+  done
   got=$gbps_avg
   within "$got" "$gbps" 5 || { cat "$FF_WORK/cap.client"; fail "blue capped at $gbps Gb/s: ib_write_bw reports $got Gb/s"; }
   echo "blue capped at $gbps Gb/s: ib_write_bw reports $got Gb/s"
