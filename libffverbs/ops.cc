@@ -44,9 +44,7 @@ void init_legacy_ops(ibv_context_ops& ops) {
   unsupported(ops._compat_reg_mr);
   unsupported(ops._compat_rereg_mr);
   unsupported(ops._compat_dereg_mr);
-  unsupported(ops.alloc_mw);
-  unsupported(ops.bind_mw);
-  unsupported(ops.dealloc_mw);
+  init_mw_ops(ops);
   unsupported(ops._compat_create_cq);
   ops.poll_cq = ffv_poll_cq;
   ops.req_notify_cq = ffv_req_notify_cq;

@@ -51,6 +51,11 @@ int build_send(const FfQp& qp, const ibv_send_wr& wr, shm::SendWqe& w) {
       w.compare_add = wr.wr.atomic.compare_add;
       w.swap = wr.wr.atomic.swap;
       break;
+    case IBV_WR_BIND_MW:
+      return encode_bind(w, wr.bind_mw.mw, wr.bind_mw.rkey, wr.bind_mw.bind_info);
+    case IBV_WR_LOCAL_INV:  // invalidate_rkey shares imm_data's place: copied above
+      w.num_sge = 0;
+      return 0;
     default:
       break;
   }
@@ -135,6 +140,17 @@ void wr_atomic_write(ibv_qp_ex* q, uint32_t rkey, uint64_t addr, const void* ato
     w->remote_addr = addr;
     std::memcpy(&w->swap, atomic_wr, sizeof w->swap);
   }
+}
+void wr_bind_mw(ibv_qp_ex* q, ibv_mw* mw, uint32_t rkey, const ibv_mw_bind_info* info) {
+  if (auto* w = begin_wr(q, IBV_WR_BIND_MW)) {
+    if (info == nullptr || encode_bind(*w, mw, rkey, *info) != 0) to_ff(q)->pending_error = EINVAL;
+  }
+}
+void wr_local_inv(ibv_qp_ex* q, uint32_t rkey) {
+  if (auto* w = begin_wr(q, IBV_WR_LOCAL_INV)) w->imm_data = rkey;
+}
+void wr_send_inv(ibv_qp_ex* q, uint32_t rkey) {
+  if (auto* w = begin_wr(q, IBV_WR_SEND_WITH_INV)) w->imm_data = rkey;
 }
 void wr_atomic_fetch_add(ibv_qp_ex* q, uint32_t rkey, uint64_t addr, uint64_t add) {
   if (auto* w = begin_wr(q, IBV_WR_ATOMIC_FETCH_AND_ADD)) {
@@ -229,7 +245,17 @@ void wr_abort(ibv_qp_ex* q) {
 constexpr uint64_t kSupportedSendOps =
     IBV_QP_EX_WITH_RDMA_WRITE | IBV_QP_EX_WITH_RDMA_WRITE_WITH_IMM | IBV_QP_EX_WITH_SEND |
     IBV_QP_EX_WITH_SEND_WITH_IMM | IBV_QP_EX_WITH_RDMA_READ | IBV_QP_EX_WITH_ATOMIC_CMP_AND_SWP |
-    IBV_QP_EX_WITH_ATOMIC_FETCH_AND_ADD | IBV_QP_EX_WITH_ATOMIC_WRITE;
+    IBV_QP_EX_WITH_ATOMIC_FETCH_AND_ADD | IBV_QP_EX_WITH_ATOMIC_WRITE | IBV_QP_EX_WITH_BIND_MW |
+    IBV_QP_EX_WITH_LOCAL_INV | IBV_QP_EX_WITH_SEND_WITH_INV;
+constexpr uint64_t kWindowSendOps = IBV_QP_EX_WITH_BIND_MW | IBV_QP_EX_WITH_LOCAL_INV | IBV_QP_EX_WITH_SEND_WITH_INV;
+
+// Whether the device offers memory windows (asked only by a QP that wants
+// the window operations).
+bool device_has_windows(ibv_context* context) {
+  ibv_device_attr_ex attr{};
+  return ffv_query_device_ex(context, nullptr, &attr, sizeof attr) == 0 &&
+         (attr.orig_attr.device_cap_flags & IBV_DEVICE_MEM_WINDOW) != 0;
+}
 
 ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
   FfContext* ctx = to_ff(context);
@@ -297,14 +323,14 @@ ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
   x.comp_mask = 0;
   x.wr_atomic_cmp_swp = wr_atomic_cmp_swp;
   x.wr_atomic_fetch_add = wr_atomic_fetch_add;
-  x.wr_bind_mw = [](ibv_qp_ex* self, ibv_mw*, uint32_t, const ibv_mw_bind_info*) { wr_unsupported(to_ff(self)); };
-  x.wr_local_inv = [](ibv_qp_ex* self, uint32_t) { wr_unsupported(to_ff(self)); };
+  x.wr_bind_mw = wr_bind_mw;
+  x.wr_local_inv = wr_local_inv;
   x.wr_rdma_read = wr_rdma_read;
   x.wr_rdma_write = wr_rdma_write;
   x.wr_rdma_write_imm = wr_rdma_write_imm;
   x.wr_send = wr_send;
   x.wr_send_imm = wr_send_imm;
-  x.wr_send_inv = [](ibv_qp_ex* self, uint32_t) { wr_unsupported(to_ff(self)); };
+  x.wr_send_inv = wr_send_inv;
   x.wr_send_tso = [](ibv_qp_ex* self, void*, uint16_t, uint16_t) { wr_unsupported(to_ff(self)); };
   x.wr_set_ud_addr = wr_set_ud_addr;
   x.wr_set_xrc_srqn = [](ibv_qp_ex* self, uint32_t) { wr_unsupported(to_ff(self)); };
@@ -405,7 +431,8 @@ ibv_qp* ffv_create_qp_ex(ibv_context* context, ibv_qp_init_attr_ex* attr) {
       !asks_for_nothing_unserved(*attr))
     return fail_ptr<ibv_qp>(EOPNOTSUPP);
   if ((attr->comp_mask & IBV_QP_INIT_ATTR_SEND_OPS_FLAGS) != 0 &&
-      (attr->send_ops_flags & ~kSupportedSendOps) != 0)
+      ((attr->send_ops_flags & ~kSupportedSendOps) != 0 ||
+       ((attr->send_ops_flags & kWindowSendOps) != 0 && !device_has_windows(context))))
     return fail_ptr<ibv_qp>(EOPNOTSUPP);
   ibv_qp* qp = create_qp(context, *attr);
   if (qp != nullptr && (attr->comp_mask & IBV_QP_INIT_ATTR_SEND_OPS_FLAGS) != 0)

@@ -268,6 +268,10 @@ int ffv_post_srq_recv(ibv_srq* srq, ibv_recv_wr* wr, ibv_recv_wr** bad_wr);
 
 // Builds a receive descriptor; 0 or EINVAL (too many SGEs).
 int build_recv(const ibv_recv_wr& wr, uint32_t max_sge, shm::RecvWqe& r);
+// The descriptor of a bind of `mw` with new rkey `rkey` (mw.cc); EINVAL
+// without a window.
+int encode_bind(shm::SendWqe& w, const ibv_mw* mw, uint32_t rkey, const ibv_mw_bind_info& info);
+void init_mw_ops(ibv_context_ops& ops);
 
 // Maps a ring segment the router sent and checks it: the segment's header,
 // its size (at least `bytes`), and the ring of T at `ring_offset` holding

@@ -32,6 +32,13 @@ struct WireSge {
 static_assert(sizeof(WireSge) == 16, "descriptor layout is ABI");
 
 // Opcodes are the ibv_wr_opcode values; flags the ibv_send_flags bits.
+// The memory-window operations reuse the fields:
+//   BIND_MW: rkey = the window's rkey now, remote_qkey = its rkey after the
+//     bind (same index, the new key byte), remote_addr and compare_add =
+//     the range, swap = its access flags, payload.sge[0].lkey = the MR's
+//     lkey (0 and an empty range: unbind a type 1 window); num_sge 0.
+//   LOCAL_INV, SEND_WITH_INV: imm_data = the rkey to invalidate (host
+//     order, as ibv_send_wr.invalidate_rkey).
 struct SendWqe {
   uint64_t wr_id;
   uint8_t opcode;
@@ -65,6 +72,9 @@ inline bool opcode_allowed(ibv_qp_type type, uint32_t op) {
       return true;
     case IBV_WR_RDMA_WRITE:
     case IBV_WR_RDMA_WRITE_WITH_IMM:
+    case IBV_WR_BIND_MW:  // the fabric must offer memory windows (no window exists otherwise)
+    case IBV_WR_LOCAL_INV:
+    case IBV_WR_SEND_WITH_INV:
       return type == IBV_QPT_RC || type == IBV_QPT_UC;
     case IBV_WR_RDMA_READ:
     case IBV_WR_ATOMIC_CMP_AND_SWP:
@@ -75,6 +85,10 @@ inline bool opcode_allowed(ibv_qp_type type, uint32_t op) {
       return false;
   }
 }
+
+// Work requests the requester executes itself, in order, without a
+// message: they change its memory windows.
+inline bool is_local_op(uint32_t op) { return op == IBV_WR_BIND_MW || op == IBV_WR_LOCAL_INV; }
 
 struct RecvWqe {
   uint64_t wr_id;

@@ -34,6 +34,8 @@ struct DispatchTables {
     on(B::ReleaseSegment, handle_release_segment);
     creating(B::RegMr, handle_reg_mr, ObjectKind::kMr);
     on(B::DeregMr, handle_dereg_mr);
+    creating(B::AllocMw, handle_alloc_mw, ObjectKind::kMw);
+    on(B::DeallocMw, handle_dealloc_mw);
     creating(B::CreateCompChannel, handle_create_comp_channel, ObjectKind::kChannel);
     on(B::DestroyCompChannel, handle_destroy_comp_channel);
     creating(B::CreateCq, handle_create_cq, ObjectKind::kCq);

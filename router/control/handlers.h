@@ -34,6 +34,8 @@ FF_HANDLER(handle_register_segment);
 FF_HANDLER(handle_release_segment);
 FF_HANDLER(handle_reg_mr);
 FF_HANDLER(handle_dereg_mr);
+FF_HANDLER(handle_alloc_mw);
+FF_HANDLER(handle_dealloc_mw);
 FF_HANDLER(handle_create_comp_channel);
 FF_HANDLER(handle_destroy_comp_channel);
 FF_HANDLER(handle_create_cq);

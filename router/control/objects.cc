@@ -30,6 +30,8 @@ const char* kind_name(ObjectKind kind) {
       return "cm_channels";
     case ObjectKind::kCmId:
       return "cm_ids";
+    case ObjectKind::kMw:
+      return "mws";
     case ObjectKind::kCount:
       break;
   }

@@ -15,7 +15,7 @@
 
 namespace ff::router {
 
-enum class ObjectKind : uint8_t { kContext, kPd, kSegment, kMr, kChannel, kCq, kQp, kSrq, kAh, kCmChannel, kCmId, kCount };
+enum class ObjectKind : uint8_t { kContext, kPd, kSegment, kMr, kChannel, kCq, kQp, kSrq, kAh, kCmChannel, kCmId, kMw, kCount };
 const char* kind_name(ObjectKind kind);
 
 // File descriptors plus memory mappings the router holds for one object of
@@ -58,6 +58,7 @@ using CqObject = FabricObject<ObjectKind::kCq, FabricCq>;
 using QpObject = FabricObject<ObjectKind::kQp, FabricQp>;
 using SrqObject = FabricObject<ObjectKind::kSrq, FabricSrq>;
 using AhObject = FabricObject<ObjectKind::kAh, FabricAh>;
+using MwObject = FabricObject<ObjectKind::kMw, FabricMw>;
 
 // rdma_cm: an event channel, and an id (whose destruction the connection
 // manager must see: its port, its events and its peer).

@@ -93,6 +93,16 @@ class FabricMr {
   virtual ~FabricMr() = default;
   virtual uint32_t lkey() const = 0;
   virtual uint32_t rkey() const = 0;
+  // Memory windows bound to it now (ibv_dereg_mr refuses while any are).
+  virtual uint32_t windows_bound() const { return 0; }
+};
+
+// A memory window (ibv_alloc_mw): an rkey a bind work request attaches to
+// a range of an MR (core::Mw).
+class FabricMw {
+ public:
+  virtual ~FabricMw() = default;
+  virtual uint32_t rkey() const = 0;  // at allocation
 };
 
 // A completion channel: an fd the app waits on plus a ring of "CQ x fired"
@@ -271,6 +281,11 @@ class Fabric {
                                                    std::span<const std::shared_ptr<FabricSegment>> segments,
                                                    uint64_t addr, uint64_t length, uint64_t iova,
                                                    unsigned access) = 0;
+  // Type 1 or 2 (IBV_MW_TYPE_*); a fabric without windows says so
+  // (EOPNOTSUPP), as it leaves IBV_DEVICE_MEM_WINDOW unreported.
+  virtual Result<std::unique_ptr<FabricMw>> alloc_mw(FabricPd&, uint32_t /*type*/) {
+    return Error{EOPNOTSUPP, "the " + std::string(name()) + " fabric has no memory windows"};
+  }
   virtual Result<std::unique_ptr<FabricChannel>> create_channel() = 0;
   // `tag` (the client's handle) names the object in completion-channel and
   // asynchronous events.

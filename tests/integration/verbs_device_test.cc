@@ -151,9 +151,7 @@ TEST_F(Device, UnimplementedVerbsFailWithEopnotsuppNeverCrash) {
   errno = 0;
   EXPECT_EQ(ibv_open_xrcd(ctx, &x), nullptr);
   EXPECT_EQ(errno, EOPNOTSUPP);
-  errno = 0;
-  EXPECT_EQ(ibv_alloc_mw(pd, IBV_MW_TYPE_1), nullptr);
-  EXPECT_NE(errno, 0);
+  // Memory windows are offered exactly when reported (conformance device.cc).
   EXPECT_EQ(ibv_destroy_cq(cq), 0);
   EXPECT_EQ(ibv_dealloc_pd(pd), 0);
 }

@@ -39,12 +39,14 @@ enum { GOOD, BADKEY, RNR, SHORTRECV, NOREAD, NQP };
 #define AT (8 * MIB)         /* the atomic word */
 #define UW (8 * MIB + 4096)  /* 64 unsignaled 1 KiB WRITEs */
 #define SR (9 * MIB)         /* small receives */
+#define WIN (9 * MIB + 8192) /* written through a memory window */
 
 struct info {
   uint32_t qpn[NQP];
   uint8_t gid[16];
   uint64_t addr;
   uint32_t rkey;
+  uint32_t window_rkey; /* the server's type 1 window over [WIN, WIN + 4096) once bound; 0: none */
 };
 
 static int failures;
@@ -80,6 +82,15 @@ static int atomic_write_reported(void) {
   return ibv_query_device_ex(ctx, NULL, &a) == 0 && (a.device_cap_flags_ex & (1ull << 40)) != 0;
 }
 static struct ibv_qp* qp[NQP];
+/* Memory windows, where the device reports them: the server binds a type 1
+   window through its QP to the client (a bind on a QP whose peer is behind
+   another router) and the client writes through it. */
+static int windows_reported(void) {
+  struct ibv_device_attr a;
+  memset(&a, 0, sizeof a);
+  return ibv_query_device(ctx, &a) == 0 && (a.device_cap_flags & IBV_DEVICE_MEM_WINDOW) != 0;
+}
+static struct ibv_mw* window;
 
 static struct ibv_wc poll1(void) {
   struct ibv_wc wc;
@@ -193,6 +204,7 @@ static void server_checks(void) {
   wc = poll1();
   CHECK(wc.wr_id == 5 && wc.status == IBV_WC_SUCCESS && wc.byte_len == 8, "SEND after unsignaled WRITEs");
   for (int i = 0; i < 64; ++i) CHECK(same(buf + UW + i * 1024u, 1024, 10u + (uint32_t)i, 0), "unsignaled WRITE %d", i);
+  if (window != NULL) CHECK(same(buf + WIN + 16, 64, 11, 0), "WRITE through the window: bytes differ");
   uint64_t word;
   memcpy(&word, buf + AT, 8);
   CHECK(word == 7, "atomics: the word is %llu, expected 7", (unsigned long long)word);
@@ -302,6 +314,14 @@ static void client_runs(const struct info* peer) {
   CHECK(wc.wr_id == 18 && wc.status == IBV_WC_SUCCESS && wc.byte_len == 0, "zero-length SEND %d", wc.status);
   wc = poll1();
   CHECK(wc.wr_id == 19 && wc.status == IBV_WC_SUCCESS, "zero-length WRITE %d", wc.status);
+  /* 6b. A WRITE through the server's memory window (its rkey, inside its range). */
+  if (peer->window_rkey != 0) {
+    fill(buf + 2 * MIB + 512 * 1024, 64, 11);
+    struct ibv_sge ws = sge(2 * MIB + 512 * 1024, 64);
+    post(qp[GOOD], 22, IBV_WR_RDMA_WRITE, &ws, 1, IBV_SEND_SIGNALED, raddr + WIN + 16, peer->window_rkey);
+    wc = poll1();
+    CHECK(wc.wr_id == 22 && wc.status == IBV_WC_SUCCESS, "WRITE through a memory window: status %d", wc.status);
+  }
   /* 7. 64 unsignaled WRITEs, then one signaled SEND: one completion, after all of them. */
   for (uint32_t i = 0; i < 64; ++i) {
     fill(buf + 4 * MIB + i * 1024, 1024, 10 + i);
@@ -358,7 +378,7 @@ int main(int argc, char** argv) {
   pd = ibv_alloc_pd(ctx);
   cq = ibv_create_cq(ctx, 1024, NULL, NULL, 0);
   buf = mmap(NULL, BUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  mr = ibv_reg_mr(pd, buf, BUF, kAll);
+  mr = ibv_reg_mr(pd, buf, BUF, kAll | (windows_reported() ? IBV_ACCESS_MW_BIND : 0));
   if (ctx == NULL || pd == NULL || cq == NULL || mr == NULL) {
     printf("FAIL: setting up verbs objects\n");
     return 1;
@@ -387,6 +407,11 @@ int main(int argc, char** argv) {
   memcpy(mine.gid, gid.raw, 16);
   mine.addr = (uintptr_t)buf;
   mine.rkey = mr->rkey;
+  if (server == NULL && windows_reported()) {
+    window = ibv_alloc_mw(pd, IBV_MW_TYPE_1);
+    CHECK(window != NULL, "alloc_mw");
+    if (window != NULL) mine.window_rkey = ibv_inc_rkey(window->rkey); /* what the bind below makes it */
+  }
 
   int fd;
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -410,6 +435,15 @@ int main(int argc, char** argv) {
     connect_qp(qp[i], access, theirs.qpn[i], theirs.gid, i == RNR ? 1 : 7);
   }
   if (server == NULL) server_posts(); /* receives before the client may send */
+  if (window != NULL) {
+    struct ibv_mw_bind b = {.wr_id = 40, .send_flags = IBV_SEND_SIGNALED,
+                            .bind_info = {mr, (uintptr_t)(buf + WIN), 4096, IBV_ACCESS_REMOTE_WRITE}};
+    CHECK(ibv_bind_mw(qp[GOOD], window, &b) == 0, "bind_mw");
+    struct ibv_wc wc = poll1();
+    CHECK(wc.wr_id == 40 && wc.status == IBV_WC_SUCCESS && wc.opcode == IBV_WC_BIND_MW &&
+              window->rkey == mine.window_rkey,
+          "bind_mw completion: status %d opcode %d", wc.status, wc.opcode);
+  }
   char go = 'g', peer_result = 0;
   if (exchange(fd, &go, &peer_result, 1) != 0) return 1; /* both sides connected */
   if (server == NULL) {

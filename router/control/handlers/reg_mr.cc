@@ -32,8 +32,29 @@ Status handle_reg_mr(Session& s, const proto::Request& req, std::vector<UniqueFd
 
 Status handle_dereg_mr(Session& s, const proto::Request& req, std::vector<UniqueFd>&,
                               ReplyWriter&) {
-  return destroy_status(s.objects().remove(req.body_as_DeregMr()->mr(), ObjectKind::kMr),
-                        "memory region");
+  uint32_t handle = req.body_as_DeregMr()->mr();
+  // rdma-core's rule (rxe, mlx5): not while memory windows are bound to it.
+  if (auto* mr = s.objects().find<MrObject>(handle, ObjectKind::kMr); mr != nullptr && mr->fabric->windows_bound() > 0)
+    return Error{EINVAL, "memory windows are bound to this memory region: invalidate or deallocate them first"};
+  return destroy_status(s.objects().remove(handle, ObjectKind::kMr), "memory region");
+}
+
+// A memory window of a PD (the PD then cannot go before it).
+Status handle_alloc_mw(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter& w) {
+  const auto* r = req.body_as_AllocMw();
+  auto* pd = s.objects().find<PdObject>(r->pd(), ObjectKind::kPd);
+  if (pd == nullptr) return Error{EINVAL, "no such protection domain"};
+  auto made = s.fabric().alloc_mw(*pd->fabric, r->type());
+  if (!made) return made.error();
+  uint32_t rkey = (*made)->rkey();
+  uint32_t handle = s.objects().add(std::make_unique<MwObject>(std::move(*made)), {r->pd()});
+  w.set_body(proto::CreateAllocMwReply(w.fbb(), handle, rkey));
+  return Status{};
+}
+
+// Always succeeds on a window of the client's, bound or not (the bind goes with it).
+Status handle_dealloc_mw(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter&) {
+  return destroy_status(s.objects().remove(req.body_as_DeallocMw()->mw(), ObjectKind::kMw), "memory window");
 }
 
 }  // namespace ff::router

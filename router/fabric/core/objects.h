@@ -15,6 +15,7 @@
 
 #include <infiniband/verbs.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -57,6 +58,7 @@ struct Mr : FabricMr {
   ~Mr() override;  // unlinks
   uint32_t lkey() const override { return lkey_value; }
   uint32_t rkey() const override { return rkey_value; }
+  uint32_t windows_bound() const override { return windows.load(std::memory_order_relaxed); }
   bool contains(uint64_t addr, uint64_t len) const {
     return addr >= iova && len <= length && addr - iova <= length - len;
   }
@@ -74,6 +76,35 @@ struct Mr : FabricMr {
   uint32_t rkey_value = 0;
   bool linked = false;
   std::vector<std::shared_ptr<FabricSegment>> segments;  // keeps the memory mapped
+  std::atomic<uint32_t> windows{0};  // bound to it (the poller writes; dereg reads)
+};
+
+struct Qp;
+
+// A memory window; linked by its index (rkey >> 8), which no MR key
+// shares (the fabric draws both from one counter). A bind gives it a range
+// of an MR of its PD, its access and a new key byte; type 1 is bound by
+// ibv_bind_mw and used through any QP of the PD, type 2 is bound by a
+// work request and used only through the QP that bound it, until
+// invalidated. The poller alone binds and invalidates (QueueCore).
+struct Mw final : FabricMw {
+  Mw(QueueCore& c, const Pd& p, uint32_t t, uint32_t key) : core(c), pd(p), type(t), first_rkey(key), current_rkey(key) {}
+  ~Mw() override;  // unlinks (and unbinds)
+  uint32_t rkey() const override { return first_rkey; }
+  uint32_t index() const { return first_rkey >> 8; }
+  bool bound() const { return mr != nullptr; }
+  QueueCore& core;
+  const Pd& pd;
+  const uint32_t type;  // IBV_MW_TYPE_1 or _2
+  const uint32_t first_rkey;
+  bool linked = false;
+  // --- poller ---
+  uint32_t current_rkey;  // now
+  Mr* mr = nullptr;       // bound to (nullptr: unbound; type 2: free)
+  Qp* qp = nullptr;       // type 2: the QP that bound it
+  uint64_t addr = 0;
+  uint64_t length = 0;
+  unsigned access = 0;    // remote read, write, atomic
 };
 
 // A shared receive queue: the ring clients post to with ibv_post_srq_recv.
@@ -151,6 +182,7 @@ struct Qp : FabricQp {
   TenantBlock& tenant;
   uint64_t capped_until_ns = 0;
   uint64_t asked_in_round = 0;  // the last poller pass it asked admit() in
+  uint32_t windows = 0;         // type 2 memory windows it bound
 };
 
 // Whether a QP in `state` answers requests.

@@ -57,6 +57,12 @@ class QueueCore : public PollerHooks {
   Qp* find_qp(uint32_t qpn) const { return find(qps_by_num_, qpn); }
   Mr* find_mr(uint32_t lkey) const { return find(mrs_, lkey); }
   Ah* find_ah(uint32_t id) const { return find(ahs_, id); }
+  void link_mw(Mw& mw);
+  void unlink_mw(Mw& mw);  // unbinds it first
+  // The window `rkey` names now (its index and its current key byte).
+  Mw* find_window(uint32_t rkey) const;
+  // Whether an MR or window holds keys of index `index` (key >> 8).
+  bool key_index_used(uint32_t index) const;
   const std::vector<Qp*>& qps() const { return qps_; }
   const std::vector<Srq*>& srqs() const { return srqs_; }
 
@@ -90,6 +96,19 @@ class QueueCore : public PollerHooks {
   // A producer index that runs past a ring is the client's doing: its QP
   // fails (QP_FATAL), nobody else notices. True when it did.
   bool fail_if_corrupt(Qp& qp);
+
+  // --- memory windows (poller; memory_windows.cc) ---
+  // A work request that touches no remote QP (BIND_MW, LOCAL_INV: see
+  // shm::is_local_op), executed in order at the head of qp's send queue:
+  // IBV_WC_SUCCESS, IBV_WC_MW_BIND_ERR for a bind the rules refuse,
+  // IBV_WC_LOC_QP_OP_ERR for an invalidation that names no window of its PD.
+  ibv_wc_status execute_local(Qp& qp, const shm::SendWqe& w);
+  // Remote invalidation (SEND_WITH_INV) reaching responder `t`: the type 2
+  // window `rkey` it bound goes free. False when there is no such window.
+  bool invalidate_window(Qp& t, uint32_t rkey);
+  // The MR behind window `rkey` if the window grants `need` on
+  // [addr, addr + len) through responder `t` (its PD; type 2: its QP).
+  const Mr* window_grants(const Qp& t, uint32_t rkey, unsigned need, uint64_t addr, uint64_t len) const;
 
   // --- ibv_modify_qp (inside run_sync) ---
   // The state table, and the destination rule: a connected QP's
@@ -165,6 +184,11 @@ class QueueCore : public PollerHooks {
   virtual bool connects_here(const Qp&) const { return true; }
 
  private:
+  ibv_wc_status bind_window(Qp& qp, const shm::SendWqe& w);
+  void unbind(Mw& mw);
+  // Unbinds the windows bound to `mr`, or (type 2) by `qp`: they go with it.
+  void unbind_windows_of(const Mr* mr, const Qp* qp);
+
   template <typename Map>
   static typename Map::mapped_type find(const Map& m, uint32_t key) {
     auto it = m.find(key);
@@ -175,6 +199,7 @@ class QueueCore : public PollerHooks {
   std::unordered_map<uint32_t, Qp*> qps_by_num_;
   std::unordered_map<uint32_t, Mr*> mrs_;
   std::unordered_map<uint32_t, Ah*> ahs_;
+  std::unordered_map<uint32_t, Mw*> mws_;  // by index
   std::vector<Srq*> srqs_;
   SingleWriterCounter wqes_;  // the poller writes these; ffctl reads (core/traffic.h)
   SingleWriterCounter bytes_;

@@ -129,6 +129,15 @@ bool Engine::service_remote(Qp& q, uint64_t now) {
       }
       break;
     }
+    // BIND_MW, LOCAL_INV: here, in order, once everything before it was answered.
+    if (shm::is_local_op(w.opcode)) {
+      if (rr.sent != 0) break;
+      ibv_wc_status st = execute_local(q, w);
+      complete_head(*this, q, w, st, 0);
+      ++n;
+      if (st != IBV_WC_SUCCESS) break;
+      continue;
+    }
     // A READ asks for one chunk at a time; an atomic in one request.
     uint64_t chunk = !answered_with_data(w.opcode) ? std::min<uint64_t>(wire::kMaxChunk, s.total - rr.offset)
                      : is_atomic(w.opcode)         ? 8

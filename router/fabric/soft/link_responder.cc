@@ -101,7 +101,8 @@ class LinkResponse {
   // after the last.
   void message(std::span<const std::byte> payload) {
     const bool first = h_.offset == 0;
-    const bool send = h_.opcode == IBV_WR_SEND || h_.opcode == IBV_WR_SEND_WITH_IMM;
+    const bool send =
+        h_.opcode == IBV_WR_SEND || h_.opcode == IBV_WR_SEND_WITH_IMM || h_.opcode == IBV_WR_SEND_WITH_INV;
     const bool consumes = send || h_.opcode == IBV_WR_RDMA_WRITE_WITH_IMM;
     const Mr* mr = nullptr;
     if (!send && first) {
@@ -119,8 +120,9 @@ class LinkResponse {
     if (h_.offset + h_.payload != h_.total) return;  // more chunks to come
     if (consumes) {
       rs_.receiving = false;
-      r_.complete_receive(t_, arrival_of(h_), send ? IBV_WC_RECV : IBV_WC_RECV_RDMA_WITH_IMM, h_.total,
-                          IBV_WC_SUCCESS);
+      if (Verdict v = r_.finish_receive(t_, arrival_of(h_), send ? IBV_WC_RECV : IBV_WC_RECV_RDMA_WITH_IMM, h_.total);
+          !v)
+        return refuse(v);
     }
     e_.count(1, h_.total);
     if (reliable_) answer(link_, h_, Type::kAck);

@@ -22,6 +22,10 @@ using shm::SendWqe;
 
 ibv_wc_status resolve_request(const Engine& e, const Qp& q, const SendWqe& w, Sges& s) {
   if (!shm::opcode_allowed(q.init.type, w.opcode)) return IBV_WC_LOC_QP_OP_ERR;
+  if (shm::is_local_op(w.opcode)) {  // no data: the fields name a window (shm/descriptors.h)
+    s = Sges{};
+    return IBV_WC_SUCCESS;
+  }
   if (w.opcode == IBV_WR_ATOMIC_WRITE) {  // no local side: 8 bytes from the WQE
     s = Sges{};
     s.total = 8;
@@ -98,6 +102,7 @@ class Executor {
   Outcome run(const SendWqe& w) {
     Sges local;
     if (ibv_wc_status st = resolve_request(e_, q_, w, local); st != IBV_WC_SUCCESS) return fail(w, st);
+    if (shm::is_local_op(w.opcode)) return local_op(w);
     if (Outcome o = admit(w, local); o != Outcome::kDone) return o;
     if (q_.init.type == IBV_QPT_UD) return send_datagram(w, local);
     Qp* t = r_.connected(Origin{q_.qpn, q_.attr.dest_qp_num, q_.init.type, nullptr, &q_.pd.owner.tenant});
@@ -105,6 +110,7 @@ class Executor {
     switch (w.opcode) {
       case IBV_WR_SEND:
       case IBV_WR_SEND_WITH_IMM:
+      case IBV_WR_SEND_WITH_INV:
         return send(w, *t, local);
       case IBV_WR_RDMA_WRITE:
       case IBV_WR_RDMA_WRITE_WITH_IMM:
@@ -169,6 +175,13 @@ class Executor {
     return done(w, bytes);
   }
 
+  // BIND_MW, LOCAL_INV: the requester's own windows change; no message.
+  Outcome local_op(const SendWqe& w) {
+    if (ibv_wc_status st = e_.execute_local(q_, w); st != IBV_WC_SUCCESS) return fail(w, st);
+    e_.count_sent(q_, w.opcode, 0);
+    return done(w, 0);
+  }
+
   Arrival arrival(const SendWqe& w) const {
     return Arrival{q_.qpn, w.opcode, w.imm_data, (w.send_flags & IBV_SEND_SOLICITED) != 0};
   }
@@ -203,7 +216,7 @@ class Executor {
     Pieces from = source_of(src);
     Pieces to(dst);
     if (!next_piece(to, from, src.total)) return Outcome::kPartial;
-    r_.complete_receive(t, arrival(w), IBV_WC_RECV, src.total, IBV_WC_SUCCESS);
+    if (Verdict v = r_.finish_receive(t, arrival(w), IBV_WC_RECV, src.total); !v) return refused(w, v, src.total);
     return moved(w, src.total);
   }
 

@@ -24,8 +24,8 @@ Qp* Responder::connected(const Origin& o) const {
 }
 
 const Mr* Responder::remote_mr(const Qp& t, uint32_t rkey, uint64_t addr, uint64_t len, unsigned need) const {
-  const Mr* mr = e_.find_mr(rkey);
-  return mr != nullptr && mr->grants(t.pd, need, addr, len) ? mr : nullptr;
+  if (const Mr* mr = e_.find_mr(rkey)) return mr->grants(t.pd, need, addr, len) ? mr : nullptr;
+  return static_cast<const Mr*>(e_.window_grants(t, rkey, need, addr, len));
 }
 
 Verdict Responder::check_write(const Qp& t, uint32_t rkey, uint64_t addr, uint64_t len, const Mr*& mr) const {
@@ -94,6 +94,16 @@ Verdict Responder::resolve_receive(Qp& t, const Arrival& a, Sges& dst) {
   return Verdict::failed(IBV_WC_REM_OP_ERR);
 }
 
+Verdict Responder::finish_receive(Qp& t, const Arrival& a, ibv_wc_opcode op, uint64_t bytes) {
+  if (a.wr_opcode == IBV_WR_SEND_WITH_INV && !e_.invalidate_window(t, a.imm)) {
+    complete_receive(t, a, op, 0, IBV_WC_REM_INV_REQ_ERR);
+    e_.set_error(t);
+    return Verdict::failed(IBV_WC_REM_INV_REQ_ERR);
+  }
+  complete_receive(t, a, op, bytes, IBV_WC_SUCCESS);
+  return Verdict::ok();
+}
+
 void Responder::complete_receive(Qp& t, const Arrival& a, ibv_wc_opcode op, uint64_t bytes, ibv_wc_status status) {
   if (!t.held_recv) return;
   Cqe c{};
@@ -107,6 +117,9 @@ void Responder::complete_receive(Qp& t, const Arrival& a, ibv_wc_opcode op, uint
   if (a.wr_opcode == IBV_WR_SEND_WITH_IMM || a.wr_opcode == IBV_WR_RDMA_WRITE_WITH_IMM) {
     c.imm_data = a.imm;
     c.wc_flags = IBV_WC_WITH_IMM;
+  } else if (a.wr_opcode == IBV_WR_SEND_WITH_INV) {
+    c.imm_data = a.imm;  // ibv_wc.invalidated_rkey shares imm_data's place
+    c.wc_flags = IBV_WC_WITH_INV;
   }
   c.solicited = a.solicited ? 1 : 0;
   if (t.init.type == IBV_QPT_UD) {

@@ -104,6 +104,11 @@ class Responder {
   // LOC_PROT_ERR, t goes to ERR, and the requester fails with REM_OP_ERR;
   // none held any more (t failed meanwhile): not ready.
   Verdict resolve_receive(Qp& t, const Arrival& a, Sges& dst);
+  // A message that consumed the held receive arrived whole: a SEND with
+  // invalidate frees the type 2 window it names first (one this QP bound;
+  // otherwise the receive completes with REM_INV_REQ_ERR, t goes to ERR,
+  // and so does the requester), then the receive completes.
+  Verdict finish_receive(Qp& t, const Arrival& a, ibv_wc_opcode op, uint64_t bytes);
   // The held receive's completion at the responder.
   void complete_receive(Qp& t, const Arrival& a, ibv_wc_opcode op, uint64_t bytes, ibv_wc_status status);
   // t fails: the receive a message held completes flushed, never lost.
@@ -119,7 +124,8 @@ class Responder {
 
  private:
   bool same_tenant(const Qp& t, const Origin& o) const;
-  // The MR behind `rkey` if it grants `need` on [addr, addr + len) to t's PD.
+  // The MR behind `rkey` (an MR's, or a memory window's) if it grants
+  // `need` on [addr, addr + len) to t.
   const Mr* remote_mr(const Qp& t, uint32_t rkey, uint64_t addr, uint64_t len, unsigned need) const;
 
   Engine& e_;

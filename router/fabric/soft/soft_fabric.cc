@@ -22,13 +22,17 @@ SoftFabric::SoftFabric(const FabricConfig& config) : engine_(std::chrono::micros
   a.hw_ver = 1;
   a.max_qp = 16384;
   a.max_qp_wr = static_cast<int>(core::kMaxQueueDepth);
-  a.device_cap_flags = core::kVirtualDeviceCaps | IBV_DEVICE_PORT_ACTIVE_EVENT;
+  // Memory windows of both types, with LOCAL_INV and SEND_WITH_INV (the
+  // memory management extensions an application can use).
+  a.device_cap_flags = core::kVirtualDeviceCaps | IBV_DEVICE_PORT_ACTIVE_EVENT | IBV_DEVICE_MEM_WINDOW |
+                       IBV_DEVICE_MEM_WINDOW_TYPE_2B | IBV_DEVICE_MEM_MGT_EXTENSIONS;
   limits_.attr.device_cap_flags_ex = core::kDeviceCapAtomicWrite;
   a.max_sge = shm::kMaxSge;
   a.max_sge_rd = shm::kMaxSge;
   a.max_cq = 16384;
   a.max_cqe = (1 << 20) - 1;
   a.max_mr = 1 << 18;
+  a.max_mw = 1 << 16;
   a.max_pd = 1 << 16;
   a.max_qp_rd_atom = 16;
   a.max_res_rd_atom = 16 * 16384;
@@ -151,14 +155,25 @@ uint32_t SoftFabric::next_qpn() {
 
 uint32_t SoftFabric::next_key() {
   // Unique per router, and not guessable from the previous one: a counter in
-  // the high bits, random low bits.
+  // the high bits (the index, which MRs and memory windows share), random
+  // low bits. Once the counter wrapped, an index still in use is skipped.
   for (;;) {
-    uint32_t k = (key_counter_++ << 8) | (rng_() & 0xff);
-    if (key_counter_ >= (1u << 24)) key_counter_ = 1;
+    uint32_t index = key_counter_++;
+    if (key_counter_ >= (1u << 24)) {
+      key_counter_ = 1;
+      keys_wrapped_ = true;
+    }
     bool used = false;
-    engine_.run_sync([&] { used = engine_.find_mr(k) != nullptr; });
-    if (!used) return k;
+    if (keys_wrapped_) engine_.run_sync([&] { used = engine_.key_index_used(index); });
+    if (!used) return (index << 8) | (rng_() & 0xff);
   }
+}
+
+Result<std::unique_ptr<FabricMw>> SoftFabric::alloc_mw(FabricPd& pd, uint32_t type) {
+  if (type != IBV_MW_TYPE_1 && type != IBV_MW_TYPE_2) return Error{EINVAL, "a memory window is of type 1 or 2"};
+  auto mw = std::make_unique<core::Mw>(engine_, static_cast<core::Pd&>(pd), type, next_key());
+  engine_.run_sync([&] { engine_.link_mw(*mw); });
+  return std::unique_ptr<FabricMw>(std::move(mw));
 }
 
 }  // namespace ff::router

@@ -27,6 +27,7 @@ class SoftFabric final : public core::QueueFabric {
   std::string_view name() const override { return "soft"; }
   ibv_port_attr port_attr() const override;
   Result<std::unique_ptr<FabricPd>> alloc_pd(const Owner& owner) override;
+  Result<std::unique_ptr<FabricMw>> alloc_mw(FabricPd& pd, uint32_t type) override;
   Status modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask) override;
   Result<std::unique_ptr<FabricCluster>> join_cluster(boost::asio::io_context& io, Directory& directory,
                                                       const std::string& listen, const LinkSecurity& security) override;
@@ -50,6 +51,7 @@ class SoftFabric final : public core::QueueFabric {
   SoftRoutes* routes_ = nullptr;
   uint32_t qpn_counter_ = 0x100;  // QPNs 0 and 1 are special in InfiniBand
   uint32_t key_counter_ = 1;
+  bool keys_wrapped_ = false;  // key_counter_ went round: indices may be in use
   std::mt19937 rng_{std::random_device{}()};
 };
 

@@ -49,6 +49,7 @@ bool valid_request(const Header& h, const char*& why) {
   switch (h.opcode) {
     case IBV_WR_SEND:
     case IBV_WR_SEND_WITH_IMM:
+    case IBV_WR_SEND_WITH_INV:  // imm: the rkey to invalidate
     case IBV_WR_RDMA_WRITE:
     case IBV_WR_RDMA_WRITE_WITH_IMM:
       if (h.payload > h.total - h.offset) return why = "chunk longer than its message", false;

@@ -71,6 +71,8 @@ ibv_wc_status Engine::check_send(const Qp& q, const SendWqe& w, const Ah*& ah) c
   if (!shm::opcode_allowed(q.init.type, w.opcode)) return IBV_WC_LOC_QP_OP_ERR;
   // The device path has no ATOMIC WRITE (rxe before 6.2 answers so too).
   if (w.opcode == IBV_WR_ATOMIC_WRITE) return IBV_WC_LOC_QP_OP_ERR;
+  // Nor memory windows (not reported: the keys would need translating).
+  if (shm::is_local_op(w.opcode) || w.opcode == IBV_WR_SEND_WITH_INV) return IBV_WC_LOC_QP_OP_ERR;
   uint64_t total = 0;
   if ((w.send_flags & IBV_SEND_INLINE) != 0) {
     if (writes_locally(w.opcode)) return IBV_WC_LOC_QP_OP_ERR;
