@@ -95,4 +95,19 @@ ibv_ah* ibv_create_ah_from_wc(ibv_pd* pd, ibv_wc* wc, ibv_grh* grh, uint8_t port
   return ibv_create_ah(pd, &attr);
 }
 
+// UD multicast: the router keeps the groups (router/fabric/core/multicast.cc);
+// `lid` means nothing on a RoCE port.
+static int mcast(ibv_qp* qp, const ibv_gid* gid, bool attach) {
+  if (qp == nullptr || gid == nullptr) return EINVAL;
+  if (context_is_stale(*to_ff(qp->context))) return EIO;
+  flatbuffers::FlatBufferBuilder fbb;
+  proto::Gid wire(flatbuffers::span<const uint8_t, 16>(gid->raw, 16));
+  uint32_t handle = to_ff(qp)->handle;
+  if (attach) return request<void>(fbb, proto::CreateAttachMcast(fbb, handle, &wire, 0), "attach_mcast failed").error;
+  return request<void>(fbb, proto::CreateDetachMcast(fbb, handle, &wire, 0), "detach_mcast failed").error;
+}
+
+int ibv_attach_mcast(ibv_qp* qp, const ibv_gid* gid, uint16_t) { return mcast(qp, gid, true); }
+int ibv_detach_mcast(ibv_qp* qp, const ibv_gid* gid, uint16_t) { return mcast(qp, gid, false); }
+
 }  // extern "C"

@@ -66,7 +66,7 @@ int build_send(const FfQp& qp, const ibv_send_wr& wr, shm::SendWqe& w) {
     w.remote_qkey = wr.wr.ud.remote_qkey;
   }
   if ((wr.send_flags & IBV_SEND_INLINE) != 0 &&
-      (wr.opcode == IBV_WR_SEND || wr.opcode == IBV_WR_SEND_WITH_IMM ||
+      (wr.opcode == IBV_WR_SEND || wr.opcode == IBV_WR_SEND_WITH_IMM || wr.opcode == IBV_WR_SEND_WITH_INV ||
        wr.opcode == IBV_WR_RDMA_WRITE || wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM)) {
     // Inline: the data is copied now; the buffer may be reused on return.
     uint64_t total = 0;

@@ -257,6 +257,7 @@ FfCmEvent* make_event(const proto::CmEventReply& r) {
     ev->event.param.conn.private_data = ev->private_data;
     ev->event.param.conn.private_data_len = static_cast<uint8_t>(n);
   }
+  if (type == RDMA_CM_EVENT_MULTICAST_JOIN && r.dst() != nullptr) joined(*id, r.dst()->ip(), ev->event);
   if (datagram && type == RDMA_CM_EVENT_ESTABLISHED) {
     // The SIDR reply: where the peer's QP is and how to address it.
     rdma_ud_param& ud = ev->event.param.ud;

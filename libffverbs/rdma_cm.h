@@ -19,6 +19,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <vector>
 
 namespace ff::verbs::cm {
 
@@ -49,6 +50,14 @@ struct FfCmId {
   uint8_t max_responder_resources = 0, max_initiator_depth = 0;  // the device's
   uint8_t tos = 0, ack_timeout = 0;  // rdma_set_option; ack_timeout 0: the default
   ibv_qp_init_attr* listen_qp_attr = nullptr;  // rdma_create_ep on a passive endpoint
+  // Multicast groups joined (rdma_join_multicast): the app's context for
+  // the join event, and whether the id's QP joins too (not send-only).
+  struct Join {
+    uint32_t group;  // IPv4, host order
+    void* context;
+    bool attach;
+  };
+  std::vector<Join> joins;  // under mu
   // rdma_destroy_id waits until every event handed out for this id is acked.
   std::mutex mu;
   std::condition_variable acked;
@@ -75,5 +84,8 @@ int move_qp_to_rts(FfCmId& id);
 // A sync id's call waits here for its event; 0, or -1 with errno as
 // librdmacm gives it (ECONNREFUSED for a reject, the status otherwise).
 int wait_sync(FfCmId& id);
+// The router's MULTICAST_JOIN for `group` (host order) made into the app's
+// event (rdma_cm_multicast.cc).
+void joined(FfCmId& id, uint32_t group, rdma_cm_event& ev);
 
 }  // namespace ff::verbs::cm

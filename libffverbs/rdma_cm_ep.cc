@@ -267,11 +267,8 @@ const char* rdma_event_str(rdma_cm_event_type event) {
   return i < sizeof names / sizeof names[0] ? names[i] : "UNKNOWN EVENT";
 }
 
-// Not served yet (README): multicast (the virtual device has none),
-// rdma_notify, and ECE (the virtual device negotiates no vendor options).
-int rdma_join_multicast(rdma_cm_id*, sockaddr*, void*) { return fail(ENOSYS); }
-int rdma_join_multicast_ex(rdma_cm_id*, rdma_cm_join_mc_attr_ex*, void*) { return fail(ENOSYS); }
-int rdma_leave_multicast(rdma_cm_id*, sockaddr*) { return fail(ENOSYS); }
+// Not served yet (README): rdma_notify, and ECE (the virtual device
+// negotiates no vendor options).
 int rdma_notify(rdma_cm_id*, ibv_event_type) { return fail(ENOSYS); }
 int rdma_get_remote_ece(rdma_cm_id*, ibv_ece*) { return fail(EOPNOTSUPP); }
 int rdma_set_local_ece(rdma_cm_id*, ibv_ece*) { return fail(EOPNOTSUPP); }

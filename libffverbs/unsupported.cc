@@ -15,10 +15,6 @@ extern "C" {
 
 int ibv_query_qp_data_in_order(ibv_qp*, ibv_wr_opcode, uint32_t) { return 0; }  // 0: no ordering guarantee claimed
 
-// Multicast: not supported by the virtual device (max_mcast_grp = 0).
-int ibv_attach_mcast(ibv_qp*, const ibv_gid*, uint16_t) { return fail_int(EOPNOTSUPP); }
-int ibv_detach_mcast(ibv_qp*, const ibv_gid*, uint16_t) { return fail_int(EOPNOTSUPP); }
-
 // Sharing objects across processes by kernel handle, ECE, dma-buf and
 // L2 resolution need a kernel device: not supported.
 ibv_context* ibv_import_device(int) { return fail_ptr<ibv_context>(EOPNOTSUPP); }

@@ -223,6 +223,27 @@ void ConnectionManager::address_answer(Id& id, bool found) {
   post(id, event_for(id, RDMA_CM_EVENT_ADDR_RESOLVED));
 }
 
+Status ConnectionManager::join_multicast(Id& id, uint32_t group) {
+  if (!id.datagram()) return Error{EINVAL, "multicast needs a datagram id (RDMA_PS_UDP or RDMA_PS_IPOIB)"};
+  if ((group >> 28) != 0xe) return Error{EINVAL, "not an IPv4 multicast address (224.0.0.0/4)"};
+  if (!id.bound_ && id.state_ < Id::State::kAddrResolved) return Error{EINVAL, "bind or resolve the id's address first"};
+  if (std::find(id.groups_.begin(), id.groups_.end(), group) != id.groups_.end())
+    return Error{EADDRINUSE, "the id joined that group already"};
+  if (id.groups_.size() >= kMaxGroupsPerId) return Error{ENOMEM, "an id joins at most 64 groups"};
+  id.groups_.push_back(group);
+  Event e = event_for(id, RDMA_CM_EVENT_MULTICAST_JOIN);
+  e.dst = Endpoint{group, 0};
+  post(id, std::move(e));
+  return Status{};
+}
+
+Status ConnectionManager::leave_multicast(Id& id, uint32_t group) {
+  auto it = std::find(id.groups_.begin(), id.groups_.end(), group);
+  if (it == id.groups_.end()) return Error{EADDRNOTAVAIL, "the id has not joined that group"};
+  id.groups_.erase(it);
+  return Status{};
+}
+
 Status ConnectionManager::resolve_route(Id& id) {
   if (id.state_ != Id::State::kAddrResolved) return Error{EINVAL, "resolve the address first"};
   id.state_ = Id::State::kRouteResolved;

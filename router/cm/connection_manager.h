@@ -207,6 +207,7 @@ class Id : public std::enable_shared_from_this<Id> {
   int backlog_ = 0;
   int pending_ = 0;
   std::deque<Waiting> waiting_;
+  std::vector<uint32_t> groups_;  // multicast groups joined (rdma_join_multicast)
   std::weak_ptr<Id> listener_;  // a passive id: the listener it came through, until its request is read
   bool disconnecting_ = false;  // sent a DREQ: DISCONNECTED comes with the peer's DREP
   bool in_timewait_ = false;    // its disconnect exchange ended: TIMEWAIT_EXIT follows
@@ -246,6 +247,16 @@ class ConnectionManager {
   Status reject(Id& id, const std::vector<uint8_t>& private_data);
   Status establish(Id& id);
   Status disconnect(Id& id);
+  // rdma_join_multicast of a UDP id with an address: MULTICAST_JOIN at once
+  // (the groups are the fabric's, no subnet manager to ask), with the group
+  // as the event's destination. EINVAL for another port space, an unbound
+  // id or an address that is no IPv4 multicast group; EADDRINUSE when joined
+  // already; ENOMEM past kMaxGroupsPerId. The id's QP is attached by the
+  // client, as librdmacm does.
+  Status join_multicast(Id& id, uint32_t group);
+  // rdma_leave_multicast: EADDRNOTAVAIL when not joined.
+  Status leave_multicast(Id& id, uint32_t group);
+  static constexpr size_t kMaxGroupsPerId = 64;
 
   // Multi-host: where other routers' ids are (null: this router alone).
   // Cleared before the routes go.

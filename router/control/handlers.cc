@@ -36,6 +36,8 @@ struct DispatchTables {
     on(B::DeregMr, handle_dereg_mr);
     creating(B::AllocMw, handle_alloc_mw, ObjectKind::kMw);
     on(B::DeallocMw, handle_dealloc_mw);
+    on(B::AttachMcast, handle_attach_mcast);
+    on(B::DetachMcast, handle_detach_mcast);
     creating(B::CreateCompChannel, handle_create_comp_channel, ObjectKind::kChannel);
     on(B::DestroyCompChannel, handle_destroy_comp_channel);
     creating(B::CreateCq, handle_create_cq, ObjectKind::kCq);
@@ -63,6 +65,7 @@ struct DispatchTables {
     on(B::CmSetReuseAddr, handle_cm_set_reuse_addr);
     on(B::CmResolveAddr, handle_cm_resolve_addr);
     on(B::CmResolveRoute, handle_cm_resolve_route);
+    on(B::CmJoinMulticast, handle_cm_join_multicast);
     on(B::CmConnect, handle_cm_connect);
     on(B::CmAccept, handle_cm_accept);
     on(B::CmReject, handle_cm_reject);

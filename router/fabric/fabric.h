@@ -322,6 +322,11 @@ class Fabric {
   // destination for the tenant.
   virtual Result<std::string> modify_route(const FabricQp&, const ibv_qp_attr&, int) const { return std::string{}; }
   virtual Status modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask) = 0;
+  // ibv_attach_mcast (`attach`) or ibv_detach_mcast of a UD QP; a fabric
+  // without multicast says so (EOPNOTSUPP) and reports max_mcast_grp 0.
+  virtual Status attach_mcast(FabricQp&, const ibv_gid&, bool /*attach*/) {
+    return Error{EOPNOTSUPP, "the " + std::string(name()) + " fabric has no multicast"};
+  }
   // Makes the change once `router` (modify_route's) answered, or failed
   // to: `done` runs on the control thread, once, never before this returns;
   // not at all when the QP is destroyed first.

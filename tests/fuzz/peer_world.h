@@ -31,6 +31,7 @@ struct OnePeer : router::SoftRoutes {
   router::Result<Peer*> locate(std::string_view, uint32_t vip) override {
     return vip == kLocalIp ? nullptr : &peer;
   }
+  std::vector<Peer*> peers_of(std::string_view) override { return {&peer}; }
 };
 
 struct World {

@@ -26,6 +26,7 @@ constexpr uint32_t kPeerIp = 0x0a0000fe, kPeerQpn = 0x100;
 struct OnePeer : SoftRoutes {
   Peer peer{"peer"};
   Result<Peer*> locate(std::string_view, uint32_t vip) override { return vip == kBlueIp ? nullptr : &peer; }
+  std::vector<Peer*> peers_of(std::string_view) override { return {&peer}; }
 };
 
 class LinkTest : public SoftFabricTest {

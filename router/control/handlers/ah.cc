@@ -46,4 +46,26 @@ Status handle_sender_address(Session& s, const proto::Request& req, std::vector<
   return Status{};
 }
 
+namespace {
+// Attaches or detaches a UD QP of the session's to a multicast group.
+Status mcast(Session& s, uint32_t qp_handle, const proto::Gid* wire, bool attach) {
+  auto* qp = s.objects().find<QpObject>(qp_handle, ObjectKind::kQp);
+  if (qp == nullptr) return Error{EINVAL, "no such queue pair"};
+  if (wire == nullptr) return Error{EINVAL, "missing the multicast GID"};
+  ibv_gid gid;
+  std::memcpy(gid.raw, wire->raw()->data(), sizeof gid.raw);
+  return s.fabric().attach_mcast(*qp->fabric, gid, attach);
+}
+}  // namespace
+
+Status handle_attach_mcast(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter&) {
+  const auto* r = req.body_as_AttachMcast();
+  return mcast(s, r->qp(), r->gid(), true);
+}
+
+Status handle_detach_mcast(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter&) {
+  const auto* r = req.body_as_DetachMcast();
+  return mcast(s, r->qp(), r->gid(), false);
+}
+
 }  // namespace ff::router

@@ -104,7 +104,8 @@ Status handle_cm_resolve_addr(Session& s, const proto::Request& req, std::vector
   cm::Endpoint dst = from_wire(r->dst());
   std::optional<cm::Endpoint> src;
   if (r->has_src()) src = from_wire(r->src());
-  bool served = dst.ip == s.virtual_ip() || s.services().reachable(s.tenant()->name, dst.ip);
+  // A multicast group resolves at once: its members are found when it is joined.
+  bool served = dst.ip == s.virtual_ip() || (dst.ip >> 28) == 0xe || s.services().reachable(s.tenant()->name, dst.ip);
   auto& manager = s.services().connection_manager();
   Status done = manager.resolve_addr(*id->id, src, dst, served ? std::optional<bool>(true) : std::nullopt);
   if (done && !served) {
@@ -113,6 +114,16 @@ Status handle_cm_resolve_addr(Session& s, const proto::Request& req, std::vector
                   std::make_shared<boost::asio::steady_timer>(s.executor()));
   }
   return with_addresses(std::move(done), *id->id, w);
+}
+
+Status handle_cm_join_multicast(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter&) {
+  const auto* r = req.body_as_CmJoinMulticast();
+  auto* id = find_cm_id(s, r->id());
+  if (id == nullptr) return Error{EINVAL, "no such rdma_cm id"};
+  if (r->group() == nullptr) return Error{EINVAL, "missing the group address"};
+  auto& manager = s.services().connection_manager();
+  uint32_t group = r->group()->ip();
+  return r->join() ? manager.join_multicast(*id->id, group) : manager.leave_multicast(*id->id, group);
 }
 
 Status handle_cm_resolve_route(Session& s, const proto::Request& req, std::vector<UniqueFd>&, ReplyWriter&) {

@@ -54,24 +54,40 @@ bool QueueCore::key_index_used(uint32_t index) const {
   return false;
 }
 
+namespace {
+// Puts `mw` at the head of a list (`head`), or takes it out, through its
+// links `member` (Mw::on_mr or Mw::on_qp).
+void push(Mw*& head, Mw& mw, Mw::Links Mw::*member) {
+  (mw.*member).prev = nullptr;
+  (mw.*member).next = head;
+  if (head != nullptr) (head->*member).prev = &mw;
+  head = &mw;
+}
+void take_out(Mw*& head, Mw& mw, Mw::Links Mw::*member) {
+  Mw::Links& l = mw.*member;
+  if (l.prev != nullptr) (l.prev->*member).next = l.next; else head = l.next;
+  if (l.next != nullptr) (l.next->*member).prev = l.prev;
+  l = {};
+}
+}  // namespace
+
 void QueueCore::unbind(Mw& mw) {
-  if (mw.mr != nullptr) mw.mr->windows.fetch_sub(1, std::memory_order_relaxed);
-  if (mw.qp != nullptr) --mw.qp->windows;
+  if (mw.mr != nullptr) {
+    mw.mr->windows.fetch_sub(1, std::memory_order_relaxed);
+    take_out(mw.mr->bound_windows, mw, &Mw::on_mr);
+  }
+  if (mw.qp != nullptr) take_out(mw.qp->bound_windows, mw, &Mw::on_qp);
   mw.mr = nullptr;
   mw.qp = nullptr;
   mw.addr = mw.length = 0;
   mw.access = 0;
 }
 
-void QueueCore::unbind_windows_of(const Mr* mr, const Qp* qp) {
-  for (auto& [index, mw] : mws_)
-    if ((mr != nullptr && mw->mr == mr) || (qp != nullptr && mw->qp == qp)) unbind(*mw);
-}
-
 ibv_wc_status QueueCore::bind_window(Qp& qp, const shm::SendWqe& w) {
   Mw* mw = find(mws_, w.rkey >> 8);
   if (mw == nullptr || &mw->pd != &qp.pd || (w.remote_qkey >> 8) != (w.rkey >> 8)) return IBV_WC_MW_BIND_ERR;
   if (mw->type == IBV_MW_TYPE_1 ? mw->current_rkey != w.rkey : mw->bound()) return IBV_WC_MW_BIND_ERR;
+  if (mw->type == IBV_MW_TYPE_2 && w.compare_add == 0) return IBV_WC_MW_BIND_ERR;  // o10-37.2.40: no empty type 2
   const uint64_t addr = w.remote_addr, length = w.compare_add;
   const unsigned access = static_cast<unsigned>(w.swap);
   const uint32_t lkey = w.payload.sge[0].lkey;
@@ -90,9 +106,10 @@ ibv_wc_status QueueCore::bind_window(Qp& qp, const shm::SendWqe& w) {
   unbind(*mw);  // a type 1 window may be bound again
   mw->mr = mr;
   mr->windows.fetch_add(1, std::memory_order_relaxed);
+  push(mr->bound_windows, *mw, &Mw::on_mr);
   if (mw->type == IBV_MW_TYPE_2) {
     mw->qp = &qp;
-    ++qp.windows;
+    push(qp.bound_windows, *mw, &Mw::on_qp);
   }
   mw->addr = addr;
   mw->length = length;

@@ -77,6 +77,7 @@ struct Mr : FabricMr {
   bool linked = false;
   std::vector<std::shared_ptr<FabricSegment>> segments;  // keeps the memory mapped
   std::atomic<uint32_t> windows{0};  // bound to it (the poller writes; dereg reads)
+  struct Mw* bound_windows = nullptr;  // poller: the windows bound to it (Mw::on_mr)
 };
 
 struct Qp;
@@ -105,6 +106,13 @@ struct Mw final : FabricMw {
   uint64_t addr = 0;
   uint64_t length = 0;
   unsigned access = 0;    // remote read, write, atomic
+  // Intrusive lists of the windows bound to one MR, and (type 2) by one QP:
+  // an MR or QP that goes unbinds its own, without a scan, without allocating.
+  struct Links {
+    Mw* prev = nullptr;
+    Mw* next = nullptr;
+  };
+  Links on_mr, on_qp;
 };
 
 // A shared receive queue: the ring clients post to with ibv_post_srq_recv.
@@ -182,7 +190,8 @@ struct Qp : FabricQp {
   TenantBlock& tenant;
   uint64_t capped_until_ns = 0;
   uint64_t asked_in_round = 0;  // the last poller pass it asked admit() in
-  uint32_t windows = 0;         // type 2 memory windows it bound
+  struct Mw* bound_windows = nullptr;  // the type 2 memory windows it bound (Mw::on_qp)
+  uint32_t mcast_groups = 0;    // multicast groups it is attached to
 };
 
 // Whether a QP in `state` answers requests.

@@ -29,7 +29,8 @@ void QueueCore::unlink_qp(Qp& qp) {
   qp.linked = false;
   qps_.erase(std::remove(qps_.begin(), qps_.end(), &qp), qps_.end());
   qps_by_num_.erase(qp.qpn);
-  if (qp.windows > 0) unbind_windows_of(nullptr, &qp);
+  while (qp.bound_windows != nullptr) unbind(*qp.bound_windows);
+  if (qp.mcast_groups > 0) detach_all(qp);
   // Its number may be reused by any tenant's next QP: the QPs connected to
   // it must not reach that one. Their work fails at once, as toward a peer
   // that stopped answering, instead of retrying into the void.
@@ -50,7 +51,7 @@ void QueueCore::unlink_mr(Mr& mr) {
   if (!mr.linked) return;
   mrs_.erase(mr.lkey_value);
   mr.linked = false;
-  if (mr.windows_bound() > 0) unbind_windows_of(&mr, nullptr);  // the session is going: no dereg refused
+  while (mr.bound_windows != nullptr) unbind(*mr.bound_windows);  // the session is going: no dereg refused
 }
 
 void QueueCore::link_ah(Ah& ah) {

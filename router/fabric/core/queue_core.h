@@ -110,6 +110,26 @@ class QueueCore : public PollerHooks {
   // [addr, addr + len) through responder `t` (its PD; type 2: its QP).
   const Mr* window_grants(const Qp& t, uint32_t rkey, unsigned need, uint64_t addr, uint64_t len) const;
 
+  // --- UD multicast (attach, detach: inside run_sync; members: poller; multicast.cc) ---
+  // What one tenant may attach (the device's max_mcast_grp,
+  // max_mcast_qp_attach, max_total_mcast_qp_attach): a tenant's
+  // attachments are router memory it holds.
+  struct McastLimits {
+    uint32_t groups = 0;
+    uint32_t qps_per_group = 0;
+    uint32_t attachments = 0;
+  };
+  void set_mcast_limits(const McastLimits& l) { mcast_limits_ = l; }
+  // A UD QP joins group `mgid`: EINVAL for another QP type or a GID that is
+  // no multicast group of the RoCE v2 IPv4 port (::ffff:224.0.0.0/4), ENOMEM
+  // past the tenant's limits; attaching again is no error (as rxe).
+  Status attach_mcast(Qp& qp, const ibv_gid& mgid);
+  // EINVAL when it is not attached.
+  Status detach_mcast(Qp& qp, const ibv_gid& mgid);
+  // The QPs attached to group `group` (its IPv4 address), every tenant's:
+  // the caller keeps to the sender's tenant. Null when none.
+  const std::vector<Qp*>* mcast_members(uint32_t group) const;
+
   // --- ibv_modify_qp (inside run_sync) ---
   // The state table, and the destination rule: a connected QP's
   // destination, where it is a QP the fabric knows (`dest_local`), belongs
@@ -184,10 +204,9 @@ class QueueCore : public PollerHooks {
   virtual bool connects_here(const Qp&) const { return true; }
 
  private:
+  void detach_all(Qp& qp);
   ibv_wc_status bind_window(Qp& qp, const shm::SendWqe& w);
   void unbind(Mw& mw);
-  // Unbinds the windows bound to `mr`, or (type 2) by `qp`: they go with it.
-  void unbind_windows_of(const Mr* mr, const Qp* qp);
 
   template <typename Map>
   static typename Map::mapped_type find(const Map& m, uint32_t key) {
@@ -200,6 +219,13 @@ class QueueCore : public PollerHooks {
   std::unordered_map<uint32_t, Mr*> mrs_;
   std::unordered_map<uint32_t, Ah*> ahs_;
   std::unordered_map<uint32_t, Mw*> mws_;  // by index
+  std::unordered_map<uint32_t, std::vector<Qp*>> mcast_groups_;  // by group IPv4 address
+  struct McastUse {
+    uint32_t groups = 0;
+    uint32_t attachments = 0;
+  };
+  std::map<std::string, McastUse> mcast_use_;  // by tenant
+  McastLimits mcast_limits_;
   std::vector<Srq*> srqs_;
   SingleWriterCounter wqes_;  // the poller writes these; ffctl reads (core/traffic.h)
   SingleWriterCounter bytes_;

@@ -60,6 +60,9 @@ class Engine final : public core::QueueCore {
   // A UD datagram to a QP behind `ah` on another router (link_requester.cc).
   Datagram send_remote_datagram(Qp& q, const Ah& ah, const shm::SendWqe& w, const Sges& src, uint32_t qkey,
                                 uint64_t now);
+  // Puts that datagram on `peer`'s outbound link (a multicast one: to the
+  // members there); false when the link is down or full.
+  bool put_datagram(Qp& q, const Ah& ah, Peer& peer, const shm::SendWqe& w, const Sges& src, uint32_t qkey);
   // Completes the send queue's head WQE of a QP routed to another router:
   // a completion when signaled (always on error), then the QP goes to ERR
   // on error.

@@ -108,12 +108,17 @@ static bool wait_for_link(Engine& e, Qp& q, Peer& peer, uint64_t now) {
 bool Engine::service_remote(Qp& q, uint64_t now) {
   RemoteRequester& rr = q.remote_req;
   Link* link = q.route->out;
+  SendWqe w;
+  // A bind or local invalidation at the head needs no link: it runs now.
+  if (rr.sent == 0 && q.sq.sc_peek(0, w) && shm::is_local_op(w.opcode) && shm::opcode_allowed(q.init.type, w.opcode)) {
+    complete_head(*this, q, w, execute_local(q, w), 0);
+    return true;
+  }
   if (link == nullptr) return wait_for_link(*this, q, *q.route, now);
   const bool reliable = q.init.type == IBV_QPT_RC;
   int n = 0;
   bool held_back = false;  // by its tenant's fair share: more next pass
   uint64_t pass_bytes = 0;
-  SendWqe w;
   while (n < core::kBatch && link->room()) {
     if (reliable && (rr.sent >= kWindowWqes || rr.bytes_out >= kWindowBytes)) break;
     if (!q.sq.sc_peek(rr.sent, w)) break;
@@ -255,7 +260,12 @@ Datagram Engine::send_remote_datagram(Qp& q, const Ah& ah, const SendWqe& w, con
     if (peer.wanted_since_ns == 0) peer.wanted_since_ns = now;
     return now - peer.wanted_since_ns < kConnectGraceNs ? Datagram::kWait : Datagram::kDropped;
   }
-  if (!link->room()) return Datagram::kWait;
+  return put_datagram(q, ah, peer, w, src, qkey) ? Datagram::kSent : Datagram::kWait;
+}
+
+bool Engine::put_datagram(Qp& q, const Ah& ah, Peer& peer, const SendWqe& w, const Sges& src, uint32_t qkey) {
+  Link* link = peer.out;
+  if (link == nullptr || !link->room()) return false;
   Header h = request_header(q, w, w.remote_qpn, ah.virtual_ip);
   h.rkey = qkey;
   h.total = src.total;
@@ -266,7 +276,7 @@ Datagram Engine::send_remote_datagram(Qp& q, const Ah& ah, const SendWqe& w, con
   Pieces from = source_of(src);
   Pieces to(link->put(h), src.total);
   copy(to, from, src.total);
-  return Datagram::kSent;
+  return true;
 }
 
 }  // namespace ff::router::soft

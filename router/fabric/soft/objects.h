@@ -40,10 +40,13 @@ struct Mr final : core::Mr {
 };
 
 struct Ah final : core::Ah {
-  Ah(core::QueueCore& c, const Pd& p, const ibv_ah_attr& a, uint32_t ip, uint32_t id, Peer* r)
-      : core::Ah(c, p, a, ip, id), route(r) {}
+  Ah(core::QueueCore& c, const Pd& p, const ibv_ah_attr& a, uint32_t ip, uint32_t id, Peer* r,
+     std::vector<Peer*> also = {})
+      : core::Ah(c, p, a, ip, id), route(r), fanout(std::move(also)) {}
   ~Ah() override;  // unlinks before its own state goes
-  Peer* const route;  // the router serving virtual_ip; nullptr: this one
+  bool multicast() const { return (virtual_ip >> 28) == 0xe; }
+  Peer* const route;  // the router serving virtual_ip; nullptr: this one (or a multicast group)
+  const std::vector<Peer*> fanout;  // multicast: the other routers of the tenant
 };
 
 // A QP's requester state when its responder is on another router: the

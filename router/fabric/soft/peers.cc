@@ -185,6 +185,18 @@ Result<Peer*> Peers::locate(std::string_view tenant, uint32_t vip) {
   return &s.peer;
 }
 
+std::vector<Peer*> Peers::peers_of(std::string_view tenant) {
+  std::vector<Peer*> out;
+  for (const DirectoryEntry& e : directory_.entries()) {
+    if (e.tenant != tenant || e.router == directory_.self()) continue;
+    State& s = state(e.router);
+    if (std::find(out.begin(), out.end(), &s.peer) != out.end()) continue;
+    if (!s.peer.out_up.load(std::memory_order_relaxed)) connect(s);
+    out.push_back(&s.peer);
+  }
+  return out;
+}
+
 void Peers::refresh() {
   if (stopping_) return;
   for (const auto& r : directory_.routers())

@@ -48,6 +48,7 @@ class Peers final : public FabricCluster, public SoftRoutes {
   void on_messages(MessageHandler message, LostHandler lost) override;
   void send_message(const std::string& router, std::vector<std::byte> message) override;
   Result<Peer*> locate(std::string_view tenant, uint32_t vip) override;
+  std::vector<Peer*> peers_of(std::string_view tenant) override;
 
  private:
   struct State {

@@ -276,6 +276,7 @@ class Executor {
     const Ah* ah = e_.find_ah(w.ah);
     if (ah == nullptr || &ah->pd != &q_.pd) return fail(w, IBV_WC_LOC_QP_OP_ERR);
     uint32_t qkey = datagram_qkey(q_, w);
+    if (ah->multicast()) return send_multicast(w, src, qkey, *ah);
     if (ah->route != nullptr) {
       switch (e_.send_remote_datagram(q_, *ah, w, src, qkey, now_)) {
         case Datagram::kWait:
@@ -288,9 +289,21 @@ class Executor {
       }
     }
     Origin o{q_.qpn, w.remote_qpn, IBV_QPT_UD, nullptr, &q_.pd.owner.tenant};
-    DatagramHeader g{q_.pd.owner.virtual_ip, 0, ah->attr.grh.traffic_class, ah->attr.grh.hop_limit};
+    DatagramHeader g{q_.pd.owner.virtual_ip, ah->virtual_ip, ah->attr.grh.traffic_class, ah->attr.grh.hop_limit};
     Pieces payload = source_of(src);
     if (!r_.deliver_datagram(o, qkey, ah->virtual_ip, g, payload, src.total, arrival(w))) return done(w, src.total);
+    return moved(w, src.total);
+  }
+
+  // To group ah.virtual_ip: its members on this router, and a copy to
+  // every other router of the tenant, whose members take it there (one
+  // whose link is down or full loses it: datagrams are unreliable).
+  Outcome send_multicast(const SendWqe& w, const Sges& src, uint32_t qkey, const Ah& ah) {
+    Origin o{q_.qpn, w.remote_qpn, IBV_QPT_UD, nullptr, &q_.pd.owner.tenant};
+    DatagramHeader g{q_.pd.owner.virtual_ip, ah.virtual_ip, ah.attr.grh.traffic_class, ah.attr.grh.hop_limit};
+    r_.deliver_multicast(o, qkey, g, [&] { return source_of(src); }, src.total, arrival(w));
+    if (w.remote_qpn == kMulticastQpn)
+      for (Peer* p : ah.fanout) e_.put_datagram(q_, ah, *p, w, src, qkey);
     return moved(w, src.total);
   }
 

@@ -139,19 +139,23 @@ void Responder::flush_held_receive(Qp& t) {
 bool Responder::deliver_datagram(const Origin& o, uint32_t qkey, uint32_t dst_ip,
                                  const DatagramHeader& g, Pieces& payload, uint64_t len, const Arrival& a) {
   Qp* t = e_.find_qp(o.dst_qpn);
-  if (t == nullptr || t->init.type != IBV_QPT_UD || !core::answers(t->state) || t->attr.qkey != qkey ||
-      !same_tenant(*t, o) || t->pd.owner.virtual_ip != dst_ip)
-    return false;
+  if (t == nullptr || !takes_datagram(*t, o, qkey) || t->pd.owner.virtual_ip != dst_ip) return false;
+  return land_datagram(*t, g, payload, len, a);
+}
+
+bool Responder::land_datagram(Qp& t, const DatagramHeader& g, Pieces& payload, uint64_t len, const Arrival& a) {
   Sges dst;
-  if (!take_receive(*t, len, a, dst)) return false;
+  if (!take_receive(t, len, a, dst)) return false;
   std::byte grh[kGrhBytes];
-  write_roce_grh(grh, g.src_ip, t->pd.owner.virtual_ip, g.traffic_class, g.hop_limit, len);
+  write_roce_grh(grh, g.src_ip, g.dst_ip, g.traffic_class, g.hop_limit, len);
   Pieces to(dst);
   Pieces header(grh, kGrhBytes);
   copy(to, header, kGrhBytes);
   copy(to, payload, len);
-  complete_receive(*t, a, IBV_WC_RECV, len, IBV_WC_SUCCESS);
+  complete_receive(t, a, IBV_WC_RECV, len, IBV_WC_SUCCESS);
   return true;
 }
+
+const std::vector<core::Qp*>* Responder::group_members(uint32_t group) const { return e_.mcast_members(group); }
 
 }  // namespace ff::router::soft

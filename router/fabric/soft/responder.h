@@ -62,6 +62,9 @@ struct Verdict {
   explicit operator bool() const { return refusal == Refusal::kNone; }
 };
 
+// The destination QP number of a multicast datagram (IBA 9.8.1).
+inline constexpr uint32_t kMulticastQpn = 0xffffff;
+
 // The GRH fields a UD datagram carries from its sender's AH.
 struct DatagramHeader {
   uint32_t src_ip = 0, dst_ip = 0;
@@ -121,15 +124,45 @@ class Responder {
   // receive is dropped. True when delivered.
   bool deliver_datagram(const Origin& o, uint32_t qkey, uint32_t dst_ip, const DatagramHeader& g,
                         Pieces& payload, uint64_t len, const Arrival& a);
+  // UD multicast: delivers the datagram to every QP of the sender's tenant
+  // attached to group g.dst_ip (a datagram from this router: not to the
+  // sending QP itself), each as deliver_datagram does to one, with
+  // `payload()` giving the bytes afresh for each. The number delivered.
+  template <typename MakePayload>
+  int deliver_multicast(const Origin& o, uint32_t qkey, const DatagramHeader& g, MakePayload payload, uint64_t len,
+                        const Arrival& a);
 
  private:
   bool same_tenant(const Qp& t, const Origin& o) const;
+  const std::vector<core::Qp*>* group_members(uint32_t group) const;
+  // Whether UD QP t takes a datagram from `o` with `qkey`.
+  bool takes_datagram(const Qp& t, const Origin& o, uint32_t qkey) const {
+    return t.init.type == IBV_QPT_UD && core::answers(t.state) && t.attr.qkey == qkey && same_tenant(t, o);
+  }
+  // Lands a datagram in t's next receive behind its GRH; false when t has
+  // none (dropped).
+  bool land_datagram(Qp& t, const DatagramHeader& g, Pieces& payload, uint64_t len, const Arrival& a);
   // The MR behind `rkey` (an MR's, or a memory window's) if it grants
   // `need` on [addr, addr + len) to t.
   const Mr* remote_mr(const Qp& t, uint32_t rkey, uint64_t addr, uint64_t len, unsigned need) const;
 
   Engine& e_;
 };
+
+template <typename MakePayload>
+int Responder::deliver_multicast(const Origin& o, uint32_t qkey, const DatagramHeader& g, MakePayload payload,
+                                 uint64_t len, const Arrival& a) {
+  const std::vector<core::Qp*>* members = group_members(g.dst_ip);
+  if (members == nullptr || o.dst_qpn != kMulticastQpn) return 0;
+  int n = 0;
+  for (core::Qp* m : *members) {
+    auto& t = static_cast<Qp&>(*m);
+    if (!takes_datagram(t, o, qkey) || (o.via == nullptr && t.qpn == o.src_qpn)) continue;
+    Pieces p = payload();
+    n += land_datagram(t, g, p, len, a) ? 1 : 0;
+  }
+  return n;
+}
 
 // Whether responder t enables the operation at all: if not, it refuses it
 // as an invalid request (IB spec), not as an access violation.

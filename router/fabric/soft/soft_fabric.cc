@@ -33,6 +33,12 @@ SoftFabric::SoftFabric(const FabricConfig& config) : engine_(std::chrono::micros
   a.max_cqe = (1 << 20) - 1;
   a.max_mr = 1 << 18;
   a.max_mw = 1 << 16;
+  // Multicast, per tenant (a tenant's attachments are router memory).
+  a.max_mcast_grp = 1024;
+  a.max_mcast_qp_attach = 64;
+  a.max_total_mcast_qp_attach = 8192;
+  engine_.set_mcast_limits({static_cast<uint32_t>(a.max_mcast_grp), static_cast<uint32_t>(a.max_mcast_qp_attach),
+                            static_cast<uint32_t>(a.max_total_mcast_qp_attach)});
   a.max_pd = 1 << 16;
   a.max_qp_rd_atom = 16;
   a.max_res_rd_atom = 16 * 16384;
@@ -73,7 +79,9 @@ Result<std::unique_ptr<FabricMr>> SoftFabric::make_mr(const core::MrRequest& r) 
   mr->access = r.access;
   for (const SegmentPiece& p : r.pieces) mr->extents.push_back({p.app_addr - r.addr, p.length, p.router_addr()});
   mr->segments.assign(r.segments.begin(), r.segments.end());
-  mr->lkey_value = mr->rkey_value = next_key();
+  auto key = next_key();
+  if (!key) return key.error();
+  mr->lkey_value = mr->rkey_value = *key;
   engine_.run_sync([&] { engine_.link_mr(*mr); });
   return std::unique_ptr<FabricMr>(std::move(mr));
 }
@@ -94,12 +102,15 @@ Result<std::unique_ptr<FabricSrq>> SoftFabric::make_srq(const core::SrqRequest& 
 
 Result<std::unique_ptr<FabricAh>> SoftFabric::make_ah(const core::AhRequest& r) {
   soft::Peer* route = nullptr;
-  if (routes_ != nullptr) {
+  std::vector<soft::Peer*> fanout;
+  if ((r.virtual_ip >> 28) == 0xe) {  // a multicast group: this router's members and every other router's
+    if (routes_ != nullptr) fanout = routes_->peers_of(r.pd.owner.tenant);
+  } else if (routes_ != nullptr) {
     auto located = routes_->locate(r.pd.owner.tenant, r.virtual_ip);
     if (!located) return Error{EINVAL, located.error().message};
     route = *located;
   }
-  auto ah = std::make_unique<soft::Ah>(engine_, r.pd, r.attr, r.virtual_ip, r.id, route);
+  auto ah = std::make_unique<soft::Ah>(engine_, r.pd, r.attr, r.virtual_ip, r.id, route, std::move(fanout));
   engine_.run_sync([&] { engine_.link_ah(*ah); });
   return std::unique_ptr<FabricAh>(std::move(ah));
 }
@@ -153,11 +164,12 @@ uint32_t SoftFabric::next_qpn() {
   }
 }
 
-uint32_t SoftFabric::next_key() {
+Result<uint32_t> SoftFabric::next_key() {
   // Unique per router, and not guessable from the previous one: a counter in
   // the high bits (the index, which MRs and memory windows share), random
-  // low bits. Once the counter wrapped, an index still in use is skipped.
-  for (;;) {
+  // low bits. Once the counter wrapped, an index still in use is skipped;
+  // a router whose key space is that full refuses (a bounded search).
+  for (int tries = 0; tries < 4096; ++tries) {
     uint32_t index = key_counter_++;
     if (key_counter_ >= (1u << 24)) {
       key_counter_ = 1;
@@ -167,11 +179,23 @@ uint32_t SoftFabric::next_key() {
     if (keys_wrapped_) engine_.run_sync([&] { used = engine_.key_index_used(index); });
     if (!used) return (index << 8) | (rng_() & 0xff);
   }
+  return Error{ENOMEM, "no free memory key: deregister memory regions or deallocate memory windows"};
+}
+
+Status SoftFabric::attach_mcast(FabricQp& qp, const ibv_gid& mgid, bool attach) {
+  Status st;
+  engine_.run_sync([&] {
+    auto& q = static_cast<core::Qp&>(qp);
+    st = attach ? engine_.attach_mcast(q, mgid) : engine_.detach_mcast(q, mgid);
+  });
+  return st;
 }
 
 Result<std::unique_ptr<FabricMw>> SoftFabric::alloc_mw(FabricPd& pd, uint32_t type) {
   if (type != IBV_MW_TYPE_1 && type != IBV_MW_TYPE_2) return Error{EINVAL, "a memory window is of type 1 or 2"};
-  auto mw = std::make_unique<core::Mw>(engine_, static_cast<core::Pd&>(pd), type, next_key());
+  auto key = next_key();
+  if (!key) return key.error();
+  auto mw = std::make_unique<core::Mw>(engine_, static_cast<core::Pd&>(pd), type, *key);
   engine_.run_sync([&] { engine_.link_mw(*mw); });
   return std::unique_ptr<FabricMw>(std::move(mw));
 }

@@ -19,6 +19,9 @@ class SoftRoutes {
   // The router serving `vip` in `tenant`: nullptr for this one, or the
   // peer; an error when no router serves it. Control thread.
   virtual Result<soft::Peer*> locate(std::string_view tenant, uint32_t vip) = 0;
+  // The other routers serving addresses of `tenant`: where its multicast
+  // datagrams go. Control thread.
+  virtual std::vector<soft::Peer*> peers_of(std::string_view tenant) = 0;
 };
 
 class SoftFabric final : public core::QueueFabric {
@@ -28,6 +31,7 @@ class SoftFabric final : public core::QueueFabric {
   ibv_port_attr port_attr() const override;
   Result<std::unique_ptr<FabricPd>> alloc_pd(const Owner& owner) override;
   Result<std::unique_ptr<FabricMw>> alloc_mw(FabricPd& pd, uint32_t type) override;
+  Status attach_mcast(FabricQp& qp, const ibv_gid& mgid, bool attach) override;
   Status modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask) override;
   Result<std::unique_ptr<FabricCluster>> join_cluster(boost::asio::io_context& io, Directory& directory,
                                                       const std::string& listen, const LinkSecurity& security) override;
@@ -45,7 +49,7 @@ class SoftFabric final : public core::QueueFabric {
 
  private:
   uint32_t next_qpn();
-  uint32_t next_key();
+  Result<uint32_t> next_key();
 
   soft::Engine engine_;
   SoftRoutes* routes_ = nullptr;

@@ -161,8 +161,8 @@ TEST_F(Datagrams, EveryReportedCapabilityWorksAndTheOthersAreRefused) {
   ibv_cq* c = cq();
   ibv_qp* ud = ud_qp(c);
   ibv_gid group{};
-  group.raw[0] = 0xff;  // a multicast GID
-  group.raw[1] = 0x0e;
+  group.raw[10] = group.raw[11] = 0xff;  // ::ffff:239.0.0.1, a multicast group of a RoCE v2 IPv4 port
+  group.raw[12] = 239;
   group.raw[15] = 1;
   int attached = ibv_attach_mcast(ud, &group, 0);
   EXPECT_EQ(attached == 0, a.max_mcast_grp > 0 && a.max_mcast_qp_attach > 0);
