@@ -66,6 +66,12 @@ int deregister(FfMr& mr) {
 
 }  // namespace
 
+namespace ff::verbs {
+ibv_mr* register_range(ibv_pd* pd, void* addr, size_t length, uint64_t iova, unsigned access) {
+  return register_mr(pd, addr, length, iova, access);
+}
+}  // namespace ff::verbs
+
 #undef ibv_reg_mr
 #undef ibv_reg_mr_iova
 
@@ -86,6 +92,7 @@ ibv_mr* ibv_reg_mr_iova2(ibv_pd* pd, void* addr, size_t length, uint64_t iova, u
 int ibv_dereg_mr(ibv_mr* ibmr) {
   FfMr* mr = to_ff(ibmr);
   if (int e = deregister(*mr); e != 0) return e;
+  if (mr->on_dm != nullptr) mr->on_dm->fetch_sub(1, std::memory_order_relaxed);
   std::free(mr);
   return 0;
 }
@@ -101,7 +108,7 @@ int ibv_rereg_mr(ibv_mr* ibmr, int flags, ibv_pd* pd, void* addr, size_t length,
   bool translation = (flags & IBV_REREG_MR_CHANGE_TRANSLATION) != 0;
   bool new_access = (flags & IBV_REREG_MR_CHANGE_ACCESS) != 0;
   if ((flags & ~IBV_REREG_MR_FLAGS_SUPPORTED) != 0 || (translation && (length == 0 || addr == nullptr)) ||
-      (access != 0 && !new_access)) {
+      (access != 0 && !new_access) || mr->on_dm != nullptr) {  // a DM MR is registered anew with ibv_reg_dm_mr
     errno = EINVAL;
     return IBV_REREG_MR_ERR_INPUT;
   }

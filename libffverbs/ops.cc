@@ -78,9 +78,7 @@ void init_extended_ops(verbs_context& v) {
   unsupported(v.attach_counters_point_flow);
   unsupported(v.create_counters);
   unsupported(v.destroy_counters);
-  unsupported(v.reg_dm_mr);
-  unsupported(v.alloc_dm);
-  unsupported(v.free_dm);
+  init_dm_ops(v);
   unsupported(v.modify_flow_action_esp);
   unsupported(v.destroy_flow_action);
   unsupported(v.create_flow_action_esp);

@@ -36,6 +36,7 @@ int query_device_ex_full(ibv_context* context, ibv_device_attr_ex& attr) {
   if (reply->fw_ver() != nullptr)
     std::snprintf(attr.orig_attr.fw_ver, sizeof attr.orig_attr.fw_ver, "%s", reply->fw_ver()->c_str());
   attr.phys_port_cnt_ex = attr.orig_attr.phys_port_cnt;
+  attr.max_dm_size = kMaxDmSize;  // the shim's (dm.cc), on either fabric
   return 0;
 }
 

@@ -48,14 +48,16 @@ int join(rdma_cm_id* cm_id, const sockaddr* addr, void* context, bool attach) {
   uint32_t group = group_of(addr);
   if (group == 0) return fail(EINVAL);
   FfCmId* id = to_ff(cm_id);
+  auto same = [&](const FfCmId::Join& x) { return x.group == group; };
   {
     std::lock_guard lock(id->mu);
+    if (std::any_of(id->joins.begin(), id->joins.end(), same)) return fail(EADDRINUSE);
     id->joins.push_back({group, context, attach});
   }
   if (int e = ask(*id, group, true); e != 0) {
     std::lock_guard lock(id->mu);
     auto& j = id->joins;
-    j.erase(std::find_if(j.begin(), j.end(), [&](const FfCmId::Join& x) { return x.group == group; }));
+    j.erase(std::find_if(j.begin(), j.end(), same));
     return fail(e);
   }
   return id->sync ? wait_sync(*id) : 0;
@@ -66,7 +68,7 @@ int join(rdma_cm_id* cm_id, const sockaddr* addr, void* context, bool attach) {
 namespace ff::verbs::cm {
 
 void joined(FfCmId& id, uint32_t group, rdma_cm_event& ev) {
-  FfCmId::Join join{group, nullptr, true};
+  FfCmId::Join join{group, nullptr, false};  // left before its event was read: nothing to attach
   {
     std::lock_guard lock(id.mu);
     for (const auto& j : id.joins)
@@ -84,9 +86,11 @@ void joined(FfCmId& id, uint32_t group, rdma_cm_event& ev) {
   ud.ah_attr.grh.hop_limit = 64;
   ud.ah_attr.grh.traffic_class = id.tos;
   ud.ah_attr.port_num = id.id.port_num != 0 ? id.id.port_num : 1;
-  if (join.attach && id.id.qp != nullptr && ibv_attach_mcast(id.id.qp, &ud.ah_attr.grh.dgid, 0) != 0) {
-    ev.event = RDMA_CM_EVENT_MULTICAST_ERROR;
-    ev.status = -errno;
+  if (join.attach && id.id.qp != nullptr) {
+    if (int e = ibv_attach_mcast(id.id.qp, &ud.ah_attr.grh.dgid, 0); e != 0) {
+      ev.event = RDMA_CM_EVENT_MULTICAST_ERROR;
+      ev.status = -e;
+    }
   }
 }
 
@@ -99,12 +103,13 @@ int rdma_join_multicast(rdma_cm_id* id, sockaddr* addr, void* context) { return 
 // Full members only (a send-only member's QP is not attached); the group by
 // address (RDMA_CM_JOIN_MC_ATTR_ADDRESS), with no other attributes.
 int rdma_join_multicast_ex(rdma_cm_id* id, rdma_cm_join_mc_attr_ex* attr, void* context) {
-  if (attr == nullptr || (attr->comp_mask & RDMA_CM_JOIN_MC_ATTR_ADDRESS) == 0) return fail(EINVAL);
+  // librdmacm asks for both the address and the join flags.
+  if (attr == nullptr || (attr->comp_mask & RDMA_CM_JOIN_MC_ATTR_ADDRESS) == 0 ||
+      (attr->comp_mask & RDMA_CM_JOIN_MC_ATTR_JOIN_FLAGS) == 0)
+    return fail(EINVAL);
   constexpr uint32_t kKnown = RDMA_CM_JOIN_MC_ATTR_ADDRESS | RDMA_CM_JOIN_MC_ATTR_JOIN_FLAGS;
   if ((attr->comp_mask & ~kKnown) != 0) return fail(EINVAL);
-  uint32_t flags = (attr->comp_mask & RDMA_CM_JOIN_MC_ATTR_JOIN_FLAGS) != 0
-                       ? attr->join_flags
-                       : static_cast<uint32_t>(RDMA_MC_JOIN_FLAG_FULLMEMBER);
+  uint32_t flags = attr->join_flags;
   if (flags != RDMA_MC_JOIN_FLAG_FULLMEMBER && flags != RDMA_MC_JOIN_FLAG_SENDONLY_FULLMEMBER) return fail(EINVAL);
   return join(id, attr->addr, context, flags == RDMA_MC_JOIN_FLAG_FULLMEMBER);
 }

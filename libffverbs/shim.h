@@ -100,6 +100,7 @@ struct FfMr {
   uint64_t pages;  // the lease on the shared pages this registration holds (shared_memory.h)
   uint64_t iova;   // what ibv_rereg_mr keeps when the translation stays
   unsigned access;
+  std::atomic<uint32_t>* on_dm;  // a DM MR: its DM's count of MRs (dm.cc)
 };
 
 // A spinlock for the few-instruction critical sections of the data path.
@@ -272,6 +273,12 @@ int build_recv(const ibv_recv_wr& wr, uint32_t max_sge, shm::RecvWqe& r);
 // without a window.
 int encode_bind(shm::SendWqe& w, const ibv_mw* mw, uint32_t rkey, const ibv_mw_bind_info& info);
 void init_mw_ops(ibv_context_ops& ops);
+// Device memory, served from the shared arena (dm.cc): at most this much
+// per allocation (ibv_device_attr_ex.max_dm_size).
+inline constexpr uint64_t kMaxDmSize = 1 << 20;
+void init_dm_ops(verbs_context& v);
+// ibv_reg_mr_iova2 for the shim's own callers (mr.cc).
+ibv_mr* register_range(ibv_pd* pd, void* addr, size_t length, uint64_t iova, unsigned access);
 
 // Maps a ring segment the router sent and checks it: the segment's header,
 // its size (at least `bytes`), and the ring of T at `ring_offset` holding

@@ -63,6 +63,11 @@ class Engine final : public core::QueueCore {
   // Puts that datagram on `peer`'s outbound link (a multicast one: to the
   // members there); false when the link is down or full.
   bool put_datagram(Qp& q, const Ah& ah, Peer& peer, const shm::SendWqe& w, const Sges& src, uint32_t qkey);
+  // Whether a multicast datagram to `ah` may go now: kWait while a router
+  // of its fanout is being connected (within the grace a unicast datagram
+  // gets) or its link is full, so that no member anywhere got it before it
+  // goes again; a router that stays unreachable loses its copy.
+  Datagram fanout_ready(const Ah& ah, uint64_t now);
   // Completes the send queue's head WQE of a QP routed to another router:
   // a completion when signaled (always on error), then the QP goes to ERR
   // on error.

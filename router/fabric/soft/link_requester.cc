@@ -263,6 +263,18 @@ Datagram Engine::send_remote_datagram(Qp& q, const Ah& ah, const SendWqe& w, con
   return put_datagram(q, ah, peer, w, src, qkey) ? Datagram::kSent : Datagram::kWait;
 }
 
+Datagram Engine::fanout_ready(const Ah& ah, uint64_t now) {
+  for (Peer* p : ah.fanout) {
+    if (p->out == nullptr) {
+      if (p->wanted_since_ns == 0) p->wanted_since_ns = now;
+      if (now - p->wanted_since_ns < kConnectGraceNs) return Datagram::kWait;
+    } else if (!p->out->room()) {
+      return Datagram::kWait;
+    }
+  }
+  return Datagram::kSent;
+}
+
 bool Engine::put_datagram(Qp& q, const Ah& ah, Peer& peer, const SendWqe& w, const Sges& src, uint32_t qkey) {
   Link* link = peer.out;
   if (link == nullptr || !link->room()) return false;

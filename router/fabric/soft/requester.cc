@@ -296,9 +296,13 @@ class Executor {
   }
 
   // To group ah.virtual_ip: its members on this router, and a copy to
-  // every other router of the tenant, whose members take it there (one
-  // whose link is down or full loses it: datagrams are unreliable).
+  // every other router of the tenant, whose members take it there; it waits
+  // for those links first (Engine::fanout_ready).
   Outcome send_multicast(const SendWqe& w, const Sges& src, uint32_t qkey, const Ah& ah) {
+    if (w.remote_qpn == kMulticastQpn && e_.fanout_ready(ah, now_) == Datagram::kWait) {
+      q_.wait_until_ns = now_ + 1'000'000;
+      return Outcome::kWait;
+    }
     Origin o{q_.qpn, w.remote_qpn, IBV_QPT_UD, nullptr, &q_.pd.owner.tenant};
     DatagramHeader g{q_.pd.owner.virtual_ip, ah.virtual_ip, ah.attr.grh.traffic_class, ah.attr.grh.hop_limit};
     r_.deliver_multicast(o, qkey, g, [&] { return source_of(src); }, src.total, arrival(w));
