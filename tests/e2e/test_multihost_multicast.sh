@@ -23,19 +23,23 @@ mh_router beta "$dir"
 mh_wait_peers alpha 1
 mh_wait_peers beta 1
 
+# await FILE WORD WHAT: waits (10 s at most) for WORD in FILE, or fails saying WHAT.
+await() {
+  for _ in $(seq 200); do
+    grep -q "$2" "$1" && return 0
+    sleep 0.05
+  done
+  cat "$1"
+  fail "$3"
+}
+
 declare -A pid
 for r in alpha:c alpha:d beta:b; do
   host=${r%%:*} ctr=${r##*:}
   mh_in "$host" "$ctr" default timeout 60 "$TOOL" recv "$GROUP" "$N" >"$FF_WORK/recv-$ctr.log" 2>&1 &
   pid[$ctr]=$!
 done
-for ctr in c d b; do
-  for _ in $(seq 200); do
-    grep -q ready "$FF_WORK/recv-$ctr.log" && break
-    sleep 0.05
-  done
-  grep -q ready "$FF_WORK/recv-$ctr.log" || { cat "$FF_WORK/recv-$ctr.log"; fail "receiver $ctr did not attach"; }
-done
+for ctr in c d b; do await "$FF_WORK/recv-$ctr.log" ready "receiver $ctr did not attach"; done
 mh_in alpha a default timeout 60 "$TOOL" send "$GROUP" "$N" >"$FF_WORK/send.log" 2>&1 ||
   { cat "$FF_WORK/send.log"; fail "the sender failed"; }
 for ctr in c d b; do
@@ -50,13 +54,7 @@ for r in alpha:c:10.50.1.2 beta:b:10.50.2.1; do
   mh_in "$host" "$ctr" default timeout 60 stdbuf -oL mckey -m 239.6.6.6 -b "$ip" -C 10 >"$FF_WORK/mckey-$ctr.log" 2>&1 &
   pid[$ctr]=$!
 done
-for ctr in c b; do
-  for _ in $(seq 200); do
-    grep -q joined "$FF_WORK/mckey-$ctr.log" && break
-    sleep 0.05
-  done
-  grep -q joined "$FF_WORK/mckey-$ctr.log" || { cat "$FF_WORK/mckey-$ctr.log"; fail "mckey in $ctr did not join"; }
-done
+for ctr in c b; do await "$FF_WORK/mckey-$ctr.log" joined "mckey in $ctr did not join"; done
 mh_in alpha a default timeout 60 mckey -m 239.6.6.6 -b 10.50.1.1 -s -C 10 >"$FF_WORK/mckey-send.log" 2>&1 ||
   { cat "$FF_WORK/mckey-send.log"; fail "the mckey sender failed"; }
 for ctr in c b; do

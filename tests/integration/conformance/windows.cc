@@ -74,8 +74,24 @@ class Windows : public Verbs {
     EXPECT_EQ(post(q, w), 0);
     return poll1(c).status;
   }
+  // A connected pair, an MR over target_ that windows may bind, one over
+  // source_ for local data, and a type 2 window with the rkey its bind gives.
+  struct Type2 {
+    ibv_mr *bindable, *local;
+    Pair p;
+    ibv_mw* w;
+    uint64_t at;  // target_'s address
+    uint32_t rkey;
+  };
+  Type2 type2() {
+    Type2 t{mr(target_.base, target_.size, kBindable), mr(source_.base, source_.size, IBV_ACCESS_LOCAL_WRITE), pair(),
+            window(IBV_MW_TYPE_2), reinterpret_cast<uint64_t>(target_.base), 0};
+    if (t.w != nullptr) t.rkey = ibv_inc_rkey(t.w->rkey);
+    return t;
+  }
   bool type2_ = false;
   std::vector<ibv_mw*> windows_;
+  Pages target_{1}, source_{1};
 };
 
 TEST_F(Windows, Type1GrantsItsAccessOnItsRangeThroughItsRkey) {
@@ -119,44 +135,35 @@ TEST_F(Windows, Type1UnbindsAndBindsAgain) {
 
 TEST_F(Windows, Type2IsBoundByAWorkRequestAndInvalidatedLocally) {
   if (!type2_) GTEST_SKIP() << "no type 2 windows";
-  Pages target(1), source(1);
-  ibv_mr* m = mr(target.base, target.size, kBindable);
-  ibv_mr* src = mr(source.base, source.size, IBV_ACCESS_LOCAL_WRITE);
-  Pair p = pair();
-  ibv_mw* w = window(IBV_MW_TYPE_2);
-  ASSERT_NE(w, nullptr);
+  Type2 t = type2();
+  ASSERT_NE(t.w, nullptr);
+  Pair& p = t.p;
   ibv_mw_bind b{};
-  b.bind_info = {m, reinterpret_cast<uint64_t>(target.base), 4096, kRemote};
-  EXPECT_EQ(ibv_bind_mw(p.a, w, &b), EINVAL) << "ibv_bind_mw is for type 1";
-  auto at = reinterpret_cast<uint64_t>(target.base);
-  const uint32_t rkey = ibv_inc_rkey(w->rkey);
+  b.bind_info = {t.bindable, t.at, 4096, kRemote};
+  EXPECT_EQ(ibv_bind_mw(p.a, t.w, &b), EINVAL) << "ibv_bind_mw is for type 1";
   // Bound by (and usable through) p.a, the peer's responder.
-  ASSERT_EQ(bind2(p.a, p.scq, w, rkey, m, at, 4096, kRemote), IBV_WC_SUCCESS);
-  fill(source.base, 32, 9);
-  EXPECT_EQ(remote(p.b, p.rcq, IBV_WR_RDMA_WRITE, rkey, at + 8, src, 32), IBV_WC_SUCCESS);
-  EXPECT_EQ(std::memcmp(target.base + 8, source.base, 32), 0);
+  ASSERT_EQ(bind2(p.a, p.scq, t.w, t.rkey, t.bindable, t.at, 4096, kRemote), IBV_WC_SUCCESS);
+  fill(source_.base, 32, 9);
+  EXPECT_EQ(remote(p.b, p.rcq, IBV_WR_RDMA_WRITE, t.rkey, t.at + 8, t.local, 32), IBV_WC_SUCCESS);
+  EXPECT_EQ(std::memcmp(target_.base + 8, source_.base, 32), 0);
   ibv_send_wr inv = wr(IBV_WR_LOCAL_INV, 13, nullptr, 0);
-  inv.invalidate_rkey = rkey;
+  inv.invalidate_rkey = t.rkey;
   ASSERT_EQ(post(p.a, inv), 0);
   ibv_wc wc = poll1(p.scq);
   EXPECT_EQ(wc.status, IBV_WC_SUCCESS);
   EXPECT_EQ(wc.opcode, IBV_WC_LOCAL_INV);
-  EXPECT_EQ(remote(p.b, p.rcq, IBV_WR_RDMA_WRITE, rkey, at + 8, src, 32), IBV_WC_REM_ACCESS_ERR);
+  EXPECT_EQ(remote(p.b, p.rcq, IBV_WR_RDMA_WRITE, t.rkey, t.at + 8, t.local, 32), IBV_WC_REM_ACCESS_ERR);
 }
 
 TEST_F(Windows, SendWithInvalidateFreesTheReceiversWindow) {
   if (!type2_) GTEST_SKIP() << "no type 2 windows";
-  Pages target(1), source(1);
-  ibv_mr* m = mr(target.base, target.size, kBindable);
-  ibv_mr* local = mr(source.base, source.size, IBV_ACCESS_LOCAL_WRITE);
-  Pair p = pair();
-  ibv_mw* w = window(IBV_MW_TYPE_2);
-  ASSERT_NE(w, nullptr);
-  auto at = reinterpret_cast<uint64_t>(target.base);
-  const uint32_t rkey = ibv_inc_rkey(w->rkey);
-  ASSERT_EQ(bind2(p.a, p.scq, w, rkey, m, at, 4096, kRemote), IBV_WC_SUCCESS);
-  ASSERT_EQ(post_recv(p.a, 31, {{reinterpret_cast<uint64_t>(source.base) + 2048, 64, local->lkey}}), 0);
-  ibv_sge s{reinterpret_cast<uint64_t>(source.base), 16, local->lkey};
+  Type2 t = type2();
+  ASSERT_NE(t.w, nullptr);
+  Pair& p = t.p;
+  const uint32_t rkey = t.rkey;
+  ASSERT_EQ(bind2(p.a, p.scq, t.w, rkey, t.bindable, t.at, 4096, kRemote), IBV_WC_SUCCESS);
+  ASSERT_EQ(post_recv(p.a, 31, {{reinterpret_cast<uint64_t>(source_.base) + 2048, 64, t.local->lkey}}), 0);
+  ibv_sge s{reinterpret_cast<uint64_t>(source_.base), 16, t.local->lkey};
   ibv_send_wr send = wr(IBV_WR_SEND_WITH_INV, 32, &s, 1);
   send.invalidate_rkey = rkey;
   ASSERT_EQ(post(p.b, send), 0);
@@ -169,7 +176,7 @@ TEST_F(Windows, SendWithInvalidateFreesTheReceiversWindow) {
   EXPECT_EQ(got.byte_len, 16u);
   EXPECT_NE(got.wc_flags & IBV_WC_WITH_INV, 0u);
   EXPECT_EQ(got.invalidated_rkey, rkey);
-  EXPECT_EQ(remote(p.b, p.rcq, IBV_WR_RDMA_WRITE, rkey, at, local, 8), IBV_WC_REM_ACCESS_ERR);
+  EXPECT_EQ(remote(p.b, p.rcq, IBV_WR_RDMA_WRITE, rkey, t.at, t.local, 8), IBV_WC_REM_ACCESS_ERR);
 }
 
 TEST_F(Windows, ABindTheRulesRefuseFailsWithMwBindErr) {
