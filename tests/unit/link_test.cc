@@ -154,5 +154,31 @@ TEST_F(LinkTest, AReceiveHeldByAMessageCutOffByALostLinkFlushes) {
   EXPECT_EQ(c.status, IBV_WC_WR_FLUSH_ERR);
 }
 
+// A request with an opcode this router does not serve (a newer router's,
+// during a rolling upgrade) is NAKed as an invalid request; the link stays
+// up and the next request is served.
+TEST_F(LinkTest, AnUnknownOpcodeFailsItsRequestNotTheLink) {
+  Qp* q = nullptr;
+  UniqueFd peer = connect_peer(q);
+  wire::Header unknown = request(*q, IBV_WR_SEND, 0, 16);
+  unknown.opcode = 77;
+  unknown.payload = 16;
+  std::vector<std::byte> frame(sizeof unknown + unknown.payload);
+  std::memcpy(frame.data(), &unknown, sizeof unknown);
+  ASSERT_EQ(::send(peer.get(), frame.data(), frame.size(), MSG_NOSIGNAL), static_cast<ssize_t>(frame.size()));
+  wire::Header answer{};
+  size_t got = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (got < sizeof answer && std::chrono::steady_clock::now() < deadline) {
+    ssize_t n = ::recv(peer.get(), reinterpret_cast<char*>(&answer) + got, sizeof answer - got, MSG_DONTWAIT);
+    if (n > 0) got += static_cast<size_t>(n);
+  }
+  ASSERT_EQ(got, sizeof answer) << "no answer";
+  EXPECT_EQ(answer.type, static_cast<uint8_t>(wire::Type::kNak));
+  EXPECT_EQ(answer.opcode, static_cast<uint8_t>(wire::NakReason::kStatus));
+  EXPECT_EQ(answer.imm, static_cast<uint32_t>(IBV_WC_REM_INV_REQ_ERR));
+  EXPECT_TRUE(routes.peer.in_up.load()) << "the link stays up";
+}
+
 }  // namespace
 }  // namespace ff::router::soft

@@ -207,6 +207,8 @@ void Engine::on_request(Link& link, const Header& h, std::span<const std::byte> 
   }
   if (!in_order(t->remote_resp, h)) return;
   LinkResponse response(*this, link, *t, h);
+  if (!wire::serves_opcode(h.opcode))  // a newer router's: this request fails (RC: an invalid request NAK)
+    return response.refuse(Verdict::failed(IBV_WC_REM_INV_REQ_ERR));
   switch (h.opcode) {
     case IBV_WR_RDMA_READ:
       return response.read();

@@ -12,6 +12,8 @@
 // frame whose fields do not add up, and the connection is closed.
 #pragma once
 
+#include <infiniband/verbs.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -81,6 +83,24 @@ struct Header {
   uint64_t swap;
 };
 static_assert(sizeof(Header) == 80);
+
+// Whether this router executes requests of ibv_wr_opcode `op` from a peer.
+inline bool serves_opcode(uint32_t op) {
+  switch (op) {
+    case IBV_WR_RDMA_WRITE:
+    case IBV_WR_RDMA_WRITE_WITH_IMM:
+    case IBV_WR_SEND:
+    case IBV_WR_SEND_WITH_IMM:
+    case IBV_WR_RDMA_READ:
+    case IBV_WR_ATOMIC_CMP_AND_SWP:
+    case IBV_WR_ATOMIC_FETCH_AND_ADD:
+    case IBV_WR_SEND_WITH_INV:
+    case IBV_WR_ATOMIC_WRITE:
+      return true;
+    default:
+      return false;
+  }
+}
 
 // A stable 32-bit name of a tenant (FNV-1a): tenants are named alike on
 // every router.
