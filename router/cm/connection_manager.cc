@@ -1,4 +1,5 @@
 #include "router/cm/connection_manager.h"
+#include "router/common/addresses.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -225,7 +226,7 @@ void ConnectionManager::address_answer(Id& id, bool found) {
 
 Status ConnectionManager::join_multicast(Id& id, uint32_t group) {
   if (!id.datagram()) return Error{EINVAL, "multicast needs a datagram id (RDMA_PS_UDP or RDMA_PS_IPOIB)"};
-  if ((group >> 28) != 0xe) return Error{EINVAL, "not an IPv4 multicast address (224.0.0.0/4)"};
+  if (!is_multicast_ipv4(group)) return Error{EINVAL, "not an IPv4 multicast address (224.0.0.0/4)"};
   if (!id.bound_ && id.state_ < Id::State::kAddrResolved) return Error{EINVAL, "bind or resolve the id's address first"};
   if (std::find(id.groups_.begin(), id.groups_.end(), group) != id.groups_.end())
     return Error{EADDRINUSE, "the id joined that group already"};

@@ -1,4 +1,5 @@
 #include "router/control/cm_wire.h"
+#include "router/common/addresses.h"
 #include "router/control/handlers.h"
 
 #include <algorithm>
@@ -105,7 +106,7 @@ Status handle_cm_resolve_addr(Session& s, const proto::Request& req, std::vector
   std::optional<cm::Endpoint> src;
   if (r->has_src()) src = from_wire(r->src());
   // A multicast group resolves at once: its members are found when it is joined.
-  bool served = dst.ip == s.virtual_ip() || (dst.ip >> 28) == 0xe || s.services().reachable(s.tenant()->name, dst.ip);
+  bool served = dst.ip == s.virtual_ip() || is_multicast_ipv4(dst.ip) || s.services().reachable(s.tenant()->name, dst.ip);
   auto& manager = s.services().connection_manager();
   Status done = manager.resolve_addr(*id->id, src, dst, served ? std::optional<bool>(true) : std::nullopt);
   if (done && !served) {

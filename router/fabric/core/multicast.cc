@@ -7,6 +7,7 @@
 #include <cerrno>
 
 #include "policy/tenant.h"
+#include "router/common/addresses.h"
 #include "router/fabric/core/queue_core.h"
 
 namespace ff::router::core {
@@ -14,7 +15,7 @@ namespace ff::router::core {
 namespace {
 std::optional<uint32_t> group_of(const ibv_gid& mgid) {
   auto ip = policy::ipv4_of_gid(mgid.raw);
-  if (!ip || (*ip >> 28) != 0xe) return std::nullopt;
+  if (!ip || !is_multicast_ipv4(*ip)) return std::nullopt;
   return ip;
 }
 

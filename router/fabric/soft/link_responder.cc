@@ -8,6 +8,7 @@
 // whole.
 #include <cstring>
 
+#include "router/common/addresses.h"
 #include "router/fabric/soft/engine.h"
 #include "router/fabric/soft/link_protocol.h"
 
@@ -187,7 +188,7 @@ void Engine::on_datagram(Link& link, const Header& h, std::span<const std::byte>
       h.total > kUdMtu)
     return;
   DatagramHeader g{h.src_ip, h.dst_ip, static_cast<uint8_t>(h.remote_addr), static_cast<uint8_t>(h.remote_addr >> 8)};
-  if ((h.dst_ip >> 28) == 0xe) {  // a multicast group: its members here
+  if (is_multicast_ipv4(h.dst_ip)) {  // a multicast group: its members here
     auto fresh = [&] { return Pieces(const_cast<std::byte*>(payload.data()), payload.size()); };
     if (int n = responder_.deliver_multicast(origin_of(link, h), h.rkey, g, fresh, h.total, arrival_of(h)); n > 0)
       count(static_cast<uint64_t>(n), h.total * static_cast<uint64_t>(n));

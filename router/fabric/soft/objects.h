@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "router/common/addresses.h"
 #include "router/fabric/core/objects.h"
 #include "router/fabric/soft/link.h"
 
@@ -44,7 +45,7 @@ struct Ah final : core::Ah {
      std::vector<Peer*> also = {})
       : core::Ah(c, p, a, ip, id), route(r), fanout(std::move(also)) {}
   ~Ah() override;  // unlinks before its own state goes
-  bool multicast() const { return (virtual_ip >> 28) == 0xe; }
+  bool multicast() const { return is_multicast_ipv4(virtual_ip); }
   Peer* const route;  // the router serving virtual_ip; nullptr: this one (or a multicast group)
   const std::vector<Peer*> fanout;  // multicast: the other routers of the tenant
 };

@@ -1,4 +1,5 @@
 #include "router/fabric/soft/soft_fabric.h"
+#include "router/common/addresses.h"
 
 #include <cerrno>
 #include <cstring>
@@ -103,7 +104,7 @@ Result<std::unique_ptr<FabricSrq>> SoftFabric::make_srq(const core::SrqRequest& 
 Result<std::unique_ptr<FabricAh>> SoftFabric::make_ah(const core::AhRequest& r) {
   soft::Peer* route = nullptr;
   std::vector<soft::Peer*> fanout;
-  if ((r.virtual_ip >> 28) == 0xe) {  // a multicast group: this router's members and every other router's
+  if (is_multicast_ipv4(r.virtual_ip)) {  // a multicast group: this router's members and every other router's
     if (routes_ != nullptr) fanout = routes_->peers_of(r.pd.owner.tenant);
   } else if (routes_ != nullptr) {
     auto located = routes_->locate(r.pd.owner.tenant, r.virtual_ip);
