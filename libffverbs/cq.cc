@@ -156,6 +156,11 @@ void retire_slots(FfCq& cq, const shm::Cqe& c) {
     if (it != cq.senders.end()) it->second->sends_retired.fetch_add(c.sends_retired, std::memory_order_release);
     return;
   }
+  if (c.xrc_srq != 0) {  // the QP may be another process's: the SRQ is named
+    auto srq = cq.xrc_srqs.find(c.xrc_srq);
+    if (srq != cq.xrc_srqs.end()) srq->second->retired.fetch_add(1, std::memory_order_release);
+    return;
+  }
   auto it = cq.receivers.find(c.qp_num);
   if (it == cq.receivers.end()) return;
   ibv_srq* srq = it->second->qpx.qp_base.srq;

@@ -101,12 +101,12 @@ void init_extended_ops(verbs_context& v) {
   v.ABI_placeholder2 = reinterpret_cast<void (*)()>(v.ibv_destroy_flow);
   unsupported(v.ibv_create_flow);
   v.ABI_placeholder1 = reinterpret_cast<void (*)()>(v.ibv_create_flow);
-  unsupported(v.open_qp);
+  v.open_qp = ffv_open_qp;
   v.create_qp_ex = ffv_create_qp_ex;
-  unsupported(v.get_srq_num);
-  unsupported(v.create_srq_ex);
-  unsupported(v.open_xrcd);
-  unsupported(v.close_xrcd);
+  v.get_srq_num = ffv_get_srq_num;
+  v.create_srq_ex = ffv_create_srq_ex;
+  v.open_xrcd = ffv_open_xrcd;
+  v.close_xrcd = ffv_close_xrcd;
 }
 
 }  // namespace

@@ -59,6 +59,7 @@ int build_send(const FfQp& qp, const ibv_send_wr& wr, shm::SendWqe& w) {
     default:
       break;
   }
+  if (qp.qpx.qp_base.qp_type == IBV_QPT_XRC_SEND) w.remote_qpn = wr.qp_type.xrc.remote_srqn;
   if (qp.qpx.qp_base.qp_type == IBV_QPT_UD) {
     if (wr.wr.ud.ah == nullptr) return EINVAL;
     w.ah = to_ff(wr.wr.ud.ah)->id;
@@ -257,69 +258,11 @@ bool device_has_windows(ibv_context* context) {
          (attr.orig_attr.device_cap_flags & IBV_DEVICE_MEM_WINDOW) != 0;
 }
 
-ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
-  FfContext* ctx = to_ff(context);
-  if (context_is_stale(*ctx)) return fail_ptr<ibv_qp>(EIO);
-  if (attr.pd == nullptr || attr.send_cq == nullptr || attr.recv_cq == nullptr) return fail_ptr<ibv_qp>(EINVAL);
-  if (attr.qp_type != IBV_QPT_RC && attr.qp_type != IBV_QPT_UC && attr.qp_type != IBV_QPT_UD)
-    return fail_ptr<ibv_qp>(EOPNOTSUPP);
-  flatbuffers::FlatBufferBuilder fbb;
-  auto cap = proto::to_wire(attr.cap);
-  bool atomic_write = (attr.comp_mask & IBV_QP_INIT_ATTR_SEND_OPS_FLAGS) != 0 &&
-                      (attr.send_ops_flags & IBV_QP_EX_WITH_ATOMIC_WRITE) != 0;
-  auto body = proto::CreateCreateQp(fbb, to_ff(attr.pd)->handle, to_ff(attr.send_cq)->handle,
-                                    to_ff(attr.recv_cq)->handle, attr.srq != nullptr ? to_ff(attr.srq)->handle : 0,
-                                    static_cast<uint8_t>(attr.qp_type), attr.sq_sig_all != 0, &cap, atomic_write);
-  auto reply = request<proto::CreateQpReply>(fbb, body, "create_qp failed", 1);
-  if (!reply) return fail_ptr<ibv_qp>(reply.error);
-  auto* qp = new (std::nothrow) FfQp();
-  if (qp == nullptr) return fail_ptr<ibv_qp>(ENOMEM);
-  uint32_t send_cap = reply->send_capacity(), recv_cap = reply->recv_capacity();
-  // Two rings in one segment: the send ring first, then the receive ring.
-  std::byte* sq = attach_ring<shm::SendWqe>(reply.fd(0), shm::qp_segment_bytes(send_cap, recv_cap),
-                                            shm::kQpSendRingOffset, send_cap, qp->segment);
-  std::byte* rq = qp->segment.base() + shm::qp_recv_ring_offset(send_cap);
-  if (sq == nullptr || !shm::ring_matches<shm::RecvWqe>(rq, recv_cap)) {
-    delete qp;
-    return fail_ptr<ibv_qp>(EPROTO);
-  }
-  try {
-    qp->pending.reserve(send_cap);
-  } catch (const std::bad_alloc&) {
-    delete qp;
-    return fail_ptr<ibv_qp>(ENOMEM);
-  }
-  qp->sq = shm::RingProducer<shm::SendWqe>(sq, send_cap);
-  qp->rq = shm::RingProducer<shm::RecvWqe>(rq, recv_cap);
-  qp->handle = reply->qp();
-  qp->ctx = ctx;
-  qp->cap = proto::from_wire(*reply->cap());
-  attr.cap = qp->cap;  // verbs reports the actual capabilities back
-  ibv_qp& q = qp->qpx.qp_base;
-  q.context = context;
-  q.qp_context = attr.qp_context;
-  q.pd = attr.pd;
-  hold_parent_domain(attr.pd);
-  q.send_cq = attr.send_cq;
-  q.recv_cq = attr.recv_cq;
-  q.srq = attr.srq;
-  q.handle = qp->handle;
-  q.qp_num = reply->qp_num();
-  q.state = IBV_QPS_RESET;
-  {
-    FfCq* scq = to_ff(attr.send_cq);
-    scq->lock.lock();
-    scq->senders[q.qp_num] = qp;
-    scq->lock.unlock();
-    FfCq* rcq = to_ff(attr.recv_cq);
-    rcq->lock.lock();
-    rcq->receivers[q.qp_num] = qp;
-    rcq->lock.unlock();
-  }
-  q.qp_type = attr.qp_type;
-  pthread_mutex_init(&q.mutex, nullptr);
-  pthread_cond_init(&q.cond, nullptr);
-  ibv_qp_ex& x = qp->qpx;
+void wr_set_xrc_srqn(ibv_qp_ex* q, uint32_t remote_srqn) {
+  if (auto* w = last_wr(q)) w->remote_qpn = remote_srqn;  // an XRC send QP's WRs name no QP (shm/descriptors.h)
+}
+
+void set_wr_ops(ibv_qp_ex& x) {
   x.comp_mask = 0;
   x.wr_atomic_cmp_swp = wr_atomic_cmp_swp;
   x.wr_atomic_fetch_add = wr_atomic_fetch_add;
@@ -333,7 +276,7 @@ ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
   x.wr_send_inv = wr_send_inv;
   x.wr_send_tso = [](ibv_qp_ex* self, void*, uint16_t, uint16_t) { wr_unsupported(to_ff(self)); };
   x.wr_set_ud_addr = wr_set_ud_addr;
-  x.wr_set_xrc_srqn = [](ibv_qp_ex* self, uint32_t) { wr_unsupported(to_ff(self)); };
+  x.wr_set_xrc_srqn = wr_set_xrc_srqn;
   x.wr_set_inline_data = wr_set_inline_data;
   x.wr_set_inline_data_list = wr_set_inline_data_list;
   x.wr_set_sge = wr_set_sge;
@@ -342,13 +285,100 @@ ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
   x.wr_complete = wr_complete;
   x.wr_abort = wr_abort;
   x.wr_atomic_write = wr_atomic_write;
-  ctx->track(qp->handle, EventElement::kQp, qp);
-  return &q;
+}
+
+// Whether the request names the CQs (and domain) its type needs: XRC's
+// send QP has no receive CQ, its receive QP only a domain.
+bool names_what_it_needs(const ibv_qp_init_attr_ex& attr) {
+  if (attr.qp_type == IBV_QPT_XRC_RECV)
+    return (attr.comp_mask & IBV_QP_INIT_ATTR_XRCD) != 0 && attr.xrcd != nullptr;
+  return attr.pd != nullptr && attr.send_cq != nullptr && (attr.recv_cq != nullptr || attr.qp_type == IBV_QPT_XRC_SEND);
+}
+
+ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
+  FfContext* ctx = to_ff(context);
+  if (context_is_stale(*ctx)) return fail_ptr<ibv_qp>(EIO);
+  if (!names_what_it_needs(attr)) return fail_ptr<ibv_qp>(EINVAL);
+  if (attr.qp_type != IBV_QPT_RC && attr.qp_type != IBV_QPT_UC && attr.qp_type != IBV_QPT_UD &&
+      attr.qp_type != IBV_QPT_XRC_SEND && attr.qp_type != IBV_QPT_XRC_RECV)
+    return fail_ptr<ibv_qp>(EOPNOTSUPP);
+  const bool receiving = attr.qp_type == IBV_QPT_XRC_RECV;
+  if (receiving) attr.pd = nullptr;  // verbs ignores what an XRC receive QP is given beyond its domain
+  if (receiving || attr.qp_type == IBV_QPT_XRC_SEND) {
+    attr.recv_cq = nullptr;
+    attr.srq = nullptr;
+    if (receiving) attr.send_cq = nullptr;
+  }
+  flatbuffers::FlatBufferBuilder fbb;
+  auto cap = proto::to_wire(attr.cap);
+  bool atomic_write = (attr.comp_mask & IBV_QP_INIT_ATTR_SEND_OPS_FLAGS) != 0 &&
+                      (attr.send_ops_flags & IBV_QP_EX_WITH_ATOMIC_WRITE) != 0;
+  auto handle_of = [](auto* object) { return object != nullptr ? to_ff(object)->handle : 0; };
+  auto body = proto::CreateCreateQp(fbb, handle_of(attr.pd), handle_of(attr.send_cq), handle_of(attr.recv_cq),
+                                    handle_of(attr.srq), static_cast<uint8_t>(attr.qp_type), attr.sq_sig_all != 0,
+                                    &cap, atomic_write, receiving ? to_ff(attr.xrcd)->handle : 0);
+  auto reply = request<proto::CreateQpReply>(fbb, body, "create_qp failed", 1);
+  if (!reply) return fail_ptr<ibv_qp>(reply.error);
+  return adopt_qp(*ctx, reply.fd(0), *reply.body, attr);
 }
 
 }  // namespace
 
 namespace ff::verbs {
+
+ibv_qp* adopt_qp(FfContext& ctx, int segment_fd, const proto::CreateQpReply& reply, ibv_qp_init_attr_ex& attr) {
+  auto* qp = new (std::nothrow) FfQp();
+  if (qp == nullptr) return fail_ptr<ibv_qp>(ENOMEM);
+  uint32_t send_cap = reply.send_capacity(), recv_cap = reply.recv_capacity();
+  // Two rings in one segment: the send ring first, then the receive ring.
+  std::byte* sq = attach_ring<shm::SendWqe>(segment_fd, shm::qp_segment_bytes(send_cap, recv_cap),
+                                            shm::kQpSendRingOffset, send_cap, qp->segment);
+  std::byte* rq = sq != nullptr ? qp->segment.base() + shm::qp_recv_ring_offset(send_cap) : nullptr;
+  if (sq == nullptr || !shm::ring_matches<shm::RecvWqe>(rq, recv_cap) || reply.cap() == nullptr) {
+    delete qp;
+    return fail_ptr<ibv_qp>(EPROTO);
+  }
+  try {
+    qp->pending.reserve(send_cap);
+  } catch (const std::bad_alloc&) {
+    delete qp;
+    return fail_ptr<ibv_qp>(ENOMEM);
+  }
+  qp->sq = shm::RingProducer<shm::SendWqe>(sq, send_cap);
+  qp->rq = shm::RingProducer<shm::RecvWqe>(rq, recv_cap);
+  qp->handle = reply.qp();
+  qp->ctx = &ctx;
+  qp->cap = proto::from_wire(*reply.cap());
+  attr.cap = qp->cap;  // verbs reports the actual capabilities back
+  ibv_qp& q = qp->qpx.qp_base;
+  q.context = &ctx.vctx.context;
+  q.qp_context = attr.qp_context;
+  q.pd = attr.pd;
+  if (attr.pd != nullptr) hold_parent_domain(attr.pd);
+  q.send_cq = attr.send_cq;
+  q.recv_cq = attr.recv_cq;
+  q.srq = attr.srq;
+  q.handle = qp->handle;
+  q.qp_num = reply.qp_num();
+  q.state = IBV_QPS_RESET;
+  if (attr.send_cq != nullptr) {
+    FfCq* scq = to_ff(attr.send_cq);
+    std::lock_guard lock(scq->lock);
+    scq->senders[q.qp_num] = qp;
+  }
+  if (attr.recv_cq != nullptr) {
+    FfCq* rcq = to_ff(attr.recv_cq);
+    std::lock_guard lock(rcq->lock);
+    rcq->receivers[q.qp_num] = qp;
+  }
+  q.qp_type = attr.qp_type;
+  pthread_mutex_init(&q.mutex, nullptr);
+  pthread_cond_init(&q.cond, nullptr);
+  set_wr_ops(qp->qpx);
+  ctx.track(qp->handle, EventElement::kQp, qp);
+  return &q;
+}
+
 
 int build_recv(const ibv_recv_wr& wr, uint32_t max_sge, shm::RecvWqe& r) {
   if (wr.num_sge < 0 || static_cast<uint32_t>(wr.num_sge) > max_sge) return EINVAL;
@@ -385,7 +415,9 @@ int ffv_post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad_wr) {
 
 int ffv_post_recv(ibv_qp* ibqp, ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
   FfQp* qp = to_ff(ibqp);
-  if (ibqp->state == IBV_QPS_RESET || ibqp->srq != nullptr) {  // an SRQ QP takes no receives of its own
+  // An SRQ QP takes no receives of its own; XRC QPs have no receive queue.
+  if (ibqp->state == IBV_QPS_RESET || ibqp->srq != nullptr || ibqp->qp_type == IBV_QPT_XRC_SEND ||
+      ibqp->qp_type == IBV_QPT_XRC_RECV) {
     *bad_wr = wr;
     return EINVAL;
   }
@@ -409,10 +441,10 @@ int ffv_post_recv(ibv_qp* ibqp, ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
 
 // The ibv_create_qp_ex fields that are not served may still be named, with
 // values that ask for nothing (as programs that fill the whole struct do):
-// no XRC domain, no create flags, no TSO, no RSS.
+// no XRC domain but for an XRC receive QP, no create flags, no TSO, no RSS.
 static bool asks_for_nothing_unserved(const ibv_qp_init_attr_ex& a) {
   uint32_t m = a.comp_mask;
-  if ((m & IBV_QP_INIT_ATTR_XRCD) != 0 && a.xrcd != nullptr) return false;
+  if ((m & IBV_QP_INIT_ATTR_XRCD) != 0 && a.xrcd != nullptr && a.qp_type != IBV_QPT_XRC_RECV) return false;
   if ((m & IBV_QP_INIT_ATTR_CREATE_FLAGS) != 0 && a.create_flags != 0) return false;
   if ((m & IBV_QP_INIT_ATTR_MAX_TSO_HEADER) != 0 && a.max_tso_header != 0) return false;
   if ((m & IBV_QP_INIT_ATTR_IND_TABLE) != 0 && a.rwq_ind_tbl != nullptr) return false;
@@ -427,7 +459,8 @@ ibv_qp* ffv_create_qp_ex(ibv_context* context, ibv_qp_init_attr_ex* attr) {
   constexpr uint32_t kKnown = IBV_QP_INIT_ATTR_PD | IBV_QP_INIT_ATTR_XRCD | IBV_QP_INIT_ATTR_CREATE_FLAGS |
                               IBV_QP_INIT_ATTR_MAX_TSO_HEADER | IBV_QP_INIT_ATTR_IND_TABLE |
                               IBV_QP_INIT_ATTR_RX_HASH | IBV_QP_INIT_ATTR_SEND_OPS_FLAGS;
-  if ((attr->comp_mask & ~kKnown) != 0 || (attr->comp_mask & IBV_QP_INIT_ATTR_PD) == 0 ||
+  if ((attr->comp_mask & ~kKnown) != 0 ||
+      ((attr->comp_mask & IBV_QP_INIT_ATTR_PD) == 0 && attr->qp_type != IBV_QPT_XRC_RECV) ||
       !asks_for_nothing_unserved(*attr))
     return fail_ptr<ibv_qp>(EOPNOTSUPP);
   if ((attr->comp_mask & IBV_QP_INIT_ATTR_SEND_OPS_FLAGS) != 0 &&
@@ -510,22 +543,24 @@ int ibv_destroy_qp(ibv_qp* ibqp) {
     if (e == EINVAL) return e;
   }
   qp->ctx->untrack(qp->handle);
-  FfCq* scq = to_ff(ibqp->send_cq);
-  scq->lock.lock();
-  scq->senders.erase(ibqp->qp_num);
-  scq->lock.unlock();
-  FfCq* rcq = to_ff(ibqp->recv_cq);
-  rcq->lock.lock();
-  rcq->receivers.erase(ibqp->qp_num);
-  if (ibqp->srq != nullptr) retire_srq_receives_of(*rcq, ibqp->qp_num, *to_ff(ibqp->srq));
-  rcq->lock.unlock();
+  if (ibqp->send_cq != nullptr) {
+    FfCq* scq = to_ff(ibqp->send_cq);
+    std::lock_guard lock(scq->lock);
+    scq->senders.erase(ibqp->qp_num);
+  }
+  if (ibqp->recv_cq != nullptr) {
+    FfCq* rcq = to_ff(ibqp->recv_cq);
+    std::lock_guard lock(rcq->lock);
+    rcq->receivers.erase(ibqp->qp_num);
+    if (ibqp->srq != nullptr) retire_srq_receives_of(*rcq, ibqp->qp_num, *to_ff(ibqp->srq));
+  }
   // Verbs: destroy waits until every async event about the QP was acknowledged.
   pthread_mutex_lock(&ibqp->mutex);
   while (ibqp->events_completed != qp->async_delivered) pthread_cond_wait(&ibqp->cond, &ibqp->mutex);
   pthread_mutex_unlock(&ibqp->mutex);
   pthread_mutex_destroy(&ibqp->mutex);
   pthread_cond_destroy(&ibqp->cond);
-  release_parent_domain(ibqp->pd);
+  if (ibqp->pd != nullptr) release_parent_domain(ibqp->pd);
   delete qp;
   return 0;
 }

@@ -27,7 +27,13 @@
 #include "shm/descriptors.h"
 #include "shm/segment.h"
 
+namespace ff::proto {
+struct CreateQpReply;
+}
+
 namespace ff::verbs {
+
+struct FfXrcd;
 
 // The single virtual device. `verbs_device_tail` stays zero: provider code
 // linked into apps (libmlx5's mlx5dv_is_supported) reads the verbs_device
@@ -146,6 +152,7 @@ struct FfCq {
   uint32_t async_delivered = 0;   // async events handed out; destroy waits for their acks
   std::map<uint32_t, FfQp*> senders;    // QPs whose send CQ this is, by QP number (under `lock`)
   std::map<uint32_t, FfQp*> receivers;  // ... whose receive CQ this is
+  std::map<uint32_t, FfSrq*> xrc_srqs;  // XRC SRQs completing here, by srq_num (under `lock`)
 };
 
 // A polled completion frees its work requests' queue slots: a send
@@ -230,6 +237,16 @@ struct FfSrq {
   bool room() { return posted - std::min(retired.load(std::memory_order_acquire), posted) < max_wr; }
   std::mutex mu;  // posts, and a resize
   uint32_t async_delivered = 0;  // async events handed out; destroy waits for their acks
+  // XRC: what senders name it by, and the CQ its receives complete on
+  // (which frees its slots by that number: FfCq::xrc_srqs).
+  uint32_t srq_num = 0;
+  FfCq* xrc_cq = nullptr;
+};
+
+// An XRC domain.
+struct FfXrcd {
+  ibv_xrcd xrcd;  // first: apps hold &xrcd
+  uint32_t handle = 0;
 };
 
 struct FfAh {
@@ -253,6 +270,7 @@ inline FfQp* to_ff(ibv_qp_ex* qp) { return reinterpret_cast<FfQp*>(qp); }
 inline FfChannel* to_ff(ibv_comp_channel* ch) { return reinterpret_cast<FfChannel*>(ch); }
 inline FfSrq* to_ff(ibv_srq* srq) { return reinterpret_cast<FfSrq*>(srq); }
 inline FfAh* to_ff(ibv_ah* ah) { return reinterpret_cast<FfAh*>(ah); }
+inline FfXrcd* to_ff(ibv_xrcd* xrcd) { return reinterpret_cast<FfXrcd*>(xrcd); }
 
 // Extension ops and the ops-table entries implemented in cq.cc and qp.cc.
 int ffv_poll_cq(ibv_cq* cq, int num_entries, ibv_wc* wc);
@@ -265,6 +283,18 @@ ibv_pd* ffv_alloc_parent_domain(ibv_context* context, ibv_parent_domain_init_att
 int ffv_post_send(ibv_qp* qp, ibv_send_wr* wr, ibv_send_wr** bad_wr);
 int ffv_post_recv(ibv_qp* qp, ibv_recv_wr* wr, ibv_recv_wr** bad_wr);
 ibv_qp* ffv_create_qp_ex(ibv_context* context, ibv_qp_init_attr_ex* attr);
+// The shim's QP for the router's CreateQpReply (a QP made, or an XRC
+// receive QP opened) and its segment; attr names its CQs, SRQ and PD (null
+// where it has none) and gets its capabilities.
+ibv_qp* adopt_qp(FfContext& ctx, int segment_fd, const proto::CreateQpReply& reply, ibv_qp_init_attr_ex& attr);
+// XRC (xrc.cc).
+ibv_xrcd* ffv_open_xrcd(ibv_context* context, ibv_xrcd_init_attr* attr);
+int ffv_close_xrcd(ibv_xrcd* xrcd);
+ibv_srq* ffv_create_srq_ex(ibv_context* context, ibv_srq_init_attr_ex* attr);
+int ffv_get_srq_num(ibv_srq* srq, uint32_t* srq_num);
+ibv_qp* ffv_open_qp(ibv_context* context, ibv_qp_open_attr* attr);
+// An SRQ (srq.cc): a basic one, or (xrcd, cq set) an XRC one.
+ibv_srq* create_srq(ibv_pd* pd, ibv_srq_init_attr& init, FfXrcd* xrcd, ibv_cq* cq);
 int ffv_post_srq_recv(ibv_srq* srq, ibv_recv_wr* wr, ibv_recv_wr** bad_wr);
 
 // Builds a receive descriptor; 0 or EINVAL (too many SGEs).

@@ -29,16 +29,12 @@ int ffv_post_srq_recv(ibv_srq* ibsrq, ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
   return 0;
 }
 
-}  // namespace ff::verbs
-
-extern "C" {
-
-ibv_srq* ibv_create_srq(ibv_pd* pd, ibv_srq_init_attr* init) {
+ibv_srq* create_srq(ibv_pd* pd, ibv_srq_init_attr& init, FfXrcd* xrcd, ibv_cq* cq) {
   FfContext* ctx = to_ff(pd->context);
   if (context_is_stale(*ctx)) return fail_ptr<ibv_srq>(EIO);
   flatbuffers::FlatBufferBuilder fbb;
-  auto body =
-      proto::CreateCreateSrq(fbb, to_ff(pd)->handle, init->attr.max_wr, init->attr.max_sge, init->attr.srq_limit);
+  auto body = proto::CreateCreateSrq(fbb, to_ff(pd)->handle, init.attr.max_wr, init.attr.max_sge, init.attr.srq_limit,
+                                     xrcd != nullptr ? xrcd->handle : 0, cq != nullptr ? to_ff(cq)->handle : 0);
   auto reply = request<proto::CreateSrqReply>(fbb, body, "create_srq failed", 1);
   if (!reply) return fail_ptr<ibv_srq>(reply.error);
   auto* srq = new (std::nothrow) FfSrq();
@@ -57,17 +53,29 @@ ibv_srq* ibv_create_srq(ibv_pd* pd, ibv_srq_init_attr* init) {
   srq->max_sge = reply->max_sge();
   ibv_srq& s = srq->srq;
   s.context = pd->context;
-  s.srq_context = init->srq_context;
+  s.srq_context = init.srq_context;
   s.pd = pd;
   s.handle = srq->handle;
   pthread_mutex_init(&s.mutex, nullptr);
   pthread_cond_init(&s.cond, nullptr);
   srq->max_wr = reply->max_wr();
-  init->attr.max_wr = reply->max_wr();  // verbs reports what it actually made
-  init->attr.max_sge = reply->max_sge();
+  init.attr.max_wr = reply->max_wr();  // verbs reports what it actually made
+  init.attr.max_sge = reply->max_sge();
+  if (cq != nullptr) {
+    srq->srq_num = reply->srq_num();
+    srq->xrc_cq = to_ff(cq);
+    std::lock_guard lock(srq->xrc_cq->lock);
+    srq->xrc_cq->xrc_srqs[srq->srq_num] = srq;
+  }
   ctx->track(srq->handle, EventElement::kSrq, srq);
   return &s;
 }
+
+}  // namespace ff::verbs
+
+extern "C" {
+
+ibv_srq* ibv_create_srq(ibv_pd* pd, ibv_srq_init_attr* init) { return create_srq(pd, *init, nullptr, nullptr); }
 
 // A resize (IBV_SRQ_MAX_WR): the router moves the receives waiting in the
 // ring to a new one and the shim posts after them; no post runs meanwhile.
@@ -112,6 +120,10 @@ int ibv_destroy_srq(ibv_srq* ibsrq) {
     if (e == EBUSY || e == EINVAL) return e;  // QPs still use it
   }
   to_ff(ibsrq->context)->untrack(srq->handle);
+  if (srq->xrc_cq != nullptr) {
+    std::lock_guard lock(srq->xrc_cq->lock);
+    srq->xrc_cq->xrc_srqs.erase(srq->srq_num);
+  }
   pthread_mutex_lock(&ibsrq->mutex);
   while (ibsrq->events_completed != srq->async_delivered) pthread_cond_wait(&ibsrq->cond, &ibsrq->mutex);
   pthread_mutex_unlock(&ibsrq->mutex);

@@ -63,15 +63,17 @@ static_assert(sizeof(SendWqe) == 512, "descriptor layout is ABI");
 static_assert(offsetof(SendWqe, payload) == 64, "descriptor layout is ABI");
 
 // Which work request opcodes a QP type carries (verbs: UD only sends; UC
-// sends and writes; RC everything). The shim refuses others at post; the
-// router refuses them again, since it trusts no descriptor.
+// sends and writes; RC everything; an XRC send QP what RC does but the
+// window operations; an XRC receive QP nothing). The shim refuses others at
+// post; the router refuses them again, since it trusts no descriptor.
 inline bool opcode_allowed(ibv_qp_type type, uint32_t op) {
   switch (op) {
     case IBV_WR_SEND:
     case IBV_WR_SEND_WITH_IMM:
-      return true;
+      return type != IBV_QPT_XRC_RECV;
     case IBV_WR_RDMA_WRITE:
     case IBV_WR_RDMA_WRITE_WITH_IMM:
+      return type == IBV_QPT_RC || type == IBV_QPT_UC || type == IBV_QPT_XRC_SEND;
     case IBV_WR_BIND_MW:  // the fabric must offer memory windows (no window exists otherwise)
     case IBV_WR_LOCAL_INV:
     case IBV_WR_SEND_WITH_INV:
@@ -79,6 +81,7 @@ inline bool opcode_allowed(ibv_qp_type type, uint32_t op) {
     case IBV_WR_RDMA_READ:
     case IBV_WR_ATOMIC_CMP_AND_SWP:
     case IBV_WR_ATOMIC_FETCH_AND_ADD:
+      return type == IBV_QPT_RC || type == IBV_QPT_XRC_SEND;
     case IBV_WR_ATOMIC_WRITE:  // the value in `swap`; the fabric must offer it (QP creation checks)
       return type == IBV_QPT_RC;
     default:
@@ -119,7 +122,9 @@ struct Cqe {
   // the unsignaled ones before it). Their slots in the send queue are free
   // once the app polled it, as on mlx5: ibv_post_send says ENOMEM before.
   uint32_t sends_retired;
-  uint8_t reserved[4];
+  // A receive completion of an XRC SRQ: its srq_num (the QP, qp_num, may
+  // be another process's), so that the shim frees the SRQ's slot.
+  uint32_t xrc_srq;
   // When the router wrote it (CLOCK_MONOTONIC, ns), for CQs made with
   // IBV_WC_EX_WITH_COMPLETION_TIMESTAMP(_WALLCLOCK); 0 on the others.
   uint64_t completed_ns;

@@ -48,6 +48,9 @@ struct DispatchTables {
     on(B::QueryQp, handle_query_qp);
     on(B::DestroyQp, handle_destroy_qp);
     creating(B::CreateSrq, handle_create_srq, ObjectKind::kSrq);
+    creating(B::OpenXrcd, handle_open_xrcd, ObjectKind::kXrcd);
+    on(B::CloseXrcd, handle_close_xrcd);
+    creating(B::OpenQp, handle_open_qp, ObjectKind::kQp);
     on(B::ModifySrq, handle_modify_srq);
     on(B::QuerySrq, handle_query_srq);
     on(B::DestroySrq, handle_destroy_srq);

@@ -32,6 +32,8 @@ const char* kind_name(ObjectKind kind) {
       return "cm_ids";
     case ObjectKind::kMw:
       return "mws";
+    case ObjectKind::kXrcd:
+      return "xrcds";
     case ObjectKind::kCount:
       break;
   }
@@ -41,6 +43,7 @@ const char* kind_name(ObjectKind kind) {
 uint32_t router_handles(ObjectKind kind) {
   switch (kind) {
     case ObjectKind::kContext:
+    case ObjectKind::kXrcd:  // its domain's own context (charged to every handle: shared, it may outlive any)
       return 4;  // the doorbell pipe's read end, the async pipe's write end, the async ring's memfd and mapping
     case ObjectKind::kChannel:
       return 3;  // the pipe's write end, its ring's memfd and mapping

@@ -10,12 +10,13 @@
 
 #include "policy/quota.h"
 #include "router/cm/connection_manager.h"
+#include "router/control/xrc_domains.h"
 #include "router/fabric/fabric.h"
 #include "shm/doorbell.h"
 
 namespace ff::router {
 
-enum class ObjectKind : uint8_t { kContext, kPd, kSegment, kMr, kChannel, kCq, kQp, kSrq, kAh, kCmChannel, kCmId, kMw, kCount };
+enum class ObjectKind : uint8_t { kContext, kPd, kSegment, kMr, kChannel, kCq, kQp, kSrq, kAh, kCmChannel, kCmId, kMw, kXrcd, kCount };
 const char* kind_name(ObjectKind kind);
 
 // File descriptors plus memory mappings the router holds for one object of
@@ -55,10 +56,13 @@ using SegmentObject = FabricObject<ObjectKind::kSegment, FabricSegment, std::sha
 using MrObject = FabricObject<ObjectKind::kMr, FabricMr>;
 using ChannelObject = FabricObject<ObjectKind::kChannel, FabricChannel>;
 using CqObject = FabricObject<ObjectKind::kCq, FabricCq>;
-using QpObject = FabricObject<ObjectKind::kQp, FabricQp>;
+// Shared: an XRC receive QP is held by every handle that created or
+// opened it (XrcDomain::open_qp).
+using QpObject = FabricObject<ObjectKind::kQp, FabricQp, std::shared_ptr<FabricQp>>;
 using SrqObject = FabricObject<ObjectKind::kSrq, FabricSrq>;
 using AhObject = FabricObject<ObjectKind::kAh, FabricAh>;
 using MwObject = FabricObject<ObjectKind::kMw, FabricMw>;
+using XrcdObject = FabricObject<ObjectKind::kXrcd, XrcDomain, std::shared_ptr<XrcDomain>>;
 
 // rdma_cm: an event channel, and an id (whose destruction the connection
 // manager must see: its port, its events and its peer).

@@ -13,6 +13,7 @@
 #include "policy/quota.h"
 #include "policy/tenant.h"
 #include "router/cm/connection_manager.h"
+#include "router/control/xrc_domains.h"
 #include "router/fabric/fabric.h"
 
 namespace ff::router {
@@ -58,6 +59,8 @@ class ControlServices {
   virtual uint64_t control_delayed_ns(const policy::TenantSpec& tenant) const = 0;
   virtual std::string tenant_socket_path(const policy::TenantSpec& tenant) const = 0;
   virtual uint64_t sessions_refused() const = 0;
+  // The tenants' XRC domains (ibv_open_xrcd).
+  virtual XrcDomains& xrc_domains() = 0;
   // rdma_cm's ports, listeners and connections (router/cm/).
   virtual cm::ConnectionManager& connection_manager() = 0;
   // Whether a client of `tenant` has virtual IP `vip`, on this router or

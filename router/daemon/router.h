@@ -74,6 +74,7 @@ class Router final : public ControlServices, private cm::Routes, private cm::Clo
   const Directory* directory() const override { return directory_.get(); }
   const FabricCluster* cluster() const override { return cluster_.get(); }
   cm::ConnectionManager& connection_manager() override { return connection_manager_; }
+  XrcDomains& xrc_domains() override { return xrc_domains_; }
   bool reachable(const std::string& tenant, uint32_t vip) override;
 
   size_t tenant_sessions(const policy::TenantSpec& t) const;
@@ -136,6 +137,7 @@ class Router final : public ControlServices, private cm::Routes, private cm::Clo
   boost::asio::signal_set signals_;
   std::vector<std::shared_ptr<Listener>> listeners_;
   cm::ConnectionManager connection_manager_;  // before sessions_: their ids go first
+  XrcDomains xrc_domains_;
   std::map<uint64_t, std::shared_ptr<Session>> sessions_;
   // By tenant name, never erased: charges point into them (a tenant
   // removed and added again finds its quotas).

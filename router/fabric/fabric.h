@@ -130,6 +130,16 @@ class FabricSrq {
   virtual int segment_fd() const = 0;
   virtual uint32_t capacity() const = 0;
   virtual uint32_t max_sge() const = 0;
+  // An XRC SRQ's number (ibv_get_srq_num: what XRC senders name); 0 for a
+  // basic SRQ.
+  virtual uint32_t srq_num() const { return 0; }
+};
+
+// What makes an SRQ an XRC SRQ: the XRC domain it serves (the router's
+// number of it) and the CQ its receives complete on.
+struct XrcSrqInit {
+  uint32_t xrcd = 0;
+  FabricCq* cq = nullptr;
 };
 
 // An address handle: where UD datagrams go.
@@ -145,6 +155,9 @@ struct QpInit {
   ibv_qp_cap cap{};
   bool sq_sig_all = false;
   bool atomic_write = false;  // IBV_QP_EX_WITH_ATOMIC_WRITE asked
+  // IBV_QPT_XRC_RECV: the XRC domain whose SRQs it delivers to (the
+  // router's number of it).
+  uint32_t xrcd = 0;
 };
 
 class FabricQp {
@@ -296,12 +309,18 @@ class Fabric {
   // is asked with the new segment's fd before anything moves; false leaves
   // the CQ as it was (ENOMEM). The CQ's segment_fd() is the new one after.
   virtual Status resize_cq(FabricCq& cq, int cqe, const std::function<bool(int segment_fd)>& admit) = 0;
-  // `srq` may be null (the QP has its own receive queue).
-  virtual Result<std::unique_ptr<FabricQp>> create_qp(FabricContext& ctx, FabricPd& pd, FabricCq& send_cq,
-                                                      FabricCq& recv_cq, FabricSrq* srq, const QpInit& init,
+  // `srq` may be null (the QP has its own receive queue). The CQs are
+  // required but where XRC has none: an XRC send QP has no receive CQ, an
+  // XRC receive QP neither CQ (its receives complete on the SRQ's), and its
+  // PD is its domain's.
+  virtual Result<std::unique_ptr<FabricQp>> create_qp(FabricContext& ctx, FabricPd& pd, FabricCq* send_cq,
+                                                      FabricCq* recv_cq, FabricSrq* srq, const QpInit& init,
                                                       uint32_t tag) = 0;
+  // `xrc` set: an XRC SRQ (a fabric without XRC says EOPNOTSUPP and leaves
+  // IBV_DEVICE_XRC unreported).
   virtual Result<std::unique_ptr<FabricSrq>> create_srq(FabricContext& ctx, FabricPd& pd, uint32_t max_wr,
-                                                        uint32_t max_sge, uint32_t srq_limit, uint32_t tag) = 0;
+                                                        uint32_t max_sge, uint32_t srq_limit, uint32_t tag,
+                                                        const XrcSrqInit* xrc = nullptr) = 0;
   // IBV_SRQ_LIMIT arms the limit event; IBV_SRQ_MAX_WR resizes (EINVAL when
   // more receives wait than `max_wr`), the new segment offered to `admit`
   // first as resize_cq does, the receives waiting in it carried over. The

@@ -74,6 +74,8 @@ std::array<std::array<Rule, kNumStates>, kNumStates> make_table() {
 int kind_of(ibv_qp_type type) {
   switch (type) {
     case IBV_QPT_RC:
+    case IBV_QPT_XRC_SEND:  // RC's table, less what applicable_qp_mask takes away
+    case IBV_QPT_XRC_RECV:
       return kRc;
     case IBV_QPT_UC:
       return kUc;
@@ -145,12 +147,13 @@ Status check_modify_qp(ibv_qp_type type, ibv_qp_state cur, const ibv_qp_attr& at
   ibv_qp_state next = next_state(cur, attr, mask);
   if (next < 0 || next >= kNumStates) return invalid("qp_state is not a QP state");
   const Rule& r = table[cur][next];
+  const int not_applicable = ~applicable_qp_mask(type, ~0);
   if (!r.valid || (kind == kRc && cur == IBV_QPS_SQE && next == IBV_QPS_RTS))  // UC/UD only
     return invalid(std::string("no transition from ") + qp_state_name(cur) + " to " + qp_state_name(next));
   int given = mask & ~IBV_QP_STATE;
-  int missing = r.required[kind] & ~given;
+  int missing = r.required[kind] & ~not_applicable & ~given;
   if (missing != 0) return invalid("attribute mask lacks required bits 0x" + hex(missing));
-  int extra = given & ~(r.required[kind] | r.optional[kind]);
+  int extra = given & ~((r.required[kind] | r.optional[kind]) & ~not_applicable);
   if (extra != 0)
     return invalid("attribute mask has bits 0x" + hex(extra) + " not allowed for " + qp_state_name(cur) + "->" +
                    qp_state_name(next));

@@ -17,6 +17,17 @@ namespace ff::router {
 // range.
 Status check_modify_qp(ibv_qp_type type, ibv_qp_state cur, const ibv_qp_attr& attr, int mask);
 
+// The attributes of `mask` that apply to a `type` QP: an XRC send QP has no
+// responder (no MAX_DEST_RD_ATOMIC, MIN_RNR_TIMER), an XRC receive QP no
+// requester (no MAX_QP_RD_ATOMIC, RETRY_CNT, RNR_RETRY). ibv_modify_qp drops
+// the others before any check, as the kernel does, so that programs may
+// drive XRC QPs with their RC masks (perftest does).
+inline int applicable_qp_mask(ibv_qp_type type, int mask) {
+  if (type == IBV_QPT_XRC_SEND) return mask & ~(IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
+  if (type == IBV_QPT_XRC_RECV) return mask & ~(IBV_QP_MAX_QP_RD_ATOMIC | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY);
+  return mask;
+}
+
 // The state the QP is in after a valid modify.
 inline ibv_qp_state next_state(ibv_qp_state cur, const ibv_qp_attr& attr, int mask) {
   return (mask & IBV_QP_STATE) != 0 ? attr.qp_state : cur;

@@ -348,10 +348,10 @@ bool parse_filter(const std::vector<std::string>& words, ResourceFilter& f) {
     }
   }
   static const std::vector<std::string> kKinds = {"context", "pd",  "segment", "mr",         "channel", "cq",
-                                                  "qp",      "srq", "ah",      "cm_channel", "cm_id", "mw"};
+                                                  "qp",      "srq", "ah",      "cm_channel", "cm_id", "mw", "xrcd"};
   if (!f.kind.empty() && std::find(kKinds.begin(), kKinds.end(), f.kind) == kKinds.end()) {
     std::fprintf(stderr, "ffctl: unknown object kind '%s' (known: context pd segment mr channel cq qp srq ah "
-                         "cm_channel cm_id mw)\n", f.kind.c_str());
+                         "cm_channel cm_id mw xrcd)\n", f.kind.c_str());
     return false;
   }
   return true;

@@ -58,7 +58,7 @@ struct Client {
     QpInit init;
     init.type = type;
     init.cap = {16, 16, 4, 4, 0};
-    qps.push_back(take(fabric.create_qp(*ctx, *pd, *cq, *cq, nullptr, init, 7)));
+    qps.push_back(take(fabric.create_qp(*ctx, *pd, cq.get(), cq.get(), nullptr, init, 7)));
     auto& q = *qps.back();
     views.push_back(shm::Mapping::attach(q.segment_fd(), shm::SegmentKind::kRing));
     receives.emplace_back(views.back().base() + shm::qp_recv_ring_offset(q.send_capacity()), q.recv_capacity());

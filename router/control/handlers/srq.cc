@@ -11,19 +11,28 @@ Status handle_create_srq(Session& s, const proto::Request& req, std::vector<Uniq
   if (pd == nullptr) return Error{EINVAL, "no such protection domain"};
   auto* ctx = find_context(s, pd->parents.empty() ? 0 : pd->parents.front());
   if (ctx == nullptr) return Error{EINVAL, "the PD's context is gone"};
-  auto made = s.fabric().create_srq(*ctx->fabric, *pd->fabric, r->max_wr(), r->max_sge(),
-                                            r->srq_limit(), s.objects().next_handle());
+  // XRC: its domain and CQ, both held while it lives.
+  XrcdObject* xrcd = nullptr;
+  CqObject* cq = nullptr;
+  if (r->xrcd() != 0 || r->cq() != 0) {
+    xrcd = s.objects().find<XrcdObject>(r->xrcd(), ObjectKind::kXrcd);
+    cq = s.objects().find<CqObject>(r->cq(), ObjectKind::kCq);
+    if (xrcd == nullptr || cq == nullptr) return Error{EINVAL, "an XRC SRQ needs an XRC domain and a CQ of this process"};
+  }
+  XrcSrqInit xrc{xrcd != nullptr ? xrcd->fabric->number() : 0, cq != nullptr ? cq->fabric.get() : nullptr};
+  auto made = s.fabric().create_srq(*ctx->fabric, *pd->fabric, r->max_wr(), r->max_sge(), r->srq_limit(),
+                                    s.objects().next_handle(), xrcd != nullptr ? &xrc : nullptr);
   if (!made) return made.error();
   auto srq = std::move(*made);
   UniqueFd segment = dup_for_reply(srq->segment_fd());
   if (!segment) return Error{EMFILE, "cannot duplicate the SRQ's fd"};
-  uint32_t cap = srq->capacity(), sge = srq->max_sge();
+  uint32_t cap = srq->capacity(), sge = srq->max_sge(), number = srq->srq_num();
   policy::Charge charge;
   if (!charge_segment(s, srq->segment_fd(), charge)) return quota_exceeded(s);
   auto object = std::make_unique<SrqObject>(std::move(srq));
   object->charge = std::move(charge);
-  uint32_t handle = s.objects().add(std::move(object), {r->pd()});
-  w.set_body(proto::CreateCreateSrqReply(w.fbb(), handle, cap, cap, sge));
+  uint32_t handle = s.objects().add(std::move(object), {r->pd(), r->xrcd(), r->cq()});
+  w.set_body(proto::CreateCreateSrqReply(w.fbb(), handle, cap, cap, sge, number));
   w.add_fd(std::move(segment));
   return Status{};
 }

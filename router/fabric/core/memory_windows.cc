@@ -137,7 +137,7 @@ bool QueueCore::invalidate_window(Qp& t, uint32_t rkey) {
 
 const Mr* QueueCore::window_grants(const Qp& t, uint32_t rkey, unsigned need, uint64_t addr, uint64_t len) const {
   const Mw* mw = find_window(rkey);
-  if (mw == nullptr || !mw->bound() || &mw->pd != &t.pd || (mw->type == IBV_MW_TYPE_2 && mw->qp != &t) ||
+  if (mw == nullptr || !mw->bound() || &mw->pd != t.memory_pd() || (mw->type == IBV_MW_TYPE_2 && mw->qp != &t) ||
       (mw->access & need) != need || !within(addr, len, mw->addr, mw->length))
     return nullptr;
   return mw->mr;

@@ -116,18 +116,25 @@ struct Mw final : FabricMw {
 };
 
 // A shared receive queue: the ring clients post to with ibv_post_srq_recv.
+// An XRC SRQ also names its XRC domain and the CQ its receives complete
+// on, and is linked by its number (srq_num), which XRC senders name.
 struct Srq : FabricSrq {
-  Srq(Context& c, shm::Mapping m, const Pd& pd, uint32_t cap, uint32_t max_sge, uint32_t limit, uint32_t tag);
+  Srq(Context& c, shm::Mapping m, const Pd& pd, uint32_t cap, uint32_t max_sge, uint32_t limit, uint32_t tag,
+      uint32_t xrcd = 0, VirtualCq* cq = nullptr);
   ~Srq() override;  // unlinks
   int segment_fd() const override { return mapping.fd(); }
   uint32_t capacity() const override { return cap; }
   uint32_t max_sge() const override { return sge; }
+  uint32_t srq_num() const override { return number; }
   Context& ctx;
   shm::Mapping mapping;
   const Pd& pd;
   uint32_t cap;        // changes with ring and mapping (resize, on the poller thread)
   const uint32_t sge;
   const uint32_t tag;  // the client's handle
+  const uint32_t xrcd;      // XRC: its domain (0: a basic SRQ)
+  VirtualCq* const cq;      // XRC: where its receives complete
+  uint32_t number = 0;      // XRC: set before it is linked
   // --- poller ---
   shm::RingConsumer<shm::RecvWqe> ring;  // shared by every QP on it
   uint32_t limit;                        // armed when non-zero
@@ -147,7 +154,7 @@ struct Ah : FabricAh {
 };
 
 struct Qp : FabricQp {
-  Qp(Context& c, shm::Mapping m, const Pd& pd, VirtualCq& scq, VirtualCq& rcq, Srq* srq, const QpInit& init,
+  Qp(Context& c, shm::Mapping m, const Pd& pd, VirtualCq* scq, VirtualCq* rcq, Srq* srq, const QpInit& init,
      uint32_t send_cap, uint32_t recv_cap, uint32_t tag);
   ~Qp() override;  // unlinks
   uint32_t qp_num() const override { return qpn; }
@@ -156,18 +163,27 @@ struct Qp : FabricQp {
   uint32_t send_capacity() const override { return send_cap; }
   uint32_t recv_capacity() const override { return recv_cap; }
   ibv_qp_type qp_type() const override { return init.type; }
+  bool xrc_target() const { return init.type == IBV_QPT_XRC_RECV; }
   // The queue receives are taken from: the SRQ's ring or the QP's own.
   shm::RingConsumer<shm::RecvWqe>& receives() { return srq != nullptr ? srq->ring : rq; }
   // The PD receive buffers are checked against: the queue's they were posted to.
   const Pd& receive_pd() const { return srq != nullptr ? srq->pd : pd; }
+  // The PD remote keys are checked against: an XRC receive QP's is the one
+  // of the SRQ its request names (IBA 9.8.2: the XRC SRQ's), so that a
+  // request naming none touches no memory.
+  const Pd* memory_pd() const { return xrc_target() ? (srq != nullptr ? &srq->pd : nullptr) : &pd; }
+  // Where its receives complete: an XRC SRQ's CQ, else its own receive CQ.
+  VirtualCq* receive_cq() const { return srq != nullptr && srq->cq != nullptr ? srq->cq : recv_cq; }
   bool signals(const shm::SendWqe& w) const { return (w.send_flags & IBV_SEND_SIGNALED) != 0 || init.sq_sig_all; }
 
   Context& ctx;
   shm::Mapping mapping;
   const Pd& pd;
-  VirtualCq& send_cq;
-  VirtualCq& recv_cq;
-  Srq* const srq;
+  VirtualCq* const send_cq;  // null: an XRC receive QP
+  VirtualCq* const recv_cq;  // null: an XRC QP
+  // Its SRQ; an XRC receive QP's is the one the request it serves names
+  // (poller: Responder::select_xrc_srq).
+  Srq* srq;
   const QpInit init;
   const uint32_t send_cap;
   const uint32_t recv_cap;

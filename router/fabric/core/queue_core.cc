@@ -67,7 +67,25 @@ void QueueCore::unlink_ah(Ah& ah) {
   ah.linked = false;
 }
 
-void QueueCore::unlink_srq(Srq& srq) { srqs_.erase(std::remove(srqs_.begin(), srqs_.end(), &srq), srqs_.end()); }
+void QueueCore::link_srq(Srq& srq) {
+  assert_poller();
+  srqs_.push_back(&srq);
+  if (srq.xrcd != 0) xrc_srqs_[srq.number] = &srq;
+}
+
+void QueueCore::unlink_srq(Srq& srq) {
+  assert_poller();
+  srqs_.erase(std::remove(srqs_.begin(), srqs_.end(), &srq), srqs_.end());
+  if (srq.xrcd == 0) return;
+  xrc_srqs_.erase(srq.number);
+  // XRC receive QPs name SRQs per request, and outlive them: the one that
+  // served a request last forgets it (a receive it held is gone with it).
+  for (Qp* q : qps_)
+    if (q->xrc_target() && q->srq == &srq) {
+      on_srq_gone(*q);
+      q->srq = nullptr;
+    }
+}
 
 // --- queues -------------------------------------------------------------------
 
@@ -77,8 +95,11 @@ bool QueueCore::complete(VirtualCq& cq, const shm::Cqe& c) {
   return cq.add(c);
 }
 
-void QueueCore::complete_for(Qp& owner, VirtualCq& cq, const shm::Cqe& c) {
-  if (!complete(cq, c)) return set_error(owner, /*fatal=*/true);
+void QueueCore::complete_for(Qp& owner, VirtualCq* cq, const shm::Cqe& c) {
+  // No CQ: work an XRC receive QP's client wrote into rings that QP does
+  // not have (verbs gives it none); nobody can see it.
+  if (cq == nullptr) return;
+  if (!complete(*cq, c)) return set_error(owner, /*fatal=*/true);
   owner.traffic.completed(c);  // counted once written: an overrun CQ lost it
   owner.tenant.traffic.completed(c);
 }
@@ -103,7 +124,7 @@ void QueueCore::enter_error(Qp& qp, bool fatal) {
   if (fatal) qp.ctx.async.raise(IBV_EVENT_QP_FATAL, qp.tag);
   // Verbs raises this for every SRQ QP that enters ERR (not every device
   // does: rxe does not on modify, so the router raises it itself).
-  if (qp.srq != nullptr) qp.ctx.async.raise(IBV_EVENT_QP_LAST_WQE_REACHED, qp.tag);
+  if (qp.srq != nullptr && !qp.xrc_target()) qp.ctx.async.raise(IBV_EVENT_QP_LAST_WQE_REACHED, qp.tag);
 }
 
 bool QueueCore::flush(Qp& q, bool sends, bool receives) {
@@ -230,8 +251,10 @@ Mr::~Mr() {
   core.run_sync([this] { core.unlink_mr(*this); });
 }
 
-Srq::Srq(Context& c, shm::Mapping m, const Pd& p, uint32_t capacity, uint32_t max_sge, uint32_t lim, uint32_t t)
-    : ctx(c), mapping(std::move(m)), pd(p), cap(capacity), sge(max_sge), tag(t), limit(lim) {
+Srq::Srq(Context& c, shm::Mapping m, const Pd& p, uint32_t capacity, uint32_t max_sge, uint32_t lim, uint32_t t,
+         uint32_t domain, VirtualCq* completions)
+    : ctx(c), mapping(std::move(m)), pd(p), cap(capacity), sge(max_sge), tag(t), xrcd(domain), cq(completions),
+      limit(lim) {
   shm::init_ring<shm::RecvWqe>(mapping.base() + shm::kSrqRingOffset, cap);
   ring = shm::RingConsumer<shm::RecvWqe>(mapping.base() + shm::kSrqRingOffset, cap);
 }
@@ -247,7 +270,7 @@ Ah::~Ah() {
   core.run_sync([this] { core.unlink_ah(*this); });
 }
 
-Qp::Qp(Context& c, shm::Mapping m, const Pd& p, VirtualCq& scq, VirtualCq& rcq, Srq* s, const QpInit& i,
+Qp::Qp(Context& c, shm::Mapping m, const Pd& p, VirtualCq* scq, VirtualCq* rcq, Srq* s, const QpInit& i,
        uint32_t send_c, uint32_t recv_c, uint32_t t)
     : ctx(c), mapping(std::move(m)), pd(p), send_cq(scq), recv_cq(rcq), srq(s), init(i), send_cap(send_c),
       recv_cap(recv_c), tag(t), tenant(c.core.tenant_block(p.owner.tenant)) {

@@ -52,8 +52,11 @@ class QueueCore : public PollerHooks {
   void unlink_mr(Mr& mr);
   void link_ah(Ah& ah);
   void unlink_ah(Ah& ah);
-  void link_srq(Srq& srq) { srqs_.push_back(&srq); }
+  void link_srq(Srq& srq);
   void unlink_srq(Srq& srq);
+  // The XRC SRQ numbered `srq_num` (any tenant's, any domain's: the caller
+  // checks the domain).
+  Srq* find_xrc_srq(uint32_t srq_num) const { return find(xrc_srqs_, srq_num); }
   Qp* find_qp(uint32_t qpn) const { return find(qps_by_num_, qpn); }
   Mr* find_mr(uint32_t lkey) const { return find(mrs_, lkey); }
   Ah* find_ah(uint32_t id) const { return find(ahs_, id); }
@@ -72,7 +75,7 @@ class QueueCore : public PollerHooks {
   bool complete(VirtualCq& cq, const shm::Cqe& c);
   // The same for a completion of `owner`'s: an overrun CQ puts it in ERR
   // (fatal: the app learns it from IBV_EVENT_QP_FATAL, not a completion).
-  void complete_for(Qp& owner, VirtualCq& cq, const shm::Cqe& c);
+  void complete_for(Qp& owner, VirtualCq* cq, const shm::Cqe& c);
   // The completion of the send WR at ring index `wr_index` (and of the
   // unsignaled ones before it, which it retires for the app's send queue).
   void complete_send(Qp& qp, shm::Cqe c, uint64_t wr_index);
@@ -198,6 +201,7 @@ class QueueCore : public PollerHooks {
   virtual void on_error(Qp&) {}        // before set_error's state change
   virtual void on_reset(Qp&) {}        // a modify to RESET
   virtual void on_unlink(Qp&) {}       // before it leaves the registry
+  virtual void on_srq_gone(Qp&) {}     // an XRC receive QP's SRQ goes (drop what it held of it)
   // Receive WQEs of `srq` the fabric holds outside its ring (the device's).
   virtual uint32_t srq_held_elsewhere(const Srq&) const { return 0; }
   // Whether `other`'s destination QP number names a QP of this router.
@@ -227,6 +231,7 @@ class QueueCore : public PollerHooks {
   std::map<std::string, McastUse> mcast_use_;  // by tenant
   McastLimits mcast_limits_;
   std::vector<Srq*> srqs_;
+  std::unordered_map<uint32_t, Srq*> xrc_srqs_;  // by srq_num
   SingleWriterCounter wqes_;  // the poller writes these; ffctl reads (core/traffic.h)
   SingleWriterCounter bytes_;
   SingleWriterCounter error_completions_;

@@ -76,15 +76,22 @@ Status QueueFabric::resize_cq(FabricCq& fcq, int cqe, const std::function<bool(i
   return {};
 }
 
-Result<std::unique_ptr<FabricQp>> QueueFabric::create_qp(FabricContext& ctx, FabricPd& pd, FabricCq& send_cq,
-                                                         FabricCq& recv_cq, FabricSrq* srq, const QpInit& init,
-                                                         uint32_t tag) {
-  if (init.type != IBV_QPT_RC && init.type != IBV_QPT_UC && init.type != IBV_QPT_UD)
-    return Error{EOPNOTSUPP, "QP type not supported (RC, UC and UD are)"};
+Result<QpShape> QueueFabric::shape_qp(const QpInit& init, bool has_send_cq, bool has_recv_cq) const {
+  const bool xrc = init.type == IBV_QPT_XRC_SEND || init.type == IBV_QPT_XRC_RECV;
+  if (init.type != IBV_QPT_RC && init.type != IBV_QPT_UC && init.type != IBV_QPT_UD && !(xrc && offers_xrc()))
+    return Error{EOPNOTSUPP, std::string("QP type not supported (RC, UC and UD are") +
+                                 (offers_xrc() ? ", and XRC)" : "; XRC is on the soft fabric)")};
   if (init.atomic_write && (init.type != IBV_QPT_RC || (limits_.attr.device_cap_flags_ex & kDeviceCapAtomicWrite) == 0))
     return Error{EOPNOTSUPP, "ATOMIC WRITE is served on RC QPs of the soft fabric (the device here has none)"};
+  // An XRC send QP has no receive side, an XRC receive QP neither side:
+  // verbs ignores what is asked of them (rdma-core's providers report 0).
+  if (init.type == IBV_QPT_XRC_RECV)
+    return QpShape{QpInit{init.type, {}, false, false, init.xrcd}, shm::ring_capacity_for(1), shm::ring_capacity_for(1)};
+  if (!has_send_cq || (!has_recv_cq && init.type != IBV_QPT_XRC_SEND))
+    return Error{EINVAL, "a QP needs its send and receive CQs (an XRC send QP its send CQ)"};
   const ibv_device_attr& a = limits_.attr.orig_attr;
-  const ibv_qp_cap& c = init.cap;
+  ibv_qp_cap c = init.cap;
+  if (init.type == IBV_QPT_XRC_SEND) c.max_recv_wr = c.max_recv_sge = 0;
   auto max_wr = static_cast<uint32_t>(a.max_qp_wr);
   auto max_sge = static_cast<uint32_t>(a.max_sge);
   if (c.max_send_wr > max_wr || c.max_recv_wr > max_wr)
@@ -96,11 +103,23 @@ Result<std::unique_ptr<FabricQp>> QueueFabric::create_qp(FabricContext& ctx, Fab
   QpShape shape{init, shm::ring_capacity_for(std::max(c.max_send_wr, 1u)),
                 shm::ring_capacity_for(std::max(c.max_recv_wr, 1u))};
   shape.init.cap = ibv_qp_cap{shape.send_cap, shape.recv_cap, max_sge, max_sge, limits_.max_inline_data};
+  if (init.type == IBV_QPT_XRC_SEND) shape.init.cap.max_recv_wr = shape.init.cap.max_recv_sge = 0;
+  return shape;
+}
+
+Result<std::unique_ptr<FabricQp>> QueueFabric::create_qp(FabricContext& ctx, FabricPd& pd, FabricCq* send_cq,
+                                                         FabricCq* recv_cq, FabricSrq* srq, const QpInit& init,
+                                                         uint32_t tag) {
+  auto shape = shape_qp(init, send_cq != nullptr, recv_cq != nullptr);
+  if (!shape) return shape.error();
+  const bool xrc = init.type == IBV_QPT_XRC_SEND || init.type == IBV_QPT_XRC_RECV;
   try {
     auto rings = shm::Mapping::create("ffr-qp", shm::SegmentKind::kRing,
-                                      shm::qp_segment_bytes(shape.send_cap, shape.recv_cap));
-    QpRequest r{static_cast<Context&>(ctx), static_cast<Pd&>(pd), static_cast<VirtualCq&>(send_cq),
-                static_cast<VirtualCq&>(recv_cq), static_cast<Srq*>(srq), shape, tag};
+                                      shm::qp_segment_bytes(shape->send_cap, shape->recv_cap));
+    QpRequest r{static_cast<Context&>(ctx), static_cast<Pd&>(pd),
+                init.type == IBV_QPT_XRC_RECV ? nullptr : static_cast<VirtualCq*>(send_cq),
+                xrc ? nullptr : static_cast<VirtualCq*>(recv_cq), xrc ? nullptr : static_cast<Srq*>(srq), *shape,
+                tag};
     return make_qp(r, std::move(rings));
   } catch (const std::system_error& e) {
     return out_of_memory(e);
@@ -108,15 +127,24 @@ Result<std::unique_ptr<FabricQp>> QueueFabric::create_qp(FabricContext& ctx, Fab
 }
 
 Result<std::unique_ptr<FabricSrq>> QueueFabric::create_srq(FabricContext& ctx, FabricPd& pd, uint32_t max_wr,
-                                                           uint32_t max_sge, uint32_t srq_limit, uint32_t tag) {
+                                                           uint32_t max_sge, uint32_t srq_limit, uint32_t tag,
+                                                           const XrcSrqInit* xrc) {
   const ibv_device_attr& a = limits_.attr.orig_attr;
+  if (xrc != nullptr && !offers_xrc()) return Error{EOPNOTSUPP, "XRC is served on the soft fabric"};
+  if (xrc != nullptr && (xrc->xrcd == 0 || xrc->cq == nullptr))
+    return Error{EINVAL, "an XRC SRQ needs its XRC domain and CQ"};
   if (max_wr == 0 || max_wr > static_cast<uint32_t>(a.max_srq_wr)) return Error{EINVAL, "max_wr out of range"};
   if (max_sge > static_cast<uint32_t>(a.max_srq_sge)) return Error{EINVAL, "too many SGEs"};
   uint32_t cap = shm::ring_capacity_for(max_wr);
   if (srq_limit > cap) return Error{EINVAL, "srq_limit exceeds max_wr"};
   try {
     auto ring = shm::Mapping::create("ffr-srq", shm::SegmentKind::kRing, shm::srq_segment_bytes(cap));
-    return make_srq(SrqRequest{static_cast<Context&>(ctx), static_cast<Pd&>(pd), cap, srq_limit, tag}, std::move(ring));
+    SrqRequest r{static_cast<Context&>(ctx), static_cast<Pd&>(pd), cap, srq_limit, tag};
+    if (xrc != nullptr) {
+      r.xrcd = xrc->xrcd;
+      r.cq = static_cast<VirtualCq*>(xrc->cq);
+    }
+    return make_srq(r, std::move(ring));
   } catch (const std::system_error& e) {
     return out_of_memory(e);
   }

@@ -55,8 +55,8 @@ struct MrRequest {
 struct QpRequest {
   Context& ctx;
   Pd& pd;
-  VirtualCq& send_cq;
-  VirtualCq& recv_cq;
+  VirtualCq* send_cq;  // null: XRC receive
+  VirtualCq* recv_cq;  // null: XRC
   Srq* srq;
   QpShape shape;
   uint32_t tag;
@@ -67,6 +67,8 @@ struct SrqRequest {
   uint32_t capacity;  // ring slots, a power of two
   uint32_t srq_limit;
   uint32_t tag;
+  uint32_t xrcd = 0;           // XRC: its domain
+  VirtualCq* cq = nullptr;     // XRC: where its receives complete
 };
 struct AhRequest {
   Pd& pd;
@@ -100,11 +102,11 @@ class QueueFabric : public Fabric {
   Result<std::unique_ptr<FabricCq>> create_cq(FabricContext& ctx, int cqe, FabricChannel* channel,
                                               bool timestamps, uint32_t tag) override;
   Status resize_cq(FabricCq& cq, int cqe, const std::function<bool(int segment_fd)>& admit) override;
-  Result<std::unique_ptr<FabricQp>> create_qp(FabricContext& ctx, FabricPd& pd, FabricCq& send_cq,
-                                              FabricCq& recv_cq, FabricSrq* srq, const QpInit& init,
+  Result<std::unique_ptr<FabricQp>> create_qp(FabricContext& ctx, FabricPd& pd, FabricCq* send_cq,
+                                              FabricCq* recv_cq, FabricSrq* srq, const QpInit& init,
                                               uint32_t tag) override;
   Result<std::unique_ptr<FabricSrq>> create_srq(FabricContext& ctx, FabricPd& pd, uint32_t max_wr, uint32_t max_sge,
-                                                uint32_t srq_limit, uint32_t tag) override;
+                                                uint32_t srq_limit, uint32_t tag, const XrcSrqInit* xrc) override;
   Status modify_srq(FabricSrq& srq, uint32_t mask, uint32_t max_wr, uint32_t srq_limit,
                     const std::function<bool(int segment_fd)>& admit) override;
   uint32_t query_srq_limit(FabricSrq& srq) override;
@@ -127,6 +129,9 @@ class QueueFabric : public Fabric {
 
  private:
   Status resize_srq(Srq& srq, uint32_t capacity, const std::function<bool(int segment_fd)>& admit);
+  // The checked shape of a QP of `init` (EINVAL, EOPNOTSUPP as verbs says).
+  Result<QpShape> shape_qp(const QpInit& init, bool has_send_cq, bool has_recv_cq) const;
+  bool offers_xrc() const { return (limits_.attr.orig_attr.device_cap_flags & IBV_DEVICE_XRC) != 0; }
 
   uint32_t next_ah_id_ = 1;
 };

@@ -83,9 +83,16 @@ void Engine::cancel_sleep() {
 
 void Engine::on_error(core::Qp& c) { responder_.flush_held_receive(static_cast<Qp&>(c)); }
 
+void Engine::on_srq_gone(core::Qp& c) {
+  auto& q = static_cast<Qp&>(c);
+  q.held_recv.reset();  // its SRQ's, gone with it
+  q.remote_resp.receiving = false;
+}
+
 void Engine::on_reset(core::Qp& c) {
   auto& q = static_cast<Qp&>(c);
   q.held_recv.reset();  // RESET empties the queues without completions
+  if (q.xrc_target()) q.srq = nullptr;
   q.wait_until_ns = 0;
   q.rnr_waiting = false;
   q.rnr_backoff = 0;

@@ -107,6 +107,8 @@ class Executor {
     if (q_.init.type == IBV_QPT_UD) return send_datagram(w, local);
     Qp* t = r_.connected(Origin{q_.qpn, q_.attr.dest_qp_num, q_.init.type, nullptr, &q_.pd.owner.tenant});
     if (t == nullptr) return refused(w, Verdict::not_ready(), local.total);
+    // XRC: the SRQ the request names (in remote_qpn) serves it there.
+    if (Verdict v = r_.select_xrc_srq(*t, w.remote_qpn); !v) return refused(w, v, local.total);
     switch (w.opcode) {
       case IBV_WR_SEND:
       case IBV_WR_SEND_WITH_IMM:
@@ -123,7 +125,7 @@ class Executor {
   }
 
  private:
-  bool reliable() const { return q_.init.type == IBV_QPT_RC; }
+  bool reliable() const { return q_.init.type == IBV_QPT_RC || q_.init.type == IBV_QPT_XRC_SEND; }
 
   // The next piece's turn under its tenant's QoS (kDone: it may go).
   Outcome admit(const SendWqe& w, const Sges& local) {

@@ -15,7 +15,8 @@ bool Responder::same_tenant(const Qp& t, const Origin& o) const {
 
 Qp* Responder::connected(const Origin& o) const {
   Qp* t = e_.find_qp(o.dst_qpn);
-  if (t == nullptr || !core::answers(t->state) || t->init.type != o.type || t->attr.dest_qp_num != o.src_qpn ||
+  if (t == nullptr || !core::answers(t->state) || t->init.type != answering_type(o.type) ||
+      t->attr.dest_qp_num != o.src_qpn ||
       t->route != o.via || !same_tenant(*t, o))
     return nullptr;
   // From another router: at the addresses both ends named at RTR.
@@ -24,8 +25,24 @@ Qp* Responder::connected(const Origin& o) const {
 }
 
 const Mr* Responder::remote_mr(const Qp& t, uint32_t rkey, uint64_t addr, uint64_t len, unsigned need) const {
-  if (const Mr* mr = e_.find_mr(rkey)) return mr->grants(t.pd, need, addr, len) ? mr : nullptr;
+  const Pd* pd = t.memory_pd();
+  if (pd == nullptr) return nullptr;
+  if (const Mr* mr = e_.find_mr(rkey)) return mr->grants(*pd, need, addr, len) ? mr : nullptr;
   return static_cast<const Mr*>(e_.window_grants(t, rkey, need, addr, len));
+}
+
+Verdict Responder::select_xrc_srq(Qp& t, uint32_t srq_num) const {
+  if (!t.xrc_target()) return Verdict::ok();
+  // A message in pieces keeps the SRQ it started with.
+  if (t.held_recv) return t.srq != nullptr && t.srq->number == srq_num ? Verdict::ok()
+                                                                       : Verdict::failed(IBV_WC_REM_INV_REQ_ERR);
+  core::Srq* s = e_.find_xrc_srq(srq_num);
+  if (s == nullptr || s->xrcd != t.init.xrcd) {
+    t.srq = nullptr;
+    return Verdict::failed(IBV_WC_REM_INV_REQ_ERR);
+  }
+  t.srq = s;
+  return Verdict::ok();
 }
 
 Verdict Responder::check_write(const Qp& t, uint32_t rkey, uint64_t addr, uint64_t len, const Mr*& mr) const {
@@ -129,7 +146,8 @@ void Responder::complete_receive(Qp& t, const Arrival& a, ibv_wc_opcode op, uint
     // UD (mlx5: 2 = IPv4); UCX reads it to find the GRH's destination.
     c.sl = kRoceIpv4PacketType;
   }
-  e_.complete_for(t, t.recv_cq, c);
+  if (t.xrc_target() && t.srq != nullptr) c.xrc_srq = t.srq->number;
+  e_.complete_for(t, t.receive_cq(), c);
 }
 
 void Responder::flush_held_receive(Qp& t) {

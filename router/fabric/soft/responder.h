@@ -81,6 +81,11 @@ class Responder {
   // addresses both ends named). nullptr: nobody answers.
   Qp* connected(const Origin& o) const;
 
+  // XRC: the SRQ an XRC send QP's request names by number becomes t's for
+  // that request (its receives, its PD for every key, its CQ); an XRC
+  // receive QP that is not in the SRQ's domain, or a number no SRQ has,
+  // refuses it as an invalid request. Any other QP: ok.
+  Verdict select_xrc_srq(Qp& t, uint32_t srq_num) const;
   // A WRITE of [addr, addr + len) under `rkey` (`mr`: where it lands; null
   // for len 0). REM_INV_REQ_ERR when t does not enable remote writes,
   // REM_ACCESS_ERR for a bad key, range or access.
@@ -163,6 +168,10 @@ int Responder::deliver_multicast(const Origin& o, uint32_t qkey, const DatagramH
   }
   return n;
 }
+
+// The QP type that answers a requester of `type`: its own, but XRC's
+// send QP is answered by an XRC receive QP.
+inline ibv_qp_type answering_type(ibv_qp_type type) { return type == IBV_QPT_XRC_SEND ? IBV_QPT_XRC_RECV : type; }
 
 // Whether responder t enables the operation at all: if not, it refuses it
 // as an invalid request (IB spec), not as an access violation.

@@ -26,7 +26,7 @@ SoftFabric::SoftFabric(const FabricConfig& config) : engine_(std::chrono::micros
   // Memory windows of both types, with LOCAL_INV and SEND_WITH_INV (the
   // memory management extensions an application can use).
   a.device_cap_flags = core::kVirtualDeviceCaps | IBV_DEVICE_PORT_ACTIVE_EVENT | IBV_DEVICE_MEM_WINDOW |
-                       IBV_DEVICE_MEM_WINDOW_TYPE_2B | IBV_DEVICE_MEM_MGT_EXTENSIONS;
+                       IBV_DEVICE_MEM_WINDOW_TYPE_2B | IBV_DEVICE_MEM_MGT_EXTENSIONS | IBV_DEVICE_XRC;
   limits_.attr.device_cap_flags_ex = core::kDeviceCapAtomicWrite;
   a.max_sge = shm::kMaxSge;
   a.max_sge_rd = shm::kMaxSge;
@@ -96,7 +96,9 @@ Result<std::unique_ptr<FabricQp>> SoftFabric::make_qp(const core::QpRequest& r, 
 }
 
 Result<std::unique_ptr<FabricSrq>> SoftFabric::make_srq(const core::SrqRequest& r, shm::Mapping ring) {
-  auto srq = std::make_unique<soft::Srq>(r.ctx, std::move(ring), r.pd, r.capacity, shm::kMaxSge, r.srq_limit, r.tag);
+  auto srq = std::make_unique<soft::Srq>(r.ctx, std::move(ring), r.pd, r.capacity, shm::kMaxSge, r.srq_limit, r.tag,
+                                         r.xrcd, r.cq);
+  if (r.xrcd != 0) srq->number = next_srq_num();
   engine_.run_sync([&] { engine_.link_srq(*srq); });
   return std::unique_ptr<FabricSrq>(std::move(srq));
 }
@@ -130,6 +132,11 @@ Status SoftFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask) {
     if (!located) return Error{EINVAL, located.error().message};
     route = *located;
   }
+  // XRC travels between QPs of this router: its requests name an SRQ,
+  // which the link frames between routers do not carry.
+  if (route != nullptr && (qp.init.type == IBV_QPT_XRC_SEND || qp.init.type == IBV_QPT_XRC_RECV))
+    return Error{EOPNOTSUPP, "XRC connects QPs of one host on the soft fabric: the destination is on another "
+                             "router (use RC there)"};
   Status st;
   engine_.run_sync([&] {
     st = engine_.check_modify(qp, attr, mask, /*dest_local=*/route == nullptr);
@@ -161,6 +168,16 @@ uint32_t SoftFabric::next_qpn() {
     if (qpn_counter_ > 0xffffff) qpn_counter_ = 0x100;
     bool used = false;
     engine_.run_sync([&] { used = engine_.find_qp(n) != nullptr; });
+    if (!used) return n;
+  }
+}
+
+uint32_t SoftFabric::next_srq_num() {
+  for (;;) {
+    uint32_t n = srq_num_counter_++;
+    if (srq_num_counter_ > 0xffffff) srq_num_counter_ = 1;
+    bool used = false;
+    engine_.run_sync([&] { used = engine_.find_xrc_srq(n) != nullptr; });
     if (!used) return n;
   }
 }

@@ -49,11 +49,13 @@ class SoftFabric final : public core::QueueFabric {
 
  private:
   uint32_t next_qpn();
+  uint32_t next_srq_num();
   Result<uint32_t> next_key();
 
   soft::Engine engine_;
   SoftRoutes* routes_ = nullptr;
   uint32_t qpn_counter_ = 0x100;  // QPNs 0 and 1 are special in InfiniBand
+  uint32_t srq_num_counter_ = 1;  // XRC SRQ numbers, 24 bits, never 0
   uint32_t key_counter_ = 1;
   bool keys_wrapped_ = false;  // key_counter_ went round: indices may be in use
   std::mt19937 rng_{std::random_device{}()};

@@ -146,7 +146,7 @@ struct SendSlot {
 };
 
 struct Qp final : core::Qp {
-  Qp(Context& c, shm::Mapping m, const Pd& p, VirtualCq& scq, VirtualCq& rcq, Srq* s, const QpInit& i,
+  Qp(Context& c, shm::Mapping m, const Pd& p, VirtualCq* scq, VirtualCq* rcq, Srq* s, const QpInit& i,
      uint32_t send_c, uint32_t recv_c, uint32_t t)
       : core::Qp(c, std::move(m), p, scq, rcq, s, i, send_c, recv_c, t),
         sends(send_c),
