@@ -10,15 +10,37 @@ XrcDomain::~XrcDomain() {
   for ([[maybe_unused]] const auto& [qpn, qp] : receive_qps_) assert(qp.expired() && "a receive QP holds its domain");
 }
 
-Result<std::shared_ptr<FabricQp>> XrcDomain::create_qp(Fabric& fabric, uint32_t tag) {
+namespace {
+
+// A receive QP's deleter: the QP goes first, then its PD, then its hold on
+// the domain (released at once: the domain's weak references keep the
+// deleter itself alive).
+struct ReleaseReceiveQp {
+  std::shared_ptr<FabricPd> pd;
+  std::shared_ptr<XrcDomain> domain;
+  void operator()(FabricQp* q) {
+    delete q;
+    pd.reset();
+    domain.reset();
+  }
+};
+
+}  // namespace
+
+Result<std::shared_ptr<FabricQp>> XrcDomain::create_qp(Fabric& fabric, const Owner& owner, uint32_t tag) {
+  // Its own PD names its maker's tenant and address (the domain may be
+  // shared by processes at other addresses); no memory is checked against
+  // it (the SRQ's PD is).
+  auto pd = fabric.alloc_pd(owner);
+  if (!pd) return pd.error();
+  std::shared_ptr<FabricPd> own_pd(std::move(*pd));
   QpInit init;
   init.type = IBV_QPT_XRC_RECV;
   init.xrcd = number_;
-  auto made = fabric.create_qp(*context_, *pd_, nullptr, nullptr, nullptr, init, tag);
+  auto made = fabric.create_qp(*context_, *own_pd, nullptr, nullptr, nullptr, init, tag);
   if (!made) return made.error();
   uint32_t qpn = (*made)->qp_num();
-  // Every handle holds the domain through the QP: the QP goes first.
-  std::shared_ptr<FabricQp> qp(made->release(), [domain = shared_from_this()](FabricQp* q) { delete q; });
+  std::shared_ptr<FabricQp> qp(made->release(), ReleaseReceiveQp{std::move(own_pd), shared_from_this()});
   std::erase_if(receive_qps_, [](const auto& entry) { return entry.second.expired(); });
   receive_qps_[qpn] = qp;
   return qp;
@@ -46,12 +68,10 @@ Result<std::shared_ptr<XrcDomain>> XrcDomains::open(Fabric& fabric, const Owner&
   }
   auto context = fabric.open_context();
   if (!context) return context.error();
-  auto pd = fabric.alloc_pd(owner);
-  if (!pd) return pd.error();
   // A number no live domain has (the counter may go round).
   std::erase_if(numbers_, [](const auto& entry) { return entry.second.expired(); });
   while (next_number_ == 0 || numbers_.contains(next_number_)) ++next_number_;
-  auto domain = std::make_shared<XrcDomain>(next_number_++, std::move(*context), std::move(*pd));
+  auto domain = std::make_shared<XrcDomain>(next_number_++, std::move(*context));
   numbers_[domain->number()] = domain;
   if (key) shared_[*key] = domain;
   return domain;

@@ -7,8 +7,8 @@
 // A receive QP belongs to its domain, not to the process that made it: any
 // process of the tenant with the domain open may open it (ibv_open_qp), and
 // it lives while any handle to it does. So the domain holds what such a QP
-// needs beyond a process: a context of its own and a PD (the QP's tenant
-// and address; its memory checks use the SRQ's PD).
+// needs beyond a process: a context of its own; and the QP a PD of its own
+// (its maker's tenant and address; its memory checks use the SRQ's PD).
 //
 // Thread contract: the Asio thread.
 #pragma once
@@ -27,15 +27,16 @@ namespace ff::router {
 
 class XrcDomain : public std::enable_shared_from_this<XrcDomain> {
  public:
-  XrcDomain(uint32_t number, std::unique_ptr<FabricContext> context, std::unique_ptr<FabricPd> pd)
-      : number_(number), context_(std::move(context)), pd_(std::move(pd)) {}
+  XrcDomain(uint32_t number, std::unique_ptr<FabricContext> context)
+      : number_(number), context_(std::move(context)) {}
   ~XrcDomain();  // its receive QPs are gone: each holds the domain
 
   // What the fabric matches SRQs and receive QPs by (router-wide, never 0).
   uint32_t number() const { return number_; }
 
-  // An XRC receive QP of this domain; `tag` names it in events.
-  Result<std::shared_ptr<FabricQp>> create_qp(Fabric& fabric, uint32_t tag);
+  // An XRC receive QP of this domain, made by `owner`; `tag` names it in
+  // events.
+  Result<std::shared_ptr<FabricQp>> create_qp(Fabric& fabric, const Owner& owner, uint32_t tag);
   // The receive QP numbered `qp_num` of this domain (ibv_open_qp); EINVAL
   // when it has none (never made, or every handle to it is gone).
   Result<std::shared_ptr<FabricQp>> open_qp(uint32_t qp_num);
@@ -43,7 +44,6 @@ class XrcDomain : public std::enable_shared_from_this<XrcDomain> {
  private:
   const uint32_t number_;
   std::unique_ptr<FabricContext> context_;
-  std::unique_ptr<FabricPd> pd_;
   std::map<uint32_t, std::weak_ptr<FabricQp>> receive_qps_;  // by QP number
 };
 

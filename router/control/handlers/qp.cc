@@ -27,7 +27,7 @@ Status reply_qp(Session& s, ReplyWriter& w, std::shared_ptr<FabricQp> qp, std::i
 Status create_xrc_receive_qp(Session& s, const proto::CreateQp& r, ReplyWriter& w) {
   auto* xrcd = s.objects().find<XrcdObject>(r.xrcd(), ObjectKind::kXrcd);
   if (xrcd == nullptr) return Error{EINVAL, "no such XRC domain"};
-  auto qp = xrcd->fabric->create_qp(s.fabric(), s.objects().next_handle());
+  auto qp = xrcd->fabric->create_qp(s.fabric(), s.owner(), s.objects().next_handle());
   if (!qp) return qp.error();
   return reply_qp(s, w, std::move(*qp), {r.xrcd()});
 }
