@@ -61,5 +61,22 @@ if [[ "${FF_ROUTER_ARGS:-}" != *"--fabric verbs"* ]]; then
   wait "$mblue" || { cat "$FF_WORK/mblue.log"; fail "blue's member of the group did not get blue's datagrams"; }
   wait "$mred" || { cat "$FF_WORK/mred.log"; fail "red's member of the group got blue's datagrams"; }
   pass "a multicast group of one tenant's never delivers to another tenant's QP attached to the same group"
+
+  # XRC (soft fabric): both tenants open the XRC domain of one file; each
+  # gets its own, red cannot open blue's receive QP, and red's request
+  # naming blue's SRQ number fails; nothing reaches blue.
+  mkfifo "$FF_WORK/xhold"
+  ff_in_container a blue "$FF_BUILD/bin/ffv_xrc_isolation" owner "$FF_WORK/xrc_domain" "$FF_WORK/xrc" \
+    <"$FF_WORK/xhold" >"$FF_WORK/xowner.log" 2>&1 &
+  xowner=$!
+  exec 6>"$FF_WORK/xhold"
+  for _ in $(seq 200); do [ -s "$FF_WORK/xrc" ] && break; sleep 0.05; done
+  [ -s "$FF_WORK/xrc" ] || { cat "$FF_WORK/xowner.log"; fail "blue did not make its XRC objects"; }
+  read -r xqpn xsrqn <"$FF_WORK/xrc"
+  ff_in_container b red "$FF_BUILD/bin/ffv_xrc_isolation" intruder "$FF_WORK/xrc_domain" "$xqpn" "$xsrqn" ||
+    fail "red reached blue's XRC domain, receive QP or SRQ"
+  exec 6>&-
+  wait "$xowner" || { cat "$FF_WORK/xowner.log"; fail "something reached blue's XRC SRQ"; }
+  pass "XRC: a tenant's domain of a file, its receive QPs and SRQs are its own"
 fi
 echo "done, 0 failed"
