@@ -205,6 +205,19 @@ ff_pair() {
   ff_pair_in "" "$srv" "" "$cli" "$ip" "$port" "$tenant" "$@"
 }
 
+# ff_pair_moving SERVER CLIENT SERVER_IP PORT TENANT cmd...: ff_pair, which
+# must make the router move bytes; FF_MOVED says how many.
+ff_pair_moving() {
+  local before
+  before=$(ff_bytes)
+  ff_pair "$@"
+  FF_MOVED=$(( $(ff_bytes) - before ))
+  [ "$FF_MOVED" -gt 0 ] || fail "${*:6}: the router moved nothing"
+}
+
+# The last result line perftest's client printed (its numbers, one space apart).
+ff_perftest_result() { grep -E '^ +[0-9]+ +[0-9]+' "$FF_WORK/client.log" | tail -1 | tr -s ' \t' ' '; }
+
 # ff_pair_in SRV_RUN SRV CLI_RUN CLI SERVER_IP PORT TENANT cmd...: ff_pair with
 # each side served by the router whose run directory is given (empty: $FF_RUN).
 #

@@ -162,24 +162,25 @@ Result<std::unique_ptr<FabricCluster>> SoftFabric::join_cluster(boost::asio::io_
   }
 }
 
-uint32_t SoftFabric::next_qpn() {
+// The next number of a 24-bit space (from `counter`, going round to
+// `first`) that `in_use` (asked on the poller) says is free.
+template <typename InUse>
+uint32_t SoftFabric::next_free_number(uint32_t& counter, uint32_t first, InUse in_use) {
   for (;;) {
-    uint32_t n = qpn_counter_++;
-    if (qpn_counter_ > 0xffffff) qpn_counter_ = 0x100;
+    uint32_t n = counter++;
+    if (counter > 0xffffff) counter = first;
     bool used = false;
-    engine_.run_sync([&] { used = engine_.find_qp(n) != nullptr; });
+    engine_.run_sync([&] { used = in_use(n); });
     if (!used) return n;
   }
 }
 
+uint32_t SoftFabric::next_qpn() {
+  return next_free_number(qpn_counter_, 0x100, [this](uint32_t n) { return engine_.find_qp(n) != nullptr; });
+}
+
 uint32_t SoftFabric::next_srq_num() {
-  for (;;) {
-    uint32_t n = srq_num_counter_++;
-    if (srq_num_counter_ > 0xffffff) srq_num_counter_ = 1;
-    bool used = false;
-    engine_.run_sync([&] { used = engine_.find_xrc_srq(n) != nullptr; });
-    if (!used) return n;
-  }
+  return next_free_number(srq_num_counter_, 1, [this](uint32_t n) { return engine_.find_xrc_srq(n) != nullptr; });
 }
 
 Result<uint32_t> SoftFabric::next_key() {

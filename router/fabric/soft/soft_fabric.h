@@ -48,6 +48,8 @@ class SoftFabric final : public core::QueueFabric {
   Result<std::unique_ptr<FabricAh>> make_ah(const core::AhRequest& r) override;
 
  private:
+  template <typename InUse>
+  uint32_t next_free_number(uint32_t& counter, uint32_t first, InUse in_use);
   uint32_t next_qpn();
   uint32_t next_srq_num();
   Result<uint32_t> next_key();

@@ -86,6 +86,15 @@ class Xrc : public Verbs {
     EXPECT_NE(q, nullptr) << std::strerror(errno);
     return keep(q);
   }
+  // ibv_open_qp of receive QP `qp_num` through domain d.
+  ibv_qp* open_receive_qp(ibv_xrcd* d, uint32_t qp_num) {
+    ibv_qp_open_attr oa{};
+    oa.comp_mask = IBV_QP_OPEN_ATTR_NUM | IBV_QP_OPEN_ATTR_XRCD | IBV_QP_OPEN_ATTR_TYPE;
+    oa.qp_num = qp_num;
+    oa.xrcd = d;
+    oa.qp_type = IBV_QPT_XRC_RECV;
+    return ibv_open_qp(ctx, &oa);
+  }
   static uint32_t number_of(ibv_srq* s) {
     uint32_t n = 0;
     EXPECT_EQ(ibv_get_srq_num(s, &n), 0);
@@ -139,17 +148,11 @@ TEST_F(Xrc, DomainsOfAFileAreSharedAsTheKernelKeysThem) {
   // one opens through the other.
   ibv_qp* r = receive_qp(first);
   ASSERT_NE(r, nullptr);
-  ibv_qp_open_attr oa{};
-  oa.comp_mask = IBV_QP_OPEN_ATTR_NUM | IBV_QP_OPEN_ATTR_XRCD | IBV_QP_OPEN_ATTR_TYPE;
-  oa.qp_num = r->qp_num;
-  oa.xrcd = again;
-  oa.qp_type = IBV_QPT_XRC_RECV;
-  ibv_qp* opened = keep(ibv_open_qp(ctx, &oa));
+  ibv_qp* opened = keep(open_receive_qp(again, r->qp_num));
   ASSERT_NE(opened, nullptr) << std::strerror(errno);
   EXPECT_EQ(opened->qp_num, r->qp_num);
-  oa.xrcd = lone;
   errno = 0;
-  EXPECT_EQ(ibv_open_qp(ctx, &oa), nullptr) << "another domain has no such receive QP";
+  EXPECT_EQ(open_receive_qp(lone, r->qp_num), nullptr) << "another domain has no such receive QP";
   EXPECT_EQ(errno, EINVAL);
   EXPECT_EQ(close_domain(first), EBUSY) << "its receive QP uses it";
   close(fd);
@@ -264,12 +267,7 @@ TEST_F(Xrc, CreationRulesOfSrqsQpsAndDomains) {
   ASSERT_NE(tgt, nullptr);
   // Opened, it is one QP with two handles: each destroy succeeds, and the
   // opened handle still serves once the creator's is gone.
-  ibv_qp_open_attr oa{};
-  oa.comp_mask = IBV_QP_OPEN_ATTR_NUM | IBV_QP_OPEN_ATTR_XRCD | IBV_QP_OPEN_ATTR_TYPE;
-  oa.qp_num = tgt->qp_num;
-  oa.xrcd = d;
-  oa.qp_type = IBV_QPT_XRC_RECV;
-  ibv_qp* opened = ibv_open_qp(ctx, &oa);
+  ibv_qp* opened = open_receive_qp(d, tgt->qp_num);
   ASSERT_NE(opened, nullptr) << std::strerror(errno);
   xrc_qps_.erase(std::find(xrc_qps_.begin(), xrc_qps_.end(), tgt));
   EXPECT_EQ(ibv_destroy_qp(tgt), 0);
