@@ -1,6 +1,7 @@
 #include "proto/verbs_codec.h"
 
 #include <cstring>
+#include <type_traits>
 
 namespace ff::proto {
 
@@ -133,9 +134,24 @@ ibv_ah_attr from_wire(const AhAttr& w) {
   return a;
 }
 
+namespace {
+
+// An enum field of an app's struct as the integer it holds: a field the
+// attribute mask does not name may hold anything (ibv_xsrq_pingpong leaves
+// them uninitialized), and loading such a value as the enum type is
+// undefined behaviour.
+template <typename E>
+uint8_t raw_enum(const E& field) {
+  std::underlying_type_t<E> v;
+  static_assert(sizeof v == sizeof field);
+  std::memcpy(&v, &field, sizeof v);
+  return static_cast<uint8_t>(v);
+}
+
+}  // namespace
+
 QpAttr to_wire(const ibv_qp_attr& a) {
-  return QpAttr(static_cast<uint8_t>(a.qp_state), static_cast<uint8_t>(a.cur_qp_state),
-                static_cast<uint8_t>(a.path_mtu), static_cast<uint8_t>(a.path_mig_state), a.qkey,
+  return QpAttr(raw_enum(a.qp_state), raw_enum(a.cur_qp_state), raw_enum(a.path_mtu), raw_enum(a.path_mig_state), a.qkey,
                 a.rq_psn, a.sq_psn, a.dest_qp_num, static_cast<uint32_t>(a.qp_access_flags),
                 to_wire(a.ah_attr), a.pkey_index, a.sq_draining, a.max_rd_atomic,
                 a.max_dest_rd_atomic, a.min_rnr_timer, a.port_num, a.timeout, a.retry_cnt,
