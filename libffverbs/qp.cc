@@ -295,13 +295,15 @@ bool names_what_it_needs(const ibv_qp_init_attr_ex& attr) {
   return attr.pd != nullptr && attr.send_cq != nullptr && (attr.recv_cq != nullptr || attr.qp_type == IBV_QPT_XRC_SEND);
 }
 
-ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
+// Writes back only the capabilities into the app's `asked`.
+ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& asked) {
   FfContext* ctx = to_ff(context);
   if (context_is_stale(*ctx)) return fail_ptr<ibv_qp>(EIO);
-  if (!names_what_it_needs(attr)) return fail_ptr<ibv_qp>(EINVAL);
-  if (attr.qp_type != IBV_QPT_RC && attr.qp_type != IBV_QPT_UC && attr.qp_type != IBV_QPT_UD &&
-      attr.qp_type != IBV_QPT_XRC_SEND && attr.qp_type != IBV_QPT_XRC_RECV)
+  if (!names_what_it_needs(asked)) return fail_ptr<ibv_qp>(EINVAL);
+  if (asked.qp_type != IBV_QPT_RC && asked.qp_type != IBV_QPT_UC && asked.qp_type != IBV_QPT_UD &&
+      asked.qp_type != IBV_QPT_XRC_SEND && asked.qp_type != IBV_QPT_XRC_RECV)
     return fail_ptr<ibv_qp>(EOPNOTSUPP);
+  ibv_qp_init_attr_ex attr = asked;
   const bool receiving = attr.qp_type == IBV_QPT_XRC_RECV;
   if (receiving) attr.pd = nullptr;  // verbs ignores what an XRC receive QP is given beyond its domain
   if (receiving || attr.qp_type == IBV_QPT_XRC_SEND) {
@@ -319,7 +321,9 @@ ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& attr) {
                                     &cap, atomic_write, receiving ? to_ff(attr.xrcd)->handle : 0);
   auto reply = request<proto::CreateQpReply>(fbb, body, "create_qp failed", 1);
   if (!reply) return fail_ptr<ibv_qp>(reply.error);
-  return adopt_qp(*ctx, reply.fd(0), *reply.body, attr);
+  ibv_qp* qp = adopt_qp(*ctx, reply.fd(0), *reply.body, attr);
+  asked.cap = attr.cap;
+  return qp;
 }
 
 }  // namespace

@@ -82,10 +82,11 @@ ibv_srq* ffv_create_srq_ex(ibv_context* context, ibv_srq_init_attr_ex* attr) {
   return srq;
 }
 
-// ENOSYS for a basic SRQ (rdma-core's answer where the SRQ has no number).
+// EOPNOTSUPP for a basic SRQ: it has no number here (verbs' answer where
+// the provider has none to give).
 int ffv_get_srq_num(ibv_srq* ibsrq, uint32_t* srq_num) {
   FfSrq* srq = to_ff(ibsrq);
-  if (srq->xrc_cq == nullptr) return ENOSYS;
+  if (srq->xrc_cq == nullptr) return EOPNOTSUPP;
   *srq_num = srq->srq_num;
   return 0;
 }

@@ -55,7 +55,6 @@ Result<std::shared_ptr<FabricQp>> XrcDomain::open_qp(uint32_t qp_num) {
 
 Result<std::shared_ptr<XrcDomain>> XrcDomains::open(Fabric& fabric, const Owner& owner, std::optional<File> file,
                                                     int oflags) {
-  if ((oflags & ~(O_CREAT | O_EXCL)) != 0) return Error{EINVAL, "oflags may hold O_CREAT and O_EXCL only"};
   std::erase_if(shared_, [](const auto& entry) { return entry.second.expired(); });
   std::optional<Key> key;
   if (file) {

@@ -57,7 +57,7 @@ class XrcDomains {
   // Opens a domain for `owner`'s tenant as ibv_open_xrcd does: no file: a
   // new private one; a file: the tenant's domain of it, made when absent
   // if `oflags` has O_CREAT (else EAGAIN), refused when present and
-  // O_EXCL is set (EINVAL). oflags other than O_CREAT | O_EXCL: EINVAL.
+  // O_EXCL is set (EINVAL). Other oflags bits mean nothing (as to the kernel).
   Result<std::shared_ptr<XrcDomain>> open(Fabric& fabric, const Owner& owner, std::optional<File> file, int oflags);
 
  private:

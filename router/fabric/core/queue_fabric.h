@@ -89,7 +89,8 @@ class QueueFabric : public Fabric {
     const auto& q = static_cast<const Qp&>(qp);
     TrafficCounters t = q.traffic.snapshot();
     t.send_queued = q.sq.queued_now();
-    t.recv_queued = q.srq == nullptr ? q.rq.queued_now() : 0;
+    // (an XRC receive QP's srq is the poller's: not read here; it has no queue)
+    t.recv_queued = q.xrc_target() || q.srq != nullptr ? 0 : q.rq.queued_now();
     return t;
   }
 

@@ -31,11 +31,14 @@ const Mr* Responder::remote_mr(const Qp& t, uint32_t rkey, uint64_t addr, uint64
   return static_cast<const Mr*>(e_.window_grants(t, rkey, need, addr, len));
 }
 
-Verdict Responder::select_xrc_srq(Qp& t, uint32_t srq_num) const {
+Verdict Responder::select_xrc_srq(Qp& t, uint32_t srq_num) {
   if (!t.xrc_target()) return Verdict::ok();
-  // A message in pieces keeps the SRQ it started with.
-  if (t.held_recv) return t.srq != nullptr && t.srq->number == srq_num ? Verdict::ok()
-                                                                       : Verdict::failed(IBV_WC_REM_INV_REQ_ERR);
+  // A message in pieces keeps the SRQ it started with; a receive held by a
+  // message to another SRQ is what an aborted message left (its sender
+  // failed): it completes flushed on its own SRQ's CQ, as nothing else
+  // would ever take it.
+  if (t.held_recv && t.srq != nullptr && t.srq->number == srq_num) return Verdict::ok();
+  if (t.held_recv) flush_held_receive(t);
   core::Srq* s = e_.find_xrc_srq(srq_num);
   if (s == nullptr || s->xrcd != t.init.xrcd) {
     t.srq = nullptr;

@@ -85,7 +85,7 @@ class Responder {
   // that request (its receives, its PD for every key, its CQ); an XRC
   // receive QP that is not in the SRQ's domain, or a number no SRQ has,
   // refuses it as an invalid request. Any other QP: ok.
-  Verdict select_xrc_srq(Qp& t, uint32_t srq_num) const;
+  Verdict select_xrc_srq(Qp& t, uint32_t srq_num);
   // A WRITE of [addr, addr + len) under `rkey` (`mr`: where it lands; null
   // for len 0). REM_INV_REQ_ERR when t does not enable remote writes,
   // REM_ACCESS_ERR for a bad key, range or access.
