@@ -1,0 +1,373 @@
+// Verbs through the router on one host, each row beside its floor measured
+// in the same run, printed as a markdown table with the ratio
+// (docs/PERFORMANCE.md, "Verbs micro-benchmarks"). One process; RC QPs
+// connected to each other. Run it through bench/verbs_micro.sh: the router
+// on CPU 1, this program on CPU 0, libffverbs preloaded. Without the shim it
+// measures the device it finds (rxe in the guest, for comparison).
+//
+//   build/bin/verbs_micro [--quick]
+#include <infiniband/verbs.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "ffverbs.h"
+#include "floors.h"
+#include "rc_connect.h"
+#include "shm/descriptors.h"
+#include "shm/ring.h"
+#include "shm/segment.h"
+
+namespace {
+
+using namespace ff::bench;
+
+[[noreturn]] void die(const char* what) {
+  std::perror(what);
+  std::exit(2);
+}
+
+struct Row {
+  std::string measure, result, floor, ratio, goal;
+};
+std::vector<Row> rows;
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+double percentile(std::vector<double>& v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+}
+
+// Descriptors per second through one shm ring from CPU 0 to CPU 1, pushed
+// and popped in batches of 32: the floor of a message rate that moves one
+// work request descriptor per message.
+double ring_batch32_per_s() {
+  using ff::shm::SendWqe;
+  constexpr uint32_t kCap = 1024;
+  constexpr uint64_t kTotal = 4'000'000;
+  auto seg = ff::shm::Mapping::create("floor", ff::shm::SegmentKind::kRing,
+                                      sizeof(ff::shm::SegmentHeader) + ff::shm::ring_bytes<SendWqe>(kCap));
+  std::byte* at = seg.base() + sizeof(ff::shm::SegmentHeader);
+  ff::shm::init_ring<SendWqe>(at, kCap);
+  std::thread consumer([at] {
+    pin(1);
+    ff::shm::RingConsumer<SendWqe> in(at, kCap);
+    std::vector<SendWqe> batch(32);
+    for (uint64_t got = 0; got < kTotal;) got += in.sc_pop_burst(batch);
+  });
+  pin(0);
+  ff::shm::RingProducer<SendWqe> out(at, kCap);
+  std::vector<SendWqe> batch(32);
+  auto t0 = Clock::now();
+  for (uint64_t sent = 0; sent < kTotal; sent += 32)
+    while (!out.sp_push_bulk(batch)) {
+    }
+  consumer.join();
+  return static_cast<double>(kTotal) / seconds_since(t0);
+}
+
+struct Device {
+  ibv_context* ctx = nullptr;
+  ibv_pd* pd = nullptr;
+  ibv_gid gid{};
+};
+
+Device open_device() {
+  int n = 0;
+  ibv_device** list = ibv_get_device_list(&n);
+  if (list == nullptr || n == 0) die("no RDMA device");
+  Device d;
+  d.ctx = ibv_open_device(list[0]);
+  ibv_free_device_list(list);
+  if (d.ctx == nullptr) die("ibv_open_device");
+  d.pd = ibv_alloc_pd(d.ctx);
+  if (d.pd == nullptr || ibv_query_gid(d.ctx, 1, 0, &d.gid) != 0) die("PD or GID");
+  return d;
+}
+
+ibv_qp* rc_qp(Device& d, ibv_cq* cq, uint32_t depth) {
+  ibv_qp_init_attr a{};
+  a.send_cq = a.recv_cq = cq;
+  a.qp_type = IBV_QPT_RC;
+  a.cap = {depth, 16, 1, 1, 64};
+  ibv_qp* q = ibv_create_qp(d.pd, &a);
+  if (q == nullptr) die("ibv_create_qp");
+  return q;
+}
+
+void connect(Device& d, ibv_qp* q, uint32_t dest) {
+  const ffv_rc_path path = {IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_LOCAL_WRITE, IBV_MTU_4096, 16, 1, 7};
+  if (ffv_connect_rc(q, dest, &d.gid, &path, nullptr) != 0) die("connect");
+}
+
+// Waits for `n` completions, all successful.
+void poll_n(ibv_cq* cq, int n) {
+  ibv_wc wc[32];
+  while (n > 0) {
+    int got = ibv_poll_cq(cq, std::min(n, 32), wc);
+    if (got < 0) die("ibv_poll_cq");
+    for (int i = 0; i < got; ++i)
+      if (wc[i].status != IBV_WC_SUCCESS) {
+        std::fprintf(stderr, "completion: %s\n", ibv_wc_status_str(wc[i].status));
+        std::exit(2);
+      }
+    n -= got;
+  }
+}
+
+// ibv_create_qp and the three moves to RTS, per QP.
+void qp_setup(Device& d, int rounds, double socket_rtt) {
+  ibv_cq* cq = ibv_create_cq(d.ctx, 64, nullptr, nullptr, 0);
+  std::vector<double> setup, teardown;
+  for (int i = 0; i < rounds; ++i) {
+    auto t0 = Clock::now();
+    ibv_qp* q = rc_qp(d, cq, 16);
+    connect(d, q, q->qp_num);
+    setup.push_back(seconds_since(t0) * 1e6);
+    t0 = Clock::now();
+    if (ibv_destroy_qp(q) != 0) die("ibv_destroy_qp");
+    teardown.push_back(seconds_since(t0) * 1e6);
+  }
+  ibv_destroy_cq(cq);
+  double floor = 4 * socket_rtt / 1000;
+  double p50 = percentile(setup, 0.5);
+  rows.push_back({"`ibv_create_qp` + INIT + RTR + RTS, per QP (p50)", fmt("%.0f µs", p50),
+                  fmt("%.1f µs (4 socket round trips)", floor), fmt("%.1f×", p50 / floor), "≤ 2.5×"});
+  rows.push_back({"`ibv_destroy_qp` (p50)", fmt("%.0f µs", percentile(teardown, 0.5)),
+                  fmt("%.1f µs (1 socket round trip)", floor / 4), fmt("%.1f×", percentile(teardown, 0.5) * 4 / floor), ""});
+}
+
+// ibv_reg_mr of 1 MiB of touched memory: ordinary pages, and ibv_malloc's.
+void registration(Device& d, int rounds, double remap) {
+  constexpr size_t kBytes = 1 << 20;
+  for (bool shared : {false, true}) {
+    std::vector<double> reg;
+    for (int i = 0; i < rounds; ++i) {
+      void* p = shared ? ffv_malloc(kBytes)
+                       : mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == nullptr || p == MAP_FAILED) die("allocate");
+      std::memset(p, i, kBytes);
+      auto t0 = Clock::now();
+      ibv_mr* mr = ibv_reg_mr(d.pd, p, kBytes, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+      reg.push_back(seconds_since(t0) * 1e6);
+      if (mr == nullptr) die("ibv_reg_mr");
+      ibv_dereg_mr(mr);
+      if (shared)
+        ffv_free(p);
+      else
+        munmap(p, kBytes);
+    }
+    double p50 = percentile(reg, 0.5);
+    rows.push_back({shared ? "`ibv_reg_mr` 1 MiB of `ibv_malloc` memory (p50)"
+                           : "`ibv_reg_mr` 1 MiB of ordinary touched memory (p50)",
+                    fmt("%.0f µs", p50), fmt("%.0f µs (memfd + copy + MAP_FIXED)", remap), fmt("%.2f×", p50 / remap),
+                    shared ? "" : "≤ 0.5×"});
+  }
+}
+
+// A connected pair of RC QPs, a's sends completing on `cq`, and a buffer
+// of b's registered for remote writes.
+struct Pair {
+  ibv_cq* cq = nullptr;
+  ibv_qp *a = nullptr, *b = nullptr;
+  Pair(Device& d, uint32_t depth) {
+    cq = ibv_create_cq(d.ctx, static_cast<int>(depth) + 64, nullptr, nullptr, 0);
+    if (cq == nullptr) die("ibv_create_cq");
+    a = rc_qp(d, cq, depth);
+    b = rc_qp(d, cq, 16);
+    connect(d, a, b->qp_num);
+    connect(d, b, a->qp_num);
+  }
+  ~Pair() {
+    ibv_destroy_qp(a);
+    ibv_destroy_qp(b);
+    ibv_destroy_cq(cq);
+  }
+};
+
+ibv_mr* registered(Device& d, size_t bytes) {
+  void* p = ffv_malloc(bytes);
+  if (p == nullptr) die("ffv_malloc");
+  std::memset(p, 1, bytes);
+  ibv_mr* mr = ibv_reg_mr(d.pd, p, bytes, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+  if (mr == nullptr) die("ibv_reg_mr");
+  return mr;
+}
+
+void release(ibv_mr* mr) {
+  void* p = mr->addr;
+  ibv_dereg_mr(mr);
+  ffv_free(p);
+}
+
+// A 2-byte inline WRITE, posted and its completion polled, one at a time.
+void write_latency(Device& d, int rounds, double line_rtt) {
+  Pair p(d, 16);
+  ibv_mr* dst = registered(d, 4096);
+  char src[2] = {1, 2};
+  ibv_sge s{reinterpret_cast<uint64_t>(src), 2, 0};
+  ibv_send_wr w{};
+  w.opcode = IBV_WR_RDMA_WRITE;
+  w.sg_list = &s;
+  w.num_sge = 1;
+  w.send_flags = IBV_SEND_SIGNALED | IBV_SEND_INLINE;
+  w.wr.rdma = {reinterpret_cast<uint64_t>(dst->addr), dst->rkey};
+  std::vector<double> ns;
+  ns.reserve(static_cast<size_t>(rounds));
+  for (int i = 0; i < rounds + 1000; ++i) {
+    ibv_send_wr* bad = nullptr;
+    auto t0 = Clock::now();
+    if (ibv_post_send(p.a, &w, &bad) != 0) die("ibv_post_send");
+    poll_n(p.cq, 1);
+    if (i >= 1000) ns.push_back(seconds_since(t0) * 1e9);  // after a warm-up
+  }
+  release(dst);
+  double p50 = percentile(ns, 0.5), p99 = percentile(ns, 0.99);
+  rows.push_back({"2 B inline WRITE, post → CQE polled (p50)", fmt("%.0f ns", p50),
+                  fmt("%.0f ns (cache line round trip)", line_rtt), fmt("%.1f×", p50 / line_rtt), "≤ 1.5×"});
+  rows.push_back({"... (p99)", fmt("%.0f ns", p99), "", fmt("%.1f×", p99 / line_rtt), ""});
+}
+
+// 64-byte WRITEs in lists of 32 (the last of each signaled), 16 lists in flight.
+void message_rate(Device& d, long total, double ring_rate) {
+  constexpr int kList = 32, kInFlight = 16;
+  Pair p(d, kList * kInFlight);
+  ibv_mr* src = registered(d, 4096);
+  ibv_mr* dst = registered(d, 4096);
+  std::vector<ibv_sge> sges(kList, ibv_sge{reinterpret_cast<uint64_t>(src->addr), 64, src->lkey});
+  std::vector<ibv_send_wr> list(kList);
+  for (int i = 0; i < kList; ++i) {
+    ibv_send_wr& w = list[static_cast<size_t>(i)];
+    w = ibv_send_wr{};
+    w.opcode = IBV_WR_RDMA_WRITE;
+    w.sg_list = &sges[static_cast<size_t>(i)];
+    w.num_sge = 1;
+    w.wr.rdma = {reinterpret_cast<uint64_t>(dst->addr), dst->rkey};
+    w.next = i + 1 < kList ? &list[static_cast<size_t>(i) + 1] : nullptr;
+  }
+  list.back().send_flags = IBV_SEND_SIGNALED;
+  long posted = 0, done = 0;
+  int in_flight = 0;
+  auto t0 = Clock::now();
+  while (done < total) {
+    while (in_flight < kInFlight && posted < total) {
+      ibv_send_wr* bad = nullptr;
+      if (ibv_post_send(p.a, list.data(), &bad) != 0) die("ibv_post_send");
+      posted += kList;
+      ++in_flight;
+    }
+    ibv_wc wc[kInFlight];
+    int got = ibv_poll_cq(p.cq, kInFlight, wc);
+    if (got < 0) die("ibv_poll_cq");
+    in_flight -= got;
+    done += static_cast<long>(got) * kList;
+  }
+  double rate = static_cast<double>(done) / seconds_since(t0);
+  release(src);
+  release(dst);
+  rows.push_back({"64 B WRITE, post lists of 32", fmt("%.1f M msg/s", rate / 1e6),
+                  fmt("%.0f M desc/s (ring, batches of 32)", ring_rate / 1e6), fmt("%.2f×", rate / ring_rate),
+                  "≥ 25 M msg/s"});
+}
+
+// 64 KiB WRITEs streaming from `src` (16 in flight), the source walking
+// `src` and the destination walking `dst` piece by piece.
+double write_stream_gbps(Device& d, ibv_mr* src, ibv_mr* dst, long writes) {
+  constexpr uint32_t kPiece = 65536;
+  constexpr int kInFlight = 16;
+  Pair p(d, kInFlight);
+  size_t pieces = std::min(src->length, dst->length) / kPiece;
+  long posted = 0, done = 0;
+  int in_flight = 0;
+  auto t0 = Clock::now();
+  while (done < writes) {
+    while (in_flight < kInFlight && posted < writes) {
+      size_t at = static_cast<size_t>(posted) % pieces * kPiece;
+      ibv_sge s{reinterpret_cast<uint64_t>(src->addr) + at, kPiece, src->lkey};
+      ibv_send_wr w{};
+      w.opcode = IBV_WR_RDMA_WRITE;
+      w.sg_list = &s;
+      w.num_sge = 1;
+      w.send_flags = IBV_SEND_SIGNALED;
+      w.wr.rdma = {reinterpret_cast<uint64_t>(dst->addr) + at, dst->rkey};
+      ibv_send_wr* bad = nullptr;
+      if (ibv_post_send(p.a, &w, &bad) != 0) die("ibv_post_send");
+      ++posted;
+      ++in_flight;
+    }
+    ibv_wc wc[kInFlight];
+    int got = ibv_poll_cq(p.cq, kInFlight, wc);
+    if (got < 0) die("ibv_poll_cq");
+    in_flight -= got;
+    done += got;
+  }
+  return static_cast<double>(done) * kPiece / seconds_since(t0) / 1e9;
+}
+
+void bandwidth(Device& d, size_t pool, double cold_floor, double hot_floor) {
+  ibv_mr* src = registered(d, pool);
+  ibv_mr* dst = registered(d, pool);
+  long writes = static_cast<long>(4 * pool / 65536);
+  double cold = write_stream_gbps(d, src, dst, writes);
+  rows.push_back({fmt("64 KiB WRITE, cold buffers (%.0f MiB pools)", static_cast<double>(pool >> 20)),
+                  fmt("%.1f GB/s", cold), fmt("%.1f GB/s (memcpy, same pools)", cold_floor),
+                  fmt("%.2f×", cold / cold_floor), "≥ 0.9×"});
+  release(src);
+  release(dst);
+  // One hot 1 MiB source: ibv_malloc memory, then ordinary memory.
+  ibv_mr* target = registered(d, 1 << 20);
+  ibv_mr* shared = registered(d, 1 << 20);
+  double from_shared = write_stream_gbps(d, shared, target, 20000);
+  release(shared);
+  void* plain = mmap(nullptr, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  std::memset(plain, 3, 1 << 20);
+  ibv_mr* ordinary = ibv_reg_mr(d.pd, plain, 1 << 20, IBV_ACCESS_LOCAL_WRITE);
+  if (ordinary == nullptr) die("ibv_reg_mr");
+  double from_ordinary = write_stream_gbps(d, ordinary, target, 20000);
+  ibv_dereg_mr(ordinary);
+  munmap(plain, 1 << 20);
+  release(target);
+  rows.push_back({"64 KiB WRITE stream from `ibv_malloc` memory (hot)", fmt("%.1f GB/s", from_shared),
+                  fmt("%.1f GB/s (memcpy 64 KiB, hot)", hot_floor), fmt("%.2f×", from_shared / hot_floor), ""});
+  rows.push_back({"64 KiB WRITE stream from ordinary registered memory (hot)", fmt("%.1f GB/s", from_ordinary),
+                  fmt("%.1f GB/s (memcpy 64 KiB, hot)", hot_floor), fmt("%.2f×", from_ordinary / hot_floor), ""});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  // Floors first, while the router is idle.
+  double line_rtt = cacheline_rtt_ns();
+  double socket_rtt = socket_rtt_ns();
+  double remap = remap_us(1 << 20);
+  double ring_rate = ring_batch32_per_s();
+  size_t pool = quick ? size_t{32} << 20 : size_t{256} << 20;
+  double cold_floor = memcpy_cold_gbps(65536, pool);
+  double hot_floor = memcpy_gbps(65536);
+  pin(0);
+  Device d = open_device();
+  std::printf("device %s, libffverbs %s\n\n", ibv_get_device_name(d.ctx->device),
+              ffv_zero_copy() ? "loaded" : "not loaded");
+  qp_setup(d, quick ? 20 : 200, socket_rtt);
+  registration(d, quick ? 10 : 50, remap);
+  write_latency(d, quick ? 2000 : 20000, line_rtt);
+  message_rate(d, quick ? 200'000 : 2'000'000, ring_rate);
+  bandwidth(d, pool, cold_floor, hot_floor);
+  std::printf("| measure | result | floor (same run) | ratio | goal |\n| --- | --- | --- | --- | --- |\n");
+  for (const Row& r : rows)
+    std::printf("| %s | %s | %s | %s | %s |\n", r.measure.c_str(), r.result.c_str(), r.floor.c_str(),
+                r.ratio.c_str(), r.goal.c_str());
+  ibv_dealloc_pd(d.pd);
+  ibv_close_device(d.ctx);
+  return 0;
+}
