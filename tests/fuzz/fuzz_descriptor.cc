@@ -37,7 +37,7 @@ struct World {
     mr = fuzz_setup::register_all(fabric, *pd, memory, segment);
     router::QpInit init;
     init.cap = {64, 64, 16, 16, 0};
-    qp = take(fabric.create_qp(*ctx, *pd, *cq, *cq, nullptr, init, 2));
+    qp = take(fabric.create_qp(*ctx, *pd, cq.get(), cq.get(), nullptr, init, 2));
     qp_segment = shm::Mapping::attach(qp->segment_fd(), shm::SegmentKind::kRing);
     ring = reinterpret_cast<shm::RingControl*>(qp_segment.base() + shm::kQpSendRingOffset);
     cq_segment = shm::Mapping::attach(cq->segment_fd(), shm::SegmentKind::kRing);

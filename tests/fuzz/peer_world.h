@@ -54,9 +54,9 @@ struct World {
     mr = fuzz_setup::register_all(fabric, *pd, memory, segment);
     router::QpInit init;
     init.cap = {64, 64, 16, 16, 0};
-    rc = take(fabric.create_qp(*ctx, *pd, *cq, *cq, nullptr, init, 2));
+    rc = take(fabric.create_qp(*ctx, *pd, cq.get(), cq.get(), nullptr, init, 2));
     init.type = IBV_QPT_UD;
-    ud = take(fabric.create_qp(*ctx, *pd, *cq, *cq, nullptr, init, 3));
+    ud = take(fabric.create_qp(*ctx, *pd, cq.get(), cq.get(), nullptr, init, 3));
     rc_segment = shm::Mapping::attach(rc->segment_fd(), shm::SegmentKind::kRing);
     cq_segment = shm::Mapping::attach(cq->segment_fd(), shm::SegmentKind::kRing);
     completions = shm::RingConsumer<shm::Cqe>(cq_segment.base() + shm::kCqRingOffset, cq->capacity());
