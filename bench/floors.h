@@ -60,6 +60,32 @@ inline double memcpy_cold_gbps(size_t size, size_t pool) {
   return static_cast<double>(total) / seconds_since(t0) / 1e9;
 }
 
+// GB/s of one pass of memcpy of `size`-byte pieces between two `pool`-byte
+// shared buffers that another mapping filled and this one never touched:
+// what the router's first pass over freshly registered memory costs at best
+// (each page's first touch in a process is a fault, and on a virtual
+// machine with shadow paging a much dearer one).
+inline double memcpy_first_touch_gbps(size_t size, size_t pool) {
+  int fd = memfd_create("floor", MFD_CLOEXEC);
+  if (fd < 0 || ftruncate(fd, static_cast<off_t>(2 * pool)) != 0) throw std::runtime_error("memfd");
+  auto map = [&] {
+    void* p = mmap(nullptr, 2 * pool, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("mmap");
+    return static_cast<char*>(p);
+  };
+  char* filler = map();
+  std::memset(filler, 1, 2 * pool);
+  munmap(filler, 2 * pool);
+  char* fresh = map();
+  auto t0 = Clock::now();
+  for (size_t at = 0; at + size <= pool; at += size) std::memcpy(fresh + pool + at, fresh + at, size);
+  asm volatile("" : : "r"(fresh) : "memory");
+  double gbps = static_cast<double>(pool / size * size) / seconds_since(t0) / 1e9;
+  munmap(fresh, 2 * pool);
+  close(fd);
+  return gbps;
+}
+
 // Mean round trip (ns) of one cache line flipped between CPUs `a` and `b`.
 inline double cacheline_rtt_ns(int a = 0, int b = 1) {
   alignas(64) static std::atomic<uint64_t> line{0};

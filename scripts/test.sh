@@ -34,11 +34,11 @@ echo "== build: Sanitize (ASan + UBSan)"
 scripts/build.sh Sanitize build-sanitize
 
 echo "== build: Tsan (rings, poller)"
-scripts/build.sh Tsan build-tsan shm_ring_test control_protocol_test ffrouter
+scripts/build.sh Tsan build-tsan shm_ring_test poller_test control_protocol_test ffrouter
 
 echo "== tests: Tsan build (rings and the poller against the control plane)"
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  ctest --test-dir build-tsan -R 'shm_ring_test|control_protocol_test' -j "$jobs" --output-on-failure
+  ctest --test-dir build-tsan -R 'shm_ring_test|poller_test|control_protocol_test' -j "$jobs" --output-on-failure
 echo "== tests: the verbs conformance suite against a TSan-built router"
 # A report stops the router (halt_on_error), and the suite then fails.
 TSAN_OPTIONS=halt_on_error=1 FF_BUILD=$PWD/build FFROUTER=$PWD/build-tsan/bin/ffrouter \

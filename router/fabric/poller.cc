@@ -37,11 +37,33 @@ void Poller::run_sync(const std::function<void()>& fn) {
     fn();
     return;
   }
+  if (try_borrow(fn)) return;
   Command c;
   c.fn = &fn;
   while (!commands_.push(&c)) std::this_thread::yield();  // 256 queued: the poller is behind
   command_bell_.ring();
   c.done.wait(false, std::memory_order_acquire);  // pairs with the poller's store-release
+}
+
+// Runs `fn` in a sleeping poller's place. Afterwards the wakeups are armed
+// again (a QP `fn` made must wake the poller too) and the poller is rung
+// only if there is work now or a deadline earlier than the one it sleeps to.
+bool Poller::try_borrow(const std::function<void()>& fn) {
+  int asleep = kAsleep;
+  if (!state_.compare_exchange_strong(asleep, kBorrowed, std::memory_order_acquire, std::memory_order_relaxed))
+    return false;
+  std::thread::id poller = running_.exchange(std::this_thread::get_id(), std::memory_order_acq_rel);
+  ++borrowed_during_sleep_;
+  fn();
+  uint64_t deadline = UINT64_MAX;
+  bool idle = hooks_.prepare_to_sleep(now_ns(), deadline);
+  bool wake = !idle || deadline < sleep_deadline_;
+  running_.store(poller, std::memory_order_release);
+  state_.store(kAsleep, std::memory_order_release);
+  state_.notify_one();
+  borrows_.fetch_add(1, std::memory_order_relaxed);
+  if (wake) command_bell_.ring();
+  return true;
 }
 
 bool Poller::drain_commands() {
@@ -130,7 +152,20 @@ void Poller::sleep_until_work() {
   if (may_sleep) {
     epoll_event events[16];
     sleeps_.fetch_add(1, std::memory_order_relaxed);
+    sleep_deadline_ = deadline;
+    uint64_t borrows_before = borrowed_during_sleep_;
+    state_.store(kAsleep, std::memory_order_release);
     int n = wait_for_events(events, 16, now, deadline);
+    // Take the state back, after any borrow in progress.
+    for (int asleep = kAsleep;
+         !state_.compare_exchange_weak(asleep, kAwake, std::memory_order_acquire, std::memory_order_relaxed);
+         asleep = kAsleep)
+      if (asleep == kBorrowed) state_.wait(kBorrowed, std::memory_order_acquire);
+    // A borrower may have unwatched and closed an fd this sleep reported
+    // (and the number been reused): the events are stale. Level-triggered,
+    // whatever is still ready is reported again by the next sleep, after a
+    // full pass.
+    if (borrowed_during_sleep_ != borrows_before) n = 0;
     for (int i = 0; i < n; ++i) {
       int fd = events[i].data.fd;
       if (other_fds_.count(fd) != 0) {

@@ -2,10 +2,16 @@
 // spins while there is work (or was, within `spin`), then sleeps in epoll on
 // the doorbells it watches.
 //
-// Thread contract: everything the hooks touch belongs to the poller thread.
-// The control (Asio) thread changes it only through run_sync(), which queues
-// a command, wakes the poller and waits until the poller ran it. The queue is
-// lock-free: the poller never takes a lock the control thread holds.
+// Thread contract: everything the hooks touch belongs to whoever holds the
+// poller's state: the poller thread, or, while the poller sleeps, a control
+// thread inside run_sync(). run_sync() borrows a sleeping poller's state and
+// runs the command inline (no wakeup, no two context switches: on a machine
+// with few cores that is most of a control verb's cost), re-arms the
+// wakeups itself and rings the poller only when the command left it work or
+// an earlier deadline. An awake poller gets the command through a lock-free
+// queue and runs it between passes; the poller never takes a lock the
+// control thread holds, it only waits for a borrow to end before touching
+// its state again.
 #pragma once
 
 #include <atomic>
@@ -49,7 +55,8 @@ class Poller {
   // Stops and joins it; idempotent. Owners call it before their state goes.
   void stop();
 
-  // Runs `fn` on the poller thread and waits for it. Control thread only.
+  // Runs `fn` with the poller's state held, inline when the poller sleeps,
+  // else on the poller thread, and waits for it. Not on the poller thread.
   void run_sync(const std::function<void()>& fn);
 
   // Poller thread (or inside run_sync). A bell (an eventfd, or the read end
@@ -63,6 +70,8 @@ class Poller {
   void set_interest(int fd, bool readable, bool writable);
 
   uint64_t sleeps() const { return sleeps_.load(std::memory_order_relaxed); }
+  // Commands run inline in a sleeping poller's place (for tests and ffctl).
+  uint64_t borrows() const { return borrows_.load(std::memory_order_relaxed); }
   // Whether the caller may touch the poller's state: it is the poller
   // thread, or no poller thread runs (run_sync then runs inline). For
   // assertions.
@@ -85,6 +94,7 @@ class Poller {
 
   void loop();
   bool drain_commands();
+  bool try_borrow(const std::function<void()>& fn);
   void sleep_until_work();
   int wait_for_events(::epoll_event* events, int max, uint64_t now, uint64_t deadline);
 
@@ -96,6 +106,15 @@ class Poller {
   std::unordered_set<int> other_fds_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> sleeps_{0};
+  std::atomic<uint64_t> borrows_{0};
+  // Who holds the state while the thread runs: the poller (kAwake), nobody
+  // while it sleeps in epoll (kAsleep), or a control thread (kBorrowed).
+  // Taking it is acquire and giving it back release: what one holder wrote,
+  // the next one reads.
+  enum State : int { kAwake, kAsleep, kBorrowed };
+  std::atomic<int> state_{kAwake};
+  uint64_t sleep_deadline_ = UINT64_MAX;  // what the sleeping poller wakes by; read under the state
+  uint64_t borrowed_during_sleep_ = 0;    // bumped by each borrow, read by the poller on reclaiming
   std::atomic<std::thread::id> running_{};  // the poller thread's id while loop() runs
   std::thread thread_;
 };
