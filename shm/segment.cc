@@ -73,15 +73,19 @@ Mapping Mapping::create(const std::string& name, SegmentKind kind, size_t size) 
     ::close(fd);
     throw;
   }
-  auto* h = new (base) SegmentHeader{};
+  Mapping m(fd, base, size);
+  m.stamp_header(kind);
+  return m;
+}
+
+void Mapping::stamp_header(SegmentKind kind) {
+  auto* h = new (base_) SegmentHeader{};
   h->magic = kSegmentMagic;
   h->version = kLayoutVersion;
   h->kind = static_cast<uint32_t>(kind);
-  h->size = size;
+  h->size = size_;
   h->creator_pid = static_cast<uint32_t>(::getpid());
-  h->epoch = static_cast<uint64_t>(
-      std::chrono::steady_clock::now().time_since_epoch().count());
-  return Mapping(fd, base, size);
+  h->epoch = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
 }
 
 Mapping Mapping::attach(int fd, SegmentKind kind) {

@@ -60,6 +60,10 @@ class Mapping {
   // registrations). The fd is duplicated.
   static Mapping map_raw(int fd, size_t size, uint64_t offset = 0);
 
+  // Writes a new header over whatever the segment holds (create, and a
+  // segment made again for a new queue: router/fabric/core/spare_segments.h).
+  void stamp_header(SegmentKind kind);
+
   // Faults every page in now, so that whoever fills it later (the poller,
   // moving a resized queue's entries) does not stall on page faults.
   void prefault() const;

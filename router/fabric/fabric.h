@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "policy/qos.h"
+#include "policy/quota.h"
 #include "proto/fd.h"
 #include "router/common/result.h"
 
@@ -73,6 +74,10 @@ class FabricContext {
   virtual UniqueFd take_client_doorbell() = 0;
   virtual UniqueFd take_client_async_fd() = 0;
   virtual int async_segment_fd() const = 0;
+  // From now on, the ring segments of this context's destroyed QPs are kept
+  // for its next ones, charged to the tenant's quotas while kept
+  // (core/spare_segments.h). Control thread.
+  virtual void keep_spare_segments(policy::TenantQuota* /*memory*/, policy::TenantQuota* /*handles*/) {}
 };
 
 class FabricPd {

@@ -2,6 +2,7 @@
 // a Router on its own thread, clients on raw Unix sockets.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -171,6 +172,55 @@ TEST_F(ControlPlane, ClosingTheConnectionDestroysEverything) {
   }
   for (int i = 0; i < 100 && router_objects() != 0; ++i) usleep(10000);
   EXPECT_EQ(router_objects(), 0u);
+}
+
+// The rings of a destroyed QP are kept for the context's next QP of the
+// same size (router/fabric/core/spare_segments.h): the same memfd comes back,
+// and it stays charged to the tenant until the context closes.
+TEST_F(ControlPlane, ADestroyedQpsRingsAreKeptChargedAndReusedByTheNextQp) {
+  auto shm_bytes = [&] {
+    proto::ControlClient admin;
+    EXPECT_EQ(admin.connect(admin_path()), 0);
+    flatbuffers::FlatBufferBuilder fbb;
+    auto r = admin.call(fbb, RequestBody::AdminStatus, proto::CreateAdminStatus(fbb).Union());
+    for (const auto* t : *r.reply()->body_as_StatusReply()->tenants())
+      if (t->name()->str() == "blue") return std::make_pair(t->shm_bytes(), t->handles());
+    return std::make_pair(uint64_t{0}, uint64_t{0});
+  };
+  const auto before = shm_bytes();
+  proto::ControlClient c;
+  ASSERT_EQ(c.connect(tenant_path("blue")), 0);
+  ASSERT_EQ(hello(c).error, 0);
+  uint32_t ctx = open_context(c);
+  uint32_t pd = alloc_pd(c, ctx).reply()->body_as_AllocPdReply()->pd();
+  flatbuffers::FlatBufferBuilder f1;
+  auto cq = c.call(f1, RequestBody::CreateCq, proto::CreateCreateCq(f1, ctx, 16, 0, 0, false).Union());
+  ASSERT_EQ(cq.error, 0) << cq.message;
+  uint32_t cq_handle = cq.reply()->body_as_CreateCqReply()->cq();
+  auto create_qp = [&](ino_t& ino) {
+    flatbuffers::FlatBufferBuilder fbb;
+    proto::QpCap cap(16, 16, 1, 1, 0);
+    auto r = c.call(fbb, RequestBody::CreateQp,
+                    proto::CreateCreateQp(fbb, pd, cq_handle, cq_handle, 0, IBV_QPT_RC, false, &cap).Union());
+    EXPECT_EQ(r.error, 0) << r.message;
+    EXPECT_EQ(r.fds.size(), 1u);
+    struct stat st {};
+    if (!r.fds.empty()) ::fstat(r.fds[0].get(), &st);
+    ino = st.st_ino;
+    return r.error == 0 ? r.reply()->body_as_CreateQpReply()->qp() : 0u;
+  };
+  ino_t first = 0, second = 0;
+  uint32_t qp = create_qp(first);
+  const auto with_qp = shm_bytes();
+  flatbuffers::FlatBufferBuilder f2;
+  ASSERT_EQ(c.call(f2, RequestBody::DestroyQp, proto::CreateDestroyQp(f2, qp).Union()).error, 0);
+  EXPECT_EQ(shm_bytes(), with_qp) << "kept, and still charged (bytes and handles)";
+  create_qp(second);
+  EXPECT_EQ(second, first) << "the next QP of the same size got the kept rings";
+  EXPECT_EQ(shm_bytes(), with_qp);
+  flatbuffers::FlatBufferBuilder f3;
+  ASSERT_EQ(c.call(f3, RequestBody::CloseDevice, proto::CreateCloseDevice(f3, ctx).Union()).error, 0);
+  EXPECT_EQ(shm_bytes(), before) << "the context's close gives back what it kept";
 }
 
 TEST_F(ControlPlane, GarbagePayloadGetsAnErrorReplyAndTheSessionGoesOn) {

@@ -15,6 +15,7 @@ Status handle_open_device(Session& s, const proto::Request& req, std::vector<Uni
   auto fabric_ctx = std::move(*made);
   policy::Charge charge;
   if (!charge_segment(s, fabric_ctx->async_segment_fd(), charge)) return quota_exceeded(s);
+  fabric_ctx->keep_spare_segments(&s.services().quota(*s.tenant()), &s.services().handles(*s.tenant()));
   auto ctx = std::make_unique<ContextObject>(std::move(fabric_ctx));
   ctx->charge = std::move(charge);
   UniqueFd async_fd = ctx->fabric->take_client_async_fd();

@@ -21,6 +21,7 @@
 #include <optional>
 #include <vector>
 
+#include "router/fabric/core/spare_segments.h"
 #include "router/fabric/core/tenant_share.h"
 #include "router/fabric/core/traffic.h"
 #include "router/fabric/fabric.h"
@@ -41,7 +42,11 @@ struct Context final : FabricContext {
   UniqueFd take_client_doorbell() override { return UniqueFd(doorbell.release_peer_end()); }
   UniqueFd take_client_async_fd() override { return async.take_client_event_fd(); }
   int async_segment_fd() const override { return async.segment_fd(); }
+  void keep_spare_segments(policy::TenantQuota* memory, policy::TenantQuota* handles) override {
+    spare_segments.charge_to(memory, handles);
+  }
   QueueCore& core;
+  SpareSegments spare_segments;  // control thread
   // The client rings, the poller wakes (a full pipe is rung already).
   shm::PipeDoorbell doorbell{shm::PipeDoorbell::Keep::kReadEnd, 4096};
   AsyncEvents async;  // poller

@@ -283,6 +283,7 @@ Qp::Qp(Context& c, shm::Mapping m, const Pd& p, VirtualCq* scq, VirtualCq* rcq, 
 
 Qp::~Qp() {
   ctx.core.run_sync([this] { ctx.core.unlink_qp(*this); });
+  ctx.spare_segments.give(std::move(mapping));
 }
 
 }  // namespace ff::router::core

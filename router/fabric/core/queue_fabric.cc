@@ -114,9 +114,12 @@ Result<std::unique_ptr<FabricQp>> QueueFabric::create_qp(FabricContext& ctx, Fab
   if (!shape) return shape.error();
   const bool xrc = init.type == IBV_QPT_XRC_SEND || init.type == IBV_QPT_XRC_RECV;
   try {
-    auto rings = shm::Mapping::create("ffr-qp", shm::SegmentKind::kRing,
-                                      shm::qp_segment_bytes(shape->send_cap, shape->recv_cap));
-    QpRequest r{static_cast<Context&>(ctx), static_cast<Pd&>(pd),
+    auto& context = static_cast<Context&>(ctx);
+    size_t bytes = shm::qp_segment_bytes(shape->send_cap, shape->recv_cap);
+    std::optional<shm::Mapping> spare = context.spare_segments.take(bytes);
+    if (spare) spare->stamp_header(shm::SegmentKind::kRing);  // the rings are made anew by the Qp
+    auto rings = spare ? std::move(*spare) : shm::Mapping::create("ffr-qp", shm::SegmentKind::kRing, bytes);
+    QpRequest r{context, static_cast<Pd&>(pd),
                 init.type == IBV_QPT_XRC_RECV ? nullptr : static_cast<VirtualCq*>(send_cq),
                 xrc ? nullptr : static_cast<VirtualCq*>(recv_cq), xrc ? nullptr : static_cast<Srq*>(srq), *shape,
                 tag};
