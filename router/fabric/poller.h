@@ -56,7 +56,8 @@ class Poller {
   void stop();
 
   // Runs `fn` with the poller's state held, inline when the poller sleeps,
-  // else on the poller thread, and waits for it. Not on the poller thread.
+  // else on the poller thread, and waits for it. Control thread only (one
+  // caller at a time: the command queue's single producer).
   void run_sync(const std::function<void()>& fn);
 
   // Poller thread (or inside run_sync). A bell (an eventfd, or the read end

@@ -1,7 +1,8 @@
 // The poller's thread contract (router/fabric/poller.h): a command for a
 // sleeping poller runs inline in the caller's thread and leaves it asleep
 // unless the command left it work; one for an awake poller runs on its
-// thread; many callers and a busy poller never run two holders at once.
+// thread; the control thread and a poller that falls asleep and wakes all
+// the time never hold the state at once.
 #include "router/fabric/poller.h"
 
 #include <gtest/gtest.h>
@@ -95,14 +96,14 @@ TEST(Poller, ACommandThatLeavesWorkWakesThePoller) {
   EXPECT_FALSE(hooks.overlap);
 }
 
-TEST(Poller, CallersRacingABusyPollerNeverHoldTheStateTogether) {
+TEST(Poller, TheControlThreadAndAPollerWakingAndSleepingNeverHoldTheStateTogether) {
   FakeHooks hooks;
   Poller poller(50us, hooks);
   poller.start();
-  constexpr int kPerThread = 3000;
+  constexpr int kPerThread = 9000;
   std::atomic<int> done{0};
   std::vector<std::thread> callers;
-  for (int t = 0; t < 3; ++t)
+  for (int t = 0; t < 1; ++t)  // one control thread (poller.h): the command queue has one producer
     callers.emplace_back([&] {
       for (int i = 0; i < kPerThread; ++i) {
         poller.run_sync([&] {
@@ -120,9 +121,10 @@ TEST(Poller, CallersRacingABusyPollerNeverHoldTheStateTogether) {
     poller.run_sync([&] { pending = hooks.pending; taken = hooks.taken; });
     if (pending != 0) std::this_thread::sleep_for(100us);
   }
-  EXPECT_EQ(done.load(), 3);
+  EXPECT_EQ(done.load(), 1);
+  EXPECT_GT(poller.borrows(), 0u) << "some commands found the poller asleep";
   EXPECT_EQ(pending, 0);
-  EXPECT_EQ(taken, 3u * ((kPerThread + 6) / 7)) << "every piece of work was taken exactly once";
+  EXPECT_EQ(taken, uint64_t{(kPerThread + 6) / 7}) << "every piece of work was taken exactly once";
   EXPECT_FALSE(hooks.overlap) << "two holders of the poller's state at once";
 }
 
