@@ -54,15 +54,25 @@ bool Poller::try_borrow(const std::function<void()>& fn) {
     return false;
   std::thread::id poller = running_.exchange(std::this_thread::get_id(), std::memory_order_acq_rel);
   ++borrowed_during_sleep_;
+  // Given back whatever happens: a command that throws must not leave the
+  // poller waiting for the state for ever (it is rung to look again).
+  bool wake = true;
+  struct GiveBack {
+    Poller& p;
+    std::thread::id poller;
+    bool& wake;
+    ~GiveBack() {
+      p.running_.store(poller, std::memory_order_release);
+      p.state_.store(kAsleep, std::memory_order_release);
+      p.state_.notify_one();
+      p.borrows_.fetch_add(1, std::memory_order_relaxed);
+      if (wake) p.command_bell_.ring();
+    }
+  } give_back{*this, poller, wake};
   fn();
   uint64_t deadline = UINT64_MAX;
   bool idle = hooks_.prepare_to_sleep(now_ns(), deadline);
-  bool wake = !idle || deadline < sleep_deadline_;
-  running_.store(poller, std::memory_order_release);
-  state_.store(kAsleep, std::memory_order_release);
-  state_.notify_one();
-  borrows_.fetch_add(1, std::memory_order_relaxed);
-  if (wake) command_bell_.ring();
+  wake = !idle || deadline < sleep_deadline_;
   return true;
 }
 

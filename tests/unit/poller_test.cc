@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -93,6 +94,25 @@ TEST(Poller, ACommandThatLeavesWorkWakesThePoller) {
   }
   EXPECT_EQ(taken, 3u);
   EXPECT_NE(hooks.poller_thread, std::this_thread::get_id());
+  EXPECT_FALSE(hooks.overlap);
+}
+
+TEST(Poller, ACommandThatThrowsGivesTheStateBack) {
+  FakeHooks hooks;
+  Poller poller(0us, hooks);
+  poller.start();
+  ASSERT_TRUE(wait_for_sleeps(poller, 1));
+  EXPECT_THROW(poller.run_sync([] { throw std::runtime_error("a handler's bug"); }), std::runtime_error);
+  EXPECT_EQ(poller.borrows(), 1u);
+  EXPECT_FALSE(poller.owns_state());
+  // The poller takes its state back and serves again.
+  poller.run_sync([&] { hooks.pending = 1; });
+  uint64_t taken = 0;
+  for (int i = 0; i < 20000 && taken == 0; ++i) {
+    std::this_thread::sleep_for(100us);
+    poller.run_sync([&] { taken = hooks.taken; });
+  }
+  EXPECT_EQ(taken, 1u);
   EXPECT_FALSE(hooks.overlap);
 }
 
