@@ -7,6 +7,7 @@
 # target for 20 s; then, in one qemu boot of Debian's kernel with SoftRoCE,
 # the verbs fabric on a real kernel RDMA device; last, that no test left a
 # namespace, process or temporary file behind (scripts/check-leftovers.sh).
+# The Release run starts every router with two pollers (FFR_POLLERS=2).
 # Needs root (the end-to-end tests create namespaces). How to run one tier or
 # one test: tests/README.md.
 set -euo pipefail
@@ -34,14 +35,14 @@ echo "== build: Sanitize (ASan + UBSan)"
 scripts/build.sh Sanitize build-sanitize
 
 echo "== build: Tsan (rings, poller)"
-scripts/build.sh Tsan build-tsan shm_ring_test poller_test control_protocol_test ffrouter
+scripts/build.sh Tsan build-tsan shm_ring_test poller_test pollers_test control_protocol_test ffrouter
 
 echo "== tests: Tsan build (rings and the poller against the control plane)"
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  ctest --test-dir build-tsan -R 'shm_ring_test|poller_test|control_protocol_test' -j "$jobs" --output-on-failure
-echo "== tests: the verbs conformance suite against a TSan-built router"
+  ctest --test-dir build-tsan -R 'shm_ring_test|poller_test|pollers_test|control_protocol_test' -j "$jobs" --output-on-failure
+echo "== tests: the verbs conformance suite against a TSan-built router, with two pollers"
 # A report stops the router (halt_on_error), and the suite then fails.
-TSAN_OPTIONS=halt_on_error=1 FF_BUILD=$PWD/build FFROUTER=$PWD/build-tsan/bin/ffrouter \
+TSAN_OPTIONS=halt_on_error=1 FFR_POLLERS=2 FF_BUILD=$PWD/build FFROUTER=$PWD/build-tsan/bin/ffrouter \
   bash tests/e2e/test_conformance.sh
 echo "== tests: Sanitize build (unit, integration)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -57,8 +58,10 @@ LIBFFVERBS="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.s
   ctest --test-dir build -L e2e -E 'e2e_(bindings|exports|containers|kubernetes|mpi|multihost_mpi)' -j "$jobs" --output-on-failure
 echo "== fuzzing: every libFuzzer target, bounded"
 scripts/fuzz.sh 20
-echo "== tests: Release build (all)"
-ctest --test-dir build -j "$jobs" --output-on-failure
+echo "== tests: Release build (all), every router on the host with two pollers (--pollers 2)"
+# (The sanitized run above has the default, one poller; the guests' verbs
+# fabric runs one.)
+FFR_POLLERS=2 ctest --test-dir build -j "$jobs" --output-on-failure
 echo "== tests: a real kernel RDMA device (rxe0, Debian's kernel under qemu): the verbs fabric"
 # One boot: programs through the router on the verbs fabric, the conformance
 # suite three ways, tenant isolation on the device (tests/hw/guest/).

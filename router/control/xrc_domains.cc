@@ -65,7 +65,7 @@ Result<std::shared_ptr<XrcDomain>> XrcDomains::open(Fabric& fabric, const Owner&
     }
     if ((oflags & O_CREAT) == 0) return Error{EAGAIN, "no XRC domain of that file yet: open it with O_CREAT"};
   }
-  auto context = fabric.open_context();
+  auto context = fabric.open_context(owner.tenant);
   if (!context) return context.error();
   // A number no live domain has (the counter may go round).
   std::erase_if(numbers_, [](const auto& entry) { return entry.second.expired(); });

@@ -66,6 +66,10 @@ const std::vector<Knob>& knobs() {
       {"--poll-spin-us", "FFR_POLL_SPIN_US",
        "microseconds the poller keeps spinning without work before it sleeps (0: sleep at once)",
        nullptr, &RouterOptions::poll_spin_us},
+      {"--pollers", "FFR_POLLERS",
+       "poller threads (1-64): each serves the tenants placed on it (by a hash of the tenant's name, the same "
+       "on every router), so tenants spread over cores and one tenant's traffic stays on one",
+       nullptr, &RouterOptions::pollers},
       {"--max-sessions", "FFR_MAX_SESSIONS", "connections accepted at once, all tenants together",
        nullptr, &RouterOptions::max_sessions},
       {"--max-sessions-per-tenant", "FFR_MAX_SESSIONS_PER_TENANT",
@@ -185,6 +189,8 @@ RouterOptions parse_options(int argc, char** argv) {
     if (!o.directory.empty() && o.directory.rfind("file:", 0) != 0 && o.directory.rfind("etcd:", 0) != 0)
       throw CLI::ValidationError("--directory", "'" + o.directory + "': expected file:PATH or etcd:http://HOST:PORT");
     check_link_security(o);
+    if (o.pollers < 1 || o.pollers > kMaxPollers)
+      throw CLI::ValidationError("--pollers", "expected 1-" + std::to_string(kMaxPollers) + " poller threads");
     if (o.device_name.empty() || o.device_name.size() >= 64 ||
         o.device_name.find('/') != std::string::npos)
       throw CLI::ValidationError("--device-name", "1-63 characters, no '/'");
@@ -213,6 +219,7 @@ void log_options(const RouterOptions& o) {
 FabricConfig fabric_config(const RouterOptions& o) {
   FabricConfig c;
   c.poll_spin_us = o.poll_spin_us;
+  c.pollers = o.pollers;
   c.vendor_id = o.vendor_id;
   c.vendor_part_id = o.vendor_part_id;
   c.device = o.device;

@@ -34,6 +34,7 @@ struct RouterOptions {
   std::string link_ca;    // FILE
   uint32_t socket_mode = 0666;  // tenant sockets; the tenant directory mount is the boundary
   uint32_t poll_spin_us = 100;  // the poller spins this long without work before it sleeps
+  uint32_t pollers = 1;         // poller threads; tenants are spread over them (soft fabric)
   // Limits (hostile or runaway tenants): exceeding one gives that client
   // ENOMEM (or its connection refused) and a count in ffctl.
   uint32_t max_sessions = 1024;               // connections, all tenants together

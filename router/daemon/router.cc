@@ -298,7 +298,9 @@ void Router::join_cluster() {
   if (!cluster && cluster.error().code == EOPNOTSUPP) {
     // Its data between hosts goes device to device: the routers' control
     // messages travel on the soft fabric's links, which carry nothing else.
-    message_links_ = std::make_unique<SoftFabric>(fabric_config(options_));
+    FabricConfig links_only = fabric_config(options_);
+    links_only.pollers = 1;  // control messages only: no tenant's traffic
+    message_links_ = std::make_unique<SoftFabric>(links_only);
     auto links = message_links_->join_cluster(io_, *directory_, listen, link_security(options_));
     if (!links) throw FabricStartError(links.error().message);
     cluster = fabric_->join_cluster_over(std::move(*links), io_, *directory_);

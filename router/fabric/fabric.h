@@ -47,8 +47,20 @@ class FabricStartError : public std::runtime_error {
 };
 
 // What a fabric is configured with (the daemon fills it from its knobs).
+// The most poller threads a router runs (--pollers).
+inline constexpr uint32_t kMaxPollers = 64;
+
+// The poller (of `pollers`) that serves `tenant`: FNV-1a of its name, so
+// that every router of a cluster places a tenant alike.
+inline size_t poller_of(std::string_view tenant, size_t pollers) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (char c : tenant) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  return pollers <= 1 ? 0 : static_cast<size_t>(h % pollers);
+}
+
 struct FabricConfig {
   uint32_t poll_spin_us = 100;       // the poller spins this long without work before it sleeps
+  uint32_t pollers = 1;              // poller threads, each serving its share of the tenants
   uint32_t vendor_id = 0x1af4;       // what the virtual device reports
   uint32_t vendor_part_id = 0xff01;
   std::string device;                // verbs: the RDMA device (empty: the first with an active port)
@@ -288,7 +300,8 @@ class Fabric {
   virtual void configure_tenant(const std::string& tenant, const policy::QosSpec& spec) = 0;
   virtual TrafficCounters qp_traffic(const FabricQp& qp) const = 0;
 
-  virtual Result<std::unique_ptr<FabricContext>> open_context() = 0;
+  // A context of `tenant`'s: served by the poller that serves the tenant.
+  virtual Result<std::unique_ptr<FabricContext>> open_context(std::string_view tenant) = 0;
   virtual Result<std::unique_ptr<FabricPd>> alloc_pd(const Owner& owner) = 0;
   // Maps [offset, offset + length) of a memfd sealed against shrinking, the
   // client's pages [app_base, app_base + length).

@@ -22,7 +22,7 @@ using namespace ff;
 
 struct World {
   router::SoftFabric fabric{router::FabricConfig{}};
-  std::unique_ptr<router::FabricContext> ctx = take(fabric.open_context());
+  std::unique_ptr<router::FabricContext> ctx = take(fabric.open_context("fuzz"));
   std::unique_ptr<router::FabricPd> pd = take(fabric.alloc_pd({"fuzz", 1, 0x0a000001}));
   shm::Mapping memory = shm::Mapping::create("fuzz-mr", shm::SegmentKind::kArena, 1 << 16);
   std::shared_ptr<router::FabricSegment> segment;

@@ -48,7 +48,7 @@ struct World {
   shm::RingConsumer<shm::Cqe> completions;
   World() {
     fabric.set_routes(&routes);
-    ctx = take(fabric.open_context());
+    ctx = take(fabric.open_context("fuzz"));
     pd = take(fabric.alloc_pd({"fuzz", 1, kLocalIp}));
     cq = take(fabric.create_cq(*ctx, 4096, nullptr, false, 1));
     mr = fuzz_setup::register_all(fabric, *pd, memory, segment);

@@ -23,7 +23,13 @@ using proto::RequestBody;
 
 class ControlPlane : public ::testing::Test {
  protected:
-  void SetUp() override { start(RouterOptions{}); }
+  // Two pollers: blue and red are served by different ones (as under
+  // --pollers 2), so that TSan sees the control plane beside both.
+  void SetUp() override {
+    RouterOptions o;
+    o.pollers = 2;
+    start(o);
+  }
   void start(RouterOptions o) {
     char tmpl[] = "/tmp/ffctl-test.XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);

@@ -98,6 +98,9 @@ TEST(Wire, HelloNamesTheProblem) {
   auto unnamed = h;
   std::memset(unnamed.name, 'x', sizeof unnamed.name);
   EXPECT_NE(wire::check_hello(unnamed), "");
+  EXPECT_EQ(wire::check_hello(wire::make_hello("alpha", 7, 1, 2)), "");
+  EXPECT_NE(wire::check_hello(wire::make_hello("alpha", 7, 2, 2)).find("poller"), std::string::npos);
+  EXPECT_NE(wire::check_hello(wire::make_hello("alpha", 7, 0, 0)).find("poller"), std::string::npos);
 }
 
 TEST(Wire, ReadChunks) {

@@ -45,6 +45,9 @@ TEST(Options, UsageErrorsExitTwoAndSayWhatToFix) {
   EXPECT_EXIT(parse({"--vendor-id", "0x"}), ::testing::ExitedWithCode(2), "--vendor-id");
   EXPECT_EXIT(parse({"--no-such-option"}), ::testing::ExitedWithCode(2), "no-such-option");
   EXPECT_EXIT(parse({"--fabric", "magic"}), ::testing::ExitedWithCode(2), "not a fabric");
+  EXPECT_EXIT(parse({"--pollers", "0"}), ::testing::ExitedWithCode(2), "--pollers: expected 1-64");
+  EXPECT_EXIT(parse({"--pollers", "65"}), ::testing::ExitedWithCode(2), "--pollers: expected 1-64");
+  EXPECT_EQ(parse({"--pollers", "4"}).pollers, 4u);
   EXPECT_EXIT(parse({"--version"}), ::testing::ExitedWithCode(0), "");
 }
 

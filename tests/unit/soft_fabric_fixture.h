@@ -42,7 +42,7 @@ inline ibv_gid gid_of(uint32_t ip) {
 // registered twice (all rights; local read only) and QPs.
 struct Client {
   Client(SoftFabric& f, std::string tenant, uint32_t ip) : fabric(f) {
-    ctx = take(f.open_context());
+    ctx = take(f.open_context(tenant));
     doorbell = ctx->take_client_doorbell();
     pd = take(f.alloc_pd(Owner{std::move(tenant), 1, ip}));
     cq = take(f.create_cq(*ctx, 256, nullptr, false, 1));
@@ -117,8 +117,17 @@ struct Client {
   std::vector<shm::RingProducer<shm::SendWqe>> sends;     // ... and send ring
 };
 
-class SoftFabricTest : public ::testing::Test {
+// `kPollers`: the fabric's poller threads (blue and red are on different
+// ones when there are two: router/fabric/fabric.h, poller_of).
+template <uint32_t kPollers>
+class SoftFabricTestWith : public ::testing::Test {
  protected:
+  static FabricConfig config() {
+    FabricConfig c;
+    c.pollers = kPollers;
+    return c;
+  }
+
   // Moves QP q to RTR (and RTS) connected to QP `dest` at `dest_ip`.
   void connect(Qp& q, uint32_t dest, uint32_t dest_ip, unsigned access, uint8_t retries = 0) {
     ibv_qp_attr a{};
@@ -163,9 +172,10 @@ class SoftFabricTest : public ::testing::Test {
   }
 
   uint8_t min_rnr_timer = 12;  // 0.64 ms
-  SoftFabric fabric{FabricConfig{}};
+  SoftFabric fabric{config()};
   Client blue{fabric, "blue", kBlueIp};
   Client red{fabric, "red", kRedIp};
 };
+using SoftFabricTest = SoftFabricTestWith<1>;
 
 }  // namespace ff::router::soft::fixture

@@ -10,7 +10,7 @@ Status handle_open_device(Session& s, const proto::Request& req, std::vector<Uni
                                  ReplyWriter& w) {
   if (req.body_as_OpenDevice()->device_index() != 0)
     return Error{ENODEV, "no such device index"};
-  auto made = s.fabric().open_context();
+  auto made = s.fabric().open_context(s.tenant()->name);
   if (!made) return made.error();
   auto fabric_ctx = std::move(*made);
   policy::Charge charge;

@@ -52,6 +52,13 @@ struct Context final : FabricContext {
   AsyncEvents async;  // poller
 };
 
+// A CQ: written by the poller that serves the context that made it.
+struct Cq final : VirtualCq {
+  Cq(Context& ctx, uint32_t capacity, VirtualChannel* channel, uint32_t tag, bool timestamps)
+      : VirtualCq(ctx.async, capacity, channel, tag, timestamps), core(ctx.core) {}
+  QueueCore& core;
+};
+
 struct Pd : FabricPd {
   explicit Pd(Owner o) : owner(std::move(o)) {}
   const Owner owner;

@@ -12,9 +12,27 @@ namespace ff::router::core {
 
 Error out_of_memory(const std::exception& e) { return Error{ENOMEM, e.what()}; }
 
-Result<std::unique_ptr<FabricContext>> QueueFabric::open_context() {
+FabricCounters QueueFabric::counters() const {
+  FabricCounters sum;
+  for (size_t i = 0; i < core_count(); ++i) {
+    FabricCounters c = core_at(i).counters();
+    sum.work_requests += c.work_requests;
+    sum.bytes += c.bytes;
+    sum.error_completions += c.error_completions;
+    sum.poller_sleeps += c.poller_sleeps;
+  }
+  return sum;
+}
+
+std::map<std::string, TrafficCounters> QueueFabric::tenant_traffic() const {
+  std::map<std::string, TrafficCounters> all;  // a tenant is on one poller only
+  for (size_t i = 0; i < core_count(); ++i) all.merge(core_at(i).tenant_traffic());
+  return all;
+}
+
+Result<std::unique_ptr<FabricContext>> QueueFabric::open_context(std::string_view tenant) {
   try {
-    return std::unique_ptr<FabricContext>(std::make_unique<Context>(core()));
+    return std::unique_ptr<FabricContext>(std::make_unique<Context>(core_for(tenant)));
   } catch (const std::system_error& e) {
     return out_of_memory(e);
   }
@@ -47,17 +65,16 @@ Result<std::unique_ptr<FabricCq>> QueueFabric::create_cq(FabricContext& ctx, int
   // Virtual CQs are rings the router writes, on every fabric.
   if (cqe < 1 || cqe > limits_.attr.orig_attr.max_cqe) return Error{EINVAL, "cqe out of range"};
   try {
-    return std::unique_ptr<FabricCq>(std::make_unique<VirtualCq>(static_cast<Context&>(ctx).async,
-                                                                 shm::ring_capacity_for(static_cast<uint32_t>(cqe)),
-                                                                 static_cast<VirtualChannel*>(channel), tag,
-                                                                 timestamps));
+    return std::unique_ptr<FabricCq>(std::make_unique<Cq>(static_cast<Context&>(ctx),
+                                                          shm::ring_capacity_for(static_cast<uint32_t>(cqe)),
+                                                          static_cast<VirtualChannel*>(channel), tag, timestamps));
   } catch (const std::system_error& e) {
     return out_of_memory(e);
   }
 }
 
 Status QueueFabric::resize_cq(FabricCq& fcq, int cqe, const std::function<bool(int segment_fd)>& admit) {
-  auto& cq = static_cast<VirtualCq&>(fcq);
+  auto& cq = static_cast<Cq&>(fcq);
   if (cqe < 1 || cqe > limits_.attr.orig_attr.max_cqe) return Error{EINVAL, "cqe out of range"};
   std::optional<VirtualCq::Segment> next;
   try {
@@ -68,7 +85,7 @@ Status QueueFabric::resize_cq(FabricCq& fcq, int cqe, const std::function<bool(i
   next->mapping.prefault();
   if (!admit(next->mapping.fd())) return Error{ENOMEM, "no room for the resized CQ"};
   bool moved = false;
-  core().run_sync([&] { moved = cq.move_to(*next); });
+  cq.core.run_sync([&] { moved = cq.move_to(*next); });
   // `next` (the old segment when moved) is unmapped here, off the poller.
   if (!moved)
     return Error{EINVAL, "more completions wait in the CQ than " + std::to_string(cqe) +
@@ -164,7 +181,7 @@ Status QueueFabric::modify_srq(FabricSrq& fsrq, uint32_t mask, uint32_t max_wr, 
   if ((mask & IBV_SRQ_MAX_WR) != 0)
     if (Status st = resize_srq(srq, shm::ring_capacity_for(max_wr), admit); !st) return st;
   if ((mask & IBV_SRQ_LIMIT) != 0) {
-    core().run_sync([&] {
+    srq.ctx.core.run_sync([&] {
       srq.limit = srq_limit;
       srq.ctx.core.check_srq_limit(srq);  // already below: the event fires now
     });
@@ -184,7 +201,7 @@ Status QueueFabric::resize_srq(Srq& srq, uint32_t capacity, const std::function<
   shm::init_ring<shm::RecvWqe>(at, capacity);
   if (!admit(next.fd())) return Error{ENOMEM, "no room for the resized SRQ"};
   bool moved = false;
-  core().run_sync([&] {
+  srq.ctx.core.run_sync([&] {
     // The receives waiting move as if the app had posted them there; the
     // app's producer continues after them (libffverbs holds the SRQ's lock).
     shm::RingProducer<shm::RecvWqe> filler(at, capacity);
@@ -204,7 +221,7 @@ Status QueueFabric::resize_srq(Srq& srq, uint32_t capacity, const std::function<
 uint32_t QueueFabric::query_srq_limit(FabricSrq& fsrq) {
   auto& srq = static_cast<Srq&>(fsrq);
   uint32_t limit = 0;
-  core().run_sync([&] { limit = srq.limit; });
+  srq.ctx.core.run_sync([&] { limit = srq.limit; });
   return limit;
 }
 
@@ -223,7 +240,7 @@ Result<std::unique_ptr<FabricAh>> QueueFabric::create_ah(FabricPd& pd, const ibv
 ibv_qp_attr QueueFabric::query_qp(FabricQp& fqp) {
   auto& qp = static_cast<Qp&>(fqp);
   ibv_qp_attr attr{};
-  core().run_sync([&] { attr = QueueCore::query(qp); });
+  qp.ctx.core.run_sync([&] { attr = QueueCore::query(qp); });
   return attr;
 }
 

@@ -80,10 +80,10 @@ struct AhRequest {
 class QueueFabric : public Fabric {
  public:
   const FabricDeviceLimits& device_limits() const override { return limits_; }
-  FabricCounters counters() const override { return core().counters(); }
-  std::map<std::string, TrafficCounters> tenant_traffic() const override { return core().tenant_traffic(); }
+  FabricCounters counters() const override;
+  std::map<std::string, TrafficCounters> tenant_traffic() const override;
   void configure_tenant(const std::string& tenant, const policy::QosSpec& spec) override {
-    core().configure_tenant(tenant, spec);
+    core_for(tenant).configure_tenant(tenant, spec);
   }
   TrafficCounters qp_traffic(const FabricQp& qp) const override {
     const auto& q = static_cast<const Qp&>(qp);
@@ -94,7 +94,7 @@ class QueueFabric : public Fabric {
     return t;
   }
 
-  Result<std::unique_ptr<FabricContext>> open_context() override;
+  Result<std::unique_ptr<FabricContext>> open_context(std::string_view tenant) override;
   Result<std::shared_ptr<FabricSegment>> map_segment(UniqueFd fd, uint64_t app_base, uint64_t length,
                                                      uint64_t offset) override;
   Result<std::unique_ptr<FabricMr>> reg_mr(FabricPd& pd, std::span<const std::shared_ptr<FabricSegment>> segments,
@@ -117,8 +117,13 @@ class QueueFabric : public Fabric {
                                                       const std::string& listen, const LinkSecurity& security) override;
 
  protected:
-  virtual QueueCore& core() = 0;
-  const QueueCore& core() const { return const_cast<QueueFabric*>(this)->core(); }
+  // The queue cores, one per poller thread, and the one serving `tenant`:
+  // everything of a tenant's lives on one poller, so that no work request
+  // crosses pollers (QPs connect, and keys resolve, within a tenant).
+  virtual size_t core_count() const = 0;
+  virtual QueueCore& core_at(size_t i) = 0;
+  const QueueCore& core_at(size_t i) const { return const_cast<QueueFabric*>(this)->core_at(i); }
+  QueueCore& core_for(std::string_view tenant) { return core_at(poller_of(tenant, core_count())); }
 
   // What the concrete fabric builds (and links into its engine).
   virtual Result<std::unique_ptr<FabricMr>> make_mr(const MrRequest& r) = 0;

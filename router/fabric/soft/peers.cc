@@ -50,7 +50,7 @@ void tune(int fd) {
 
 Peers::Peers(asio::io_context& io, SoftFabric& fabric, Directory& directory, const std::string& listen,
              const LinkSecurity& security)
-    : io_(io), fabric_(fabric), engine_(fabric.engine()), directory_(directory), acceptor_(io),
+    : io_(io), fabric_(fabric), directory_(directory), acceptor_(io),
       incarnation_(std::random_device{}() | (uint64_t{std::random_device{}()} << 32) | 1),
       tls_(LinkTls::open(security, directory.self())) {
   auto ep = parse_endpoint(listen);
@@ -63,28 +63,31 @@ Peers::Peers(asio::io_context& io, SoftFabric& fabric, Directory& directory, con
   if (ec)
     throw std::runtime_error("cannot listen for peer routers on " + listen + ": " + ec.message() +
                              " (is the address on this host, the port free?)");
-  engine_.set_link_down_handler([this](Peer& peer, bool outbound, const std::string& why) {
-    // On the poller: the rest happens on the Asio thread.
-    asio::post(io_, [this, &peer, outbound, why] {
-      spdlog::warn("peer {}: {} connection lost: {}", peer.name, outbound ? "outbound" : "inbound", why);
-      State& s = state(peer.name);
-      s.last_error = why;
-      lose(s);  // messages on the lost connection may not have arrived
-      if (outbound) connect_later(s, why);
+  for (size_t i = 0; i < fabric_.pollers(); ++i) {
+    fabric_.engine(i).set_link_down_handler([this, i](Peer& peer, bool outbound, const std::string& why) {
+      // On the poller: the rest happens on the Asio thread.
+      asio::post(io_, [this, i, &peer, outbound, why] {
+        State& s = state(peer.name, i);
+        spdlog::warn("peer {}: {} connection{} lost: {}", peer.name, outbound ? "outbound" : "inbound",
+                     fabric_.pollers() > 1 ? " of poller " + std::to_string(i) : std::string(), why);
+        s.last_error = why;
+        lose(s);  // messages on the lost connection may not have arrived
+        if (outbound) connect_later(s, why);
+      });
     });
-  });
-  engine_.set_message_handler([this](Peer& peer, std::span<const std::byte> message) {
-    // On the poller: handled on the Asio thread, at most kMaxQueuedMessages behind.
-    if (messages_queued_.fetch_add(1, std::memory_order_relaxed) >= kMaxQueuedMessages) {
-      messages_queued_.fetch_sub(1, std::memory_order_relaxed);
-      return false;
-    }
-    asio::post(io_, [this, &peer, bytes = std::vector<std::byte>(message.begin(), message.end())] {
-      messages_queued_.fetch_sub(1, std::memory_order_relaxed);
-      if (on_message_) on_message_(peer.name, bytes);
+    fabric_.engine(i).set_message_handler([this](Peer& peer, std::span<const std::byte> message) {
+      // On the poller: handled on the Asio thread, at most kMaxQueuedMessages behind.
+      if (messages_queued_.fetch_add(1, std::memory_order_relaxed) >= kMaxQueuedMessages) {
+        messages_queued_.fetch_sub(1, std::memory_order_relaxed);
+        return false;
+      }
+      asio::post(io_, [this, &peer, bytes = std::vector<std::byte>(message.begin(), message.end())] {
+        messages_queued_.fetch_sub(1, std::memory_order_relaxed);
+        if (on_message_) on_message_(peer.name, bytes);
+      });
+      return true;
     });
-    return true;
-  });
+  }
   directory_.on_routers_changed([this] { asio::post(io_, [this] { refresh(); }); });
   fabric_.set_routes(this);
   spdlog::info("peers: listening on {}, directory {}, links {}", listen, directory_.describe(),
@@ -101,10 +104,13 @@ Peers::~Peers() {
   fabric_.set_routes(nullptr);
   shutdown();
   directory_.on_routers_changed(nullptr);
-  engine_.run_sync([this] {
-    engine_.set_link_down_handler(nullptr);
-    engine_.set_message_handler(nullptr);
-  });
+  for (size_t i = 0; i < fabric_.pollers(); ++i) {
+    Engine& e = fabric_.engine(i);
+    e.run_sync([&e] {
+      e.set_link_down_handler(nullptr);
+      e.set_message_handler(nullptr);
+    });
+  }
 }
 
 void Peers::on_messages(MessageHandler message, LostHandler lost) {
@@ -124,7 +130,7 @@ void Peers::send_message(const std::string& router, std::vector<std::byte> messa
   State& s = state(router);
   if (s.unsent.empty() && s.peer.out_up.load(std::memory_order_relaxed)) {
     bool sent = false;
-    engine_.run_sync([&] { sent = engine_.send_message(s.peer, message); });
+    engine(s).run_sync([&] { sent = engine(s).send_message(s.peer, message); });
     if (sent) return;
   }
   if (s.unsent.size() >= kMaxUnsentMessages) {
@@ -136,14 +142,14 @@ void Peers::send_message(const std::string& router, std::vector<std::byte> messa
 }
 
 void Peers::flush_unsent(State& s) {
-  engine_.run_sync([&] {
-    while (!s.unsent.empty() && engine_.send_message(s.peer, s.unsent.front())) s.unsent.pop_front();
+  engine(s).run_sync([&] {
+    while (!s.unsent.empty() && engine(s).send_message(s.peer, s.unsent.front())) s.unsent.pop_front();
   });
 }
 
 void Peers::lose(State& s) {
   s.unsent.clear();
-  if (on_lost_) on_lost_(s.peer.name);
+  if (s.poller == 0 && on_lost_) on_lost_(s.peer.name);  // the messages' links
 }
 
 void Peers::shutdown() {
@@ -163,10 +169,23 @@ std::shared_ptr<Handshake> Peers::handshake(Socket socket) {
   return h;
 }
 
-Peers::State& Peers::state(const std::string& name) {
-  auto& s = states_[name];
-  if (!s) s = std::make_unique<State>(io_, name);
+Peers::State& Peers::state(const std::string& name, size_t poller) {
+  auto& s = states_[{name, poller}];
+  if (!s) s = std::make_unique<State>(io_, name, poller);
   return *s;
+}
+
+void Peers::connect_all(const std::string& name) {
+  for (size_t i = 0; i < fabric_.pollers(); ++i) {
+    State& s = state(name, i);
+    if (!s.peer.out_up.load(std::memory_order_relaxed)) connect(s);
+  }
+}
+
+std::string Peers::check_pollers(const wire::Hello& theirs) const {
+  if (theirs.pollers == fabric_.pollers()) return {};
+  return "it runs " + std::to_string(theirs.pollers) + " poller(s) and this router " +
+         std::to_string(fabric_.pollers()) + ": every router of a cluster runs the same --pollers";
 }
 
 Result<Peer*> Peers::locate(std::string_view tenant, uint32_t vip) {
@@ -180,7 +199,7 @@ Result<Peer*> Peers::locate(std::string_view tenant, uint32_t vip) {
                              std::string(tenant) + " (directory: " + directory_.describe() +
                              "): not an address of this tenant's network"};
   if (*router == directory_.self()) return nullptr;
-  State& s = state(*router);
+  State& s = state(*router, poller_of(tenant, fabric_.pollers()));
   if (!s.peer.out_up.load(std::memory_order_relaxed)) connect(s);
   return &s.peer;
 }
@@ -189,7 +208,7 @@ std::vector<Peer*> Peers::peers_of(std::string_view tenant) {
   std::vector<Peer*> out;
   for (const DirectoryEntry& e : directory_.entries()) {
     if (e.tenant != tenant || e.router == directory_.self()) continue;
-    State& s = state(e.router);
+    State& s = state(e.router, poller_of(tenant, fabric_.pollers()));
     if (std::find(out.begin(), out.end(), &s.peer) != out.end()) continue;
     if (!s.peer.out_up.load(std::memory_order_relaxed)) connect(s);
     out.push_back(&s.peer);
@@ -200,16 +219,15 @@ std::vector<Peer*> Peers::peers_of(std::string_view tenant) {
 void Peers::refresh() {
   if (stopping_) return;
   for (const auto& r : directory_.routers())
-    if (r.name != directory_.self()) {
-      State& s = state(r.name);
-      if (!s.peer.out_up.load(std::memory_order_relaxed)) connect(s);
-    }
+    if (r.name != directory_.self()) connect_all(r.name);
 }
 
 void Peers::connect_later(State& s, std::string why) {
   s.connecting = false;
   if (!s.unsent.empty()) lose(s);  // messages do not wait through a failed connect
-  if (why != s.last_error && !stopping_) spdlog::warn("peer {}: cannot connect: {}", s.peer.name, why);
+  if (why != s.last_error && !stopping_)
+    spdlog::warn("peer {}: cannot connect{}: {}", s.peer.name,
+                 fabric_.pollers() > 1 ? " poller " + std::to_string(s.poller) : std::string(), why);
   s.last_error = std::move(why);
   if (stopping_) return;
   s.retry.expires_after(s.backoff);
@@ -246,7 +264,8 @@ void Peers::greet(State& s, const std::shared_ptr<Handshake>& h, const std::stri
     h->close();
     connect_later(s, why);
   };
-  auto mine = wire::make_hello(directory_.self(), incarnation_);
+  auto mine = wire::make_hello(directory_.self(), incarnation_, static_cast<uint16_t>(s.poller),
+                               static_cast<uint16_t>(fabric_.pollers()));
   h->send_hello(mine, [this, &s, h, fail, address](const std::string& wrote) {
     if (!wrote.empty()) return fail("hello to " + address + ": " + wrote);
     h->read_hello([this, &s, h, fail, address](const std::string& read) {
@@ -260,10 +279,14 @@ void Peers::greet(State& s, const std::shared_ptr<Handshake>& h, const std::stri
       if (s.peer.name != theirs.name)
         return fail(address + " is router '" + std::string(theirs.name) + "', the directory says '" +
                     s.peer.name + "'");
+      if (auto why = check_pollers(theirs); !why.empty()) return fail(address + ": " + why);
+      if (theirs.poller != s.poller)
+        return fail(address + " answered for its poller " + std::to_string(theirs.poller) + ", not " +
+                    std::to_string(s.poller));
       s.connecting = false;
       s.backoff = std::chrono::milliseconds(50);
       s.last_error.clear();
-      attach(s.peer, *h, /*outbound=*/true, theirs.incarnation);
+      attach(s, *h, /*outbound=*/true, theirs.incarnation);
     });
   });
 }
@@ -309,9 +332,12 @@ void Peers::welcome(const std::shared_ptr<Handshake>& h) {
     if (name == directory_.self() || !directory_.address_of(name))
       return refuse(*h, "", "it calls itself '" + name + "': not a router of the directory");
     if (auto why = h->check_name(name); !why.empty()) return refuse(*h, name, why);
-    h->send_hello(wire::make_hello(directory_.self(), incarnation_), [this, h, name](const std::string& wrote) {
+    if (auto why = check_pollers(theirs); !why.empty()) return refuse(*h, name, why);
+    const uint16_t poller = theirs.poller;
+    auto mine = wire::make_hello(directory_.self(), incarnation_, poller, static_cast<uint16_t>(fabric_.pollers()));
+    h->send_hello(mine, [this, h, name, poller](const std::string& wrote) {
       if (!wrote.empty()) return refuse(*h, name, "hello to it: " + wrote, /*quiet=*/true);
-      attach(state(name).peer, *h, /*outbound=*/false, h->theirs().incarnation);
+      attach(state(name, poller), *h, /*outbound=*/false, h->theirs().incarnation);
     });
   });
 }
@@ -329,37 +355,44 @@ void Peers::refuse(Handshake& h, const std::string& claimed, const std::string& 
                refused_ == kRefusalsLogged ? " (from now on, every 1000th refusal is logged)" : "");
 }
 
-void Peers::attach(Peer& peer, Handshake& h, bool outbound, uint64_t incarnation) {
+void Peers::attach(State& s, Handshake& h, bool outbound, uint64_t incarnation) {
   auto [fd, tls] = h.release();
   tune(fd.get());
-  auto link = std::make_unique<Link>(peer, std::move(fd), outbound, std::move(tls));
-  engine_.run_sync([&] { engine_.attach_link(std::move(link), incarnation); });
-  spdlog::info("peer {}: {} connection up ({})", peer.name, outbound ? "outbound" : "inbound",
+  auto link = std::make_unique<Link>(s.peer, std::move(fd), outbound, std::move(tls));
+  engine(s).run_sync([&] { engine(s).attach_link(std::move(link), incarnation); });
+  spdlog::info("peer {}: {} connection{} up ({})", s.peer.name, outbound ? "outbound" : "inbound",
+               fabric_.pollers() > 1 ? " of poller " + std::to_string(s.poller) : std::string(),
                tls_ ? tls_->describe() : "in the clear");
-  State& s = state(peer.name);
   if (s.incarnation != 0 && s.incarnation != incarnation) lose(s);  // it restarted: its ids are gone
   s.incarnation = incarnation;
   if (outbound) flush_unsent(s);
 }
 
+// A router's row sums its pollers' links; a direction is up when every
+// poller's link is.
 std::vector<PeerStatus> Peers::peers() const {
   std::vector<PeerStatus> out;
-  for (const auto& [name, s] : states_) {
+  for (const auto& [key, s] : states_) {
+    const auto& [name, poller] = key;
     const Peer& p = s->peer;
-    PeerStatus st;
-    st.name = name;
-    st.address = directory_.address_of(name).value_or("(gone from the directory)");
-    st.out_up = p.out_up.load();
-    st.in_up = p.in_up.load();
-    st.frames_sent = p.frames_sent.load();
-    st.frames_received = p.frames_received.load();
-    st.bytes_sent = p.bytes_sent.load();
-    st.bytes_received = p.bytes_received.load();
-    st.connects = p.connects.load();
-    st.failures = p.failures.load();
-    st.qps_failed = p.qps_failed.load();
-    st.last_error = s->last_error;
-    out.push_back(std::move(st));
+    if (poller == 0 || out.empty() || out.back().name != name) {
+      PeerStatus first;
+      first.name = name;
+      first.address = directory_.address_of(name).value_or("(gone from the directory)");
+      first.out_up = first.in_up = true;
+      out.push_back(std::move(first));
+    }
+    PeerStatus& st = out.back();
+    st.out_up = st.out_up && p.out_up.load();
+    st.in_up = st.in_up && p.in_up.load();
+    st.frames_sent += p.frames_sent.load();
+    st.frames_received += p.frames_received.load();
+    st.bytes_sent += p.bytes_sent.load();
+    st.bytes_received += p.bytes_received.load();
+    st.connects += p.connects.load();
+    st.failures += p.failures.load();
+    st.qps_failed += p.qps_failed.load();
+    if (st.last_error.empty()) st.last_error = s->last_error;
   }
   return out;
 }

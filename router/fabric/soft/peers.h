@@ -7,6 +7,12 @@
 // fails to prove it belongs is refused with a log line that names its
 // address and why, counted in the failures of the router it claimed to be.
 //
+// Routers are joined poller to poller: with --pollers N, each pair of
+// routers has N pairs of links, link i served by poller i at both ends, and
+// a tenant's traffic goes on the links of the poller that serves it (the
+// same index on every router; a peer that runs another number of pollers
+// is refused, by name). So no work request ever crosses pollers.
+//
 // It is the soft fabric's FabricCluster (the daemon owns it) and its
 // SoftRoutes: where a tenant's virtual IP is. It also carries the control
 // planes' messages (rdma_cm) on the same links: a message for a router whose
@@ -51,19 +57,25 @@ class Peers final : public FabricCluster, public SoftRoutes {
   std::vector<Peer*> peers_of(std::string_view tenant) override;
 
  private:
+  // One poller's links to one router (its `peer`, on that poller's engine).
   struct State {
-    State(boost::asio::io_context& io, std::string name) : peer(std::move(name)), retry(io) {}
+    State(boost::asio::io_context& io, std::string name, size_t i) : peer(std::move(name)), poller(i), retry(io) {}
     Peer peer;
+    const size_t poller;
     bool connecting = false;
     boost::asio::steady_timer retry;
     std::chrono::milliseconds backoff{50};
     std::string last_error;
     uint64_t incarnation = 0;  // of the peer last attached
-    std::deque<std::vector<std::byte>> unsent;  // messages waiting for the outbound link
+    std::deque<std::vector<std::byte>> unsent;  // messages waiting for the outbound link (poller 0's)
   };
   using Socket = boost::asio::ip::tcp::socket;
 
-  State& state(const std::string& name);
+  // Control messages travel on poller 0's links.
+  State& state(const std::string& name, size_t poller = 0);
+  Engine& engine(const State& s) { return fabric_.engine(s.poller); }
+  // Connects every poller's links to `name` that are not up.
+  void connect_all(const std::string& name);
   void refresh();  // connect to every router of the directory we are not connected to
   void connect(State& s);
   void greet(State& s, const std::shared_ptr<Handshake>& h, const std::string& address);
@@ -74,7 +86,10 @@ class Peers final : public FabricCluster, public SoftRoutes {
   // Closes a connection that did not prove itself; `claimed` is the router
   // it claimed to be ("" if none).
   void refuse(Handshake& h, const std::string& claimed, const std::string& why, bool quiet = false);
-  void attach(Peer& peer, Handshake& h, bool outbound, uint64_t incarnation);
+  void attach(State& s, Handshake& h, bool outbound, uint64_t incarnation);
+  // What the peer's Hello says of its pollers that this router cannot
+  // take (empty: fine).
+  std::string check_pollers(const wire::Hello& theirs) const;
   std::shared_ptr<Handshake> handshake(Socket socket);
   // The messages to and from `name` are gone: its handler learns it.
   void lose(State& s);
@@ -82,12 +97,11 @@ class Peers final : public FabricCluster, public SoftRoutes {
 
   boost::asio::io_context& io_;
   SoftFabric& fabric_;
-  Engine& engine_;
   Directory& directory_;
   boost::asio::ip::tcp::acceptor acceptor_;
   const uint64_t incarnation_;
   const std::unique_ptr<LinkTls> tls_;  // null: links in the clear
-  std::map<std::string, std::unique_ptr<State>> states_;
+  std::map<std::pair<std::string, size_t>, std::unique_ptr<State>> states_;  // by router and poller
   // Handshakes under way (closed by shutdown()), at most kMaxHandshakes.
   std::vector<std::weak_ptr<Handshake>> handshakes_;
   uint64_t refused_ = 0;  // connections refused, for the log's rate limit

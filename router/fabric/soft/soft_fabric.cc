@@ -1,6 +1,7 @@
 #include "router/fabric/soft/soft_fabric.h"
 #include "router/common/addresses.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -13,7 +14,23 @@ namespace ff::router {
 
 using soft::Qp;
 
-SoftFabric::SoftFabric(const FabricConfig& config) : engine_(std::chrono::microseconds(config.poll_spin_us)) {
+namespace {
+
+// The first number of shard `i` of `n` at or after `first`.
+uint32_t first_of_shard(uint32_t first, size_t i, size_t n) {
+  return first + static_cast<uint32_t>((i + n - first % n) % n);
+}
+
+}  // namespace
+
+SoftFabric::Shard::Shard(size_t i, size_t n, std::chrono::microseconds spin)
+    : engine(std::make_unique<soft::Engine>(spin)), qpn_counter(first_of_shard(0x100, i, n)),
+      srq_num_counter(first_of_shard(1, i, n)), key_counter(first_of_shard(1, i, n)) {}
+
+SoftFabric::SoftFabric(const FabricConfig& config) {
+  const size_t n = std::clamp<size_t>(config.pollers, 1, kMaxPollers);
+  shards_.reserve(n);
+  for (size_t i = 0; i < n; ++i) shards_.emplace_back(i, n, std::chrono::microseconds(config.poll_spin_us));
   ibv_device_attr& a = limits_.attr.orig_attr;
   std::snprintf(a.fw_ver, sizeof a.fw_ver, "ffrouter-%s soft", kVersion);
   a.max_mr_size = uint64_t{1} << 40;
@@ -38,8 +55,10 @@ SoftFabric::SoftFabric(const FabricConfig& config) : engine_(std::chrono::micros
   a.max_mcast_grp = 1024;
   a.max_mcast_qp_attach = 64;
   a.max_total_mcast_qp_attach = 8192;
-  engine_.set_mcast_limits({static_cast<uint32_t>(a.max_mcast_grp), static_cast<uint32_t>(a.max_mcast_qp_attach),
-                            static_cast<uint32_t>(a.max_total_mcast_qp_attach)});
+  for (Shard& shard : shards_)
+    shard.engine->set_mcast_limits({static_cast<uint32_t>(a.max_mcast_grp),
+                                    static_cast<uint32_t>(a.max_mcast_qp_attach),
+                                    static_cast<uint32_t>(a.max_total_mcast_qp_attach)});
   a.max_pd = 1 << 16;
   a.max_qp_rd_atom = 16;
   a.max_res_rd_atom = 16 * 16384;
@@ -73,33 +92,36 @@ Result<std::unique_ptr<FabricPd>> SoftFabric::alloc_pd(const Owner& owner) {
 }
 
 Result<std::unique_ptr<FabricMr>> SoftFabric::make_mr(const core::MrRequest& r) {
-  auto mr = std::make_unique<soft::Mr>(engine_);
+  soft::Engine& engine = engine_for(r.pd.owner.tenant);
+  auto mr = std::make_unique<soft::Mr>(engine);
   mr->pd = &r.pd;
   mr->iova = r.iova;
   mr->length = r.length;
   mr->access = r.access;
   for (const SegmentPiece& p : r.pieces) mr->extents.push_back({p.app_addr - r.addr, p.length, p.router_addr()});
   mr->segments.assign(r.segments.begin(), r.segments.end());
-  auto key = next_key();
+  auto key = next_key(shard_of(engine));
   if (!key) return key.error();
   mr->lkey_value = mr->rkey_value = *key;
-  engine_.run_sync([&] { engine_.link_mr(*mr); });
+  engine.run_sync([&] { engine.link_mr(*mr); });
   return std::unique_ptr<FabricMr>(std::move(mr));
 }
 
 Result<std::unique_ptr<FabricQp>> SoftFabric::make_qp(const core::QpRequest& r, shm::Mapping rings) {
   auto qp = std::make_unique<Qp>(r.ctx, std::move(rings), r.pd, r.send_cq, r.recv_cq, r.srq, r.shape.init,
                                  r.shape.send_cap, r.shape.recv_cap, r.tag);
-  qp->qpn = next_qpn();
-  engine_.run_sync([&] { engine_.link_qp(*qp); });
+  auto& engine = static_cast<soft::Engine&>(r.ctx.core);
+  qp->qpn = next_qpn(shard_of(engine));
+  engine.run_sync([&] { engine.link_qp(*qp); });
   return std::unique_ptr<FabricQp>(std::move(qp));
 }
 
 Result<std::unique_ptr<FabricSrq>> SoftFabric::make_srq(const core::SrqRequest& r, shm::Mapping ring) {
   auto srq = std::make_unique<soft::Srq>(r.ctx, std::move(ring), r.pd, r.capacity, shm::kMaxSge, r.srq_limit, r.tag,
                                          r.xrcd, r.cq);
-  if (r.xrcd != 0) srq->number = next_srq_num();
-  engine_.run_sync([&] { engine_.link_srq(*srq); });
+  auto& engine = static_cast<soft::Engine&>(r.ctx.core);
+  if (r.xrcd != 0) srq->number = next_srq_num(shard_of(engine));
+  engine.run_sync([&] { engine.link_srq(*srq); });
   return std::unique_ptr<FabricSrq>(std::move(srq));
 }
 
@@ -113,8 +135,9 @@ Result<std::unique_ptr<FabricAh>> SoftFabric::make_ah(const core::AhRequest& r) 
     if (!located) return Error{EINVAL, located.error().message};
     route = *located;
   }
-  auto ah = std::make_unique<soft::Ah>(engine_, r.pd, r.attr, r.virtual_ip, r.id, route, std::move(fanout));
-  engine_.run_sync([&] { engine_.link_ah(*ah); });
+  soft::Engine& engine = engine_for(r.pd.owner.tenant);
+  auto ah = std::make_unique<soft::Ah>(engine, r.pd, r.attr, r.virtual_ip, r.id, route, std::move(fanout));
+  engine.run_sync([&] { engine.link_ah(*ah); });
   return std::unique_ptr<FabricAh>(std::move(ah));
 }
 
@@ -138,11 +161,12 @@ Status SoftFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask) {
     return Error{EOPNOTSUPP, "XRC connects QPs of one host on the soft fabric: the destination is on another "
                              "router (use RC there)"};
   Status st;
-  engine_.run_sync([&] {
-    st = engine_.check_modify(qp, attr, mask, /*dest_local=*/route == nullptr);
+  core::QueueCore& engine = qp.ctx.core;
+  engine.run_sync([&] {
+    st = engine.check_modify(qp, attr, mask, /*dest_local=*/route == nullptr);
     if (!st) return;
     const ibv_qp_state was = qp.state;
-    engine_.apply_modify(qp, attr, mask);
+    engine.apply_modify(qp, attr, mask);
     if (routed) {
       qp.route = route;
       qp.remote_ip = *remote_ip;
@@ -162,40 +186,54 @@ Result<std::unique_ptr<FabricCluster>> SoftFabric::join_cluster(boost::asio::io_
   }
 }
 
-// The next number of a 24-bit space (from `counter`, going round to
-// `first`) that `in_use` (asked on the poller) says is free.
+SoftFabric::Shard& SoftFabric::shard_of(const core::QueueCore& core) {
+  for (Shard& shard : shards_)
+    if (shard.engine.get() == &core) return shard;
+  throw std::logic_error("an engine of another fabric");
+}
+
+// The shard's next number of a 24-bit space (from `counter`, going round to
+// its first at or after `first`) that `in_use` (asked on its poller) says is
+// free.
 template <typename InUse>
-uint32_t SoftFabric::next_free_number(uint32_t& counter, uint32_t first, InUse in_use) {
+uint32_t SoftFabric::next_free_number(Shard& shard, uint32_t& counter, uint32_t first, InUse in_use) {
+  const size_t i = static_cast<size_t>(&shard - shards_.data());
+  const uint32_t stride = static_cast<uint32_t>(shards_.size());
   for (;;) {
-    uint32_t n = counter++;
-    if (counter > 0xffffff) counter = first;
+    uint32_t n = counter;
+    counter += stride;
+    if (counter > 0xffffff) counter = first_of_shard(first, i, shards_.size());
     bool used = false;
-    engine_.run_sync([&] { used = in_use(n); });
+    shard.engine->run_sync([&] { used = in_use(*shard.engine, n); });
     if (!used) return n;
   }
 }
 
-uint32_t SoftFabric::next_qpn() {
-  return next_free_number(qpn_counter_, 0x100, [this](uint32_t n) { return engine_.find_qp(n) != nullptr; });
+uint32_t SoftFabric::next_qpn(Shard& shard) {
+  return next_free_number(shard, shard.qpn_counter, 0x100,
+                          [](soft::Engine& e, uint32_t n) { return e.find_qp(n) != nullptr; });
 }
 
-uint32_t SoftFabric::next_srq_num() {
-  return next_free_number(srq_num_counter_, 1, [this](uint32_t n) { return engine_.find_xrc_srq(n) != nullptr; });
+uint32_t SoftFabric::next_srq_num(Shard& shard) {
+  return next_free_number(shard, shard.srq_num_counter, 1,
+                          [](soft::Engine& e, uint32_t n) { return e.find_xrc_srq(n) != nullptr; });
 }
 
-Result<uint32_t> SoftFabric::next_key() {
+Result<uint32_t> SoftFabric::next_key(Shard& shard) {
   // Unique per router, and not guessable from the previous one: a counter in
   // the high bits (the index, which MRs and memory windows share), random
   // low bits. Once the counter wrapped, an index still in use is skipped;
   // a router whose key space is that full refuses (a bounded search).
+  const size_t i = static_cast<size_t>(&shard - shards_.data());
   for (int tries = 0; tries < 4096; ++tries) {
-    uint32_t index = key_counter_++;
-    if (key_counter_ >= (1u << 24)) {
-      key_counter_ = 1;
-      keys_wrapped_ = true;
+    uint32_t index = shard.key_counter;
+    shard.key_counter += static_cast<uint32_t>(shards_.size());
+    if (shard.key_counter >= (1u << 24)) {
+      shard.key_counter = first_of_shard(1, i, shards_.size());
+      shard.keys_wrapped = true;
     }
     bool used = false;
-    if (keys_wrapped_) engine_.run_sync([&] { used = engine_.key_index_used(index); });
+    if (shard.keys_wrapped) shard.engine->run_sync([&] { used = shard.engine->key_index_used(index); });
     if (!used) return (index << 8) | (rng_() & 0xff);
   }
   return Error{ENOMEM, "no free memory key: deregister memory regions or deallocate memory windows"};
@@ -203,19 +241,19 @@ Result<uint32_t> SoftFabric::next_key() {
 
 Status SoftFabric::attach_mcast(FabricQp& qp, const ibv_gid& mgid, bool attach) {
   Status st;
-  engine_.run_sync([&] {
-    auto& q = static_cast<core::Qp&>(qp);
-    st = attach ? engine_.attach_mcast(q, mgid) : engine_.detach_mcast(q, mgid);
-  });
+  auto& q = static_cast<core::Qp&>(qp);
+  q.ctx.core.run_sync([&] { st = attach ? q.ctx.core.attach_mcast(q, mgid) : q.ctx.core.detach_mcast(q, mgid); });
   return st;
 }
 
 Result<std::unique_ptr<FabricMw>> SoftFabric::alloc_mw(FabricPd& pd, uint32_t type) {
   if (type != IBV_MW_TYPE_1 && type != IBV_MW_TYPE_2) return Error{EINVAL, "a memory window is of type 1 or 2"};
-  auto key = next_key();
+  auto& p = static_cast<core::Pd&>(pd);
+  soft::Engine& engine = engine_for(p.owner.tenant);
+  auto key = next_key(shard_of(engine));
   if (!key) return key.error();
-  auto mw = std::make_unique<core::Mw>(engine_, static_cast<core::Pd&>(pd), type, *key);
-  engine_.run_sync([&] { engine_.link_mw(*mw); });
+  auto mw = std::make_unique<core::Mw>(engine, p, type, *key);
+  engine.run_sync([&] { engine.link_mw(*mw); });
   return std::unique_ptr<FabricMw>(std::move(mw));
 }
 

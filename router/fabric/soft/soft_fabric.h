@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <random>
+#include <vector>
 
 #include "router/fabric/core/queue_fabric.h"
 #include "router/fabric/soft/engine.h"
@@ -38,28 +39,41 @@ class SoftFabric final : public core::QueueFabric {
 
   // Multi-host: set before clients connect (by Peers, or a test's routes).
   void set_routes(SoftRoutes* routes) { routes_ = routes; }
-  soft::Engine& engine() { return engine_; }
+  // Poller `i`'s engine, and the one serving `tenant`.
+  soft::Engine& engine(size_t i = 0) { return *shards_[i].engine; }
+  soft::Engine& engine_for(std::string_view tenant) { return static_cast<soft::Engine&>(core_for(tenant)); }
+  size_t pollers() const { return shards_.size(); }
 
  protected:
-  core::QueueCore& core() override { return engine_; }
+  size_t core_count() const override { return shards_.size(); }
+  core::QueueCore& core_at(size_t i) override { return *shards_[i].engine; }
   Result<std::unique_ptr<FabricMr>> make_mr(const core::MrRequest& r) override;
   Result<std::unique_ptr<FabricQp>> make_qp(const core::QpRequest& r, shm::Mapping rings) override;
   Result<std::unique_ptr<FabricSrq>> make_srq(const core::SrqRequest& r, shm::Mapping ring) override;
   Result<std::unique_ptr<FabricAh>> make_ah(const core::AhRequest& r) override;
 
  private:
+  // One poller's engine and the numbers it hands out: QP numbers, XRC SRQ
+  // numbers and key indices (24 bits each) of shard i of n are those
+  // congruent to i modulo n, so that they are unique on the router and each
+  // engine checks only its own registries when a counter has gone round.
+  struct Shard {
+    Shard(size_t i, size_t n, std::chrono::microseconds spin);
+    std::unique_ptr<soft::Engine> engine;
+    uint32_t qpn_counter;      // QPNs 0 and 1 are special in InfiniBand
+    uint32_t srq_num_counter;  // XRC SRQ numbers, never 0
+    uint32_t key_counter;      // key indices, never 0
+    bool keys_wrapped = false;  // key_counter went round: indices may be in use
+  };
+  Shard& shard_of(const core::QueueCore& core);
   template <typename InUse>
-  uint32_t next_free_number(uint32_t& counter, uint32_t first, InUse in_use);
-  uint32_t next_qpn();
-  uint32_t next_srq_num();
-  Result<uint32_t> next_key();
+  uint32_t next_free_number(Shard& shard, uint32_t& counter, uint32_t first, InUse in_use);
+  uint32_t next_qpn(Shard& shard);
+  uint32_t next_srq_num(Shard& shard);
+  Result<uint32_t> next_key(Shard& shard);
 
-  soft::Engine engine_;
+  std::vector<Shard> shards_;
   SoftRoutes* routes_ = nullptr;
-  uint32_t qpn_counter_ = 0x100;  // QPNs 0 and 1 are special in InfiniBand
-  uint32_t srq_num_counter_ = 1;  // XRC SRQ numbers, 24 bits, never 0
-  uint32_t key_counter_ = 1;
-  bool keys_wrapped_ = false;  // key_counter_ went round: indices may be in use
   std::mt19937 rng_{std::random_device{}()};
 };
 

@@ -4,8 +4,10 @@
 
 namespace ff::router::soft::wire {
 
-Hello make_hello(std::string_view name, uint64_t incarnation) {
+Hello make_hello(std::string_view name, uint64_t incarnation, uint16_t poller, uint16_t pollers) {
   Hello h{};
+  h.poller = poller;
+  h.pollers = pollers;
   h.magic = kMagic;
   h.version = kVersion;
   h.byte_order = 0x0102;
@@ -27,6 +29,7 @@ std::string check_hello(const Hello& h) {
     return "peer speaks protocol version " + std::to_string(h.version) + ", this router " +
            std::to_string(kVersion) + ": run the same ffrouter release on every host";
   if (std::memchr(h.name, 0, sizeof h.name) == nullptr || h.name[0] == 0) return "peer sent no router name";
+  if (h.pollers == 0 || h.poller >= h.pollers) return "peer sent no valid poller (Hello.poller, Hello.pollers)";
   return {};
 }
 

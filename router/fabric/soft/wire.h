@@ -24,7 +24,7 @@
 namespace ff::router::soft::wire {
 
 inline constexpr uint32_t kMagic = 0x31524646;  // "FFR1"
-inline constexpr uint16_t kVersion = 1;
+inline constexpr uint16_t kVersion = 2;  // 2: a link per poller (Hello.poller, Hello.pollers)
 inline constexpr uint32_t kMaxChunk = 64 * 1024;
 inline constexpr uint64_t kMaxMessage = uint64_t{1} << 31;
 inline constexpr size_t kMaxRouterName = 63;
@@ -35,10 +35,16 @@ struct Hello {
   uint16_t byte_order;  // 0x0102 as written by the sender
   uint64_t incarnation;  // random per router start: a restarted peer is a new one
   char name[kMaxRouterName + 1];  // NUL-terminated router name
+  // Routers are joined poller to poller: a tenant's traffic travels on the
+  // links of the poller that serves it, which is the same on every router
+  // (router/fabric/fabric.h, poller_of) when every router runs as many.
+  uint16_t poller;   // the sender's poller this link belongs to
+  uint16_t pollers;  // how many the sender runs
+  uint32_t reserved;
 };
-static_assert(sizeof(Hello) == 80);
+static_assert(sizeof(Hello) == 88);
 
-Hello make_hello(std::string_view name, uint64_t incarnation);
+Hello make_hello(std::string_view name, uint64_t incarnation, uint16_t poller = 0, uint16_t pollers = 1);
 // Empty when acceptable; otherwise what is wrong with it.
 std::string check_hello(const Hello& h);
 

@@ -40,6 +40,9 @@ VerbsFabric::VerbsFabric(const FabricConfig& config) {
   std::string why;
   device_ = verbs::open_device(config, why);
   if (!device_) throw FabricStartError("--fabric verbs: " + why);
+  if (config.pollers > 1)
+    throw FabricStartError("--fabric verbs runs one poller thread: pass --pollers 1 (more pollers serve the soft "
+                           "fabric only, for now)");
   const ibv_device_attr& dev = device_->attr.orig_attr;
   ibv_device_attr& a = limits_.attr.orig_attr;
   a = dev;

@@ -40,7 +40,8 @@ class VerbsFabric final : public core::QueueFabric, public verbs::ClusterMember 
                                                            Directory& directory) override;
 
  protected:
-  core::QueueCore& core() override { return *engine_; }
+  size_t core_count() const override { return 1; }
+  core::QueueCore& core_at(size_t) override { return *engine_; }
   Result<std::unique_ptr<FabricMr>> make_mr(const core::MrRequest& r) override;
   Result<std::unique_ptr<FabricQp>> make_qp(const core::QpRequest& r, shm::Mapping rings) override;
   Result<std::unique_ptr<FabricSrq>> make_srq(const core::SrqRequest& r, shm::Mapping ring) override;

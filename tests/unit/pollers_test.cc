@@ -1,0 +1,75 @@
+// The soft fabric with two pollers (--pollers 2): each tenant is served by
+// one poller, whole (its contexts, CQs, QPs, keys), numbers stay unique on
+// the router, and the router's counters add up every poller's.
+#include <cstring>
+#include <set>
+
+#include "router/fabric/core/objects.h"
+#include "soft_fabric_fixture.h"
+
+namespace ff::router::soft::fixture {
+namespace {
+
+using TwoPollersTest = SoftFabricTestWith<2>;
+
+core::QueueCore& served_by(const Client& c) { return static_cast<const core::Context&>(*c.ctx).core; }
+
+TEST_F(TwoPollersTest, EachTenantIsServedByThePollerItsNameHashesTo) {
+  ASSERT_EQ(fabric.pollers(), 2u);
+  ASSERT_NE(poller_of("blue", 2), poller_of("red", 2)) << "the fixture's tenants must land on different pollers";
+  EXPECT_EQ(&served_by(blue), &fabric.engine(poller_of("blue", 2)));
+  EXPECT_EQ(&served_by(red), &fabric.engine(poller_of("red", 2)));
+  EXPECT_EQ(poller_of("anything", 1), 0u);
+}
+
+TEST_F(TwoPollersTest, NumbersAreUniqueOnTheRouterAndTellTheirPoller) {
+  std::set<uint32_t> qpns, keys;
+  for (Client* c : {&blue, &red}) {
+    const size_t poller = poller_of(static_cast<const core::Pd&>(*c->pd).owner.tenant, 2);
+    for (int i = 0; i < 5; ++i) {
+      Qp& q = c->make_qp(IBV_QPT_RC);
+      EXPECT_EQ(q.qpn % 2, poller) << "QP numbers of poller i of n are i modulo n";
+      EXPECT_TRUE(qpns.insert(q.qpn).second) << "QP number " << q.qpn << " given twice";
+    }
+    for (const FabricMr* mr : {c->mr.get(), c->read_only.get()}) {
+      EXPECT_EQ((mr->lkey() >> 8) % 2, poller) << "key indices of poller i of n are i modulo n";
+      EXPECT_TRUE(keys.insert(mr->lkey() >> 8).second);
+    }
+  }
+}
+
+// Both pollers move their tenant's SENDs at once, and what ffctl shows adds
+// both up.
+TEST_F(TwoPollersTest, BothPollersCarryTheirTenantsTrafficAtOnce) {
+  constexpr uint32_t kMessages = 200;
+  for (Client* c : {&blue, &red}) {
+    const uint32_t ip = c == &blue ? kBlueIp : kRedIp;
+    Qp& a = c->make_qp(IBV_QPT_RC);
+    Qp& b = c->make_qp(IBV_QPT_RC);
+    connect(a, b.qpn, ip, 0);
+    connect(b, a.qpn, ip, kAllRemote);
+  }
+  const FabricCounters before = fabric.counters();
+  for (uint32_t m = 0; m < kMessages; ++m) {
+    for (Client* c : {&blue, &red}) {
+      std::memset(c->at(kBase), static_cast<int>(m & 0xff), 64);
+      c->post_receive(1, 1000 + m, kBase + 4096, 64, c->mr->lkey());
+      c->post_send(0, m, kBase, 64);
+    }
+    for (Client* c : {&blue, &red})
+      for (int got = 0; got < 2; ++got) {  // the send's and the receive's, in either order
+        shm::Cqe cqe{};
+        ASSERT_TRUE(c->await_completion(cqe)) << "message " << m;
+        ASSERT_EQ(cqe.status, IBV_WC_SUCCESS);
+      }
+    for (Client* c : {&blue, &red}) ASSERT_EQ(static_cast<uint8_t>(*c->at(kBase + 4096)), m & 0xff);
+  }
+  const FabricCounters after = fabric.counters();
+  EXPECT_EQ(after.work_requests - before.work_requests, 2u * kMessages);
+  EXPECT_EQ(after.bytes - before.bytes, 2u * kMessages * 64);
+  auto traffic = fabric.tenant_traffic();
+  EXPECT_TRUE(traffic.contains("blue") && traffic.contains("red")) << "every poller's tenants are listed";
+}
+
+}  // namespace
+}  // namespace ff::router::soft::fixture
