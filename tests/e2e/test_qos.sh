@@ -25,8 +25,11 @@ write_config() {  # write_config BLUE_QOS RED_QOS (YAML flow mappings)
 # where 4 MiB would be 1.3 s of the cap and perftest's figure 5% high).
 burst=$(awk -v s="$scale" 'BEGIN { b = int(4096 * s); print (b < 256 ? 256 : b) }')
 write_config "{max_gbps: $(cap 1), burst_kib: $burst}" "{}"
+# One poller whatever FFR_POLLERS says: weights divide a poller among the
+# tenants it serves (docs/ARCHITECTURE.md, Threads), and blue and red hash
+# to different pollers of two.
 # shellcheck disable=SC2086
-ff_start_router --config "$config" ${FF_ROUTER_ARGS:-}
+ff_start_router --config "$config" --pollers 1 ${FF_ROUTER_ARGS:-}
 ff_container_pair a 10.61.0.1 b 10.61.0.2
 
 # bw NAME TENANT PORT SECONDS [SIZE [DEPTH]]: ib_write_bw of 64 KiB (or

@@ -4,7 +4,8 @@
 //   ffv_impostor HOST:PORT NAME noise          4 KiB of random bytes
 //   ffv_impostor HOST:PORT NAME psk KEYFILE    TLS 1.3 with that key (PSK identity NAME)
 //   ffv_impostor HOST:PORT NAME cert PEM       TLS 1.3 with that certificate and key
-// It verifies nothing of the router. Prints "accepted: ..." and exits 0 when
+// Its Hello claims the routers' number of pollers: FFR_POLLERS, as the
+// routers of the test read it (default 1). It verifies nothing of the router. Prints "accepted: ..." and exits 0 when
 // the router answered with its own Hello, "refused: ..." and exits 1 when it
 // closed the connection instead (2: usage or setup error).
 #include <arpa/inet.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -28,6 +30,12 @@ namespace {
 namespace wire = ff::router::soft::wire;
 
 std::string g_name, g_key;
+
+wire::Hello my_hello() {
+  const char* pollers = std::getenv("FFR_POLLERS");
+  int n = pollers != nullptr ? std::atoi(pollers) : 1;
+  return wire::make_hello(g_name, std::random_device{}() | 1, 0, static_cast<uint16_t>(n > 0 ? n : 1));
+}
 
 int usage() {
   std::fprintf(stderr, "usage: ffv_impostor HOST:PORT NAME plain|noise|psk KEYFILE|cert PEM\n");
@@ -74,7 +82,7 @@ int verdict(const wire::Hello& theirs, bool got, const std::string& why) {
 }
 
 int in_the_clear(int fd, bool noise) {
-  wire::Hello mine = wire::make_hello(g_name, std::random_device{}() | 1), theirs{};
+  wire::Hello mine = my_hello(), theirs{};
   if (noise) {
     std::mt19937 rng(std::random_device{}());
     char junk[4096];
@@ -107,7 +115,7 @@ int through_tls(int fd, const std::string& mode, const std::string& file) {
   SSL* ssl = SSL_new(ctx);
   SSL_set_fd(ssl, fd);
   if (SSL_connect(ssl) != 1) return verdict({}, false, "TLS: " + ssl_errors());
-  wire::Hello mine = wire::make_hello(g_name, std::random_device{}() | 1), theirs{};
+  wire::Hello mine = my_hello(), theirs{};
   SSL_write(ssl, &mine, sizeof mine);
   size_t got = 0;
   for (int r; got < sizeof theirs; got += static_cast<size_t>(r))
