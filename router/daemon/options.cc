@@ -8,7 +8,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
+#include <sched.h>
 #include <unistd.h>
+
+#include <sstream>
+#include <vector>
 
 #include "router/common/version.h"
 
@@ -70,6 +74,9 @@ const std::vector<Knob>& knobs() {
        "poller threads (1-64): each serves the tenants placed on it (by a hash of the tenant's name, the same "
        "on every router), so tenants spread over cores and one tenant's traffic stays on one",
        nullptr, &RouterOptions::pollers},
+      {"--poller-cpus", "FFR_POLLER_CPUS",
+       "CPUs to pin the pollers to, e.g. 2,3 or 2-5: poller i on the i-th, round (empty: unpinned)",
+       &RouterOptions::poller_cpus},
       {"--max-sessions", "FFR_MAX_SESSIONS", "connections accepted at once, all tenants together",
        nullptr, &RouterOptions::max_sessions},
       {"--max-sessions-per-tenant", "FFR_MAX_SESSIONS_PER_TENANT",
@@ -113,6 +120,34 @@ void check_log_level(const std::string& level) {
     if (level == known) return;
   throw CLI::ValidationError("--log-level", "'" + level + "' is not a level; use trace, debug, info, warn, error, "
                                             "critical or off");
+}
+
+// --poller-cpus: "2,3", "2-5", "0,4-7"; each a CPU this process may run on.
+std::vector<int> parse_cpu_list(const std::string& text) {
+  std::vector<int> cpus;
+  if (text.empty()) return cpus;
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  ::sched_getaffinity(0, sizeof allowed, &allowed);
+  auto bad = [&](const std::string& why) { return CLI::ValidationError("--poller-cpus", "'" + text + "': " + why); };
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    int first = -1, last = -1;
+    char dash = 0, extra = 0;
+    int got = std::sscanf(item.c_str(), "%d%c%d%c", &first, &dash, &last, &extra);
+    if (got == 1) last = first;
+    if (!((got == 1 || (got == 3 && dash == '-')) && first >= 0 && first <= last && last < CPU_SETSIZE) ||
+        std::isdigit(static_cast<unsigned char>(item.front())) == 0)
+      throw bad("expected CPU numbers and ranges, e.g. 2,3 or 2-5");
+    for (int cpu = first; cpu <= last; ++cpu) {
+      if (!CPU_ISSET(static_cast<size_t>(cpu), &allowed))
+        throw bad("CPU " + std::to_string(cpu) + " is not one this router may run on (see `taskset -p` and `nproc`)");
+      cpus.push_back(cpu);
+    }
+  }
+  if (cpus.empty()) throw bad("expected CPU numbers and ranges, e.g. 2,3 or 2-5");
+  return cpus;
 }
 
 }  // namespace
@@ -191,6 +226,7 @@ RouterOptions parse_options(int argc, char** argv) {
     check_link_security(o);
     if (o.pollers < 1 || o.pollers > kMaxPollers)
       throw CLI::ValidationError("--pollers", "expected 1-" + std::to_string(kMaxPollers) + " poller threads");
+    o.poller_cpu_list = parse_cpu_list(o.poller_cpus);
     if (o.device_name.empty() || o.device_name.size() >= 64 ||
         o.device_name.find('/') != std::string::npos)
       throw CLI::ValidationError("--device-name", "1-63 characters, no '/'");
@@ -220,6 +256,7 @@ FabricConfig fabric_config(const RouterOptions& o) {
   FabricConfig c;
   c.poll_spin_us = o.poll_spin_us;
   c.pollers = o.pollers;
+  c.poller_cpus = o.poller_cpu_list;
   c.vendor_id = o.vendor_id;
   c.vendor_part_id = o.vendor_part_id;
   c.device = o.device;

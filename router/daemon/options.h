@@ -34,7 +34,9 @@ struct RouterOptions {
   std::string link_ca;    // FILE
   uint32_t socket_mode = 0666;  // tenant sockets; the tenant directory mount is the boundary
   uint32_t poll_spin_us = 100;  // the poller spins this long without work before it sleeps
-  uint32_t pollers = 1;         // poller threads; tenants are spread over them (soft fabric)
+  uint32_t pollers = 1;         // poller threads; tenants are spread over them
+  std::string poller_cpus;      // CPU list (2,3 or 2-5): poller i on the i-th, round (empty: not pinned)
+  std::vector<int> poller_cpu_list;  // ... parsed
   // Limits (hostile or runaway tenants): exceeding one gives that client
   // ENOMEM (or its connection refused) and a count in ffctl.
   uint32_t max_sessions = 1024;               // connections, all tenants together

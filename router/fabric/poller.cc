@@ -1,5 +1,7 @@
 #include "router/fabric/poller.h"
 
+#include <numa.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -10,7 +12,8 @@
 
 namespace ff::router {
 
-Poller::Poller(std::chrono::microseconds spin, PollerHooks& hooks) : spin_(spin), hooks_(hooks) {
+Poller::Poller(std::chrono::microseconds spin, PollerHooks& hooks, PollerPlacement placement)
+    : spin_(spin), hooks_(hooks), placement_(std::move(placement)) {
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1");
   watch_bell(command_bell_.fd());
@@ -22,7 +25,26 @@ Poller::~Poller() {
 }
 
 void Poller::start() {
-  if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+  if (!thread_.joinable()) thread_ = std::thread([this] {
+      take_place();
+      loop();
+    });
+}
+
+// The CPU was checked when the options were read (router/daemon/options.cc):
+// a CPU taken offline since leaves the thread where it was.
+void Poller::take_place() const {
+  ::pthread_setname_np(::pthread_self(), placement_.name.substr(0, 15).c_str());
+  if (placement_.cpu >= 0 && placement_.cpu < CPU_SETSIZE) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(static_cast<size_t>(placement_.cpu), &one);
+    ::pthread_setaffinity_np(::pthread_self(), sizeof one, &one);
+  }
+  if (placement_.numa_node >= 0 && ::numa_available() >= 0) {
+    ::numa_set_preferred(placement_.numa_node);
+    if (placement_.cpu < 0) ::numa_run_on_node(placement_.numa_node);  // not pinned: on the node, anywhere
+  }
 }
 
 void Poller::stop() {

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <thread>
 #include <unordered_set>
 
@@ -43,9 +44,18 @@ class PollerHooks {
   virtual void readable(int /*fd*/) {}
 };
 
+// Where a poller's thread runs: its name (ps, top, perf), the CPU it is
+// pinned to (-1: wherever the router may run) and the NUMA node its memory
+// comes from (-1: the kernel's choice).
+struct PollerPlacement {
+  std::string name = "ffr-poller";
+  int cpu = -1;
+  int numa_node = -1;
+};
+
 class Poller {
  public:
-  Poller(std::chrono::microseconds spin, PollerHooks& hooks);
+  Poller(std::chrono::microseconds spin, PollerHooks& hooks, PollerPlacement placement = {});
   ~Poller();
   Poller(const Poller&) = delete;
   Poller& operator=(const Poller&) = delete;
@@ -94,6 +104,7 @@ class Poller {
   };
 
   void loop();
+  void take_place() const;  // on the thread, first
   bool drain_commands();
   bool try_borrow(const std::function<void()>& fn);
   void sleep_until_work();
@@ -101,6 +112,7 @@ class Poller {
 
   std::chrono::nanoseconds spin_;
   PollerHooks& hooks_;
+  const PollerPlacement placement_;
   int epoll_fd_ = -1;
   shm::Doorbell command_bell_;
   boost::lockfree::queue<Command*, boost::lockfree::capacity<256>> commands_;

@@ -1,8 +1,15 @@
 // The soft fabric with two pollers (--pollers 2): each tenant is served by
 // one poller, whole (its contexts, CQs, QPs, keys), numbers stay unique on
 // the router, and the router's counters add up every poller's.
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <set>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "router/fabric/core/objects.h"
 #include "soft_fabric_fixture.h"
@@ -69,6 +76,32 @@ TEST_F(TwoPollersTest, BothPollersCarryTheirTenantsTrafficAtOnce) {
   EXPECT_EQ(after.bytes - before.bytes, 2u * kMessages * 64);
   auto traffic = fabric.tenant_traffic();
   EXPECT_TRUE(traffic.contains("blue") && traffic.contains("red")) << "every poller's tenants are listed";
+}
+
+// --poller-cpus: each poller's thread is named for it and pinned where the
+// list says (round again past its end).
+TEST(PollerPlacement, PollersAreNamedAndPinned) {
+  FabricConfig config;
+  config.pollers = 3;
+  config.poller_cpus = {0};
+  SoftFabric fabric(config);
+  // Each thread names and pins itself as it starts: looked at until all have.
+  const std::vector<std::string> pollers{"ffr-poller-0", "ffr-poller-1", "ffr-poller-2"};
+  std::map<std::string, std::string> cpus_of;  // thread name -> Cpus_allowed_list
+  auto all_pinned = [&] {
+    return std::all_of(pollers.begin(), pollers.end(), [&](const std::string& n) { return cpus_of[n] == "0"; });
+  };
+  for (int tries = 0; tries < 2000 && !all_pinned(); ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+      std::ifstream comm(task.path() / "comm"), status(task.path() / "status");
+      std::string name, line;
+      std::getline(comm, name);
+      while (std::getline(status, line))
+        if (line.rfind("Cpus_allowed_list:", 0) == 0) cpus_of[name] = line.substr(line.find_last_of(" \t") + 1);
+    }
+  }
+  for (const std::string& name : pollers) EXPECT_EQ(cpus_of[name], "0") << name << " is not (named and) pinned";
 }
 
 }  // namespace

@@ -8,7 +8,10 @@
 
 namespace ff::router::core {
 
-QueueCore::QueueCore(std::chrono::microseconds spin) : poller_(spin, *this) { qps_.reserve(1024); }
+QueueCore::QueueCore(std::chrono::microseconds spin, PollerPlacement placement)
+    : poller_(spin, *this, std::move(placement)) {
+  qps_.reserve(1024);
+}
 
 QueueCore::~QueueCore() { poller_.stop(); }
 

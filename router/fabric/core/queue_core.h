@@ -35,7 +35,7 @@ inline constexpr int kBatch = 32;  // work per queue per poller pass
 
 class QueueCore : public PollerHooks {
  public:
-  explicit QueueCore(std::chrono::microseconds spin);
+  QueueCore(std::chrono::microseconds spin, PollerPlacement placement);
   ~QueueCore() override;
   QueueCore(const QueueCore&) = delete;
   QueueCore& operator=(const QueueCore&) = delete;

@@ -142,6 +142,16 @@ class QueueFabric : public Fabric {
   uint32_t next_ah_id_ = 1;
 };
 
+// Where poller `i` of a fabric runs: named ffr-poller-i, on the CPU the
+// configuration gives it, with its memory from `numa_node` (the device's).
+inline PollerPlacement poller_placement(const FabricConfig& c, size_t i, int numa_node = -1) {
+  PollerPlacement p;
+  p.name = "ffr-poller-" + std::to_string(i);
+  if (!c.poller_cpus.empty()) p.cpu = c.poller_cpus[i % c.poller_cpus.size()];
+  p.numa_node = numa_node;
+  return p;
+}
+
 // std::system_error from making a segment or an eventfd, as an Error.
 Error out_of_memory(const std::exception& e);
 

@@ -4,7 +4,9 @@
 
 namespace ff::router::soft {
 
-Engine::Engine(std::chrono::microseconds spin) : QueueCore(spin) { start(); }
+Engine::Engine(std::chrono::microseconds spin, PollerPlacement placement) : QueueCore(spin, std::move(placement)) {
+  start();
+}
 
 Engine::~Engine() { stop(); }
 

@@ -38,7 +38,7 @@ using MessageHandler = std::function<bool(Peer& peer, std::span<const std::byte>
 
 class Engine final : public core::QueueCore {
  public:
-  explicit Engine(std::chrono::microseconds spin);
+  explicit Engine(std::chrono::microseconds spin, PollerPlacement placement = {});
   ~Engine() override;
 
   // The registries, with the soft fabric's own types.

@@ -23,14 +23,15 @@ uint32_t first_of_shard(uint32_t first, size_t i, size_t n) {
 
 }  // namespace
 
-SoftFabric::Shard::Shard(size_t i, size_t n, std::chrono::microseconds spin)
-    : engine(std::make_unique<soft::Engine>(spin)), qpn_counter(first_of_shard(0x100, i, n)),
+SoftFabric::Shard::Shard(size_t i, size_t n, const FabricConfig& config)
+    : engine(std::make_unique<soft::Engine>(std::chrono::microseconds(config.poll_spin_us),
+                                            core::poller_placement(config, i))), qpn_counter(first_of_shard(0x100, i, n)),
       srq_num_counter(first_of_shard(1, i, n)), key_counter(first_of_shard(1, i, n)) {}
 
 SoftFabric::SoftFabric(const FabricConfig& config) {
   const size_t n = std::clamp<size_t>(config.pollers, 1, kMaxPollers);
   shards_.reserve(n);
-  for (size_t i = 0; i < n; ++i) shards_.emplace_back(i, n, std::chrono::microseconds(config.poll_spin_us));
+  for (size_t i = 0; i < n; ++i) shards_.emplace_back(i, n, config);
   ibv_device_attr& a = limits_.attr.orig_attr;
   std::snprintf(a.fw_ver, sizeof a.fw_ver, "ffrouter-%s soft", kVersion);
   a.max_mr_size = uint64_t{1} << 40;

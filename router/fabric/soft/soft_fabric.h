@@ -58,7 +58,7 @@ class SoftFabric final : public core::QueueFabric {
   // congruent to i modulo n, so that they are unique on the router and each
   // engine checks only its own registries when a counter has gone round.
   struct Shard {
-    Shard(size_t i, size_t n, std::chrono::microseconds spin);
+    Shard(size_t i, size_t n, const FabricConfig& config);
     std::unique_ptr<soft::Engine> engine;
     uint32_t qpn_counter;      // QPNs 0 and 1 are special in InfiniBand
     uint32_t srq_num_counter;  // XRC SRQ numbers, never 0

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
 #include "policy/tenant.h"
 #include "shm/descriptors.h"
@@ -14,6 +15,13 @@ namespace {
 
 
 std::string errno_text(int e) { return std::strerror(e != 0 ? e : EINVAL); }
+
+// The device's NUMA node as sysfs says (-1: one node, or a device on none).
+int read_numa_node(const std::string& name) {
+  std::ifstream f("/sys/class/infiniband/" + name + "/device/numa_node");
+  int node = -1;
+  return f >> node ? node : -1;
+}
 
 // The GID to send from: a RoCE v2 GID holding an IPv4 address (what the
 // virtual port reports too), else any RoCE v2 GID, else the first valid one.
@@ -176,6 +184,7 @@ std::unique_ptr<Device> open_device(const FabricConfig& o, std::string& why) {
           " (give the netdev an IP address, or pick one with --gid-index; see `show_gids`)";
     return nullptr;
   }
+  d->numa_node = read_numa_node(d->name);
   d->channel = ibv_create_comp_channel(d->ctx);
   if (d->channel == nullptr) {
     why = d->name + ": cannot create a completion channel: " + errno_text(errno);

@@ -22,6 +22,7 @@ struct Device {
   ibv_device_attr_ex attr{};
   ibv_port_attr port_attr{};
   uint32_t max_inline = 0;  // what an RC QP accepts (probed)
+  int numa_node = -1;       // the NUMA node it is attached to (-1: none, or unknown)
   ibv_comp_channel* channel = nullptr;  // every shadow CQ reports here
   // Where UD datagrams the router must not deliver go (to a QP of another
   // tenant): a UD QP that never posts a receive, so the device drops them

@@ -31,7 +31,7 @@ ibv_ah_attr device_address(const Device& d, const ibv_ah_attr& virt);
 
 class Engine final : public core::QueueCore {
  public:
-  Engine(Device& device, std::chrono::microseconds spin);
+  Engine(Device& device, std::chrono::microseconds spin, PollerPlacement placement);
   ~Engine() override;
 
   Device& device() { return device_; }

@@ -6,7 +6,8 @@
 
 namespace ff::router::verbs {
 
-Engine::Engine(Device& device, std::chrono::microseconds spin) : QueueCore(spin), device_(device) {
+Engine::Engine(Device& device, std::chrono::microseconds spin, PollerPlacement placement)
+    : QueueCore(spin, std::move(placement)), device_(device) {
   poller().watch_other(device_.channel->fd);
   poller().watch_other(device_.ctx->async_fd);
   start();

@@ -1,5 +1,6 @@
 #include "router/fabric/verbs/verbs_fabric.h"
 
+#include <numa.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
 
@@ -38,15 +39,14 @@ bool usable_verbs_device(const FabricConfig& config, std::string& why) {
 
 VerbsFabric::VerbsFabric(const FabricConfig& config) {
   std::string why;
-  device_ = verbs::open_device(config, why);
-  if (!device_) throw FabricStartError("--fabric verbs: " + why);
-  if (config.pollers > 1)
-    throw FabricStartError("--fabric verbs runs one poller thread: pass --pollers 1 (more pollers serve the soft "
-                           "fabric only, for now)");
-  const ibv_device_attr& dev = device_->attr.orig_attr;
+  std::unique_ptr<verbs::Device> first = verbs::open_device(config, why);
+  if (!first) throw FabricStartError("--fabric verbs: " + why);
+  shards_.push_back({std::move(first), nullptr});
+  const verbs::Device& d = device();
+  const ibv_device_attr& dev = d.attr.orig_attr;
   ibv_device_attr& a = limits_.attr.orig_attr;
   a = dev;
-  std::snprintf(a.fw_ver, sizeof a.fw_ver, "ffrouter-%s on %s", kVersion, device_->name.c_str());
+  std::snprintf(a.fw_ver, sizeof a.fw_ver, "ffrouter-%s on %s", kVersion, d.name.c_str());
   a.vendor_id = config.vendor_id;
   a.vendor_part_id = config.vendor_part_id;
   a.node_guid = 0;
@@ -65,8 +65,8 @@ VerbsFabric::VerbsFabric(const FabricConfig& config) {
   uint32_t qp_depth = std::min({floor_pow2(static_cast<uint64_t>(dev.max_qp_wr)), core::kMaxQueueDepth, cq_depth});
   uint32_t srq_depth = std::min({floor_pow2(static_cast<uint64_t>(dev.max_srq_wr)), core::kMaxQueueDepth, cq_depth});
   a.max_qp_wr = static_cast<int>(
-      verbs::probe_qp_depth(*device_, qp_depth, static_cast<uint32_t>(a.max_sge), device_->max_inline));
-  a.max_srq_wr = static_cast<int>(verbs::probe_srq_depth(*device_, srq_depth, static_cast<uint32_t>(a.max_srq_sge)));
+      verbs::probe_qp_depth(*shards_.front().device, qp_depth, static_cast<uint32_t>(a.max_sge), d.max_inline));
+  a.max_srq_wr = static_cast<int>(verbs::probe_srq_depth(*shards_.front().device, srq_depth, static_cast<uint32_t>(a.max_srq_sge)));
   // The virtual device's limit (router/fabric/qp_transitions.cc checks it).
   a.max_qp_rd_atom = std::min(dev.max_qp_rd_atom, 16);
   a.max_qp_init_rd_atom = std::min(dev.max_qp_init_rd_atom, 16);
@@ -76,33 +76,60 @@ VerbsFabric::VerbsFabric(const FabricConfig& config) {
   a.max_ee = a.max_rdd = a.max_ee_rd_atom = a.max_ee_init_rd_atom = 0;
   a.max_mcast_grp = a.max_mcast_qp_attach = a.max_total_mcast_qp_attach = 0;
   a.max_raw_ipv6_qp = a.max_raw_ethy_qp = 0;
-  limits_.max_inline_data = device_->max_inline;
-  engine_ = std::make_unique<verbs::Engine>(*device_, std::chrono::microseconds(config.poll_spin_us));
+  limits_.max_inline_data = d.max_inline;
+  // Each further poller opens the device again, the same port and GID.
+  FabricConfig same = config;
+  same.device = d.name;
+  same.gid_index = d.gid_index;
+  for (size_t i = 1; i < std::clamp<size_t>(config.pollers, 1, kMaxPollers); ++i) {
+    auto more = verbs::open_device(same, why);
+    if (!more) throw FabricStartError("--fabric verbs: poller " + std::to_string(i) + ": " + why);
+    shards_.push_back({std::move(more), nullptr});
+  }
+  // Rings and the router's copies of registered memory come from the
+  // device's node (this thread makes them), and so do the pollers.
+  if (d.numa_node >= 0 && ::numa_available() >= 0) {
+    ::numa_set_preferred(d.numa_node);
+    spdlog::info("{} is on NUMA node {}: the router's memory and its pollers are placed there", d.name,
+                 d.numa_node);
+  }
+  for (size_t i = 0; i < shards_.size(); ++i)
+    shards_[i].engine = std::make_unique<verbs::Engine>(*shards_[i].device,
+                                                        std::chrono::microseconds(config.poll_spin_us),
+                                                        core::poller_placement(config, i, d.numa_node));
   char gid[64];
-  std::snprintf(gid, sizeof gid, "%02x%02x:%02x%02x:...:%02x%02x:%02x%02x", device_->gid.raw[0],
-                device_->gid.raw[1], device_->gid.raw[2], device_->gid.raw[3], device_->gid.raw[12],
-                device_->gid.raw[13], device_->gid.raw[14], device_->gid.raw[15]);
-  spdlog::info("verbs fabric on {} port 1, GID index {} ({}), MTU {}, max inline {}", device_->name,
-               device_->gid_index, gid, 128 << device_->port_attr.active_mtu, device_->max_inline);
-  const ibv_packet_pacing_caps& pp = device_->attr.packet_pacing_caps;
+  std::snprintf(gid, sizeof gid, "%02x%02x:%02x%02x:...:%02x%02x:%02x%02x", d.gid.raw[0],
+                d.gid.raw[1], d.gid.raw[2], d.gid.raw[3], d.gid.raw[12],
+                d.gid.raw[13], d.gid.raw[14], d.gid.raw[15]);
+  spdlog::info("verbs fabric on {} port 1, GID index {} ({}), MTU {}, max inline {}", d.name,
+               d.gid_index, gid, 128 << d.port_attr.active_mtu, d.max_inline);
+  const ibv_packet_pacing_caps& pp = d.attr.packet_pacing_caps;
   if (pp.qp_rate_limit_max == 0)
-    spdlog::info("{} has no packet pacing: tenants' caps are paced by the router alone", device_->name);
+    spdlog::info("{} has no packet pacing: tenants' caps are paced by the router alone", d.name);
   else
     spdlog::info("{} paces QPs at {}..{} kb/s (QP types 0x{:x}): capped tenants' QPs are paced by the device too",
-                 device_->name, pp.qp_rate_limit_min, pp.qp_rate_limit_max, pp.supported_qpts);
+                 d.name, pp.qp_rate_limit_min, pp.qp_rate_limit_max, pp.supported_qpts);
 }
 
-VerbsFabric::~VerbsFabric() { engine_.reset(); }
+VerbsFabric::~VerbsFabric() {
+  for (Shard& shard : shards_) shard.engine.reset();  // before any device goes
+}
+
+VerbsFabric::Shard& VerbsFabric::shard_of(const core::QueueCore& core) {
+  for (Shard& shard : shards_)
+    if (shard.engine.get() == &core) return shard;
+  throw std::logic_error("an engine of another fabric");
+}
 
 ibv_port_attr VerbsFabric::port_attr() const {
-  ibv_port_attr p = device_->port_attr;
+  ibv_port_attr p = device().port_attr;
   p.state = IBV_PORT_ACTIVE;
   return p;
 }
 
 Result<std::unique_ptr<FabricPd>> VerbsFabric::alloc_pd(const Owner& owner) {
-  ibv_pd* pd = ibv_alloc_pd(device_->ctx);
-  if (pd == nullptr) return device_error(device_->name + ": cannot allocate a PD");
+  ibv_pd* pd = ibv_alloc_pd(shard_for(owner.tenant).device->ctx);
+  if (pd == nullptr) return device_error(device().name + ": cannot allocate a PD");
   return std::unique_ptr<FabricPd>(std::make_unique<verbs::Pd>(owner, pd));
 }
 
@@ -125,7 +152,8 @@ Status VerbsFabric::compose(verbs::Mr& mr, std::span<const SegmentPiece> pieces,
 }
 
 Result<std::unique_ptr<FabricMr>> VerbsFabric::make_mr(const core::MrRequest& r) {
-  auto mr = std::make_unique<verbs::Mr>(*engine_);
+  verbs::Engine& engine = *shard_for(r.pd.owner.tenant).engine;
+  auto mr = std::make_unique<verbs::Mr>(engine);
   mr->pd = &r.pd;
   mr->iova = r.iova;
   mr->length = r.length;
@@ -136,10 +164,10 @@ Result<std::unique_ptr<FabricMr>> VerbsFabric::make_mr(const core::MrRequest& r)
     if (Status st = compose(*mr, r.pieces, r.addr, r.length); !st) return st.error();
   }
   mr->mr = ibv_reg_mr_iova2(static_cast<verbs::Pd&>(r.pd).pd, mr->router_at_iova, r.length, r.iova, r.access);
-  if (mr->mr == nullptr) return device_error(device_->name + " refused the registration");
+  if (mr->mr == nullptr) return device_error(device().name + " refused the registration");
   mr->lkey_value = mr->mr->lkey;
   mr->rkey_value = mr->mr->rkey;
-  engine_->run_sync([&] { engine_->link_mr(*mr); });
+  engine.run_sync([&] { engine.link_mr(*mr); });
   return std::unique_ptr<FabricMr>(std::move(mr));
 }
 
@@ -150,11 +178,13 @@ Result<std::unique_ptr<FabricQp>> VerbsFabric::make_qp(const core::QpRequest& r,
   auto qp = std::make_unique<verbs::Qp>(r.ctx, std::move(rings), pd, r.send_cq, r.recv_cq, srq, shape.init,
                                         shape.send_cap, shape.recv_cap, r.tag);
   // The shadow CQs hold every completion the QP can have outstanding.
+  Shard& shard = shard_of(r.ctx.core);
+  const verbs::Device& dev = *shard.device;
   int recv_cqe = static_cast<int>(srq != nullptr ? srq->device_depth : shape.recv_cap);
-  qp->device_send_cq = ibv_create_cq(device_->ctx, static_cast<int>(shape.send_cap), qp.get(), device_->channel, 0);
-  qp->device_recv_cq = ibv_create_cq(device_->ctx, recv_cqe, qp.get(), device_->channel, 0);
+  qp->device_send_cq = ibv_create_cq(dev.ctx, static_cast<int>(shape.send_cap), qp.get(), dev.channel, 0);
+  qp->device_recv_cq = ibv_create_cq(dev.ctx, recv_cqe, qp.get(), dev.channel, 0);
   if (qp->device_send_cq == nullptr || qp->device_recv_cq == nullptr)
-    return device_error(device_->name + ": cannot create the QP's completion queues");
+    return device_error(dev.name + ": cannot create the QP's completion queues");
   const ibv_qp_cap& cap = shape.init.cap;
   ibv_qp_init_attr ia{};
   ia.qp_context = qp.get();
@@ -165,10 +195,10 @@ Result<std::unique_ptr<FabricQp>> VerbsFabric::make_qp(const core::QpRequest& r,
                       srq != nullptr ? 0 : cap.max_recv_sge, cap.max_inline_data};
   ia.qp_type = shape.init.type;
   qp->qp = ibv_create_qp(pd.pd, &ia);
-  if (qp->qp == nullptr) return device_error(device_->name + " refused the QP");
+  if (qp->qp == nullptr) return device_error(dev.name + " refused the QP");
   qp->qpn = qp->qp->qp_num;
   qp->serial = next_qp_serial_++;
-  engine_->run_sync([&] { engine_->link_qp(*qp); });
+  shard.engine->run_sync([&] { shard.engine->link_qp(*qp); });
   return std::unique_ptr<FabricQp>(std::move(qp));
 }
 
@@ -179,9 +209,10 @@ Result<std::unique_ptr<FabricSrq>> VerbsFabric::make_srq(const core::SrqRequest&
   ia.attr.max_wr = r.capacity;
   ia.attr.max_sge = max_sge;
   ibv_srq* s = ibv_create_srq(pd.pd, &ia);
-  if (s == nullptr) return device_error(device_->name + " refused the SRQ");
+  if (s == nullptr) return device_error(device().name + " refused the SRQ");
   auto srq = std::make_unique<verbs::Srq>(r.ctx, std::move(ring), pd, s, r.capacity, max_sge, r.srq_limit, r.tag);
-  engine_->run_sync([&] { engine_->link_srq(*srq); });
+  core::QueueCore& engine = r.ctx.core;
+  engine.run_sync([&] { engine.link_srq(*srq); });
   return std::unique_ptr<FabricSrq>(std::move(srq));
 }
 
@@ -195,12 +226,13 @@ Result<std::unique_ptr<FabricAh>> VerbsFabric::make_ah(const core::AhRequest& r)
     if (auto route = cluster_->route(pd.owner, r.virtual_ip)) router = *route;
   ibv_ah* ah = nullptr;
   if (router.empty()) {
-    ibv_ah_attr dev = verbs::device_address(*device_, r.attr);
+    ibv_ah_attr dev = verbs::device_address(device(), r.attr);
     ah = ibv_create_ah(pd.pd, &dev);
-    if (ah == nullptr) return device_error(device_->name + " refused the address handle");
+    if (ah == nullptr) return device_error(device().name + " refused the address handle");
   }
-  auto out = std::make_unique<verbs::Ah>(*engine_, pd, r.attr, r.virtual_ip, r.id, ah, router);
-  engine_->run_sync([&] { engine_->link_ah(*out); });
+  verbs::Engine& engine = *shard_for(pd.owner.tenant).engine;
+  auto out = std::make_unique<verbs::Ah>(engine, pd, r.attr, r.virtual_ip, r.id, ah, router);
+  engine.run_sync([&] { engine.link_ah(*out); });
   return std::unique_ptr<FabricAh>(std::move(out));
 }
 
@@ -220,11 +252,12 @@ void VerbsFabric::modify_qp_via_peer(FabricQp& fqp, const ibv_qp_attr& attr, int
   uint32_t vip = policy::ipv4_of_gid(attr.ah_attr.grh.dgid.raw).value_or(0);
   uint32_t qpn = q.qpn;
   uint64_t serial = q.serial;
+  verbs::Engine* engine = &engine_of(q);
   cluster_->ask(router, owner, vip, attr.dest_qp_num, q.init.type, asker_for(qpn, owner),
-                [this, qpn, serial, attr, mask, router, done = std::move(done)](verbs::FarQp far) {
+                [this, engine, qpn, serial, attr, mask, router, done = std::move(done)](verbs::FarQp far) {
                   verbs::Qp* now = nullptr;
-                  engine_->run_sync([&] {
-                    verbs::Qp* found = engine_->find_qp(qpn);
+                  engine->run_sync([&] {
+                    verbs::Qp* found = engine->find_qp(qpn);
                     if (found != nullptr && found->serial == serial) now = found;
                   });
                   if (now == nullptr) return;  // destroyed meanwhile: nobody waits
@@ -237,7 +270,7 @@ verbs::Asker VerbsFabric::asker_for(uint32_t qpn, const Owner& owner) const {
   verbs::Asker a;
   a.qpn = qpn;
   a.vip = owner.virtual_ip;
-  a.gid = device_->gid;
+  a.gid = device().gid;
   return a;
 }
 
@@ -245,25 +278,26 @@ void VerbsFabric::ask_far(const FarQuestion& f) {
   auto settle = [this, f](verbs::FarQp far) {
     // The app's AH gets its device AH toward that host (the AH lives as
     // long as this control thread does not destroy it).
+    verbs::Engine& engine = *shard_for(f.owner.tenant).engine;
     verbs::Ah* ah = nullptr;
-    engine_->run_sync([&] { ah = engine_->find_ah(f.ah_id); });
+    engine.run_sync([&] { ah = engine.find_ah(f.ah_id); });
     ibv_ah* made = nullptr;
     if (far && ah != nullptr && ah->ah == nullptr) {
-      ibv_ah_attr dev = verbs::device_address(*device_, ah->attr);
+      ibv_ah_attr dev = verbs::device_address(device(), ah->attr);
       dev.grh.dgid = far->gid;
       made = ibv_create_ah(static_cast<const verbs::Pd&>(ah->pd).pd, &dev);
       if (made == nullptr) {
-        spdlog::warn("{} refused an address handle toward router {}: {}", device_->name, f.router,
+        spdlog::warn("{} refused an address handle toward router {}: {}", device().name, f.router,
                      errno_text(errno));
         far.reset();
       }
     }
-    engine_->run_sync([&] {
-      if (made != nullptr && engine_->find_ah(f.ah_id) == ah && ah->ah == nullptr) ah->ah = std::exchange(made, nullptr);
-      verbs::Qp* q = engine_->find_qp(f.qpn);
+    engine.run_sync([&] {
+      if (made != nullptr && engine.find_ah(f.ah_id) == ah && ah->ah == nullptr) ah->ah = std::exchange(made, nullptr);
+      verbs::Qp* q = engine.find_qp(f.qpn);
       if (q == nullptr || q->serial != f.serial) return;
       if (far) q->known_to.insert(f.router);
-      engine_->settle_far(*q, f.vip, f.remote_qpn, f.router, far.has_value());
+      engine.settle_far(*q, f.vip, f.remote_qpn, f.router, far.has_value());
     });
     if (made != nullptr) ibv_destroy_ah(made);
   };
@@ -277,23 +311,26 @@ void VerbsFabric::ask_far(const FarQuestion& f) {
 Result<std::unique_ptr<FabricCluster>> VerbsFabric::join_cluster_over(std::unique_ptr<FabricCluster> links,
                                                                       boost::asio::io_context& io,
                                                                       Directory& directory) {
-  if (device_->port_attr.link_layer == IBV_LINK_LAYER_INFINIBAND)
-    return Error{EOPNOTSUPP, device_->name + " is an InfiniBand device: across hosts the verbs fabric needs RoCE "
+  if (device().port_attr.link_layer == IBV_LINK_LAYER_INFINIBAND)
+    return Error{EOPNOTSUPP, device().name + " is an InfiniBand device: across hosts the verbs fabric needs RoCE "
                                              "devices (InfiniBand routes by LID, which routers do not exchange); "
                                              "run without --directory, or use a RoCE port"};
   auto cluster = std::make_unique<verbs::VerbsCluster>(std::move(links), io, directory, *this);
   cluster_ = cluster.get();
   io_ = &io;
-  engine_->on_qp_destroyed([this](uint32_t qpn, const std::set<std::string>& routers) {
-    if (cluster_ != nullptr) cluster_->tell_qp_gone(routers, qpn);
-  });
-  engine_->run_sync([this] {
-    // On the poller: the question goes to the control thread.
-    engine_->on_far_question([this](const verbs::Qp& q, const verbs::Ah& ah, uint32_t remote_qpn) {
-      FarQuestion f{q.qpn, q.serial, q.pd.owner, ah.virtual_ip, remote_qpn, ah.ident, ah.far_router};
-      boost::asio::post(*io_, [this, f] { ask_far(f); });
+  for (Shard& shard : shards_) {
+    verbs::Engine& engine = *shard.engine;
+    engine.on_qp_destroyed([this](uint32_t qpn, const std::set<std::string>& routers) {
+      if (cluster_ != nullptr) cluster_->tell_qp_gone(routers, qpn);
     });
-  });
+    engine.run_sync([this, &engine] {
+      // On the poller: the question goes to the control thread.
+      engine.on_far_question([this](const verbs::Qp& q, const verbs::Ah& ah, uint32_t remote_qpn) {
+        FarQuestion f{q.qpn, q.serial, q.pd.owner, ah.virtual_ip, remote_qpn, ah.ident, ah.far_router};
+        boost::asio::post(*io_, [this, f] { ask_far(f); });
+      });
+    });
+  }
   return std::unique_ptr<FabricCluster>(std::move(cluster));
 }
 
@@ -305,30 +342,33 @@ void VerbsFabric::left_cluster() {
 verbs::FarQp VerbsFabric::describe_qp(const std::string& router, const std::string& tenant, uint32_t vip,
                                       uint32_t qpn, ibv_qp_type type, const verbs::Asker& asker) {
   verbs::FarQp far;
-  engine_->run_sync([&] {
-    verbs::Qp* q = engine_->find_qp(qpn);
+  verbs::Engine& engine = *shard_for(tenant).engine;
+  engine.run_sync([&] {
+    verbs::Qp* q = engine.find_qp(qpn);
     if (q == nullptr || q->pd.owner.tenant != tenant || q->pd.owner.virtual_ip != vip || q->init.type != type) return;
     // A UD QP takes datagrams from the asking QP from now on (with its
     // virtual address in their GRH); one that takes from too many says no.
-    if (type == IBV_QPT_UD && !engine_->accept_far_sender(*q, asker.gid, asker.qpn, asker.vip, router)) return;
+    if (type == IBV_QPT_UD && !engine.accept_far_sender(*q, asker.gid, asker.qpn, asker.vip, router)) return;
     q->known_to.insert(router);
-    far = verbs::RemoteQp{device_->gid, qpn};
+    far = verbs::RemoteQp{device().gid, qpn};
   });
   return far;
 }
 
 ibv_gid VerbsFabric::sender_address(FabricQp& receiver, uint32_t src_qp, const ibv_gid& seen) {
   ibv_gid gid = seen;
-  engine_->run_sync([&] { gid = engine_->sender_address(static_cast<verbs::Qp&>(receiver), src_qp, seen); });
+  auto& q = static_cast<verbs::Qp&>(receiver);
+  verbs::Engine& engine = engine_of(q);
+  engine.run_sync([&] { gid = engine.sender_address(q, src_qp, seen); });
   return gid;
 }
 
 void VerbsFabric::far_qp_gone(const std::string& router, uint32_t qpn) {
-  engine_->run_sync([&] { engine_->far_qp_gone(router, qpn); });
+  for (Shard& shard : shards_) shard.engine->run_sync([&] { shard.engine->far_qp_gone(router, qpn); });
 }
 
 void VerbsFabric::router_lost(const std::string& router) {
-  engine_->run_sync([&] { engine_->fail_qps_toward(router); });
+  for (Shard& shard : shards_) shard.engine->run_sync([&] { shard.engine->fail_qps_toward(router); });
 }
 
 Status VerbsFabric::modify(verbs::Qp& q, const ibv_qp_attr& attr, int mask, const verbs::FarQp* far,
@@ -336,10 +376,11 @@ Status VerbsFabric::modify(verbs::Qp& q, const ibv_qp_attr& attr, int mask, cons
   verbs::DeviceModify change;
   change.far_router = far_router;
   Status st;
-  engine_->run_sync([&] { st = engine_->begin_modify(q, attr, mask, change, far); });
+  verbs::Engine& engine = engine_of(q);
+  engine.run_sync([&] { st = engine.begin_modify(q, attr, mask, change, far); });
   if (!st) return st;
-  Status device = engine_->modify_device(q, change, mask);  // here, not on the poller
-  engine_->run_sync([&] { st = engine_->end_modify(q, attr, mask, change, device); });
+  Status device = engine.modify_device(q, change, mask);  // here, not on the poller
+  engine.run_sync([&] { st = engine.end_modify(q, attr, mask, change, device); });
   if (st && (mask & IBV_QP_STATE) != 0 && attr.qp_state == IBV_QPS_RTS) pace(q);
   return st;
 }
@@ -348,8 +389,9 @@ void VerbsFabric::configure_tenant(const std::string& tenant, const policy::QosS
   QueueFabric::configure_tenant(tenant, spec);
   tenant_max_gbps_[tenant] = spec.max_gbps;
   std::vector<verbs::Qp*> running;
-  engine_->run_sync([&] {
-    for (core::Qp* c : engine_->qps())
+  verbs::Engine& engine = *shard_for(tenant).engine;
+  engine.run_sync([&] {
+    for (core::Qp* c : engine.qps())
       if (c->pd.owner.tenant == tenant && c->state == IBV_QPS_RTS) running.push_back(static_cast<verbs::Qp*>(c));
   });
   // QPs are created and destroyed on this thread only: these are alive.
@@ -358,7 +400,7 @@ void VerbsFabric::configure_tenant(const std::string& tenant, const policy::QosS
 
 void VerbsFabric::pace(verbs::Qp& q) {
   auto it = tenant_max_gbps_.find(q.pd.owner.tenant);
-  std::optional<uint32_t> kbps = verbs::device_pacing_kbps(device_->attr.packet_pacing_caps, q.init.type,
+  std::optional<uint32_t> kbps = verbs::device_pacing_kbps(device().attr.packet_pacing_caps, q.init.type,
                                                            it == tenant_max_gbps_.end() ? 0.0 : it->second);
   if (!kbps || *kbps == q.device_pacing_kbps) return;
   ibv_qp_rate_limit_attr limit{};
@@ -370,7 +412,7 @@ void VerbsFabric::pace(verbs::Qp& q) {
   }
   // The software caps hold without it.
   spdlog::warn("{} refused to pace QP {} of tenant {} at {} kb/s ({}); its cap is kept in software only",
-               device_->name, q.qpn, q.pd.owner.tenant, *kbps, std::strerror(rc > 0 ? rc : errno));
+               device().name, q.qpn, q.pd.owner.tenant, *kbps, std::strerror(rc > 0 ? rc : errno));
 }
 
 }  // namespace ff::router

@@ -8,6 +8,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "router/fabric/core/queue_fabric.h"
 #include "router/fabric/verbs/cluster.h"
@@ -22,7 +23,7 @@ class VerbsFabric final : public core::QueueFabric, public verbs::ClusterMember 
   explicit VerbsFabric(const FabricConfig& config);
   ~VerbsFabric() override;
   std::string_view name() const override { return "verbs"; }
-  const std::string& device_name() const { return device_->name; }
+  const std::string& device_name() const { return device().name; }
   ibv_port_attr port_attr() const override;
   Result<std::unique_ptr<FabricPd>> alloc_pd(const Owner& owner) override;
   Status modify_qp(FabricQp& qp, const ibv_qp_attr& attr, int mask) override;
@@ -40,8 +41,8 @@ class VerbsFabric final : public core::QueueFabric, public verbs::ClusterMember 
                                                            Directory& directory) override;
 
  protected:
-  size_t core_count() const override { return 1; }
-  core::QueueCore& core_at(size_t) override { return *engine_; }
+  size_t core_count() const override { return shards_.size(); }
+  core::QueueCore& core_at(size_t i) override { return *shards_[i].engine; }
   Result<std::unique_ptr<FabricMr>> make_mr(const core::MrRequest& r) override;
   Result<std::unique_ptr<FabricQp>> make_qp(const core::QpRequest& r, shm::Mapping rings) override;
   Result<std::unique_ptr<FabricSrq>> make_srq(const core::SrqRequest& r, shm::Mapping ring) override;
@@ -76,8 +77,20 @@ class VerbsFabric final : public core::QueueFabric, public verbs::ClusterMember 
   void pace(verbs::Qp& q);
   verbs::Asker asker_for(uint32_t qpn, const Owner& owner) const;
 
-  std::unique_ptr<verbs::Device> device_;
-  std::unique_ptr<verbs::Engine> engine_;
+  // One poller's context on the device (its own PDs, CQs, QPs, completion
+  // channel and async events: a poller never touches another's) and its
+  // engine.
+  struct Shard {
+    std::unique_ptr<verbs::Device> device;
+    std::unique_ptr<verbs::Engine> engine;
+  };
+  // Poller 0's context: what every context shares (name, GID, attributes).
+  const verbs::Device& device() const { return *shards_.front().device; }
+  Shard& shard_for(std::string_view tenant) { return shards_[poller_of(tenant, shards_.size())]; }
+  Shard& shard_of(const core::QueueCore& core);
+  static verbs::Engine& engine_of(const verbs::Qp& q) { return static_cast<verbs::Engine&>(q.ctx.core); }
+
+  std::vector<Shard> shards_;
   verbs::VerbsCluster* cluster_ = nullptr;  // joined: owned by the daemon
   boost::asio::io_context* io_ = nullptr;   // the control thread's, once joined
   uint64_t next_qp_serial_ = 1;
