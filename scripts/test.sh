@@ -7,7 +7,8 @@
 # target for 20 s; then, in one qemu boot of Debian's kernel with SoftRoCE,
 # the verbs fabric on a real kernel RDMA device; last, that no test left a
 # namespace, process or temporary file behind (scripts/check-leftovers.sh).
-# The Release run starts every router with two pollers (FFR_POLLERS=2).
+# The Release run and the one-guest run start every router with two pollers
+# (FFR_POLLERS=2); the sanitized run and the two guests, with one.
 # Needs root (the end-to-end tests create namespaces). How to run one tier or
 # one test: tests/README.md.
 set -euo pipefail
@@ -65,7 +66,8 @@ FFR_POLLERS=2 ctest --test-dir build -j "$jobs" --output-on-failure
 echo "== tests: a real kernel RDMA device (rxe0, Debian's kernel under qemu): the verbs fabric"
 # One boot: programs through the router on the verbs fabric, the conformance
 # suite three ways, tenant isolation on the device (tests/hw/guest/).
-tests/hw/vm.sh --timeout 1800 -- tests/hw/guest/run_all.sh
+# (With two pollers: each its own context on rxe0, the tenants on both.)
+tests/hw/vm.sh --timeout 1800 -e FFR_POLLERS=2 -- tests/hw/guest/run_all.sh
 echo "== tests: two hosts, each a guest with its own rxe0, on one Ethernet segment"
 tests/hw/vm.sh --timeout 1200 --hosts 2 -- tests/hw/hosts/run_all.sh
 echo "== no test left a namespace, process or temporary file behind"

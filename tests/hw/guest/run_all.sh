@@ -2,6 +2,7 @@
 # In the guest: every tests/hw/guest/test_*.sh and the tenant isolation test
 # on the verbs fabric, in one boot. Exit 0 when all pass.
 here=$(cd "$(dirname "$0")" && pwd)
+echo "=== routers run ${FFR_POLLERS:-1} poller(s) (FFR_POLLERS)"
 failed=()
 run() {
   echo "=== $*"
