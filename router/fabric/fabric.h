@@ -286,6 +286,8 @@ class Fabric {
  public:
   virtual ~Fabric() = default;
   virtual std::string_view name() const = 0;
+  // Poller threads (--pollers); tenant t is served by poller_of(t, pollers()).
+  virtual size_t pollers() const = 0;
   // What the virtual device reports (limits, capabilities, ids).
   virtual const FabricDeviceLimits& device_limits() const = 0;
   // The link under the single virtual port (port 1): state, MTU, speed;

@@ -177,6 +177,7 @@ json status_json(const StatusReply& s) {
     json clients = json::array();
     for (const auto* c : *t->clients()) clients.push_back(client_json(*c));
     tenants.push_back({{"name", str(t->name())},
+                       {"poller", t->poller()},
                        {"socket", str(t->socket_path())},
                        {"shm_bytes", t->shm_bytes()},
                        {"shm_limit", t->shm_limit()},
@@ -200,8 +201,9 @@ int print_status(const StatusReply& s) {
   std::printf("router: %s  fabric: %s\n", s.router_version()->c_str(), s.fabric()->c_str());
   size_t total_clients = 0, total_objects = 0;
   for (const auto* t : *s.tenants()) {
-    std::printf("tenant %s  socket %s  clients %u  shm_mib=%llu/%llu  handles=%llu/%llu  limit_refusals=%llu\n",
-                t->name()->c_str(), t->socket_path()->c_str(), t->clients()->size(),
+    std::printf("tenant %s  poller %u  socket %s  clients %u  shm_mib=%llu/%llu  handles=%llu/%llu  "
+                "limit_refusals=%llu\n",
+                t->name()->c_str(), t->poller(), t->socket_path()->c_str(), t->clients()->size(),
                 static_cast<unsigned long long>(t->shm_bytes() >> 20),
                 static_cast<unsigned long long>(t->shm_limit() >> 20),
                 static_cast<unsigned long long>(t->handles()),

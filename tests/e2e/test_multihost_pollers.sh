@@ -27,6 +27,11 @@ for p in 0 1; do
   grep -q "peer beta: outbound connection of poller $p up" "$FF_WORK/router-alpha.log" ||
     { cat "$FF_WORK/router-alpha.log"; fail "alpha has no outbound link of poller $p to beta"; }
 done
+for h in alpha beta; do
+  mh_ctl "$h" status | grep -q "^tenant red  poller 0 " && mh_ctl "$h" status | grep -q "^tenant blue  poller 1 " &&
+    [ "$(mh_ctl "$h" -j status | jq '[.tenants[] | {(.name): .poller}] | add | .red + 10 * .blue')" = 10 ] ||
+    { mh_ctl "$h" status; fail "router $h does not show red on poller 0 and blue on poller 1"; }
+done
 pass "two routers of two pollers each: a pair of links per poller"
 
 # pair_bg NAME TENANT SRV CLI SRV_IP PORT cmd...: server in SRV (alpha's),

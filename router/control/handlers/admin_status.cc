@@ -69,7 +69,8 @@ Status handle_admin_status(Session& s, const proto::Request& req, std::vector<Un
     tenants.push_back(proto::CreateTenantStatus(
         fbb, fbb.CreateString(t.name), fbb.CreateString(r.tenant_socket_path(t)), fbb.CreateVector(clients),
         q.used(), q.limit(), q.refusals() + h.refusals(), h.used(), h.limit(), traffic(fbb, counted),
-        qos_to_wire(fbb, t.qos), counted.throttled_ns, r.control_delayed_ns(t)));
+        qos_to_wire(fbb, t.qos), counted.throttled_ns, r.control_delayed_ns(t),
+        static_cast<uint32_t>(poller_of(t.name, r.fabric().pollers()))));
   }
   FabricCounters fc = r.fabric().counters();
   std::vector<flatbuffers::Offset<proto::Counter>> counters;

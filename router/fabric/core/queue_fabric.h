@@ -80,6 +80,7 @@ struct AhRequest {
 class QueueFabric : public Fabric {
  public:
   const FabricDeviceLimits& device_limits() const override { return limits_; }
+  size_t pollers() const override { return core_count(); }
   FabricCounters counters() const override;
   std::map<std::string, TrafficCounters> tenant_traffic() const override;
   void configure_tenant(const std::string& tenant, const policy::QosSpec& spec) override {

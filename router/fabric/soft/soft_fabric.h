@@ -42,7 +42,6 @@ class SoftFabric final : public core::QueueFabric {
   // Poller `i`'s engine, and the one serving `tenant`.
   soft::Engine& engine(size_t i = 0) { return *shards_[i].engine; }
   soft::Engine& engine_for(std::string_view tenant) { return static_cast<soft::Engine&>(core_for(tenant)); }
-  size_t pollers() const { return shards_.size(); }
 
  protected:
   size_t core_count() const override { return shards_.size(); }
