@@ -31,8 +31,10 @@ bash "$here/containers/build-images.sh" --if-stale "$FF_BUILD" "$TAG" || fail "t
 # The router, from its image.
 config=$(ff_tenants_config blue red)
 mkdir -p "$FF_RUN"
+# (FFR_POLLERS, when the suite sets it, reaches the router in its container too.)
 podman run -d --name "ffe2e-router-$$" --label "$LABEL" --privileged --pid=host --network host \
-  -v "$FF_RUN:$FF_RUN" -v "$config:$config:ro" "localhost/ffrouter:$TAG" --run-dir "$FF_RUN" --config "$config" \
+  ${FFR_POLLERS:+-e FFR_POLLERS="$FFR_POLLERS"} -v "$FF_RUN:$FF_RUN" -v "$config:$config:ro" \
+  "localhost/ffrouter:$TAG" --run-dir "$FF_RUN" --config "$config" \
   >/dev/null || fail "the router container did not start"
 "$FFCTL" --run-dir "$FF_RUN" --wait 20 status >/dev/null || { podman logs "ffe2e-router-$$"; fail "router in a container"; }
 pass "the router runs from localhost/ffrouter:$TAG (privileged, host pid and network namespaces)"
