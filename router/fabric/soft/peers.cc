@@ -21,9 +21,10 @@ using boost::system::error_code;
 
 constexpr auto kHandshakeTimeout = std::chrono::milliseconds(3000);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
-// Connections being set up at once: more (a flood) are closed at once, so
-// strangers cannot make the router hold memory or descriptors for them.
-constexpr size_t kMaxHandshakes = 64;
+// Connections being set up at once, per poller (a router opens one per
+// poller to each peer): more (a flood) are closed at once, so strangers
+// cannot make the router hold memory or descriptors for them.
+constexpr size_t kMaxHandshakesPerPoller = 64;
 // Refusals logged one by one; after that every 1000th.
 constexpr uint64_t kRefusalsLogged = 100;
 // Control messages held for one router while its link comes up, and
@@ -295,11 +296,12 @@ void Peers::accept_next() {
   acceptor_.async_accept([this](error_code ec, Socket socket) {
     if (ec == asio::error::operation_aborted || stopping_) return;
     std::erase_if(handshakes_, [](const auto& weak) { return weak.expired(); });
-    if (!ec && handshakes_.size() < kMaxHandshakes) {
+    const size_t most = kMaxHandshakesPerPoller * fabric_.pollers();
+    if (!ec && handshakes_.size() < most) {
       serve(handshake(std::move(socket)));
     } else if (!ec) {
       auto h = Handshake::start(std::move(socket), nullptr, kHandshakeTimeout);
-      refuse(*h, "", std::to_string(kMaxHandshakes) + " connections are being set up already");
+      refuse(*h, "", std::to_string(most) + " connections are being set up already");
     }
     accept_next();
   });
