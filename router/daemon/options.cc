@@ -11,7 +11,10 @@
 #include <sched.h>
 #include <unistd.h>
 
-#include <sstream>
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
 #include <vector>
 
 #include "router/common/version.h"
@@ -126,27 +129,35 @@ void check_log_level(const std::string& level) {
 std::vector<int> parse_cpu_list(const std::string& text) {
   std::vector<int> cpus;
   if (text.empty()) return cpus;
+  auto bad = [&](const std::string& why) { return CLI::ValidationError("--poller-cpus", "'" + text + "': " + why); };
   cpu_set_t allowed;
   CPU_ZERO(&allowed);
-  ::sched_getaffinity(0, sizeof allowed, &allowed);
-  auto bad = [&](const std::string& why) { return CLI::ValidationError("--poller-cpus", "'" + text + "': " + why); };
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    int first = -1, last = -1;
-    char dash = 0, extra = 0;
-    int got = std::sscanf(item.c_str(), "%d%c%d%c", &first, &dash, &last, &extra);
-    if (got == 1) last = first;
-    if (!((got == 1 || (got == 3 && dash == '-')) && first >= 0 && first <= last && last < CPU_SETSIZE) ||
-        std::isdigit(static_cast<unsigned char>(item.front())) == 0)
+  if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0)
+    throw bad(std::string("cannot read this process's CPUs: ") + std::strerror(errno));
+  // One number, all of [from, to): no sign, no overflow, nothing left over.
+  auto number = [&](const char* from, const char* to) {
+    int v = -1;
+    auto [end, ec] = std::from_chars(from, to, v);
+    if (from == to || ec != std::errc() || end != to || v < 0 || v >= CPU_SETSIZE)
       throw bad("expected CPU numbers and ranges, e.g. 2,3 or 2-5");
+    return v;
+  };
+  size_t at = 0;
+  while (at <= text.size()) {
+    size_t comma = std::min(text.find(',', at), text.size());
+    const char* item = text.data() + at;
+    const char* item_end = text.data() + comma;
+    const char* dash = std::find(item, item_end, '-');
+    int first = number(item, dash);
+    int last = dash == item_end ? first : number(dash + 1, item_end);
+    if (last < first) throw bad("expected CPU numbers and ranges, e.g. 2,3 or 2-5");
     for (int cpu = first; cpu <= last; ++cpu) {
       if (!CPU_ISSET(static_cast<size_t>(cpu), &allowed))
         throw bad("CPU " + std::to_string(cpu) + " is not one this router may run on (see `taskset -p` and `nproc`)");
       cpus.push_back(cpu);
     }
+    at = comma + 1;
   }
-  if (cpus.empty()) throw bad("expected CPU numbers and ranges, e.g. 2,3 or 2-5");
   return cpus;
 }
 

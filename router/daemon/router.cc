@@ -300,6 +300,8 @@ void Router::join_cluster() {
     // messages travel on the soft fabric's links, which carry nothing else.
     FabricConfig links_only = fabric_config(options_);
     links_only.pollers = 1;  // control messages only: no tenant's traffic
+    links_only.poller_cpus.clear();
+    links_only.poller_name = "ffr-links";
     message_links_ = std::make_unique<SoftFabric>(links_only);
     auto links = message_links_->join_cluster(io_, *directory_, listen, link_security(options_));
     if (!links) throw FabricStartError(links.error().message);

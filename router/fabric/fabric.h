@@ -62,6 +62,7 @@ struct FabricConfig {
   uint32_t poll_spin_us = 100;       // the poller spins this long without work before it sleeps
   uint32_t pollers = 1;              // poller threads, each serving its share of the tenants
   std::vector<int> poller_cpus;      // poller i runs on poller_cpus[i % size] (empty: not pinned)
+  std::string poller_name = "ffr-poller";  // poller i's thread: poller_name-i
   uint32_t vendor_id = 0x1af4;       // what the virtual device reports
   uint32_t vendor_part_id = 0xff01;
   std::string device;                // verbs: the RDMA device (empty: the first with an active port)

@@ -47,24 +47,22 @@ impostor() {
   echo "  impostor $what: $out"
 }
 
-# flood: 64 per poller + 6 connections from gamma that say nothing, held
-# 2 s: alpha sets up 64 per poller at once and refuses the rest at once;
-# then (they gone, or past their 3 s deadline) a connection with the right
-# credentials gets through.
+# flood: 100 connections from gamma that say nothing, held 2 s: alpha sets
+# up at most 64 plus one per poller for each router of its directory at once
+# and refuses the rest at once; then (they gone, or past their 3 s deadline)
+# a connection with the right credentials gets through.
 flood() {
-  local most=$((64 * ${FFR_POLLERS:-1}))
-  local many=$((most + 6))
-  ip netns exec "ffh-gamma-$$" bash -c "for i in \$(seq $many); do exec {fd}<>/dev/tcp/10.99.0.1/$FF_PORT; done; sleep 2" &
+  local refused="[0-9]+ connections are being set up already"
+  ip netns exec "ffh-gamma-$$" bash -c "for i in \$(seq 100); do exec {fd}<>/dev/tcp/10.99.0.1/$FF_PORT; done; sleep 2" &
   local holder=$!
   for _ in $(seq 100); do
-    grep -q "$most connections are being set up already" "$FF_WORK/router-alpha.log" && break
+    grep -Eq "$refused" "$FF_WORK/router-alpha.log" && break
     sleep 0.05
   done
-  grep -q "$most connections are being set up already" "$FF_WORK/router-alpha.log" ||
-    fail "$FF_LINK_SECURITY: $many silent connections, and none refused"
+  grep -Eq "$refused" "$FF_WORK/router-alpha.log" || fail "$FF_LINK_SECURITY: 100 silent connections, and none refused"
   wait "$holder"
-  pass "$FF_LINK_SECURITY: a flood of silent connections: $(grep -c "$most connections are being set up" \
-    "$FF_WORK/router-alpha.log") refused at once, $most held until they closed"
+  pass "$FF_LINK_SECURITY: a flood of silent connections: $(grep -Ec "$refused" "$FF_WORK/router-alpha.log") refused \
+at once, $(grep -Eo "$refused" "$FF_WORK/router-alpha.log" | head -1 | cut -d' ' -f1) held until they closed"
 }
 
 stop_routers() {

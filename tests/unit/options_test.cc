@@ -51,6 +51,9 @@ TEST(Options, UsageErrorsExitTwoAndSayWhatToFix) {
   EXPECT_EXIT(parse({"--poller-cpus", "1-0"}), ::testing::ExitedWithCode(2), "--poller-cpus: '1-0': expected CPU");
   EXPECT_EXIT(parse({"--poller-cpus", "0,x"}), ::testing::ExitedWithCode(2), "expected CPU numbers and ranges");
   EXPECT_EXIT(parse({"--poller-cpus", "1023"}), ::testing::ExitedWithCode(2), "CPU 1023 is not one this router");
+  EXPECT_EXIT(parse({"--poller-cpus", "4294967296"}), ::testing::ExitedWithCode(2), "expected CPU numbers");
+  EXPECT_EXIT(parse({"--poller-cpus", "0,"}), ::testing::ExitedWithCode(2), "expected CPU numbers");
+  EXPECT_EXIT(parse({"--poller-cpus", "-1"}), ::testing::ExitedWithCode(2), "expected CPU numbers");
   EXPECT_EQ(parse({"--poller-cpus", "0,0-0"}).poller_cpu_list, (std::vector<int>{0, 0}));
   EXPECT_EXIT(parse({"--version"}), ::testing::ExitedWithCode(0), "");
 }

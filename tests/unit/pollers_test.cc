@@ -29,7 +29,7 @@ TEST_F(TwoPollersTest, EachTenantIsServedByThePollerItsNameHashesTo) {
   EXPECT_EQ(poller_of("anything", 1), 0u);
 }
 
-TEST_F(TwoPollersTest, NumbersAreUniqueOnTheRouterAndTellTheirPoller) {
+TEST_F(TwoPollersTest, NumbersAreUniqueOnTheRouterAndQpNumbersTellTheirPoller) {
   std::set<uint32_t> qpns, keys;
   for (Client* c : {&blue, &red}) {
     const size_t poller = poller_of(static_cast<const core::Pd&>(*c->pd).owner.tenant, 2);
@@ -38,11 +38,33 @@ TEST_F(TwoPollersTest, NumbersAreUniqueOnTheRouterAndTellTheirPoller) {
       EXPECT_EQ(q.qpn % 2, poller) << "QP numbers of poller i of n are i modulo n";
       EXPECT_TRUE(qpns.insert(q.qpn).second) << "QP number " << q.qpn << " given twice";
     }
-    for (const FabricMr* mr : {c->mr.get(), c->read_only.get()}) {
-      EXPECT_EQ((mr->lkey() >> 8) % 2, poller) << "key indices of poller i of n are i modulo n";
-      EXPECT_TRUE(keys.insert(mr->lkey() >> 8).second);
-    }
+    for (const FabricMr* mr : {c->mr.get(), c->read_only.get()})
+      EXPECT_TRUE(keys.insert(mr->lkey() >> 8).second) << "key indices are the router's, one space for all pollers";
   }
+}
+
+// A QP number another poller serves is another tenant's: connecting to it
+// is refused as it is on one poller, whichever pollers the names hash to.
+TEST_F(TwoPollersTest, ADestinationOnAnotherPollerIsRefusedAsAnotherTenants) {
+  Qp& b = blue.make_qp(IBV_QPT_RC);
+  Qp& r = red.make_qp(IBV_QPT_RC);
+  ibv_qp_attr a{};
+  a.qp_state = IBV_QPS_INIT;
+  a.port_num = 1;
+  ASSERT_TRUE(fabric.modify_qp(b, a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS));
+  a = {};
+  a.qp_state = IBV_QPS_RTR;
+  a.path_mtu = IBV_MTU_4096;
+  a.dest_qp_num = r.qpn;
+  a.ah_attr.port_num = 1;
+  a.ah_attr.is_global = 1;
+  a.ah_attr.grh.dgid = gid_of(kRedIp);
+  Status st = fabric.modify_qp(b, a,
+                               IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                                   IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, EINVAL);
+  EXPECT_EQ(st.error().message, "dest_qp_num belongs to another tenant");
 }
 
 // Both pollers move their tenant's SENDs at once, and what ffctl shows adds

@@ -237,6 +237,18 @@ Result<std::unique_ptr<FabricAh>> QueueFabric::create_ah(FabricPd& pd, const ibv
   return make_ah(AhRequest{static_cast<Pd&>(pd), attr, *ip, next_ah_id_++});
 }
 
+Status QueueFabric::check_destination_elsewhere(const Qp& qp, const ibv_qp_attr& attr, int mask) {
+  if ((mask & IBV_QP_DEST_QPN) == 0) return {};
+  for (size_t i = 0; i < core_count(); ++i) {
+    QueueCore& other = core_at(i);
+    if (&other == &qp.ctx.core) continue;
+    bool served = false;
+    other.run_sync([&] { served = other.find_qp(attr.dest_qp_num) != nullptr; });
+    if (served) return Error{EINVAL, "dest_qp_num belongs to another tenant"};
+  }
+  return {};
+}
+
 ibv_qp_attr QueueFabric::query_qp(FabricQp& fqp) {
   auto& qp = static_cast<Qp&>(fqp);
   ibv_qp_attr attr{};

@@ -134,6 +134,11 @@ class QueueFabric : public Fabric {
 
   FabricDeviceLimits limits_;
 
+  // ibv_modify_qp's destination rule across pollers (control thread): a
+  // destination QP number another poller serves belongs to another tenant
+  // (EINVAL, as QueueCore::check_modify says of one on the QP's poller).
+  Status check_destination_elsewhere(const Qp& qp, const ibv_qp_attr& attr, int mask);
+
  private:
   Status resize_srq(Srq& srq, uint32_t capacity, const std::function<bool(int segment_fd)>& admit);
   // The checked shape of a QP of `init` (EINVAL, EOPNOTSUPP as verbs says).
@@ -147,7 +152,7 @@ class QueueFabric : public Fabric {
 // configuration gives it, with its memory from `numa_node` (the device's).
 inline PollerPlacement poller_placement(const FabricConfig& c, size_t i, int numa_node = -1) {
   PollerPlacement p;
-  p.name = "ffr-poller-" + std::to_string(i);
+  p.name = c.poller_name + "-" + std::to_string(i);
   if (!c.poller_cpus.empty()) p.cpu = c.poller_cpus[i % c.poller_cpus.size()];
   p.numa_node = numa_node;
   return p;

@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
@@ -21,10 +23,12 @@ using boost::system::error_code;
 
 constexpr auto kHandshakeTimeout = std::chrono::milliseconds(3000);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
-// Connections being set up at once, per poller (a router opens one per
-// poller to each peer): more (a flood) are closed at once, so strangers
-// cannot make the router hold memory or descriptors for them.
-constexpr size_t kMaxHandshakesPerPoller = 64;
+// Connections being set up at once: 64, plus one per poller for each
+// router of the directory (each opens one per poller), at most 512: more
+// (a flood) are closed at once, so strangers cannot make the router hold
+// memory or descriptors for them.
+constexpr size_t kMaxHandshakes = 64;
+constexpr size_t kMaxHandshakesEver = 512;
 // Refusals logged one by one; after that every 1000th.
 constexpr uint64_t kRefusalsLogged = 100;
 // Control messages held for one router while its link comes up, and
@@ -296,7 +300,8 @@ void Peers::accept_next() {
   acceptor_.async_accept([this](error_code ec, Socket socket) {
     if (ec == asio::error::operation_aborted || stopping_) return;
     std::erase_if(handshakes_, [](const auto& weak) { return weak.expired(); });
-    const size_t most = kMaxHandshakesPerPoller * fabric_.pollers();
+    const size_t most =
+        std::min(kMaxHandshakesEver, kMaxHandshakes + fabric_.pollers() * directory_.routers().size());
     if (!ec && handshakes_.size() < most) {
       serve(handshake(std::move(socket)));
     } else if (!ec) {

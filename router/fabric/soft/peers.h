@@ -102,7 +102,8 @@ class Peers final : public FabricCluster, public SoftRoutes {
   const uint64_t incarnation_;
   const std::unique_ptr<LinkTls> tls_;  // null: links in the clear
   std::map<std::pair<std::string, size_t>, std::unique_ptr<State>> states_;  // by router and poller
-  // Handshakes under way (closed by shutdown()), at most 64 per poller.
+  // Handshakes under way (closed by shutdown()), at most 64 plus one per
+  // poller for each router of the directory.
   std::vector<std::weak_ptr<Handshake>> handshakes_;
   uint64_t refused_ = 0;  // connections refused, for the log's rate limit
   bool stopping_ = false;

@@ -2,6 +2,7 @@
 #include "router/common/addresses.h"
 
 #include <algorithm>
+#include <optional>
 #include <cerrno>
 #include <cstring>
 
@@ -25,8 +26,8 @@ uint32_t first_of_shard(uint32_t first, size_t i, size_t n) {
 
 SoftFabric::Shard::Shard(size_t i, size_t n, const FabricConfig& config)
     : engine(std::make_unique<soft::Engine>(std::chrono::microseconds(config.poll_spin_us),
-                                            core::poller_placement(config, i))), qpn_counter(first_of_shard(0x100, i, n)),
-      srq_num_counter(first_of_shard(1, i, n)), key_counter(first_of_shard(1, i, n)) {}
+                                            core::poller_placement(config, i))),
+      qpn_counter(first_of_shard(0x100, i, n)), srq_num_counter(first_of_shard(1, i, n)) {}
 
 SoftFabric::SoftFabric(const FabricConfig& config) {
   const size_t n = std::clamp<size_t>(config.pollers, 1, kMaxPollers);
@@ -101,7 +102,7 @@ Result<std::unique_ptr<FabricMr>> SoftFabric::make_mr(const core::MrRequest& r) 
   mr->access = r.access;
   for (const SegmentPiece& p : r.pieces) mr->extents.push_back({p.app_addr - r.addr, p.length, p.router_addr()});
   mr->segments.assign(r.segments.begin(), r.segments.end());
-  auto key = next_key(shard_of(engine));
+  auto key = next_key();
   if (!key) return key.error();
   mr->lkey_value = mr->rkey_value = *key;
   engine.run_sync([&] { engine.link_mr(*mr); });
@@ -112,7 +113,9 @@ Result<std::unique_ptr<FabricQp>> SoftFabric::make_qp(const core::QpRequest& r, 
   auto qp = std::make_unique<Qp>(r.ctx, std::move(rings), r.pd, r.send_cq, r.recv_cq, r.srq, r.shape.init,
                                  r.shape.send_cap, r.shape.recv_cap, r.tag);
   auto& engine = static_cast<soft::Engine&>(r.ctx.core);
-  qp->qpn = next_qpn(shard_of(engine));
+  auto qpn = next_qpn(shard_of(engine));
+  if (!qpn) return qpn.error();
+  qp->qpn = *qpn;
   engine.run_sync([&] { engine.link_qp(*qp); });
   return std::unique_ptr<FabricQp>(std::move(qp));
 }
@@ -121,7 +124,11 @@ Result<std::unique_ptr<FabricSrq>> SoftFabric::make_srq(const core::SrqRequest& 
   auto srq = std::make_unique<soft::Srq>(r.ctx, std::move(ring), r.pd, r.capacity, shm::kMaxSge, r.srq_limit, r.tag,
                                          r.xrcd, r.cq);
   auto& engine = static_cast<soft::Engine&>(r.ctx.core);
-  if (r.xrcd != 0) srq->number = next_srq_num(shard_of(engine));
+  if (r.xrcd != 0) {
+    auto number = next_srq_num(shard_of(engine));
+    if (!number) return number.error();
+    srq->number = *number;
+  }
   engine.run_sync([&] { engine.link_srq(*srq); });
   return std::unique_ptr<FabricSrq>(std::move(srq));
 }
@@ -161,6 +168,8 @@ Status SoftFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask) {
   if (route != nullptr && (qp.init.type == IBV_QPT_XRC_SEND || qp.init.type == IBV_QPT_XRC_RECV))
     return Error{EOPNOTSUPP, "XRC connects QPs of one host on the soft fabric: the destination is on another "
                              "router (use RC there)"};
+  if (route == nullptr)
+    if (Status st = check_destination_elsewhere(qp, attr, mask); !st) return st;
   Status st;
   core::QueueCore& engine = qp.ctx.core;
   engine.run_sync([&] {
@@ -195,46 +204,56 @@ SoftFabric::Shard& SoftFabric::shard_of(const core::QueueCore& core) {
 
 // The shard's next number of a 24-bit space (from `counter`, going round to
 // its first at or after `first`) that `in_use` (asked on its poller) says is
-// free.
+// free: looked for in batches, one borrow of the poller each, and given up
+// after one whole pass (ENOMEM).
 template <typename InUse>
-uint32_t SoftFabric::next_free_number(Shard& shard, uint32_t& counter, uint32_t first, InUse in_use) {
+Result<uint32_t> SoftFabric::next_free_number(Shard& shard, uint32_t& counter, uint32_t first, InUse in_use) {
+  constexpr uint32_t kBatch = 4096;
   const size_t i = static_cast<size_t>(&shard - shards_.data());
   const uint32_t stride = static_cast<uint32_t>(shards_.size());
-  for (;;) {
-    uint32_t n = counter;
-    counter += stride;
-    if (counter > 0xffffff) counter = first_of_shard(first, i, shards_.size());
-    bool used = false;
-    shard.engine->run_sync([&] { used = in_use(*shard.engine, n); });
-    if (!used) return n;
+  const uint32_t space = (0x1000000 - first) / stride;  // numbers of this shard, about
+  for (uint32_t looked = 0; looked <= space;) {
+    std::optional<uint32_t> found;
+    shard.engine->run_sync([&] {
+      for (uint32_t b = 0; b < kBatch && looked <= space && !found; ++b, ++looked) {
+        uint32_t n = counter;
+        counter += stride;
+        if (counter > 0xffffff) counter = first_of_shard(first, i, shards_.size());
+        if (!in_use(*shard.engine, n)) found = n;
+      }
+    });
+    if (found) return *found;
   }
+  return Error{ENOMEM, "every number of this poller is in use: destroy QPs or SRQs first"};
 }
 
-uint32_t SoftFabric::next_qpn(Shard& shard) {
+Result<uint32_t> SoftFabric::next_qpn(Shard& shard) {
   return next_free_number(shard, shard.qpn_counter, 0x100,
                           [](soft::Engine& e, uint32_t n) { return e.find_qp(n) != nullptr; });
 }
 
-uint32_t SoftFabric::next_srq_num(Shard& shard) {
+Result<uint32_t> SoftFabric::next_srq_num(Shard& shard) {
   return next_free_number(shard, shard.srq_num_counter, 1,
                           [](soft::Engine& e, uint32_t n) { return e.find_xrc_srq(n) != nullptr; });
 }
 
-Result<uint32_t> SoftFabric::next_key(Shard& shard) {
+Result<uint32_t> SoftFabric::next_key() {
   // Unique per router, and not guessable from the previous one: a counter in
-  // the high bits (the index, which MRs and memory windows share), random
-  // low bits. Once the counter wrapped, an index still in use is skipped;
-  // a router whose key space is that full refuses (a bounded search).
-  const size_t i = static_cast<size_t>(&shard - shards_.data());
+  // the high bits (the index, which MRs and memory windows share, one space
+  // for every poller, so that no tenant has fewer keys on a poller it
+  // shares), random low bits. Once the counter wrapped, an index still in
+  // use on any poller is skipped; a router whose key space is that full
+  // refuses (a bounded search).
   for (int tries = 0; tries < 4096; ++tries) {
-    uint32_t index = shard.key_counter;
-    shard.key_counter += static_cast<uint32_t>(shards_.size());
-    if (shard.key_counter >= (1u << 24)) {
-      shard.key_counter = first_of_shard(1, i, shards_.size());
-      shard.keys_wrapped = true;
+    uint32_t index = key_counter_++;
+    if (key_counter_ >= (1u << 24)) {
+      key_counter_ = 1;
+      keys_wrapped_ = true;
     }
     bool used = false;
-    if (shard.keys_wrapped) shard.engine->run_sync([&] { used = shard.engine->key_index_used(index); });
+    if (keys_wrapped_)
+      for (Shard& shard : shards_)
+        if (!used) shard.engine->run_sync([&] { used = shard.engine->key_index_used(index); });
     if (!used) return (index << 8) | (rng_() & 0xff);
   }
   return Error{ENOMEM, "no free memory key: deregister memory regions or deallocate memory windows"};
@@ -251,7 +270,7 @@ Result<std::unique_ptr<FabricMw>> SoftFabric::alloc_mw(FabricPd& pd, uint32_t ty
   if (type != IBV_MW_TYPE_1 && type != IBV_MW_TYPE_2) return Error{EINVAL, "a memory window is of type 1 or 2"};
   auto& p = static_cast<core::Pd&>(pd);
   soft::Engine& engine = engine_for(p.owner.tenant);
-  auto key = next_key(shard_of(engine));
+  auto key = next_key();
   if (!key) return key.error();
   auto mw = std::make_unique<core::Mw>(engine, p, type, *key);
   engine.run_sync([&] { engine.link_mw(*mw); });

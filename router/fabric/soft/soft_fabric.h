@@ -52,27 +52,27 @@ class SoftFabric final : public core::QueueFabric {
   Result<std::unique_ptr<FabricAh>> make_ah(const core::AhRequest& r) override;
 
  private:
-  // One poller's engine and the numbers it hands out: QP numbers, XRC SRQ
-  // numbers and key indices (24 bits each) of shard i of n are those
-  // congruent to i modulo n, so that they are unique on the router and each
-  // engine checks only its own registries when a counter has gone round.
+  // One poller's engine and the numbers it hands out: QP numbers and XRC
+  // SRQ numbers (24 bits each) of shard i of n are those congruent to i
+  // modulo n, so that they are unique on the router and each engine checks
+  // only its own registries. Keys are the router's (next_key).
   struct Shard {
     Shard(size_t i, size_t n, const FabricConfig& config);
     std::unique_ptr<soft::Engine> engine;
     uint32_t qpn_counter;      // QPNs 0 and 1 are special in InfiniBand
     uint32_t srq_num_counter;  // XRC SRQ numbers, never 0
-    uint32_t key_counter;      // key indices, never 0
-    bool keys_wrapped = false;  // key_counter went round: indices may be in use
   };
   Shard& shard_of(const core::QueueCore& core);
   template <typename InUse>
-  uint32_t next_free_number(Shard& shard, uint32_t& counter, uint32_t first, InUse in_use);
-  uint32_t next_qpn(Shard& shard);
-  uint32_t next_srq_num(Shard& shard);
-  Result<uint32_t> next_key(Shard& shard);
+  Result<uint32_t> next_free_number(Shard& shard, uint32_t& counter, uint32_t first, InUse in_use);
+  Result<uint32_t> next_qpn(Shard& shard);
+  Result<uint32_t> next_srq_num(Shard& shard);
+  Result<uint32_t> next_key();
 
   std::vector<Shard> shards_;
   SoftRoutes* routes_ = nullptr;
+  uint32_t key_counter_ = 1;   // key indices, never 0
+  bool keys_wrapped_ = false;  // key_counter_ went round: indices may be in use
   std::mt19937 rng_{std::random_device{}()};
 };
 

@@ -237,7 +237,9 @@ Result<std::unique_ptr<FabricAh>> VerbsFabric::make_ah(const core::AhRequest& r)
 }
 
 Status VerbsFabric::modify_qp(FabricQp& fqp, const ibv_qp_attr& attr, int mask) {
-  return modify(static_cast<verbs::Qp&>(fqp), attr, mask, nullptr);
+  auto& q = static_cast<verbs::Qp&>(fqp);
+  if (Status st = check_destination_elsewhere(q, attr, mask); !st) return st;
+  return modify(q, attr, mask, nullptr);
 }
 
 Result<std::string> VerbsFabric::modify_route(const FabricQp& fqp, const ibv_qp_attr& attr, int mask) const {
