@@ -284,6 +284,46 @@ TEST_F(ResponderTest, DatagramsReachOnlyAMatchingQpAndLandBehindAGrh) {
   EXPECT_FALSE(red.completions.sc_try_pop(c)) << "nothing reached the other tenant";
 }
 
+// An app that posts its last datagrams and destroys its QP at once (mckey)
+// has them sent: the destroy finds them still in the ring here, since the
+// poller is held while both happen.
+TEST_F(ResponderTest, DatagramsPostedBeforeADestroyStillGo) {
+  Qp& sender = blue.make_qp(IBV_QPT_UD);
+  Qp& receiver = blue.make_qp(IBV_QPT_UD);
+  connect(sender, 0, 0, 0);
+  connect(receiver, 0, 0, 0);
+  ibv_ah_attr a{};
+  a.port_num = 1;
+  a.is_global = 1;
+  a.grh.dgid = gid_of(kBlueIp);
+  auto ah = take(fabric.create_ah(*blue.pd, a));
+  constexpr uint64_t kDatagrams = 4;
+  for (uint64_t i = 0; i < kDatagrams; ++i) blue.post_receive(1, 30 + i, kBase + 1024 + 128 * i, 40 + 64, blue.mr->lkey());
+  std::memset(blue.at(kBase), 0x6b, 64);
+  fabric.engine().run_sync([&] {
+    for (uint64_t i = 0; i < kDatagrams; ++i) {
+      shm::SendWqe w{};
+      w.wr_id = i;
+      w.opcode = IBV_WR_SEND;
+      w.num_sge = 1;
+      w.payload.sge[0] = {kBase, 64, blue.mr->lkey()};
+      w.ah = ah->id();
+      w.remote_qpn = receiver.qpn;
+      w.remote_qkey = 0x1234;
+      ASSERT_TRUE(blue.sends[0].sp_try_push(w));
+    }
+    fabric.engine().unlink_qp(sender);
+  });
+  blue.qps[0].reset();
+  for (uint64_t i = 0; i < kDatagrams; ++i) {
+    shm::Cqe c{};
+    ASSERT_TRUE(blue.await_completion(c)) << "datagram " << i << " was lost with its QP";
+    EXPECT_EQ(c.wr_id, 30u + i);
+    EXPECT_EQ(c.status, IBV_WC_SUCCESS);
+    EXPECT_EQ(c.src_qp, sender.qpn) << "(the number is still the sender's in the completion)";
+  }
+}
+
 // A device translates whole pages: an iova with another offset in its page
 // than the address is EINVAL (as on rxe), never a misaligned router address.
 TEST_F(ResponderTest, ARegistrationKeepsTheAddressesOffsetInItsPage) {

@@ -28,6 +28,10 @@ void QueueCore::link_qp(Qp& qp) {
 void QueueCore::unlink_qp(Qp& qp) {
   assert_poller();
   if (!qp.linked) return;
+  // The app rang the doorbell before it asked for the destroy: on a device
+  // those datagrams are on the wire by the time the destroy returns (mckey
+  // posts its last ones and destroys its QP at once).
+  if (qp.init.type == IBV_QPT_UD && qp.state == IBV_QPS_RTS) send_posted_datagrams(qp);
   on_unlink(qp);
   qp.linked = false;
   qps_.erase(std::remove(qps_.begin(), qps_.end(), &qp), qps_.end());

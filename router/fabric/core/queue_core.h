@@ -201,6 +201,10 @@ class QueueCore : public PollerHooks {
   virtual void on_error(Qp&) {}        // before set_error's state change
   virtual void on_reset(Qp&) {}        // a modify to RESET
   virtual void on_unlink(Qp&) {}       // before it leaves the registry
+  // A UD QP in RTS being destroyed: the datagrams already posted go out
+  // first, as a device's would (bounded by its ring; what its tenant's caps
+  // hold back is dropped, as is what cannot go without waiting).
+  virtual void send_posted_datagrams(Qp&) {}
   virtual void on_srq_gone(Qp&) {}     // an XRC receive QP's SRQ goes (drop what it held of it)
   // Receive WQEs of `srq` the fabric holds outside its ring (the device's).
   virtual uint32_t srq_held_elsewhere(const Srq&) const { return 0; }

@@ -83,6 +83,14 @@ void Engine::cancel_sleep() {
   for (core::Srq* s : srqs()) s->ring.cancel_sleep();
 }
 
+void Engine::send_posted_datagrams(core::Qp& c) {
+  auto& q = static_cast<Qp&>(c);
+  // A pass sends one datagram at least, or cannot now (caps, a full link):
+  // at most as many passes as datagrams were queued.
+  for (size_t passes = q.sq.size_guess(); passes > 0 && q.sq.size_guess() > 0; --passes)
+    if (!service(q, Poller::now_ns())) break;
+}
+
 void Engine::on_error(core::Qp& c) { responder_.flush_held_receive(static_cast<Qp&>(c)); }
 
 void Engine::on_srq_gone(core::Qp& c) {

@@ -80,6 +80,7 @@ class Engine final : public core::QueueCore {
   void on_error(core::Qp& qp) override;  // a receive held by a message flushes
   void on_reset(core::Qp& qp) override;
   void on_srq_gone(core::Qp& qp) override;
+  void send_posted_datagrams(core::Qp& qp) override;
   bool connects_here(const core::Qp& qp) const override { return static_cast<const Qp&>(qp).route == nullptr; }
 
   Qp* rnr_responder(const Qp& q) const;

@@ -91,6 +91,7 @@ class Engine final : public core::QueueCore {
   void on_error(core::Qp& qp) override;   // the device's QP to ERR: it flushes what it holds
   void on_reset(core::Qp& qp) override;   // what the device held is gone without completions
   void on_unlink(core::Qp& qp) override;  // drains its shadow CQs
+  void send_posted_datagrams(core::Qp& qp) override;  // and waits for the device's completions
   uint32_t srq_held_elsewhere(const core::Srq& srq) const override { return static_cast<const Srq&>(srq).posted.used(); }
   // A QP connected to a QP on another host: a local QP of that number
   // going away is not its peer going away.

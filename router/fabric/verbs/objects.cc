@@ -6,6 +6,8 @@
 
 namespace ff::router::verbs {
 
+constexpr uint64_t kDatagramGraceNs = 10'000'000;  // a destroyed UD QP's last sends on the device
+
 Engine::Engine(Device& device, std::chrono::microseconds spin, PollerPlacement placement)
     : QueueCore(spin, std::move(placement)), device_(device) {
   poller().watch_other(device_.channel->fd);
@@ -16,6 +18,24 @@ Engine::Engine(Device& device, std::chrono::microseconds spin, PollerPlacement p
 Engine::~Engine() { stop(); }
 
 void Engine::on_unlink(core::Qp& c) { drain_device_cqs(static_cast<Qp&>(c)); }
+
+// The device is given what the app posted and finishes it before its QP is
+// destroyed (a datagram completes locally, in microseconds; kDatagramGraceNs
+// bounds a device that does not answer). What cannot go now (its tenant's
+// caps, a far destination not yet known) is dropped: the poller never waits
+// on what a tenant controls.
+void Engine::send_posted_datagrams(core::Qp& c) {
+  auto& q = static_cast<Qp&>(c);
+  if (q.device_changing) return;
+  const uint64_t give_up = Poller::now_ns() + kDatagramGraceNs;
+  for (;;) {
+    poll_sends(q);
+    if (q.sq.size_guess() == 0 || Poller::now_ns() >= give_up) break;
+    q.sends_visible = static_cast<uint32_t>(q.sq.size_guess());
+    if (!post_sends(q, Poller::now_ns()) && q.sends.used() == 0) break;
+  }
+  while (q.sends.used() > 0 && Poller::now_ns() < give_up) poll_sends(q);
+}
 
 // Discards what the shadow CQs hold (a reset or a destroy): the app never
 // sees those completions, but an SRQ's slots come back.

@@ -183,6 +183,36 @@ TEST_F(Datagrams, WrongQkeyOrNoSuchQpIsDroppedSilently) {
   EXPECT_EQ(poll1(cr).wr_id, 5u);
 }
 
+// mckey's ending: it posts its last datagrams and destroys the QP at once.
+// A device has them on the wire by then; every one arrives.
+TEST_F(Datagrams, DatagramsPostedJustBeforeTheDestroyArrive) {
+  constexpr uint64_t kDatagrams = 16;
+  Pages buf(10);
+  fill(buf.base, 1024, 23);
+  ibv_mr* m = mr(buf.base, buf.size);
+  ibv_cq* cs = cq();
+  ibv_cq* cr = cq();
+  ibv_qp* s = ud_qp(cs);
+  ibv_qp* r = ud_qp(cr);
+  for (uint64_t i = 0; i < kDatagrams; ++i)
+    ASSERT_EQ(post_recv(r, i, {{reinterpret_cast<uint64_t>(buf.base + 4096 + 2048 * i), 40 + 1024, m->lkey}}), 0);
+  ibv_sge sg{reinterpret_cast<uint64_t>(buf.base), 1024, m->lkey};
+  ibv_ah* ah = ah_to_self();
+  for (uint64_t i = 0; i < kDatagrams; ++i) {
+    ibv_send_wr w = ud_wr(i, &sg, ah, r->qp_num, kQkey);
+    w.send_flags = 0;  // mckey's sends are unsignaled
+    ASSERT_EQ(post(s, w), 0);
+  }
+  owned_.erase(std::find(owned_.begin(), owned_.end(), s));
+  ASSERT_EQ(ibv_destroy_qp(s), 0);
+  for (uint64_t i = 0; i < kDatagrams; ++i) {
+    ibv_wc wc = poll1(cr);
+    ASSERT_EQ(wc.status, IBV_WC_SUCCESS) << "datagram " << i;
+    EXPECT_EQ(wc.byte_len, 40u + 1024u);
+  }
+  EXPECT_EQ(0, std::memcmp(buf.base + 4096 + 2048 * (kDatagrams - 1) + 40, buf.base, 1024));
+}
+
 TEST_F(Datagrams, DatagramLargerThanTheMtuFails) {
   Pages buf(3);
   ibv_mr* m = mr(buf.base, buf.size);
