@@ -50,7 +50,8 @@ double percentile(std::vector<double>& v, double p) {
 
 // Descriptors per second through one shm ring from CPU 0 to CPU 1, pushed
 // and popped in batches of 32: the floor of a message rate that moves one
-// work request descriptor per message.
+// work request descriptor per message (a one-SGE WRITE's: the ring moves
+// its header and its SGE, shm/descriptors.h).
 double ring_batch32_per_s() {
   using ff::shm::SendWqe;
   constexpr uint32_t kCap = 1024;
@@ -67,7 +68,10 @@ double ring_batch32_per_s() {
   });
   pin(0);
   ff::shm::RingProducer<SendWqe> out(at, kCap);
-  std::vector<SendWqe> batch(32);
+  SendWqe write{};
+  write.opcode = IBV_WR_RDMA_WRITE;
+  write.num_sge = 1;
+  std::vector<SendWqe> batch(32, write);
   auto t0 = Clock::now();
   for (uint64_t sent = 0; sent < kTotal; sent += 32)
     while (!out.sp_push_bulk(batch)) {
@@ -362,6 +366,7 @@ void bandwidth(Device& d, size_t pool, double first_floor, double cold_floor, do
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   const bool data_path = argc > 1 && std::strcmp(argv[1], "--data-path") == 0;
+  const bool rate_only = argc > 1 && std::strcmp(argv[1], "--message-rate") == 0;
   // Floors first, while the router is idle.
   double line_rtt = cacheline_rtt_ns();
   double socket_rtt = socket_rtt_ns();
@@ -375,7 +380,9 @@ int main(int argc, char** argv) {
   Device d = open_device();
   std::printf("device %s, libffverbs %s\n\n", ibv_get_device_name(d.ctx->device),
               ffv_zero_copy() ? "loaded" : "not loaded");
-  if (data_path) {  // long runs of the two rows a profiler looks at
+  if (rate_only) {  // a long run of the message rate alone, for a profiler
+    message_rate(d, 100'000'000, ring_rate);
+  } else if (data_path) {  // long runs of the two rows a profiler looks at
     write_latency(d, 300'000, line_rtt);
     message_rate(d, 3'000'000, ring_rate);
   } else {

@@ -401,12 +401,14 @@ int ffv_post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad_wr) {
   }
   std::lock_guard lock(qp->send_mu);
   int e = 0;
+  // Each WR is built in its ring slot; the list is handed over at once.
   for (; wr != nullptr; wr = wr->next) {
-    shm::SendWqe w;
-    e = build_send(*qp, *wr, w);
-    if (e == 0 && (!qp->send_room(1) || !qp->sq.sp_try_push(w))) e = ENOMEM;
+    shm::SendWqe* slot = qp->send_room(1) ? qp->sq.sp_claim() : nullptr;
+    e = slot == nullptr ? ENOMEM : build_send(*qp, *wr, *slot);
     if (e != 0) break;
+    qp->sq.sp_commit();
   }
+  qp->sq.sp_publish();
   wake_router_if_asked(qp->sq, *qp->ctx);
   if (e != 0) {
     *bad_wr = wr;
@@ -426,21 +428,18 @@ int ffv_post_recv(ibv_qp* ibqp, ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
     return EINVAL;
   }
   std::lock_guard lock(qp->recv_mu);
+  int e = 0;
   for (; wr != nullptr; wr = wr->next) {
-    shm::RecvWqe r;
-    if (build_recv(*wr, qp->cap.max_recv_sge, r) != 0) {
-      *bad_wr = wr;
-      return EINVAL;
-    }
-    if (!qp->recv_room() || !qp->rq.sp_try_push(r)) {
-      wake_router_if_asked(qp->rq, *qp->ctx);
-      *bad_wr = wr;
-      return ENOMEM;
-    }
+    shm::RecvWqe* slot = qp->recv_room() ? qp->rq.sp_claim() : nullptr;
+    e = slot == nullptr ? ENOMEM : build_recv(*wr, qp->cap.max_recv_sge, *slot);
+    if (e != 0) break;
+    qp->rq.sp_commit();
   }
+  qp->rq.sp_publish();
   // A fabric that hands receives to a device ahead of time sleeps on them too.
   wake_router_if_asked(qp->rq, *qp->ctx);
-  return 0;
+  if (e != 0) *bad_wr = wr;
+  return e;
 }
 
 // The ibv_create_qp_ex fields that are not served may still be named, with

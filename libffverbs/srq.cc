@@ -14,19 +14,18 @@ namespace ff::verbs {
 int ffv_post_srq_recv(ibv_srq* ibsrq, ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
   FfSrq* srq = to_ff(ibsrq);
   std::lock_guard lock(srq->mu);
+  int e = 0;
   for (; wr != nullptr; wr = wr->next) {
-    shm::RecvWqe r;
-    int e = build_recv(*wr, srq->max_sge, r);
-    if (e == 0 && (!srq->room() || !srq->ring.sp_try_push(r))) e = ENOMEM;
-    if (e == 0) ++srq->posted;
-    if (e != 0) {
-      wake_router_if_asked(srq->ring, *srq->ctx);
-      *bad_wr = wr;
-      return e;
-    }
+    shm::RecvWqe* slot = srq->room() ? srq->ring.sp_claim() : nullptr;
+    e = slot == nullptr ? ENOMEM : build_recv(*wr, srq->max_sge, *slot);
+    if (e != 0) break;
+    srq->ring.sp_commit();
+    ++srq->posted;
   }
+  srq->ring.sp_publish();
   wake_router_if_asked(srq->ring, *srq->ctx);
-  return 0;
+  if (e != 0) *bad_wr = wr;
+  return e;
 }
 
 ibv_srq* create_srq(ibv_pd* pd, ibv_srq_init_attr& init, FfXrcd* xrcd, ibv_cq* cq) {

@@ -12,6 +12,7 @@
 
 #include <infiniband/verbs.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -58,6 +59,18 @@ struct SendWqe {
     WireSge sge[kMaxSge];
     uint8_t inline_data[kMaxInline];
   } payload;
+
+  // What a ring moves of it (shm/ring.h, SizedDescriptor): the header line,
+  // then the inline bytes or the SGEs, one SGE's room at least (a bind
+  // keeps its MR's lkey there). A 64-byte WRITE's descriptor is two cache
+  // lines, not eight. Whatever the header says, never more than the slot.
+  static constexpr size_t kHeaderBytes = 64;
+  static constexpr size_t kCommonBytes = 128;  // up to 4 SGEs or 64 inline bytes
+  size_t wire_bytes() const {
+    size_t body = (send_flags & IBV_SEND_INLINE) != 0 ? (size_t{inline_len} + 7) & ~size_t{7}
+                                                       : size_t{num_sge} * sizeof(WireSge);
+    return kHeaderBytes + std::clamp(body, sizeof(WireSge), sizeof(payload));
+  }
 };
 static_assert(sizeof(SendWqe) == 512, "descriptor layout is ABI");
 static_assert(offsetof(SendWqe, payload) == 64, "descriptor layout is ABI");
@@ -98,6 +111,11 @@ struct RecvWqe {
   uint32_t num_sge;
   uint32_t reserved;
   WireSge sge[kMaxSge];
+
+  // What a ring moves of it: the header, then its SGEs (never more than the slot).
+  static constexpr size_t kHeaderBytes = 16;
+  static constexpr size_t kCommonBytes = 64;  // up to 3 SGEs
+  size_t wire_bytes() const { return kHeaderBytes + size_t{num_sge < kMaxSge ? num_sge : kMaxSge} * sizeof(WireSge); }
 };
 static_assert(sizeof(RecvWqe) == 272, "descriptor layout is ABI");
 

@@ -26,6 +26,7 @@
 #pragma once
 
 #include <atomic>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -39,6 +40,48 @@ namespace ff::shm {
 template <typename T>
 concept Descriptor = std::is_trivially_copyable_v<T> && std::is_standard_layout_v<T> &&
                      (sizeof(T) % 8 == 0);
+
+// A descriptor whose meaningful part varies (a work request: its header,
+// then as many SGEs or inline bytes as it says). Rings copy that part only:
+// the lines a descriptor moves between the app's core and the router's are
+// most of what a small message costs. The bytes of the slot past it are
+// not copied, and the reader must not look at them (they are a former
+// descriptor's, or the copy's own garbage).
+template <typename T>
+concept SizedDescriptor = Descriptor<T> && requires(const T& t) {
+  { T::kHeaderBytes } -> std::convertible_to<size_t>;
+  { T::kCommonBytes } -> std::convertible_to<size_t>;
+  { t.wire_bytes() } -> std::convertible_to<size_t>;
+};
+
+// Writes `from` (the writer's own: its size is trusted) into slot `to`.
+template <Descriptor T>
+inline void write_descriptor(T* to, const T& from) {
+  if constexpr (SizedDescriptor<T>) {
+    std::memcpy(static_cast<void*>(to), &from, from.wire_bytes());
+  } else {
+    std::memcpy(static_cast<void*>(to), &from, sizeof(T));
+  }
+}
+
+// Copies slot `from` (the other side's, which may rewrite it meanwhile) to
+// `to`: the size is read from the copy, so what is validated later is what
+// was copied. The common size (kCommonBytes: the header and a short body)
+// is copied at once, its lines loaded together; copying the header first
+// and then what it says would wait for the other core's lines one after
+// the other (measured: the message rate fell by a third).
+template <Descriptor T>
+inline void read_descriptor(T& to, const T* from) {
+  if constexpr (SizedDescriptor<T>) {
+    static_assert(T::kHeaderBytes <= T::kCommonBytes && T::kCommonBytes <= sizeof(T));
+    std::memcpy(static_cast<void*>(&to), from, T::kCommonBytes);
+    if (size_t n = to.wire_bytes(); n > T::kCommonBytes)
+      std::memcpy(reinterpret_cast<std::byte*>(&to) + T::kCommonBytes,
+                  reinterpret_cast<const std::byte*>(from) + T::kCommonBytes, n - T::kCommonBytes);
+  } else {
+    std::memcpy(&to, from, sizeof(T));
+  }
+}
 
 struct RingControl {
   alignas(kCacheLine) uint32_t capacity;  // written once by the creator; informative only
@@ -108,6 +151,20 @@ class RingProducer {
   }
   [[nodiscard]] bool sp_try_push(const T& item) { return sp_push_bulk(std::span<const T>(&item, 1)); }
 
+  // Posting in place (no copy of the descriptor on this side): sp_claim()
+  // is the next free slot to write one in (nullptr when the ring is full or
+  // corrupt); sp_commit() counts it in; sp_publish() hands every committed
+  // descriptor to the consumer with one store (P1), so a list of work
+  // requests moves the producer index's line between the cores once.
+  // Until then the consumer sees none of them; a claimed slot left
+  // uncommitted is simply the next one claimed.
+  [[nodiscard]] T* sp_claim() { return free_slots(1) >= 1 ? &slots_[head_ & mask_] : nullptr; }
+  void sp_commit() { ++head_; }
+  void sp_publish() {
+    // Release pairs with the consumer's acquire load of producer_index (C1).
+    if (ctl_ != nullptr) ctl_->producer_index.store(head_, std::memory_order_release);
+  }
+
   // After publishing: true when the consumer armed its doorbell and must be
   // woken (the caller then rings the eventfd). Clears the request.
   [[nodiscard]] bool consumer_needs_wakeup() {
@@ -173,7 +230,7 @@ class RingProducer {
   }
   void write_and_publish(std::span<const T> items) {
     for (const T& item : items) {
-      std::memcpy(&slots_[head_ & mask_], &item, sizeof(T));
+      write_descriptor(&slots_[head_ & mask_], item);
       ++head_;
     }
     // Release pairs with the consumer's acquire load of producer_index (C1).
@@ -220,8 +277,20 @@ class RingConsumer {
   // i+1 are queued or the ring is corrupt.
   [[nodiscard]] bool sc_peek(size_t i, T& out) {
     if (available(i + 1) < i + 1) return false;
-    std::memcpy(&out, &slots_[(tail_ + i) & mask_], sizeof(T));
+    read_descriptor(out, &slots_[(tail_ + i) & mask_]);
     return true;
+  }
+  // Starts loading the i-th queued descriptor's first lines (the common
+  // size of a SizedDescriptor) while the caller works on an earlier one:
+  // they come from the producer's core. Only a descriptor already known to
+  // be published (no index is re-read): a slot the producer may still be
+  // writing is left alone.
+  void sc_prefetch(size_t i) const {
+    if (cached_producer_ - tail_ <= i) return;
+    const auto* at = reinterpret_cast<const std::byte*>(&slots_[(tail_ + i) & mask_]);
+    size_t bytes = sizeof(T);
+    if constexpr (SizedDescriptor<T>) bytes = T::kCommonBytes;
+    for (size_t off = 0; off < bytes; off += kCacheLine) __builtin_prefetch(at + off);
   }
   // Consumes the n oldest descriptors. Precondition: n were peeked.
   void sc_release(size_t n) {
@@ -305,7 +374,7 @@ class RingConsumer {
   void copy_out_and_release(std::span<T> out) {
     if (out.empty()) return;
     for (T& item : out) {
-      std::memcpy(&item, &slots_[tail_ & mask_], sizeof(T));
+      read_descriptor(item, &slots_[tail_ & mask_]);
       ++tail_;
     }
     // Release pairs with the producer's acquire load of consumer_index (P2):

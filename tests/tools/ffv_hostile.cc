@@ -408,9 +408,10 @@ TEST(Hostile, GarbageDescriptorsCompleteWithErrors) {
   Raw::Cq cq = r.cq();
   Raw::Qp qp = r.loop_qp(cq);
   std::mt19937_64 rng(3);
+  uint64_t garbage[sizeof(shm::SendWqe) / 8];
+  for (uint64_t& g : garbage) g = rng();
   shm::SendWqe w;
-  auto* bytes = reinterpret_cast<uint64_t*>(&w);
-  for (size_t i = 0; i < sizeof w / 8; ++i) bytes[i] = rng();
+  std::memcpy(&w, garbage, sizeof w);
   w.opcode = 0xee;
   ASSERT_TRUE(qp.sq.sp_try_push(w));
   r.ring();

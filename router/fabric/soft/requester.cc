@@ -326,6 +326,7 @@ bool Engine::service_local(Qp& q, uint64_t now) {
   uint64_t pass_bytes = 0;
   SendWqe w;
   while (n < core::kBatch && q.sq.sc_peek(0, w)) {
+    q.sq.sc_prefetch(1);  // the next one crosses from the app's core while this one runs
     Executor x(*this, q, now);
     Outcome o = x.run(w);
     // A piece moved: the next one while the QP's turn in this pass lasts

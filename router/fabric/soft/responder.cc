@@ -89,6 +89,7 @@ Verdict Responder::take_receive(Qp& t, uint64_t len, const Arrival& a, Sges& dst
       return Verdict::not_ready();
     }
     queue.sc_release(1);
+    queue.sc_prefetch(0);  // the next message's receive
     t.held_recv = r;
     if (t.srq != nullptr) e_.check_srq_limit(*t.srq);
   }

@@ -27,7 +27,10 @@ ibv_wc_status resolve_local(const Engine& e, const Pd& pd, const shm::WireSge* s
       continue;
     }
     const Mr* mr = e.find_mr(sge[i].lkey);
-    if (mr == nullptr || !mr->grants(pd, need, sge[i].addr, sge[i].length)) return IBV_WC_LOC_PROT_ERR;
+    if (mr == nullptr || !mr->grants(pd, need, sge[i].addr, sge[i].length)) {
+      out.n = i;  // only the SGEs resolved (mr[] past them is unset)
+      return IBV_WC_LOC_PROT_ERR;
+    }
     out.mr[i] = mr;
   }
   if (out.total > kMaxMessage) return IBV_WC_LOC_LEN_ERR;

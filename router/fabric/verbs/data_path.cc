@@ -158,6 +158,7 @@ bool Engine::post_sends(Qp& q, uint64_t now) {
   int n = 0;
   int limit = static_cast<int>(std::min<uint32_t>(kBatch, q.sends_visible));
   while (n < limit && q.sends.has_free() && q.sq.sc_peek(static_cast<size_t>(n), copies[n])) {
+    q.sq.sc_prefetch(static_cast<size_t>(n) + 1);  // crosses from the app's core while this one is built
     const SendWqe& w = copies[n];
     const Ah* ah = nullptr;
     if (ibv_wc_status st = check_send(q, w, ah); st != IBV_WC_SUCCESS) {
@@ -283,6 +284,7 @@ int move_receives(shm::RingConsumer<RecvWqe>& ring, SlotTable<RecvWqe>& table, u
       table.release(slot);
       break;
     }
+    ring.sc_prefetch(static_cast<size_t>(n) + 1);
     const RecvWqe& r = table[slot];
     slots[n] = slot;
     ibv_recv_wr& wr = wrs[n];
