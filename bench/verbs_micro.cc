@@ -367,6 +367,7 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   const bool data_path = argc > 1 && std::strcmp(argv[1], "--data-path") == 0;
   const bool rate_only = argc > 1 && std::strcmp(argv[1], "--message-rate") == 0;
+  const bool latency_only = argc > 1 && std::strcmp(argv[1], "--latency") == 0;
   // Floors first, while the router is idle.
   double line_rtt = cacheline_rtt_ns();
   double socket_rtt = socket_rtt_ns();
@@ -380,8 +381,10 @@ int main(int argc, char** argv) {
   Device d = open_device();
   std::printf("device %s, libffverbs %s\n\n", ibv_get_device_name(d.ctx->device),
               ffv_zero_copy() ? "loaded" : "not loaded");
-  if (rate_only) {  // a long run of the message rate alone, for a profiler
+  if (rate_only) {  // a long run of one row alone, for a profiler
     message_rate(d, 100'000'000, ring_rate);
+  } else if (latency_only) {
+    write_latency(d, 5'000'000, line_rtt);
   } else if (data_path) {  // long runs of the two rows a profiler looks at
     write_latency(d, 300'000, line_rtt);
     message_rate(d, 3'000'000, ring_rate);

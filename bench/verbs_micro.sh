@@ -2,7 +2,7 @@
 # Verbs through the router on one host (build/bin/verbs_micro): the router
 # pinned to CPU 1, the app to CPU 0, libffverbs preloaded, soft fabric; each
 # row beside its floor measured in the same run (docs/PERFORMANCE.md).
-#   bench/verbs_micro.sh [--quick | --data-path | --message-rate]
+#   bench/verbs_micro.sh [--quick | --data-path | --message-rate | --latency]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh Release >/dev/null

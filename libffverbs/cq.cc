@@ -13,6 +13,7 @@
 #include <new>
 
 #include "libffverbs/request.h"
+#include "shm/idle_yield.h"
 
 using namespace ff::verbs;
 namespace shm = ff::shm;
@@ -195,20 +196,16 @@ int ffv_poll_cq(ibv_cq* ibcq, int num_entries, ibv_wc* wc) {
     if (got < want) break;
   }
   bool broken = done == 0 && (cq->ring.corrupt() || cq->control->error.load(std::memory_order_relaxed) != 0);
-  bool yield = false, check_router = false;
-  if (done == 0) {
-    uint32_t threshold = poll_yield_threshold();
-    yield = threshold != 0 && ++cq->empty_polls >= threshold;
-    if (yield) cq->empty_polls = 0;
-    // Every ~1000 empty polls: is the router still there? A program spinning
-    // on an idle CQ would otherwise never learn that it is gone.
-    check_router = (yield || threshold == 0) && ++cq->idle_yields >= 32;
-    if (check_router) cq->idle_yields = 0;
-  } else {
-    cq->empty_polls = 0;
-  }
+  // Every ~1000 empty polls: is the router still there? A program spinning
+  // on an idle CQ would otherwise never learn that it is gone.
+  bool check_router = done == 0 && ++cq->empty_polls >= 1024;
+  if (done != 0 || check_router) cq->empty_polls = 0;
   cq->lock.unlock();
-  if (yield) sched_yield();  // let the router's poller (or the peer) run
+  // Let the router's poller (or the peer) run if it shares this core; the
+  // spinning between yields adapts to whether it does (shm/idle_yield.h).
+  // Per thread: it is the thread's core that is shared or not.
+  thread_local shm::IdleYield idle(poll_yield_threshold());
+  if (done == 0) idle.idle(); else idle.busy();
   if (check_router && (context_is_stale(*to_ff(ibcq->context)) || RouterLink::get().router_gone())) {
     errno = EIO;
     return -1;

@@ -146,8 +146,7 @@ struct FfCq {
   FfChannel* channel = nullptr;
   ibv_pd* parent_domain = nullptr;  // IBV_CQ_INIT_ATTR_MASK_PD
   uint32_t events_delivered = 0;  // by get_cq_event; destroy waits for as many acks
-  uint32_t empty_polls = 0;       // consecutive empty polls (adaptive yielding)
-  uint32_t idle_yields = 0;       // yields since the router's liveness was checked
+  uint32_t empty_polls = 0;       // since the router's liveness was checked
   shm::Cqe current{};             // the entry ibv_start_poll/ibv_next_poll is on
   uint32_t async_delivered = 0;   // async events handed out; destroy waits for their acks
   std::map<uint32_t, FfQp*> senders;    // QPs whose send CQ this is, by QP number (under `lock`)
@@ -362,9 +361,11 @@ class RouterLink {
   uint32_t virtual_ip_ = 0;
 };
 
-// Consecutive empty ibv_poll_cq calls after which the caller yields its CPU
-// (FFV_POLL_YIELD, default 32; 0: never). Apps that spin on an empty CQ
-// would otherwise starve the router's poller on a machine with few cores.
+// The fewest consecutive empty ibv_poll_cq calls after which the calling
+// thread yields its CPU (FFV_POLL_YIELD, default 32; 0: never); more while
+// its yields find no other thread wanting the core (shm/idle_yield.h).
+// Apps that spin on an empty CQ would otherwise starve the router's poller
+// on a machine with few cores.
 uint32_t poll_yield_threshold();
 
 // True when FFV_DEBUG is set (read once).

@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <system_error>
 
+#include "shm/idle_yield.h"
+
 namespace ff::router {
 
 Poller::Poller(std::chrono::microseconds spin, PollerHooks& hooks, PollerPlacement placement)
@@ -137,20 +139,22 @@ void Poller::unwatch(int fd) {
 void Poller::loop() {
   running_.store(std::this_thread::get_id(), std::memory_order_release);
   uint64_t idle_since = 0;
-  uint64_t idle_spins = 0;
+  // Spinning yields too: on a machine with few cores the apps we serve may
+  // need this CPU to post the next request; on a core of our own the
+  // yields grow rare (shm/idle_yield.h).
+  shm::IdleYield yield(64, 1024);
   while (!stop_.load(std::memory_order_relaxed)) {
     bool busy = drain_commands();
     uint64_t now = now_ns();
     busy |= hooks_.work(now);
     if (busy) {
       idle_since = 0;
+      yield.busy();
       continue;
     }
     if (idle_since == 0) idle_since = now;
     if (now - idle_since < static_cast<uint64_t>(spin_.count())) {
-      // Idle spinning yields too: on a machine with few cores the apps we
-      // serve need the CPU to post the next request.
-      if (++idle_spins % 64 == 0) sched_yield(); else __builtin_ia32_pause();
+      if (!yield.idle()) __builtin_ia32_pause();
       continue;
     }
     sleep_until_work();

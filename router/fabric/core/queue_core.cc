@@ -70,6 +70,12 @@ void QueueCore::link_ah(Ah& ah) {
 void QueueCore::unlink_ah(Ah& ah) {
   assert_poller();
   if (!ah.linked) return;
+  // Datagrams posted to this address before it is destroyed go first, as
+  // on a device (mckey destroys its AH, then its QP, right after posting):
+  // those of the PD's UD QPs that have any queued.
+  for (Qp* qp : qps_)
+    if (&qp->pd == &ah.pd && qp->init.type == IBV_QPT_UD && qp->state == IBV_QPS_RTS && qp->sq.size_guess() > 0)
+      send_posted_datagrams(*qp);
   ahs_.erase(ah.ident);
   ah.linked = false;
 }

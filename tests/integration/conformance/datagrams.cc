@@ -183,8 +183,8 @@ TEST_F(Datagrams, WrongQkeyOrNoSuchQpIsDroppedSilently) {
   EXPECT_EQ(poll1(cr).wr_id, 5u);
 }
 
-// mckey's ending: it posts its last datagrams and destroys the QP at once.
-// A device has them on the wire by then; every one arrives.
+// mckey's ending: it posts its last datagrams and destroys the AH, then
+// the QP, at once. A device has them on the wire by then; every one arrives.
 TEST_F(Datagrams, DatagramsPostedJustBeforeTheDestroyArrive) {
   constexpr uint64_t kDatagrams = 16;
   Pages buf(10);
@@ -203,6 +203,8 @@ TEST_F(Datagrams, DatagramsPostedJustBeforeTheDestroyArrive) {
     w.send_flags = 0;  // mckey's sends are unsignaled
     ASSERT_EQ(post(s, w), 0);
   }
+  ahs_.erase(std::find(ahs_.begin(), ahs_.end(), ah));
+  ASSERT_EQ(ibv_destroy_ah(ah), 0);
   owned_.erase(std::find(owned_.begin(), owned_.end(), s));
   ASSERT_EQ(ibv_destroy_qp(s), 0);
   for (uint64_t i = 0; i < kDatagrams; ++i) {
