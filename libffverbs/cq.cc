@@ -196,16 +196,23 @@ int ffv_poll_cq(ibv_cq* ibcq, int num_entries, ibv_wc* wc) {
     if (got < want) break;
   }
   bool broken = done == 0 && (cq->ring.corrupt() || cq->control->error.load(std::memory_order_relaxed) != 0);
-  // Every ~1000 empty polls: is the router still there? A program spinning
-  // on an idle CQ would otherwise never learn that it is gone.
-  bool check_router = done == 0 && ++cq->empty_polls >= 1024;
-  if (done != 0 || check_router) cq->empty_polls = 0;
   cq->lock.unlock();
   // Let the router's poller (or the peer) run if it shares this core; the
   // spinning between yields adapts to whether it does (shm/idle_yield.h).
   // Per thread: it is the thread's core that is shared or not.
   thread_local shm::IdleYield idle(poll_yield_threshold());
-  if (done == 0) idle.idle(); else idle.busy();
+  // Now and then (32 yields, or 32768 empty polls): is the router still
+  // there? A program spinning on an idle CQ would otherwise never learn
+  // that it is gone. (A check is a system call: not on every yield.)
+  thread_local uint32_t idleness = 0;
+  bool check_router = false;
+  if (done == 0) {
+    idleness += idle.idle() ? 1024u : 1u;
+    check_router = idleness >= 32768;
+    if (check_router) idleness = 0;
+  } else {
+    idle.busy();
+  }
   if (check_router && (context_is_stale(*to_ff(ibcq->context)) || RouterLink::get().router_gone())) {
     errno = EIO;
     return -1;

@@ -146,7 +146,6 @@ struct FfCq {
   FfChannel* channel = nullptr;
   ibv_pd* parent_domain = nullptr;  // IBV_CQ_INIT_ATTR_MASK_PD
   uint32_t events_delivered = 0;  // by get_cq_event; destroy waits for as many acks
-  uint32_t empty_polls = 0;       // since the router's liveness was checked
   shm::Cqe current{};             // the entry ibv_start_poll/ibv_next_poll is on
   uint32_t async_delivered = 0;   // async events handed out; destroy waits for their acks
   std::map<uint32_t, FfQp*> senders;    // QPs whose send CQ this is, by QP number (under `lock`)
