@@ -58,10 +58,7 @@ TEST_F(Datagrams, ReplyAddressesFromReceivesSharingOneBuffer) {
   Pages buf(1);
   fill(buf.base, 64, 7);
   ibv_mr* m = mr(buf.base, buf.size);
-  ibv_cq* cs = cq();
-  ibv_cq* cr = cq();
-  ibv_qp* s = ud_qp(cs);
-  ibv_qp* r = ud_qp(cr);
+  auto [cs, cr, s, r] = ud_pair();
   uint8_t* shared = buf.base + 1024;
   for (uint64_t i = 0; i < kDatagrams; ++i)
     ASSERT_EQ(post_recv(r, 100 + i, {{reinterpret_cast<uint64_t>(shared), 40 + 64, m->lkey}}), 0);
@@ -190,10 +187,7 @@ TEST_F(Datagrams, DatagramsPostedJustBeforeTheDestroyArrive) {
   Pages buf(10);
   fill(buf.base, 1024, 23);
   ibv_mr* m = mr(buf.base, buf.size);
-  ibv_cq* cs = cq();
-  ibv_cq* cr = cq();
-  ibv_qp* s = ud_qp(cs);
-  ibv_qp* r = ud_qp(cr);
+  auto [cs, cr, s, r] = ud_pair();
   for (uint64_t i = 0; i < kDatagrams; ++i)
     ASSERT_EQ(post_recv(r, i, {{reinterpret_cast<uint64_t>(buf.base + 4096 + 2048 * i), 40 + 1024, m->lkey}}), 0);
   ibv_sge sg{reinterpret_cast<uint64_t>(buf.base), 1024, m->lkey};

@@ -334,6 +334,18 @@ class Datagrams : public Verbs {
     EXPECT_EQ(ibv_modify_qp(q, &at, IBV_QP_STATE | IBV_QP_SQ_PSN), 0);
     return q;
   }
+  // A sender and a receiver, each on a CQ of its own.
+  struct UdPair {
+    ibv_cq* send_cq;
+    ibv_cq* recv_cq;
+    ibv_qp* sender;
+    ibv_qp* receiver;
+  };
+  UdPair ud_pair() {
+    ibv_cq* cs = cq();
+    ibv_cq* cr = cq();
+    return {cs, cr, ud_qp(cs), ud_qp(cr)};
+  }
   ibv_ah* ah_to_self(ibv_pd* on = nullptr) {
     ibv_ah_attr a{};
     address_self(a);
