@@ -6,15 +6,17 @@
 // arrives waits: yielding every 32 empty polls made a 2-byte WRITE's round
 // trip cost 2 µs there.
 //
-// So the spin between yields adapts: a yield that comes back at once (no
-// other thread wanted the CPU: the core is ours) doubles the spin before
-// the next one, up to `max_spins`; a yield that let another thread run
-// (it came back late) starts over from `min_spins`. On a dedicated core
-// yields become rare; on a shared one they stay as frequent as before.
+// So the spin between yields adapts: a yield after which no other thread
+// had run on this core since the last one (the thread's involuntary
+// context switches did not move: a yield that hands the CPU over counts as
+// one, as does a preemption) doubles the spin before the next one, up to
+// `max_spins`; otherwise the spin starts over at `min_spins`. On a core of
+// its own the spinner rarely yields; on a shared one as often as before,
+// whatever the other thread does with the CPU it gets.
 #pragma once
 
 #include <sched.h>
-#include <time.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -23,10 +25,6 @@ namespace ff::shm {
 
 class IdleYield {
  public:
-  // A yield longer than this let another thread run (an empty one costs
-  // 0.1-1.5 µs, a system call; another thread's turn is longer).
-  static constexpr uint64_t kOtherRanNs = 10'000;
-
   // min_spins 0: never yield.
   explicit IdleYield(uint32_t min_spins = 32, uint32_t max_spins = 1u << 14)
       : min_(min_spins), max_(std::max(min_spins, max_spins)), limit_(min_spins) {}
@@ -36,9 +34,10 @@ class IdleYield {
   bool idle() {
     if (min_ == 0 || ++spins_ < limit_) return false;
     spins_ = 0;
-    uint64_t before = now_ns();
     sched_yield();
-    bool alone = now_ns() - before < kOtherRanNs;
+    long switches = involuntary_switches();
+    bool alone = switches == last_switches_;
+    last_switches_ = switches;
     limit_ = alone ? std::min(limit_ * 2, max_) : min_;
     return true;
   }
@@ -48,14 +47,14 @@ class IdleYield {
   uint32_t spins_between_yields() const { return limit_; }
 
  private:
-  static uint64_t now_ns() {
-    timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return static_cast<uint64_t>(t.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(t.tv_nsec);
+  static long involuntary_switches() {
+    rusage u{};
+    return ::getrusage(RUSAGE_THREAD, &u) == 0 ? u.ru_nivcsw : -1;
   }
 
   uint32_t min_, max_, limit_;
   uint32_t spins_ = 0;
+  long last_switches_ = -1;
 };
 
 }  // namespace ff::shm

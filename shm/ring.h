@@ -200,12 +200,14 @@ class RingProducer {
 
   // Pushes the n entries of another ring's slot array (of `capacity`, a
   // power of two) from free-running index `from`; all or none.
+  // Whole slots: the other ring may be an app's, whose descriptors'
+  // sizes are not to be trusted (nor read twice).
   [[nodiscard]] bool push_from_ring(const T* slots, uint64_t capacity, uint64_t from, uint64_t n) {
     if (free_slots(n) < n) return false;
-    size_t first = from & (capacity - 1);
-    size_t until_wrap = std::min<size_t>(n, capacity - first);
-    write_and_publish(std::span<const T>(slots + first, until_wrap));
-    write_and_publish(std::span<const T>(slots, n - until_wrap));
+    for (uint64_t i = 0; i < n; ++i, ++head_)
+      std::memcpy(static_cast<void*>(&slots_[head_ & mask_]), &slots[(from + i) & (capacity - 1)], sizeof(T));
+    // Release pairs with the consumer's acquire load of producer_index (C1).
+    ctl_->producer_index.store(head_, std::memory_order_release);
     return true;
   }
 

@@ -85,10 +85,13 @@ void Engine::cancel_sleep() {
 
 void Engine::send_posted_datagrams(core::Qp& c) {
   auto& q = static_cast<Qp&>(c);
-  // A pass sends one datagram at least, or cannot now (caps, a full link):
-  // at most as many passes as datagrams were queued.
-  for (size_t passes = q.sq.size_guess(); passes > 0 && q.sq.size_guess() > 0; --passes)
-    if (!service(q, Poller::now_ns())) break;
+  // Until a pass takes none (its tenant's caps or share, a full link, an
+  // error): at most one pass per datagram queued.
+  while (q.state == IBV_QPS_RTS && q.sq.size_guess() > 0) {
+    uint64_t before = q.sq.consumed();
+    service(q, Poller::now_ns());
+    if (q.sq.consumed() == before) break;
+  }
 }
 
 void Engine::on_error(core::Qp& c) { responder_.flush_held_receive(static_cast<Qp&>(c)); }

@@ -30,9 +30,12 @@ void Engine::send_posted_datagrams(core::Qp& c) {
   const uint64_t give_up = Poller::now_ns() + kDatagramGraceNs;
   for (;;) {
     poll_sends(q);
-    if (q.sq.size_guess() == 0 || Poller::now_ns() >= give_up) break;
+    if (q.state != IBV_QPS_RTS || q.sq.size_guess() == 0 || Poller::now_ns() >= give_up) break;
+    uint64_t before = q.sq.consumed();
     q.sends_visible = static_cast<uint32_t>(q.sq.size_guess());
-    if (!post_sends(q, Poller::now_ns()) && q.sends.used() == 0) break;
+    post_sends(q, Poller::now_ns());
+    // None taken and none on the device to wait for: what is left cannot go now.
+    if (q.sq.consumed() == before && q.sends.used() == 0) break;
   }
   while (q.sends.used() > 0 && Poller::now_ns() < give_up) poll_sends(q);
 }
