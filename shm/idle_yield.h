@@ -44,8 +44,6 @@ class IdleYield {
   // Work arrived: the spin toward the next yield starts over (its length stays).
   void busy() { spins_ = 0; }
 
-  uint32_t spins_between_yields() const { return limit_; }
-
  private:
   static long involuntary_switches() {
     rusage u{};
