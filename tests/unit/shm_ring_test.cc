@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "shm/descriptors.h"
 #include "shm/doorbell.h"
 #include "shm/ring.h"
 #include "shm/segment.h"
@@ -28,6 +29,48 @@ struct RingFixture : ::testing::Test {
   void SetUp() override { init_ring<Desc>(at, kCap); }
   RingControl* ctl() { return reinterpret_cast<RingControl*>(at); }
 };
+
+// Work requests built in place are the consumer's only once published, all
+// at once; the consumer copies the bytes a descriptor declares (a slot's
+// stale rest never reaches the copy) and a hostile size is bounded by the slot.
+TEST(SizedRing, InPlacePostsPublishTogetherAndCopiesOnlyTheUsedBytes) {
+  constexpr uint32_t kCap = 4;
+  Mapping seg = Mapping::create("test-wqe-ring", SegmentKind::kRing, sizeof(SegmentHeader) + ring_bytes<SendWqe>(kCap));
+  std::byte* at = seg.base() + sizeof(SegmentHeader);
+  init_ring<SendWqe>(at, kCap);
+  RingProducer<SendWqe> p(at, kCap);
+  RingConsumer<SendWqe> c(at, kCap);
+  for (uint64_t i = 0; i < 2; ++i) {
+    SendWqe* slot = p.sp_claim();
+    ASSERT_NE(slot, nullptr);
+    std::memset(static_cast<void*>(slot), 0xee, sizeof(SendWqe));  // a former descriptor's bytes
+    std::memset(static_cast<void*>(slot), 0, SendWqe::kHeaderBytes);
+    slot->wr_id = i;
+    slot->num_sge = 1;
+    slot->payload.sge[0] = {0x1000 * i, 64, 7};
+    p.sp_commit();
+  }
+  EXPECT_EQ(c.size_guess(), 0u) << "nothing is the consumer's before the publish";
+  p.sp_publish();
+  ASSERT_EQ(c.size_guess(), 2u);
+  SendWqe out;
+  std::memset(static_cast<void*>(&out), 0x11, sizeof out);
+  ASSERT_TRUE(c.sc_peek(1, out));
+  EXPECT_EQ(out.wr_id, 1u);
+  EXPECT_EQ(out.payload.sge[0].addr, 0x1000u);
+  EXPECT_EQ(out.wire_bytes(), SendWqe::kHeaderBytes + sizeof(WireSge));
+  // The common size is copied whole; past it the copy keeps its own bytes.
+  const auto* raw = reinterpret_cast<const uint8_t*>(&out);
+  EXPECT_EQ(raw[SendWqe::kCommonBytes], 0x11);
+  EXPECT_EQ(raw[sizeof out - 1], 0x11);
+  // A size the header cannot have is bounded by the slot.
+  SendWqe hostile{};
+  hostile.num_sge = 0xff;
+  EXPECT_EQ(hostile.wire_bytes(), sizeof(SendWqe));
+  hostile.send_flags = IBV_SEND_INLINE;
+  hostile.inline_len = 0xffffffff;
+  EXPECT_EQ(hostile.wire_bytes(), sizeof(SendWqe));
+}
 
 TEST_F(RingFixture, FifoOrderAcrossWrap) {
   RingProducer<Desc> p(at, kCap);
