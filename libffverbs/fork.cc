@@ -115,7 +115,7 @@ void shared_memory_before_fork() { SharedPages::get().before_fork(); }
 void shared_memory_after_fork_parent() { SharedPages::get().after_fork_parent(); }
 void shared_memory_after_fork_child() {
   SharedPages::get().after_fork_child();
-  forget_arenas_after_fork();
+  arenas::forget_after_fork();
 }
 
 }  // namespace ff::verbs

@@ -7,9 +7,10 @@
 // router as a segment. Whole pages are copied, so data sharing a page with
 // the buffer survives; a page is shared once, however many registrations
 // cover it (regions are reference-counted), and becomes private memory again
-// when its last registration goes. ibv_malloc memory (arena.cc) lives in a
-// shared arena from the start and is registered with no copy at all. At
-// fork() (fork.cc) the child gets private copies of all of it.
+// when its last registration goes. ibv_malloc memory and the shared heap's
+// (the app's page-aligned allocations: shared_heap.cc) live in shared
+// arenas from the start (arena.cc) and are registered with no copy at all.
+// At fork() (fork.cc) the child gets private copies of all of it.
 //
 // Other threads may keep writing to the pages while they move: their
 // writes wait in a userfaultfd write-protection fault until the new pages
@@ -68,8 +69,6 @@ class SharedPages {
   int acquire(uint64_t start, uint64_t end, uint64_t& lease);
   // Drops the lease's references; a region left without any goes.
   void release(uint64_t lease);
-  // Adds an already shared range (an arena) that is never released.
-  int add_pinned(uint64_t start, uint64_t end, int fd);
 
   // pthread_atfork handlers (fork.cc).
   void before_fork();
@@ -108,6 +107,7 @@ class SharedPages {
   std::map<uint64_t, uint64_t>::iterator first_live_in(uint64_t start);
   uint64_t add(Region reg);
   int create(uint64_t start, uint64_t end);
+  int adopt_arena(uint64_t start, uint64_t end, int fd);
   static int examine(uint64_t start, uint64_t end, AppFile& shared);
   int ensure_registered(Region& reg);
   void forget_segment(Region& reg);
@@ -125,10 +125,29 @@ class SharedPages {
   std::vector<StackPages> stack_pages_;  // privatized for the fork in progress
 };
 
-// fork() child: the ibv_malloc arenas' pages are private copies now; buffers
-// the child already holds stay usable as memory, and new ibv_malloc calls get
-// a fresh arena (arena.cc).
-void forget_arenas_after_fork();
+// Shared arenas (arena.cc): memfd segments mapped from the start, from
+// which ibv_malloc and the shared heap carve buffers. The router maps an
+// arena whole when memory in it is first registered (SharedPages adopts
+// it as a pinned region), so such memory registers with no copy.
+namespace arenas {
+// A block of at least `size` bytes (page-aligned from a page up), or null
+// when no arena has room and no new one can be made.
+void* allocate(size_t size);
+// Whether `p` lies in an arena, this process's or (in a fork child) its
+// parent's. Lock-free: free() asks it about every pointer.
+bool owns(const void* p);
+// Frees a live block; false when `p` is not one.
+bool free(void* p);
+// Bytes usable from a live block, or 0.
+size_t usable_size(const void* p);
+// The lowest shared (not retired) arena that overlaps [from, to): its
+// mapping and memfd.
+bool find_live(uint64_t from, uint64_t to, uint64_t& start, uint64_t& end, int& fd);
+// fork() child: the arenas' pages are private copies now (fork.cc); blocks
+// the child holds stay usable memory and can be freed, and new blocks come
+// from fresh arenas.
+void forget_after_fork();
+}  // namespace arenas
 
 // pthread_atfork handlers for shared memory (fork.cc): the child gets
 // private copies of registered pages and arenas; the forking thread's

@@ -45,6 +45,16 @@ int SharedPages::acquire(uint64_t start, uint64_t end, uint64_t& lease) {
       continue;
     }
     uint64_t gap_end = it != live_.end() ? std::min(end, it->first) : end;
+    uint64_t arena_start = 0, arena_end = 0;
+    int arena_fd = -1;
+    if (arenas::find_live(at, gap_end, arena_start, arena_end, arena_fd)) {
+      if (arena_start <= at) {  // shared already: no copy
+        if (int e = adopt_arena(arena_start, arena_end, arena_fd); e != 0) return e;
+        it = first_live_in(at);
+        continue;
+      }
+      gap_end = arena_start;  // ordinary pages up to it
+    }
     if (int e = create(at, gap_end); e != 0) return e;
     at = gap_end;
     it = live_.lower_bound(at);  // the region that ended the gap, if one did
@@ -73,17 +83,26 @@ void SharedPages::release(uint64_t lease) {
   leases_.erase(held);
 }
 
-int SharedPages::add_pinned(uint64_t start, uint64_t end, int fd) {
-  std::lock_guard lock(mu_);
+// Files the arena at [start, end) as a pinned region (never released), so
+// that registrations in it share its pages as they are. A region left live
+// at those addresses is stale (the app unmapped it and the arena was mapped
+// there since): it is split, and its runs there detached.
+int SharedPages::adopt_arena(uint64_t start, uint64_t end, int fd) {
+  for (auto it = first_live_in(start); it != live_.end() && it->first < end;) {
+    uint64_t id = (it++)->second;  // split() replaces this entry of live_
+    if (!regions_.at(id).pinned) split(id);
+  }
   Region reg;
   reg.start = start;
   reg.end = end;
   reg.file = std::make_shared<ff::UniqueFd>(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  if (!*reg.file) return errno;
   struct stat st {};
-  if (::fstat(fd, &st) == 0) reg.inode = st.st_ino;
+  if (::fstat(reg.fd(), &st) == 0) reg.inode = st.st_ino;
   reg.pinned = true;
   reg.refs = 1;
-  return ensure_registered(regions_.at(add(std::move(reg))));
+  add(std::move(reg));
+  return 0;
 }
 
 // The first live region that ends after `start`.

@@ -77,6 +77,12 @@ bool SharedArena::contains(const void* p) const {
   return b >= mapping_.base() + kDataOffset && b < mapping_.base() + mapping_.size();
 }
 
+size_t SharedArena::usable_size(const void* p) const {
+  if (!contains(p)) return 0;
+  std::lock_guard lock(mu_);
+  return alloc_.block_size(segment_offset(p) - kDataOffset);
+}
+
 size_t SharedArena::segment_offset(const void* p) const {
   return static_cast<size_t>(static_cast<const std::byte*>(p) - mapping_.base());
 }

@@ -58,6 +58,8 @@ class SharedArena {
   // false when `p` was not returned by allocate() (or was already freed).
   bool free(void* p);
   bool contains(const void* p) const;
+  // Bytes usable from `p` (the start of a live block), or 0.
+  size_t usable_size(const void* p) const;
   // Offset of `p` from the start of the segment (what the router uses).
   size_t segment_offset(const void* p) const;
 

@@ -9,7 +9,8 @@ using shm::Cqe;
 using shm::RecvWqe;
 
 bool Responder::same_tenant(const Qp& t, const Origin& o) const {
-  return o.via == nullptr ? o.tenant != nullptr && t.pd.owner.tenant == *o.tenant
+  // (Both QPs of one session share its tenant string: no compare.)
+  return o.via == nullptr ? o.tenant != nullptr && (&t.pd.owner.tenant == o.tenant || t.pd.owner.tenant == *o.tenant)
                           : wire::tenant_id(t.pd.owner.tenant) == o.tenant_id;
 }
 

@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "fixture.h"
@@ -162,6 +165,82 @@ TEST_F(Verbs, IbvMallocBuffersNeedNoCopy) {
   dereg(bm);
   ff_free(a);
   ff_free(b);
+}
+
+// The mapping /proc/self/maps names for `p` ("" when none).
+std::string mapping_of(const void* p) {
+  auto a = reinterpret_cast<uintptr_t>(p);
+  FILE* f = std::fopen("/proc/self/maps", "r");
+  char line[512];
+  std::string found;
+  while (f != nullptr && std::fgets(line, sizeof line, f) != nullptr) {
+    unsigned long lo = 0, hi = 0;
+    if (std::sscanf(line, "%lx-%lx", &lo, &hi) == 2 && a >= lo && a < hi) {
+      found = line;
+      break;
+    }
+  }
+  if (f != nullptr) std::fclose(f);
+  return found;
+}
+
+// With libffverbs, page-aligned allocations of 64 KiB and more come from
+// its shared heap (shared_heap.cc): registering one moves no page (the
+// mapping is the same arena before and after), RDMA reaches it, realloc
+// keeps its bytes, and a fork child gets a private copy it can free.
+TEST_F(Verbs, PageAlignedAllocationsRegisterWithoutMovingAPage) {
+  Dl_info info{};
+  bool shared_heap = dladdr(reinterpret_cast<void*>(dlsym(RTLD_DEFAULT, "posix_memalign")), &info) != 0 &&
+                     info.dli_fname != nullptr && std::strstr(info.dli_fname, "libffverbs") != nullptr;
+  constexpr size_t kBytes = 256 << 10;
+  void* raw = nullptr;
+  ASSERT_EQ(posix_memalign(&raw, 4096, kBytes), 0);
+  auto* buf = static_cast<uint8_t*>(raw);
+  fill(buf, kBytes, 7);
+  std::string before = mapping_of(buf);
+  if (shared_heap) {
+    EXPECT_NE(before.find("ffr-arena"), std::string::npos) << before;
+  }
+  ibv_mr* m = mr(buf, kBytes);
+  if (shared_heap) {
+    EXPECT_EQ(mapping_of(buf), before) << "registration moved the pages";
+  }
+  std::vector<uint8_t> src(4096);
+  fill(src.data(), src.size(), 9);
+  ibv_mr* sm = mr(src.data(), src.size());
+  Pair p = pair();
+  ibv_sge s{reinterpret_cast<uint64_t>(src.data()), 4096, sm->lkey};
+  ibv_send_wr w = wr(IBV_WR_RDMA_WRITE, 1, &s, 1);
+  w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(buf + kBytes - 4096);
+  w.wr.rdma.rkey = m->rkey;
+  ASSERT_EQ(post(p.a, w), 0);
+  ASSERT_EQ(poll1(p.scq).status, IBV_WC_SUCCESS);
+  EXPECT_EQ(0, std::memcmp(buf + kBytes - 4096, src.data(), 4096));
+  dereg(m);
+  dereg(sm);
+
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    bool same = std::memcmp(buf + kBytes - 4096, src.data(), 4096) == 0;
+    std::memset(buf, 0x5a, 4096);  // its own copy
+    void* more = nullptr;
+    bool allocates = posix_memalign(&more, 4096, kBytes) == 0;
+    if (allocates) std::memset(more, 1, kBytes);
+    free(more);
+    free(buf);  // inherited from the parent's heap
+    _exit(same && allocates ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "child killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the child did not see the parent's bytes or could not allocate";
+  EXPECT_NE(buf[0], 0x5a) << "the child wrote into the parent's pages";
+
+  auto* grown = static_cast<uint8_t*>(realloc(buf, 2 * kBytes));
+  ASSERT_NE(grown, nullptr);
+  EXPECT_EQ(0, std::memcmp(grown + kBytes - 4096, src.data(), 4096)) << "realloc lost the bytes";
+  free(grown);
 }
 
 // Past a megabyte of /proc/self/maps too: 25000 small mappings before the
