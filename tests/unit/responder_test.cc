@@ -194,7 +194,7 @@ TEST_F(ResponderTest, ARequesterRetriesWhatItMayThenFails) {
   connect(a, 0x999, kBlueIp, 0, /*retries=*/1);
   connect(forever, 0x999, kBlueIp, 0, /*retries=*/7);
   rules([&](Responder&) {
-    Verdict rnr{Refusal::kRnr, IBV_WC_SUCCESS, 1};
+    Verdict rnr{IBV_WC_SUCCESS, Refusal::kRnr, 1};
     EXPECT_EQ(retry_or_fail(a, rnr, 0), IBV_WC_SUCCESS) << "one RNR retry";
     EXPECT_GT(a.wait_until_ns, 0u);
     EXPECT_EQ(retry_or_fail(a, rnr, 0), IBV_WC_RNR_RETRY_EXC_ERR);

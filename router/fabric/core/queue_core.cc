@@ -36,6 +36,7 @@ void QueueCore::unlink_qp(Qp& qp) {
   qp.linked = false;
   qps_.erase(std::remove(qps_.begin(), qps_.end(), &qp), qps_.end());
   qps_by_num_.erase(qp.qpn);
+  qp_cache_.clear();
   while (qp.bound_windows != nullptr) unbind(*qp.bound_windows);
   if (qp.mcast_groups > 0) detach_all(qp);
   // Its number may be reused by any tenant's next QP: the QPs connected to
@@ -57,6 +58,7 @@ void QueueCore::unlink_mr(Mr& mr) {
   assert_poller();
   if (!mr.linked) return;
   mrs_.erase(mr.lkey_value);
+  mr_cache_.clear();
   mr.linked = false;
   while (mr.bound_windows != nullptr) unbind(*mr.bound_windows);  // the session is going: no dereg refused
 }

@@ -15,6 +15,7 @@
 // while busy.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cassert>
 #include <chrono>
@@ -57,8 +58,10 @@ class QueueCore : public PollerHooks {
   // The XRC SRQ numbered `srq_num` (any tenant's, any domain's: the caller
   // checks the domain).
   Srq* find_xrc_srq(uint32_t srq_num) const { return find(xrc_srqs_, srq_num); }
-  Qp* find_qp(uint32_t qpn) const { return find(qps_by_num_, qpn); }
-  Mr* find_mr(uint32_t lkey) const { return find(mrs_, lkey); }
+  // Every work request looks up its QPs and keys: through a small cache
+  // in front of the maps (a hash map's find costs a division and a chase).
+  Qp* find_qp(uint32_t qpn) const { return qp_cache_.find(qps_by_num_, qpn, qpn); }
+  Mr* find_mr(uint32_t lkey) const { return mr_cache_.find(mrs_, lkey, lkey ^ (lkey >> 8)); }
   Ah* find_ah(uint32_t id) const { return find(ahs_, id); }
   void link_mw(Mw& mw);
   void unlink_mw(Mw& mw);  // unbinds it first
@@ -222,9 +225,35 @@ class QueueCore : public PollerHooks {
     return it == m.end() ? nullptr : it->second;
   }
 
+  // Found entries of a map, direct-mapped by a hash of the key (the low bits
+  // of QP numbers count up; a key's low byte is random). An entry is
+  // cleared whenever its map loses one (unlink: rare, a control verb), so
+  // a hit is always in the map. Only the poller's thread touches it.
+  template <typename T>
+  class LookupCache {
+   public:
+    T* find(const std::unordered_map<uint32_t, T*>& m, uint32_t key, uint32_t hash) const {
+      Entry& e = entries_[hash % entries_.size()];
+      if (e.found != nullptr && e.key == key) return e.found;
+      T* found = QueueCore::find(m, key);
+      if (found != nullptr) e = Entry{key, found};
+      return found;
+    }
+    void clear() { entries_.fill(Entry{}); }
+
+   private:
+    struct Entry {
+      uint32_t key = 0;
+      T* found = nullptr;
+    };
+    mutable std::array<Entry, 64> entries_{};
+  };
+
   std::vector<Qp*> qps_;
   std::unordered_map<uint32_t, Qp*> qps_by_num_;
   std::unordered_map<uint32_t, Mr*> mrs_;
+  LookupCache<Qp> qp_cache_;
+  LookupCache<Mr> mr_cache_;
   std::unordered_map<uint32_t, Ah*> ahs_;
   std::unordered_map<uint32_t, Mw*> mws_;  // by index
   std::unordered_map<uint32_t, std::vector<Qp*>> mcast_groups_;  // by group IPv4 address

@@ -33,7 +33,7 @@ inline std::pair<wire::NakReason, uint32_t> nak_of(const Verdict& v) {
 inline std::optional<Verdict> verdict_of_nak(const wire::Header& h) {
   switch (static_cast<wire::NakReason>(h.opcode)) {
     case wire::NakReason::kRnr:
-      return Verdict{Refusal::kRnr, IBV_WC_SUCCESS, static_cast<uint8_t>(h.imm)};
+      return Verdict{IBV_WC_SUCCESS, Refusal::kRnr, static_cast<uint8_t>(h.imm)};
     case wire::NakReason::kNotReady:
       return Verdict::not_ready();
     case wire::NakReason::kStatus: {

@@ -108,7 +108,8 @@ class Executor {
     Qp* t = r_.connected(Origin{q_.qpn, q_.attr.dest_qp_num, q_.init.type, nullptr, &q_.pd.owner.tenant});
     if (t == nullptr) return refused(w, Verdict::not_ready(), local.total);
     // XRC: the SRQ the request names (in remote_qpn) serves it there.
-    if (Verdict v = r_.select_xrc_srq(*t, w.remote_qpn); !v) return refused(w, v, local.total);
+    if (t->xrc_target())
+      if (Verdict v = r_.select_xrc_srq(*t, w.remote_qpn); !v) return refused(w, v, local.total);
     switch (w.opcode) {
       case IBV_WR_SEND:
       case IBV_WR_SEND_WITH_IMM:
@@ -325,6 +326,18 @@ bool Engine::service_local(Qp& q, uint64_t now) {
   int n = 0;
   uint64_t pass_bytes = 0;
   SendWqe w;
+  // Slots are handed back once per turn, or before a completion (the app
+  // may reuse a slot as soon as it sees one), not once per work request:
+  // each hand-back moves the ring's control line to the app's core.
+  struct HandBack {
+    Qp& q;
+    bool pending = false;
+    void now() {
+      if (pending) q.sq.sc_publish_released();
+      pending = false;
+    }
+    ~HandBack() { now(); }
+  } hand_back{q};
   while (n < core::kBatch && q.sq.sc_peek(0, w)) {
     q.sq.sc_prefetch(1);  // the next one crosses from the app's core while this one runs
     Executor x(*this, q, now);
@@ -343,8 +356,12 @@ bool Engine::service_local(Qp& q, uint64_t now) {
     if (o == Outcome::kWait) refund(q, x.admitted, x.admitted_starts, /*tried=*/true);
     if (o == Outcome::kWait || o == Outcome::kCapped) break;
     uint64_t index = q.sq.consumed();
-    q.sq.sc_release(1);
-    if (x.has_completion) complete_send(q, x.completion, index);
+    q.sq.sc_release_unpublished(1);
+    hand_back.pending = true;
+    if (x.has_completion) {
+      hand_back.now();
+      complete_send(q, x.completion, index);
+    }
     ++n;
     if (o == Outcome::kFatal) break;
     if (turn_over) {

@@ -85,7 +85,7 @@ Verdict Responder::take_receive(Qp& t, uint64_t len, const Arrival& a, Sges& dst
     auto& queue = t.receives();
     shm::RecvWqe r;
     if (!queue.sc_peek(0, r)) {
-      if (!queue.corrupt()) return Verdict{Refusal::kRnr, IBV_WC_SUCCESS, t.attr.min_rnr_timer};
+      if (!queue.corrupt()) return Verdict{IBV_WC_SUCCESS, Refusal::kRnr, t.attr.min_rnr_timer};
       e_.set_error(t);
       return Verdict::not_ready();
     }
