@@ -72,6 +72,8 @@ struct AnswerReader {
   size_t answers = 0;
   uint32_t next_seq = 0;
   bool in_order = true;
+  const std::byte* expect = nullptr;  // what every answer's payload holds, when set
+  bool intact = true;
   void read(int fd) {
     std::byte chunk[1 << 16];
     ssize_t n;
@@ -84,6 +86,8 @@ struct AnswerReader {
       at += sizeof h + h.payload;
       if (h.type != static_cast<uint8_t>(wire::Type::kReadResponse)) continue;
       in_order &= h.seq == next_seq++;
+      if (expect != nullptr)
+        intact &= std::memcmp(buf.data() + at - h.payload, expect, h.payload) == 0;
       ++answers;
     }
     buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(at));
@@ -92,10 +96,13 @@ struct AnswerReader {
 
 // A peer that asks for far more READ data than it reads back holds at most
 // the link's high-water mark of this router's memory (plus a frame and what
-// the socket holds); once it reads, every answer comes, in order.
+// the socket holds); once it reads, every answer comes, in order, with its
+// bytes (answers go from the MR's pages into the socket where it takes
+// them, the rest through the link's buffer: Link::put_gathered).
 TEST_F(LinkTest, ReadAnswersAPeerDoesNotTakeStayBoundedAndAllArriveLater) {
   Qp* q = nullptr;
   UniqueFd peer = connect_peer(q);
+  for (uint64_t i = 0; i < kSize / 2; ++i) *blue.at(kBase + i) = static_cast<std::byte>(i * 7 + i / 4096);
   constexpr uint32_t kRequests = 4000;
   constexpr uint64_t kLen = kSize / 2;  // 32 KiB each: 125 MiB of answers in all
   std::vector<wire::Header> requests;
@@ -121,6 +128,7 @@ TEST_F(LinkTest, ReadAnswersAPeerDoesNotTakeStayBoundedAndAllArriveLater) {
   EXPECT_TRUE(routes.peer.in_up.load()) << "the link stays up: backpressure, not a failure";
 
   AnswerReader reader;
+  reader.expect = blue.at(kBase);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (reader.answers < kRequests && std::chrono::steady_clock::now() < deadline) {
     sendable();
@@ -130,6 +138,7 @@ TEST_F(LinkTest, ReadAnswersAPeerDoesNotTakeStayBoundedAndAllArriveLater) {
   EXPECT_EQ(sent, total);
   EXPECT_EQ(reader.answers, kRequests);
   EXPECT_TRUE(reader.in_order);
+  EXPECT_TRUE(reader.intact) << "an answer's payload differs from the MR's bytes";
 }
 
 // The link drops in the middle of a SEND: the receive the message took

@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -28,6 +29,53 @@ std::byte* Link::put(const wire::Header& h) {
   peer.frames_sent.fetch_add(1, std::memory_order_relaxed);
   peer.bytes_sent.fetch_add(sizeof h + h.payload, std::memory_order_relaxed);
   return tx_.data() + at + sizeof h;
+}
+
+bool Link::put_gathered(const wire::Header& h, std::span<const iovec> parts, bool may_defer) {
+  constexpr size_t kMaxParts = 16;
+  size_t sent = 0;
+  if (!tls_ && !tx_pending() && parts.size() <= kMaxParts) {
+    iovec iov[kMaxParts + 1];
+    iov[0] = {const_cast<wire::Header*>(&h), sizeof h};
+    std::copy(parts.begin(), parts.end(), iov + 1);
+    msghdr m{};
+    m.msg_iov = iov;
+    m.msg_iovlen = parts.size() + 1;
+    for (;;) {
+      ssize_t n = ::sendmsg(fd.get(), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n >= 0) {
+        sent = static_cast<size_t>(n);
+        break;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if (!may_defer) break;
+        return false;
+      }
+      why_dead = std::string("send: ") + std::strerror(errno);
+      dead = true;  // reaped with the other dead links (Links::flush)
+      return true;
+    }
+  }
+  size_t whole = sizeof h + h.payload;
+  peer.frames_sent.fetch_add(1, std::memory_order_relaxed);
+  peer.bytes_sent.fetch_add(whole, std::memory_order_relaxed);
+  if (sent == whole) return true;
+  // What the socket did not take, in order: the rest of the header, then of the payload.
+  if (tx_head_ == tx_.size()) {  // drained: start over at the front
+    tx_.clear();
+    tx_head_ = 0;
+  }
+  if (sent < sizeof h)
+    tx_.insert(tx_.end(), reinterpret_cast<const std::byte*>(&h) + sent, reinterpret_cast<const std::byte*>(&h + 1));
+  size_t skip = sent > sizeof h ? sent - sizeof h : 0;
+  for (const iovec& part : parts) {
+    auto* b = static_cast<const std::byte*>(part.iov_base);
+    size_t drop = std::min(skip, part.iov_len);
+    skip -= drop;
+    tx_.insert(tx_.end(), b + drop, b + part.iov_len);
+  }
+  return true;
 }
 
 bool Link::flush() {

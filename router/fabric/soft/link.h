@@ -25,6 +25,8 @@
 // (read_some/write_some), and nothing else here knows the difference.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -84,6 +86,18 @@ struct Link {
   bool tx_pending() const { return tx_head_ < tx_.size() || (tls_ && tls_unsent(tls_.get()) > 0); }
   // Appends a frame and returns where its payload goes (header.payload bytes).
   std::byte* put(const wire::Header& h);
+  // A frame whose payload (header.payload bytes) lies in `parts`, router
+  // addresses of registered memory. When nothing waits in the transmit
+  // buffer (and the link is in the clear) the socket takes what it can
+  // straight from those pages, so the kernel's copy is the only one; only
+  // what it does not take now is copied into the transmit buffer. A
+  // failed connection is marked dead (why_dead), as a failed flush is.
+  // With `may_defer`, a socket that takes none of it now leaves the frame
+  // unsent (false: the requester tries again on a later pass, as it does
+  // when the buffer is above its high-water mark), so that a stream the
+  // peer drains slower than it is produced is not copied into the buffer
+  // frame after frame.
+  bool put_gathered(const wire::Header& h, std::span<const iovec> parts, bool may_defer);
   // Writes what the socket takes. False when the connection failed.
   bool flush();
   // Reads what is there and calls on_frame(header, payload) per whole frame.

@@ -5,11 +5,39 @@
 #include <optional>
 #include <span>
 
+#include "router/fabric/soft/link.h"
 #include "router/fabric/soft/responder.h"
 #include "router/fabric/soft/transfer.h"
 #include "router/fabric/soft/wire.h"
 
 namespace ff::router::soft {
+
+// A frame carrying `len` bytes of `from` (h.payload == len): sent from the
+// pages where they are when the link can (Link::put_gathered), else
+// copied into the link's buffer. Small payloads are copied: a system call
+// per frame costs more than the copy, and frames queued together go out
+// with one. False: deferred (`may_defer` and the socket is full), nothing
+// queued.
+inline bool put_with_payload(Link& link, const wire::Header& h, Pieces& from, uint64_t len, bool may_defer = false) {
+  constexpr uint64_t kDirectFrom = 16 * 1024;
+  constexpr size_t kMaxParts = 16;
+  if (len >= kDirectFrom && !link.tx_pending()) {
+    iovec parts[kMaxParts];
+    size_t n = 0;
+    uint64_t left = len, got = 0;
+    Pieces probe = from;
+    while (left > 0 && n < kMaxParts) {
+      std::byte* p = probe.next(left, got);
+      if (p == nullptr || got == 0) break;
+      parts[n++] = {p, got};
+      left -= got;
+    }
+    if (left == 0) return link.put_gathered(h, std::span<const iovec>(parts, n), may_defer);
+  }
+  Pieces to(link.put(h), len);  // (scattered over more pieces than that: copied)
+  copy(to, from, len);
+  return true;
+}
 
 // An RC requester keeps at most this much unanswered on a link.
 inline constexpr uint32_t kWindowWqes = 64;

@@ -161,8 +161,10 @@ bool Engine::service_remote(Qp& q, uint64_t now) {
       h.payload = static_cast<uint32_t>(chunk);
       Pieces from = source_of(s);
       from.skip(rr.offset);
-      Pieces to(link->put(h), chunk);
-      copy(to, from, chunk);
+      if (!put_with_payload(*link, h, from, chunk, /*may_defer=*/true)) {  // the socket is full: later
+        refund(q, chunk, rr.offset == 0, /*tried=*/false);
+        break;
+      }
     }
     rr.offset += chunk;
     ++n;
@@ -286,8 +288,7 @@ bool Engine::put_datagram(Qp& q, const Ah& ah, Peer& peer, const SendWqe& w, con
   h.compare_add = 0;
   h.swap = 0;
   Pieces from = source_of(src);
-  Pieces to(link->put(h), src.total);
-  copy(to, from, src.total);
+  put_with_payload(*link, h, from, src.total);
   return true;
 }
 

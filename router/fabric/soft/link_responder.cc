@@ -20,9 +20,9 @@ using wire::Header;
 using wire::NakReason;
 using wire::Type;
 
-// Appends an answer to `request` and returns where its `payload` bytes go.
-std::byte* answer(Link& link, const Header& request, Type type, uint8_t reason = 0, uint32_t value = 0,
-                  uint32_t payload = 0) {
+// The header of an answer to `request`.
+Header answer_header(const Header& request, Type type, uint8_t reason = 0, uint32_t value = 0,
+                     uint32_t payload = 0) {
   Header a{};
   a.type = static_cast<uint8_t>(type);
   a.opcode = reason;
@@ -37,7 +37,13 @@ std::byte* answer(Link& link, const Header& request, Type type, uint8_t reason =
   a.total = request.total;
   a.offset = request.offset;
   a.payload = payload;
-  return link.put(a);
+  return a;
+}
+
+// Appends an answer to `request` and returns where its `payload` bytes go.
+std::byte* answer(Link& link, const Header& request, Type type, uint8_t reason = 0, uint32_t value = 0,
+                  uint32_t payload = 0) {
+  return link.put(answer_header(request, type, reason, value, payload));
 }
 
 Origin origin_of(const Link& link, const Header& h) {
@@ -79,11 +85,12 @@ class LinkResponse {
     const Mr* mr = nullptr;
     if (Verdict v = r_.check_read(t_, h_.rkey, h_.remote_addr, h_.total, mr); !v) return refuse(v);
     uint64_t len = wire::read_chunk(h_.total, h_.offset);
-    std::byte* p = answer(link_, h_, Type::kReadResponse, 0, 0, static_cast<uint32_t>(len));
-    if (len > 0) {
+    Header a = answer_header(h_, Type::kReadResponse, 0, 0, static_cast<uint32_t>(len));
+    if (len == 0) {  // no key checked, no memory (mr is null)
+      link_.put(a);
+    } else {
       Pieces from(*mr, h_.remote_addr + h_.offset, len);
-      Pieces to(p, len);
-      copy(to, from, len);
+      put_with_payload(link_, a, from, len);
     }
     if (h_.offset + len == h_.total) e_.count(1, h_.total);
   }
