@@ -17,7 +17,8 @@ host_cm=$(readelf --dyn-syms -W /usr/lib/x86_64-linux-gnu/librdmacm.so.1 |
 ours=$(readelf --dyn-syms -W "$LIBFFVERBS" |
        awk '$7!="UND" && $8 ~ /@@/ && $4=="FUNC" {print $8}' | sed 's/@@/@/' | sort)
 heap=""
-if ! readelf -d "$LIBFFVERBS" | grep -q 'NEEDED.*lib[at]san'; then
+dynamic=$(readelf -d "$LIBFFVERBS")
+if ! grep -q 'NEEDED.*lib[at]san' <<<"$dynamic"; then
   heap=$(printf '%s@GLIBC_2.2.5\n' malloc free realloc posix_memalign memalign valloc pvalloc malloc_usable_size
          printf 'aligned_alloc@GLIBC_2.16\nreallocarray@GLIBC_2.26\n')
 fi
