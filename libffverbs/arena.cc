@@ -40,6 +40,11 @@ class Arenas {
   }
 
   void* allocate(size_t size) {
+    if (size > kLargest) return nullptr;
+    // fork() must give the child private copies of the arenas and their
+    // allocators unlocked (fork.cc) whether or not the app ever talks to
+    // the router: the handlers come with the router link.
+    if (count_.load(std::memory_order_acquire) == 0) RouterLink::get();
     std::lock_guard lock(mu_);
     size_t n = count_.load(std::memory_order_relaxed);
     for (size_t i = 0; i < n; ++i)
@@ -110,17 +115,31 @@ class Arenas {
     return found;
   }
 
+  // fork(): the forking thread holds every allocator lock across it, so
+  // that no other thread is inside one when the child is made.
+  void before_fork() {
+    mu_.lock();
+    size_t n = count_.load(std::memory_order_relaxed);
+    for (size_t i = 0; i < n; ++i) slots_[i].arena->lock_for_fork();
+  }
+  void after_fork_parent() { unlock_all(); }
   // Fork child: the arenas' pages are the child's private memory now
   // (fork.cc); they stay in the table for free() and are no longer
   // shared or allocated from.
-  void forget_after_fork() {
-    new (&mu_) std::mutex();  // another thread may have held it at fork()
+  void after_fork_child() {
     size_t n = count_.load(std::memory_order_relaxed);
     for (size_t i = 0; i < n; ++i) slots_[i].retired.store(true, std::memory_order_relaxed);
+    unlock_all();
   }
 
  private:
+  void unlock_all() {
+    size_t n = count_.load(std::memory_order_relaxed);
+    for (size_t i = 0; i < n; ++i) slots_[i].arena->unlock_after_fork();
+    mu_.unlock();
+  }
   static constexpr size_t kGiveBackBytes = 32 << 20;
+  static constexpr size_t kLargest = size_t{1} << 46;  // no rounding overflows below it
   struct Slot {
     std::atomic<uintptr_t> start{0}, end{0};
     shm::SharedArena* arena = nullptr;
@@ -150,7 +169,9 @@ size_t usable_size(const void* p) {
 bool find_live(uint64_t from, uint64_t to, uint64_t& start, uint64_t& end, int& fd) {
   return Arenas::get().find_live(from, to, start, end, fd);
 }
-void forget_after_fork() { Arenas::get().forget_after_fork(); }
+void before_fork() { Arenas::get().before_fork(); }
+void after_fork_parent() { Arenas::get().after_fork_parent(); }
+void after_fork_child() { Arenas::get().after_fork_child(); }
 
 }  // namespace ff::verbs::arenas
 

@@ -111,11 +111,19 @@ void SharedPages::after_fork_child() {
   privatize_shared_pages_in_child();
 }
 
-void shared_memory_before_fork() { SharedPages::get().before_fork(); }
-void shared_memory_after_fork_parent() { SharedPages::get().after_fork_parent(); }
+// The arenas' locks first: SharedPages' work may allocate (never the
+// other way round).
+void shared_memory_before_fork() {
+  arenas::before_fork();
+  SharedPages::get().before_fork();
+}
+void shared_memory_after_fork_parent() {
+  SharedPages::get().after_fork_parent();
+  arenas::after_fork_parent();
+}
 void shared_memory_after_fork_child() {
   SharedPages::get().after_fork_child();
-  arenas::forget_after_fork();
+  arenas::after_fork_child();
 }
 
 }  // namespace ff::verbs

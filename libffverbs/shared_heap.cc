@@ -4,8 +4,11 @@
 // shared arenas (arena.cc), so that registering them later copies nothing:
 // the router maps the arena where the pages already are. What FreeFlow did
 // by interposing the allocator, for the allocations that are buffers.
-// Everything else goes to glibc's allocator untouched (its __libc_*
-// entry points), and free/realloc/malloc_usable_size tell the two apart by
+// Everything else goes to the allocator the app would have had without
+// the shim, untouched: the next definition in lookup order (glibc's, or
+// jemalloc's or tcmalloc's when the app links one: calloc, which is not
+// interposed, comes from that one too, so every block is freed where it
+// came from). free/realloc/malloc_usable_size tell the two apart by
 // address (arenas::owns, lock-free).
 //
 // FFV_SHARED_HEAP picks what comes from the arenas: `aligned` (the
@@ -49,6 +52,39 @@ namespace {
 
 using ff::shm::kPageSize;
 
+// The allocator behind the shim: the next definitions after ours, looked
+// up once (at the first allocation, while the process starts). dlsym may
+// allocate while it looks: those few go to glibc's own entry points.
+struct Next {
+  void* (*malloc)(size_t) = __libc_malloc;
+  void (*free)(void*) = __libc_free;
+  void* (*realloc)(void*, size_t) = __libc_realloc;
+  void* (*memalign)(size_t, size_t) = __libc_memalign;
+  size_t (*usable_size)(void*) = nullptr;
+};
+
+const Next& next() {
+  static Next resolved;
+  static std::atomic<int> state{0};  // 0: not yet, 1: looking, 2: resolved
+  int expected = 0;
+  if (state.load(std::memory_order_acquire) == 2) return resolved;
+  static const Next bootstrap;
+  if (!state.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) return bootstrap;
+  Next n;
+  auto look = [](const char* name, auto fallback) {
+    void* f = ::dlsym(RTLD_NEXT, name);
+    return f != nullptr ? reinterpret_cast<decltype(fallback)>(f) : fallback;
+  };
+  n.malloc = look("malloc", n.malloc);
+  n.free = look("free", n.free);
+  n.realloc = look("realloc", n.realloc);
+  n.memalign = look("memalign", n.memalign);
+  n.usable_size = reinterpret_cast<size_t (*)(void*)>(::dlsym(RTLD_NEXT, "malloc_usable_size"));
+  resolved = n;
+  state.store(2, std::memory_order_release);
+  return resolved;
+}
+
 enum class Mode : int { kUnread = 0, kOff, kAligned, kAll };
 
 struct Policy {
@@ -70,7 +106,11 @@ Policy policy() {
     const char* min = std::getenv("FFV_SHARED_HEAP_MIN");
     char* end = nullptr;
     unsigned long long n = min != nullptr ? std::strtoull(min, &end, 10) : 0;
-    min_bytes.store(min != nullptr && end != min && *end == '\0' && n > 0 ? n : 64 << 10, std::memory_order_relaxed);
+    // At least 64 KiB: the shim's own allocations (its tables, an arena's
+    // bookkeeping) stay below that, and must not come back here.
+    constexpr size_t kLeast = 64 << 10;
+    min_bytes.store(min != nullptr && end != min && *end == '\0' && n > kLeast ? n : kLeast,
+                    std::memory_order_relaxed);
     mode.store(static_cast<int>(m), std::memory_order_release);
   }
   return {m, min_bytes.load(std::memory_order_relaxed)};
@@ -90,7 +130,7 @@ bool power_of_two(size_t n) { return n != 0 && (n & (n - 1)) == 0; }
 
 void* aligned(size_t alignment, size_t size) {
   if (void* p = shared_block(size, alignment, true)) return p;
-  return __libc_memalign(alignment, size);
+  return next().memalign(alignment, size);
 }
 
 }  // namespace
@@ -99,7 +139,7 @@ extern "C" {
 
 __attribute__((visibility("default"))) void* malloc(size_t size) {
   if (void* p = shared_block(size, kPageSize, false)) return p;
-  return __libc_malloc(size);
+  return next().malloc(size);
 }
 
 __attribute__((visibility("default"))) void free(void* p) {
@@ -108,11 +148,11 @@ __attribute__((visibility("default"))) void free(void* p) {
     ff::verbs::arenas::free(p);
     return;
   }
-  __libc_free(p);
+  next().free(p);
 }
 
 __attribute__((visibility("default"))) void* realloc(void* p, size_t size) {
-  if (p == nullptr || !ff::verbs::arenas::owns(p)) return __libc_realloc(p, size);
+  if (p == nullptr || !ff::verbs::arenas::owns(p)) return next().realloc(p, size);
   if (size == 0) {
     ff::verbs::arenas::free(p);
     return nullptr;
@@ -160,15 +200,18 @@ __attribute__((visibility("default"))) void* memalign(size_t alignment, size_t s
 __attribute__((visibility("default"))) void* valloc(size_t size) { return aligned(kPageSize, size); }
 
 __attribute__((visibility("default"))) void* pvalloc(size_t size) {
+  if (size > SIZE_MAX - kPageSize) {
+    errno = ENOMEM;
+    return nullptr;
+  }
   size_t rounded = (size + kPageSize - 1) & ~(kPageSize - 1);
   return aligned(kPageSize, rounded == 0 ? kPageSize : rounded);
 }
 
 __attribute__((visibility("default"))) size_t malloc_usable_size(void* p) {
   if (p != nullptr && ff::verbs::arenas::owns(p)) return ff::verbs::arenas::usable_size(p);
-  using Fn = size_t (*)(void*);
-  static Fn glibc = reinterpret_cast<Fn>(::dlsym(RTLD_NEXT, "malloc_usable_size"));
-  return glibc != nullptr ? glibc(p) : 0;
+  auto usable = next().usable_size;
+  return usable != nullptr ? usable(p) : 0;
 }
 
 }  // extern "C"

@@ -143,10 +143,12 @@ size_t usable_size(const void* p);
 // The lowest shared (not retired) arena that overlaps [from, to): its
 // mapping and memfd.
 bool find_live(uint64_t from, uint64_t to, uint64_t& start, uint64_t& end, int& fd);
-// fork() child: the arenas' pages are private copies now (fork.cc); blocks
-// the child holds stay usable memory and can be freed, and new blocks come
-// from fresh arenas.
-void forget_after_fork();
+// fork() (fork.cc): every allocator lock is held across it; in the child
+// the arenas' pages are private copies now, blocks it holds stay usable
+// memory and can be freed, and new blocks come from fresh arenas.
+void before_fork();
+void after_fork_parent();
+void after_fork_child();
 }  // namespace arenas
 
 // pthread_atfork handlers for shared memory (fork.cc): the child gets

@@ -97,6 +97,11 @@ int SharedPages::adopt_arena(uint64_t start, uint64_t end, int fd) {
   reg.end = end;
   reg.file = std::make_shared<ff::UniqueFd>(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
   if (!*reg.file) return errno;
+  if (!still_mapped_from(start, end, reg.fd(), 0)) {  // the app closed the arena's fd, and the number is another file's
+    debug("reg_mr: the shared arena at %#lx-%#lx lost its file descriptor", static_cast<unsigned long>(start),
+          static_cast<unsigned long>(end));
+    return EBADF;
+  }
   struct stat st {};
   if (::fstat(reg.fd(), &st) == 0) reg.inode = st.st_ino;
   reg.pinned = true;

@@ -9,8 +9,8 @@ ArenaAllocator::ArenaAllocator(size_t size) : size_(size) {
 }
 
 std::optional<size_t> ArenaAllocator::allocate(size_t size, size_t alignment) {
-  if (size == 0 || alignment < kCacheLine || (alignment & (alignment - 1)) != 0) return std::nullopt;
-  size = round_up(size, kCacheLine);
+  if (size == 0 || size > size_ || alignment < kCacheLine || (alignment & (alignment - 1)) != 0) return std::nullopt;
+  size = round_up(size, kCacheLine);  // (no overflow: size <= size_)
   for (auto it = free_.begin(); it != free_.end(); ++it) {
     auto [start, len] = *it;
     size_t aligned = round_up(start, alignment);
@@ -71,6 +71,9 @@ void* SharedArena::allocate(size_t size) {
   if (!off) return nullptr;
   return mapping_.base() + kDataOffset + *off;
 }
+
+void SharedArena::lock_for_fork() { mu_.lock(); }
+void SharedArena::unlock_after_fork() { mu_.unlock(); }
 
 bool SharedArena::contains(const void* p) const {
   auto* b = static_cast<const std::byte*>(p);

@@ -65,6 +65,10 @@ class SharedArena {
 
   const Mapping& mapping() const { return mapping_; }
   size_t bytes_in_use() const;
+  // Held across fork() by the forking thread (pthread_atfork), so that the
+  // child inherits the allocator whole and unlocked.
+  void lock_for_fork();
+  void unlock_after_fork();
 
  private:
   Mapping mapping_;

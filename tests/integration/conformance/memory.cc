@@ -224,6 +224,7 @@ TEST_F(Verbs, PageAlignedAllocationsRegisterWithoutMovingAPage) {
   if (child == 0) {
     bool same = std::memcmp(buf + kBytes - 4096, src.data(), 4096) == 0;
     std::memset(buf, 0x5a, 4096);  // its own copy
+    __asm__ volatile("" : : "r"(buf) : "memory");  // (a store before free() is not dead here)
     void* more = nullptr;
     bool allocates = posix_memalign(&more, 4096, kBytes) == 0;
     if (allocates) std::memset(more, 1, kBytes);
