@@ -38,9 +38,13 @@ class IdleYield {
     long switches = involuntary_switches();
     bool alone = switches == last_switches_;
     last_switches_ = switches;
+    shared_ = !alone;
     limit_ = alone ? std::min(limit_ * 2, max_) : min_;
     return true;
   }
+  // The last yield found another thread running on this core since the one
+  // before: spinning here takes the CPU from someone.
+  bool core_shared() const { return shared_; }
   // Work arrived: the spin toward the next yield starts over (its length stays).
   void busy() { spins_ = 0; }
 
@@ -53,6 +57,7 @@ class IdleYield {
   uint32_t min_, max_, limit_;
   uint32_t spins_ = 0;
   long last_switches_ = -1;
+  bool shared_ = false;
 };
 
 }  // namespace ff::shm

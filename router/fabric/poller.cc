@@ -141,8 +141,9 @@ void Poller::loop() {
   uint64_t idle_since = 0;
   // Spinning yields too: on a machine with few cores the apps we serve may
   // need this CPU to post the next request; on a core of our own the
-  // yields grow rare (shm/idle_yield.h).
-  shm::IdleYield yield(64, 1024);
+  // yields grow rare (shm/idle_yield.h). The first yield of a spin comes
+  // early: on a shared core it is what tells the poller to sleep.
+  shm::IdleYield yield(8, 1024);
   while (!stop_.load(std::memory_order_relaxed)) {
     bool busy = drain_commands();
     uint64_t now = now_ns();
@@ -154,8 +155,13 @@ void Poller::loop() {
     }
     if (idle_since == 0) idle_since = now;
     if (now - idle_since < static_cast<uint64_t>(spin_.count())) {
-      if (!yield.idle()) __builtin_ia32_pause();
-      continue;
+      bool yielded = yield.idle();
+      if (!yielded) __builtin_ia32_pause();
+      // Spinning on a core that other threads want (the apps we serve, a
+      // second router, on a machine with fewer cores than spinners) delays
+      // the very work it waits for by a scheduler turn: sleep now, to be
+      // woken by the doorbell or the socket (a wakeup preempts a spinner).
+      if (!yielded || !yield.core_shared()) continue;
     }
     sleep_until_work();
     idle_since = 0;

@@ -2,10 +2,13 @@
 // sleeping poller runs inline in the caller's thread and leaves it asleep
 // unless the command left it work; one for an awake poller runs on its
 // thread; the control thread and a poller that falls asleep and wakes all
-// the time never hold the state at once.
+// the time never hold the state at once; a poller whose core another
+// thread wants sleeps instead of spinning out its budget.
 #include "router/fabric/poller.h"
 
 #include <gtest/gtest.h>
+
+#include <sched.h>
 
 #include <atomic>
 #include <stdexcept>
@@ -150,6 +153,28 @@ TEST(Poller, TheControlThreadAndAPollerWakingAndSleepingNeverHoldTheStateTogethe
   EXPECT_EQ(pending, 0);
   EXPECT_EQ(taken, uint64_t{(kPerThread + 6) / 7}) << "every piece of work was taken exactly once";
   EXPECT_FALSE(hooks.overlap) << "two holders of the poller's state at once";
+}
+
+// Two spinners on one core: the poller's spinning would only delay the
+// thread that produces its work, so it sleeps long before its budget (an
+// hour here) runs out.
+TEST(Poller, APollerSharingItsCoreWithASpinnerSleepsBeforeItsSpinBudget) {
+  FakeHooks hooks;
+  Poller poller(std::chrono::hours(1), hooks, PollerPlacement{"ffr-test", 0, -1});
+  std::atomic<bool> stop{false};
+  std::thread spinner([&] {
+    cpu_set_t zero;
+    CPU_ZERO(&zero);
+    CPU_SET(0, &zero);
+    ASSERT_EQ(::pthread_setaffinity_np(::pthread_self(), sizeof zero, &zero), 0);
+    while (!stop.load(std::memory_order_relaxed)) {
+    }
+  });
+  poller.start();
+  bool slept = wait_for_sleeps(poller, 1);
+  stop = true;
+  spinner.join();
+  EXPECT_TRUE(slept) << "the poller kept spinning on a core another thread wanted";
 }
 
 }  // namespace
