@@ -189,5 +189,78 @@ TEST_F(LinkTest, AnUnknownOpcodeFailsItsRequestNotTheLink) {
   EXPECT_TRUE(routes.peer.in_up.load()) << "the link stays up";
 }
 
+// Reads one answer header (bounded wait); type 0 when none came.
+wire::Header await_answer(int fd) {
+  wire::Header answer{};
+  size_t got = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (got < sizeof answer && std::chrono::steady_clock::now() < deadline) {
+    ssize_t n = ::recv(fd, reinterpret_cast<char*>(&answer) + got, sizeof answer - got, MSG_DONTWAIT);
+    if (n > 0) got += static_cast<size_t>(n);
+  }
+  return got == sizeof answer ? answer : wire::Header{};
+}
+
+void send_all(int fd, const void* p, size_t n) {
+  ASSERT_EQ(::send(fd, p, n, MSG_NOSIGNAL), static_cast<ssize_t>(n));
+}
+
+// A large WRITE chunk goes from the socket into the MR as it comes, not
+// through the link's buffer once all of it is in: its first half is in
+// the MR before its second is sent; then the whole of it, answered.
+TEST_F(LinkTest, ALargeWriteLandsInTheMrAsItsBytesCome) {
+  Qp* q = nullptr;
+  UniqueFd peer = connect_peer(q);
+  constexpr uint32_t kLen = 24 * 1024, kFirst = 12 * 1024;
+  wire::Header h = request(*q, IBV_WR_RDMA_WRITE, 0, kLen);
+  h.payload = kLen;
+  std::vector<std::byte> data(kLen);
+  for (uint32_t i = 0; i < kLen; ++i) data[i] = static_cast<std::byte>(i * 7 + 3);
+  send_all(peer.get(), &h, sizeof h);
+  send_all(peer.get(), data.data(), kFirst);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::memcmp(blue.at(kBase), data.data(), kFirst) != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(std::memcmp(blue.at(kBase), data.data(), kFirst), 0) << "the first half waited for the rest";
+  send_all(peer.get(), data.data() + kFirst, kLen - kFirst);
+  wire::Header a = await_answer(peer.get());
+  EXPECT_EQ(a.type, static_cast<uint8_t>(wire::Type::kAck));
+  EXPECT_EQ(a.seq, 0u);
+  EXPECT_EQ(std::memcmp(blue.at(kBase), data.data(), kLen), 0);
+}
+
+// The MR a chunk is being placed into is deregistered before the chunk is
+// all in: its remainder is refused (remote access error) as any request to
+// a gone MR, the pages stay mapped until the bytes are in, and the link
+// serves the next request.
+TEST_F(LinkTest, AnMrDeregisteredWhileAChunkLandsRefusesItAndKeepsTheLink) {
+  Qp* q = nullptr;
+  UniqueFd peer = connect_peer(q);
+  constexpr uint32_t kLen = 24 * 1024, kFirst = 4 * 1024;
+  wire::Header h = request(*q, IBV_WR_RDMA_WRITE, 0, kLen);
+  h.payload = kLen;
+  std::vector<std::byte> data(kLen, std::byte{0x5a});
+  send_all(peer.get(), &h, sizeof h);
+  send_all(peer.get(), data.data(), kFirst);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::memcmp(blue.at(kBase), data.data(), kFirst) != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  blue.mr.reset();
+  blue.read_only.reset();
+  blue.segment.reset();  // the app's last holds on the pages: the placement's is the only one left
+  send_all(peer.get(), data.data() + kFirst, kLen - kFirst);
+  wire::Header a = await_answer(peer.get());
+  EXPECT_EQ(a.type, static_cast<uint8_t>(wire::Type::kNak));
+  EXPECT_EQ(a.opcode, static_cast<uint8_t>(wire::NakReason::kStatus));
+  EXPECT_EQ(a.imm, static_cast<uint32_t>(IBV_WC_REM_ACCESS_ERR));
+  // The requester comes back to the refused request (go-back-N): still refused, the link still up.
+  h.payload = 0;
+  h.total = 0;
+  send_all(peer.get(), &h, sizeof h);
+  a = await_answer(peer.get());
+  EXPECT_EQ(a.type, static_cast<uint8_t>(wire::Type::kAck)) << "a zero-length WRITE touches no memory";
+  EXPECT_TRUE(routes.peer.in_up.load()) << "the link stays up";
+}
+
 }  // namespace
 }  // namespace ff::router::soft

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "router/fabric/memory.h"
+
 namespace ff::router::soft {
 
 Engine::Engine(std::chrono::microseconds spin, PollerPlacement placement) : QueueCore(spin, std::move(placement)) {
@@ -131,6 +133,14 @@ std::byte* Mr::translate(uint64_t addr, uint64_t len, uint64_t& contiguous) cons
   uint64_t in = off - e.mr_offset;
   contiguous = std::min(len, e.length - in);
   return e.base + in;
+}
+
+std::shared_ptr<const void> Mr::segment_holding(const std::byte* p) const {
+  for (const auto& s : segments) {
+    auto& m = static_cast<const MappedSegment&>(*s);
+    if (p >= m.router_base() && p < m.router_base() + m.length()) return s;
+  }
+  return nullptr;
 }
 
 // Each object leaves the engine before its own members go: the poller may

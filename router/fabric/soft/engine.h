@@ -99,6 +99,7 @@ class Engine final : public core::QueueCore {
   // link_responder.cc
   void on_request(Link& link, const wire::Header& h, std::span<const std::byte> payload);
   void on_datagram(Link& link, const wire::Header& h, std::span<const std::byte> payload);
+  Link::Placement placement_for(const Link& link, const wire::Header& h) const;
 
   Responder responder_{*this};
   std::vector<std::unique_ptr<Link>> links_;

@@ -99,6 +99,8 @@ bool Link::flush() {
 
 bool Link::frame_ready() const {
   if (tls_ && tls_has_pending(tls_.get())) return true;
+  if (placing_.to != nullptr)
+    return placed_ == placing_.bytes && rx_tail_ - rx_head_ >= placing_header_.payload - placing_.bytes;
   wire::Header h;
   std::span<const std::byte> payload;
   size_t used = 0;
@@ -117,12 +119,38 @@ bool Link::fill() {
   // TLS hands out a record per read and keeps the rest, which epoll does
   // not see: read on until it would block (or the buffer is full, and the
   // frames in it keep the poller busy).
+  size_t want = rx_.size() - rx_tail_;
+  if (read_limit_ != 0 && !tls_) want = std::min(want, read_limit_);
+  read_limit_ = 0;
   do {
-    ssize_t n = read_some(rx_.data() + rx_tail_, rx_.size() - rx_tail_);
+    ssize_t n = read_some(rx_.data() + rx_tail_, want);
     if (n < 0) return false;
     if (n == 0) return true;
     rx_tail_ += static_cast<size_t>(n);
+    want = rx_.size() - rx_tail_;
   } while (tls_ && rx_tail_ < rx_.size());
+  return true;
+}
+
+bool Link::start_placement(const wire::Header& h, Placement p) {
+  if (p.to == nullptr || p.bytes == 0 || p.bytes > h.payload) return false;
+  rx_head_ += sizeof h;
+  size_t here = std::min<size_t>(rx_tail_ - rx_head_, p.bytes);
+  std::memcpy(p.to, rx_.data() + rx_head_, here);
+  rx_head_ += here;
+  placing_header_ = h;
+  placed_ = static_cast<uint32_t>(here);
+  placing_ = std::move(p);
+  return true;
+}
+
+bool Link::fill_placement() {
+  ssize_t n = read_some(placing_.to + placed_, placing_.bytes - placed_);
+  if (n < 0) return false;
+  placed_ += static_cast<uint32_t>(n);
+  // Placed: read the chunk's remainder and the next header only, so that a
+  // next large chunk is placed too rather than read into the buffer whole.
+  if (placed_ == placing_.bytes) read_limit_ = placing_header_.payload - placing_.bytes + sizeof(wire::Header);
   return true;
 }
 

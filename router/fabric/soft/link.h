@@ -20,6 +20,14 @@
 // and produce nothing on the link), so two routers that both stop reading
 // cannot wait on each other.
 //
+// A large WRITE chunk is received straight into its destination: once its
+// header is in, Engine::placement_for checks it as its delivery will and
+// names where its payload goes; the payload is then read from the socket
+// into those pages, all but its last kThroughBuffer bytes, which come
+// through the buffer and are delivered as the chunk's remainder (the
+// responder stores them in order, last: transfer.cc). The kernel's copy is
+// the only one.
+//
 // With link security (tls.h) the connection carries TLS and the Link owns
 // its session: the same nonblocking reads and writes go through it
 // (read_some/write_some), and nothing else here knows the difference.
@@ -30,6 +38,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -65,6 +74,19 @@ struct Peer {
 struct Link {
   static constexpr size_t kTxHighWater = 4u << 20;  // stop producing above this
   static constexpr size_t kRxBuffer = 1u << 20;
+  // Chunks with at least this much payload may be received in place; the
+  // last kThroughBuffer bytes of one always come through the buffer.
+  static constexpr uint32_t kPlaceFrom = 16 * 1024;
+  static constexpr uint32_t kThroughBuffer = 64;
+
+  // Where a chunk's first `bytes` of payload go (Engine::placement_for);
+  // `keep` holds the pages mapped until they are in. Empty: through the
+  // buffer, as any frame.
+  struct Placement {
+    std::byte* to = nullptr;
+    uint32_t bytes = 0;
+    std::shared_ptr<const void> keep;
+  };
 
   // `tls`: the connection's TLS session (null: in the clear).
   Link(Peer& p, UniqueFd socket, bool outbound_link, Ssl tls = nullptr);
@@ -100,15 +122,24 @@ struct Link {
   bool put_gathered(const wire::Header& h, std::span<const iovec> parts, bool may_defer);
   // Writes what the socket takes. False when the connection failed.
   bool flush();
-  // Reads what is there and calls on_frame(header, payload) per whole frame.
-  // False when the connection closed or the peer sent garbage.
-  template <class OnFrame>
-  bool receive(OnFrame&& on_frame);
+  // Reads what is there and calls on_frame(header, payload) per whole frame;
+  // place(header) for a request whose header is in and whose payload (of
+  // kPlaceFrom bytes or more) is not: a Placement, or an empty one. A
+  // placed chunk is delivered as its remainder: offset and payload moved
+  // past the placed bytes. False when the connection closed or the peer
+  // sent garbage.
+  template <class OnFrame, class Place>
+  bool receive(OnFrame&& on_frame, Place&& place);
 
  private:
   // Reads what is there (TLS: until it would block, since TLS may hold
   // bytes epoll cannot see); false on EOF or error.
   bool fill();
+  // Reads what is there of the chunk being placed into its destination.
+  bool fill_placement();
+  // Starts placing the chunk whose header `h` is at the buffer's head (its
+  // payload not all in): what of it the buffer holds goes there now.
+  bool start_placement(const wire::Header& h, Placement p);
   // One nonblocking read or write, in the clear or through TLS: bytes moved,
   // 0 when it would block, -1 when the connection failed (why_dead says why).
   ssize_t read_some(std::byte* to, size_t n);
@@ -118,21 +149,49 @@ struct Link {
   size_t tx_head_ = 0;
   std::vector<std::byte> rx_;
   size_t rx_head_ = 0, rx_tail_ = 0;
+  // The chunk being received in place (placing_.to null: none): its header
+  // as sent, and how many of placing_.bytes are in.
+  Placement placing_;
+  wire::Header placing_header_{};
+  uint32_t placed_ = 0;
+  size_t read_limit_ = 0;  // the next fill() reads at most this much (0: what fits)
 };
 
-template <class OnFrame>
-bool Link::receive(OnFrame&& on_frame) {
+template <class OnFrame, class Place>
+bool Link::receive(OnFrame&& on_frame, Place&& place) {
   for (int reads = 0; reads < 4 && !paused(); ++reads) {
     size_t before = rx_tail_;
-    if (!fill()) return false;
+    uint32_t placed_before = placed_;
+    if (!(placing_.to != nullptr && placed_ < placing_.bytes ? fill_placement() : fill())) return false;
     while (!paused()) {
+      if (placing_.to != nullptr) {
+        wire::Header h = placing_header_;
+        uint32_t rest = h.payload - placing_.bytes;
+        if (placed_ < placing_.bytes || rx_tail_ - rx_head_ < rest) break;  // more to read
+        std::span<const std::byte> remainder(rx_.data() + rx_head_, rest);
+        rx_head_ += rest;
+        peer.frames_received.fetch_add(1, std::memory_order_relaxed);
+        peer.bytes_received.fetch_add(sizeof h + h.payload, std::memory_order_relaxed);
+        h.offset += placing_.bytes;
+        h.payload = rest;
+        placing_ = {};
+        on_frame(h, remainder);
+        if (dead) return false;
+        continue;
+      }
       wire::Header h;
       std::span<const std::byte> payload;
       size_t used = 0;
       const char* why = nullptr;
       auto d = wire::decode(std::span<const std::byte>(rx_.data() + rx_head_, rx_tail_ - rx_head_), h, payload,
                             used, why);
-      if (d == wire::Decode::kNeedMore) break;
+      if (d == wire::Decode::kNeedMore) {
+        // A whole, valid header: a chunk that may go straight to its pages.
+        if (rx_tail_ - rx_head_ >= sizeof h && h.type == static_cast<uint8_t>(wire::Type::kRequest) &&
+            h.payload >= kPlaceFrom && start_placement(h, place(h)))
+          continue;
+        break;
+      }
       if (d == wire::Decode::kBad) {
         why_dead = std::string("protocol error from the peer: ") + why;
         return false;
@@ -143,7 +202,7 @@ bool Link::receive(OnFrame&& on_frame) {
       on_frame(h, payload);
       if (dead) return false;
     }
-    if (rx_tail_ == before) break;  // nothing more to read now
+    if (rx_tail_ == before && placed_ == placed_before) break;  // nothing more to read now
   }
   return true;
 }

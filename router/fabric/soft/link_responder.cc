@@ -206,6 +206,31 @@ void Engine::on_datagram(Link& link, const Header& h, std::span<const std::byte>
     count(1, h.total);
 }
 
+// Where the payload of a WRITE chunk whose header is in may be received to
+// before the rest of it is (Link::receive): the checks its delivery makes
+// before it writes, made now and changing nothing. Its delivery (of the
+// remainder) checks again, so a QP reset or an MR deregistered meanwhile
+// refuses the request as it would have; the bytes placed before went to
+// pages this QP was allowed to write when the chunk came, kept mapped
+// until they are in.
+Link::Placement Engine::placement_for(const Link& link, const Header& h) const {
+  if (link.outbound || h.opcode != IBV_WR_RDMA_WRITE || (h.qp_type != IBV_QPT_RC && h.qp_type != IBV_QPT_UC) ||
+      h.payload <= Link::kThroughBuffer)
+    return {};
+  Qp* t = responder_.connected(origin_of(link, h));
+  if (t == nullptr || t->remote_resp.nak_pending || t->remote_resp.discard) return {};
+  const Mr* mr = nullptr;
+  if (h.offset == 0 && !responder_.check_write(*t, h.rkey, h.remote_addr, h.total, mr)) return {};
+  uint32_t bytes = h.payload - Link::kThroughBuffer;
+  if (!responder_.check_write(*t, h.rkey, h.remote_addr + h.offset, bytes, mr) || mr == nullptr) return {};
+  uint64_t contiguous = 0;
+  std::byte* to = mr->translate(h.remote_addr + h.offset, bytes, contiguous);
+  if (to == nullptr || contiguous != bytes) return {};
+  std::shared_ptr<const void> keep = mr->segment_holding(to);
+  if (keep == nullptr) return {};
+  return {to, bytes, std::move(keep)};
+}
+
 void Engine::on_request(Link& link, const Header& h, std::span<const std::byte> payload) {
   if (h.qp_type == IBV_QPT_UD) return on_datagram(link, h, payload);
   Qp* t = responder_.connected(origin_of(link, h));

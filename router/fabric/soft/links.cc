@@ -90,10 +90,15 @@ bool Engine::receive_links() {
   bool busy = false;
   for (auto& l : links_) {
     if (l->dead) continue;
-    if (!l->receive([&](const wire::Header& h, std::span<const std::byte> payload) {
-          busy = true;
-          on_frame(*l, h, payload);
-        }))
+    auto deliver = [&](const wire::Header& h, std::span<const std::byte> payload) {
+      busy = true;
+      on_frame(*l, h, payload);
+    };
+    auto place = [&](const wire::Header& h) {
+      busy = true;
+      return placement_for(*l, h);
+    };
+    if (!l->receive(deliver, place))
       l->dead = true;
   }
   return busy;

@@ -37,6 +37,8 @@ struct Mr final : core::Mr {
   // The router address of [addr, addr + len) if it lies inside one extent;
   // otherwise nullptr and `contiguous` tells how much of it does.
   std::byte* translate(uint64_t addr, uint64_t len, uint64_t& contiguous) const;
+  // The segment whose mapping holds router address `p` (null: none).
+  std::shared_ptr<const void> segment_holding(const std::byte* p) const;
   std::vector<Extent> extents;
 };
 
