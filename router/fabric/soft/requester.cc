@@ -91,7 +91,11 @@ constexpr uint64_t kPiece = 256 * 1024;
 // at once reuse the slot.
 class Executor {
  public:
-  Executor(Engine& e, Qp& q, uint64_t now) : e_(e), r_(e.responder()), q_(q), now_(now) {}
+  // `responder`: what Responder::connected named for this QP's last work
+  // request in this turn (null: not asked yet); kept while its state still
+  // answers, asked again after any outcome but kDone.
+  Executor(Engine& e, Qp& q, uint64_t now, Qp*& responder)
+      : e_(e), r_(e.responder()), q_(q), now_(now), responder_(responder) {}
 
   bool has_completion = false;
   Cqe completion{};
@@ -105,7 +109,9 @@ class Executor {
     if (shm::is_local_op(w.opcode)) return local_op(w);
     if (Outcome o = admit(w, local); o != Outcome::kDone) return o;
     if (q_.init.type == IBV_QPT_UD) return send_datagram(w, local);
-    Qp* t = r_.connected(Origin{q_.qpn, q_.attr.dest_qp_num, q_.init.type, nullptr, &q_.pd.owner.tenant});
+    if (responder_ == nullptr || !core::answers(responder_->state))
+      responder_ = r_.connected(Origin{q_.qpn, q_.attr.dest_qp_num, q_.init.type, nullptr, &q_.pd.owner.tenant});
+    Qp* t = responder_;
     if (t == nullptr) return refused(w, Verdict::not_ready(), local.total);
     // XRC: the SRQ the request names (in remote_qpn) serves it there.
     if (t->xrc_target())
@@ -318,6 +324,7 @@ class Executor {
   Responder& r_;
   Qp& q_;
   uint64_t now_;
+  Qp*& responder_;
 };
 
 }  // namespace
@@ -338,14 +345,20 @@ bool Engine::service_local(Qp& q, uint64_t now) {
     }
     ~HandBack() { now(); }
   } hand_back{q};
+  // Within one turn the QP's responder and its tenant's budget stay what
+  // they were for the work request before (nothing else runs meanwhile; a
+  // responder that stopped answering is asked for again).
+  Qp* responder = nullptr;
+  const uint64_t budget = q.tenant.share.pass_budget();
   while (n < core::kBatch && q.sq.sc_peek(0, w)) {
     q.sq.sc_prefetch(1);  // the next one crosses from the app's core while this one runs
-    Executor x(*this, q, now);
+    Executor x(*this, q, now, responder);
     Outcome o = x.run(w);
+    if (o != Outcome::kDone) responder = nullptr;
     // A piece moved: the next one while the QP's turn in this pass lasts
     // (its tenant's share bounds it too); then the other QPs go.
     if (o == Outcome::kPartial || o == Outcome::kDone) pass_bytes += x.admitted;
-    bool turn_over = pass_bytes >= q.tenant.share.pass_budget();
+    bool turn_over = pass_bytes >= budget;
     if (o == Outcome::kPartial) {
       if (!turn_over) continue;
       q.tenant.share.turn_ended();
