@@ -179,6 +179,21 @@ void retire_srq_receives_of(FfCq& cq, uint32_t qp_num, FfSrq& srq) {
   srq.retired.fetch_add(n, std::memory_order_release);
 }
 
+namespace {
+
+// A thread's polling state. Initial-exec TLS: the shim is preloaded, so its
+// TLS is static, and the general-dynamic model costs a __tls_get_addr call
+// on every empty poll (a few percent of a spinning app's core); constant-
+// initialized, so no guard either.
+struct PollingThread {
+  shm::IdleYield idle{0};
+  uint32_t idleness = 0;
+  bool ready = false;
+};
+[[gnu::tls_model("initial-exec")]] constinit thread_local PollingThread polling_thread;
+
+}  // namespace
+
 int ffv_poll_cq(ibv_cq* ibcq, int num_entries, ibv_wc* wc) {
   FfCq* cq = to_ff(ibcq);
   if (num_entries < 0) return -1;
@@ -200,18 +215,21 @@ int ffv_poll_cq(ibv_cq* ibcq, int num_entries, ibv_wc* wc) {
   // Let the router's poller (or the peer) run if it shares this core; the
   // spinning between yields adapts to whether it does (shm/idle_yield.h).
   // Per thread: it is the thread's core that is shared or not.
-  thread_local shm::IdleYield idle(poll_yield_threshold());
+  PollingThread& me = polling_thread;
+  if (!me.ready) {
+    me.idle = shm::IdleYield(poll_yield_threshold());
+    me.ready = true;
+  }
   // Now and then (32 yields, or 32768 empty polls): is the router still
   // there? A program spinning on an idle CQ would otherwise never learn
   // that it is gone. (A check is a system call: not on every yield.)
-  thread_local uint32_t idleness = 0;
   bool check_router = false;
   if (done == 0) {
-    idleness += idle.idle() ? 1024u : 1u;
-    check_router = idleness >= 32768;
-    if (check_router) idleness = 0;
+    me.idleness += me.idle.idle() ? 1024u : 1u;
+    check_router = me.idleness >= 32768;
+    if (check_router) me.idleness = 0;
   } else {
-    idle.busy();
+    me.idle.busy();
   }
   if (check_router && (context_is_stale(*to_ff(ibcq->context)) || RouterLink::get().router_gone())) {
     errno = EIO;

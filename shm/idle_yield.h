@@ -26,7 +26,7 @@ namespace ff::shm {
 class IdleYield {
  public:
   // min_spins 0: never yield.
-  explicit IdleYield(uint32_t min_spins = 32, uint32_t max_spins = 1u << 14)
+  constexpr explicit IdleYield(uint32_t min_spins = 32, uint32_t max_spins = 1u << 14)
       : min_(min_spins), max_(std::max(min_spins, max_spins)), limit_(min_spins) {}
 
   // One empty poll. True when it yielded (the caller may do its rarer
