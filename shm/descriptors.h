@@ -135,7 +135,7 @@ struct Cqe {
   uint8_t sl;
   uint8_t dlid_path_bits;
   uint8_t solicited;  // drives solicited-only notification
-  uint8_t reserved0;
+  uint8_t lap;        // the ring's (shm/ring.h LapMarked): stored last, tells the app the slot is published
   // A send completion: how many send WRs of its QP it retires (itself and
   // the unsignaled ones before it). Their slots in the send queue are free
   // once the app polled it, as on mlx5: ibv_post_send says ENOMEM before.

@@ -332,5 +332,64 @@ TEST(RingTwoProcess, CanaryCheckedPayloadsSurviveAMillionRoundTrips) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
+// Completions (lap-marked descriptors): the consumer takes a slot once its
+// mark is stored, whatever producer_index says yet; a slot still holding
+// the previous lap's mark is not taken; the marks stay right across more
+// than 255 laps of a two-slot ring.
+struct LapRing {
+  static constexpr uint32_t kCap = 2;
+  Mapping seg = Mapping::create("test-cq-ring", SegmentKind::kRing, sizeof(SegmentHeader) + ring_bytes<Cqe>(kCap));
+  std::byte* at = seg.base() + sizeof(SegmentHeader);
+  LapRing() { init_ring<Cqe>(at, kCap); }
+  RingControl* ctl() { return reinterpret_cast<RingControl*>(at); }
+};
+
+TEST(LapMarkedRing, TheSlotsMarkNotTheProducerIndexPublishesIt) {
+  LapRing r;
+  RingProducer<Cqe> p(r.at, r.kCap);
+  RingConsumer<Cqe> c(r.at, r.kCap);
+  Cqe out{};
+  for (uint64_t i = 0; i < 1000; ++i) {
+    Cqe in{};
+    in.wr_id = i;
+    ASSERT_TRUE(p.sp_try_push(in));
+    r.ctl()->producer_index.store(0, std::memory_order_relaxed);  // as if its store were not seen yet
+    ASSERT_TRUE(c.sc_try_pop(out)) << "entry " << i;
+    EXPECT_EQ(out.wr_id, i);
+    EXPECT_FALSE(c.sc_try_pop(out)) << "a slot with the previous lap's mark was taken, at " << i;
+    EXPECT_FALSE(c.corrupt());
+  }
+}
+
+// A resize moves the unconsumed completions to a ring of another size:
+// marked there for their new places, read there in order.
+TEST(LapMarkedRing, MovedEntriesAreMarkedForTheirNewRing) {
+  LapRing from;
+  constexpr uint32_t kBigger = 8;
+  Mapping seg = Mapping::create("test-cq-ring-2", SegmentKind::kRing, sizeof(SegmentHeader) + ring_bytes<Cqe>(kBigger));
+  std::byte* at = seg.base() + sizeof(SegmentHeader);
+  init_ring<Cqe>(at, kBigger);
+  RingProducer<Cqe> p(from.at, from.kCap);
+  RingConsumer<Cqe> c(from.at, from.kCap);
+  Cqe e{};
+  for (uint64_t i = 0; i < 5; ++i) {  // a few laps in
+    e.wr_id = i;
+    ASSERT_TRUE(p.sp_try_push(e));
+    ASSERT_TRUE(c.sc_try_pop(e));
+  }
+  for (uint64_t i = 10; i < 12; ++i) {
+    e.wr_id = i;
+    ASSERT_TRUE(p.sp_try_push(e));
+  }
+  RingProducer<Cqe> next(at, kBigger);
+  ASSERT_TRUE(p.move_unconsumed_to(next));
+  RingConsumer<Cqe> reader(at, kBigger);
+  for (uint64_t i = 10; i < 12; ++i) {
+    ASSERT_TRUE(reader.sc_try_pop(e));
+    EXPECT_EQ(e.wr_id, i);
+  }
+  EXPECT_FALSE(reader.sc_try_pop(e));
+}
+
 }  // namespace
 }  // namespace ff::shm
