@@ -201,6 +201,14 @@ wire::Header await_answer(int fd) {
   return got == sizeof answer ? answer : wire::Header{};
 }
 
+// Waits (bounded) until `at` holds the n bytes of `expect`.
+bool await_bytes(const std::byte* at, const std::byte* expect, size_t n) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::memcmp(at, expect, n) != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return std::memcmp(at, expect, n) == 0;
+}
+
 void send_all(int fd, const void* p, size_t n) {
   ASSERT_EQ(::send(fd, p, n, MSG_NOSIGNAL), static_cast<ssize_t>(n));
 }
@@ -218,10 +226,7 @@ TEST_F(LinkTest, ALargeWriteLandsInTheMrAsItsBytesCome) {
   for (uint32_t i = 0; i < kLen; ++i) data[i] = static_cast<std::byte>(i * 7 + 3);
   send_all(peer.get(), &h, sizeof h);
   send_all(peer.get(), data.data(), kFirst);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (std::memcmp(blue.at(kBase), data.data(), kFirst) != 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  ASSERT_EQ(std::memcmp(blue.at(kBase), data.data(), kFirst), 0) << "the first half waited for the rest";
+  ASSERT_TRUE(await_bytes(blue.at(kBase), data.data(), kFirst)) << "the first half waited for the rest";
   send_all(peer.get(), data.data() + kFirst, kLen - kFirst);
   wire::Header a = await_answer(peer.get());
   EXPECT_EQ(a.type, static_cast<uint8_t>(wire::Type::kAck));
@@ -242,9 +247,7 @@ TEST_F(LinkTest, AnMrDeregisteredWhileAChunkLandsRefusesItAndKeepsTheLink) {
   std::vector<std::byte> data(kLen, std::byte{0x5a});
   send_all(peer.get(), &h, sizeof h);
   send_all(peer.get(), data.data(), kFirst);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (std::memcmp(blue.at(kBase), data.data(), kFirst) != 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(await_bytes(blue.at(kBase), data.data(), kFirst));
   blue.mr.reset();
   blue.read_only.reset();
   blue.segment.reset();  // the app's last holds on the pages: the placement's is the only one left
