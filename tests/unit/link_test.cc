@@ -29,6 +29,14 @@ struct OnePeer : SoftRoutes {
   std::vector<Peer*> peers_of(std::string_view) override { return {&peer}; }
 };
 
+// Waits (bounded) until `at` holds the n bytes of `expect`.
+bool await_bytes(const std::byte* at, const std::byte* expect, size_t n) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::memcmp(at, expect, n) != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return std::memcmp(at, expect, n) == 0;
+}
+
 class LinkTest : public SoftFabricTest {
  protected:
   LinkTest() { fabric.set_routes(&routes); }
@@ -61,6 +69,16 @@ class LinkTest : public SoftFabricTest {
     h.total = len;
     h.remote_addr = kBase;
     return h;
+  }
+
+  // Sends a WRITE of `data` to kBase, its header and `first` bytes of it:
+  // true once those are in the MR (the rest of the chunk not sent).
+  bool start_write(const Qp& q, int fd, const std::vector<std::byte>& data, size_t first) {
+    wire::Header h = request(q, IBV_WR_RDMA_WRITE, 0, data.size());
+    h.payload = static_cast<uint32_t>(data.size());
+    return ::send(fd, &h, sizeof h, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof h) &&
+           ::send(fd, data.data(), first, MSG_NOSIGNAL) == static_cast<ssize_t>(first) &&
+           await_bytes(blue.at(kBase), data.data(), first);
   }
 
   OnePeer routes;
@@ -201,14 +219,6 @@ wire::Header await_answer(int fd) {
   return got == sizeof answer ? answer : wire::Header{};
 }
 
-// Waits (bounded) until `at` holds the n bytes of `expect`.
-bool await_bytes(const std::byte* at, const std::byte* expect, size_t n) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (std::memcmp(at, expect, n) != 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  return std::memcmp(at, expect, n) == 0;
-}
-
 void send_all(int fd, const void* p, size_t n) {
   ASSERT_EQ(::send(fd, p, n, MSG_NOSIGNAL), static_cast<ssize_t>(n));
 }
@@ -220,13 +230,9 @@ TEST_F(LinkTest, ALargeWriteLandsInTheMrAsItsBytesCome) {
   Qp* q = nullptr;
   UniqueFd peer = connect_peer(q);
   constexpr uint32_t kLen = 24 * 1024, kFirst = 12 * 1024;
-  wire::Header h = request(*q, IBV_WR_RDMA_WRITE, 0, kLen);
-  h.payload = kLen;
   std::vector<std::byte> data(kLen);
   for (uint32_t i = 0; i < kLen; ++i) data[i] = static_cast<std::byte>(i * 7 + 3);
-  send_all(peer.get(), &h, sizeof h);
-  send_all(peer.get(), data.data(), kFirst);
-  ASSERT_TRUE(await_bytes(blue.at(kBase), data.data(), kFirst)) << "the first half waited for the rest";
+  ASSERT_TRUE(start_write(*q, peer.get(), data, kFirst)) << "the first half waited for the rest";
   send_all(peer.get(), data.data() + kFirst, kLen - kFirst);
   wire::Header a = await_answer(peer.get());
   EXPECT_EQ(a.type, static_cast<uint8_t>(wire::Type::kAck));
@@ -242,12 +248,10 @@ TEST_F(LinkTest, AnMrDeregisteredWhileAChunkLandsRefusesItAndKeepsTheLink) {
   Qp* q = nullptr;
   UniqueFd peer = connect_peer(q);
   constexpr uint32_t kLen = 24 * 1024, kFirst = 4 * 1024;
-  wire::Header h = request(*q, IBV_WR_RDMA_WRITE, 0, kLen);
-  h.payload = kLen;
   std::vector<std::byte> data(kLen, std::byte{0x5a});
-  send_all(peer.get(), &h, sizeof h);
-  send_all(peer.get(), data.data(), kFirst);
-  ASSERT_TRUE(await_bytes(blue.at(kBase), data.data(), kFirst));
+  ASSERT_TRUE(start_write(*q, peer.get(), data, kFirst));
+  // What the requester sends when it comes back to the refused request (go-back-N): a zero-length WRITE.
+  wire::Header again = request(*q, IBV_WR_RDMA_WRITE, 0, 0);
   blue.mr.reset();
   blue.read_only.reset();
   blue.segment.reset();  // the app's last holds on the pages: the placement's is the only one left
@@ -256,10 +260,7 @@ TEST_F(LinkTest, AnMrDeregisteredWhileAChunkLandsRefusesItAndKeepsTheLink) {
   EXPECT_EQ(a.type, static_cast<uint8_t>(wire::Type::kNak));
   EXPECT_EQ(a.opcode, static_cast<uint8_t>(wire::NakReason::kStatus));
   EXPECT_EQ(a.imm, static_cast<uint32_t>(IBV_WC_REM_ACCESS_ERR));
-  // The requester comes back to the refused request (go-back-N): still refused, the link still up.
-  h.payload = 0;
-  h.total = 0;
-  send_all(peer.get(), &h, sizeof h);
+  send_all(peer.get(), &again, sizeof again);
   a = await_answer(peer.get());
   EXPECT_EQ(a.type, static_cast<uint8_t>(wire::Type::kAck)) << "a zero-length WRITE touches no memory";
   EXPECT_TRUE(routes.peer.in_up.load()) << "the link stays up";
