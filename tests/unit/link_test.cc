@@ -3,6 +3,7 @@
 // keeps of a peer's requests and of its own answers stays bounded whatever
 // the peer does, and nothing is lost when the peer comes back to reading.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -241,9 +242,9 @@ TEST_F(LinkTest, ALargeWriteLandsInTheMrAsItsBytesCome) {
 }
 
 // The MR a chunk is being placed into is deregistered before the chunk is
-// all in: its remainder is refused (remote access error) as any request to
-// a gone MR, the pages stay mapped until the bytes are in, and the link
-// serves the next request.
+// all in: nothing more lands there once the deregistration returned, the
+// request is refused (remote access error) as any request to a gone MR,
+// and the link serves the next request.
 TEST_F(LinkTest, AnMrDeregisteredWhileAChunkLandsRefusesItAndKeepsTheLink) {
   Qp* q = nullptr;
   UniqueFd peer = connect_peer(q);
@@ -254,16 +255,61 @@ TEST_F(LinkTest, AnMrDeregisteredWhileAChunkLandsRefusesItAndKeepsTheLink) {
   wire::Header again = request(*q, IBV_WR_RDMA_WRITE, 0, 0);
   blue.mr.reset();
   blue.read_only.reset();
-  blue.segment.reset();  // the app's last holds on the pages: the placement's is the only one left
+  blue.segment.reset();  // the app's last holds on the pages
   send_all(peer.get(), data.data() + kFirst, kLen - kFirst);
   wire::Header a = await_answer(peer.get());
   EXPECT_EQ(a.type, static_cast<uint8_t>(wire::Type::kNak));
   EXPECT_EQ(a.opcode, static_cast<uint8_t>(wire::NakReason::kStatus));
   EXPECT_EQ(a.imm, static_cast<uint32_t>(IBV_WC_REM_ACCESS_ERR));
+  const std::vector<std::byte> untouched(kLen - kFirst);
+  EXPECT_EQ(std::memcmp(blue.at(kBase + kFirst), untouched.data(), untouched.size()), 0)
+      << "bytes landed in memory after ibv_dereg_mr returned";
   send_all(peer.get(), &again, sizeof again);
   a = await_answer(peer.get());
   EXPECT_EQ(a.type, static_cast<uint8_t>(wire::Type::kAck)) << "a zero-length WRITE touches no memory";
   EXPECT_TRUE(routes.peer.in_up.load()) << "the link stays up";
+}
+
+// The responder QP is reset while a chunk lands: nothing more lands, and
+// the requester hears that the QP is not there (it would wait for ever
+// for an answer otherwise).
+TEST_F(LinkTest, AQpResetWhileAChunkLandsAnswersNotReady) {
+  Qp* q = nullptr;
+  UniqueFd peer = connect_peer(q);
+  constexpr uint32_t kLen = 24 * 1024, kFirst = 4 * 1024;
+  std::vector<std::byte> data(kLen, std::byte{0x3c});
+  ASSERT_TRUE(start_write(*q, peer.get(), data, kFirst));
+  ibv_qp_attr reset{};
+  reset.qp_state = IBV_QPS_RESET;
+  ASSERT_TRUE(fabric.modify_qp(*q, reset, IBV_QP_STATE));
+  send_all(peer.get(), data.data() + kFirst, kLen - kFirst);
+  wire::Header a = await_answer(peer.get());
+  EXPECT_EQ(a.type, static_cast<uint8_t>(wire::Type::kNak));
+  EXPECT_EQ(a.opcode, static_cast<uint8_t>(wire::NakReason::kNotReady));
+  const std::vector<std::byte> untouched(kLen - kFirst);
+  EXPECT_EQ(std::memcmp(blue.at(kBase + kFirst), untouched.data(), untouched.size()), 0);
+}
+
+// A peer that sends the header of a large chunk and stalls does not keep
+// the poller spinning: it sleeps until the rest comes (the chunk could not
+// be placed: a SEND with no receive posted). Spinning, it would use the
+// better part of a core; asleep, next to nothing.
+TEST_F(LinkTest, AStalledLargeChunkLetsThePollerSleep) {
+  Qp* q = nullptr;
+  UniqueFd peer = connect_peer(q);
+  wire::Header h = request(*q, IBV_WR_SEND, 0, 32 * 1024);
+  h.payload = 32 * 1024;
+  send_all(peer.get(), &h, sizeof h);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto cpu_ms = [] {
+    rusage u{};
+    ::getrusage(RUSAGE_SELF, &u);
+    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000.0 +
+           static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1000.0;
+  };
+  double before = cpu_ms();
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_LT(cpu_ms() - before, 100.0) << "the poller spins on a frame it cannot take yet";
 }
 
 }  // namespace

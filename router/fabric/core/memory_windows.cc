@@ -72,6 +72,7 @@ void take_out(Mw*& head, Mw& mw, Mw::Links Mw::*member) {
 }  // namespace
 
 void QueueCore::unbind(Mw& mw) {
+  ++access_epoch_;
   if (mw.mr != nullptr) {
     mw.mr->windows.fetch_sub(1, std::memory_order_relaxed);
     take_out(mw.mr->bound_windows, mw, &Mw::on_mr);

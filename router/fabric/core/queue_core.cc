@@ -37,6 +37,7 @@ void QueueCore::unlink_qp(Qp& qp) {
   qps_.erase(std::remove(qps_.begin(), qps_.end(), &qp), qps_.end());
   qps_by_num_.erase(qp.qpn);
   qp_cache_.clear();
+  ++access_epoch_;
   while (qp.bound_windows != nullptr) unbind(*qp.bound_windows);
   if (qp.mcast_groups > 0) detach_all(qp);
   // Its number may be reused by any tenant's next QP: the QPs connected to
@@ -59,6 +60,7 @@ void QueueCore::unlink_mr(Mr& mr) {
   if (!mr.linked) return;
   mrs_.erase(mr.lkey_value);
   mr_cache_.clear();
+  ++access_epoch_;
   mr.linked = false;
   while (mr.bound_windows != nullptr) unbind(*mr.bound_windows);  // the session is going: no dereg refused
 }
@@ -136,6 +138,7 @@ void QueueCore::enter_error(Qp& qp, bool fatal) {
   assert_poller();
   if (qp.state == IBV_QPS_ERR) return;
   qp.state = IBV_QPS_ERR;
+  ++access_epoch_;
   if (fatal) qp.ctx.async.raise(IBV_EVENT_QP_FATAL, qp.tag);
   // Verbs raises this for every SRQ QP that enters ERR (not every device
   // does: rxe does not on modify, so the router raises it itself).
@@ -192,6 +195,7 @@ Status QueueCore::check_modify(const Qp& qp, const ibv_qp_attr& attr, int mask, 
 
 void QueueCore::apply_modify(Qp& qp, const ibv_qp_attr& attr, int mask) {
   assert_poller();
+  ++access_epoch_;
   ibv_qp_state next = next_state(qp.state, attr, mask);
   apply_qp_attr(qp.attr, attr, mask);
   if (next == IBV_QPS_RESET) {

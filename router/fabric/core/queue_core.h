@@ -63,6 +63,11 @@ class QueueCore : public PollerHooks {
   Qp* find_qp(uint32_t qpn) const { return qp_cache_.find(qps_by_num_, qpn, qpn); }
   Mr* find_mr(uint32_t lkey) const { return mr_cache_.find(mrs_, lkey, lkey ^ (lkey >> 8)); }
   Ah* find_ah(uint32_t id) const { return find(ahs_, id); }
+  // Moves whenever what a remote request may reach can have changed (a QP
+  // modified, in error or gone; an MR gone; a window unbound): work checked
+  // before it, and still going on (a WRITE received in place), is checked
+  // again.
+  const uint64_t& access_epoch() const { return access_epoch_; }
   void link_mw(Mw& mw);
   void unlink_mw(Mw& mw);  // unbinds it first
   // The window `rkey` names now (its index and its current key byte).
@@ -254,6 +259,7 @@ class QueueCore : public PollerHooks {
   std::unordered_map<uint32_t, Mr*> mrs_;
   LookupCache<Qp> qp_cache_;
   LookupCache<Mr> mr_cache_;
+  uint64_t access_epoch_ = 0;
   std::unordered_map<uint32_t, Ah*> ahs_;
   std::unordered_map<uint32_t, Mw*> mws_;  // by index
   std::unordered_map<uint32_t, std::vector<Qp*>> mcast_groups_;  // by group IPv4 address

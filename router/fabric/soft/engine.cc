@@ -66,6 +66,9 @@ bool Engine::prepare_to_sleep(uint64_t now, uint64_t& deadline) {
   // A link whose socket was full wakes us once it takes bytes again; a
   // paused one (link.h) is not read until then.
   for (auto& l : links_) {
+    // A command run while the poller slept (ibv_dereg_mr) may have taken
+    // the pages a chunk was landing in: they go now, not at the next byte.
+    l->recheck_placement([&](const wire::Header& h) { return placement_for(*l, h); });
     bool writable = l->tx_pending(), readable = !l->paused();
     if (writable != l->wants_writable || readable != l->wants_readable) {
       poller().set_interest(l->fd.get(), readable, writable);

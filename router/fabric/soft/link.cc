@@ -99,7 +99,7 @@ bool Link::flush() {
 
 bool Link::frame_ready() const {
   if (tls_ && tls_has_pending(tls_.get())) return true;
-  if (placing_.to != nullptr)
+  if (placing_.bytes != 0)
     return placed_ == placing_.bytes && rx_tail_ - rx_head_ >= placing_header_.payload - placing_.bytes;
   wire::Header h;
   std::span<const std::byte> payload;
@@ -133,7 +133,9 @@ bool Link::fill() {
 }
 
 bool Link::start_placement(const wire::Header& h, Placement p) {
-  if (p.to == nullptr || p.bytes == 0 || p.bytes > h.payload) return false;
+  // Some bytes always come through the buffer: the remainder's delivery
+  // checks the chunk again.
+  if (p.to == nullptr || p.bytes == 0 || p.bytes >= h.payload || p.epoch == nullptr) return false;
   rx_head_ += sizeof h;
   size_t here = std::min<size_t>(rx_tail_ - rx_head_, p.bytes);
   std::memcpy(p.to, rx_.data() + rx_head_, here);
@@ -145,7 +147,11 @@ bool Link::start_placement(const wire::Header& h, Placement p) {
 }
 
 bool Link::fill_placement() {
-  ssize_t n = read_some(placing_.to + placed_, placing_.bytes - placed_);
+  // Dropped: read into the buffer (empty while a chunk is placed), not taken.
+  if (placing_.to == nullptr && rx_head_ == rx_tail_) rx_head_ = rx_tail_ = 0;
+  ssize_t n = placing_.to != nullptr
+                  ? read_some(placing_.to + placed_, placing_.bytes - placed_)
+                  : read_some(rx_.data() + rx_tail_, std::min<size_t>(rx_.size() - rx_tail_, placing_.bytes - placed_));
   if (n < 0) return false;
   placed_ += static_cast<uint32_t>(n);
   // Placed: read the chunk's remainder and the next header only, so that a

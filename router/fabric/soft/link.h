@@ -80,12 +80,17 @@ struct Link {
   static constexpr uint32_t kThroughBuffer = 64;
 
   // Where a chunk's first `bytes` of payload go (Engine::placement_for);
-  // `keep` holds the pages mapped until they are in. Empty: through the
-  // buffer, as any frame.
+  // `keep` holds the pages mapped until they are in. Checked again (the
+  // same call) whenever *epoch moved from epoch_at (QueueCore::
+  // access_epoch): if the chunk may no longer go there, the rest of what
+  // was to be placed is read and dropped, and its delivery says so
+  // (placement_failed). Empty: through the buffer, as any frame.
   struct Placement {
     std::byte* to = nullptr;
     uint32_t bytes = 0;
     std::shared_ptr<const void> keep;
+    const uint64_t* epoch = nullptr;
+    uint64_t epoch_at = 0;
   };
 
   // `tls`: the connection's TLS session (null: in the clear).
@@ -130,6 +135,16 @@ struct Link {
   // sent garbage.
   template <class OnFrame, class Place>
   bool receive(OnFrame&& on_frame, Place&& place);
+  // The chunk being placed, checked again if its epoch moved (place as for
+  // receive): a chunk that may no longer land lets its pages go at once.
+  template <class Place>
+  void recheck_placement(Place&& place);
+  // While on_frame runs for a placed chunk's remainder: how many bytes of
+  // the chunk were placed before it (its offset as sent is the
+  // remainder's less these), and whether they failed to land (the
+  // placement was refused on a later check: the request must be refused).
+  uint32_t placed_ahead() const { return delivering_placed_; }
+  bool placement_failed() const { return delivering_failed_; }
 
  private:
   // Reads what is there (TLS: until it would block, since TLS may hold
@@ -151,31 +166,57 @@ struct Link {
   size_t rx_head_ = 0, rx_tail_ = 0;
   // The chunk being received in place (placing_.to null: none): its header
   // as sent, and how many of placing_.bytes are in.
+  // placing_.bytes 0: none; placing_.to null then: its bytes are dropped.
   Placement placing_;
   wire::Header placing_header_{};
   uint32_t placed_ = 0;
+  bool placing_failed_ = false;
+  bool place_refused_ = false;  // for the frame at rx_head_: not asked again
+  uint32_t delivering_placed_ = 0;
+  bool delivering_failed_ = false;
   size_t read_limit_ = 0;  // the next fill() reads at most this much (0: what fits)
 };
 
+template <class Place>
+void Link::recheck_placement(Place&& place) {
+  if (placing_.to == nullptr || *placing_.epoch == placing_.epoch_at) return;
+  Placement again = place(placing_header_);
+  if (again.to == placing_.to && again.bytes == placing_.bytes) {
+    placing_.epoch_at = again.epoch_at;
+    return;
+  }
+  placing_.to = nullptr;  // the rest is dropped
+  placing_.keep.reset();
+  placing_failed_ = true;
+}
+
 template <class OnFrame, class Place>
 bool Link::receive(OnFrame&& on_frame, Place&& place) {
+  recheck_placement(place);
   for (int reads = 0; reads < 4 && !paused(); ++reads) {
     size_t before = rx_tail_;
     uint32_t placed_before = placed_;
-    if (!(placing_.to != nullptr && placed_ < placing_.bytes ? fill_placement() : fill())) return false;
+    if (!(placing_.bytes != 0 && placed_ < placing_.bytes ? fill_placement() : fill())) return false;
     while (!paused()) {
-      if (placing_.to != nullptr) {
+      if (placing_.bytes != 0) {
         wire::Header h = placing_header_;
         uint32_t rest = h.payload - placing_.bytes;
         if (placed_ < placing_.bytes || rx_tail_ - rx_head_ < rest) break;  // more to read
+        recheck_placement(place);  // the last bytes placed were read after it was last checked
         std::span<const std::byte> remainder(rx_.data() + rx_head_, rest);
         rx_head_ += rest;
         peer.frames_received.fetch_add(1, std::memory_order_relaxed);
         peer.bytes_received.fetch_add(sizeof h + h.payload, std::memory_order_relaxed);
         h.offset += placing_.bytes;
         h.payload = rest;
+        delivering_placed_ = placing_.bytes;
+        delivering_failed_ = placing_failed_;
         placing_ = {};
+        placing_failed_ = false;
+        place_refused_ = false;
         on_frame(h, remainder);
+        delivering_placed_ = 0;
+        delivering_failed_ = false;
         if (dead) return false;
         continue;
       }
@@ -186,10 +227,13 @@ bool Link::receive(OnFrame&& on_frame, Place&& place) {
       auto d = wire::decode(std::span<const std::byte>(rx_.data() + rx_head_, rx_tail_ - rx_head_), h, payload,
                             used, why);
       if (d == wire::Decode::kNeedMore) {
-        // A whole, valid header: a chunk that may go straight to its pages.
+        // A whole, valid header: a chunk that may go straight to its pages
+        // (asked once per frame).
         if (rx_tail_ - rx_head_ >= sizeof h && h.type == static_cast<uint8_t>(wire::Type::kRequest) &&
-            h.payload >= kPlaceFrom && start_placement(h, place(h)))
-          continue;
+            h.payload >= kPlaceFrom && !place_refused_) {
+          if (start_placement(h, place(h))) continue;
+          place_refused_ = true;
+        }
         break;
       }
       if (d == wire::Decode::kBad) {
@@ -197,6 +241,7 @@ bool Link::receive(OnFrame&& on_frame, Place&& place) {
         return false;
       }
       rx_head_ += used;
+      place_refused_ = false;
       peer.frames_received.fetch_add(1, std::memory_order_relaxed);
       peer.bytes_received.fetch_add(used, std::memory_order_relaxed);
       on_frame(h, payload);

@@ -228,15 +228,26 @@ Link::Placement Engine::placement_for(const Link& link, const Header& h) const {
   if (to == nullptr || contiguous != bytes) return {};
   std::shared_ptr<const void> keep = mr->segment_holding(to);
   if (keep == nullptr) return {};
-  return {to, bytes, std::move(keep)};
+  return {to, bytes, std::move(keep), &access_epoch(), access_epoch()};
 }
 
 void Engine::on_request(Link& link, const Header& h, std::span<const std::byte> payload) {
   if (h.qp_type == IBV_QPT_UD) return on_datagram(link, h, payload);
+  // A placed chunk's remainder (Link::receive) stands for the chunk as sent.
+  const bool chunk_starts_message = h.offset - link.placed_ahead() == 0;
   Qp* t = responder_.connected(origin_of(link, h));
   if (t == nullptr) {
-    if (h.qp_type == IBV_QPT_RC && h.offset == 0) answer(link, h, Type::kNak, static_cast<uint8_t>(NakReason::kNotReady));
+    if (h.qp_type == IBV_QPT_RC && chunk_starts_message)
+      answer(link, h, Type::kNak, static_cast<uint8_t>(NakReason::kNotReady));
     return;
+  }
+  if (link.placement_failed()) {
+    // What was placed did not land (its QP, MR or window changed while it
+    // came): the request fails, as it would have at its first byte.
+    const Mr* mr = nullptr;
+    Verdict v = responder_.check_write(*t, h.rkey, h.remote_addr + h.offset - link.placed_ahead(),
+                                       link.placed_ahead(), mr);
+    return LinkResponse(*this, link, *t, h).refuse(!v ? v : Verdict::failed(IBV_WC_REM_ACCESS_ERR));
   }
   if (!in_order(t->remote_resp, h)) return;
   LinkResponse response(*this, link, *t, h);

@@ -95,8 +95,9 @@ bool Engine::receive_links() {
       on_frame(*l, h, payload);
     };
     auto place = [&](const wire::Header& h) {
-      busy = true;
-      return placement_for(*l, h);
+      Link::Placement p = placement_for(*l, h);
+      busy |= p.to != nullptr;
+      return p;
     };
     if (!l->receive(deliver, place))
       l->dead = true;
