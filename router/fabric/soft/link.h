@@ -164,9 +164,9 @@ struct Link {
   size_t tx_head_ = 0;
   std::vector<std::byte> rx_;
   size_t rx_head_ = 0, rx_tail_ = 0;
-  // The chunk being received in place (placing_.to null: none): its header
-  // as sent, and how many of placing_.bytes are in.
-  // placing_.bytes 0: none; placing_.to null then: its bytes are dropped.
+  // The chunk being received in place (placing_.bytes 0: none; placing_.to
+  // null then: its bytes are dropped): its header as sent, and how many of
+  // placing_.bytes are in.
   Placement placing_;
   wire::Header placing_header_{};
   uint32_t placed_ = 0;
