@@ -257,6 +257,40 @@ TEST_F(LinkTest, ALargeWriteLandsInTheMrAsItsBytesCome) {
   EXPECT_EQ(std::memcmp(blue.at(kBase), data.data(), kLen), 0);
 }
 
+// Two large WRITEs back to back, the second's header cut in two by the
+// socket: the read that ends the first chunk's placement takes the bytes
+// after it too (its remainder and the next header, Link::fill_placement),
+// and the half header it got there is completed before the second chunk
+// is placed. Both land whole, each answered, in order.
+TEST_F(LinkTest, BackToBackLargeWritesLandWhenTheReadThatEndsOneTakesPartOfTheNext) {
+  Qp* q = nullptr;
+  UniqueFd peer = connect_peer(q);
+  constexpr uint32_t kLen = Link::kPlaceFrom, kFirst = 4 * 1024;
+  std::vector<std::byte> one(kLen), two(kLen);
+  for (uint32_t i = 0; i < kLen; ++i) {
+    one[i] = static_cast<std::byte>(i * 5 + 1);
+    two[i] = static_cast<std::byte>(i * 11 + 9);
+  }
+  ASSERT_TRUE(start_write(*q, peer.get(), one, kFirst));
+  wire::Header second = request(*q, IBV_WR_RDMA_WRITE, 1, kLen);
+  second.payload = kLen;
+  second.remote_addr = kBase + kLen;
+  std::vector<std::byte> rest(one.begin() + kFirst, one.end());
+  const auto* header = reinterpret_cast<const std::byte*>(&second);
+  rest.insert(rest.end(), header, header + sizeof second / 2);
+  send_all(peer.get(), rest.data(), rest.size());
+  wire::Header a = await_answer(peer.get());
+  EXPECT_EQ(a.type, static_cast<uint8_t>(wire::Type::kAck));
+  EXPECT_EQ(a.seq, 0u);
+  EXPECT_EQ(std::memcmp(blue.at(kBase), one.data(), kLen), 0);
+  send_all(peer.get(), header + sizeof second / 2, sizeof second - sizeof second / 2);
+  send_all(peer.get(), two.data(), kLen);
+  a = await_answer(peer.get());
+  EXPECT_EQ(a.type, static_cast<uint8_t>(wire::Type::kAck));
+  EXPECT_EQ(a.seq, 1u);
+  EXPECT_EQ(std::memcmp(blue.at(kBase + kLen), two.data(), kLen), 0);
+}
+
 // The MR a chunk is being placed into is deregistered before the chunk is
 // all in: nothing more lands there once the deregistration returned, the
 // request is refused (remote access error) as any request to a gone MR,

@@ -148,22 +148,47 @@ bool Link::start_placement(const wire::Header& h, Placement p) {
 
 bool Link::fill_placement() {
   // Dropped: read into the buffer (empty while a chunk is placed), not taken.
-  if (placing_.to == nullptr && rx_head_ == rx_tail_) rx_head_ = rx_tail_ = 0;
-  ssize_t n = placing_.to != nullptr
-                  ? read_some(placing_.to + placed_, placing_.bytes - placed_)
-                  : read_some(rx_.data() + rx_tail_, std::min<size_t>(rx_.size() - rx_tail_, placing_.bytes - placed_));
+  if (placing_.to == nullptr) {
+    if (rx_head_ == rx_tail_) rx_head_ = rx_tail_ = 0;
+    ssize_t n = read_some(rx_.data() + rx_tail_, std::min<size_t>(rx_.size() - rx_tail_, placing_.bytes - placed_));
+    if (n < 0) return false;
+    placed_ += static_cast<uint32_t>(n);
+    return true;
+  }
+  // What follows the placed bytes: the chunk's remainder and the next
+  // header, read into the buffer (empty while a chunk is placed) by the
+  // same system call where TLS does not stand between; only they, so that
+  // a next large chunk is placed too rather than read into the buffer whole.
+  const size_t after = placing_header_.payload - placing_.bytes + sizeof(wire::Header);
+  const size_t want = placing_.bytes - placed_;
+  size_t buffered = 0;
+  ssize_t n;
+  if (!tls_ && rx_head_ == rx_tail_) {
+    rx_head_ = rx_tail_ = 0;
+    iovec iov[2] = {{placing_.to + placed_, want}, {rx_.data(), after}};
+    n = read_iov(iov, 2);
+    if (n > static_cast<ssize_t>(want)) {
+      buffered = static_cast<size_t>(n) - want;
+      rx_tail_ = buffered;
+      n = static_cast<ssize_t>(want);
+    }
+  } else {
+    n = read_some(placing_.to + placed_, want);
+  }
   if (n < 0) return false;
   placed_ += static_cast<uint32_t>(n);
-  // Placed: read the chunk's remainder and the next header only, so that a
-  // next large chunk is placed too rather than read into the buffer whole.
-  if (placed_ == placing_.bytes) read_limit_ = placing_header_.payload - placing_.bytes + sizeof(wire::Header);
+  // Placed: the next fill() reads what is missing of the remainder and
+  // header (all in: what it finds, as for any frame).
+  if (placed_ == placing_.bytes) read_limit_ = after - buffered;
   return true;
 }
 
-ssize_t Link::read_some(std::byte* to, size_t n) {
-  if (tls_) return tls_read(tls_.get(), to, n, why_dead);
+ssize_t Link::read_iov(iovec* iov, size_t count) {
+  msghdr m{};
+  m.msg_iov = iov;
+  m.msg_iovlen = count;
   for (;;) {
-    ssize_t got = ::recv(fd.get(), to, n, MSG_DONTWAIT);
+    ssize_t got = ::recvmsg(fd.get(), &m, MSG_DONTWAIT);
     if (got > 0) return got;
     if (got == 0) {
       why_dead = "the peer closed the connection";
@@ -174,6 +199,12 @@ ssize_t Link::read_some(std::byte* to, size_t n) {
     why_dead = std::string("recv: ") + std::strerror(errno);
     return -1;
   }
+}
+
+ssize_t Link::read_some(std::byte* to, size_t n) {
+  if (tls_) return tls_read(tls_.get(), to, n, why_dead);
+  iovec iov{to, n};
+  return read_iov(&iov, 1);
 }
 
 ssize_t Link::write_some(const std::byte* from, size_t n) {

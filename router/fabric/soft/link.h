@@ -158,6 +158,8 @@ struct Link {
   // One nonblocking read or write, in the clear or through TLS: bytes moved,
   // 0 when it would block, -1 when the connection failed (why_dead says why).
   ssize_t read_some(std::byte* to, size_t n);
+  // One nonblocking read in the clear, filling the pieces in order.
+  ssize_t read_iov(iovec* iov, size_t count);
   ssize_t write_some(const std::byte* from, size_t n);
   Ssl tls_;
   std::vector<std::byte> tx_;
