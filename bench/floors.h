@@ -86,12 +86,14 @@ inline double memcpy_first_touch_gbps(size_t size, size_t pool) {
   return gbps;
 }
 
-// Mean round trip (ns) of one cache line flipped between CPUs `a` and `b`.
-inline double cacheline_rtt_ns(int a = 0, int b = 1) {
+// Mean round trip (ns) of one cache line flipped between CPUs `a` and `b`,
+// over `rounds` after as many to warm up (a thread spinning on CPU `b`, a
+// router's poller, takes a while to see it shares its core and sleep).
+inline double cacheline_rtt_ns(int a = 0, int b = 1, uint64_t rounds = 200000) {
   alignas(64) static std::atomic<uint64_t> line{0};
   line.store(0);
-  constexpr uint64_t kRounds = 200000;
-  std::thread peer([b] {
+  const uint64_t kRounds = 2 * rounds;
+  std::thread peer([b, kRounds] {
     pin(b);
     for (uint64_t i = 0; i < kRounds; ++i) {
       while (line.load(std::memory_order_acquire) != 2 * i + 1) {
@@ -102,13 +104,14 @@ inline double cacheline_rtt_ns(int a = 0, int b = 1) {
   pin(a);
   auto t0 = Clock::now();
   for (uint64_t i = 0; i < kRounds; ++i) {
+    if (i == rounds) t0 = Clock::now();
     line.store(2 * i + 1, std::memory_order_release);
     while (line.load(std::memory_order_acquire) != 2 * i + 2) {
     }
   }
   double ns = seconds_since(t0) * 1e9;
   peer.join();
-  return ns / kRounds;
+  return ns / static_cast<double>(rounds);
 }
 
 // Mean round trip (ns) of a small message over a Unix stream socket

@@ -228,8 +228,15 @@ void release(ibv_mr* mr) {
   ffv_free(p);
 }
 
-// A 2-byte inline WRITE, posted and its completion polled, one at a time.
-void write_latency(Device& d, int rounds, double line_rtt) {
+// A 2-byte inline WRITE, posted and its completion polled, one at a time,
+// in `blocks` blocks of `rounds`, each beside the cache-line round trip
+// measured right before it. Interleaved because on a virtual machine the
+// two vCPUs move between physical cores: the same binary measured a 67 ns
+// and a 350 ns floor minutes apart, so a floor taken once at the start and
+// a latency taken later give any ratio. The row is the median block's.
+// The floor's second thread runs on the router's CPU, whose poller then
+// sleeps (its idle spin sees its core shared) until the next post wakes it.
+void write_latency(Device& d, int blocks, int rounds) {
   Pair p(d, 16);
   ibv_mr* dst = registered(d, 4096);
   char src[2] = {1, 2};
@@ -240,20 +247,37 @@ void write_latency(Device& d, int rounds, double line_rtt) {
   w.num_sge = 1;
   w.send_flags = IBV_SEND_SIGNALED | IBV_SEND_INLINE;
   w.wr.rdma = {reinterpret_cast<uint64_t>(dst->addr), dst->rkey};
+  struct Block {
+    double p50, p99, floor;
+  };
+  std::vector<Block> measured;
   std::vector<double> ns;
   ns.reserve(static_cast<size_t>(rounds));
-  for (int i = 0; i < rounds + 1000; ++i) {
-    ibv_send_wr* bad = nullptr;
-    auto t0 = Clock::now();
-    if (ibv_post_send(p.a, &w, &bad) != 0) die("ibv_post_send");
-    poll_n(p.cq, 1);
-    if (i >= 1000) ns.push_back(seconds_since(t0) * 1e9);  // after a warm-up
+  for (int b = 0; b < blocks; ++b) {
+    double floor = cacheline_rtt_ns(0, 1, 20000);
+    ns.clear();
+    for (int i = 0; i < rounds + 1000; ++i) {
+      ibv_send_wr* bad = nullptr;
+      auto t0 = Clock::now();
+      if (ibv_post_send(p.a, &w, &bad) != 0) die("ibv_post_send");
+      poll_n(p.cq, 1);
+      if (i >= 1000) ns.push_back(seconds_since(t0) * 1e9);  // after the router woke and warmed up
+    }
+    double p50 = percentile(ns, 0.5), p99 = percentile(ns, 0.99);
+    measured.push_back({p50, p99, floor});
   }
   release(dst);
-  double p50 = percentile(ns, 0.5), p99 = percentile(ns, 0.99);
-  rows.push_back({"2 B inline WRITE, post → CQE polled (p50)", fmt("%.0f ns", p50),
-                  fmt("%.0f ns (cache line round trip)", line_rtt), fmt("%.1f×", p50 / line_rtt), "≤ 1.5×"});
-  rows.push_back({"... (p99)", fmt("%.0f ns", p99), "", fmt("%.1f×", p99 / line_rtt), ""});
+  std::sort(measured.begin(), measured.end(),
+            [](const Block& x, const Block& y) { return x.p50 / x.floor < y.p50 / y.floor; });
+  const Block& m = measured[measured.size() / 2];
+  const Block& lo = measured.front();
+  const Block& hi = measured.back();
+  char range[96];
+  std::snprintf(range, sizeof range, "%.1f× (%d blocks: %.1f–%.1f×)", m.p50 / m.floor, blocks, lo.p50 / lo.floor,
+                hi.p50 / hi.floor);
+  rows.push_back({"2 B inline WRITE, post → CQE polled (p50)", fmt("%.0f ns", m.p50),
+                  fmt("%.0f ns (cache line round trip, same block)", m.floor), range, "≤ 1.5×"});
+  rows.push_back({"... (p99)", fmt("%.0f ns", m.p99), "", fmt("%.1f×", m.p99 / m.floor), ""});
 }
 
 // 64-byte WRITEs in lists of 32 (the last of each signaled), 16 lists in flight.
@@ -375,7 +399,6 @@ int main(int argc, char** argv) {
   const bool rate_only = argc > 1 && std::strcmp(argv[1], "--message-rate") == 0;
   const bool latency_only = argc > 1 && std::strcmp(argv[1], "--latency") == 0;
   // Floors first, while the router is idle.
-  double line_rtt = cacheline_rtt_ns();
   double socket_rtt = socket_rtt_ns();
   double remap = remap_us(1 << 20);
   double ring_rate = ring_batch32_per_s();
@@ -390,14 +413,14 @@ int main(int argc, char** argv) {
   if (rate_only) {  // a long run of one row alone, for a profiler
     message_rate(d, 100'000'000, ring_rate);
   } else if (latency_only) {
-    write_latency(d, 5'000'000, line_rtt);
+    write_latency(d, 250, 20000);
   } else if (data_path) {  // long runs of the two rows a profiler looks at
-    write_latency(d, 300'000, line_rtt);
+    write_latency(d, 15, 20000);
     message_rate(d, 3'000'000, ring_rate);
   } else {
     qp_setup(d, quick ? 20 : 200, socket_rtt);
     registration(d, quick ? 10 : 50, remap);
-    write_latency(d, quick ? 2000 : 20000, line_rtt);
+    write_latency(d, quick ? 3 : 11, quick ? 2000 : 20000);
     message_rate(d, quick ? 200'000 : 2'000'000, ring_rate);
     bandwidth(d, pool, first_floor, cold_floor, hot_floor);
   }

@@ -322,7 +322,7 @@ ff_cm_pair_in() {
       sleep 0.1
     done
     if [ $rc -eq 0 ]; then
-      wait "$spid" || { tail -5 "$FF_WORK/server.log"; fail "$name: server"; }
+      wait "$spid" || { tail -40 "$FF_WORK/server.log"; tail -15 "$FF_WORK/client.log"; fail "$name: server"; }
       return 0
     fi
     echo "RETRY ($name, round $round): $(tail -3 "$FF_WORK/client.log" | tr '\n' ' ')"
