@@ -52,15 +52,17 @@ double percentile(std::vector<double>& v, double p) {
 // and popped in batches of 32: the floor of a message rate that moves one
 // work request descriptor per message (a one-SGE WRITE's: the ring moves
 // its header and its SGE, shm/descriptors.h).
-double ring_batch32_per_s() {
+// Timed over the second half of `total` (the first warms up: the router's
+// poller on CPU 1 takes a moment to see its core shared and sleep).
+double ring_batch32_per_s(uint64_t total = 4'000'000) {
   using ff::shm::SendWqe;
   constexpr uint32_t kCap = 1024;
-  constexpr uint64_t kTotal = 4'000'000;
+  const uint64_t kTotal = total / 64 * 64;
   auto seg = ff::shm::Mapping::create("floor", ff::shm::SegmentKind::kRing,
                                       sizeof(ff::shm::SegmentHeader) + ff::shm::ring_bytes<SendWqe>(kCap));
   std::byte* at = seg.base() + sizeof(ff::shm::SegmentHeader);
   ff::shm::init_ring<SendWqe>(at, kCap);
-  std::thread consumer([at] {
+  std::thread consumer([at, kTotal] {
     pin(1);
     ff::shm::RingConsumer<SendWqe> in(at, kCap);
     std::vector<SendWqe> batch(32);
@@ -73,11 +75,13 @@ double ring_batch32_per_s() {
   write.num_sge = 1;
   std::vector<SendWqe> batch(32, write);
   auto t0 = Clock::now();
-  for (uint64_t sent = 0; sent < kTotal; sent += 32)
+  for (uint64_t sent = 0; sent < kTotal; sent += 32) {
+    if (sent == kTotal / 2) t0 = Clock::now();
     while (!out.sp_push_bulk(batch)) {
     }
+  }
   consumer.join();
-  return static_cast<double>(kTotal) / seconds_since(t0);
+  return static_cast<double>(kTotal / 2) / seconds_since(t0);
 }
 
 struct Device {
@@ -281,7 +285,13 @@ void write_latency(Device& d, int blocks, int rounds) {
 }
 
 // 64-byte WRITEs in lists of 32 (the last of each signaled), 16 lists in flight.
-void message_rate(Device& d, long total, double ring_rate) {
+// 64-byte WRITEs in lists of 32 (the last of each signaled), 16 lists in
+// flight, in `blocks` blocks of `per_block`, each beside the ring's rate
+// measured right before it (interleaved, as write_latency: the ring's rate
+// on this VM ranged 13-110 M/s with where its vCPUs ran). The row is the
+// median block's; the goal, 25 M/s against a 110 M/s ring, is
+// 0.23× the ring.
+void message_rate(Device& d, int blocks, long per_block) {
   constexpr int kList = 32, kInFlight = 16;
   Pair p(d, kList * kInFlight);
   ibv_mr* src = registered(d, 4096);
@@ -298,28 +308,48 @@ void message_rate(Device& d, long total, double ring_rate) {
     w.next = i + 1 < kList ? &list[static_cast<size_t>(i) + 1] : nullptr;
   }
   list.back().send_flags = IBV_SEND_SIGNALED;
-  long posted = 0, done = 0;
-  int in_flight = 0;
-  auto t0 = Clock::now();
-  while (done < total) {
-    while (in_flight < kInFlight && posted < total) {
-      ibv_send_wr* bad = nullptr;
-      if (ibv_post_send(p.a, list.data(), &bad) != 0) die("ibv_post_send");
-      posted += kList;
-      ++in_flight;
+  struct Block {
+    double rate, ring;
+  };
+  std::vector<Block> measured;
+  for (int b = 0; b < blocks; ++b) {
+    double ring = ring_batch32_per_s(2'000'000);
+    // The first tenth wakes the router and is not timed.
+    long posted = 0, done = 0, warm = per_block / 10;
+    int in_flight = 0;
+    auto t0 = Clock::now();
+    bool timing = false;
+    while (done < per_block) {
+      if (!timing && done >= warm) {
+        t0 = Clock::now();
+        warm = done;
+        timing = true;
+      }
+      while (in_flight < kInFlight && posted < per_block) {
+        ibv_send_wr* bad = nullptr;
+        if (ibv_post_send(p.a, list.data(), &bad) != 0) die("ibv_post_send");
+        posted += kList;
+        ++in_flight;
+      }
+      ibv_wc wc[kInFlight];
+      int got = ibv_poll_cq(p.cq, kInFlight, wc);
+      if (got < 0) die("ibv_poll_cq");
+      in_flight -= got;
+      done += static_cast<long>(got) * kList;
     }
-    ibv_wc wc[kInFlight];
-    int got = ibv_poll_cq(p.cq, kInFlight, wc);
-    if (got < 0) die("ibv_poll_cq");
-    in_flight -= got;
-    done += static_cast<long>(got) * kList;
+    measured.push_back({static_cast<double>(done - warm) / seconds_since(t0), ring});
   }
-  double rate = static_cast<double>(done) / seconds_since(t0);
   release(src);
   release(dst);
-  rows.push_back({"64 B WRITE, post lists of 32", fmt("%.1f M msg/s", rate / 1e6),
-                  fmt("%.0f M desc/s (ring, batches of 32)", ring_rate / 1e6), fmt("%.2f×", rate / ring_rate),
-                  "≥ 25 M msg/s"});
+  std::sort(measured.begin(), measured.end(),
+            [](const Block& x, const Block& y) { return x.rate / x.ring < y.rate / y.ring; });
+  const Block& m = measured[measured.size() / 2];
+  char ratio[96];
+  std::snprintf(ratio, sizeof ratio, "%.2f× (%d blocks: %.2f–%.2f×)", m.rate / m.ring, blocks,
+                measured.front().rate / measured.front().ring, measured.back().rate / measured.back().ring);
+  rows.push_back({"64 B WRITE, post lists of 32", fmt("%.1f M msg/s", m.rate / 1e6),
+                  fmt("%.0f M desc/s (ring, batches of 32, same block)", m.ring / 1e6), ratio,
+                  "≥ 25 M msg/s (0.23× a 110 M ring)"});
 }
 
 // 64 KiB WRITEs streaming from `src` (16 in flight), the source walking
@@ -401,7 +431,6 @@ int main(int argc, char** argv) {
   // Floors first, while the router is idle.
   double socket_rtt = socket_rtt_ns();
   double remap = remap_us(1 << 20);
-  double ring_rate = ring_batch32_per_s();
   size_t pool = quick ? size_t{32} << 20 : size_t{256} << 20;
   double first_floor = memcpy_first_touch_gbps(65536, pool);
   double cold_floor = memcpy_cold_gbps(65536, pool);
@@ -411,17 +440,17 @@ int main(int argc, char** argv) {
   std::printf("device %s, libffverbs %s\n\n", ibv_get_device_name(d.ctx->device),
               ffv_zero_copy() ? "loaded" : "not loaded");
   if (rate_only) {  // a long run of one row alone, for a profiler
-    message_rate(d, 100'000'000, ring_rate);
+    message_rate(d, 50, 2'000'000);
   } else if (latency_only) {
     write_latency(d, 250, 20000);
   } else if (data_path) {  // long runs of the two rows a profiler looks at
     write_latency(d, 15, 20000);
-    message_rate(d, 3'000'000, ring_rate);
+    message_rate(d, 5, 1'000'000);
   } else {
     qp_setup(d, quick ? 20 : 200, socket_rtt);
     registration(d, quick ? 10 : 50, remap);
     write_latency(d, quick ? 3 : 11, quick ? 2000 : 20000);
-    message_rate(d, quick ? 200'000 : 2'000'000, ring_rate);
+    message_rate(d, quick ? 3 : 9, quick ? 200'000 : 1'000'000);
     bandwidth(d, pool, first_floor, cold_floor, hot_floor);
   }
   std::printf("| measure | result | floor (same run) | ratio | goal |\n| --- | --- | --- | --- | --- |\n");
