@@ -159,7 +159,7 @@ bool Link::fill_placement() {
   // header, read into the buffer (empty while a chunk is placed) by the
   // same system call where TLS does not stand between; only they, so that
   // a next large chunk is placed too rather than read into the buffer whole.
-  const size_t after = placing_header_.payload - placing_.bytes + sizeof(wire::Header);
+  const size_t after = std::min(placing_header_.payload - placing_.bytes + sizeof(wire::Header), rx_.size());
   const size_t want = placing_.bytes - placed_;
   size_t buffered = 0;
   ssize_t n;
