@@ -215,6 +215,12 @@ void render_holdings(Writer& w, const RouterMetrics& m) {
     w.family(f.name, f.type, f.help);
     w.sample(f.name, {}, f.value);
   }
+  // Its rate is how loaded the pollers' cores are (1 per poller fully
+  // busy), which their spinning hides from top; per work request, what one
+  // costs them.
+  w.family("ffrouter_poller_busy_seconds_total", "counter",
+           "Time the pollers spent in passes that found work, summed over pollers.");
+  w.sample_real("ffrouter_poller_busy_seconds_total", {}, static_cast<double>(m.counters.poller_busy_ns) / 1e9);
 
 }
 

@@ -233,6 +233,7 @@ struct FabricCounters {
   uint64_t bytes = 0;          // moved by them
   uint64_t error_completions = 0;
   uint64_t poller_sleeps = 0;
+  uint64_t poller_busy_ns = 0;  // in passes that found work (Poller::busy_ns)
 };
 
 struct FabricDeviceLimits {

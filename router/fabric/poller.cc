@@ -144,10 +144,14 @@ void Poller::loop() {
   // yields grow rare (shm/idle_yield.h). The first yield of a spin comes
   // early: on a shared core it is what tells the poller to sleep.
   shm::IdleYield yield(8, 1024);
+  uint64_t busy_from = 0;  // the clock at a pass that found work (0: the last did not)
   while (!stop_.load(std::memory_order_relaxed)) {
     bool busy = drain_commands();
     uint64_t now = now_ns();
+    if (busy_from != 0)  // the busy pass ran until now
+      busy_ns_.store(busy_ns_.load(std::memory_order_relaxed) + (now - busy_from), std::memory_order_relaxed);
     busy |= hooks_.work(now);
+    busy_from = busy ? now : 0;
     if (busy) {
       idle_since = 0;
       yield.busy();

@@ -43,6 +43,9 @@ grep -qx "ffrouter_tenant_work_requests_total{tenant=\"red\",opcode=\"write\"} $
 grep -qx "ffrouter_tenant_bytes_total{tenant=\"blue\",direction=\"sent\",opcode=\"send\"} $((2 * pings * 4096))" \
   "$FF_WORK/metrics.txt" || fail "/metrics disagrees with ibv_rc_pingpong"
 promtool check metrics <"$FF_WORK/metrics.txt" || fail "promtool check metrics"
+# The pollers moved all that: some of their time was busy.
+awk '$1 == "ffrouter_poller_busy_seconds_total" && $2 > 0 { found = 1 } END { exit !found }' "$FF_WORK/metrics.txt" ||
+  { grep poller "$FF_WORK/metrics.txt"; fail "no busy poller time after the transfers"; }
 pass "/metrics agrees with perftest's count ($writes x 64 KiB WRITEs) and passes promtool check metrics"
 
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/healthz")" = 200 ] || fail "/healthz"

@@ -36,6 +36,7 @@ RouterMetrics sample() {
   odd.name = "we\"ird\\";
   m.tenants.push_back(odd);
   m.counters.work_requests = 1000;
+  m.counters.poller_busy_ns = 2'500'000'000;
   m.sessions = 3;
   PeerStatus p;
   p.name = "host-b";
@@ -82,6 +83,7 @@ TEST(Metrics, TenantCountersCarryTheirLabels) {
   EXPECT_NE(text.find("ffrouter_tenant_control_rate_limit_per_second{tenant=\"blue\"} 250\n"), std::string::npos);
   EXPECT_NE(text.find("ffrouter_control_delayed_seconds_total{tenant=\"blue\"} 0.25\n"), std::string::npos);
   EXPECT_NE(text.find("ffrouter_rnr_waits_total{tenant=\"blue\"} 42\n"), std::string::npos);
+  EXPECT_NE(text.find("ffrouter_poller_busy_seconds_total 2.5\n"), std::string::npos);
   EXPECT_NE(text.find("ffrouter_peer_up{peer=\"host-b\",direction=\"outbound\"} 1\n"), std::string::npos);
   EXPECT_NE(text.find("ffrouter_tenant_clients{tenant=\"we\\\"ird\\\\\"} 0\n"), std::string::npos)
       << "quotes and backslashes in label values are escaped";

@@ -29,6 +29,7 @@ struct FakeHooks : PollerHooks {
   std::atomic<int> holders{0};
   std::atomic<bool> overlap{false};
   std::thread::id poller_thread;
+  std::chrono::nanoseconds work_takes{0};  // per unit of pending work, spent in the pass
 
   struct Hold {
     FakeHooks& h;
@@ -43,6 +44,9 @@ struct FakeHooks : PollerHooks {
     ++passes;
     if (pending == 0) return false;
     taken += static_cast<uint64_t>(pending);
+    auto until = std::chrono::steady_clock::now() + pending * work_takes;
+    while (std::chrono::steady_clock::now() < until) {
+    }
     pending = 0;
     return true;
   }
@@ -102,6 +106,23 @@ TEST(Poller, ACommandThatLeavesWorkWakesThePoller) {
   EXPECT_EQ(taken, 3u);
   EXPECT_NE(worked_on, std::this_thread::get_id());
   EXPECT_FALSE(hooks.overlap);
+}
+
+// Poller::busy_ns (ffrouter_poller_busy_seconds_total) covers the passes
+// that found work, all of each, and does not move while the poller sleeps.
+TEST(Poller, BusyTimeCoversThePassesThatFoundWorkAndNotTheSleeps) {
+  FakeHooks hooks;
+  hooks.work_takes = 2ms;
+  Poller poller(0us, hooks);
+  poller.start();
+  ASSERT_TRUE(wait_for_sleeps(poller, 1));
+  uint64_t before = poller.busy_ns(), sleeps = poller.sleeps();
+  poller.run_sync([&] { hooks.pending = 5; });  // one pass of 10 ms
+  ASSERT_TRUE(wait_for_sleeps(poller, sleeps + 1));
+  uint64_t busy = poller.busy_ns();
+  EXPECT_GE(busy - before, 10'000'000u) << "the busy pass's time";
+  std::this_thread::sleep_for(30ms);
+  EXPECT_EQ(poller.busy_ns(), busy) << "asleep, nothing is busy time";
 }
 
 TEST(Poller, ACommandThatThrowsGivesTheStateBack) {

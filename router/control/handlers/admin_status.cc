@@ -77,6 +77,7 @@ Status handle_admin_status(Session& s, const proto::Request& req, std::vector<Un
   for (auto [name, value] : {std::pair{"work_requests", fc.work_requests}, {"bytes", fc.bytes},
                              {"error_completions", fc.error_completions},
                              {"poller_sleeps", fc.poller_sleeps},
+                             {"poller_busy_ns", fc.poller_busy_ns},
                              {"sessions_refused", r.sessions_refused()},
                              {"cm_requests", r.connection_manager().requests()},
                              {"cm_messages_refused", r.connection_manager().messages_refused()}})

@@ -253,6 +253,7 @@ FabricCounters QueueCore::counters() const {
   c.bytes = bytes_.get();
   c.error_completions = error_completions_.get();
   c.poller_sleeps = poller_.sleeps();
+  c.poller_busy_ns = poller_.busy_ns();
   return c;
 }
 

@@ -20,6 +20,7 @@ FabricCounters QueueFabric::counters() const {
     sum.bytes += c.bytes;
     sum.error_completions += c.error_completions;
     sum.poller_sleeps += c.poller_sleeps;
+    sum.poller_busy_ns += c.poller_busy_ns;
   }
   return sum;
 }
