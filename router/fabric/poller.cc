@@ -148,8 +148,7 @@ void Poller::loop() {
   while (!stop_.load(std::memory_order_relaxed)) {
     bool busy = drain_commands();
     uint64_t now = now_ns();
-    if (busy_from != 0)  // the busy pass ran until now
-      busy_ns_.store(busy_ns_.load(std::memory_order_relaxed) + (now - busy_from), std::memory_order_relaxed);
+    if (busy_from != 0) busy_ns_.add(now - busy_from);  // the busy pass ran until now
     busy |= hooks_.work(now);
     busy_from = busy ? now : 0;
     if (busy) {

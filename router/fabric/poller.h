@@ -23,6 +23,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "router/common/single_writer_counter.h"
 #include "shm/doorbell.h"
 
 struct epoll_event;
@@ -84,7 +85,7 @@ class Poller {
   // Nanoseconds spent in passes that found work (commands, a WQE, a
   // frame): how loaded the poller's core is, whatever its idle spinning
   // makes top show. Counted between the clock reads the loop makes anyway.
-  uint64_t busy_ns() const { return busy_ns_.load(std::memory_order_relaxed); }
+  uint64_t busy_ns() const { return busy_ns_.get(); }
   // Commands run inline in a sleeping poller's place (for tests and ffctl).
   uint64_t borrows() const { return borrows_.load(std::memory_order_relaxed); }
   // Whether the caller may touch the poller's state: it is the poller
@@ -123,7 +124,7 @@ class Poller {
   std::unordered_set<int> other_fds_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> sleeps_{0};
-  std::atomic<uint64_t> busy_ns_{0};  // the poller thread's alone to write: no locked add
+  SingleWriterCounter busy_ns_;
   std::atomic<uint64_t> borrows_{0};
   // Who holds the state while the thread runs: the poller (kAwake), nobody
   // while it sleeps in epoll (kAsleep), or a control thread (kBorrowed).

@@ -5,22 +5,15 @@
 // instruction on the per-WQE path; readers see each counter whole.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 
+#include "router/common/single_writer_counter.h"
 #include "router/fabric/fabric.h"
 #include "shm/descriptors.h"
 
 namespace ff::router::core {
 
-class SingleWriterCounter {
- public:
-  void add(uint64_t n) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
-  uint64_t get() const { return v_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<uint64_t> v_{0};
-};
+using router::SingleWriterCounter;
 
 class LiveTraffic {
  public:

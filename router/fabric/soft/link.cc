@@ -147,24 +147,19 @@ bool Link::start_placement(const wire::Header& h, Placement p) {
 }
 
 bool Link::fill_placement() {
-  // Dropped: read into the buffer (empty while a chunk is placed), not taken.
-  if (placing_.to == nullptr) {
-    if (rx_head_ == rx_tail_) rx_head_ = rx_tail_ = 0;
-    ssize_t n = read_some(rx_.data() + rx_tail_, std::min<size_t>(rx_.size() - rx_tail_, placing_.bytes - placed_));
-    if (n < 0) return false;
-    placed_ += static_cast<uint32_t>(n);
-    return true;
-  }
   // What follows the placed bytes: the chunk's remainder and the next
-  // header, read into the buffer (empty while a chunk is placed) by the
-  // same system call where TLS does not stand between; only they, so that
-  // a next large chunk is placed too rather than read into the buffer whole.
+  // header. Where TLS does not stand between, the read that ends the chunk
+  // takes them too, into the buffer (empty while a chunk is placed); only
+  // they, so that a next large chunk is placed too rather than read into
+  // the buffer whole.
   const size_t after = std::min(placing_header_.payload - placing_.bytes + sizeof(wire::Header), rx_.size());
   const size_t want = placing_.bytes - placed_;
   size_t buffered = 0;
   ssize_t n;
-  if (!tls_ && rx_head_ == rx_tail_) {
-    rx_head_ = rx_tail_ = 0;
+  if (rx_head_ == rx_tail_) rx_head_ = rx_tail_ = 0;
+  if (placing_.to == nullptr) {  // dropped: read into the buffer, not taken
+    n = read_some(rx_.data() + rx_tail_, std::min(rx_.size() - rx_tail_, want));
+  } else if (!tls_ && rx_head_ == rx_tail_) {
     iovec iov[2] = {{placing_.to + placed_, want}, {rx_.data(), after}};
     n = read_iov(iov, 2);
     if (n > static_cast<ssize_t>(want)) {
