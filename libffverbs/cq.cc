@@ -171,12 +171,14 @@ void retire_slots(FfCq& cq, const shm::Cqe& c) {
     it->second->recvs_retired.fetch_add(1, std::memory_order_release);
 }
 
-void retire_srq_receives_of(FfCq& cq, uint32_t qp_num, FfSrq& srq) {
-  shm::Cqe c;
-  uint64_t n = 0;
-  for (size_t i = 0; cq.ring.sc_peek(i, c); ++i)
-    if (c.qp_num == qp_num && c.sends_retired == 0) ++n;
-  srq.retired.fetch_add(n, std::memory_order_release);
+void drop_completions_of(FfCq& cq, uint32_t qp_num, FfSrq* srq) {
+  uint64_t receives = 0;
+  cq.ring.sc_remove_if([&](const shm::Cqe& c) {
+    if (c.qp_num != qp_num || c.xrc_srq != 0) return false;
+    if (c.sends_retired == 0) ++receives;
+    return true;
+  });
+  if (srq != nullptr) srq->retired.fetch_add(receives, std::memory_order_release);
 }
 
 namespace {

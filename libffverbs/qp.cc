@@ -546,17 +546,18 @@ int ibv_destroy_qp(ibv_qp* ibqp) {
     if (e == EINVAL) return e;
   }
   qp->ctx->untrack(qp->handle);
-  if (ibqp->send_cq != nullptr) {
-    FfCq* scq = to_ff(ibqp->send_cq);
-    std::lock_guard lock(scq->lock);
-    scq->senders.erase(ibqp->qp_num);
-  }
-  if (ibqp->recv_cq != nullptr) {
-    FfCq* rcq = to_ff(ibqp->recv_cq);
-    std::lock_guard lock(rcq->lock);
-    rcq->receivers.erase(ibqp->qp_num);
-    if (ibqp->srq != nullptr) retire_srq_receives_of(*rcq, ibqp->qp_num, *to_ff(ibqp->srq));
-  }
+  // Out of its CQs, with the completions it left there (once per CQ: the
+  // send and the receive CQ may be one).
+  FfSrq* srq = ibqp->srq != nullptr ? to_ff(ibqp->srq) : nullptr;
+  auto leave = [&](ibv_cq* ibcq, bool receives) {
+    FfCq* cq = to_ff(ibcq);
+    std::lock_guard lock(cq->lock);
+    cq->senders.erase(ibqp->qp_num);
+    cq->receivers.erase(ibqp->qp_num);
+    drop_completions_of(*cq, ibqp->qp_num, receives ? srq : nullptr);
+  };
+  if (ibqp->send_cq != nullptr) leave(ibqp->send_cq, ibqp->send_cq == ibqp->recv_cq);
+  if (ibqp->recv_cq != nullptr && ibqp->recv_cq != ibqp->send_cq) leave(ibqp->recv_cq, true);
   // Verbs: destroy waits until every async event about the QP was acknowledged.
   pthread_mutex_lock(&ibqp->mutex);
   while (ibqp->events_completed != qp->async_delivered) pthread_cond_wait(&ibqp->cond, &ibqp->mutex);

@@ -158,10 +158,14 @@ struct FfCq {
 // one kind that retires no send) one slot of its QP's receive queue or SRQ.
 // Under the CQ's lock.
 void retire_slots(FfCq& cq, const shm::Cqe& c);
-// A QP on an SRQ is gone (the router writes no more of its completions):
-// the receive completions it left in the CQ retire their SRQ slots now, as
-// polled later they name no QP. Under the CQ's lock.
-void retire_srq_receives_of(FfCq& cq, uint32_t qp_num, FfSrq& srq);
+// A QP is gone (the router writes no more of its completions): the
+// completions it left in the CQ go too, as mlx4 and mlx5 clean a destroyed
+// QP's CQEs (libfabric's rxm reposts a receive on the endpoint of every
+// receive completion it reads after closing that endpoint). Those of
+// receives an SRQ gave it (`srq`, may be null) retire their SRQ slots.
+// An XRC SRQ's completions stay: they name the SRQ, not this QP's receive
+// queue. Under the CQ's lock.
+void drop_completions_of(FfCq& cq, uint32_t qp_num, FfSrq* srq);
 
 struct FfQp {
   ibv_qp_ex qpx;  // first: apps hold &qpx.qp_base (and ibv_qp_to_qp_ex gives &qpx)

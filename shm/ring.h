@@ -298,7 +298,7 @@ class RingConsumer {
   RingConsumer() = default;
   RingConsumer(std::byte* at, uint32_t capacity)
       : ctl_(reinterpret_cast<RingControl*>(at)),
-        slots_(reinterpret_cast<const T*>(at + sizeof(RingControl))),
+        slots_(reinterpret_cast<T*>(at + sizeof(RingControl))),
         capacity_(capacity),
         mask_(capacity - 1),
         log2_(static_cast<unsigned>(std::countr_zero(capacity))) {}
@@ -352,6 +352,39 @@ class RingConsumer {
     // Release pairs with the producer's acquire load of consumer_index (P2).
     ctl_->consumer_index.store(tail_, std::memory_order_release);
   }
+  // Drops the queued descriptors `drop` picks and keeps the others in
+  // order; returns how many went. Every slot from the consumer's index to
+  // the producer's is the consumer's until it releases it, so the kept
+  // descriptors move toward the newest end (newest first) and the consumer
+  // index then passes the slots freed at the oldest end; the producer,
+  // meanwhile, only writes past what it published. A moved descriptor
+  // keeps its new slot's lap mark: that slot is published already. (What
+  // mlx5 does to a destroyed QP's completions in its CQs.)
+  template <typename Drop>
+  size_t sc_remove_if(Drop drop) {
+    size_t queued = available(capacity_);
+    size_t dropped = 0;
+    for (size_t i = queued; i-- > 0;) {
+      T item;
+      read_descriptor(item, &slots_[(tail_ + i) & mask_]);
+      if (drop(static_cast<const T&>(item))) {
+        ++dropped;
+      } else if (dropped > 0) {
+        auto* to = reinterpret_cast<std::byte*>(&slots_[(tail_ + i + dropped) & mask_]);
+        const auto* from = reinterpret_cast<const std::byte*>(&item);
+        if constexpr (LapMarked<T>) {
+          constexpr size_t at = offsetof(T, lap);
+          std::memcpy(to, from, at);
+          std::memcpy(to + at + 1, from + at + 1, sizeof(T) - at - 1);
+        } else {
+          write_descriptor(reinterpret_cast<T*>(to), item);
+        }
+      }
+    }
+    if (dropped > 0) sc_release(dropped);
+    return dropped;
+  }
+
   // Drops everything queued and forgets a corruption: the consumer starts
   // over at the producer's current index (a QP reset). Whatever the
   // producer does next is checked against that new start.
@@ -449,7 +482,7 @@ class RingConsumer {
   }
 
   RingControl* ctl_ = nullptr;
-  const T* slots_ = nullptr;
+  T* slots_ = nullptr;  // the consumer writes only sc_remove_if's moves
   uint64_t capacity_ = 0;
   uint64_t mask_ = 0;
   unsigned log2_ = 0;

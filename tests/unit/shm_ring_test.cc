@@ -391,5 +391,43 @@ TEST(LapMarkedRing, MovedEntriesAreMarkedForTheirNewRing) {
   EXPECT_FALSE(reader.sc_try_pop(e));
 }
 
+// A destroyed QP's completions leave its CQ (RingConsumer::sc_remove_if):
+// the others stay, in order and marked for the slots they moved to; the
+// freed slots go back to the producer, which goes on past them; across the
+// ring's wrap, with the producer writing meanwhile.
+TEST(LapMarkedRing, RemovedEntriesLeaveTheOthersInOrderAndTheirSlotsToTheProducer) {
+  constexpr uint32_t kCap = 8;
+  Mapping seg = Mapping::create("test-cq-ring-3", SegmentKind::kRing, sizeof(SegmentHeader) + ring_bytes<Cqe>(kCap));
+  std::byte* at = seg.base() + sizeof(SegmentHeader);
+  init_ring<Cqe>(at, kCap);
+  RingProducer<Cqe> p(at, kCap);
+  RingConsumer<Cqe> c(at, kCap);
+  Cqe e{};
+  for (uint64_t i = 0; i < 5; ++i) {  // the next entries wrap
+    ASSERT_TRUE(p.sp_try_push(e));
+    ASSERT_TRUE(c.sc_try_pop(e));
+  }
+  for (uint64_t i = 0; i < 8; ++i) {  // full: QP 7 has every odd one
+    e.wr_id = i;
+    e.qp_num = i % 2 == 1 ? 7 : 3;
+    ASSERT_TRUE(p.sp_try_push(e));
+  }
+  EXPECT_FALSE(p.sp_try_push(e));
+  EXPECT_EQ(c.sc_remove_if([](const Cqe& x) { return x.qp_num == 7; }), 4u);
+  for (uint64_t i = 100; i < 104; ++i) {  // the four freed slots are the producer's again
+    e.wr_id = i;
+    e.qp_num = 3;
+    ASSERT_TRUE(p.sp_try_push(e)) << i;
+  }
+  EXPECT_FALSE(p.sp_try_push(e));
+  for (uint64_t want : {0u, 2u, 4u, 6u, 100u, 101u, 102u, 103u}) {
+    ASSERT_TRUE(c.sc_try_pop(e));
+    EXPECT_EQ(e.wr_id, want);
+  }
+  EXPECT_FALSE(c.sc_try_pop(e));
+  EXPECT_FALSE(c.corrupt());
+  EXPECT_EQ(c.sc_remove_if([](const Cqe&) { return true; }), 0u);  // nothing queued: nothing moves
+}
+
 }  // namespace
 }  // namespace ff::shm

@@ -29,6 +29,7 @@ declare -A rxe_direct=(
   [Windows.Type1UnbindsAndBindsAgain]="not run: rdma-core 44's rxe provider dereferences the NULL MR of a type 1 unbind (ibv_bind_mw with length 0: SIGSEGV)"
   [Windows.SendWithInvalidateFreesTheReceiversWindow]="invalidates the window but leaves IBV_WC_WITH_INV out of the receive's wc_flags"
   [Multicast.ReachesEveryAttachedQpAndStopsOnDetach]="delivers a multicast datagram to no QP of its own device (the receivers here are on the sender's device)"
+  [Verbs.ADestroyedQpLeavesNoCompletionInTheCqsItShares]="keeps a destroyed QP's completions in its CQs (mlx4 and mlx5 remove them)"
   [Verbs.AtomicWriteIsOfferedExactlyWhenReported]="rdma-core 44's rxe provider makes a QP with IBV_QP_EX_WITH_ATOMIC_WRITE, which Linux 6.1's rxe neither reports nor executes (LOC_QP_OP_ERR)"
 )
 # Through the router on rxe0: the device's own completion statuses pass

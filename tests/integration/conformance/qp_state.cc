@@ -77,6 +77,59 @@ TEST_F(Verbs, DestroyingObjectsInUseIsBusy) {
   EXPECT_EQ(ibv_destroy_cq(c), 0);
 }
 
+// A destroyed QP's completions leave the CQs it shares with other QPs,
+// which keep theirs in order (mlx4 and mlx5 clean them at destroy;
+// libfabric's rxm, closing a connection, handles every completion still
+// in the CQ as its endpoint's: a receive is reposted on the closed one).
+TEST_F(Verbs, ADestroyedQpLeavesNoCompletionInTheCqsItShares) {
+  Pages buf(1);
+  ibv_mr* m = mr(buf.base, buf.size);
+  ibv_cq* sends = cq();
+  ibv_cq* receives = cq();
+  ibv_qp* gone = qp(sends, receives);
+  ibv_qp* stays = qp(sends, receives);
+  ibv_cq* peers_cq = cq();
+  ibv_qp* gone_peer = qp(peers_cq, peers_cq);
+  ibv_qp* stays_peer = qp(peers_cq, peers_cq);
+  connect(gone, gone_peer);
+  connect(stays, stays_peer);
+  ibv_sge s{reinterpret_cast<uint64_t>(buf.base), 8, m->lkey};
+  ibv_sge into{reinterpret_cast<uint64_t>(buf.base + 2048), 64, m->lkey};
+  // Interleaved: stays 0, gone 1, stays 2, gone 3, stays 4, in both CQs.
+  for (uint64_t id = 0; id < 5; ++id) {
+    ibv_qp* q = id % 2 == 0 ? stays : gone;
+    ibv_qp* peer = id % 2 == 0 ? stays_peer : gone_peer;
+    ASSERT_EQ(post_recv(q, 100 + id, {into}), 0);
+    ibv_send_wr to_q = wr(IBV_WR_SEND, 200 + id, &s, 1);
+    ASSERT_EQ(post(peer, to_q), 0);
+    ASSERT_EQ(poll1(peers_cq).status, IBV_WC_SUCCESS);  // received: q's receive completion is written
+    ibv_send_wr from_q = wr(IBV_WR_SEND, id, &s, 1);
+    ASSERT_EQ(post_recv(peer, 300 + id, {into}), 0);
+    ASSERT_EQ(post(q, from_q), 0);
+    ASSERT_EQ(poll1(peers_cq).status, IBV_WC_SUCCESS);  // the peer's receive
+  }
+  // The last send completions may trail their receives: let them land
+  // (were one not to, it would not appear after the destroy either).
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_EQ(destroy(gone), 0);
+  for (uint64_t id : {0u, 2u, 4u}) {
+    ibv_wc wc = poll1(sends);
+    EXPECT_EQ(wc.wr_id, id);
+    EXPECT_EQ(wc.qp_num, stays->qp_num);
+    wc = poll1(receives);
+    EXPECT_EQ(wc.wr_id, 100 + id);
+    EXPECT_EQ(wc.qp_num, stays->qp_num);
+  }
+  EXPECT_TRUE(quiet(sends, 50));
+  EXPECT_TRUE(quiet(receives, 50));
+  // The CQs go on: the QP that stays still completes work.
+  ibv_send_wr w = wr(IBV_WR_RDMA_WRITE, 9, &s, 1);
+  w.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(buf.base + 1024);
+  w.wr.rdma.rkey = m->rkey;
+  ASSERT_EQ(post(stays, w), 0);
+  EXPECT_EQ(poll1(sends).wr_id, 9u);
+}
+
 // The drain pattern: move a QP to ERR, post a marker, wait for its flush.
 // Work posted to a QP in ERR completes with IBV_WC_WR_FLUSH_ERR (IB spec
 // 10.3.1; mlx5 does so), also once the router has gone idle meanwhile.

@@ -88,12 +88,9 @@ TEST_F(Verbs, SrqSlotsComeBackFromAQpDestroyedBeforeItsCompletionsArePolled) {
     ASSERT_EQ(post(sq, w), 0);
     ASSERT_EQ(poll1(cs).status, IBV_WC_SUCCESS);  // delivered: two SRQ receives taken
   }
-  ASSERT_EQ(ibv_destroy_qp(rq), 0);  // their completions still queued in cr
+  ASSERT_EQ(ibv_destroy_qp(rq), 0);  // their completions not polled
   EXPECT_EQ(post_srq(100), 0);
   EXPECT_EQ(post_srq(101), 0);
-  // The queued completions can still be polled.
-  EXPECT_EQ(poll1(cr).wr_id, 0u);
-  EXPECT_EQ(poll1(cr).wr_id, 1u);
   EXPECT_EQ(ibv_destroy_srq(srq), 0);
 }
 
