@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "shm/ring.h"
 #include "shm/segment.h"
@@ -71,7 +72,73 @@ struct SendWqe {
                                                        : size_t{num_sge} * sizeof(WireSge);
     return kHeaderBytes + std::clamp(body, sizeof(WireSge), sizeof(payload));
   }
+
+  // The short form of a lone post (shm/ring.h, LoneCopied): SEND, WRITE
+  // (with or without immediate) and READ on a connected QP, with one SGE
+  // or up to 16 inline bytes: a small message's whole descriptor, in the
+  // line that publishes it.
+  struct Lone {
+    uint64_t wr_id;
+    uint64_t remote_addr;
+    uint32_t rkey;
+    uint32_t imm_data;
+    uint8_t opcode;
+    uint8_t num_sge;
+    uint8_t inline_len;
+    uint8_t send_flags;
+    uint32_t reserved;
+    union {
+      WireSge sge;
+      uint8_t inline_data[16];
+    } body;
+  };
+  static bool to_lone(const SendWqe& w, Lone& lone);
+  static void from_lone(const Lone& lone, SendWqe& w);
 };
+static_assert(sizeof(SendWqe::Lone) == 48, "descriptor layout is ABI");
+
+inline bool SendWqe::to_lone(const SendWqe& w, Lone& lone) {
+  switch (w.opcode) {
+    case IBV_WR_SEND:
+    case IBV_WR_SEND_WITH_IMM:
+    case IBV_WR_RDMA_WRITE:
+    case IBV_WR_RDMA_WRITE_WITH_IMM:
+    case IBV_WR_RDMA_READ:
+      break;
+    default:
+      return false;
+  }
+  // Only what the short form holds, the rest zero: from_lone gives back this very descriptor.
+  if (w.send_flags > UINT8_MAX || w.num_sge > 1 || w.inline_len > sizeof lone.body || w.reserved != 0 ||
+      w.remote_qpn != 0 || w.compare_add != 0 || w.swap != 0 || w.ah != 0 || w.remote_qkey != 0)
+    return false;
+  lone.wr_id = w.wr_id;
+  lone.remote_addr = w.remote_addr;
+  lone.rkey = w.rkey;
+  lone.imm_data = w.imm_data;
+  lone.opcode = w.opcode;
+  lone.num_sge = w.num_sge;
+  lone.inline_len = static_cast<uint8_t>(w.inline_len);
+  lone.send_flags = static_cast<uint8_t>(w.send_flags);
+  lone.reserved = 0;
+  std::memcpy(&lone.body, &w.payload, sizeof lone.body);
+  return true;
+}
+
+inline void SendWqe::from_lone(const Lone& lone, SendWqe& w) {
+  std::memset(&w, 0, offsetof(SendWqe, payload));
+  w.wr_id = lone.wr_id;
+  w.remote_addr = lone.remote_addr;
+  w.rkey = lone.rkey;
+  w.imm_data = lone.imm_data;
+  w.opcode = lone.opcode;
+  // Never more than the short form holds, whatever the app wrote there:
+  // the reader must not go on into bytes this copy did not fill.
+  w.num_sge = std::min<uint8_t>(lone.num_sge, 1);
+  w.inline_len = std::min<uint32_t>(lone.inline_len, sizeof lone.body);
+  w.send_flags = lone.send_flags;
+  std::memcpy(&w.payload, &lone.body, sizeof lone.body);
+}
 static_assert(sizeof(SendWqe) == 512, "descriptor layout is ABI");
 static_assert(offsetof(SendWqe, payload) == 64, "descriptor layout is ABI");
 

@@ -19,6 +19,18 @@
 //     loading producer_index first: one line from the producer's core per
 //     poll instead of two in a row. producer_index is still published
 //     (P1), for the wakeup protocol and for status views.
+//   * Lone copies (LoneCopied: send queues, whose single posts wait on it):
+//     when one publish hands over exactly one descriptor that has a short
+//     form, the producer also writes that form into the rest of the
+//     producer index's line, seqlock-style: lone_index := 0, the bytes,
+//     lone_index := the producer index being published (release, L1), then
+//     producer_index (P1). The consumer that finds the descriptor at its
+//     index i queued load-acquires lone_index (pairs with L1); when it is
+//     i + 1 it copies the bytes, fences (acquire) and loads lone_index
+//     again: unchanged, the copy is whole and stands for slot i, which it
+//     then need not load. The line that said "published" brought the
+//     descriptor with it: one line from the producer's core per lone post
+//     instead of two in a row.
 //   * Sleeping consumer (Dekker): the consumer stores needs_wakeup=1, issues a
 //     seq_cst fence, and re-reads producer_index; the producer stores
 //     producer_index, issues a seq_cst fence, and reads needs_wakeup. At least
@@ -70,6 +82,35 @@ concept LapMarked = Descriptor<T> && requires(T t) {
   { t.lap } -> std::same_as<uint8_t&>;
 };
 
+// A descriptor with a short form (T::Lone, at most 48 bytes) that a lone
+// publish also writes into the producer index's line (see above).
+// T::to_lone is false for a descriptor the short form cannot hold exactly;
+// T::from_lone rebuilds the descriptor to_lone took it from.
+template <typename T>
+concept LoneCopied = Descriptor<T> && requires(const T& t, typename T::Lone& lone, T& out) {
+  requires std::is_trivially_copyable_v<typename T::Lone> && sizeof(typename T::Lone) <= 48 &&
+               sizeof(typename T::Lone) % 8 == 0;
+  { T::to_lone(t, lone) } -> std::same_as<bool>;
+  { T::from_lone(lone, out) } -> std::same_as<void>;
+};
+
+// A lone copy's bytes, a word at a time: the consumer may load them while
+// the producer stores new ones (the seqlock then tells it so), and relaxed
+// atomic words make that a race the language defines (plain moves on x86).
+inline void store_words(std::byte* to, const void* from, size_t bytes) {
+  for (size_t at = 0; at < bytes; at += 8) {
+    uint64_t word;
+    std::memcpy(&word, static_cast<const std::byte*>(from) + at, 8);
+    std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(to + at)).store(word, std::memory_order_relaxed);
+  }
+}
+inline void load_words(void* to, std::byte* from, size_t bytes) {
+  for (size_t at = 0; at < bytes; at += 8) {
+    uint64_t word = std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(from + at)).load(std::memory_order_relaxed);
+    std::memcpy(static_cast<std::byte*>(to) + at, &word, 8);
+  }
+}
+
 // The mark of the slot of free-running index `index` in a ring of
 // 2^capacity_log2 slots: never 0 (a fresh ring's slots), and not the mark
 // the same slot had one lap before.
@@ -110,6 +151,8 @@ struct RingControl {
   alignas(kCacheLine) uint32_t capacity;  // written once by the creator; informative only
   uint32_t slot_size;
   alignas(kCacheLine) std::atomic<uint64_t> producer_index;
+  std::atomic<uint64_t> lone_index;  // LoneCopied rings: lone holds slot lone_index - 1; 0: none
+  alignas(8) std::byte lone[48];     // T::Lone
   alignas(kCacheLine) uint8_t guard[kCacheLine];  // keeps the two indices' lines apart under prefetch
   alignas(kCacheLine) std::atomic<uint64_t> consumer_index;
   alignas(kCacheLine) std::atomic<uint32_t> consumer_needs_wakeup;
@@ -117,6 +160,8 @@ struct RingControl {
 static_assert(sizeof(RingControl) == 5 * kCacheLine, "ring control block layout is ABI");
 static_assert(offsetof(RingControl, producer_index) == 1 * kCacheLine, "ring control layout is ABI");
 static_assert(offsetof(RingControl, consumer_index) == 3 * kCacheLine, "ring control layout is ABI");
+static_assert(offsetof(RingControl, lone) + sizeof(RingControl::lone) == 2 * kCacheLine,
+              "a lone copy shares the producer index's line");
 static_assert(offsetof(RingControl, consumer_needs_wakeup) == 4 * kCacheLine,
               "ring control layout is ABI");
 
@@ -185,8 +230,11 @@ class RingProducer {
   [[nodiscard]] T* sp_claim() { return free_slots(1) >= 1 ? &slots_[head_ & mask_] : nullptr; }
   void sp_commit() { ++head_; }
   void sp_publish() {
+    if (ctl_ == nullptr) return;
+    copy_if_lone();
     // Release pairs with the consumer's acquire load of producer_index (C1).
-    if (ctl_ != nullptr) ctl_->producer_index.store(head_, std::memory_order_release);
+    ctl_->producer_index.store(head_, std::memory_order_release);
+    published_ = head_;
   }
 
   // After publishing: true when the consumer armed its doorbell and must be
@@ -217,7 +265,7 @@ class RingProducer {
   // control block holds. For the side that trusts whoever filled it.
   static RingProducer resume(std::byte* at, uint32_t capacity) {
     RingProducer p(at, capacity);
-    p.head_ = p.ctl_->producer_index.load(std::memory_order_relaxed);
+    p.head_ = p.published_ = p.ctl_->producer_index.load(std::memory_order_relaxed);
     p.cached_consumer_ = p.ctl_->consumer_index.load(std::memory_order_acquire);
     return p;
   }
@@ -237,6 +285,7 @@ class RingProducer {
     }
     // Release pairs with the consumer's acquire load of producer_index (C1).
     ctl_->producer_index.store(head_, std::memory_order_release);
+    published_ = head_;
     return true;
   }
 
@@ -277,8 +326,22 @@ class RingProducer {
       }
       ++head_;
     }
+    copy_if_lone();
     // Release pairs with the consumer's acquire load of producer_index (C1).
     ctl_->producer_index.store(head_, std::memory_order_release);
+    published_ = head_;
+  }
+  // A publish of exactly one descriptor: its short form into the producer
+  // index's line (memory ordering above: L1).
+  void copy_if_lone() {
+    if constexpr (LoneCopied<T>) {
+      typename T::Lone lone;
+      if (head_ != published_ + 1 || !T::to_lone(slots_[(head_ - 1) & mask_], lone)) return;
+      ctl_->lone_index.store(0, std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_release);  // 0 is seen before any new byte
+      store_words(ctl_->lone, &lone, sizeof lone);
+      ctl_->lone_index.store(head_, std::memory_order_release);
+    }
   }
 
   RingControl* ctl_ = nullptr;
@@ -287,6 +350,7 @@ class RingProducer {
   uint64_t mask_ = 0;
   unsigned log2_ = 0;
   uint64_t head_ = 0;             // own index: never re-read from shared memory
+  uint64_t published_ = 0;        // head_ as last published
   uint64_t cached_consumer_ = 0;  // last consumer index seen
   bool corrupt_ = false;
 };
@@ -323,7 +387,7 @@ class RingConsumer {
   // i+1 are queued or the ring is corrupt.
   [[nodiscard]] bool sc_peek(size_t i, T& out) {
     if (available(i + 1) < i + 1) return false;
-    read_descriptor(out, &slots_[(tail_ + i) & mask_]);
+    read_slot(tail_ + i, out);
     return true;
   }
   // Starts loading the i-th queued descriptor's first lines (the common
@@ -362,6 +426,7 @@ class RingConsumer {
   // mlx5 does to a destroyed QP's completions in its CQs.)
   template <typename Drop>
   size_t sc_remove_if(Drop drop) {
+    static_assert(!LoneCopied<T>, "a lone copy names its slot by index: moving slots would belie it");
     size_t queued = available(capacity_);
     size_t dropped = 0;
     for (size_t i = queued; i-- > 0;) {
@@ -470,10 +535,26 @@ class RingConsumer {
     cached_producer_ = prod;
     return ready;
   }
+  // The descriptor at free-running index `index` (queued): from the lone
+  // copy when it stands for that slot (memory ordering above), else the slot.
+  void read_slot(uint64_t index, T& out) {
+    if constexpr (LoneCopied<T>) {
+      if (ctl_->lone_index.load(std::memory_order_acquire) == index + 1) {
+        typename T::Lone lone;
+        load_words(&lone, ctl_->lone, sizeof lone);
+        std::atomic_thread_fence(std::memory_order_acquire);  // the bytes are loaded before the check
+        if (ctl_->lone_index.load(std::memory_order_relaxed) == index + 1) {
+          T::from_lone(lone, out);
+          return;
+        }
+      }
+    }
+    read_descriptor(out, &slots_[index & mask_]);
+  }
   void copy_out_and_release(std::span<T> out) {
     if (out.empty()) return;
     for (T& item : out) {
-      read_descriptor(item, &slots_[tail_ & mask_]);
+      read_slot(tail_, item);
       ++tail_;
     }
     // Release pairs with the producer's acquire load of consumer_index (P2):

@@ -72,6 +72,147 @@ TEST(SizedRing, InPlacePostsPublishTogetherAndCopiesOnlyTheUsedBytes) {
   EXPECT_EQ(hostile.wire_bytes(), sizeof(SendWqe));
 }
 
+// A lone post of a small work request also travels in the producer
+// index's line (SendWqe::Lone): the consumer takes it from there and need
+// not load the slot; a list, or a descriptor the short form cannot hold,
+// is read from its slots.
+struct LoneRing {
+  static constexpr uint32_t kCap = 4;
+  Mapping seg = Mapping::create("test-lone-ring", SegmentKind::kRing, sizeof(SegmentHeader) + ring_bytes<SendWqe>(kCap));
+  std::byte* at = seg.base() + sizeof(SegmentHeader);
+  LoneRing() { init_ring<SendWqe>(at, kCap); }
+  RingControl* ctl() { return reinterpret_cast<RingControl*>(at); }
+  SendWqe* slot(uint64_t index) { return reinterpret_cast<SendWqe*>(at + sizeof(RingControl)) + (index % kCap); }
+  static SendWqe write(uint64_t id) {
+    SendWqe w{};
+    w.wr_id = id;
+    w.opcode = IBV_WR_RDMA_WRITE;
+    w.send_flags = IBV_SEND_INLINE | IBV_SEND_SIGNALED;
+    w.inline_len = 2;
+    w.payload.inline_data[0] = static_cast<uint8_t>(id);
+    w.payload.inline_data[1] = 0x5a;
+    w.remote_addr = 0x1000 + id;
+    w.rkey = 77;
+    return w;
+  }
+};
+
+TEST(LoneCopiedRing, ALonePostIsReadFromTheProducerIndexLineAndAListFromItsSlots) {
+  LoneRing r;
+  RingProducer<SendWqe> p(r.at, r.kCap);
+  RingConsumer<SendWqe> c(r.at, r.kCap);
+  ASSERT_TRUE(p.sp_try_push(LoneRing::write(1)));
+  EXPECT_EQ(r.ctl()->lone_index.load(), 1u);
+  std::memset(static_cast<void*>(r.slot(0)), 0xee, sizeof(SendWqe));  // the slot is not what is read
+  SendWqe out;
+  ASSERT_TRUE(c.sc_peek(0, out));
+  EXPECT_EQ(out.wr_id, 1u);
+  EXPECT_EQ(out.opcode, IBV_WR_RDMA_WRITE);
+  EXPECT_EQ(out.send_flags, static_cast<uint32_t>(IBV_SEND_INLINE | IBV_SEND_SIGNALED));
+  EXPECT_EQ(out.inline_len, 2u);
+  EXPECT_EQ(out.payload.inline_data[0], 1);
+  EXPECT_EQ(out.payload.inline_data[1], 0x5a);
+  EXPECT_EQ(out.remote_addr, 0x1001u);
+  EXPECT_EQ(out.rkey, 77u);
+  EXPECT_EQ(out.remote_qpn, 0u);
+  ASSERT_TRUE(c.sc_try_pop(out));
+  EXPECT_EQ(out.wr_id, 1u);
+  // A list of two: its slots (the line keeps the copy of index 0).
+  std::array<SendWqe, 2> list{LoneRing::write(2), LoneRing::write(3)};
+  ASSERT_TRUE(p.sp_push_bulk(list));
+  EXPECT_EQ(r.ctl()->lone_index.load(), 1u);
+  for (uint64_t id : {2u, 3u}) {
+    ASSERT_TRUE(c.sc_try_pop(out));
+    EXPECT_EQ(out.wr_id, id);
+    EXPECT_EQ(out.payload.inline_data[0], id);
+  }
+  // A datagram (its address handle has no room in the short form): its slot.
+  SendWqe ud = LoneRing::write(4);
+  ud.opcode = IBV_WR_SEND;
+  ud.ah = 9;
+  ud.remote_qpn = 0x99;
+  ASSERT_TRUE(p.sp_try_push(ud));
+  EXPECT_EQ(r.ctl()->lone_index.load(), 1u);
+  ASSERT_TRUE(c.sc_try_pop(out));
+  EXPECT_EQ(out.ah, 9u);
+  EXPECT_EQ(out.remote_qpn, 0x99u);
+  // Built in place, published alone: the copy again.
+  SendWqe* at = p.sp_claim();
+  ASSERT_NE(at, nullptr);
+  *at = LoneRing::write(5);
+  p.sp_commit();
+  p.sp_publish();
+  EXPECT_EQ(r.ctl()->lone_index.load(), 5u);
+  ASSERT_TRUE(c.sc_try_pop(out));
+  EXPECT_EQ(out.wr_id, 5u);
+  EXPECT_FALSE(c.corrupt());
+}
+
+// The copy is taken only while its index is the one it was written for;
+// a copy the producer is rewriting (its index 0 meanwhile) leaves the slot
+// to be read. Whatever bytes the app put there, the descriptor made from
+// them says no more than the short form holds.
+TEST(LoneCopiedRing, ACopyBeingRewrittenIsNotTakenAndAHostileOneIsBounded) {
+  LoneRing r;
+  RingProducer<SendWqe> p(r.at, r.kCap);
+  RingConsumer<SendWqe> c(r.at, r.kCap);
+  ASSERT_TRUE(p.sp_try_push(LoneRing::write(1)));
+  r.ctl()->lone_index.store(0);  // as if the next post had begun rewriting it
+  r.slot(0)->wr_id = 41;         // (told apart from the copy)
+  SendWqe out;
+  ASSERT_TRUE(c.sc_try_pop(out));
+  EXPECT_EQ(out.wr_id, 41u);
+  ASSERT_TRUE(p.sp_try_push(LoneRing::write(2)));
+  SendWqe::Lone hostile{};
+  hostile.wr_id = 2;
+  hostile.opcode = IBV_WR_SEND;
+  hostile.send_flags = IBV_SEND_INLINE;
+  hostile.inline_len = 200;
+  hostile.num_sge = 9;
+  std::memcpy(r.ctl()->lone, &hostile, sizeof hostile);
+  std::memset(static_cast<void*>(&out), 0x11, sizeof out);
+  ASSERT_TRUE(c.sc_try_pop(out));
+  EXPECT_EQ(out.wr_id, 2u);
+  EXPECT_LE(out.inline_len, sizeof(SendWqe::Lone::body));
+  EXPECT_LE(out.num_sge, 1u);
+  EXPECT_LE(out.wire_bytes(), SendWqe::kHeaderBytes + sizeof(SendWqe::Lone::body));
+}
+
+// Two threads: lone posts and lists in a random mix, each descriptor's
+// bytes derived from its sequence number and checked on the other side
+// (the seqlock under a producer that rewrites the copy while it is read).
+TEST(LoneCopiedRing, LonePostsAndListsArriveWholeAndInOrderAcrossThreads) {
+  LoneRing r;
+  constexpr uint64_t kTotal = 200000;
+  std::thread producer([&] {
+    RingProducer<SendWqe> p(r.at, r.kCap);
+    uint64_t next = 0, rng = 12345;
+    while (next < kTotal) {
+      rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+      size_t n = std::min<uint64_t>((rng >> 60) % 3 + 1, kTotal - next);  // 1 to 3
+      std::array<SendWqe, 3> list;
+      for (size_t i = 0; i < n; ++i) list[i] = LoneRing::write(next + i);
+      while (!p.sp_push_bulk(std::span<const SendWqe>(list.data(), n))) std::this_thread::yield();
+      next += n;
+    }
+  });
+  RingConsumer<SendWqe> c(r.at, r.kCap);
+  SendWqe out;
+  for (uint64_t want = 0; want < kTotal;) {
+    if (!c.sc_try_pop(out)) {
+      ASSERT_FALSE(c.corrupt());
+      continue;
+    }
+    ASSERT_EQ(out.wr_id, want);
+    ASSERT_EQ(out.remote_addr, 0x1000 + want);
+    ASSERT_EQ(out.payload.inline_data[0], static_cast<uint8_t>(want));
+    ASSERT_EQ(out.payload.inline_data[1], 0x5a);
+    ASSERT_EQ(out.inline_len, 2u);
+    ++want;
+  }
+  producer.join();
+}
+
 TEST_F(RingFixture, FifoOrderAcrossWrap) {
   RingProducer<Desc> p(at, kCap);
   RingConsumer<Desc> c(at, kCap);
