@@ -349,8 +349,9 @@ bool Engine::service_local(Qp& q, uint64_t now) {
   // they were for the work request before (nothing else runs meanwhile; a
   // responder that stopped answering is asked for again).
   Qp* responder = nullptr;
-  const uint64_t budget = q.tenant.share.pass_budget();
+  uint64_t budget = 0;  // once there is work: a division, not for every idle pass
   while (n < core::kBatch && q.sq.sc_peek(0, w)) {
+    if (budget == 0) budget = q.tenant.share.pass_budget();
     q.sq.sc_prefetch(1);  // the next one crosses from the app's core while this one runs
     Executor x(*this, q, now, responder);
     Outcome o = x.run(w);
