@@ -537,9 +537,12 @@ class RingConsumer {
   }
   // The descriptor at free-running index `index` (queued): from the lone
   // copy when it stands for that slot (memory ordering above), else the slot.
+  // Only the last descriptor known to be published can be a lone post's:
+  // the others are read from their slots, without a look at the line the
+  // producer keeps writing to (a miss per descriptor in a stream of lists).
   void read_slot(uint64_t index, T& out) {
     if constexpr (LoneCopied<T>) {
-      if (ctl_->lone_index.load(std::memory_order_acquire) == index + 1) {
+      if (index + 1 == cached_producer_ && ctl_->lone_index.load(std::memory_order_acquire) == index + 1) {
         typename T::Lone lone;
         load_words(&lone, ctl_->lone, sizeof lone);
         std::atomic_thread_fence(std::memory_order_acquire);  // the bytes are loaded before the check
