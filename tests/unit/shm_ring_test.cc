@@ -21,25 +21,36 @@ struct Desc {
   uint64_t payload[7];
 };
 
+// A fresh ring of `capacity` descriptors T in a segment of its own.
+template <typename T>
+struct TestRing {
+  explicit TestRing(uint32_t capacity)
+      : cap(capacity), seg(Mapping::create("test-ring", SegmentKind::kRing, sizeof(SegmentHeader) + ring_bytes<T>(capacity))) {
+    init_ring<T>(at, cap);
+  }
+  uint32_t cap;
+  Mapping seg;
+  std::byte* at = seg.base() + sizeof(SegmentHeader);
+  RingControl* ctl() { return reinterpret_cast<RingControl*>(at); }
+  T* slot(uint64_t index) { return reinterpret_cast<T*>(at + sizeof(RingControl)) + (index % cap); }
+  RingProducer<T> producer() { return RingProducer<T>(at, cap); }
+  RingConsumer<T> consumer() { return RingConsumer<T>(at, cap); }
+};
+
 struct RingFixture : ::testing::Test {
   static constexpr uint32_t kCap = 8;
-  Mapping seg = Mapping::create("test-ring", SegmentKind::kRing,
-                                sizeof(SegmentHeader) + ring_bytes<Desc>(kCap));
-  std::byte* at = seg.base() + sizeof(SegmentHeader);
-  void SetUp() override { init_ring<Desc>(at, kCap); }
-  RingControl* ctl() { return reinterpret_cast<RingControl*>(at); }
+  TestRing<Desc> ring{kCap};
+  std::byte* at = ring.at;
+  RingControl* ctl() { return ring.ctl(); }
 };
 
 // Work requests built in place are the consumer's only once published, all
 // at once; the consumer copies the bytes a descriptor declares (a slot's
 // stale rest never reaches the copy) and a hostile size is bounded by the slot.
 TEST(SizedRing, InPlacePostsPublishTogetherAndCopiesOnlyTheUsedBytes) {
-  constexpr uint32_t kCap = 4;
-  Mapping seg = Mapping::create("test-wqe-ring", SegmentKind::kRing, sizeof(SegmentHeader) + ring_bytes<SendWqe>(kCap));
-  std::byte* at = seg.base() + sizeof(SegmentHeader);
-  init_ring<SendWqe>(at, kCap);
-  RingProducer<SendWqe> p(at, kCap);
-  RingConsumer<SendWqe> c(at, kCap);
+  TestRing<SendWqe> ring(4);
+  RingProducer<SendWqe> p = ring.producer();
+  RingConsumer<SendWqe> c = ring.consumer();
   for (uint64_t i = 0; i < 2; ++i) {
     SendWqe* slot = p.sp_claim();
     ASSERT_NE(slot, nullptr);
@@ -76,13 +87,8 @@ TEST(SizedRing, InPlacePostsPublishTogetherAndCopiesOnlyTheUsedBytes) {
 // index's line (SendWqe::Lone): the consumer takes it from there and need
 // not load the slot; a list, or a descriptor the short form cannot hold,
 // is read from its slots.
-struct LoneRing {
-  static constexpr uint32_t kCap = 4;
-  Mapping seg = Mapping::create("test-lone-ring", SegmentKind::kRing, sizeof(SegmentHeader) + ring_bytes<SendWqe>(kCap));
-  std::byte* at = seg.base() + sizeof(SegmentHeader);
-  LoneRing() { init_ring<SendWqe>(at, kCap); }
-  RingControl* ctl() { return reinterpret_cast<RingControl*>(at); }
-  SendWqe* slot(uint64_t index) { return reinterpret_cast<SendWqe*>(at + sizeof(RingControl)) + (index % kCap); }
+struct LoneRing : TestRing<SendWqe> {
+  LoneRing() : TestRing<SendWqe>(4) {}
   static SendWqe write(uint64_t id) {
     SendWqe w{};
     w.wr_id = id;
@@ -99,8 +105,8 @@ struct LoneRing {
 
 TEST(LoneCopiedRing, ALonePostIsReadFromTheProducerIndexLineAndAListFromItsSlots) {
   LoneRing r;
-  RingProducer<SendWqe> p(r.at, r.kCap);
-  RingConsumer<SendWqe> c(r.at, r.kCap);
+  RingProducer<SendWqe> p = r.producer();
+  RingConsumer<SendWqe> c = r.consumer();
   ASSERT_TRUE(p.sp_try_push(LoneRing::write(1)));
   EXPECT_EQ(r.ctl()->lone_index.load(), 1u);
   std::memset(static_cast<void*>(r.slot(0)), 0xee, sizeof(SendWqe));  // the slot is not what is read
@@ -154,8 +160,8 @@ TEST(LoneCopiedRing, ALonePostIsReadFromTheProducerIndexLineAndAListFromItsSlots
 // them says no more than the short form holds.
 TEST(LoneCopiedRing, ACopyBeingRewrittenIsNotTakenAndAHostileOneIsBounded) {
   LoneRing r;
-  RingProducer<SendWqe> p(r.at, r.kCap);
-  RingConsumer<SendWqe> c(r.at, r.kCap);
+  RingProducer<SendWqe> p = r.producer();
+  RingConsumer<SendWqe> c = r.consumer();
   ASSERT_TRUE(p.sp_try_push(LoneRing::write(1)));
   r.ctl()->lone_index.store(0);  // as if the next post had begun rewriting it
   r.slot(0)->wr_id = 41;         // (told apart from the copy)
@@ -185,7 +191,7 @@ TEST(LoneCopiedRing, LonePostsAndListsArriveWholeAndInOrderAcrossThreads) {
   LoneRing r;
   constexpr uint64_t kTotal = 200000;
   std::thread producer([&] {
-    RingProducer<SendWqe> p(r.at, r.kCap);
+    RingProducer<SendWqe> p = r.producer();
     uint64_t next = 0, rng = 12345;
     while (next < kTotal) {
       rng = rng * 6364136223846793005ull + 1442695040888963407ull;
@@ -196,7 +202,7 @@ TEST(LoneCopiedRing, LonePostsAndListsArriveWholeAndInOrderAcrossThreads) {
       next += n;
     }
   });
-  RingConsumer<SendWqe> c(r.at, r.kCap);
+  RingConsumer<SendWqe> c = r.consumer();
   SendWqe out;
   for (uint64_t want = 0; want < kTotal;) {
     if (!c.sc_try_pop(out)) {
@@ -295,17 +301,12 @@ TEST_F(RingFixture, UnconsumedEntriesMoveToAnotherRingInOrder) {
   for (uint64_t i = 0; i < 6; ++i) ASSERT_TRUE(p.sp_try_push(Desc{i, {}}));
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(c.sc_try_pop(d));
   for (uint64_t i = 6; i < 12; ++i) ASSERT_TRUE(p.sp_try_push(Desc{i, {}}));  // 5..11 wait, wrapped
-  Mapping small_seg = Mapping::create("test-ring", SegmentKind::kRing, sizeof(SegmentHeader) + ring_bytes<Desc>(4));
-  std::byte* small_at = small_seg.base() + sizeof(SegmentHeader);
-  init_ring<Desc>(small_at, 4);
-  RingProducer<Desc> small(small_at, 4);
+  TestRing<Desc> small_ring(4), big_ring(16);
+  RingProducer<Desc> small = small_ring.producer();
   EXPECT_FALSE(p.move_unconsumed_to(small)) << "seven entries do not fit in four";
-  Mapping big_seg = Mapping::create("test-ring", SegmentKind::kRing, sizeof(SegmentHeader) + ring_bytes<Desc>(16));
-  std::byte* big_at = big_seg.base() + sizeof(SegmentHeader);
-  init_ring<Desc>(big_at, 16);
-  RingProducer<Desc> big(big_at, 16);
+  RingProducer<Desc> big = big_ring.producer();
   ASSERT_TRUE(p.move_unconsumed_to(big));
-  RingConsumer<Desc> from_big(big_at, 16);
+  RingConsumer<Desc> from_big = big_ring.consumer();
   for (uint64_t i = 5; i < 12; ++i) {
     ASSERT_TRUE(from_big.sc_try_pop(d));
     EXPECT_EQ(d.seq, i);
@@ -325,10 +326,9 @@ TEST_F(RingFixture, QueuedEntriesMoveToAFreshRingWhoseProducerResumesAfterThem) 
   for (uint64_t i = 0; i < 7; ++i) ASSERT_TRUE(p.sp_try_push(Desc{i, {}}));
   for (int i = 0; i < 6; ++i) ASSERT_TRUE(c.sc_try_pop(d));
   for (uint64_t i = 7; i < 12; ++i) ASSERT_TRUE(p.sp_try_push(Desc{i, {}}));  // 6..11 queued, wrapped
-  Mapping fresh = Mapping::create("test-ring", SegmentKind::kRing, sizeof(SegmentHeader) + ring_bytes<Desc>(16));
-  std::byte* fresh_at = fresh.base() + sizeof(SegmentHeader);
-  init_ring<Desc>(fresh_at, 16);
-  RingProducer<Desc> filler(fresh_at, 16);
+  TestRing<Desc> fresh(16);
+  std::byte* fresh_at = fresh.at;
+  RingProducer<Desc> filler = fresh.producer();
   ASSERT_TRUE(c.move_queued_to(filler));
   RingProducer<Desc> resumed = RingProducer<Desc>::resume(fresh_at, 16);
   ASSERT_TRUE(resumed.sp_try_push(Desc{12, {}}));
@@ -477,18 +477,14 @@ TEST(RingTwoProcess, CanaryCheckedPayloadsSurviveAMillionRoundTrips) {
 // mark is stored, whatever producer_index says yet; a slot still holding
 // the previous lap's mark is not taken; the marks stay right across more
 // than 255 laps of a two-slot ring.
-struct LapRing {
-  static constexpr uint32_t kCap = 2;
-  Mapping seg = Mapping::create("test-cq-ring", SegmentKind::kRing, sizeof(SegmentHeader) + ring_bytes<Cqe>(kCap));
-  std::byte* at = seg.base() + sizeof(SegmentHeader);
-  LapRing() { init_ring<Cqe>(at, kCap); }
-  RingControl* ctl() { return reinterpret_cast<RingControl*>(at); }
+struct LapRing : TestRing<Cqe> {
+  LapRing() : TestRing<Cqe>(2) {}
 };
 
 TEST(LapMarkedRing, TheSlotsMarkNotTheProducerIndexPublishesIt) {
   LapRing r;
-  RingProducer<Cqe> p(r.at, r.kCap);
-  RingConsumer<Cqe> c(r.at, r.kCap);
+  RingProducer<Cqe> p = r.producer();
+  RingConsumer<Cqe> c = r.consumer();
   Cqe out{};
   for (uint64_t i = 0; i < 1000; ++i) {
     Cqe in{};
@@ -506,12 +502,9 @@ TEST(LapMarkedRing, TheSlotsMarkNotTheProducerIndexPublishesIt) {
 // marked there for their new places, read there in order.
 TEST(LapMarkedRing, MovedEntriesAreMarkedForTheirNewRing) {
   LapRing from;
-  constexpr uint32_t kBigger = 8;
-  Mapping seg = Mapping::create("test-cq-ring-2", SegmentKind::kRing, sizeof(SegmentHeader) + ring_bytes<Cqe>(kBigger));
-  std::byte* at = seg.base() + sizeof(SegmentHeader);
-  init_ring<Cqe>(at, kBigger);
-  RingProducer<Cqe> p(from.at, from.kCap);
-  RingConsumer<Cqe> c(from.at, from.kCap);
+  TestRing<Cqe> bigger(8);
+  RingProducer<Cqe> p = from.producer();
+  RingConsumer<Cqe> c = from.consumer();
   Cqe e{};
   for (uint64_t i = 0; i < 5; ++i) {  // a few laps in
     e.wr_id = i;
@@ -522,9 +515,9 @@ TEST(LapMarkedRing, MovedEntriesAreMarkedForTheirNewRing) {
     e.wr_id = i;
     ASSERT_TRUE(p.sp_try_push(e));
   }
-  RingProducer<Cqe> next(at, kBigger);
+  RingProducer<Cqe> next = bigger.producer();
   ASSERT_TRUE(p.move_unconsumed_to(next));
-  RingConsumer<Cqe> reader(at, kBigger);
+  RingConsumer<Cqe> reader = bigger.consumer();
   for (uint64_t i = 10; i < 12; ++i) {
     ASSERT_TRUE(reader.sc_try_pop(e));
     EXPECT_EQ(e.wr_id, i);
@@ -537,12 +530,9 @@ TEST(LapMarkedRing, MovedEntriesAreMarkedForTheirNewRing) {
 // freed slots go back to the producer, which goes on past them; across the
 // ring's wrap, with the producer writing meanwhile.
 TEST(LapMarkedRing, RemovedEntriesLeaveTheOthersInOrderAndTheirSlotsToTheProducer) {
-  constexpr uint32_t kCap = 8;
-  Mapping seg = Mapping::create("test-cq-ring-3", SegmentKind::kRing, sizeof(SegmentHeader) + ring_bytes<Cqe>(kCap));
-  std::byte* at = seg.base() + sizeof(SegmentHeader);
-  init_ring<Cqe>(at, kCap);
-  RingProducer<Cqe> p(at, kCap);
-  RingConsumer<Cqe> c(at, kCap);
+  TestRing<Cqe> ring(8);
+  RingProducer<Cqe> p = ring.producer();
+  RingConsumer<Cqe> c = ring.consumer();
   Cqe e{};
   for (uint64_t i = 0; i < 5; ++i) {  // the next entries wrap
     ASSERT_TRUE(p.sp_try_push(e));
