@@ -319,6 +319,7 @@ ibv_qp* create_qp(ibv_context* context, ibv_qp_init_attr_ex& asked) {
   auto body = proto::CreateCreateQp(fbb, handle_of(attr.pd), handle_of(attr.send_cq), handle_of(attr.recv_cq),
                                     handle_of(attr.srq), static_cast<uint8_t>(attr.qp_type), attr.sq_sig_all != 0,
                                     &cap, atomic_write, receiving ? to_ff(attr.xrcd)->handle : 0);
+  std::lock_guard numbers(ctx->qp_numbers);
   auto reply = request<proto::CreateQpReply>(fbb, body, "create_qp failed", 1);
   if (!reply) return fail_ptr<ibv_qp>(reply.error);
   ibv_qp* qp = adopt_qp(*ctx, reply.fd(0), *reply.body, attr);
@@ -540,6 +541,7 @@ int ibv_query_qp(ibv_qp* ibqp, ibv_qp_attr* attr, int, ibv_qp_init_attr* init_at
 
 int ibv_destroy_qp(ibv_qp* ibqp) {
   FfQp* qp = to_ff(ibqp);
+  std::unique_lock numbers(qp->ctx->qp_numbers);
   if (!context_is_stale(*qp->ctx)) {
     flatbuffers::FlatBufferBuilder fbb;
     int e = request<void>(fbb, proto::CreateDestroyQp(fbb, qp->handle)).error;
@@ -558,6 +560,7 @@ int ibv_destroy_qp(ibv_qp* ibqp) {
   };
   if (ibqp->send_cq != nullptr) leave(ibqp->send_cq, ibqp->send_cq == ibqp->recv_cq);
   if (ibqp->recv_cq != nullptr && ibqp->recv_cq != ibqp->send_cq) leave(ibqp->recv_cq, true);
+  numbers.unlock();
   // Verbs: destroy waits until every async event about the QP was acknowledged.
   pthread_mutex_lock(&ibqp->mutex);
   while (ibqp->events_completed != qp->async_delivered) pthread_cond_wait(&ibqp->cond, &ibqp->mutex);

@@ -61,6 +61,12 @@ struct FfContext {
   shm::RingConsumer<shm::AsyncEvent> async_events;
   std::mutex mu;  // guards async_events and elements
   std::map<uint32_t, std::pair<EventElement, void*>> elements;
+  // Held from a QP's create request until its CQs know its number, and from
+  // its destroy request until its completions left them: a number the
+  // router hands out again (the device's, on the verbs fabric) never names
+  // two QPs of one CQ at once, so a destroy takes only its own QP's
+  // completions (as mlx5's qp_table_mutex).
+  std::mutex qp_numbers;
 
   void track(uint32_t h, EventElement kind, void* object) {
     std::lock_guard lock(mu);

@@ -264,6 +264,7 @@ class RingProducer {
   // resize moved there): the next push goes after the producer index the
   // control block holds. For the side that trusts whoever filled it.
   static RingProducer resume(std::byte* at, uint32_t capacity) {
+    static_assert(!LoneCopied<T>, "a lone copy left by whoever filled the ring could name a slot again");
     RingProducer p(at, capacity);
     p.head_ = p.published_ = p.ctl_->producer_index.load(std::memory_order_relaxed);
     p.cached_consumer_ = p.ctl_->consumer_index.load(std::memory_order_acquire);
@@ -537,9 +538,10 @@ class RingConsumer {
   }
   // The descriptor at free-running index `index` (queued): from the lone
   // copy when it stands for that slot (memory ordering above), else the slot.
-  // Only the last descriptor known to be published can be a lone post's:
-  // the others are read from their slots, without a look at the line the
-  // producer keeps writing to (a miss per descriptor in a stream of lists).
+  // The copy is looked up for the last descriptor known to be published
+  // only (where a lone post's is); the others are read from their slots,
+  // without a look at the line the producer keeps writing to (a miss per
+  // descriptor in a stream of lists).
   void read_slot(uint64_t index, T& out) {
     if constexpr (LoneCopied<T>) {
       if (index + 1 == cached_producer_ && ctl_->lone_index.load(std::memory_order_acquire) == index + 1) {
