@@ -329,7 +329,11 @@ ff_cm_pair_in() {
     for pid in $(FF_RUN=$srun ff_status | grep "vip=$ip " | sed -n 's/.* pid=\([0-9]*\).*/\1/p'); do kill -9 "$pid" 2>/dev/null; done
     wait "$spid" 2>/dev/null || true
   done
-  tail -5 "$FF_WORK/client.log"; tail -5 "$FF_WORK/server.log"; fail "$name: client"
+  tail -5 "$FF_WORK/client.log"; tail -5 "$FF_WORK/server.log"
+  # What each router held of rdma_cm then (listeners, ids), for a REJECTED.
+  echo "server's router:"; FF_RUN=$srun ff_status | grep -E "cm_|rdma_cm" | head -10
+  echo "client's router:"; FF_RUN=$crun ff_status | grep -E "cm_|rdma_cm" | head -10
+  fail "$name: client"
 }
 
 # ucp_sockaddr_pair SRV SRV_IP SRV_RUN CLI CLI_RUN TENANT: tests/tools/ucp_sockaddr's

@@ -53,9 +53,17 @@ wait "$cli" 2>/dev/null || true
 rc=0
 wait "$srv" 2>/dev/null || rc=$?  # rping's server may say its client went wrong: only a hang fails
 [ $rc -ne 124 ] || fail "rping's server hung after its client was killed"
-grep -q "DISCONNECT EVENT" "$FF_WORK/server.log" ||
-  fail "no DISCONNECTED for the killed client's peer (rping -s exit status $rc; it said: $(grep -v 'ping data' "$FF_WORK/server.log" | tail -5 | tr '\n' ' '))"
-pass "a peer killed mid-transfer: the other side gets DISCONNECTED and does not hang"
+# The server learns it from DISCONNECTED, or from the work it had posted
+# toward the killed client's QP failing (the router fails it at once, where
+# a device would retry for its timeouts first): rping stops on that error in
+# its ERROR state, 11, and may exit before its CM thread reads the event
+# (seen once in CI, under ASan on a loaded machine). DISCONNECTED itself is
+# checked by rdma_cm_test (Cm.APeerThatGoesAwayIsDisconnected). Either way,
+# no hang. (The whole log on failure: rping's stdout is buffered, and a line
+# of its stderr can land inside a "ping data" line.)
+grep -qE "DISCONNECT EVENT|state 11" "$FF_WORK/server.log" ||
+  fail "the killed client's peer learnt nothing of it (rping -s exit status $rc; it said: $(tail -c 600 "$FF_WORK/server.log" | tr '\n' ' '))"
+pass "a peer killed mid-transfer: the other side gets DISCONNECTED (or its work toward the peer fails) and does not hang"
 
 # Red has a container with blue's address: dialing it reaches red's own
 # (absent) listener, never blue's; and red cannot dial blue's other address.
