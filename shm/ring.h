@@ -111,6 +111,17 @@ inline void load_words(void* to, std::byte* from, size_t bytes) {
   }
 }
 
+// Writes all of `from` into slot `to` but its lap mark, which stays the
+// slot's.
+template <LapMarked T>
+inline void copy_but_mark(T* to, const T& from) {
+  constexpr size_t at = offsetof(T, lap);
+  auto* t = reinterpret_cast<std::byte*>(to);
+  const auto* f = reinterpret_cast<const std::byte*>(&from);
+  std::memcpy(t, f, at);
+  std::memcpy(t + at + 1, f + at + 1, sizeof(T) - at - 1);
+}
+
 // The mark of the slot of free-running index `index` in a ring of
 // 2^capacity_log2 slots: never 0 (a fresh ring's slots), and not the mark
 // the same slot had one lap before.
@@ -230,11 +241,7 @@ class RingProducer {
   [[nodiscard]] T* sp_claim() { return free_slots(1) >= 1 ? &slots_[head_ & mask_] : nullptr; }
   void sp_commit() { ++head_; }
   void sp_publish() {
-    if (ctl_ == nullptr) return;
-    copy_if_lone();
-    // Release pairs with the consumer's acquire load of producer_index (C1).
-    ctl_->producer_index.store(head_, std::memory_order_release);
-    published_ = head_;
+    if (ctl_ != nullptr) publish();
   }
 
   // After publishing: true when the consumer armed its doorbell and must be
@@ -284,9 +291,7 @@ class RingProducer {
         std::memcpy(static_cast<void*>(&slots_[head_ & mask_]), &slots[(from + i) & (capacity - 1)], sizeof(T));
       }
     }
-    // Release pairs with the consumer's acquire load of producer_index (C1).
-    ctl_->producer_index.store(head_, std::memory_order_release);
-    published_ = head_;
+    publish();
     return true;
   }
 
@@ -311,12 +316,9 @@ class RingProducer {
   }
   // Slot head_: all of it but the mark, then the mark (release, P1').
   void write_marked(const T& item) {
-    auto* to = reinterpret_cast<std::byte*>(&slots_[head_ & mask_]);
-    const auto* from = reinterpret_cast<const std::byte*>(&item);
-    constexpr size_t at = offsetof(T, lap);
-    std::memcpy(to, from, at);
-    std::memcpy(to + at + 1, from + at + 1, sizeof(T) - at - 1);
-    __atomic_store_n(reinterpret_cast<uint8_t*>(to + at), lap_mark(head_, log2_), __ATOMIC_RELEASE);
+    T* to = &slots_[head_ & mask_];
+    copy_but_mark(to, item);
+    __atomic_store_n(&to->lap, lap_mark(head_, log2_), __ATOMIC_RELEASE);
   }
   void write_and_publish(std::span<const T> items) {
     for (const T& item : items) {
@@ -327,6 +329,11 @@ class RingProducer {
       }
       ++head_;
     }
+    publish();
+  }
+  // Hands every descriptor written so far to the consumer (P1), a lone one
+  // with its short form first (L1).
+  void publish() {
     copy_if_lone();
     // Release pairs with the consumer's acquire load of producer_index (C1).
     ctl_->producer_index.store(head_, std::memory_order_release);
@@ -436,14 +443,11 @@ class RingConsumer {
       if (drop(static_cast<const T&>(item))) {
         ++dropped;
       } else if (dropped > 0) {
-        auto* to = reinterpret_cast<std::byte*>(&slots_[(tail_ + i + dropped) & mask_]);
-        const auto* from = reinterpret_cast<const std::byte*>(&item);
+        T* to = &slots_[(tail_ + i + dropped) & mask_];
         if constexpr (LapMarked<T>) {
-          constexpr size_t at = offsetof(T, lap);
-          std::memcpy(to, from, at);
-          std::memcpy(to + at + 1, from + at + 1, sizeof(T) - at - 1);
+          copy_but_mark(to, item);
         } else {
-          write_descriptor(reinterpret_cast<T*>(to), item);
+          write_descriptor(to, item);
         }
       }
     }
