@@ -16,6 +16,7 @@
 #include <infiniband/verbs.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -80,9 +81,15 @@ struct Mr : FabricMr {
   }
 
   QueueCore& core;
+  // What grants() and translating an address read, in the object's first
+  // line: a work request touches one line of each MR it names.
   const Pd* pd = nullptr;
   uint64_t iova = 0;
   uint64_t length = 0;
+  // The router's address of the MR's first byte, where the router reaches
+  // the whole MR as one range (verbs: always, the range the device
+  // registered; soft: when one segment holds it); else null.
+  std::byte* router_at_iova = nullptr;
   unsigned access = 0;
   uint32_t lkey_value = 0;
   uint32_t rkey_value = 0;

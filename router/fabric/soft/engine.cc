@@ -125,7 +125,7 @@ void Engine::on_reset(core::Qp& c) {
 
 // Extents are in MR order: a binary search, so that moving a message over
 // an MR of thousands of segments costs n log n, not n squared.
-std::byte* Mr::translate(uint64_t addr, uint64_t len, uint64_t& contiguous) const {
+std::byte* Mr::translate_searched(uint64_t addr, uint64_t len, uint64_t& contiguous) const {
   uint64_t off = addr - iova;
   auto after = std::upper_bound(extents.begin(), extents.end(), off,
                                 [](uint64_t o, const Extent& e) { return o < e.mr_offset; });
@@ -136,6 +136,11 @@ std::byte* Mr::translate(uint64_t addr, uint64_t len, uint64_t& contiguous) cons
   uint64_t in = off - e.mr_offset;
   contiguous = std::min(len, e.length - in);
   return e.base + in;
+}
+
+void Mr::set_extents(std::vector<Extent> e) {
+  extents = std::move(e);
+  router_at_iova = extents.size() == 1 && extents[0].mr_offset == 0 && extents[0].length >= length ? extents[0].base : nullptr;
 }
 
 std::shared_ptr<const void> Mr::segment_holding(const std::byte* p) const {

@@ -5,9 +5,10 @@
 // Engine::run_sync.
 #pragma once
 
-#include <optional>
+#include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "router/common/addresses.h"
@@ -36,10 +37,23 @@ struct Mr final : core::Mr {
   ~Mr() override;  // unlinks before its extents go
   // The router address of [addr, addr + len) if it lies inside one extent;
   // otherwise nullptr and `contiguous` tells how much of it does.
-  std::byte* translate(uint64_t addr, uint64_t len, uint64_t& contiguous) const;
+  std::byte* translate(uint64_t addr, uint64_t len, uint64_t& contiguous) const {
+    if (router_at_iova == nullptr) return translate_searched(addr, len, contiguous);
+    uint64_t off = addr - iova;  // below iova: wraps past length
+    contiguous = off < length ? std::min(len, length - off) : 0;
+    return off < length ? router_at_iova + off : nullptr;
+  }
   // The segment whose mapping holds router address `p` (null: none).
   std::shared_ptr<const void> segment_holding(const std::byte* p) const;
+  // Sets `extents` (in MR order), and router_at_iova when one extent holds
+  // the whole MR (most MRs: one segment, or a range of one): translate()
+  // then needs no search, and reads nothing beyond the line grants() read.
+  void set_extents(std::vector<Extent> e);
+
   std::vector<Extent> extents;
+
+ private:
+  std::byte* translate_searched(uint64_t addr, uint64_t len, uint64_t& contiguous) const;
 };
 
 struct Ah final : core::Ah {

@@ -100,7 +100,9 @@ Result<std::unique_ptr<FabricMr>> SoftFabric::make_mr(const core::MrRequest& r) 
   mr->iova = r.iova;
   mr->length = r.length;
   mr->access = r.access;
-  for (const SegmentPiece& p : r.pieces) mr->extents.push_back({p.app_addr - r.addr, p.length, p.router_addr()});
+  std::vector<soft::Extent> extents;
+  for (const SegmentPiece& p : r.pieces) extents.push_back({p.app_addr - r.addr, p.length, p.router_addr()});
+  mr->set_extents(std::move(extents));
   mr->segments.assign(r.segments.begin(), r.segments.end());
   auto key = next_key();
   if (!key) return key.error();

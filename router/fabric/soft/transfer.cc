@@ -158,7 +158,7 @@ void copy(Pieces& dst, Pieces& src, uint64_t len) {
       // Bytes of this step that are among the message's last kOrderedTail.
       uint64_t after = left + slen - n;  // bytes of the message after this step
       uint64_t tail = after >= kOrderedTail ? 0 : std::min(n, kOrderedTail - after);
-      std::memcpy(d, s, n - tail);
+      if (n > tail) std::memcpy(d, s, n - tail);  // (a small message is all tail: no call)
       if (tail > 0) {
         if (!fenced && len > kOrderedTail) {  // bytes before the tail were stored
           std::atomic_thread_fence(std::memory_order_seq_cst);  // orders non-temporal stores too

@@ -81,7 +81,6 @@ struct Mr final : core::Mr {
   std::byte* router_addr(uint64_t addr) const { return router_at_iova + (addr - iova); }
 
   ibv_mr* mr = nullptr;
-  std::byte* router_at_iova = nullptr;
   // An MR over several segments gets one contiguous router mapping of them
   // (the device needs one virtual range); null when it lies in one segment.
   std::byte* composed = nullptr;
