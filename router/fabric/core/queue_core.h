@@ -153,17 +153,17 @@ class QueueCore : public PollerHooks {
   static ibv_qp_attr query(const Qp& qp);
 
   // --- counters ---
-  // Work this router executed: for its requester (count_sent: a work
-  // request of `qp`'s, by ibv_wr_opcode) or for a requester on another
-  // router (count). Poller.
+  // Work this router executed: for its requester (count_sent: `wqes` work
+  // requests of `qp`'s with one ibv_wr_opcode, `bytes` in all) or for a
+  // requester on another router (count). Poller.
   void count(uint64_t wqes, uint64_t bytes) {
     wqes_.add(wqes);
     bytes_.add(bytes);
   }
-  void count_sent(Qp& qp, uint32_t opcode, uint64_t bytes) {
-    count(1, bytes);
-    qp.traffic.sent(opcode, bytes);
-    qp.tenant.traffic.sent(opcode, bytes);
+  void count_sent(Qp& qp, uint32_t opcode, uint64_t bytes, uint64_t wqes = 1) {
+    count(wqes, bytes);
+    qp.traffic.sent(opcode, bytes, wqes);
+    qp.tenant.traffic.sent(opcode, bytes, wqes);
   }
   FabricCounters counters() const;
   // A tenant's block (control thread: made on its first QP or QoS spec,

@@ -17,11 +17,11 @@ using router::SingleWriterCounter;
 
 class LiveTraffic {
  public:
-  // A work request the requester executed (`opcode`: ibv_wr_opcode).
-  void sent(uint32_t opcode, uint64_t bytes) {
+  // Work requests the requester executed (`opcode`: ibv_wr_opcode).
+  void sent(uint32_t opcode, uint64_t bytes, uint64_t wqes = 1) {
     size_t i = TrafficCounters::opcode_index(opcode);
     if (i >= TrafficCounters::kOpcodes) return;  // refused before it ran
-    ops_[i].add(1);
+    ops_[i].add(wqes);
     bytes_[i].add(bytes);
   }
   // A completion written to the app's CQ.

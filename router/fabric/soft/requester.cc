@@ -83,6 +83,35 @@ namespace {
 // tenant used its share of this pass.
 enum class Outcome { kDone, kPartial, kWait, kFatal, kCapped, kHeldBack };
 
+// What a QP's turn executed, counted once per run of one opcode rather
+// than per work request (each count is a store to lines the control thread
+// reads); counted before any completion, so that what the app polled is
+// counted when it asks.
+class Tally {
+ public:
+  Tally(Engine& e, Qp& q) : e_(e), q_(q) {}
+  Tally(const Tally&) = delete;
+  Tally& operator=(const Tally&) = delete;
+  ~Tally() { flush(); }
+  void add(uint32_t opcode, uint64_t bytes) {
+    if (opcode != opcode_) flush();
+    opcode_ = opcode;
+    ++wqes_;
+    bytes_ += bytes;
+  }
+  void flush() {
+    if (wqes_ > 0) e_.count_sent(q_, opcode_, bytes_, wqes_);
+    wqes_ = bytes_ = 0;
+  }
+
+ private:
+  Engine& e_;
+  Qp& q_;
+  uint32_t opcode_ = 0;
+  uint64_t wqes_ = 0;
+  uint64_t bytes_ = 0;
+};
+
 constexpr uint64_t kPiece = 256 * 1024;
 
 // Executes the head WQE of one QP whose responder is on this router. The
@@ -94,8 +123,8 @@ class Executor {
   // `responder`: what Responder::connected named for this QP's last work
   // request in this turn (null: not asked yet); kept while its state still
   // answers, asked again after any outcome but kDone.
-  Executor(Engine& e, Qp& q, uint64_t now, Qp*& responder)
-      : e_(e), r_(e.responder()), q_(q), now_(now), responder_(responder) {}
+  Executor(Engine& e, Qp& q, uint64_t now, Qp*& responder, Tally& tally)
+      : e_(e), r_(e.responder()), q_(q), now_(now), responder_(responder), tally_(tally) {}
 
   bool has_completion = false;
   Cqe completion{};
@@ -180,14 +209,14 @@ class Executor {
 
   // Moved `bytes` for the requester.
   Outcome moved(const SendWqe& w, uint64_t bytes) {
-    e_.count_sent(q_, w.opcode, bytes);
+    tally_.add(w.opcode, bytes);
     return done(w, bytes);
   }
 
   // BIND_MW, LOCAL_INV: the requester's own windows change; no message.
   Outcome local_op(const SendWqe& w) {
     if (ibv_wc_status st = e_.execute_local(q_, w); st != IBV_WC_SUCCESS) return fail(w, st);
-    e_.count_sent(q_, w.opcode, 0);
+    tally_.add(w.opcode, 0);
     return done(w, 0);
   }
 
@@ -325,6 +354,7 @@ class Executor {
   Qp& q_;
   uint64_t now_;
   Qp*& responder_;
+  Tally& tally_;
 };
 
 }  // namespace
@@ -349,11 +379,12 @@ bool Engine::service_local(Qp& q, uint64_t now) {
   // they were for the work request before (nothing else runs meanwhile; a
   // responder that stopped answering is asked for again).
   Qp* responder = nullptr;
+  Tally tally(*this, q);  // (declared after hand_back: counted before the slots go back)
   uint64_t budget = 0;  // once there is work: a division, not for every idle pass
   while (n < core::kBatch && q.sq.sc_peek(0, w)) {
     if (budget == 0) budget = q.tenant.share.pass_budget();
     q.sq.sc_prefetch(1);  // the next one crosses from the app's core while this one runs
-    Executor x(*this, q, now, responder);
+    Executor x(*this, q, now, responder, tally);
     Outcome o = x.run(w);
     if (o != Outcome::kDone) responder = nullptr;
     // A piece moved: the next one while the QP's turn in this pass lasts
@@ -373,6 +404,7 @@ bool Engine::service_local(Qp& q, uint64_t now) {
     q.sq.sc_release_unpublished(1);
     hand_back.pending = true;
     if (x.has_completion) {
+      tally.flush();
       hand_back.now();
       complete_send(q, x.completion, index);
     }
