@@ -166,6 +166,34 @@ class QueueCore : public PollerHooks {
     qp.tenant.traffic.sent(opcode, bytes, wqes);
   }
   FabricCounters counters() const;
+  // What a burst of a QP's work executed, counted once per run of one
+  // opcode rather than per work request (each count is a store to lines
+  // the control thread reads). Flush it before writing a completion of
+  // the burst, so that what the app polled is counted when it asks.
+  class SentTally {
+   public:
+    SentTally(QueueCore& core, Qp& qp) : core_(core), qp_(qp) {}
+    SentTally(const SentTally&) = delete;
+    SentTally& operator=(const SentTally&) = delete;
+    ~SentTally() { flush(); }
+    void add(uint32_t opcode, uint64_t bytes) {
+      if (opcode != opcode_) flush();
+      opcode_ = opcode;
+      ++wqes_;
+      bytes_ += bytes;
+    }
+    void flush() {
+      if (wqes_ > 0) core_.count_sent(qp_, opcode_, bytes_, wqes_);
+      wqes_ = bytes_ = 0;
+    }
+
+   private:
+    QueueCore& core_;
+    Qp& qp_;
+    uint32_t opcode_ = 0;
+    uint64_t wqes_ = 0;
+    uint64_t bytes_ = 0;
+  };
   // A tenant's block (control thread: made on its first QP or QoS spec,
   // kept for good, so that its counters never go back). Read at any time.
   TenantBlock& tenant_block(const std::string& tenant);

@@ -83,35 +83,6 @@ namespace {
 // tenant used its share of this pass.
 enum class Outcome { kDone, kPartial, kWait, kFatal, kCapped, kHeldBack };
 
-// What a QP's turn executed, counted once per run of one opcode rather
-// than per work request (each count is a store to lines the control thread
-// reads); counted before any completion, so that what the app polled is
-// counted when it asks.
-class Tally {
- public:
-  Tally(Engine& e, Qp& q) : e_(e), q_(q) {}
-  Tally(const Tally&) = delete;
-  Tally& operator=(const Tally&) = delete;
-  ~Tally() { flush(); }
-  void add(uint32_t opcode, uint64_t bytes) {
-    if (opcode != opcode_) flush();
-    opcode_ = opcode;
-    ++wqes_;
-    bytes_ += bytes;
-  }
-  void flush() {
-    if (wqes_ > 0) e_.count_sent(q_, opcode_, bytes_, wqes_);
-    wqes_ = bytes_ = 0;
-  }
-
- private:
-  Engine& e_;
-  Qp& q_;
-  uint32_t opcode_ = 0;
-  uint64_t wqes_ = 0;
-  uint64_t bytes_ = 0;
-};
-
 constexpr uint64_t kPiece = 256 * 1024;
 
 // Executes the head WQE of one QP whose responder is on this router. The
@@ -123,7 +94,7 @@ class Executor {
   // `responder`: what Responder::connected named for this QP's last work
   // request in this turn (null: not asked yet); kept while its state still
   // answers, asked again after any outcome but kDone.
-  Executor(Engine& e, Qp& q, uint64_t now, Qp*& responder, Tally& tally)
+  Executor(Engine& e, Qp& q, uint64_t now, Qp*& responder, core::QueueCore::SentTally& tally)
       : e_(e), r_(e.responder()), q_(q), now_(now), responder_(responder), tally_(tally) {}
 
   bool has_completion = false;
@@ -354,7 +325,7 @@ class Executor {
   Qp& q_;
   uint64_t now_;
   Qp*& responder_;
-  Tally& tally_;
+  core::QueueCore::SentTally& tally_;
 };
 
 }  // namespace
@@ -379,7 +350,7 @@ bool Engine::service_local(Qp& q, uint64_t now) {
   // they were for the work request before (nothing else runs meanwhile; a
   // responder that stopped answering is asked for again).
   Qp* responder = nullptr;
-  Tally tally(*this, q);  // (declared after hand_back: counted before the slots go back)
+  core::QueueCore::SentTally tally(*this, q);  // (declared after hand_back: counted before the slots go back)
   uint64_t budget = 0;  // once there is work: a division, not for every idle pass
   while (n < core::kBatch && q.sq.sc_peek(0, w)) {
     if (budget == 0) budget = q.tenant.share.pass_budget();

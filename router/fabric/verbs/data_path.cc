@@ -208,7 +208,8 @@ bool Engine::post_sends(Qp& q, uint64_t now) {
         q.solicited.push_back((copies[i].send_flags & IBV_SEND_SOLICITED) != 0);
     }
   }
-  for (int i = 0; i < posted; ++i) count_sent(q, copies[i].opcode, bytes[i]);
+  SentTally tally(*this, q);  // (their completions come from the device later)
+  for (int i = 0; i < posted; ++i) tally.add(copies[i].opcode, bytes[i]);
   return posted > 0;
 }
 
