@@ -27,7 +27,7 @@ ff_wait_listen a 18600
 # move between physical cores, one measurement of each taken minutes apart
 # can give any ratio. Each row is the median round's ratio, with the range.
 rounds=${MH_ROUNDS:-5}
-bw=() lat=() zc=()
+bw=() lat=() zc=() uring=()
 for _ in $(seq "$rounds"); do
   mh_pair alpha a beta b 10.50.1.1 18515 default ib_write_bw -s 65536 -n "$iters"
   write_bw=$(result | awk '{print $4}')   # BW average, MB/s
@@ -39,7 +39,9 @@ for _ in $(seq "$rounds"); do
   lat+=("$send_lat $rtt")
   # MSG_ZEROCOPY (issue 19 asked whether it wins here): the same stream
   # with zero-copy sends, and how many the kernel copied anyway.
-  zc+=("$stream $(ip netns exec "ffc-b-$$" "$PROBE" stream-zc 10.50.1.1 18600 65536 2 | awk '{print $5, $7, $9}')")
+  zc+=("$stream $(ip netns exec "ffc-b-$$" "$PROBE" stream-zc 10.50.1.1 18600 65536 2 | awk '{print $5, $12, $14}')")
+  # io_uring (asked likewise): the stream as 4 sends in flight through a ring.
+  uring+=("$stream $(ip netns exec "ffc-b-$$" "$PROBE" stream-uring 10.50.1.1 18600 65536 2 4 | awk '{print $8}')")
 done
 kill "$probe"; wait "$probe" 2>/dev/null || true
 
@@ -57,5 +59,6 @@ median_row "${bw[@]}" | awk '{printf "| 64 KiB: ib_write_bw vs TCP stream | %.0f
 # Latency: one way through the routers against half the TCP round trip.
 median_row "${lat[@]/%/ 0.5}" | awk '{h = $2 * $3; printf "| 2 B: ib_send_lat (one way) vs TCP request/response (RTT %.1f us, half) | %.2f us | %.2f us | %.2fx (%.2f–%.2fx) |\n", $2, $1, h, $1 / h, $4 / 0.5, $5 / 0.5}'
 median_row "${zc[@]}" | awk '{printf "| 64 KiB TCP stream: MSG_ZEROCOPY sends vs plain (%d of %d sends copied by the kernel) | %.0f MB/s | %.0f MB/s | %.2f |\n", $3, $4, $2, $1, $2 / $1}'
+median_row "${uring[@]}" | awk '{printf "| 64 KiB TCP stream: io_uring sends (4 in flight) vs plain | %.0f MB/s | %.0f MB/s | %.2f |\n", $2, $1, $2 / $1}'
 echo
 echo "($(nproc) cores, $iters iterations, $(date -u +%Y-%m-%d))"

@@ -8,6 +8,8 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git clang libclang-rt-14-dev
   libibverbs-dev librdmacm-dev libboost-dev libflatbuffers-dev flatbuffers-compiler
   libnuma-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
+  # the TCP baselines' io_uring stream (bench/tcp_probe; built without it otherwise)
+  liburing-dev
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libsystemd-dev
   # a test program against UCP (UCX client/server over rdma_cm)
   libucx-dev

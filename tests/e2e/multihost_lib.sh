@@ -177,6 +177,7 @@ mh_pair() {
 # mh_two_hosts: the usual pair: hosts alpha (10.99.0.1) and beta
 # (10.99.0.2) with container a (10.50.1.1, tenant default) served by alpha
 # and b (10.50.2.1) by beta, both routers up and linked both ways.
+# MH_ALPHA_ARGS, MH_BETA_ARGS: more options for either router (words).
 mh_two_hosts() {
   mh_host alpha 10.99.0.1
   mh_host beta 10.99.0.2
@@ -184,8 +185,10 @@ mh_two_hosts() {
   mh_container b 10.50.2.1
   local dir
   dir=$(mh_static_directory alpha:default:10.50.1.0/24 beta:default:10.50.2.0/24)
-  mh_router alpha "$dir"
-  mh_router beta "$dir"
+  # shellcheck disable=SC2086  # words
+  mh_router alpha "$dir" ${MH_ALPHA_ARGS:-}
+  # shellcheck disable=SC2086
+  mh_router beta "$dir" ${MH_BETA_ARGS:-}
   mh_wait_peers alpha 1
   mh_wait_peers beta 1
 }
