@@ -4,6 +4,9 @@
 # Prints a markdown table. Needs root; builds Release first.
 #
 #   bench/perftest_table.sh [iterations-for-latency (default 10000)]
+# Bandwidth rows run for BW_SECONDS (default 2) each (perftest -D): a fixed
+# 5000 iterations of 64 bytes were under a millisecond, too short to mean
+# anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh Release >/dev/null
@@ -23,10 +26,10 @@ lat() {  # lat TEST SIZE
   rows+=("| $1 | $2 B | 1 | p50 ${typ} µs, p99 ${p99} µs | | |")
 }
 bw() {  # bw TEST SIZE QPS
-  ff_pair a b 10.36.0.1 18515 default "$1" -s "$2" -q "$3" -n 5000
+  ff_pair a b 10.36.0.1 18515 default "$1" -s "$2" -q "$3" -D "${BW_SECONDS:-2}"
   read -r _ _ _ avg rate < <(grep -E '^ +[0-9]+ +[0-9]+' "$FF_WORK/client.log" | tail -1)
   gbps=$(awk -v m="$avg" 'BEGIN { printf "%.1f", m * 8 / 1000 }')
-  rows+=("| $1 | $2 B | $3 | | ${gbps} Gb/s | ${rate} Mmsg/s |")
+  rows+=("| $1 | $2 B | $3 | | ${gbps} Gb/s | $(awk -v r="$rate" 'BEGIN{printf "%.2f", r}') Mmsg/s |")
 }
 
 lat ib_write_lat 2
