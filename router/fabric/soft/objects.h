@@ -45,15 +45,15 @@ struct Mr final : core::Mr {
   }
   // The segment whose mapping holds router address `p` (null: none).
   std::shared_ptr<const void> segment_holding(const std::byte* p) const;
-  // Sets `extents` (in MR order), and router_at_iova when one extent holds
-  // the whole MR (most MRs: one segment, or a range of one): translate()
-  // then needs no search, and reads nothing beyond the line grants() read.
+  // Sets the extents (in MR order; `length` set before), and router_at_iova
+  // when one extent holds the whole MR (most MRs: one segment, or a range
+  // of one): translate() then needs no search, and reads nothing beyond
+  // the line grants() read.
   void set_extents(std::vector<Extent> e);
-
-  std::vector<Extent> extents;
 
  private:
   std::byte* translate_searched(uint64_t addr, uint64_t len, uint64_t& contiguous) const;
+  std::vector<Extent> extents;  // private: router_at_iova is derived from them
 };
 
 struct Ah final : core::Ah {
