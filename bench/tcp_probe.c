@@ -9,6 +9,7 @@
  *                                            io_uring, DEPTH sends in flight (IORING_OP_SEND,
  *                                            or IORING_OP_SEND_ZC with zc): MB/s, and how
  *                                            many zero-copy sends the kernel copied anyway
+ *                                            (zc: Linux 6.2 or later, for that count)
  * Each stream mode also prints the sender's CPU time (user + system) per GB.
  * TCP_NODELAY on both ends (as the routers' links). */
 #include <arpa/inet.h>
